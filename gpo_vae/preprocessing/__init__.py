@@ -1,0 +1,1 @@
+"""Preprocessing stages (design §2–§5): QC flags, perturbation filters, treatment nodes, splits, pairing."""
