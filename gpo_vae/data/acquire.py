@@ -1,0 +1,132 @@
+"""Obtain a dataset's files: find them locally, or download and extract the published archives."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import anndata as ad
+
+from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY, DataContractError
+from gpo_vae.data.download import DownloadError, default_cache_dir, download_file, extract_tarball
+from gpo_vae.data.registry import Archive, DatasetRecord
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """The files that make up one dataset, as later stages read them."""
+
+    name: str
+    counts: Path
+    summary_stats: Path | None = None
+    summary_sheet: str | None = None
+    network: Path | None = None
+    perturbation_key: str = PERTURBATION_KEY
+    control_label: str = CONTROL_LABEL
+
+    def to_dict(self) -> dict[str, str | None]:
+        """JSON-friendly form (paths as strings)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def _find_file(filename: str, roots: list[Path]) -> Path | None:
+    for root in roots:
+        if not root.is_dir():
+            continue
+        direct = root / filename
+        if direct.is_file():
+            return direct
+        found = sorted(p for p in root.rglob(filename) if p.is_file() and ".partial" not in str(p))
+        if found:
+            return found[0]
+    return None
+
+
+def _fetch_member(
+    filename: str,
+    archive: Archive,
+    data_dir: Path | None,
+    cache_dir: Path,
+    mirror: str | None,
+    quiet: bool,
+) -> Path:
+    """Path of ``filename``: found in ``data_dir`` or the cache, else downloaded and extracted."""
+    extracted = cache_dir / "extracted" / archive.filename.removesuffix(".tar.gz")
+    roots = ([data_dir] if data_dir is not None else []) + [extracted]
+    if (found := _find_file(filename, roots)) is not None:
+        return found
+    local_archive = _find_file(archive.filename, [*roots[:-1], cache_dir / "archives"])
+    if local_archive is None:
+        local_archive = download_file(
+            archive.url(mirror), cache_dir / "archives" / archive.filename, archive.sha256, quiet=quiet
+        )
+    extract_tarball(local_archive, extracted)
+    if (found := _find_file(filename, [extracted])) is None:
+        raise DownloadError(
+            f"{local_archive} was extracted to {extracted} but holds no {filename}. The archive may be "
+            f"a different release; put {filename} in a folder and pass it with --data-dir."
+        )
+    return found
+
+
+def acquire_published_dataset(
+    record: DatasetRecord,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    mirror: str | None = None,
+    quiet: bool = False,
+) -> DatasetFiles:
+    """Locate or download the counts file and summary statistics of a published dataset.
+
+    Search order for each file: ``data_dir`` (recursively), the extracted archives in
+    ``cache_dir``, an archive already in ``data_dir`` or the cache, and finally a download
+    (Google Drive through gdown, or ``mirror``/``$GPO_VAE_MIRROR`` when set).
+    """
+    if record.simulated or record.counts_file is None or record.counts_archive is None:
+        raise ValueError(f"dataset {record.name!r} is not a downloadable dataset")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = Path(data_dir).expanduser() if data_dir else None
+    counts = _fetch_member(record.counts_file, record.counts_archive, root, cache, mirror, quiet)
+    stats = None
+    if record.stats_file is not None and record.stats_archive is not None:
+        stats = _fetch_member(record.stats_file, record.stats_archive, root, cache, mirror, quiet)
+    return DatasetFiles(
+        name=record.name,
+        counts=counts,
+        summary_stats=stats,
+        summary_sheet=record.stats_sheet,
+        perturbation_key=record.perturbation_key,
+        control_label=record.control_label,
+    )
+
+
+def describe_counts(
+    path: str | Path,
+    perturbation_key: str = PERTURBATION_KEY,
+    control_label: str = CONTROL_LABEL,
+) -> dict[str, int]:
+    """Cells, genes, perturbations and control cells of a counts ``.h5ad`` (reads obs only)."""
+    path = Path(path)
+    try:
+        adata = ad.read_h5ad(path, backed="r")
+    except Exception as err:
+        raise DataContractError(f"{path}: not a readable .h5ad file ({type(err).__name__}: {err}).") from err
+    try:
+        if perturbation_key not in adata.obs.columns:
+            raise DataContractError(
+                f"{path}: obs has no column {perturbation_key!r} (columns: {list(adata.obs.columns)[:20]}). "
+                "Pass the column naming each cell's perturbed gene with --perturbation-key."
+            )
+        labels = adata.obs[perturbation_key].astype(str)
+        is_control = labels == control_label
+        return {
+            "cells": int(adata.n_obs),
+            "genes": int(adata.n_vars),
+            "perturbations": int(labels[~is_control].nunique()),
+            "control_cells": int(is_control.sum()),
+        }
+    finally:
+        adata.file.close()

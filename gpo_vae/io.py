@@ -1,0 +1,90 @@
+"""Small I/O helpers: atomic writes and the provenance record every artifact carries."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import gpo_vae
+
+#: Distributions whose versions go into every provenance record.
+TRACKED_PACKAGES = (
+    "numpy",
+    "scipy",
+    "pandas",
+    "anndata",
+    "scanpy",
+    "torch",
+    "pytorch-lightning",
+    "pot",
+    "scrublet",
+    "redun",
+    "rapids-singlecell",
+)
+
+
+def write_json_atomic(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write ``payload`` as indented JSON through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape results (None when absent)."""
+    versions: dict[str, str | None] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def code_version() -> str:
+    """The package version, plus the git commit of the source tree when it is a checkout."""
+    root = Path(gpo_vae.__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return gpo_vae.__version__
+    return f"{gpo_vae.__version__}+g{commit}{'.dirty' if dirty else ''}"
+
+
+def provenance(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record an artifact carries: config, code and package versions, Python, platform."""
+    return {
+        "config": config or {},
+        "code_version": code_version(),
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
