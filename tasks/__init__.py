@@ -1,0 +1,1 @@
+"""Thin redun tasks, one module per pipeline stage; each wraps functions of :mod:`gpo_vae`."""

@@ -1,0 +1,83 @@
+"""The gpo-vae workflow: ``redun run workflow.py main --dataset NAME``.
+
+redun imports the module named ``workflow``; this package answers that import. Each line of
+``main`` is one pipeline stage; the stages live in ``tasks/``.
+"""
+
+
+from pathlib import Path
+from typing import Any
+
+from redun import File, task
+
+from gpo_vae.data.registry import get_dataset_record, is_local_dataset
+from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset, summarise_dataset
+
+redun_namespace = "gpo_vae"
+
+
+def dataset_slug(dataset: str) -> str:
+    """Folder name of a dataset's results: its registry name or its file's stem."""
+    return Path(dataset).stem if is_local_dataset(dataset) else dataset
+
+
+def acquire(
+    dataset: str,
+    results_dir: str,
+    seed: int,
+    synthetic_preset: str,
+    data_dir: str | None,
+    cache_dir: str | None,
+    perturbation_key: str,
+    control_label: str,
+    summary_stats: str | None,
+    summary_sheet: str | None,
+) -> Any:
+    """The acquisition stage for any kind of dataset (a lazy redun expression)."""
+    if is_local_dataset(dataset):
+        return prepare_local_dataset(
+            File(str(Path(dataset).resolve())),
+            str(Path(results_dir, dataset_slug(dataset), "data")),
+            perturbation_key,
+            control_label,
+            File(str(Path(summary_stats).resolve())) if summary_stats else None,
+            summary_sheet,
+        )
+    record = get_dataset_record(dataset)
+    if record.simulated:
+        out_dir = Path(results_dir, "synthetic", f"data-{synthetic_preset}-seed{seed}")
+        return simulate_dataset(str(out_dir), synthetic_preset, seed)
+    return fetch_published_dataset(dataset, data_dir, cache_dir)
+
+
+@task()
+def main(
+    dataset: str = "synthetic",
+    results_dir: str = "results",
+    seed: int = 0,
+    synthetic_preset: str = "default",
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    perturbation_key: str = "gene",
+    control_label: str = "non-targeting",
+    summary_stats: str | None = None,
+    summary_sheet: str | None = None,
+) -> File:
+    """Run the pipeline on ``dataset`` (synthetic, rpe1, k562, adamson, or a path to an .h5ad).
+
+    Results go to ``results_dir/<dataset>/``; published data is cached in ``cache_dir``
+    (default ``$GPO_VAE_CACHE`` or ``~/.cache/gpo_vae``), or read from ``data_dir``.
+    """
+    spec = acquire(
+        dataset,
+        results_dir,
+        seed,
+        synthetic_preset,
+        data_dir,
+        cache_dir,
+        perturbation_key,
+        control_label,
+        summary_stats,
+        summary_sheet,
+    )
+    return summarise_dataset(spec, str(Path(results_dir, dataset_slug(dataset), "dataset_summary.json")))
