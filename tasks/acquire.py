@@ -1,5 +1,8 @@
-"""Stage 1, acquisition: simulate, download or validate a dataset; files travel as redun Files."""
+"""Stage 1, acquisition: simulate, download or validate a dataset; files travel as redun Files.
 
+The library is imported inside task bodies: redun imports this module on every run (and in
+every worker process), and the scientific stack would add seconds to a fully cached rerun.
+"""
 
 import dataclasses
 from pathlib import Path
@@ -38,7 +41,9 @@ def simulate_dataset(out_dir: str, preset: str = "default", seed: int = 0) -> Da
 
 
 @task(version="1", cache=True)
-def fetch_published_dataset(name: str, data_dir: str | None = None, cache_dir: str | None = None) -> DatasetSpec:
+def fetch_published_dataset(
+    name: str, data_dir: str | None = None, cache_dir: str | None = None
+) -> DatasetSpec:
     """Find (``data_dir``, cache) or download the published files of dataset ``name``."""
     from gpo_vae.data.acquire import acquire_published_dataset
     from gpo_vae.data.registry import get_dataset_record

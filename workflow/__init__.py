@@ -4,7 +4,6 @@ redun imports the module named ``workflow``; this package answers that import. E
 ``main`` is one pipeline stage; the stages live in ``tasks/``.
 """
 
-
 from pathlib import Path
 from typing import Any
 
