@@ -98,7 +98,8 @@ def download_file(
         except DownloadError:
             raise
         except Exception as err:  # requests, gdown and OS errors all mean "no file"
-            raise DownloadError(f"Could not download {url} ({type(err).__name__}: {err}). {hint}") from err
+            reason = str(err) if len(str(err)) <= 200 else str(err)[:200] + "…"
+            raise DownloadError(f"Could not download {url} ({type(err).__name__}: {reason}). {hint}") from err
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise DownloadError(f"Downloading {url} produced an empty file. {hint}")
         if sha256 is not None:
