@@ -1,0 +1,102 @@
+"""Splits (design §5): the published random scheme, held-out perturbations, validation."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from sklearn.model_selection import train_test_split
+
+from gpo_vae.preprocessing.splits import split_heldout_perturbations, split_random, validate_splits
+
+CONTROL = "non-targeting"
+
+
+@pytest.fixture
+def split_labels_case() -> np.ndarray:
+    """10 perturbations × 30 cells and 120 controls, shuffled."""
+    rng = np.random.default_rng(7)
+    labels = np.array([CONTROL] * 120 + [f"G{i}" for i in range(10) for _ in range(30)])
+    return rng.permutation(labels)
+
+
+def test_split_random_has_published_sizes() -> None:
+    labels = split_random(1000)
+    counts = {name: int((labels == name).sum()) for name in ("train", "val", "test")}
+    assert counts == {"train": 640, "val": 160, "test": 200}
+
+
+def test_split_random_equals_direct_sklearn_computation() -> None:
+    n, seed = 537, 3
+    rest, test = train_test_split(np.arange(n), train_size=0.8, random_state=seed)
+    train, val = train_test_split(rest, train_size=0.8, random_state=seed)
+    labels = split_random(n, seed=seed)
+    assert set(np.flatnonzero(labels == "train")) == set(train)
+    assert set(np.flatnonzero(labels == "val")) == set(val)
+    assert set(np.flatnonzero(labels == "test")) == set(test)
+
+
+def test_split_random_is_deterministic_per_seed() -> None:
+    np.testing.assert_array_equal(split_random(300, seed=1), split_random(300, seed=1))
+    assert np.any(split_random(300, seed=1) != split_random(300, seed=2))
+
+
+def test_split_random_rejects_bad_fractions() -> None:
+    with pytest.raises(ValueError, match="sum to 1"):
+        split_random(100, fractions=(0.5, 0.2, 0.2))
+
+
+def test_heldout_perturbations_only_in_test_and_controls_everywhere(split_labels_case: np.ndarray) -> None:
+    labels, heldout = split_heldout_perturbations(split_labels_case, heldout_fraction=0.2, seed=0)
+    assert len(heldout) == 2 and heldout == sorted(heldout) and CONTROL not in heldout
+    in_heldout = np.isin(split_labels_case, heldout)
+    assert np.all(labels[in_heldout] == "test")
+    for name in ("train", "val", "test"):
+        assert np.any((labels == name) & (split_labels_case == CONTROL)), name
+    # every other perturbation keeps training cells
+    seen = set(split_labels_case[(labels == "train") & ~in_heldout]) - {CONTROL}
+    assert seen == set(np.unique(split_labels_case)) - {CONTROL, *heldout}
+    validate_splits(labels, split_labels_case, CONTROL, heldout=heldout)
+
+
+def test_heldout_split_is_deterministic_per_seed(split_labels_case: np.ndarray) -> None:
+    first = split_heldout_perturbations(split_labels_case, seed=4)
+    second = split_heldout_perturbations(split_labels_case, seed=4)
+    np.testing.assert_array_equal(first.labels, second.labels)
+    assert first.heldout == second.heldout
+
+
+def test_validate_splits_names_an_empty_split() -> None:
+    perturbations = np.array([CONTROL, "A", CONTROL, "A"])
+    with pytest.raises(ValueError, match=r"no cells in split\(s\) \['val'\]"):
+        validate_splits(np.array(["train", "train", "test", "test"]), perturbations)
+
+
+def test_validate_splits_names_splits_without_controls() -> None:
+    perturbations = np.array([CONTROL, "A", "A", "A"])
+    with pytest.raises(ValueError, match=r"control cells in split\(s\) \['val', 'test'\]"):
+        validate_splits(np.array(["train", "train", "val", "test"]), perturbations)
+
+
+def test_validate_splits_rejects_leaked_heldout_perturbation() -> None:
+    perturbations = np.array([CONTROL, CONTROL, CONTROL, "A", "B"])
+    splits = np.array(["train", "val", "test", "train", "test"])
+    with pytest.raises(ValueError, match="held-out perturbations with cells in train/val"):
+        validate_splits(splits, perturbations, heldout=["A"])
+
+
+def test_validate_splits_counts_and_warns_on_perturbation_missing_from_train(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    perturbations = np.array([CONTROL, CONTROL, CONTROL, "A", "B", "B"])
+    splits = np.array(["train", "val", "test", "train", "test", "test"])
+    with caplog.at_level(logging.WARNING, logger="gpo_vae.preprocessing.splits"):
+        counts = validate_splits(splits, perturbations)
+    assert counts.loc["B"].tolist() == [0, 0, 2]
+    assert counts.loc[CONTROL].tolist() == [1, 1, 1]
+    assert "no training cells" in caplog.text and "'B'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gpo_vae.preprocessing.splits"):
+        validate_splits(splits, perturbations, heldout=["B"])
+    assert "no training cells" not in caplog.text
