@@ -566,6 +566,9 @@ def test_duplicate_edges_keep_strongest_weight(tmp_path: Path) -> None:
     assert weights("chipseq_w.csv", "chipseq") == {("A", "B"): 20.0, ("A", "C"): 5.0}
     assert weights("string_w.csv", "string") == {("A", "B"): 0.99, ("A", "C"): 0.91}
     assert weights("edges.csv", "edgelist") == {("A", "B"): -0.5, ("B", "C"): 0.2}
+    # A duplicate without a weight loses to one with a weight, whichever comes first.
+    gaps = read_network(write(tmp_path / "gaps.csv", "source,target,weight\nA,B,\nA,B,0.3\nC,D,0.1\nC,D,\n"))
+    assert gaps["weight"].tolist() == [0.3, 0.1]
 
 
 def test_detect_network_format_from_names() -> None:

@@ -105,7 +105,7 @@ def _parse_dorothea(path: Path, confidence: str | Iterable[str] | None = None) -
 
 def _parse_regnetwork(path: Path) -> pd.DataFrame:
     names = ["source", "source_id", "target", "target_id"]
-    frame = read_delimited(
+    return read_delimited(
         path,
         f"regnetwork {WHAT}",
         sep="\t",
@@ -114,7 +114,6 @@ def _parse_regnetwork(path: Path) -> pd.DataFrame:
         usecols=["source", "target"],
         text_columns=["source", "target"],
     )
-    return frame
 
 
 def _parse_remap(path: Path) -> pd.DataFrame:
@@ -247,7 +246,7 @@ def _tidy_edges(raw: pd.DataFrame, directed: bool | None) -> pd.DataFrame:
 
 
 def read_network(
-    path: str | Path, format: str | None = None, *, confidence: str | None = None
+    path: str | Path, format: str | None = None, *, confidence: str | Iterable[str] | None = None
 ) -> pd.DataFrame:
     """Read a reference network into an edge table.
 
@@ -259,7 +258,8 @@ def read_network(
         A key of :data:`NETWORK_FORMATS`; ``None`` detects it from the file name
         (:func:`detect_network_format`).
     confidence
-        DoRothEA only: the confidence levels to keep, e.g. ``"ABC"`` (all when ``None``).
+        DoRothEA only: the confidence levels to keep, e.g. ``"ABC"`` or ``["A", "B"]`` (all when
+        ``None``).
 
     Returns
     -------

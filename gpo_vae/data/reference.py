@@ -7,6 +7,7 @@ Reference files come from outside the package: users pass them by path. The read
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,15 +57,23 @@ def require_file(path: str | Path, what: str) -> Path:
     return path
 
 
-# pandas' default missing-value spellings minus "NA"/"NaN"-like gene names are not an issue for
-# numeric columns, so numeric columns use these and text columns none.
+# Spellings of a missing value in numeric columns (pandas' defaults, roughly). Text columns get
+# none of them: "NA" and "NAN" could be gene symbols.
 NA_STRINGS = ("", " ", "NA", "N/A", "#N/A", "NaN", "nan", "-nan", "NULL", "null", "None", "<NA>")
 
 
 def _read_csv(path: Path, what: str, **kwargs: object) -> pd.DataFrame:
     try:
         return pd.read_csv(path, low_memory=False, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as err:
+    # OSError/EOFError/zlib.error: a missing, truncated or corrupt (compressed) file.
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        OSError,
+        EOFError,
+        zlib.error,
+    ) as err:
         raise ReferenceFormatError(
             f"{path}: not a readable {what} table ({type(err).__name__}: {err}). "
             "Pass a delimited text file (csv or tsv), uncompressed or gzip-compressed."

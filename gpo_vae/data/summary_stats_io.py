@@ -256,7 +256,8 @@ def collapse_duplicates(df: pd.DataFrame, how: Literal["best", "first"] = "best"
     ``how="best"`` keeps the guide with the strongest knockdown (most negative ``percent
     knockdown``; a missing value ranks last; ties keep file order), because the strong-perturbation
     filter and the knockdown filter judge a gene, not a guide. ``how="first"`` keeps the first row.
-    File order is kept.
+    File order is kept. Collapsing first can drop a gene from :func:`strong_perturbations` when
+    its best-knockdown guide has too few DEGs or cells (RPE1: 1,543 strong genes, 1,532 after).
     """
     _require_normalised(df)
     if how not in ("best", "first"):
