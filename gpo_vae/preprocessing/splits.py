@@ -147,7 +147,7 @@ def validate_splits(
     counts = counts.reindex(columns=list(SPLITS), fill_value=0)
 
     problems = []
-    unknown = sorted(set(np.unique(split)) - set(SPLITS))
+    unknown = sorted({str(name) for name in np.unique(split)} - set(SPLITS))
     if unknown:
         problems.append(f"unknown split labels {unknown} (expected {list(SPLITS)})")
     empty = [name for name in SPLITS if counts[name].sum() == 0]
@@ -159,7 +159,7 @@ def validate_splits(
     no_controls = [name for name in SPLITS if name not in empty and control_counts[name] == 0]
     if no_controls:
         problems.append(f"no {control_label!r} control cells in split(s) {no_controls}")
-    heldout = sorted(set(heldout))
+    heldout = sorted({str(p) for p in heldout})
     leaked = [p for p in heldout if p in counts.index and counts.loc[p, ["train", "val"]].sum() > 0]
     if leaked:
         problems.append(f"held-out perturbations with cells in train/val: {leaked[:10]}")
@@ -167,7 +167,7 @@ def validate_splits(
         raise ValueError("invalid splits: " + "; ".join(problems))
 
     perturbed = counts.drop(index=[control_label, *heldout], errors="ignore")
-    missing = perturbed.index[perturbed["train"] == 0].tolist()
+    missing = [str(p) for p in perturbed.index[perturbed["train"] == 0]]
     if missing:
         logger.warning(
             "%d perturbation(s) have no training cells (the model cannot learn them): %s",

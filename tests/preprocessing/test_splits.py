@@ -95,7 +95,7 @@ def test_validate_splits_counts_and_warns_on_perturbation_missing_from_train(
         counts = validate_splits(splits, perturbations)
     assert counts.loc["B"].tolist() == [0, 0, 2]
     assert counts.loc[CONTROL].tolist() == [1, 1, 1]
-    assert "no training cells" in caplog.text and "'B'" in caplog.text
+    assert "no training cells" in caplog.text and "['B']" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="gpo_vae.preprocessing.splits"):
         validate_splits(splits, perturbations, heldout=["B"])
