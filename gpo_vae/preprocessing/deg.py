@@ -1,0 +1,355 @@
+"""Differentially expressed genes of each perturbation vs control cells, and FC3 genes (design §4).
+
+The Wilcoxon rank-sum test here gives the same statistic as
+``scanpy.tl.rank_genes_groups(method="wilcoxon", reference=control, tie_correct=True)`` but does
+not re-rank the pooled cells of every group: each gene's control values are sorted once, and a
+group's rank sum follows from counting, with ``searchsorted``, the control values below and equal
+to each of its values. Only stored (non-zero) values are touched; zeros are counted, never
+materialised. Every statistic is computed on the cells of ``fit_mask`` only (training cells: no
+test leakage, design §4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
+from scipy import special
+from tqdm.auto import tqdm
+
+from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
+from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr, normalize_log1p
+
+logger = logging.getLogger(__name__)
+
+DE_COLUMNS = ("group", "gene", "rank", "score", "logfoldchange", "pval", "pval_adj")
+_SIGN_BIT = np.uint32(0x80000000)  # the image of +0.0 under _value_bits
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+def _value_bits(values: np.ndarray) -> np.ndarray:
+    """An order-preserving uint32 image of float32 values (IEEE bits, negatives flipped)."""
+    f = np.asarray(values, dtype=np.float32) + np.float32(0.0)  # turns -0.0 into +0.0
+    u = f.view(np.uint32)
+    return np.where(u >= _SIGN_BIT, ~u, u | _SIGN_BIT)
+
+
+def _keys(genes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """uint64 keys sorting (gene, value) pairs: gene in the high word, value bits in the low word.
+
+    Exact: equal float32 values give equal keys, so ties are detected without tolerance.
+    """
+    return (genes.astype(np.uint64) << np.uint64(32)) | _value_bits(values).astype(np.uint64)
+
+
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys of a sorted array and how often each occurs."""
+    if sorted_keys.size == 0:
+        return sorted_keys, np.zeros(0, dtype=np.float64)
+    starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    counts = np.diff(np.append(starts, sorted_keys.size)).astype(np.float64)
+    return sorted_keys[starts], counts
+
+
+def _nonzero_entries(X: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of the stored non-zeros of rows ``start:stop`` (views when possible)."""
+    lo, hi = X.indptr[start], X.indptr[stop]
+    cols, vals = X.indices[lo:hi], X.data[lo:hi]
+    keep = vals != 0
+    if not keep.all():
+        cols, vals = cols[keep], vals[keep]
+    return cols, vals
+
+
+def _cubic_ties(t: np.ndarray) -> np.ndarray:
+    return t**3 - t
+
+
+class _Reference:
+    """One gene block of the reference cells, summarised for repeated Mann-Whitney tests."""
+
+    def __init__(self, Xb: sp.csr_matrix, n_ref: int) -> None:
+        n_genes = Xb.shape[1]
+        cols, vals = _nonzero_entries(Xb, 0, n_ref)
+        self.n = n_ref
+        self.n_zero = n_ref - np.bincount(cols, minlength=n_genes).astype(np.float64)
+        self.n_neg = np.bincount(cols[vals < 0], minlength=n_genes).astype(np.float64)
+        self.mean = np.bincount(cols, weights=vals.astype(np.float64), minlength=n_genes) / n_ref
+        self.keys = np.sort(_keys(cols, vals))
+        # where each gene's keys begin: values below x of gene g = position(x) − start[g]
+        gene_floor = np.arange(n_genes, dtype=np.uint64) << np.uint64(32)
+        self.start = np.searchsorted(self.keys, gene_floor, side="left")
+        distinct, counts = _runs(self.keys)
+        self.tie_sum = np.bincount(
+            (distinct >> np.uint64(32)).astype(np.intp), weights=_cubic_ties(counts), minlength=n_genes
+        ) + _cubic_ties(self.n_zero)
+
+    def test(
+        self, Xb: sp.csr_matrix, start: int, stop: int, tie_correct: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """z-scores (scanpy's convention) and means of the group stored in rows ``start:stop``."""
+        n_genes = Xb.shape[1]
+        n_grp = stop - start
+        cols, vals = _nonzero_entries(Xb, start, stop)
+        mean = np.bincount(cols, weights=vals.astype(np.float64), minlength=n_genes) / n_grp
+
+        distinct, b = _runs(np.sort(_keys(cols, vals)))
+        gene = (distinct >> np.uint64(32)).astype(np.intp)
+        left = np.searchsorted(self.keys, distinct, side="left")
+        a = (np.searchsorted(self.keys, distinct, side="right") - left).astype(np.float64)
+        below = (left - self.start[gene]).astype(np.float64)
+        positive = (distinct & _LOW32) > np.uint64(_SIGN_BIT)
+        below += np.where(positive, self.n_zero[gene], 0.0)  # reference zeros lie below x > 0
+
+        # U of the group against the reference, ties counting one half
+        u_stat = np.bincount(gene, weights=b * (below + 0.5 * a), minlength=n_genes)
+        b_zero = n_grp - np.bincount(gene, weights=b, minlength=n_genes)
+        u_stat += b_zero * (self.n_neg + 0.5 * self.n_zero)
+
+        n_all = n_grp + self.n
+        mean_u = n_grp * self.n / 2.0
+        var_u = n_grp * self.n * (n_all + 1) / 12.0
+        if tie_correct:
+            # Σ(t³ − t) over distinct pooled values = reference part + what the group adds
+            ties = self.tie_sum + np.bincount(
+                gene, weights=_cubic_ties(a + b) - _cubic_ties(a), minlength=n_genes
+            )
+            ties += _cubic_ties(self.n_zero + b_zero) - _cubic_ties(self.n_zero)
+            var_u = var_u * (1.0 - ties / (float(n_all) ** 3 - n_all))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (u_stat - mean_u) / np.sqrt(var_u)
+        z[~np.isfinite(z)] = 0.0  # every value tied: no evidence (scanpy sets these to 0 too)
+        return z, mean
+
+
+def benjamini_hochberg(pvals: np.ndarray) -> np.ndarray:
+    """BH-adjusted p-values along the last axis (as statsmodels' ``fdr_bh``)."""
+    p = np.atleast_2d(np.asarray(pvals, dtype=np.float64))
+    n = p.shape[1]
+    order = np.argsort(p, axis=1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=1) * n / np.arange(1, n + 1)
+    ranked = np.minimum.accumulate(ranked[:, ::-1], axis=1)[:, ::-1]
+    adjusted = np.empty_like(p)
+    np.put_along_axis(adjusted, order, np.minimum(ranked, 1.0), axis=1)
+    return adjusted.reshape(np.shape(pvals))
+
+
+def rank_genes_vs_reference(
+    X_log: sp.spmatrix | sp.sparray | np.ndarray,
+    groups: Sequence | np.ndarray | pd.Series,
+    reference_label: str,
+    genes: Sequence[str] | pd.Index,
+    fit_mask: np.ndarray | None = None,
+    *,
+    gene_mask: np.ndarray | None = None,
+    tie_correct: bool = True,
+    block_genes: int = 2048,
+    show_progress: bool = False,
+) -> pd.DataFrame:
+    """Wilcoxon rank-sum test of every group vs the reference cells, gene by gene.
+
+    Parameters
+    ----------
+    X_log
+        Cells × genes log1p-normalised expression (CSR preferred). Values are compared in float32.
+    groups
+        Group label of each cell (``reference_label`` for controls).
+    genes
+        Names of the columns of ``X_log``.
+    fit_mask
+        Cells to use (e.g. training cells); others are ignored entirely. Default: all cells.
+    gene_mask
+        Test only these genes (e.g. HVGs); BH adjustment is over the tested genes.
+    tie_correct
+        Tie-corrected variance (scanpy ``tie_correct=True``); the reference code used ``False``.
+    block_genes
+        Genes processed at once: bounds memory to about the stored values of that many columns.
+
+    Returns
+    -------
+    Long table with columns ``group``, ``gene``, ``rank`` (0 = highest score in the group),
+    ``score`` (z of the normal approximation, two-sided, no continuity correction),
+    ``logfoldchange`` (``log2((expm1(mean_group)+1e-9) / (expm1(mean_ref)+1e-9))``, as scanpy),
+    ``pval`` and ``pval_adj`` (BH within each group), sorted by group then rank.
+    """
+    X = as_csr(X_log)
+    genes = pd.Index(genes).astype(str)
+    if len(genes) != X.shape[1]:
+        raise ValueError(f"{len(genes)} gene names for a matrix with {X.shape[1]} columns")
+    if X.nnz and np.isnan(X.data).any():
+        raise ValueError("X_log holds NaN values; the rank test needs finite expression values")
+    labels = pd.Categorical(np.asarray(groups).astype(str))
+    if len(labels) != X.shape[0]:
+        raise ValueError(f"{len(labels)} group labels for a matrix with {X.shape[0]} rows")
+    fit = np.ones(X.shape[0], dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
+    codes = np.where(fit, labels.codes, -1)
+    categories = list(labels.categories)
+    if reference_label not in categories or not (codes == categories.index(reference_label)).any():
+        raise ValueError(
+            f"no cell of the reference {reference_label!r} among the {int(fit.sum())} fitted cells"
+        )
+    ref_code = categories.index(reference_label)
+    sizes = np.bincount(codes[codes >= 0], minlength=len(categories))
+    group_codes = [c for c in range(len(categories)) if c != ref_code and sizes[c] > 0]
+    if not group_codes:
+        raise ValueError("no perturbed cell among the fitted cells: nothing to compare with the reference")
+    if len(group_codes) < len(categories) - 1:
+        logger.info(
+            "%d groups have no fitted cell and are not tested", len(categories) - 1 - len(group_codes)
+        )
+
+    # rows grouped contiguously, reference first, so a group is a slice of each gene block
+    order = [np.flatnonzero(codes == ref_code)] + [np.flatnonzero(codes == c) for c in group_codes]
+    bounds = np.cumsum([0] + [len(rows) for rows in order])
+    X_fit = X[np.concatenate(order)]
+    tested = np.arange(X.shape[1]) if gene_mask is None else np.flatnonzero(np.asarray(gene_mask, dtype=bool))
+    if gene_mask is not None:
+        X_fit = X_fit[:, tested]
+    n_tested, n_groups = len(tested), len(group_codes)
+    if n_tested == 0:
+        raise ValueError("gene_mask selects no gene to test")
+
+    scores = np.empty((n_groups, n_tested))
+    mean_grp = np.empty((n_groups, n_tested))
+    mean_ref = np.empty(n_tested)
+    blocks = range(0, n_tested, block_genes)
+    for left in tqdm(blocks, desc="wilcoxon gene blocks", disable=not show_progress):
+        right = min(left + block_genes, n_tested)
+        Xb = as_csr(X_fit[:, left:right])
+        reference = _Reference(Xb, int(bounds[1]))
+        mean_ref[left:right] = reference.mean
+        for i in range(n_groups):
+            scores[i, left:right], mean_grp[i, left:right] = reference.test(
+                Xb, int(bounds[i + 1]), int(bounds[i + 2]), tie_correct
+            )
+
+    pvals = 2.0 * special.ndtr(-np.abs(scores))
+    pvals_adj = benjamini_hochberg(pvals)
+    lfc = np.log2((np.expm1(mean_grp) + 1e-9) / (np.expm1(mean_ref)[None, :] + 1e-9))
+
+    rank_order = np.argsort(-scores, axis=1, kind="stable")
+    take = lambda a: np.take_along_axis(a, rank_order, axis=1).ravel()  # noqa: E731
+    group_names = np.asarray(categories, dtype=object)[group_codes]
+    return pd.DataFrame(
+        {
+            "group": pd.Categorical(np.repeat(group_names, n_tested), categories=list(group_names)),
+            "gene": genes.to_numpy()[tested][rank_order].ravel(),
+            "rank": np.tile(np.arange(n_tested), n_groups),
+            "score": take(scores),
+            "logfoldchange": take(lfc),
+            "pval": take(pvals),
+            "pval_adj": take(pvals_adj),
+        }
+    )
+
+
+def fc3_genes(
+    de_table: pd.DataFrame, lfc: float = 3.0, pval_adj: float = 0.01
+) -> tuple[list[str], pd.Series]:
+    """Per group the top-ranked gene with ``|logfoldchange| > lfc`` and ``pval_adj < pval_adj``.
+
+    Ranking is by score, highest first, as rank_genes_groups orders genes. The p-value condition
+    applies to both signs (the reference code's ``lfc < -3 or (lfc > 3 and p < 0.01)`` let
+    non-significant down-regulated genes through: an operator-precedence bug).
+
+    Returns
+    -------
+    The sorted union of picked genes, and the pick of each group that has one (Series
+    indexed by group).
+    """
+    hits = de_table.loc[(de_table["logfoldchange"].abs() > lfc) & (de_table["pval_adj"] < pval_adj)]
+    hits = hits.sort_values(["group", "rank"], kind="stable")
+    picks = hits.groupby("group", observed=True, sort=True)["gene"].first().astype(str)
+    picks.name = "fc3_gene"
+    return sorted(set(picks)), picks
+
+
+def highly_variable_genes(
+    adata_log: ad.AnnData,
+    batch_key: str | None = PERTURBATION_KEY,
+    n_top: int | None = None,
+    fit_mask: np.ndarray | None = None,
+    flavor: str = "seurat",
+) -> pd.Series:
+    """scanpy's HVG selection (flavor seurat on log data, per-perturbation batches as the reference).
+
+    Only the cells in ``fit_mask`` (default all) are used. Returns a boolean Series over genes
+    named ``highly_variable``; ``adata_log`` is not modified.
+    """
+    rows = slice(None) if fit_mask is None else np.flatnonzero(np.asarray(fit_mask, dtype=bool))
+    obs = pd.DataFrame(index=adata_log.obs_names[rows])
+    if batch_key is not None:
+        obs[batch_key] = adata_log.obs[batch_key].to_numpy()[rows]
+    X = adata_log.X[rows] if sp.issparse(adata_log.X) else np.asarray(adata_log.X)[rows]
+    sub = ad.AnnData(X=as_csr(X), obs=obs, var=pd.DataFrame(index=adata_log.var_names))
+    result = sc.pp.highly_variable_genes(
+        sub, flavor=flavor, batch_key=batch_key, n_top_genes=n_top, inplace=False
+    )
+    flags = pd.Series(np.asarray(result["highly_variable"], dtype=bool), index=result.index)
+    return flags.reindex(adata_log.var_names).fillna(False).astype(bool).rename("highly_variable")
+
+
+def annotate_deg(
+    adata_counts: ad.AnnData,
+    split_mask_train: np.ndarray,
+    *,
+    perturbation_key: str = PERTURBATION_KEY,
+    control_label: str = CONTROL_LABEL,
+    target_sum: float = DEFAULT_TARGET_SUM,
+    lfc: float = 3.0,
+    pval_adj: float = 0.01,
+    restrict_to_hvg: bool = False,
+    n_top_hvg: int | None = None,
+    tie_correct: bool = True,
+    block_genes: int = 2048,
+) -> tuple[pd.Series, pd.DataFrame]:
+    """FC3 genes from training cells only: normalise → (HVG) → rank vs controls → FC3 (design §4).
+
+    ``restrict_to_hvg`` tests only HVGs (batch_key = perturbation); the reference computes HVGs
+    but ranks all genes, which is the default here. Nothing is written to ``adata_counts``.
+
+    Returns
+    -------
+    A boolean Series over ``var_names`` named ``FC3`` (store it as ``var["FC3"]``) and the DE
+    table of :func:`rank_genes_vs_reference`.
+    """
+    train = np.flatnonzero(np.asarray(split_mask_train, dtype=bool))
+    if train.size == 0:
+        raise ValueError("split_mask_train selects no cell")
+    # normalisation is per cell, so normalising only the training rows changes nothing else
+    X_log = normalize_log1p(as_csr(adata_counts.X)[train], target_sum)
+    labels = adata_counts.obs[perturbation_key].astype(str).to_numpy()[train]
+    gene_mask = None
+    if restrict_to_hvg:
+        adata_log = ad.AnnData(
+            X=X_log,
+            obs=pd.DataFrame({perturbation_key: labels}, index=adata_counts.obs_names[train]),
+            var=pd.DataFrame(index=adata_counts.var_names),
+        )
+        gene_mask = highly_variable_genes(adata_log, batch_key=perturbation_key, n_top=n_top_hvg).to_numpy()
+    de_table = rank_genes_vs_reference(
+        X_log,
+        labels,
+        control_label,
+        adata_counts.var_names,
+        gene_mask=gene_mask,
+        tie_correct=tie_correct,
+        block_genes=block_genes,
+    )
+    union, picks = fc3_genes(de_table, lfc=lfc, pval_adj=pval_adj)
+    logger.info(
+        "FC3: %d genes picked by %d of %d perturbations (|lfc| > %g, adjusted p < %g, %d training cells)",
+        len(union),
+        len(picks),
+        de_table["group"].nunique(),
+        lfc,
+        pval_adj,
+        train.size,
+    )
+    fc3 = pd.Series(adata_counts.var_names.isin(union), index=adata_counts.var_names, name="FC3")
+    return fc3, de_table

@@ -1,0 +1,425 @@
+"""Per-cell quality-control flags (design §2): metrics, MAD thresholds, doublets.
+
+Cells are flagged, never removed. Thresholds are fitted once on the data and stored
+(:class:`QCThresholds`), so that generated cells are judged by the very same numbers.
+
+The GPU backend (rapids-singlecell + cupy, the ``gpu`` extra) is imported lazily inside the
+functions that use it; the package imports and runs on CPU without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from gpo_vae.data.contract import PERTURBATION_KEY
+from gpo_vae.preprocessing.mad import Side, mad_threshold, outside_threshold
+from gpo_vae.preprocessing.normalize import as_csr
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "cpu", "rapids"]
+
+# gene-name rules of the reference code (human symbols)
+MT_PREFIX = "MT-"
+RIBO_PREFIXES = ("RPS", "RPL")
+HB_PATTERN = r"^HB[^P]"
+
+QC_METRICS = ("total_counts", "n_genes_by_counts", "pct_counts_mt", "pct_counts_ribo", "pct_counts_hb")
+# metric → (outlier side, flag stem): low library size / complexity, high mt/ribo/hb share
+QC_RULES: dict[str, tuple[Side, str]] = {
+    "total_counts": ("low", "low_counts"),
+    "n_genes_by_counts": ("low", "low_genes"),
+    "pct_counts_mt": ("high", "high_mt"),
+    "pct_counts_ribo": ("high", "high_ribo"),
+    "pct_counts_hb": ("high", "high_hb"),
+}
+DEFAULT_NMADS = (3, 4, 5)
+DOUBLET_FLAG = "qc_doublet"
+TOTAL_QC = "total_qc"
+
+
+# --- backend ---------------------------------------------------------------------------------
+
+
+def rapids_available() -> bool:
+    """Whether rapids-singlecell and cupy import and a CUDA device is visible."""
+    try:
+        import cupy
+        import rapids_singlecell  # noqa: F401
+    except Exception:  # ImportError, or CUDA libraries failing at import time
+        return False
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+    except Exception:
+        return False
+
+
+def resolve_backend(backend: Backend) -> Literal["cpu", "rapids"]:
+    """``"auto"`` → ``"rapids"`` only when :func:`rapids_available`, else ``"cpu"``; others forced."""
+    if backend == "cpu":
+        return "cpu"
+    if backend == "rapids":
+        if not rapids_available():
+            raise RuntimeError(
+                "backend='rapids' needs rapids-singlecell, cupy and a CUDA device: install the `gpu` "
+                "extra (pip install 'gpo-vae[gpu]') on a machine with an NVIDIA GPU, or use backend='cpu'."
+            )
+        return "rapids"
+    if backend == "auto":
+        return "rapids" if rapids_available() else "cpu"
+    raise ValueError(f"backend must be 'auto', 'cpu' or 'rapids', got {backend!r}")
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def qc_gene_sets(var_names: Iterable[str]) -> pd.DataFrame:
+    """Boolean ``mt``/``ribo``/``hb`` columns over genes (``MT-``, ``RPS``/``RPL``, ``^HB[^P]``)."""
+    names = pd.Index(var_names).astype(str)
+    return pd.DataFrame(
+        {
+            "mt": names.str.startswith(MT_PREFIX),
+            "ribo": names.str.startswith(RIBO_PREFIXES),
+            "hb": names.str.contains(HB_PATTERN, regex=True),
+        },
+        index=names,
+    )
+
+
+def compute_qc_metrics(
+    adata: ad.AnnData, backend: Backend = "auto", gpu_block_cells: int = 100_000
+) -> pd.DataFrame:
+    """Per-cell QC metrics (index = ``obs_names``), columns :data:`QC_METRICS`.
+
+    ``scanpy.pp.calculate_qc_metrics`` on CPU, ``rapids_singlecell.pp.calculate_qc_metrics`` on GPU
+    (in blocks of ``gpu_block_cells`` cells to bound GPU memory). ``adata`` is not modified.
+    Percentages are NaN for cells with no counts.
+    """
+    var = qc_gene_sets(adata.var_names)
+    obs = pd.DataFrame(index=adata.obs_names)
+    if resolve_backend(backend) == "cpu":
+        light = ad.AnnData(X=as_csr(adata.X), obs=obs, var=var)
+        metrics, _ = _calculate_qc_metrics_cpu(light)
+        return metrics.loc[:, list(QC_METRICS)]
+    return _compute_qc_metrics_rapids(as_csr(adata.X), obs, var, gpu_block_cells)
+
+
+def _calculate_qc_metrics_cpu(light: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """scanpy's metrics for an AnnData whose ``var`` has boolean ``mt``/``ribo``/``hb`` columns."""
+    import scanpy as sc
+
+    return sc.pp.calculate_qc_metrics(
+        light, qc_vars=["mt", "ribo", "hb"], percent_top=None, log1p=False, inplace=False
+    )
+
+
+def _compute_qc_metrics_rapids(
+    X: sp.csr_matrix, obs: pd.DataFrame, var: pd.DataFrame, block: int
+) -> pd.DataFrame:
+    import cupy as cp
+    import rapids_singlecell as rsc
+
+    parts = []
+    for start in range(0, X.shape[0], block):
+        stop = min(start + block, X.shape[0])
+        light = ad.AnnData(X=X[start:stop], obs=obs.iloc[start:stop].copy(), var=var.copy())
+        rsc.get.anndata_to_GPU(light)
+        rsc.pp.calculate_qc_metrics(light, qc_vars=["mt", "ribo", "hb"], log1p=False)
+        parts.append(light.obs.loc[:, list(QC_METRICS)].copy())
+        del light
+        cp.get_default_memory_pool().free_all_blocks()
+    return pd.concat(parts).astype(np.float64)
+
+
+# --- thresholds ------------------------------------------------------------------------------
+
+
+def _suffix(nmads: float) -> str:
+    return f"t{float(nmads):g}"
+
+
+@dataclass(frozen=True)
+class QCThresholds:
+    """MAD thresholds per number of MADs ``t``: ``values[t][metric]`` (low or high side per
+    :data:`QC_RULES`), fitted on ``n_cells_fit`` cells. JSON-safe via :meth:`to_dict`."""
+
+    values: Mapping[float, Mapping[str, float]]
+    n_cells_fit: int
+    sides: Mapping[str, str] = field(default_factory=lambda: {m: side for m, (side, _) in QC_RULES.items()})
+
+    @property
+    def nmads(self) -> tuple[float, ...]:
+        return tuple(sorted(self.values))
+
+    def threshold(self, metric: str, nmads: float) -> float:
+        return float(self.values[float(nmads)][metric])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_cells_fit": int(self.n_cells_fit),
+            "sides": dict(self.sides),
+            "thresholds": {
+                f"{t:g}": {m: float(v) for m, v in per.items()} for t, per in sorted(self.values.items())
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QCThresholds:
+        sides = dict(data.get("sides", {}))
+        expected = {m: side for m, (side, _) in QC_RULES.items()}
+        if sides and sides != expected:
+            raise ValueError(f"stored QC sides {sides} differ from this version's rules {expected}")
+        values = {
+            float(t): {m: float(v) for m, v in per.items()} for t, per in dict(data["thresholds"]).items()
+        }
+        for t, per in values.items():
+            missing = set(QC_METRICS) - set(per)
+            if missing:
+                raise ValueError(f"stored QC thresholds for t={t:g} lack {sorted(missing)}")
+        return cls(values=values, n_cells_fit=int(data["n_cells_fit"]))
+
+
+def fit_qc_thresholds(
+    metrics: pd.DataFrame, nmads: Sequence[float] = DEFAULT_NMADS, fit_mask: np.ndarray | None = None
+) -> QCThresholds:
+    """``median ∓ t·MAD`` of each metric over the cells in ``fit_mask`` (default: all cells).
+
+    The reference code fitted on all cells, test cells included (design §10); the caller decides
+    by passing e.g. the training mask.
+    """
+    missing = set(QC_METRICS) - set(metrics.columns)
+    if missing:
+        raise KeyError(f"QC metrics lack columns {sorted(missing)}; compute them with compute_qc_metrics")
+    fit = np.ones(len(metrics), dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
+    if fit.shape != (len(metrics),):
+        raise ValueError(f"fit_mask has shape {fit.shape}, expected ({len(metrics)},)")
+    if not fit.any():
+        raise ValueError("fit_mask selects no cell: cannot fit QC thresholds")
+    values = {
+        float(t): {
+            m: mad_threshold(metrics[m].to_numpy()[fit], float(t), side) for m, (side, _) in QC_RULES.items()
+        }
+        for t in nmads
+    }
+    return QCThresholds(values=values, n_cells_fit=int(fit.sum()))
+
+
+def apply_qc_thresholds(
+    metrics: pd.DataFrame,
+    thresholds: QCThresholds,
+    doublets: np.ndarray | None = None,
+    default_nmads: float = 3,
+) -> pd.DataFrame:
+    """Boolean flags per ``t``: ``qc_low_counts_t3``, ``qc_low_genes_t3``, ``qc_high_mt_t3``,
+    ``qc_high_ribo_t3``, ``qc_high_hb_t3`` …, ``qc_doublet``, ``qc_fail_t{t}`` (any flag of that
+    ``t`` or a doublet), and ``total_qc`` = ``qc_fail`` at ``default_nmads`` as int8 0/1.
+
+    Generated cells are judged with the stored thresholds and ``doublets=None`` (no doublet flag).
+    """
+    if float(default_nmads) not in thresholds.values:
+        raise ValueError(f"default_nmads={default_nmads} is not among the fitted t {thresholds.nmads}")
+    doublet = np.zeros(len(metrics), dtype=bool) if doublets is None else np.asarray(doublets, dtype=bool)
+    if doublet.shape != (len(metrics),):
+        raise ValueError(f"doublets has shape {doublet.shape}, expected ({len(metrics)},)")
+    flags: dict[str, np.ndarray] = {}
+    for t in thresholds.nmads:
+        fail = doublet.copy()
+        for metric, (side, stem) in QC_RULES.items():
+            flag = outside_threshold(metrics[metric].to_numpy(), thresholds.threshold(metric, t), side)
+            flags[f"qc_{stem}_{_suffix(t)}"] = flag
+            fail |= flag
+        flags[f"qc_fail_{_suffix(t)}"] = fail
+    flags[DOUBLET_FLAG] = doublet
+    out = pd.DataFrame(flags, index=metrics.index)
+    out[TOTAL_QC] = out[f"qc_fail_{_suffix(default_nmads)}"].astype(np.int8)
+    return out
+
+
+# --- doublets --------------------------------------------------------------------------------
+
+
+def stratified_chunks(labels: Sequence | np.ndarray | pd.Series, n_chunks: int, seed: int = 0) -> np.ndarray:
+    """Chunk index of each cell so that every chunk holds a slice of every perturbation.
+
+    Cells of a perturbation are shuffled and dealt round-robin from a random starting chunk, so
+    chunk sizes per perturbation differ by at most one (the reference sliced each perturbation
+    in file order, leaving most controls in its last chunk).
+    """
+    if n_chunks < 1:
+        raise ValueError(f"n_chunks must be ≥ 1, got {n_chunks}")
+    rng = np.random.default_rng(seed)
+    codes = pd.Categorical(np.asarray(labels).astype(str)).codes
+    n = len(codes)
+    shuffled = rng.permutation(n)
+    order = shuffled[np.argsort(codes[shuffled], kind="stable")]  # grouped, random within group
+    sorted_codes = codes[order]
+    group_start = np.searchsorted(sorted_codes, sorted_codes, side="left")
+    rank_in_group = np.arange(n) - group_start
+    offsets = rng.integers(0, n_chunks, size=codes.max(initial=-1) + 1)
+    chunk = np.empty(n, dtype=np.int64)
+    chunk[order] = (rank_in_group + offsets[sorted_codes]) % n_chunks
+    return chunk
+
+
+@dataclass(frozen=True)
+class DoubletReport:
+    """Doublet calls with their provenance: ``scores`` is NaN in skipped chunks."""
+
+    predicted: np.ndarray
+    scores: np.ndarray
+    chunk: np.ndarray
+    n_chunks: int
+    skipped: tuple[dict[str, Any], ...]
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+
+def _scrublet_cpu(X: sp.csr_matrix, seed: int, expected_doublet_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    import scrublet
+
+    # scrublet seeds numpy's global generator; keep the caller's stream untouched
+    state = np.random.get_state()  # noqa: NPY002 (legacy global state is what scrublet uses)
+    try:
+        scrub = scrublet.Scrublet(
+            sp.csc_matrix(X), expected_doublet_rate=expected_doublet_rate, random_state=seed
+        )
+        scores, predicted = scrub.scrub_doublets(verbose=False)
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+    if predicted is None:
+        raise RuntimeError("scrublet found no automatic doublet-score threshold")
+    return np.asarray(predicted, dtype=bool), np.asarray(scores, dtype=np.float64)
+
+
+def _scrublet_rapids(
+    X: sp.csr_matrix, seed: int, expected_doublet_rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    import cupy as cp
+    import rapids_singlecell as rsc
+
+    light = ad.AnnData(X=X, obs=pd.DataFrame(index=[f"c{i}" for i in range(X.shape[0])]))
+    try:
+        rsc.get.anndata_to_GPU(light)
+        rsc.pp.scrublet(light, expected_doublet_rate=expected_doublet_rate, random_state=seed, verbose=False)
+        # scrublet drops cells with < 3 genes before scoring: they come back NaN → not doublets
+        predicted = light.obs["predicted_doublet"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        scores = light.obs["doublet_score"].to_numpy(dtype=np.float64)
+    finally:
+        del light
+        cp.get_default_memory_pool().free_all_blocks()
+    return predicted, scores
+
+
+def detect_doublets_report(
+    adata: ad.AnnData,
+    n_chunks: int | None = None,
+    max_cells_per_chunk: int = 20_000,
+    seed: int = 0,
+    backend: Backend = "auto",
+    perturbation_key: str = PERTURBATION_KEY,
+    expected_doublet_rate: float = 0.05,
+    show_progress: bool = True,
+) -> DoubletReport:
+    """Scrublet on chunks of cells, each a stratified slice of every perturbation (for memory).
+
+    ``n_chunks`` defaults to ``ceil(n_cells / max_cells_per_chunk)``. A chunk where scrublet fails
+    (too few cells or genes, no threshold found) is logged, recorded in ``skipped`` and its cells
+    are called singlets. ``expected_doublet_rate`` = 0.05 as scanpy/rapids-singlecell's default.
+    """
+    use = resolve_backend(backend)
+    n = adata.n_obs
+    if n_chunks is None:
+        n_chunks = max(1, -(-n // max_cells_per_chunk))
+    labels = adata.obs[perturbation_key] if perturbation_key in adata.obs else np.zeros(n)
+    chunk = stratified_chunks(labels, n_chunks, seed)
+    X = as_csr(adata.X)
+    run = _scrublet_cpu if use == "cpu" else _scrublet_rapids
+    predicted = np.zeros(n, dtype=bool)
+    scores = np.full(n, np.nan)
+    skipped: list[dict[str, Any]] = []
+    for k in tqdm(range(n_chunks), desc="scrublet chunks", disable=not show_progress):
+        rows = np.flatnonzero(chunk == k)
+        try:
+            predicted[rows], scores[rows] = run(X[rows], seed + k, expected_doublet_rate)
+        except Exception as err:  # scrublet raises many types on degenerate input
+            skipped.append({"chunk": k, "n_cells": int(rows.size), "reason": f"{type(err).__name__}: {err}"})
+            logger.warning(
+                "scrublet skipped chunk %d (%d cells): %s; its cells count as singlets", k, rows.size, err
+            )
+    if skipped:
+        logger.warning("doublet detection skipped %d of %d chunks", len(skipped), n_chunks)
+    logger.info("doublets: %d of %d cells (%d chunks, %s)", int(predicted.sum()), n, n_chunks, use)
+    return DoubletReport(
+        predicted=predicted, scores=scores, chunk=chunk, n_chunks=n_chunks, skipped=tuple(skipped)
+    )
+
+
+def detect_doublets(
+    adata: ad.AnnData,
+    n_chunks: int | None = None,
+    max_cells_per_chunk: int = 20_000,
+    seed: int = 0,
+    backend: Backend = "auto",
+    **kwargs: Any,
+) -> np.ndarray:
+    """Boolean doublet call per cell; see :func:`detect_doublets_report` for the details."""
+    return detect_doublets_report(adata, n_chunks, max_cells_per_chunk, seed, backend, **kwargs).predicted
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+
+def run_qc(
+    adata: ad.AnnData,
+    nmads: Sequence[float] = DEFAULT_NMADS,
+    fit_mask: np.ndarray | None = None,
+    doublets: bool = True,
+    backend: Backend = "auto",
+    seed: int = 0,
+    default_nmads: float = 3,
+    **doublet_kwargs: Any,
+) -> tuple[pd.DataFrame, QCThresholds, pd.DataFrame]:
+    """Metrics → thresholds (fitted on ``fit_mask``) → flags, plus doublets when ``doublets``.
+
+    ``total_qc`` is the verdict at ``default_nmads``; ``doublet_kwargs`` go to
+    :func:`detect_doublets_report` (``n_chunks``, ``max_cells_per_chunk``, ``perturbation_key`` …).
+
+    Returns
+    -------
+    ``(flags, thresholds, metrics)``: flags as :func:`apply_qc_thresholds` (write them to ``obs``),
+    the stored thresholds, and the metrics; with doublets the metrics also hold
+    ``doublet_score`` (NaN where a chunk was skipped), ``doublet_chunk`` and
+    ``doublet_chunk_skipped``.
+    """
+    metrics = compute_qc_metrics(adata, backend=backend)
+    thresholds = fit_qc_thresholds(metrics, nmads=nmads, fit_mask=fit_mask)
+    called = None
+    if doublets:
+        report = detect_doublets_report(adata, seed=seed, backend=backend, **doublet_kwargs)
+        called = report.predicted
+        skipped_chunks = [s["chunk"] for s in report.skipped]
+        metrics = metrics.assign(
+            doublet_score=report.scores,
+            doublet_chunk=report.chunk,
+            doublet_chunk_skipped=np.isin(report.chunk, skipped_chunks),
+        )
+    flags = apply_qc_thresholds(metrics, thresholds, doublets=called, default_nmads=default_nmads)
+    logger.info(
+        "QC: %d of %d cells fail at t=%g (thresholds fitted on %d cells)",
+        int(flags[TOTAL_QC].sum()),
+        len(flags),
+        default_nmads,
+        thresholds.n_cells_fit,
+    )
+    return flags, thresholds, metrics
