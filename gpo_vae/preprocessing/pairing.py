@@ -128,7 +128,8 @@ def pair_cells_ot(
 
     For each (split, perturbation) group, the cost to each control cell of the split is the
     Euclidean distance between feature rows divided by ``cost_scale``; both marginals are
-    uniform. Deterministic: no randomness is involved, and ties go to the lowest cell index.
+    uniform. Deterministic: no randomness is involved (hence no seed); argmax ties go to the
+    control with the lowest row index.
 
     Parameters
     ----------
