@@ -230,7 +230,8 @@ def rank_genes_vs_reference(
 
     pvals = 2.0 * special.ndtr(-np.abs(scores))
     pvals_adj = benjamini_hochberg(pvals)
-    lfc = np.log2((np.expm1(mean_grp) + 1e-9) / (np.expm1(mean_ref)[None, :] + 1e-9))
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN only for non-log1p input (negative means)
+        lfc = np.log2((np.expm1(mean_grp) + 1e-9) / (np.expm1(mean_ref)[None, :] + 1e-9))
 
     rank_order = np.argsort(-scores, axis=1, kind="stable")
     take = lambda a: np.take_along_axis(a, rank_order, axis=1).ravel()  # noqa: E731
