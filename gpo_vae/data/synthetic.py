@@ -1,0 +1,583 @@
+"""A synthetic CRISPRi Perturb-seq screen with a known gene-regulatory network (design §9).
+
+Generative model, per measured gene g and cell c (all effects in log space):
+
+- Genes: real HGNC symbols (``gene_symbols.txt``): the 13 ``MT-`` genes, ~80 ``RPS``/``RPL``
+  genes, haemoglobins (``HBA1``…, plus ``HBP1``, an ordinary gene that ``^HB[^P]`` must skip),
+  perturbation targets from the RPE1 essential screen and other expressed genes. Baseline
+  shares: ``MT-`` genes ``mt_fraction`` of the counts, ribosomal genes ``ribo_fraction``,
+  haemoglobins almost none, the rest log-normal (heavy-tailed), targets a little higher.
+- GRN: a DAG over genes in three tiers, regulators (the perturbed genes) → hubs (unperturbed
+  transcription factors; ``TFAM`` drives the ``MT-`` genes) → leaves. "Active" regulators have
+  edges to later regulators, to hubs and to leaves; hubs to leaves and later hubs; signed
+  weights. The total effect of regulator p on gene g is the sum over paths of the product of
+  weights (``R = (I − W)⁻¹``), so a knockdown moves grandchildren too. A fraction
+  ``unreached_fraction`` of genes has no incoming edge at all.
+- Perturbations: per-perturbation CRISPRi efficiency (most ~0.9; a ``poor_knockdown_fraction``
+  0.1–0.5), per-cell efficiency Beta around it, and ``escape_fraction`` of cells where the
+  guide barely works. The target's own log-rate moves by ``log(1 − e)``; every other gene by
+  ``R[p, g] · max(log(1 − e), log 0.02)``, clipped to ±4. "Weak" perturbations are the poor
+  knockdowns plus targets without outgoing edges (``strong`` is False for both).
+- Cells: basal variation from ``n_basal_factors`` latent factors; log-normal library size with
+  a per-perturbation shift; per-cell ``MT-`` share noise. Rates are ``library × softmax(basal
+  profile) × exp(effect)``: a perturbation changes the total, unreached genes keep their rate.
+- Counts: negative binomial (gamma-Poisson) with a per-gene dispersion.
+- QC failures (exclusive, truth in ``obs``): low-UMI cells (library × 0.08–0.3), high-``MT-``
+  cells (``MT-`` rates × 3–8), doublets (the counts of a second, random cell added; the label
+  of the first is kept).
+
+Determinism: the design draws from one ``SeedSequence(seed)`` stream; counts are drawn in
+fixed chunks of cells, each with its own child seed, so threads do not change the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy
+import scipy.sparse as sp
+
+import gpo_vae
+from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, validate_counts_adata
+from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_xlsx
+
+SYMBOLS_FILE = Path(__file__).with_name("gene_symbols.txt")
+SUMMARY_SHEET = "TabS_synthetic_summary_stat"
+_MT_WEIGHTS = {  # relative MT- expression, roughly as in 10x data (MT-CO1 highest, MT-ND6 lowest)
+    "MT-CO1": 20, "MT-CO3": 15, "MT-ATP6": 14, "MT-CO2": 13, "MT-CYB": 10, "MT-ND4": 7,
+    "MT-ND1": 6, "MT-ND2": 5, "MT-ND3": 4, "MT-ND5": 2, "MT-ATP8": 2, "MT-ND4L": 1, "MT-ND6": 1,
+}  # fmt: skip
+_MT_HUB = "TFAM"
+_CHUNK_CELLS = 2048  # fixed: chunk boundaries decide the random streams
+_SIGNAL_FLOOR = np.log(0.02)
+_EFFECT_CLIP = 4.0
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Sizes and calibration knobs of the synthetic screen (see the module docstring).
+
+    Fractions of perturbations: ``weak_fraction`` (includes ``poor_knockdown_fraction``),
+    ``unmeasured_fraction`` (target not in ``var``). Fractions of measured genes:
+    ``unreached_fraction``, ``hub_fraction``; ``hub_children`` and ``direct_children`` are median
+    out-degrees as fractions of the reachable genes. Fractions of cells: ``control_fraction``,
+    ``escape_fraction``, ``low_umi_fraction``, ``high_mt_fraction``, ``doublet_fraction``.
+    """
+
+    seed: int = 0
+    n_perturbations: int = 50
+    n_genes: int = 1200
+    cells_per_perturbation: float = 190.0
+    cells_sigma: float = 0.2
+    control_fraction: float = 0.09
+    unmeasured_fraction: float = 0.08
+    weak_fraction: float = 0.36
+    poor_knockdown_fraction: float = 0.08
+    escape_fraction: float = 0.02
+    unreached_fraction: float = 0.35
+    hub_fraction: float = 0.02
+    hub_children: float = 0.08
+    direct_children: float = 0.03
+    regulator_children: float = 1.0
+    regulator_hubs: float = 2.0
+    mt_link_probability: float = 0.3
+    median_umi: float = 11_600.0
+    umi_sigma: float = 0.3
+    perturbation_umi_sigma: float = 0.17
+    mt_fraction: float = 0.064
+    mt_sigma: float = 0.15
+    ribo_fraction: float = 0.2
+    n_ribo_genes: int = 80
+    n_basal_factors: int = 5
+    low_umi_fraction: float = 0.03
+    high_mt_fraction: float = 0.03
+    doublet_fraction: float = 0.04
+
+    @classmethod
+    def preset(cls, name: Literal["default", "rpe1"], **overrides: float) -> SyntheticConfig:
+        """``"default"``: a small screen for the whole workflow on 2 CPU cores in minutes;
+        ``"rpe1"``: the size of the Replogle 2022 RPE1 screen (~250k cells, 8.7k genes)."""
+        presets = {
+            "default": {},
+            "rpe1": {
+                "n_perturbations": 2500,
+                "n_genes": 8700,
+                "cells_per_perturbation": 68.0,
+                "cells_sigma": 0.72,
+                "control_fraction": 0.08,
+                "weak_fraction": 0.25,
+                "hub_children": 0.04,
+                "direct_children": 0.01,
+            },
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+        return dataclasses.replace(cls(), **{**presets[name], **overrides})
+
+
+@dataclass(frozen=True)
+class SyntheticScreen:
+    """A simulated screen: counts, the true GRN and the per-perturbation truth.
+
+    ``adata`` meets the raw contract; ``obs`` also holds the truth ``sim_knockdown_efficiency``,
+    ``sim_low_umi``, ``sim_high_mt``, ``sim_doublet``, ``sim_qc_fail``; ``var["sim_role"]`` is
+    regulator / hub / leaf / unreached. ``network`` lists the direct edges (``source, target,
+    weight``, signed, log scale), including those from unmeasured targets. ``perturbations``:
+    one row per target with ``gene, gene_id, strong, measured, efficiency`` (design value),
+    ``mean_efficiency`` (over its cells), ``n_cells``, ``n_direct_targets``, ``n_reached_genes``.
+    """
+
+    adata: ad.AnnData
+    network: pd.DataFrame
+    perturbations: pd.DataFrame
+    config: SyntheticConfig
+
+
+@dataclass(frozen=True)
+class _Design:
+    """Everything drawn before the cells: genes, roles, GRN, targets and their total effects."""
+
+    genes: pd.DataFrame  # var: index symbols, gene_id, sim_role
+    targets: pd.DataFrame  # gene, gene_id, measured, knockdown_class, strong, efficiency, ...
+    target_col: np.ndarray  # column of each target in var, -1 when not measured
+    effect: np.ndarray  # (P + 1) × G total effect per unit log-signal; last row (controls) zero
+    umi_shift: np.ndarray  # P + 1 log library-size shifts
+    log_share: np.ndarray  # G baseline log shares
+    inv_dispersion: np.ndarray  # G negative-binomial shape r (variance mu + mu² / r)
+    loadings: np.ndarray  # K × G basal factor loadings
+    network: pd.DataFrame
+
+
+def read_gene_symbols(path: str | Path = SYMBOLS_FILE) -> pd.DataFrame:
+    """The shipped symbol table: ``symbol``, ``category``, and a stable ``gene_id`` (SYNTH + row)."""
+    table = pd.read_csv(path, sep="\t", comment="#", names=["symbol", "category"])
+    table["gene_id"] = [f"SYNTH{i:05d}" for i in range(len(table))]
+    return table
+
+
+def _signed(rng: np.random.Generator, magnitude: np.ndarray) -> np.ndarray:
+    return magnitude * rng.choice([-1.0, 1.0], size=magnitude.size)
+
+
+def _degree(rng: np.random.Generator, median: float, sigma: float, available: int) -> int:
+    return int(min(available, round(rng.lognormal(np.log(max(median, 1.0)), sigma))))
+
+
+def _choose_genes(config: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pick targets (essential genes first) and measured genes; assign GRN roles."""
+    table = read_gene_symbols().set_index("symbol")
+    by_category = {c: table.index[table.category == c].to_numpy() for c in table.category.unique()}
+    special = {_MT_HUB, "HBP1"}
+    candidates = [s for s in rng.permutation(by_category["essential"]) if s not in special]
+    candidates += [
+        s for s in rng.permutation(np.r_[by_category["tf"], by_category["gene"]]) if s not in special
+    ]
+    n_targets = config.n_perturbations
+    targets = np.asarray(candidates[:n_targets])
+    n_unmeasured = round(config.unmeasured_fraction * n_targets)
+    unmeasured = set(rng.choice(targets, n_unmeasured, replace=False))
+    ribo = rng.choice(by_category["ribo"], min(config.n_ribo_genes, by_category["ribo"].size), replace=False)
+    fixed = [
+        *by_category["mt"],
+        *ribo,
+        *by_category["hb"],
+        *special,
+        *(t for t in targets if t not in unmeasured),
+    ]
+    spare = np.asarray(candidates[n_targets:])
+    n_fill = config.n_genes - len(fixed)
+    if n_fill < 0 or n_fill > spare.size:
+        raise ValueError(f"n_genes={config.n_genes} needs between {len(fixed)} and {len(fixed) + spare.size}")
+    fill = rng.choice(spare, n_fill, replace=False)
+
+    n_hubs = max(1, round(config.hub_fraction * config.n_genes) - 1)
+    tfs = [s for s in fill if table.category[s] == "tf"]
+    hubs = (
+        list(rng.permutation(tfs)[:n_hubs]) + [s for s in fill if s not in tfs][: max(0, n_hubs - len(tfs))]
+    )
+    genes = pd.DataFrame(index=pd.Index(sorted([*fixed, *fill]), name=None))
+    genes[GENE_ID_KEY] = table.gene_id.reindex(genes.index).to_numpy()
+    role = pd.Series("leaf", index=genes.index)
+    role[list(set(targets) - unmeasured)] = "regulator"
+    role[[*hubs, _MT_HUB]] = "hub"
+    free = role.index[(role == "leaf") & ~role.index.str.startswith(("MT-", "HB"))].to_numpy()
+    hb = role.index[role.index.str.match(r"^HB[^P]")]
+    n_unreached = max(0, round(config.unreached_fraction * config.n_genes) - len(hb))
+    role[[*hb, *rng.choice(free, min(n_unreached, free.size), replace=False)]] = "unreached"
+    genes["sim_role"] = role.to_numpy()
+
+    target_table = pd.DataFrame({"gene": targets, GENE_ID_KEY: table.gene_id.reindex(targets).to_numpy()})
+    target_table["measured"] = [t not in unmeasured for t in targets]
+    n_poor = round(config.poor_knockdown_fraction * n_targets)
+    n_inert = max(0, round(config.weak_fraction * n_targets) - n_poor)
+    classes = np.array(["poor"] * n_poor + ["inert"] * n_inert + ["active"] * (n_targets - n_poor - n_inert))
+    target_table["knockdown_class"] = rng.permutation(classes)
+    target_table["strong"] = target_table.knockdown_class == "active"
+    return genes, target_table.sort_values("gene", ignore_index=True)
+
+
+def _grn(
+    config: SyntheticConfig, rng: np.random.Generator, genes: pd.DataFrame, targets: pd.DataFrame
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Draw the DAG (regulators → hubs → leaves) and each target's total effect on var genes."""
+    nodes = pd.Index([*genes.index, *targets.gene[~targets.measured]])
+    node = pd.Series(np.arange(nodes.size), index=nodes)
+    regulators = node[rng.permutation(targets.gene.to_numpy())].to_numpy()  # a topological order
+    has_edges = targets.set_index("gene").knockdown_class.reindex(nodes[regulators]).to_numpy() != "inert"
+    hubs = node[rng.permutation(genes.index[genes.sim_role == "hub"])].to_numpy()
+    mt_hub = node[_MT_HUB]
+    others = hubs[hubs != mt_hub]
+    leaves = node[genes.index[(genes.sim_role == "leaf") & ~genes.index.str.startswith("MT-")]].to_numpy()
+    mt = node[genes.index[genes.index.str.startswith("MT-")]].to_numpy()
+    src, dst, weight = [], [], []
+
+    def connect(source: int, children: np.ndarray, weights: np.ndarray) -> None:
+        src.extend([source] * children.size)
+        dst.extend(children.tolist())
+        weight.extend(weights.tolist())
+
+    for k, regulator in enumerate(regulators):
+        if not has_edges[k]:
+            continue
+        later = regulators[k + 1 :]
+        n = min(rng.poisson(config.regulator_children), later.size)
+        connect(regulator, rng.choice(later, n, replace=False), _signed(rng, rng.uniform(0.4, 0.9, n)))
+        n = min(1 + rng.poisson(config.regulator_hubs - 1.0), others.size)
+        connect(regulator, rng.choice(others, n, replace=False), _signed(rng, rng.uniform(0.4, 0.9, n)))
+        if rng.random() < config.mt_link_probability:
+            connect(regulator, np.array([mt_hub]), _signed(rng, rng.uniform(0.2, 0.6, 1)))
+        n = _degree(rng, config.direct_children * leaves.size, 0.8, leaves.size)
+        strength = np.clip(rng.lognormal(np.log(0.35), 0.5, n), 0.1, 1.5)
+        connect(regulator, rng.choice(leaves, n, replace=False), _signed(rng, strength))
+    for k, hub in enumerate(hubs):
+        if nodes[hub] == _MT_HUB:  # the mitochondrial transcription factor drives all MT- genes
+            connect(hub, mt, rng.uniform(0.25, 0.4, mt.size))
+            continue
+        later = hubs[k + 1 :]
+        n = min(rng.poisson(0.3), later.size)
+        connect(hub, rng.choice(later, n, replace=False), _signed(rng, rng.uniform(0.4, 0.9, n)))
+        n = _degree(rng, config.hub_children * leaves.size, 0.7, leaves.size)
+        strength = np.clip(rng.lognormal(np.log(0.3), 0.5, n), 0.08, 1.2)
+        connect(hub, rng.choice(leaves, n, replace=False), _signed(rng, strength))
+
+    w = sp.csr_matrix((weight, (src, dst)), shape=(nodes.size, nodes.size))
+    step = w[node[targets.gene].to_numpy()]
+    total = step.copy()
+    while step.nnz:  # sum over paths of every length; ends because the graph is acyclic
+        step = step @ w
+        total = total + step
+    network = pd.DataFrame({"source": nodes[src], "target": nodes[dst], "weight": weight})
+    return network.sort_values(["source", "target"], ignore_index=True), total[:, : len(genes)].toarray()
+
+
+def _baseline(config: SyntheticConfig, rng: np.random.Generator, genes: pd.DataFrame) -> np.ndarray:
+    """Log baseline share of each gene in a cell's counts."""
+    symbols = genes.index
+    share = np.zeros(len(genes))
+    is_mt = symbols.str.startswith("MT-")
+    share[is_mt] = (
+        config.mt_fraction * np.array([_MT_WEIGHTS[s] for s in symbols[is_mt]]) / sum(_MT_WEIGHTS.values())
+    )
+    is_ribo = symbols.str.match(r"^RP[SL]")
+    ribo = rng.lognormal(0.0, 0.5, is_ribo.sum())
+    share[is_ribo] = config.ribo_fraction * ribo / ribo.sum()
+    is_hb = symbols.str.match(r"^HB[^P]")
+    share[is_hb] = rng.uniform(0.005, 0.03, is_hb.sum()) / config.median_umi  # barely expressed
+    rest = ~(is_mt | is_ribo | is_hb)
+    raw = rng.lognormal(0.0, 1.6, rest.sum()) * np.where(genes.sim_role[rest] == "regulator", 2.0, 1.0)
+    remaining = 1.0 - share.sum()
+    # Screens keep genes above ~0.03 UMI per cell: floor the tail, then renormalise.
+    raw = np.maximum(raw / raw.sum() * remaining, 0.03 / config.median_umi)
+    share[rest] = raw / raw.sum() * remaining
+    return np.log(share)
+
+
+def _design(config: SyntheticConfig) -> _Design:
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[0])
+    genes, targets = _choose_genes(config, rng)
+    network, effect = _grn(config, rng, genes, targets)
+    good = np.clip(1.0 - np.exp(rng.normal(np.log(0.06), 0.8, len(targets))), 0.3, 0.998)
+    targets["efficiency"] = np.where(
+        targets.knockdown_class == "poor", rng.uniform(0.15, 0.55, len(targets)), good
+    )
+    col = pd.Series(np.arange(len(genes)), index=genes.index)
+    target_col = col.reindex(targets.gene).fillna(-1).to_numpy(dtype=np.int64)
+    targets["n_direct_targets"] = (
+        network.source.value_counts().reindex(targets.gene).fillna(0).astype(int).to_numpy()
+    )
+    targets["n_reached_genes"] = (effect != 0).sum(axis=1)
+    has_effects = (targets.knockdown_class != "inert").to_numpy()
+    n_genes = len(genes)
+    factors = config.n_basal_factors
+    loadings = rng.normal(0.0, 0.15, (factors, n_genes)) * (rng.random((factors, n_genes)) < 0.3)
+    return _Design(
+        genes=genes,
+        targets=targets,
+        target_col=target_col,
+        effect=np.vstack([effect, np.zeros((1, n_genes))]).astype(np.float32),
+        # Only perturbations with downstream effects change the cells' size (and so their UMIs).
+        umi_shift=np.r_[rng.normal(0.0, config.perturbation_umi_sigma, len(targets)) * has_effects, 0.0],
+        log_share=_baseline(config, rng, genes).astype(np.float32),
+        inv_dispersion=1.0 / np.clip(rng.lognormal(np.log(0.15), 0.5, n_genes), 0.02, 2.0),
+        loadings=loadings.astype(np.float32),
+        network=network,
+    )
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """Per-cell draws for the N cells and, after them, the doublet partners."""
+
+    perturbation: np.ndarray  # code into targets; P for controls
+    efficiency: np.ndarray
+    log_library: np.ndarray
+    mt_log: np.ndarray
+    scores: np.ndarray  # basal factor scores
+    qc_kind: np.ndarray  # N: 0 pass, 1 low UMI, 2 high MT, 3 doublet
+    partner: np.ndarray  # N: index of the partner cell, -1 if none
+
+
+def _draw_cells(config: SyntheticConfig, design: _Design) -> _Cells:
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[1])
+    n_targets = len(design.targets)
+    per_target = np.maximum(
+        3, np.round(rng.lognormal(np.log(config.cells_per_perturbation), config.cells_sigma, n_targets))
+    )
+    n_controls = round(config.control_fraction / (1.0 - config.control_fraction) * per_target.sum())
+    labels = rng.permutation(
+        np.r_[np.repeat(np.arange(n_targets), per_target.astype(int)), np.full(n_controls, n_targets)]
+    )
+    n = labels.size
+    fail = [config.low_umi_fraction, config.high_mt_fraction, config.doublet_fraction]
+    qc_kind = rng.choice(4, size=n, p=[1.0 - sum(fail), *fail])
+    doublets = np.flatnonzero(qc_kind == 3)
+    partner = np.full(n, -1)
+    partner[doublets] = n + np.arange(doublets.size)
+    labels = np.r_[labels, labels[rng.integers(0, n, doublets.size)]]
+    total = labels.size
+
+    perturbed = labels < n_targets
+    mean = np.r_[design.targets.efficiency.to_numpy(), 0.5][labels]
+    efficiency = rng.beta(25.0 * mean, 25.0 * (1.0 - mean))
+    escape = rng.random(total) < config.escape_fraction
+    efficiency = np.where(escape, rng.uniform(0.0, 0.3, total), efficiency) * perturbed
+    log_library = (
+        np.log(config.median_umi) + config.umi_sigma * rng.standard_normal(total) + design.umi_shift[labels]
+    )
+    mt_log = config.mt_sigma * rng.standard_normal(total)
+    low, high = np.flatnonzero(qc_kind == 1), np.flatnonzero(qc_kind == 2)
+    log_library[low] += np.log(rng.uniform(0.08, 0.3, low.size))
+    mt_log[high] += np.log(rng.uniform(3.0, 8.0, high.size))
+    scores = rng.standard_normal((total, config.n_basal_factors)).astype(np.float32)
+    return _Cells(labels, efficiency, log_library, mt_log, scores, qc_kind, partner)
+
+
+def _sample_chunk(
+    design: _Design, cells: _Cells, rows: np.ndarray, is_mt: np.ndarray, seed: np.random.SeedSequence
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Negative-binomial counts of ``rows`` (doublets summed with their partners) as CSR pieces."""
+    rng = np.random.default_rng(seed)
+    partners = cells.partner[rows]
+    doublet_rows = np.flatnonzero(partners >= 0)
+    virtual = np.r_[rows, partners[doublet_rows]]
+    log_rate = design.log_share + cells.scores[virtual] @ design.loadings
+    log_rate[:, is_mt] += cells.mt_log[virtual, None].astype(np.float32)
+    # The unperturbed profile sums to the library size; the perturbation then changes the total.
+    log_rate -= scipy.special.logsumexp(log_rate, axis=1, keepdims=True)
+    log_rate += cells.log_library[virtual, None].astype(np.float32)
+    labels = cells.perturbation[virtual]
+    residual = 1.0 - cells.efficiency[virtual]
+    signal = np.maximum(np.log(np.maximum(residual, 1e-4)), _SIGNAL_FLOOR).astype(np.float32)
+    effect = design.effect[labels] * signal[:, None]
+    np.clip(effect, -_EFFECT_CLIP, _EFFECT_CLIP, out=effect)
+    col = np.r_[design.target_col, -1][labels]
+    own = np.flatnonzero(col >= 0)
+    effect[own, col[own]] = np.log(np.maximum(residual[own], 1e-4))
+    log_rate += effect
+    mean = np.exp(log_rate, dtype=np.float64)
+    counts = rng.poisson(
+        mean * rng.standard_gamma(np.broadcast_to(design.inv_dispersion, mean.shape)) / design.inv_dispersion
+    )
+    counts[doublet_rows] += counts[rows.size :]
+    counts = counts[: rows.size]
+    row, col = np.nonzero(counts)
+    return counts[row, col].astype(np.float32), col.astype(np.int32), np.bincount(row, minlength=rows.size)
+
+
+def _assemble_csr(pieces: Iterable[tuple[np.ndarray, ...]], n_rows: int, n_cols: int) -> sp.csr_matrix:
+    """Copy chunk pieces into one CSR as they arrive, so the pieces never all live at once."""
+    data, indices = np.empty(0, np.float32), np.empty(0, np.int32)
+    row_nnz, nnz = [], 0
+    for values, columns, per_row in pieces:
+        if nnz + values.size > data.size:  # sized from the first chunk; grows if a later one is denser
+            capacity = max(
+                int(values.size / max(per_row.size, 1) * n_rows * 1.1),
+                int(1.25 * data.size),
+                nnz + values.size,
+            )
+            data = np.concatenate([data[:nnz], np.empty(capacity - nnz, np.float32)])
+            indices = np.concatenate([indices[:nnz], np.empty(capacity - nnz, np.int32)])
+        data[nnz : nnz + values.size] = values
+        indices[nnz : nnz + values.size] = columns
+        nnz += values.size
+        row_nnz.append(per_row)
+    data.resize(nnz, refcheck=False)
+    indices.resize(nnz, refcheck=False)
+    indptr = np.r_[0, np.cumsum(np.concatenate(row_nnz))]
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
+
+
+def simulate_perturbseq(
+    config: SyntheticConfig | None = None, n_threads: int | None = None
+) -> SyntheticScreen:
+    """Simulate a CRISPRi Perturb-seq screen; identical output for the same ``config``.
+
+    Parameters
+    ----------
+    config
+        Sizes and knobs; ``SyntheticConfig.preset("default")`` when omitted.
+    n_threads
+        Threads drawing counts (numpy releases the GIL); does not change the result.
+        Defaults to the CPU count, at most 4.
+    """
+    config = config or SyntheticConfig.preset("default")
+    design = _design(config)
+    cells = _draw_cells(config, design)
+    n_cells = cells.qc_kind.size
+    is_mt = np.asarray(design.genes.index.str.startswith("MT-"))
+    chunks = [np.arange(s, min(s + _CHUNK_CELLS, n_cells)) for s in range(0, n_cells, _CHUNK_CELLS)]
+    seeds = np.random.SeedSequence(config.seed).spawn(3)[2].spawn(len(chunks))
+    workers = n_threads or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pieces = pool.map(
+            lambda a: _sample_chunk(design, cells, a[0], is_mt, a[1]), zip(chunks, seeds, strict=True)
+        )
+        counts = _assemble_csr(pieces, n_cells, len(design.genes))
+
+    targets = design.targets
+    labels = cells.perturbation[:n_cells]
+    names = np.append(targets.gene.to_numpy(dtype=object), CONTROL_LABEL)
+    qc = cells.qc_kind
+    obs = pd.DataFrame(
+        {
+            PERTURBATION_KEY: pd.Categorical(names[labels]),
+            GENE_ID_KEY: pd.Categorical(
+                np.append(targets[GENE_ID_KEY].to_numpy(dtype=object), CONTROL_LABEL)[labels]
+            ),
+            "sim_knockdown_efficiency": cells.efficiency[:n_cells].astype(np.float32),
+            "sim_low_umi": qc == 1,
+            "sim_high_mt": qc == 2,
+            "sim_doublet": qc == 3,
+            "sim_qc_fail": qc > 0,
+        },
+        index=pd.Index([f"cell{i:07d}" for i in range(n_cells)]),
+    )
+    adata = ad.AnnData(X=counts, obs=obs, var=design.genes.copy())
+    adata.uns["synthetic_config"] = dataclasses.asdict(config)
+    validate_counts_adata(adata, "simulated screen")
+
+    per_target = (
+        pd.DataFrame({"code": labels, "efficiency": cells.efficiency[:n_cells]}).groupby("code").efficiency
+    )
+    truth = targets.copy()
+    truth["mean_efficiency"] = per_target.mean().reindex(np.arange(len(targets))).to_numpy()
+    truth["n_cells"] = per_target.size().reindex(np.arange(len(targets))).fillna(0).astype(int).to_numpy()
+    return SyntheticScreen(adata=adata, network=design.network, perturbations=truth, config=config)
+
+
+def write_synthetic_dataset(
+    out_dir: str | Path,
+    config: SyntheticConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Path]:
+    """Simulate a screen, compute its summary statistics from the cells and save it.
+
+    See :func:`save_synthetic_dataset` for the files; the folder appears atomically.
+    """
+    config = config or SyntheticConfig.preset("default")
+    _check_target(Path(out_dir), overwrite)
+    screen = simulate_perturbseq(config)
+    stats = compute_summary_stats(screen.adata, progress=progress)
+    return save_synthetic_dataset(screen, stats, out_dir, overwrite=overwrite)
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
+
+
+def save_synthetic_dataset(
+    screen: SyntheticScreen, summary_stats: pd.DataFrame, out_dir: str | Path, *, overwrite: bool = False
+) -> dict[str, Path]:
+    """Write a simulated screen as a dataset folder, atomically.
+
+    Writes ``counts.h5ad`` (uncompressed: several times faster to write and read), ``summary_stats.xlsx``
+    (data sheet ``TabS_synthetic_summary_stat``), ``true_network.csv``, ``perturbations.csv`` and
+    ``dataset.json`` (config, versions, sizes) into a temporary folder next to ``out_dir``, then
+    renames it into place: a killed run leaves no partial dataset. An existing ``out_dir`` is an
+    error unless ``overwrite``.
+
+    Returns
+    -------
+    dict
+        File role (``counts``, ``summary_stats``, ``network``, ``perturbations``, ``metadata``) to
+        its final path.
+    """
+    out_dir = Path(out_dir)
+    _check_target(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    names = {
+        "counts": "counts.h5ad",
+        "summary_stats": "summary_stats.xlsx",
+        "network": "true_network.csv",
+        "perturbations": "perturbations.csv",
+        "metadata": "dataset.json",
+    }
+    adata = screen.adata
+    labels = adata.obs[PERTURBATION_KEY].astype(str)
+    metadata = {
+        "config": dataclasses.asdict(screen.config),
+        "seed": screen.config.seed,
+        "versions": {"gpo_vae": gpo_vae.__version__}
+        | {name: version(name) for name in ("numpy", "scipy", "anndata")},
+        "n_cells": adata.n_obs,
+        "n_genes": adata.n_vars,
+        "n_perturbations": int(labels[labels != CONTROL_LABEL].nunique()),
+        "n_controls": int((labels == CONTROL_LABEL).sum()),
+        "n_edges": len(screen.network),
+        "summary_stats_sheet": SUMMARY_SHEET,
+    }
+    tmp.mkdir()
+    try:
+        adata.write_h5ad(tmp / names["counts"])
+        write_summary_stats_xlsx(summary_stats, tmp / names["summary_stats"], SUMMARY_SHEET)
+        screen.network.to_csv(tmp / names["network"], index=False)
+        screen.perturbations.to_csv(tmp / names["perturbations"], index=False)
+        (tmp / names["metadata"]).write_text(json.dumps(metadata, indent=2, default=_json_default) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {role: out_dir / name for role, name in names.items()}
+
+
+def _json_default(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else str(value)
