@@ -1,0 +1,1 @@
+"""Evaluation of perturbation prediction (design §7): ATE, metrics, trivial baselines."""

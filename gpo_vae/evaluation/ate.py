@@ -1,0 +1,323 @@
+"""Average treatment effects, "perturbseq" method (design §7).
+
+The ATE of perturbation ``p`` on gene ``g`` is ``mean over p's cells of log2(1 + s·x)`` minus the
+same mean over control cells, with ``s = target_sum / library size`` per cell (1e4 by default).
+A cell without counts stays all-zero (as ``scanpy.pp.normalize_total``).
+
+Sparse counts are never densified: row blocks of the CSR matrix are transformed (sharing the
+index arrays) and summed per group by a sparse indicator-matrix product, so memory stays at the
+input plus one block. Dense counts (a model's generated cells) are processed in row chunks.
+
+References for the data's ATE (design §7): :func:`ate_reference_all_cells` (the published
+reference: every cell, whatever its split) and :func:`ate_reference_heldout` (test cells only,
+including the control mean; training cells are never read).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from gpo_vae.data.contract import CONTROL_LABEL
+from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr, library_size
+
+logger = logging.getLogger(__name__)
+
+Counts = sp.spmatrix | sp.sparray | np.ndarray
+# Stored values transformed at once: bounds the float64 temporaries (~16M values ≈ 130 MB).
+_BLOCK_NNZ = 1 << 24
+_DENSE_BLOCK_VALUES = 1 << 22
+
+
+def _transform(values: np.ndarray, log: bool) -> np.ndarray:
+    return np.log2(1.0 + values) if log else values
+
+
+def group_means(
+    X: Counts,
+    codes: np.ndarray,
+    n_groups: int,
+    target_sum: float = DEFAULT_TARGET_SUM,
+    log: bool = True,
+    columns: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean normalised expression per group: ``(means n_groups × G float64, cells per group)``.
+
+    ``codes[i]`` is cell ``i``'s group in ``0..n_groups-1`` (``-1``: ignored). Each cell is scaled
+    to ``target_sum`` counts, then ``log2(1 + x)`` when ``log`` (else left linear). A group without
+    cells has NaN means. ``columns`` restricts the output to those genes (library sizes still
+    count every gene).
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.shape != (X.shape[0],):
+        raise ValueError(f"need one group code per cell: {codes.shape} codes for {X.shape[0]} cells")
+    lib = library_size(X)
+    factors = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
+    if columns is not None:
+        X = as_csr(X)[:, columns] if sp.issparse(X) else np.asarray(X)[:, columns]
+    n_genes = X.shape[1]
+    sums = np.zeros((n_groups, n_genes))
+    if sp.issparse(X):
+        X = as_csr(X)
+        rows_per_block = max(1, int(_BLOCK_NNZ * X.shape[0] // max(X.nnz, 1)))
+    else:
+        X = np.asarray(X)
+        rows_per_block = max(1, _DENSE_BLOCK_VALUES // max(n_genes, 1))
+    for start in range(0, X.shape[0], rows_per_block):
+        stop = min(start + rows_per_block, X.shape[0])
+        block_codes = codes[start:stop]
+        keep = np.flatnonzero(block_codes >= 0)
+        if keep.size == 0:
+            continue
+        indicator = sp.csr_matrix(
+            (np.ones(keep.size), (block_codes[keep], keep)), shape=(n_groups, stop - start)
+        )
+        if sp.issparse(X):
+            lo, hi = X.indptr[start], X.indptr[stop]
+            scale = np.repeat(factors[start:stop], np.diff(X.indptr[start : stop + 1]))
+            data = _transform(X.data[lo:hi] * scale, log)
+            # the block shares X's index arrays: only the transformed values are new
+            block = sp.csr_matrix(
+                (data, X.indices[lo:hi], X.indptr[start : stop + 1] - lo), shape=(stop - start, n_genes)
+            )
+            sums += (indicator @ block).toarray()
+        else:
+            block = _transform(X[start:stop].astype(np.float64) * factors[start:stop, None], log)
+            sums += indicator @ block
+    counts = np.bincount(codes[codes >= 0], minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    means[counts == 0] = np.nan
+    return means, counts
+
+
+def mean_log2_expression(counts: Counts, target_sum: float = DEFAULT_TARGET_SUM) -> np.ndarray:
+    """Mean over cells (rows) of ``log2(1 + target_sum·x/library)``: a length-G float64 vector."""
+    if counts.shape[0] == 0:
+        raise ValueError("no cells: the mean expression is undefined")
+    means, _ = group_means(counts, np.zeros(counts.shape[0], dtype=np.int64), 1, target_sum)
+    return means[0]
+
+
+def _labels(labels: Sequence | np.ndarray | pd.Series, n_cells: int) -> np.ndarray:
+    values = np.asarray(labels).astype(str)
+    if values.shape != (n_cells,):
+        raise ValueError(f"need one label per cell: {values.shape[0]} labels for {n_cells} cells")
+    return values
+
+
+def _gene_index(genes: Sequence[str] | pd.Index | None, n_genes: int) -> pd.Index:
+    if genes is None:
+        return pd.RangeIndex(n_genes, name="gene")
+    index = pd.Index(genes, name="gene")
+    if len(index) != n_genes:
+        raise ValueError(f"{len(index)} gene names for {n_genes} columns")
+    return index
+
+
+def ate_perturbseq(
+    X_counts: Counts,
+    labels: Sequence | np.ndarray | pd.Series,
+    control_label: str = CONTROL_LABEL,
+    perturbations: Iterable[str] | None = None,
+    target_sum: float = DEFAULT_TARGET_SUM,
+    genes: Sequence[str] | pd.Index | None = None,
+) -> pd.DataFrame:
+    """ATE of every perturbation vs the control cells among the cells given.
+
+    Parameters
+    ----------
+    X_counts
+        Cells × genes raw counts (CSR or dense).
+    labels
+        Perturbation label per cell; ``control_label`` marks controls.
+    perturbations
+        Rows of the result, in this order (default: every label with cells, sorted). A requested
+        perturbation without cells gets a NaN row (logged).
+    genes
+        Column names (default ``0..G-1``).
+
+    Returns
+    -------
+    DataFrame perturbations × genes (index ``perturbation``, columns ``gene``), float64.
+    """
+    values = _labels(labels, X_counts.shape[0])
+    if perturbations is None:
+        perturbations = sorted(set(values.tolist()) - {control_label})
+    rows = pd.Index(list(perturbations), name="perturbation")
+    if control_label in rows:
+        raise ValueError(f"{control_label!r} is the control label, not a perturbation")
+    if not rows.is_unique:
+        raise ValueError("perturbations must be unique")
+    groups = rows.append(pd.Index([control_label]))
+    codes = groups.get_indexer(values)
+    means, counts = group_means(X_counts, codes, len(groups), target_sum)
+    if counts[-1] == 0:
+        raise ValueError(f"no control cell ({control_label!r}) among the {len(values)} cells given")
+    missing = rows[counts[:-1] == 0]
+    if len(missing):
+        logger.warning("%d perturbations have no cell here (NaN rows): %s", len(missing), list(missing[:5]))
+    return pd.DataFrame(means[:-1] - means[-1], index=rows, columns=_gene_index(genes, X_counts.shape[1]))
+
+
+def _control_vector(
+    control_mean: pd.Series | np.ndarray, genes: pd.Index | None
+) -> tuple[np.ndarray, pd.Index]:
+    if isinstance(control_mean, pd.Series):
+        if genes is not None and not control_mean.index.equals(genes):
+            control_mean = control_mean.reindex(genes)
+            if control_mean.isna().any():
+                raise ValueError("control_mean lacks some of the genes given")
+        return control_mean.to_numpy(dtype=np.float64), pd.Index(control_mean.index, name="gene")
+    vector = np.asarray(control_mean, dtype=np.float64)
+    return vector, _gene_index(genes, vector.shape[0])
+
+
+def ate_from_generated(
+    generated: Mapping[str, Counts] | tuple[Sequence | np.ndarray, Counts],
+    control_mean: pd.Series | np.ndarray | None = None,
+    control_label: str = CONTROL_LABEL,
+    genes: Sequence[str] | pd.Index | None = None,
+    target_sum: float = DEFAULT_TARGET_SUM,
+) -> pd.DataFrame:
+    """ATE of a model's generated cells (design §7: 2,500 cells per perturbation).
+
+    Parameters
+    ----------
+    generated
+        Either a mapping ``perturbation → counts (cells × G)``, read one key at a time (a lazy
+        mapping that generates on access keeps one perturbation in memory), or a pair
+        ``(labels, counts)`` of all generated cells.
+    control_mean
+        Mean ``log2(1 + 1e4·x/library)`` of the control cells (:func:`mean_log2_expression`).
+        Default: from the generated controls (``generated[control_label]``), as SAMS-VAE does;
+        pass the data's control mean to measure against observed controls instead.
+    genes
+        Column names; default: ``control_mean``'s index when it is a Series, else ``0..G-1``.
+
+    Returns
+    -------
+    DataFrame perturbations × genes as :func:`ate_perturbseq` (controls not a row).
+    """
+    genes_index = None if genes is None else pd.Index(genes, name="gene")
+    if isinstance(generated, tuple):
+        labels, counts = generated
+        values = _labels(labels, counts.shape[0])
+        if control_mean is None:
+            return ate_perturbseq(counts, values, control_label, None, target_sum, genes_index)
+        perts = pd.Index(sorted(set(values.tolist()) - {control_label}), name="perturbation")
+        means, _ = group_means(counts, perts.get_indexer(values), len(perts), target_sum)
+        control, columns = _control_vector(control_mean, genes_index)
+        return pd.DataFrame(means - control, index=perts, columns=columns)
+    keys = [key for key in generated.keys() if key != control_label]
+    if control_mean is None:
+        if control_label not in generated:
+            raise ValueError(f"no control_mean given and no generated {control_label!r} cells to compute it")
+        control_mean = mean_log2_expression(generated[control_label], target_sum)
+    control, columns = _control_vector(control_mean, genes_index)
+    ate = np.empty((len(keys), control.shape[0]))
+    for i, key in enumerate(keys):
+        counts = generated[key]
+        if counts.shape[1] != control.shape[0]:
+            raise ValueError(f"generated[{key!r}] has {counts.shape[1]} genes, expected {control.shape[0]}")
+        ate[i] = mean_log2_expression(counts, target_sum) - control
+    return pd.DataFrame(ate, index=pd.Index(keys, name="perturbation"), columns=columns)
+
+
+def split_rows(split: Sequence | np.ndarray | pd.Series, which: str, n_cells: int) -> np.ndarray:
+    """Row indices of the cells whose split label is ``which`` (error when there are none)."""
+    values = _labels(split, n_cells)
+    rows = np.flatnonzero(values == which)
+    if rows.size == 0:
+        raise ValueError(f"no cell in split {which!r} (splits present: {sorted(set(values.tolist()))})")
+    return rows
+
+
+def ate_on_split(
+    X_counts: Counts,
+    labels: Sequence | np.ndarray | pd.Series,
+    split: Sequence | np.ndarray | pd.Series,
+    which: str,
+    control_label: str = CONTROL_LABEL,
+    perturbations: Iterable[str] | None = None,
+    target_sum: float = DEFAULT_TARGET_SUM,
+    genes: Sequence[str] | pd.Index | None = None,
+) -> pd.DataFrame:
+    """:func:`ate_perturbseq` on the cells of split ``which`` only, controls included.
+
+    The rows are selected before anything is computed, so no cell of another split is read.
+    """
+    rows = split_rows(split, which, X_counts.shape[0])
+    values = _labels(labels, X_counts.shape[0])[rows]
+    assert (_labels(split, X_counts.shape[0])[rows] == which).all()
+    X_sub = as_csr(X_counts)[rows] if sp.issparse(X_counts) else np.asarray(X_counts)[rows]
+    return ate_perturbseq(X_sub, values, control_label, perturbations, target_sum, genes)
+
+
+def ate_reference_all_cells(
+    X_counts: Counts,
+    labels: Sequence | np.ndarray | pd.Series,
+    control_label: str = CONTROL_LABEL,
+    perturbations: Iterable[str] | None = None,
+    target_sum: float = DEFAULT_TARGET_SUM,
+    genes: Sequence[str] | pd.Index | None = None,
+) -> pd.DataFrame:
+    """The published reference ATE: every cell of the data, training cells included."""
+    return ate_perturbseq(X_counts, labels, control_label, perturbations, target_sum, genes)
+
+
+def ate_reference_heldout(
+    X_counts: Counts,
+    labels: Sequence | np.ndarray | pd.Series,
+    split: Sequence | np.ndarray | pd.Series,
+    control_label: str = CONTROL_LABEL,
+    perturbations: Iterable[str] | None = None,
+    target_sum: float = DEFAULT_TARGET_SUM,
+    genes: Sequence[str] | pd.Index | None = None,
+    test_split: str = "test",
+) -> pd.DataFrame:
+    """The honest reference ATE: test cells only, the control mean from test controls."""
+    return ate_on_split(X_counts, labels, split, test_split, control_label, perturbations, target_sum, genes)
+
+
+def percent_knockdown(
+    X_counts: Counts,
+    labels: Sequence | np.ndarray | pd.Series,
+    genes: Sequence[str] | pd.Index,
+    control_label: str = CONTROL_LABEL,
+    perturbations: Iterable[str] | None = None,
+    target_sum: float = DEFAULT_TARGET_SUM,
+) -> pd.Series:
+    """Knockdown of each perturbation's own target gene, as Replogle's "percent knockdown".
+
+    ``mean(target in perturbed cells) / mean(target in controls) − 1`` on library-normalised
+    (linear) expression, e.g. −0.9 for a 90 % knockdown. NaN when the target is not among
+    ``genes``, has no perturbed cell, or is not expressed in controls.
+    """
+    values = _labels(labels, X_counts.shape[0])
+    gene_index = _gene_index(genes, X_counts.shape[1])
+    if perturbations is None:
+        perturbations = sorted(set(values.tolist()) - {control_label})
+    rows = pd.Index(list(perturbations), name="perturbation")
+    target_col = gene_index.get_indexer(rows)
+    measured = np.flatnonzero(target_col >= 0)
+    out = pd.Series(np.nan, index=rows, name="percent_knockdown")
+    if measured.size == 0:
+        return out
+    groups = rows.append(pd.Index([control_label]))
+    codes = groups.get_indexer(values)
+    means, counts = group_means(
+        X_counts, codes, len(groups), target_sum, log=False, columns=target_col[measured]
+    )
+    if counts[-1] == 0:
+        raise ValueError(f"no control cell ({control_label!r}) among the {len(values)} cells given")
+    own = means[measured, np.arange(measured.size)]
+    control = means[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(control > 0, own / control - 1.0, np.nan)
+    out.iloc[measured] = ratio
+    return out
