@@ -17,6 +17,7 @@ from typing import Any, Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scanpy as sc
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
@@ -45,9 +46,6 @@ QC_RULES: dict[str, tuple[Side, str]] = {
 DEFAULT_NMADS = (3, 4, 5)
 DOUBLET_FLAG = "qc_doublet"
 TOTAL_QC = "total_qc"
-
-
-# --- backend ---------------------------------------------------------------------------------
 
 
 def rapids_available() -> bool:
@@ -79,9 +77,6 @@ def resolve_backend(backend: Backend) -> Literal["cpu", "rapids"]:
     raise ValueError(f"backend must be 'auto', 'cpu' or 'rapids', got {backend!r}")
 
 
-# --- metrics ---------------------------------------------------------------------------------
-
-
 def qc_gene_sets(var_names: Iterable[str]) -> pd.DataFrame:
     """Boolean ``mt``/``ribo``/``hb`` columns over genes (``MT-``, ``RPS``/``RPL``, ``^HB[^P]``)."""
     names = pd.Index(var_names).astype(str)
@@ -106,20 +101,13 @@ def compute_qc_metrics(
     """
     var = qc_gene_sets(adata.var_names)
     obs = pd.DataFrame(index=adata.obs_names)
-    if resolve_backend(backend) == "cpu":
-        light = ad.AnnData(X=as_csr(adata.X), obs=obs, var=var)
-        metrics, _ = _calculate_qc_metrics_cpu(light)
-        return metrics.loc[:, list(QC_METRICS)]
-    return _compute_qc_metrics_rapids(as_csr(adata.X), obs, var, gpu_block_cells)
-
-
-def _calculate_qc_metrics_cpu(light: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """scanpy's metrics for an AnnData whose ``var`` has boolean ``mt``/``ribo``/``hb`` columns."""
-    import scanpy as sc
-
-    return sc.pp.calculate_qc_metrics(
-        light, qc_vars=["mt", "ribo", "hb"], percent_top=None, log1p=False, inplace=False
+    if resolve_backend(backend) == "rapids":
+        return _compute_qc_metrics_rapids(as_csr(adata.X), obs, var, gpu_block_cells)
+    light = ad.AnnData(X=as_csr(adata.X), obs=obs, var=var)
+    metrics, _ = sc.pp.calculate_qc_metrics(
+        light, qc_vars=list(var.columns), percent_top=None, log1p=False, inplace=False
     )
+    return metrics.loc[:, list(QC_METRICS)]
 
 
 def _compute_qc_metrics_rapids(
@@ -133,14 +121,11 @@ def _compute_qc_metrics_rapids(
         stop = min(start + block, X.shape[0])
         light = ad.AnnData(X=X[start:stop], obs=obs.iloc[start:stop].copy(), var=var.copy())
         rsc.get.anndata_to_GPU(light)
-        rsc.pp.calculate_qc_metrics(light, qc_vars=["mt", "ribo", "hb"], log1p=False)
+        rsc.pp.calculate_qc_metrics(light, qc_vars=list(var.columns), log1p=False)
         parts.append(light.obs.loc[:, list(QC_METRICS)].copy())
         del light
         cp.get_default_memory_pool().free_all_blocks()
     return pd.concat(parts).astype(np.float64)
-
-
-# --- thresholds ------------------------------------------------------------------------------
 
 
 def _suffix(nmads: float) -> str:
@@ -244,9 +229,6 @@ def apply_qc_thresholds(
     return out
 
 
-# --- doublets --------------------------------------------------------------------------------
-
-
 def stratified_chunks(labels: Sequence | np.ndarray | pd.Series, n_chunks: int, seed: int = 0) -> np.ndarray:
     """Chunk index of each cell so that every chunk holds a slice of every perturbation.
 
@@ -341,7 +323,11 @@ def detect_doublets_report(
     n = adata.n_obs
     if n_chunks is None:
         n_chunks = max(1, -(-n // max_cells_per_chunk))
-    labels = adata.obs[perturbation_key] if perturbation_key in adata.obs else np.zeros(n)
+    if perturbation_key in adata.obs:
+        labels = adata.obs[perturbation_key]
+    else:
+        logger.info("obs has no %r column: doublet chunks are random, not stratified", perturbation_key)
+        labels = np.zeros(n)
     chunk = stratified_chunks(labels, n_chunks, seed)
     X = as_csr(adata.X)
     run = _scrublet_cpu if use == "cpu" else _scrublet_rapids
@@ -377,9 +363,6 @@ def detect_doublets(
     return detect_doublets_report(adata, n_chunks, max_cells_per_chunk, seed, backend, **kwargs).predicted
 
 
-# --- the stage -------------------------------------------------------------------------------
-
-
 def run_qc(
     adata: ad.AnnData,
     nmads: Sequence[float] = DEFAULT_NMADS,
@@ -394,6 +377,8 @@ def run_qc(
 
     ``total_qc`` is the verdict at ``default_nmads``; ``doublet_kwargs`` go to
     :func:`detect_doublets_report` (``n_chunks``, ``max_cells_per_chunk``, ``perturbation_key`` …).
+    Pass the training mask as ``fit_mask`` to keep test cells out of the thresholds (the
+    reference fitted them on all cells, design §10); flags are computed for every cell.
 
     Returns
     -------
