@@ -51,11 +51,12 @@ class Decoder(nn.Module):
             self.out_log_var = nn.Linear(n_hidden, n_genes)
 
     def _params(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (library_nb), rate (poisson) or mean and standard deviation (normal)."""
         h = self.trunk(self.first(z))
         # the likelihood is evaluated in float32 even under bf16 autocast
         raw = self.out(h).float()
         if self.likelihood == "library_nb":
-            return torch.softmax(raw, dim=-1), None
+            return raw, None
         if self.likelihood == "poisson":
             return F.softplus(raw), None
         return raw, torch.sqrt(torch.exp(self.out_log_var(h).float()) + VAR_EPS)
@@ -77,14 +78,14 @@ class Decoder(nn.Module):
         """Expected counts E[x | z], shape (..., G)."""
         first, _ = self._params(z)
         if self.likelihood == "library_nb":
-            return first * library_size.unsqueeze(-1)
+            return torch.softmax(first, dim=-1) * library_size.unsqueeze(-1)
         return first
 
     def sample(self, z: torch.Tensor, library_size: torch.Tensor) -> torch.Tensor:
         """One draw of x | z per row of ``z`` (integer-valued for the count likelihoods)."""
-        first, second = self._params(z)
         if self.likelihood == "library_nb":
-            return sample_library_nb(first * library_size.unsqueeze(-1), self.log_concentration.float())
+            return sample_library_nb(self.mean(z, library_size), self.log_concentration.float())
+        first, second = self._params(z)
         if self.likelihood == "poisson":
             return torch.poisson(first)
         assert second is not None

@@ -82,24 +82,61 @@ def library_nb_log_prob(x: torch.Tensor, mean: torch.Tensor, log_concentration: 
     )
 
 
-def library_nb_log_prob_sum(
-    x: torch.Tensor,
-    normalized_mean: torch.Tensor,
-    library_size: torch.Tensor,
-    log_concentration: torch.Tensor,
-) -> torch.Tensor:
-    """Σ over genes of :func:`library_nb_log_prob` with mean = library_size × normalized_mean.
+class _LibraryNBMeanPart(torch.autograd.Function):
+    """Σ_g [x log m − (θ + x) log(θ + m)], m = l · softmax(h) + eps, with a hand-written backward.
 
-    ``x`` is (B, G), ``library_size`` (B,), ``normalized_mean`` (..., B, G) with any leading
-    particle dimensions. The terms that do not involve the mean are computed once on (B, G) and
-    broadcast, so the particle dimension only pays for two logarithms per entry.
+    Autograd of the same expression keeps about a dozen (K, B, G) intermediates and makes as
+    many passes over them; here the forward keeps only softmax(h) and the backward recomputes m.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, library_size, x, theta):  # type: ignore[override]
+        probs = torch.softmax(logits, dim=-1)
+        m = probs * library_size.unsqueeze(-1)
+        m.add_(NB_MEAN_EPS)
+        t = m + theta
+        x_part = m.log_().mul_(x).sum(-1)
+        theta_part = t.log_().mul_(theta + x).sum(-1)
+        ctx.save_for_backward(probs, library_size, x, theta)
+        return x_part - theta_part
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        probs, library_size, x, theta = ctx.saved_tensors
+        lib = library_size.unsqueeze(-1)
+        weight = grad_output.unsqueeze(-1)
+        m = probs * lib
+        m.add_(NB_MEAN_EPS)
+        t = m + theta
+        ratio = (theta + x) / t
+        grad_theta = None
+        if ctx.needs_input_grad[3]:
+            # d/dθ of the mean part: −log(θ + m) − (θ + x)/(θ + m), summed over particles and cells
+            grad_theta = -t.log_().add_(ratio).mul_(weight).sum(dim=tuple(range(t.dim() - 1)))
+        grad_logits = None
+        if ctx.needs_input_grad[0]:
+            # d/dm = x/m − (θ + x)/(θ + m); through m = l p + eps and the softmax Jacobian
+            grad_m = m.reciprocal_().mul_(x).sub_(ratio).mul_(weight * lib)
+            inner = torch.linalg.vecdot(probs, grad_m).unsqueeze(-1)
+            grad_logits = grad_m.sub_(inner).mul_(probs)
+        return grad_logits, None, None, grad_theta
+
+
+def library_nb_log_prob_sum(
+    x: torch.Tensor, logits: torch.Tensor, library_size: torch.Tensor, log_concentration: torch.Tensor
+) -> torch.Tensor:
+    """Σ over genes of :func:`library_nb_log_prob` with mean = library_size × softmax(logits).
+
+    ``x`` is (B, G), ``library_size`` (B,), ``logits`` (..., B, G) with any leading particle
+    dimensions. The terms without the mean (lgamma of the data) are computed once on (B, G) and
+    broadcast; the mean-dependent part runs through a fused autograd function. Differentiable in
+    ``logits`` and ``log_concentration`` (``x`` and ``library_size`` are data).
     """
     theta = torch.exp(log_concentration)
     data_part = (torch.lgamma(x + theta) - torch.lgamma(x + 1.0)).sum(-1) + (
         theta * torch.log(theta) - torch.lgamma(theta)
     ).sum()
-    m = normalized_mean * library_size.unsqueeze(-1) + NB_MEAN_EPS
-    mean_part = (x * torch.log(m) - (theta + x) * torch.log(theta + m)).sum(-1)
+    mean_part = _LibraryNBMeanPart.apply(logits, library_size.to(logits.dtype), x.to(logits.dtype), theta)
     return data_part + mean_part
 
 
