@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -43,6 +44,15 @@ def write_json_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:

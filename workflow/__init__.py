@@ -9,10 +9,22 @@ from typing import Any
 
 from redun import File, task
 
+from gpo_vae.config import to_dict
 from gpo_vae.data.registry import get_dataset_record, is_local_dataset
+from gpo_vae.run_config import load_run_config
 from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset, summarise_dataset
+from tasks.preprocess import preprocess_dataset
 
 redun_namespace = "gpo_vae"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_path(dataset: str, model: str, config: str | None) -> Path:
+    """The run config: ``config`` when given, else ``configs/<model>_<dataset>.yaml``."""
+    if config:
+        return Path(config)
+    name = "custom" if is_local_dataset(dataset) else dataset
+    return CONFIG_DIR / f"{model}_{name}.yaml"
 
 
 def dataset_slug(dataset: str) -> str:
@@ -52,6 +64,8 @@ def acquire(
 @task()
 def main(
     dataset: str = "synthetic",
+    model: str = "gpo_vae",
+    config: str | None = None,
     results_dir: str = "results",
     seed: int = 0,
     synthetic_preset: str = "default",
@@ -61,12 +75,13 @@ def main(
     control_label: str = "non-targeting",
     summary_stats: str | None = None,
     summary_sheet: str | None = None,
-) -> File:
+) -> dict[str, File]:
     """Run the pipeline on ``dataset`` (synthetic, rpe1, k562, adamson, or a path to an .h5ad).
 
     Results go to ``results_dir/<dataset>/``; published data is cached in ``cache_dir``
     (default ``$GPO_VAE_CACHE`` or ``~/.cache/gpo_vae``), or read from ``data_dir``.
     """
+    run_config = load_run_config(config_path(dataset, model, config))
     spec = acquire(
         dataset,
         results_dir,
@@ -79,4 +94,7 @@ def main(
         summary_stats,
         summary_sheet,
     )
-    return summarise_dataset(spec, str(Path(results_dir, dataset_slug(dataset), "dataset_summary.json")))
+    out = Path(results_dir, dataset_slug(dataset))
+    summary = summarise_dataset(spec, str(out / "dataset_summary.json"))
+    artifact = preprocess_dataset(spec, to_dict(run_config.preprocess), str(out / "preprocessed"))
+    return {"summary": summary, "artifact": artifact}

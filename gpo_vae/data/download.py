@@ -6,7 +6,6 @@ interrupted download or extraction leaves nothing that a later run could take as
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -14,6 +13,8 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from gpo_vae.io import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +32,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["GPO_VAE_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "gpo_vae"
-
-
-def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _gdown_fetch(url: str, output: Path, quiet: bool) -> None:

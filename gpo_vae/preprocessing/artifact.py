@@ -6,27 +6,54 @@ An ``.h5ad`` with
 - ``obs``: ``gene`` (perturbation label, ``non-targeting`` for controls), ``split``
   (``train``/``val``/``test``), ``partner`` (int64 row of the OT-matched control of the same
   split; a control is its own partner), ``library_size`` (total counts), ``total_qc`` (int 0/1,
-  QC-fail at t = 3) and ``qc_fail_t3``/``qc_fail_t4``/``qc_fail_t5``;
+  QC-fail at t = 3), ``qc_fail_t3``/``qc_fail_t4``/``qc_fail_t5`` and the per-metric flags, the
+  QC metrics, and ``cf_row`` (row of ``uns["cf_medians"]`` holding the cell's counterfactual
+  cfX, −1 when it has none);
 - ``obsm``: ``D`` (CSR float32 N × T dosage), ``delta_x`` (float32 N × T, |ΔX| on node genes),
   ``cf_index`` (int64 N × C rows of QC-fail cells of the same perturbation and split, −1 padded);
 - ``var``: ``gene_id``, ``FC3`` (bool), ``node_index`` (int, the node a gene is, −1 if none),
   training-cell statistics ``mean_x``, ``std_x``, ``mean_log``, ``std_log`` (of x and log(x+1));
 - ``uns``: ``nodes`` (T node names, P perturbed first), ``n_perturbed`` (P), ``qc_thresholds``
-  (dict), ``control_label``, ``record`` (JSON string: config, filter counts, versions).
+  (dict), ``control_label``, ``cf_medians`` (CSR U × G: each distinct counterfactual median
+  once, so cfX is never an N × G copy), ``record`` (JSON string: config, QC thresholds, filter
+  counts, split sizes, timings, versions).
+
+On disk an artifact is a directory: ``artifact.h5ad``, ``record.json`` and a ``.complete``
+marker holding the SHA-256 of the ``.h5ad``, written last; readers refuse a directory without
+a matching marker, so a half-written artifact is never taken as complete.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-OBS_COLUMNS = ("gene", "split", "partner", "library_size", "total_qc", "qc_fail_t3", "qc_fail_t4", "qc_fail_t5")
+from gpo_vae.io import sha256_of
+
+OBS_COLUMNS = (
+    "gene",
+    "split",
+    "partner",
+    "library_size",
+    "total_qc",
+    "qc_fail_t3",
+    "qc_fail_t4",
+    "qc_fail_t5",
+    "cf_row",
+)
 OBSM_KEYS = ("D", "delta_x", "cf_index")
 VAR_COLUMNS = ("FC3", "node_index", "mean_x", "std_x", "mean_log", "std_log")
-UNS_KEYS = ("nodes", "n_perturbed", "qc_thresholds", "control_label")
+UNS_KEYS = ("nodes", "n_perturbed", "qc_thresholds", "control_label", "cf_medians", "record")
+ARTIFACT_FILE = "artifact.h5ad"
+RECORD_FILE = "record.json"
+MARKER_FILE = ".complete"
 SPLITS = ("train", "val", "test")
 
 
@@ -61,11 +88,51 @@ def validate_artifact(adata: ad.AnnData, source: str | Path | None = None) -> No
         raise ArtifactError(f"{where}obs['partner'] holds rows outside 0..{adata.n_obs - 1}.")
 
 
-def read_artifact(path: str | Path) -> ad.AnnData:
-    """Read and validate a preprocessed artifact."""
+def write_artifact(adata: ad.AnnData, out_dir: str | Path) -> Path:
+    """Write ``adata`` as an artifact directory atomically; return the directory.
+
+    Everything is written into a temporary sibling directory, the completeness marker last,
+    and the directory is renamed into place; an existing complete artifact is replaced.
+    """
+    validate_artifact(adata)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        adata.write_h5ad(tmp / ARTIFACT_FILE)
+        record = json.loads(adata.uns["record"])
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        (tmp / MARKER_FILE).write_text(sha256_of(tmp / ARTIFACT_FILE) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def artifact_path(out_dir: str | Path, verify: bool = True) -> Path:
+    """The ``.h5ad`` of a complete artifact directory (checksum verified when ``verify``)."""
+    out_dir = Path(out_dir)
+    path, marker = out_dir / ARTIFACT_FILE, out_dir / MARKER_FILE
+    if not path.exists() or not marker.exists():
+        raise ArtifactError(
+            f"{out_dir}: not a complete artifact (missing {ARTIFACT_FILE} or its {MARKER_FILE} marker); "
+            "it was probably interrupted while being written. Delete it and rerun the preprocessing stage."
+        )
+    if verify and marker.read_text().strip() != sha256_of(path):
+        raise ArtifactError(
+            f"{path}: checksum differs from {marker}; the file changed or is truncated. Rerun preprocessing."
+        )
+    return path
+
+
+def read_artifact(path: str | Path, verify: bool = True) -> ad.AnnData:
+    """Read and validate a preprocessed artifact (its directory or its ``.h5ad``)."""
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: no such artifact; run the preprocessing stage first.")
+    path = artifact_path(path if path.is_dir() else path.parent, verify)
     adata = ad.read_h5ad(path)
     validate_artifact(adata, path)
     return adata

@@ -1,0 +1,22 @@
+"""The configuration of one run: a section per stage, loaded from one YAML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpo_vae.config import load_config
+from gpo_vae.preprocessing.pipeline import PreprocessConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Sections: ``preprocess`` (design §2–§5)."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a run config YAML (unknown keys and bad values name the key)."""
+    return load_config(RunConfig, path, overrides)
