@@ -33,8 +33,16 @@ _BLOCK_NNZ = 1 << 24
 _DENSE_BLOCK_VALUES = 1 << 22
 
 
-def _transform(values: np.ndarray, log: bool) -> np.ndarray:
-    return np.log2(1.0 + values) if log else values
+def _transform_inplace(values: np.ndarray, log: bool) -> np.ndarray:
+    """``log2(1 + values)`` written over ``values`` (a float64 temporary), or ``values`` as is."""
+    if log:
+        values += 1.0
+        np.log2(values, out=values)
+    return values
+
+
+def _scale_factors(lib: np.ndarray, target_sum: float) -> np.ndarray:
+    return np.divide(target_sum, lib, out=np.zeros_like(lib, dtype=np.float64), where=lib > 0)
 
 
 def group_means(
@@ -55,8 +63,8 @@ def group_means(
     codes = np.asarray(codes, dtype=np.int64)
     if codes.shape != (X.shape[0],):
         raise ValueError(f"need one group code per cell: {codes.shape} codes for {X.shape[0]} cells")
-    lib = library_size(X)
-    factors = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
+    dense_lib_in_blocks = not sp.issparse(X) and columns is None
+    factors = None if dense_lib_in_blocks else _scale_factors(library_size(X), target_sum)
     if columns is not None:
         X = as_csr(X)[:, columns] if sp.issparse(X) else np.asarray(X)[:, columns]
     n_genes = X.shape[1]
@@ -79,15 +87,22 @@ def group_means(
         if sp.issparse(X):
             lo, hi = X.indptr[start], X.indptr[stop]
             scale = np.repeat(factors[start:stop], np.diff(X.indptr[start : stop + 1]))
-            data = _transform(X.data[lo:hi] * scale, log)
+            data = _transform_inplace(X.data[lo:hi] * scale, log)
             # the block shares X's index arrays: only the transformed values are new
             block = sp.csr_matrix(
                 (data, X.indices[lo:hi], X.indptr[start : stop + 1] - lo), shape=(stop - start, n_genes)
             )
             sums += (indicator @ block).toarray()
         else:
-            block = _transform(X[start:stop].astype(np.float64) * factors[start:stop, None], log)
-            sums += indicator @ block
+            block = X[start:stop].astype(np.float64)  # a copy: the input is never modified
+            # library sizes from the block itself spare a float64 pass over the whole input
+            scale = _scale_factors(block.sum(axis=1), target_sum) if factors is None else factors[start:stop]
+            block *= scale[:, None]
+            block = _transform_inplace(block, log)
+            if keep.size == block.shape[0] and (block_codes == block_codes[0]).all():
+                sums[block_codes[0]] += block.sum(axis=0)  # one group (generated cells): no product
+            else:
+                sums += indicator @ block
     counts = np.bincount(codes[codes >= 0], minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / counts[:, None]
