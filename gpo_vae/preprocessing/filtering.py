@@ -174,6 +174,8 @@ def filter_strong_perturbations(
 
 def _gather(X: sp.spmatrix | np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``X[rows[i], cols[i]]`` for every i, one sparse lookup per pair (no densifying)."""
+    if rows.size == 0:  # scipy returns a 1 × 0 matrix, not an empty array, for empty fancy indices
+        return np.zeros(0, dtype=np.float64)
     if sp.issparse(X):
         return np.asarray(as_csr(X)[rows, cols], dtype=np.float64).ravel()
     return np.asarray(X)[rows, cols].astype(np.float64)

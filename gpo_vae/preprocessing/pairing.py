@@ -63,7 +63,10 @@ def pairing_features(
             len(perturbed_genes),
         )
     if not measured:
-        raise ValueError("none of the perturbed genes is measured: no features to pair cells on")
+        raise ValueError(
+            "none of the perturbed genes is measured: no features to pair cells on; check that "
+            "var_names are gene symbols matching the perturbation labels"
+        )
     columns = positions[positions >= 0]
     features = log1p_normalised_columns(X_counts, columns, target_sum=target_sum).toarray()
     return features, measured

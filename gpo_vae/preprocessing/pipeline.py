@@ -114,10 +114,6 @@ class PreprocessConfig:
             raise ValueError(f"counterfactual_cells must be >= 1, got {self.counterfactual_cells}")
 
 
-class PreprocessError(ValueError):
-    """The data cannot be preprocessed as configured; the message names the cause."""
-
-
 @contextmanager
 def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -213,11 +209,6 @@ def preprocess(
 
     with _timed(timings, "pairing"):
         features, measured = pairing_features(adata.X, adata.var_names, perturbed, config.target_sum)
-        if not measured:
-            raise PreprocessError(
-                "none of the perturbed genes is measured (no perturbed gene is in var_names), so cells "
-                "cannot be paired on their expression; check that var_names are gene symbols."
-            )
         partner = pair_cells_ot(
             features,
             labels,
@@ -270,9 +261,9 @@ def preprocess(
     var["mean_x"], var["std_x"] = stats["x_mean"], stats["x_std"]
     var["mean_log"], var["std_log"] = stats["log_x_mean"], stats["log_x_std"]
 
-    record.update(config=to_dict(config), qc_thresholds=thresholds.to_dict(), timings=timings)
+    record.update(qc_thresholds=thresholds.to_dict(), timings=timings)
     record["output"] = {"cells": int(adata.n_obs), "genes": int(adata.n_vars), "nodes": len(nodes)}
-    record.update(provenance())
+    record.update(provenance(to_dict(config)))
     artifact = ad.AnnData(X=adata.X, obs=obs, var=var)
     artifact.obsm["D"] = dosage
     artifact.obsm["delta_x"] = dx
