@@ -9,7 +9,7 @@ from typing import Any
 
 from redun import File, task
 
-from gpo_vae.config import to_dict
+from gpo_vae.config import ConfigError, to_dict
 from gpo_vae.data.registry import get_dataset_record, is_local_dataset
 from gpo_vae.run_config import load_run_config
 from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset, summarise_dataset
@@ -23,8 +23,16 @@ def config_path(dataset: str, model: str, config: str | None) -> Path:
     """The run config: ``config`` when given, else ``configs/<model>_<dataset>.yaml``."""
     if config:
         return Path(config)
+    if not is_local_dataset(dataset):
+        get_dataset_record(dataset)  # an unknown name fails here, listing the choices
     name = "custom" if is_local_dataset(dataset) else dataset
-    return CONFIG_DIR / f"{model}_{name}.yaml"
+    path = CONFIG_DIR / f"{model}_{name}.yaml"
+    if not path.exists():
+        choices = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(
+            f"no config {path.name} for --model {model!r}; configs/ holds {choices}, or pass --config"
+        )
+    return path
 
 
 def dataset_slug(dataset: str) -> str:

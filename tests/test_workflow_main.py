@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from gpo_vae.preprocessing.artifact import read_artifact
 from tests.workflow_sandbox import WorkflowSandbox
 
 
@@ -16,11 +17,14 @@ def sandbox(tmp_path_factory) -> WorkflowSandbox:
 
 def test_main_runs_then_serves_acquisition_from_cache(sandbox):
     first, _ = sandbox.redun("main", "--dataset", "synthetic")
-    assert "simulate_dataset" in sandbox.executed(first)
+    assert {"simulate_dataset", "preprocess_dataset"} <= sandbox.executed(first)
     summary = json.loads((sandbox.root / "results" / "synthetic" / "dataset_summary.json").read_text())
     assert summary["summary"]["cells"] > 0 and summary["summary"]["control_cells"] > 0
     assert summary["summary"]["perturbations"] > 10
     assert summary["packages"]["redun"]
+    artifacts = list((sandbox.root / "results" / "synthetic" / "preprocessed").glob("*/artifact.h5ad"))
+    assert len(artifacts) == 1
+    read_artifact(artifacts[0].parent)
 
     second, result = sandbox.redun("main", "--dataset", "synthetic")
     assert sandbox.jobs(second), "the second execution recorded no jobs"
