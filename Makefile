@@ -15,6 +15,8 @@ TORCH_SPEC := torch==$(TORCH_VERSION)$(if $(filter 1,$(GPU)),,+cpu)
 TORCH_INDEX_URL ?=
 PIP_TORCH_ARGS := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL),)
 
+comma := ,
+
 .PHONY: install demo test test-all lint format clean
 
 install: $(VENV)/.installed
@@ -26,6 +28,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	  echo "Could not install $(TORCH_SPEC). Without a GPU, give pip PyTorch's CPU wheel index:"; \
 	  echo "  make TORCH_INDEX_URL=<PyTorch CPU wheel index URL> $(MAKECMDGOALS)"; exit 1; }
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@# The CausalBench evaluator cross-checks our GRN statistics in the tests. Its declared
+	@# dependencies would pull a CUDA torch and downgrade pandas/anndata, and the evaluator
+	@# needs only numpy + scipy, hence --no-deps.
+	$(if $(filter dev,$(subst $(comma), ,$(EXTRAS))),$(BIN)/python -m pip install --quiet --no-deps causalbench==1.1.2)
 	@touch $@
 
 demo: install
