@@ -33,10 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import special, stats
+from scipy import stats
 
 from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.grn.curves import Graph, graph_adjacency, rank_edges
+from gpo_vae.grn.two_sample import ControlColumn, two_sample_tests
 from gpo_vae.preprocessing.normalize import as_csr, library_size, normalize_log1p
 
 DEFAULT_P_VALUE = 0.05
@@ -166,83 +167,6 @@ def summarise_tests(tests: pd.DataFrame) -> pd.Series:
     return pd.Series(out, dtype=np.float64)
 
 
-def _cubic(t: np.ndarray) -> np.ndarray:
-    return t**3 - t
-
-
-class _ControlColumn:
-    """The sorted control values of one gene, with what repeated tests need."""
-
-    def __init__(self, values: np.ndarray) -> None:
-        self.sorted = np.sort(values)
-        self.n = values.size
-        self.prefix = np.concatenate(([0.0], np.cumsum(self.sorted)))
-        starts = np.flatnonzero(np.concatenate(([True], self.sorted[1:] != self.sorted[:-1])))
-        runs = np.diff(np.append(starts, self.n)).astype(np.float64)
-        self.tie_sum = float(_cubic(runs).sum())
-
-    def cdf_integral(self, x: np.ndarray) -> np.ndarray:
-        """``∫_{-∞}^{x} F(t) dt`` of the control empirical CDF ``F``."""
-        below = np.searchsorted(self.sorted, x, side="right")
-        return (below * x - self.prefix[below]) / self.n
-
-    def quantile_point(self, k: np.ndarray, n: np.ndarray) -> np.ndarray:
-        """The smallest control value ``x`` with ``F(x) ≥ k/n`` (``1 ≤ k ≤ n``, integers)."""
-        return self.sorted[(k * self.n + n - 1) // n - 1]
-
-
-def _test_column(
-    control: _ControlColumn, values: np.ndarray, segment: np.ndarray, n_segments: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """U (of the controls), two-sided p and W1 of each segment of ``values`` against ``control``.
-
-    ``values``/``segment``: the perturbed values of every pair into this gene and their pair
-    index, sorted by (segment, value).
-    """
-    n0 = control.n
-    na = np.bincount(segment, minlength=n_segments).astype(np.float64)
-    left = np.searchsorted(control.sorted, values, side="left")
-    equal = np.searchsorted(control.sorted, values, side="right") - left
-    u_perturbed = np.bincount(segment, weights=left + 0.5 * equal, minlength=n_segments)
-    u_control = n0 * na - u_perturbed
-
-    # Σ(t³ − t) over the distinct pooled values: the controls' part plus what each group adds
-    new_run = np.concatenate(([True], (segment[1:] != segment[:-1]) | (values[1:] != values[:-1])))
-    run_start = np.flatnonzero(new_run)
-    b = np.diff(np.append(run_start, values.size)).astype(np.float64)
-    a = equal[run_start].astype(np.float64)
-    added = np.bincount(segment[run_start], weights=_cubic(a + b) - _cubic(a), minlength=n_segments)
-    ties = control.tie_sum + added
-    n = n0 + na
-    sigma = np.sqrt(n0 * na / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0))))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (np.maximum(u_control, u_perturbed) - n0 * na / 2.0 - 0.5) / sigma
-    p_value = np.clip(2.0 * special.ndtr(-z), 0.0, 1.0)
-
-    # W1 = ∫|F_control − F_perturbed|: F_perturbed is k/na between its k-th and (k+1)-th value,
-    # and |F_control − c| changes sign once, at the control quantile point of c
-    first = np.concatenate(([True], segment[1:] != segment[:-1]))
-    rank = np.arange(values.size) - np.maximum.accumulate(np.where(first, np.arange(values.size), 0)) + 1
-    last = np.concatenate((segment[1:] != segment[:-1], [True]))
-    upper = np.empty_like(values)
-    upper[:-1] = values[1:]
-    upper[last] = np.maximum(values[last], control.sorted[-1])
-    level = rank / na[segment]
-    crossing = np.clip(control.quantile_point(rank, na[segment].astype(np.int64)), values, upper)
-    integral_lo = control.cdf_integral(values)
-    integral_mid = control.cdf_integral(crossing)
-    integral_hi = control.cdf_integral(upper)
-    pieces = (
-        level * (crossing - values)
-        - (integral_mid - integral_lo)
-        + (integral_hi - integral_mid)
-        - level * (upper - crossing)
-    )
-    wasserstein = np.bincount(segment, weights=pieces, minlength=n_segments)
-    wasserstein += np.bincount(segment[first], weights=integral_lo[first], minlength=n_segments)
-    return u_control, p_value, wasserstein
-
-
 class StatisticalEvaluator:
     """Mann-Whitney and Wasserstein tests of (perturbed gene → measured gene) pairs on given cells.
 
@@ -314,14 +238,14 @@ class StatisticalEvaluator:
             pairs = by_col[bounds[c] : bounds[c + 1]]
             column = block[:, [c]].toarray().ravel() if sp.issparse(block) else block[:, c]
             column = column.astype(np.float64)
-            control = _ControlColumn(column[self.control_rows])
+            control = ControlColumn(column[self.control_rows])
             sizes = self._group_size[src[pairs]]
             segment = np.repeat(np.arange(pairs.size), sizes)
             offset = np.arange(segment.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
             rows = self._cell_order[np.repeat(self._group_start[src[pairs]], sizes) + offset]
             values = column[rows]
             order = np.lexsort((values, segment))
-            u, p, w = _test_column(control, values[order], segment[order], pairs.size)
+            u, p, w = two_sample_tests(control, values[order], segment[order], pairs.size)
             out[pairs] = np.column_stack((sizes, u, p, w))
             exact = np.flatnonzero(np.minimum(sizes, control.n) <= _EXACT_MAX)
             for e in exact:
