@@ -22,7 +22,7 @@ Generative model, per measured gene g and cell c (all effects in log space):
   a per-perturbation shift; per-cell ``MT-`` share noise. Rates are ``library × softmax(basal
   profile) × exp(effect)``: a perturbation changes the total, unreached genes keep their rate.
 - Counts: negative binomial (gamma-Poisson) with a per-gene dispersion.
-- QC failures (exclusive, truth in ``obs``): low-UMI cells (library × 0.08–0.3), high-``MT-``
+- QC failures (exclusive, truth in ``obs``): low-UMI cells (library × 0.05–0.25), high-``MT-``
   cells (``MT-`` rates × 3–8), doublets (the counts of a second, random cell added; the label
   of the first is kept).
 
@@ -107,7 +107,7 @@ class SyntheticConfig:
     doublet_fraction: float = 0.04
 
     @classmethod
-    def preset(cls, name: Literal["default", "rpe1"], **overrides: float) -> SyntheticConfig:
+    def preset(cls, name: Literal["default", "rpe1"], **overrides: float | int) -> SyntheticConfig:
         """``"default"``: a small screen for the whole workflow on 2 CPU cores in minutes;
         ``"rpe1"``: the size of the Replogle 2022 RPE1 screen (~250k cells, 8.7k genes)."""
         presets = {
@@ -118,9 +118,9 @@ class SyntheticConfig:
                 "cells_per_perturbation": 68.0,
                 "cells_sigma": 0.72,
                 "control_fraction": 0.08,
-                "weak_fraction": 0.25,
-                "hub_children": 0.04,
-                "direct_children": 0.01,
+                "weak_fraction": 0.22,
+                "hub_children": 0.065,
+                "direct_children": 0.012,
             },
         }
         if name not in presets:
@@ -204,10 +204,8 @@ def _choose_genes(config: SyntheticConfig, rng: np.random.Generator) -> tuple[pd
     fill = rng.choice(spare, n_fill, replace=False)
 
     n_hubs = max(1, round(config.hub_fraction * config.n_genes) - 1)
-    tfs = [s for s in fill if table.category[s] == "tf"]
-    hubs = (
-        list(rng.permutation(tfs)[:n_hubs]) + [s for s in fill if s not in tfs][: max(0, n_hubs - len(tfs))]
-    )
+    is_tf = (table.category.reindex(fill) == "tf").to_numpy()  # hubs: transcription factors first
+    hubs = [*rng.permutation(fill[is_tf])[:n_hubs], *fill[~is_tf][: max(0, n_hubs - is_tf.sum())]]
     genes = pd.DataFrame(index=pd.Index(sorted([*fixed, *fill]), name=None))
     genes[GENE_ID_KEY] = table.gene_id.reindex(genes.index).to_numpy()
     role = pd.Series("leaf", index=genes.index)
@@ -379,7 +377,7 @@ def _draw_cells(config: SyntheticConfig, design: _Design) -> _Cells:
     )
     mt_log = config.mt_sigma * rng.standard_normal(total)
     low, high = np.flatnonzero(qc_kind == 1), np.flatnonzero(qc_kind == 2)
-    log_library[low] += np.log(rng.uniform(0.08, 0.3, low.size))
+    log_library[low] += np.log(rng.uniform(0.05, 0.25, low.size))
     mt_log[high] += np.log(rng.uniform(3.0, 8.0, high.size))
     scores = rng.standard_normal((total, config.n_basal_factors)).astype(np.float32)
     return _Cells(labels, efficiency, log_library, mt_log, scores, qc_kind, partner)
@@ -570,9 +568,13 @@ def save_synthetic_dataset(
         screen.network.to_csv(tmp / names["network"], index=False)
         screen.perturbations.to_csv(tmp / names["perturbations"], index=False)
         (tmp / names["metadata"]).write_text(json.dumps(metadata, indent=2, default=_json_default) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        if out_dir.exists():  # move the old folder aside first: a crash never loses both
+            old = tmp.with_name(tmp.name.replace(".tmp-", ".old-"))
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
