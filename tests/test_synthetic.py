@@ -206,7 +206,7 @@ def test_children_and_grandchildren_move_and_unreached_genes_do_not(screen, trut
     control_ref = sort_reference(normalised[clean_cells["non-targeting"]])
     strong = list(truth.index[truth.strong])
     effects = _total_effects(net, strong, adata.var_names)
-    hits = {"child": [], "grandchild": [], "unreached": [], "grandchild sign": []}
+    hits = {"child": [], "grandchild": [], "unreached": [], "grandchild sign": [], "unreached p < 0.05": []}
     for gene in strong:
         cells = clean_cells[gene]
         tests = two_sample_tests(normalised[cells], control_ref)
@@ -222,6 +222,7 @@ def test_children_and_grandchildren_move_and_unreached_genes_do_not(screen, trut
         hits["child"].append(significant[children])
         hits["grandchild"].append(significant[grandchildren])
         hits["unreached"].append(significant[unreached])
+        hits["unreached p < 0.05"].append(tests.mw_pvalue[unreached] < 0.05)
         shift = normalised[cells].mean(axis=0).A1 - normalised[clean_cells["non-targeting"]].mean(axis=0).A1
         moved = grandchildren & significant
         hits["grandchild sign"].append(np.sign(shift[moved]) == np.sign(expected[moved]))
@@ -231,6 +232,7 @@ def test_children_and_grandchildren_move_and_unreached_genes_do_not(screen, trut
     assert rate["grandchild"] > 0.6
     assert rate["grandchild sign"] > 0.95
     assert rate["unreached"] <= FDR  # BH keeps false discoveries among true nulls below the FDR
+    assert 0.025 < rate["unreached p < 0.05"] < 0.075  # unreached genes' p-values are uniform
 
 
 def test_write_synthetic_dataset_is_atomic(tmp_path, monkeypatch):
@@ -277,3 +279,28 @@ def test_presets():
         SyntheticConfig.preset("k562")
     with pytest.raises(ValueError, match="n_genes"):
         simulate_perturbseq(dataclasses.replace(TINY, n_genes=50))
+
+
+@pytest.mark.slow
+def test_rpe1_preset_is_calibrated_to_the_real_screen():
+    """A fifth of the rpe1 preset (500 perturbations, all 8.7k genes) against design §9's figures."""
+    config = SyntheticConfig.preset("rpe1", n_perturbations=500)
+    screen = simulate_perturbseq(config)
+    table = compute_summary_stats(screen.adata, progress=False)
+    table = table[table["genetic perturbation"].str.split("_").str[1] != "non-targeting"]
+    assert screen.adata.n_vars == 8700
+    assert 0.04 < (screen.adata.obs["gene"] == "non-targeting").mean() < 0.10
+    umi = np.percentile(table["mean UMI count"], [5, 50, 95])
+    assert (
+        9_000 < umi[0] < 10_800 and 11_600 < umi[1] < 13_600 and 15_000 < umi[2] < 18_000
+    )  # 9.9k/12.6k/16.5k
+    knockdown = np.nanpercentile(table["percent knockdown"].astype(float), [25, 50, 95])
+    assert -0.99 < knockdown[0] < -0.93 and -0.94 < knockdown[1] < -0.86 and -0.5 < knockdown[2] < -0.2
+    mt = np.median(table["Fraction of mitochondrially encoded RNA"])
+    assert 0.055 < mt < 0.07  # ~6 %
+    cells = np.percentile(table["number of cells (unfiltered)"], [25, 50, 75])
+    assert 30 < cells[0] < 55 and 55 < cells[1] < 85 and 90 < cells[2] < 140  # 41/70/112
+    degs = table["Number of DEGs (anderson-darling)"].astype(float)
+    assert 200 < degs.median() < 800 and degs.quantile(0.95) > 3 * degs.median()  # 404, long tail
+    strong = (degs > 50) & (table["percent knockdown"] <= -0.3) & (table["number of cells (filtered)"] > 25)
+    assert 0.45 < strong.mean() < 0.75  # RPE1: 1,564 of 2,550 (61 %) pass

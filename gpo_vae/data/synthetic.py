@@ -61,6 +61,7 @@ _MT_WEIGHTS = {  # relative MT- expression, roughly as in 10x data (MT-CO1 highe
     "MT-ND1": 6, "MT-ND2": 5, "MT-ND3": 4, "MT-ND5": 2, "MT-ATP8": 2, "MT-ND4L": 1, "MT-ND6": 1,
 }  # fmt: skip
 _MT_HUB = "TFAM"
+_FIXED_UMIS = {"HBS1L": 1.2, "HBEGF": 0.4, "HBP1": 0.8}
 _CHUNK_CELLS = 2048  # fixed: chunk boundaries decide the random streams
 _SIGNAL_FLOOR = np.log(0.02)
 _EFFECT_CLIP = 4.0
@@ -96,7 +97,7 @@ class SyntheticConfig:
     mt_link_probability: float = 0.3
     median_umi: float = 11_600.0
     umi_sigma: float = 0.3
-    perturbation_umi_sigma: float = 0.17
+    perturbation_umi_sigma: float = 0.15
     mt_fraction: float = 0.064
     mt_sigma: float = 0.15
     ribo_fraction: float = 0.2
@@ -180,7 +181,9 @@ def _choose_genes(config: SyntheticConfig, rng: np.random.Generator) -> tuple[pd
     """Pick targets (essential genes first) and measured genes; assign GRN roles."""
     table = read_gene_symbols().set_index("symbol")
     by_category = {c: table.index[table.category == c].to_numpy() for c in table.category.unique()}
-    special = {_MT_HUB, "HBP1"}
+    # Always measured: the MT- hub, and ordinary genes that HB-prefix rules trip over (HBP1 must not
+    # match ^HB[^P]; HBS1L and HBEGF do, and keep the haemoglobin share off zero as in real data).
+    special = {_MT_HUB, "HBP1", "HBS1L", "HBEGF"}
     candidates = [s for s in rng.permutation(by_category["essential"]) if s not in special]
     candidates += [
         s for s in rng.permutation(np.r_[by_category["tf"], by_category["gene"]]) if s not in special
@@ -212,7 +215,7 @@ def _choose_genes(config: SyntheticConfig, rng: np.random.Generator) -> tuple[pd
     role[list(set(targets) - unmeasured)] = "regulator"
     role[[*hubs, _MT_HUB]] = "hub"
     free = role.index[(role == "leaf") & ~role.index.str.startswith(("MT-", "HB"))].to_numpy()
-    hb = role.index[role.index.str.match(r"^HB[^P]")]
+    hb = role.index[role.index.str.match(r"^HB[AB-DEGMQZ]\d*$")]  # the haemoglobins proper
     n_unreached = max(0, round(config.unreached_fraction * config.n_genes) - len(hb))
     role[[*hb, *rng.choice(free, min(n_unreached, free.size), replace=False)]] = "unreached"
     genes["sim_role"] = role.to_numpy()
@@ -292,9 +295,12 @@ def _baseline(config: SyntheticConfig, rng: np.random.Generator, genes: pd.DataF
     is_ribo = symbols.str.match(r"^RP[SL]")
     ribo = rng.lognormal(0.0, 0.5, is_ribo.sum())
     share[is_ribo] = config.ribo_fraction * ribo / ribo.sum()
-    is_hb = symbols.str.match(r"^HB[^P]")
+    is_hb = symbols.str.match(r"^HB[AB-DEGMQZ]\d*$")
     share[is_hb] = rng.uniform(0.005, 0.03, is_hb.sum()) / config.median_umi  # barely expressed
-    rest = ~(is_mt | is_ribo | is_hb)
+    # Typical UMIs per cell of the HB-prefixed ordinary genes: they set the haemoglobin QC metric.
+    is_fixed = symbols.isin(list(_FIXED_UMIS))
+    share[is_fixed] = [_FIXED_UMIS[s] / config.median_umi for s in symbols[is_fixed]]
+    rest = ~(is_mt | is_ribo | is_hb | is_fixed)
     raw = rng.lognormal(0.0, 1.6, rest.sum()) * np.where(genes.sim_role[rest] == "regulator", 2.0, 1.0)
     remaining = 1.0 - share.sum()
     # Screens keep genes above ~0.03 UMI per cell: floor the tail, then renormalise.
