@@ -1,0 +1,60 @@
+"""Assemble the report: read the evaluation directory, draw every section, write one HTML file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from gpo_vae.report import grn_sections, sections
+from gpo_vae.report.html import page, section, write_text_atomic
+from gpo_vae.report.tables import load_tables
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+
+
+def build_report(eval_dir: str | Path, out_path: str | Path | None = None, title: str | None = None) -> Path:
+    """Write the self-contained HTML report of an evaluation directory.
+
+    Parameters
+    ----------
+    eval_dir
+        Directory holding the evaluation tables (contract: :mod:`gpo_vae.report`). Only this
+        directory is read, so a report can be rebuilt without recomputing anything.
+    out_path
+        Where to write; default ``eval_dir / "report.html"``. Written through a temporary file
+        in the same directory and a rename, so a reader never sees half a report.
+    title
+        Page title; default ``"GPO-VAE report: <dataset>"``.
+
+    Returns
+    -------
+    The path written.
+    """
+    tables = load_tables(eval_dir)
+    run = tables.run or {}
+    dataset = str(run.get("dataset", "unknown dataset"))
+    title = title or f"GPO-VAE report: {dataset}"
+    details = [f"dataset {dataset}"]
+    if "seed" in run:
+        details.append(f"seed {run['seed']}")
+    details += [str(run[key]) for key in ("created", "code_version") if run.get(key)]
+    subtitle = " · ".join(details)
+    body = [
+        ("headline", "Headline", section("headline", "Headline", sections.headline(tables))),
+        ("baselines", "Baselines", sections.baseline_section(tables)),
+        ("scatter", "Effects", sections.scatter_section(tables)),
+        ("distributions", "Metrics", sections.distribution_section(tables)),
+        ("qc", "QC", sections.qc_section(tables)),
+        ("summary-stats", "Summary statistics", sections.summary_stats_section(tables)),
+        ("grn-mask", "GRN mask", grn_sections.heatmap_section(tables)),
+        ("grn-network", "Edges", grn_sections.network_section(tables)),
+        ("grn-reference", "Reference networks", grn_sections.reference_section(tables)),
+        ("grn-statistical", "CausalBench", grn_sections.statistical_section(tables)),
+        ("provenance", "Provenance", grn_sections.provenance_section(tables)),
+    ]
+    target = Path(out_path) if out_path is not None else Path(eval_dir) / REPORT_FILE
+    write_text_atomic(page(title, subtitle, body), target)
+    logger.info("report written to %s", target)
+    return target

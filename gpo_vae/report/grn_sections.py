@@ -1,0 +1,168 @@
+"""The GRN and provenance sections of the report (HTML strings)."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from gpo_vae.report import grn_plots, plots
+from gpo_vae.report.html import figure_html, html_table, not_computed, section
+from gpo_vae.report.tables import MASK_FILE, RUN_FILE, SPECS, EvaluationTables
+
+OWN_GRAPH = "p>0.5"
+STAT_COLUMNS = {
+    "k": "K",
+    "method": "method",
+    "n_edges": "edges",
+    "n_tested": "tested",
+    "true_positives": "TP",
+    "false_positives": "FP",
+    "precision": "precision",
+    "mean_wasserstein": "mean W1",
+    "path_mean_wasserstein": "path mean W1",
+    "false_omission_rate": "FOR",
+    "negative_mean_wasserstein": "negatives mean W1",
+}
+REFERENCE_COLUMNS = {
+    "method": "method",
+    "network": "network",
+    "precision": "precision",
+    "recall": "recall",
+    "auprc": "AUPRC",
+    "auroc": "AUROC",
+    "n_positive": "reference edges",
+    "positive_rate": "chance (positive rate)",
+    "reason": "note",
+}
+TOP_EDGE_ROWS = 20
+
+
+def heatmap_section(tables: EvaluationTables) -> str:
+    """The mask probabilities as a heatmap, nodes ordered P then A."""
+    title = "GRN mask"
+    if tables.grn_mask is None:
+        return section("grn-mask", title, not_computed("GRN mask", [MASK_FILE]))
+    mask, n_perturbed = grn_plots.order_nodes(tables.grn_mask, tables.grn_nodes)
+    png = grn_plots.heatmap_figure(mask, n_perturbed)
+    n = len(mask)
+    caption = f"{n} × {n} edge probabilities (row = source, column = target); the diagonal is not an edge."
+    if n > grn_plots.MAX_TICK_LABELS:
+        caption += f" Every {-(-n // grn_plots.MAX_TICK_LABELS)}th node is labelled."
+    if n_perturbed is None:
+        caption += " Node kinds unknown (no grn_nodes.csv): nodes in the mask's order."
+    return section("grn-mask", title, figure_html(png, "GRN mask heatmap", caption))
+
+
+def network_section(tables: EvaluationTables, top: int = 40) -> str:
+    """The strongest edges drawn as a network, with the top of the edge table."""
+    title = "Strongest edges"
+    edges = tables.grn_edges
+    if edges is None:
+        return section("grn-network", title, not_computed("GRN edges", [SPECS["grn_edges"].file]))
+    ranked = edges.sort_values("p", ascending=False, kind="stable")
+    shown = min(top, len(ranked))
+    png = grn_plots.network_figure(ranked, tables.grn_nodes, top=top)
+    caption = f"The {shown} most probable of {len(ranked)} listed edges; arrows point from source to target."
+    body = figure_html(png, "network of the strongest edges", caption)
+    body += f"<h3>Top {min(TOP_EDGE_ROWS, len(ranked))} edges</h3>"
+    body += html_table(ranked.head(TOP_EDGE_ROWS)[["source", "target", "p"]])
+    return section("grn-network", title, body)
+
+
+def reference_section(tables: EvaluationTables) -> str:
+    """Precision-recall curves and the agreement table against reference networks."""
+    title = "GRN vs reference networks"
+    curves, reference = tables.grn_pr_curves, tables.grn_reference
+    if curves is None and reference is None:
+        files = [SPECS["grn_pr_curves"].file, SPECS["grn_reference"].file]
+        return section("grn-reference", title, not_computed("Reference-network agreement", files))
+    body = ""
+    if curves is not None and not curves.empty:
+        png = grn_plots.pr_curves_figure(curves, reference)
+        body += figure_html(
+            png, "precision-recall curves", "Edges ranked by score; dashed: chance (positive rate)."
+        )
+    if reference is not None:
+        methods = {m: i for i, m in enumerate(plots.ordered_methods(reference["method"].tolist()))}
+        networks = {n: i for i, n in enumerate(dict.fromkeys(reference["network"]))}
+        rank = [
+            (networks[n], methods[m]) for n, m in zip(reference["network"], reference["method"], strict=True)
+        ]
+        table = reference.iloc[sorted(range(len(reference)), key=rank.__getitem__)]
+        table = table[list(REFERENCE_COLUMNS)].assign(method=lambda f: f["method"].map(plots.method_label))
+        body += "<h3>Precision and recall of the p &gt; 0.5 graph; ranking metrics of all scores</h3>"
+        body += html_table(table, list(REFERENCE_COLUMNS.values()))
+    return section("grn-reference", title, body)
+
+
+def _k_order(k: str) -> tuple[int, float]:
+    return (0, 0.0) if k == OWN_GRAPH else (1, float(k)) if k.replace(".", "", 1).isdigit() else (2, 0.0)
+
+
+def statistical_section(tables: EvaluationTables) -> str:
+    """CausalBench statistics per method and K, matched-K rows highlighted."""
+    title = "CausalBench statistical evaluation (held-out cells)"
+    stats = tables.grn_statistical
+    if stats is None or stats.empty:
+        return section(
+            "grn-statistical", title, not_computed("CausalBench statistics", [SPECS["grn_statistical"].file])
+        )
+    order = {m: i for i, m in enumerate(plots.ordered_methods(stats["method"].tolist()))}
+    rank = [(*_k_order(k), order[m]) for k, m in zip(stats["k"], stats["method"], strict=True)]
+    table = stats.iloc[sorted(range(len(stats)), key=rank.__getitem__)]
+    own = table[(table["method"] == "model") & (table["k"] == OWN_GRAPH)]["n_edges"]
+    matched = str(int(own.iloc[0])) if len(own) and pd.notna(own.iloc[0]) else None
+    highlight = (table["k"] == matched).to_list()
+    shown = table[list(STAT_COLUMNS)].assign(method=lambda f: f["method"].map(plots.method_label))
+    lead = (
+        "Edge a → b is a true positive when b's expression in cells perturbed at a differs from "
+        "controls (Mann-Whitney p < 0.05). FOR: share of 500 random non-edges that test significant."
+    )
+    body = ""
+    if len(table) > 1:
+        body += figure_html(grn_plots.statistics_by_k_figure(table), "CausalBench statistics against K")
+    body += html_table(shown, list(STAT_COLUMNS.values()), highlight=highlight)
+    if matched is not None:
+        body += f'<p class="note">Highlighted: K = {html.escape(matched)}, the model\'s own number of edges (p &gt; 0.5).</p>'
+    return section("grn-statistical", title, body, lead=lead)
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str | None]]:
+    rows = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            rows.extend(_flatten(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) or value is None else json.dumps(value, default=str)
+            rows.append((name, text))
+    return rows
+
+
+def provenance_section(tables: EvaluationTables) -> str:
+    """Run identity, versions and config from ``run.json``, and which inputs were present."""
+    title = "Provenance"
+    present = tables.present()
+    files = {"run": RUN_FILE, "grn_mask": MASK_FILE, **{name: spec.file for name, spec in SPECS.items()}}
+    inputs = pd.DataFrame(
+        {"file": [files[name] for name in present], "present": [present[name] for name in present]}
+    )
+    inputs_html = f"<details><summary>Evaluation files found</summary>{html_table(inputs)}</details>"
+    if tables.run is None:
+        return section("provenance", title, not_computed("Provenance", [RUN_FILE]) + inputs_html)
+    run = dict(tables.run)
+    config, packages = run.pop("config", {}), run.pop("packages", {})
+    top = pd.DataFrame(_flatten(run), columns=["field", "value"])
+    body = html_table(top)
+    if packages:
+        body += "<h3>Packages</h3>" + html_table(
+            pd.DataFrame(_flatten(packages), columns=["package", "version"])
+        )
+    if config:
+        config_table = html_table(pd.DataFrame(_flatten(config), columns=["setting", "value"]))
+        body += f"<details><summary>Configuration ({len(_flatten(config))} settings)</summary>{config_table}</details>"
+    return section("provenance", title, body + inputs_html)

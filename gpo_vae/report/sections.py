@@ -1,0 +1,204 @@
+"""The headline and perturbation-prediction sections of the report (HTML strings)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gpo_vae.report import plots
+from gpo_vae.report.html import figure_html, format_number, html_table, not_computed, section
+from gpo_vae.report.tables import ALL_CELLS, HELDOUT, EvaluationTables, metric_columns, summarise_predictions
+from gpo_vae.report.verdict import baseline_verdicts
+
+REFERENCE_LABELS = {HELDOUT: "held-out test cells", ALL_CELLS: "all cells (published reference)"}
+SUBSET_LABELS = {ALL_CELLS: "all cells", "qc_pass": "QC-pass cells"}
+
+
+def _mean_metric(metrics: pd.DataFrame | None, method: str, metric: str = "pearson") -> float:
+    if metrics is None or metric not in metrics.columns:
+        return float("nan")
+    rows = (
+        (metrics["method"] == method) & (metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)
+    )
+    values = metrics.loc[rows, metric].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def _card(label: str, value: object, note: str = "") -> str:
+    extra = f'<div class="label">{html.escape(note)}</div>' if note else ""
+    return (
+        f'<div class="card"><div class="label">{html.escape(label)}</div>'
+        f'<div class="value">{html.escape(format_number(value) if not isinstance(value, str) else value)}</div>'
+        f"{extra}</div>"
+    )
+
+
+def headline(tables: EvaluationTables) -> str:
+    """Key numbers as cards, then the verdict on the baseline comparison."""
+    run: dict[str, Any] = tables.run or {}
+    data = run.get("data", {})
+    metrics = tables.prediction_metrics
+    n_perturbations = data.get("n_perturbations")
+    if n_perturbations is None and metrics is not None:
+        n_perturbations = metrics["perturbation"].nunique()
+    cards = [
+        _card("dataset", str(run.get("dataset", "unknown"))),
+        _card(
+            "cells",
+            data.get("n_cells"),
+            f"{format_number(data['n_test_cells'])} test" if "n_test_cells" in data else "",
+        ),
+        _card("perturbations", n_perturbations),
+    ]
+    if tables.grn_mask is not None or "n_nodes" in data:
+        n_nodes = len(tables.grn_mask) if tables.grn_mask is not None else data["n_nodes"]
+        n_p = data.get("n_perturbed_nodes")
+        if n_p is None and tables.grn_nodes is not None:
+            n_p = int((tables.grn_nodes["kind"] == "P").sum())
+        note = f"{format_number(n_p)} P + {format_number(n_nodes - n_p)} A" if n_p is not None else ""
+        cards.append(_card("GRN nodes", n_nodes, note))
+    for method, label in (
+        ("model", "model r"),
+        ("mean_baseline", "mean baseline r"),
+        ("split_half_ceiling", "ceiling r"),
+    ):
+        value = _mean_metric(metrics, method)
+        if np.isfinite(value):
+            cards.append(_card(label, value, "mean Pearson, held-out"))
+    if tables.grn_edges is not None:
+        cards.append(_card("edges p > 0.5", int((tables.grn_edges["p"] > 0.5).sum())))
+    for key, value in run.get("metrics", {}).items():
+        if isinstance(value, int | float):
+            cards.append(_card(key.replace("_", " "), value))
+    body = f'<div class="cards">{"".join(cards)}</div>'
+    if metrics is not None:
+        body += verdict_html(metrics, main_only=True)
+    return body
+
+
+def verdict_html(metrics: pd.DataFrame, main_only: bool = False) -> str:
+    """The verdict sentences as styled paragraphs; in the full list the first has ``id="verdict"``."""
+    verdicts = baseline_verdicts(metrics)
+    parts = []
+    for i, verdict in enumerate(verdicts[:1] if main_only else verdicts):
+        anchor = ' id="verdict"' if i == 0 and not main_only else ""
+        parts.append(f'<p class="verdict {verdict.tone}"{anchor}>{html.escape(verdict.text)}</p>')
+    return "".join(parts)
+
+
+def baseline_section(tables: EvaluationTables) -> str:
+    """Baseline comparison: means per method on the held-out reference, then every slice."""
+    metrics = tables.prediction_metrics
+    if metrics is None:
+        return section(
+            "baselines", "Baseline comparison", not_computed("Prediction metrics", ["prediction_metrics.csv"])
+        )
+    summary = summarise_predictions(metrics)
+    columns = metric_columns(metrics)
+    order = {m: i for i, m in enumerate(plots.ordered_methods(metrics["method"].tolist()))}
+    held = summary[(summary["reference"] == HELDOUT) & (summary["subset"] == ALL_CELLS)]
+    body = verdict_html(metrics)
+    if held.empty:
+        body += '<p class="missing">No rows on the held-out reference over all cells.</p>'
+    else:
+        means = held.pivot(index="method", columns="metric", values="mean").reindex(columns=columns)
+        counts = held.groupby("method")["n"].max()
+        means = means.loc[sorted(means.index, key=order.get)]
+        table = pd.DataFrame({"method": [plots.method_label(m) for m in means.index]})
+        table["perturbations"] = counts.reindex(means.index).to_numpy().astype(int)
+        for column in columns:
+            table[column] = means[column].to_numpy()
+        headers = ["method", "perturbations", *(plots.metric_label(c) for c in columns)]
+        body += "<h3>Mean over perturbations, held-out reference, all cells</h3>"
+        body += html_table(table, headers, highlight=[m == "model" for m in means.index])
+        body += (
+            '<p class="note">Mean baseline: each perturbation\'s ATE on its training cells. Control '
+            "baseline: no effect (ATE 0; its Pearson r is undefined). Split-half ceiling: half of the "
+            "test cells predicting the other half.</p>"
+        )
+    pearson = summary[summary["metric"] == "pearson"].copy()
+    # held-out reference and all cells first: the slice the verdict uses
+    first = {"reference": HELDOUT, "subset": ALL_CELLS}
+    pearson = pearson.sort_values(
+        ["reference", "subset"], key=lambda s: s != first[str(s.name)], kind="stable"
+    )
+    pearson["slice"] = [
+        f"{REFERENCE_LABELS.get(r, r)} · {SUBSET_LABELS.get(s, s)}"
+        for r, s in zip(pearson["reference"], pearson["subset"], strict=True)
+    ]
+    wide = pearson.pivot(index="method", columns="slice", values="mean")
+    wide = wide[list(dict.fromkeys(pearson["slice"]))]
+    wide = wide.loc[sorted(wide.index, key=order.get)]
+    table = pd.DataFrame({"method": [plots.method_label(m) for m in wide.index]})
+    for column in wide.columns:
+        table[column] = wide[column].to_numpy()
+    body += "<h3>Mean Pearson r by reference and cell subset</h3>" + html_table(table)
+    full = summary.assign(
+        method=summary["method"].map(plots.method_label), metric=summary["metric"].map(plots.metric_label)
+    )
+    body += (
+        f"<details><summary>All summary numbers (mean, median, count)</summary>{html_table(full)}</details>"
+    )
+    return section("baselines", "Baseline comparison", body)
+
+
+def scatter_section(tables: EvaluationTables) -> str:
+    """Predicted vs observed ATE of the top perturbations."""
+    title = "Predicted vs observed effects"
+    if tables.ate_scatter is None or tables.ate_scatter.empty:
+        return section("scatter", title, not_computed("ATE scatter", ["ate_scatter.csv"]))
+    n = tables.ate_scatter["perturbation"].nunique()
+    png = plots.ate_scatter_figure(tables.ate_scatter)
+    caption = (
+        f"Each point is a gene; {min(n, 12)} of {n} perturbations chosen by the evaluation stage. Dashed: "
+        "identity (a perfect prediction lies on it)."
+    )
+    return section("scatter", title, figure_html(png, "predicted vs observed ATE scatter", caption))
+
+
+def distribution_section(tables: EvaluationTables) -> str:
+    """Per-perturbation metric distributions per method (held-out reference, all cells)."""
+    title = "Per-perturbation metrics"
+    metrics = tables.prediction_metrics
+    if metrics is None:
+        return section("distributions", title, not_computed("Prediction metrics", ["prediction_metrics.csv"]))
+    held = metrics[(metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)]
+    if held.empty:
+        return section("distributions", title, '<p class="missing">No rows on the held-out reference.</p>')
+    png = plots.metric_distribution_figure(held, metric_columns(metrics))
+    caption = "One point per perturbation; boxes span the quartiles, the line is the median."
+    return section("distributions", title, figure_html(png, "metric distributions per method", caption))
+
+
+def qc_section(tables: EvaluationTables) -> str:
+    """QC pass ratio of generated cells vs the data at t = 3, 4, 5."""
+    title = "QC pass ratio of generated cells"
+    if tables.qc_ratio is None or tables.qc_ratio.empty:
+        return section("qc", title, not_computed("QC pass ratio", ["qc_ratio.csv"]))
+    png = plots.qc_ratio_figure(tables.qc_ratio)
+    caption = "Fraction of cells within t MADs on every QC metric, using the data's stored thresholds."
+    table = tables.qc_ratio.sort_values("t")[["t", "pass_ratio_generated", "pass_ratio_data"]]
+    body = '<div class="two">' + figure_html(png, "QC pass ratio", caption)
+    body += html_table(table, ["t (MADs)", "generated cells", "data cells"]) + "</div>"
+    return section("qc", title, body)
+
+
+def summary_stats_section(tables: EvaluationTables) -> str:
+    """Agreement of predicted knockdown and number of DEGs with the published summary statistics."""
+    title = "Agreement with published summary statistics"
+    agreement, points = tables.summary_stats_agreement, tables.summary_stats_points
+    if agreement is None and points is None:
+        files = ["summary_stats_agreement.csv", "summary_stats_points.csv"]
+        return section("summary-stats", title, not_computed("Summary-statistics agreement", files))
+    body = ""
+    if points is not None and not points.empty:
+        png = plots.summary_stats_figure(points, agreement)
+        body += figure_html(png, "summary statistics agreement", "One point per perturbation.")
+    if agreement is not None:
+        table = agreement[["quantity", "spearman", "n"]]
+        body += html_table(table, ["quantity", "Spearman ρ (predicted vs reported)", "perturbations"])
+    return section("summary-stats", title, body)

@@ -1,0 +1,209 @@
+"""Reading and checking the evaluation tables the report is built from (contract: package docstring).
+
+Every table is optional: a missing file is ``None`` and its section says "not computed". A file
+that exists but lacks a required column is a broken contract and raises ``ValueError`` naming
+the file, so an evaluation bug cannot hide behind an empty section.
+
+Name columns (genes, perturbations, nodes, methods) are read as text without NA conversion, so
+a gene called ``NA`` or ``nan`` stays a name; in number columns an empty cell, ``nan``, ``NaN``
+or ``NA`` is a missing value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+NA_STRINGS = ["", "nan", "NaN", "NA", "N/A", "null"]
+RUN_FILE = "run.json"
+METRIC_PATTERN = re.compile(r"^(pearson|r2|jaccard)(_top\d+)?$")
+HELDOUT = "heldout_test"
+ALL_CELLS = "all_cells"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Columns of one CSV: ``names`` (text) and ``numbers`` (float) are required; optional number
+    columns are named or match ``number_pattern``."""
+
+    file: str
+    names: tuple[str, ...]
+    numbers: tuple[str, ...]
+    optional_numbers: tuple[str, ...] = ()
+    number_pattern: re.Pattern[str] | None = None
+
+
+SPECS: dict[str, TableSpec] = {
+    spec.file.removesuffix(".csv"): spec
+    for spec in (
+        TableSpec(
+            "prediction_metrics.csv",
+            ("method", "reference", "subset", "perturbation"),
+            ("pearson", "r2"),
+            number_pattern=METRIC_PATTERN,
+        ),
+        TableSpec("ate_scatter.csv", ("perturbation", "gene"), ("observed", "predicted"), ("mean_baseline",)),
+        TableSpec("qc_ratio.csv", (), ("t", "pass_ratio_generated", "pass_ratio_data")),
+        TableSpec("summary_stats_agreement.csv", ("quantity",), ("spearman", "n")),
+        TableSpec("summary_stats_points.csv", ("perturbation", "quantity"), ("predicted", "reported")),
+        TableSpec("grn_nodes.csv", ("node", "kind"), ()),
+        TableSpec("grn_edges.csv", ("source", "target"), ("p",)),
+        TableSpec(
+            "grn_statistical.csv",
+            ("method", "k"),
+            (
+                "n_edges",
+                "n_tested",
+                "true_positives",
+                "false_positives",
+                "precision",
+                "mean_wasserstein",
+                "path_mean_wasserstein",
+                "false_omission_rate",
+                "negative_mean_wasserstein",
+            ),
+        ),
+        TableSpec(
+            "grn_reference.csv",
+            ("method", "network", "reason"),
+            ("precision", "recall", "auprc", "auroc", "n_positive", "positive_rate"),
+            ("n_predicted", "true_positives"),
+        ),
+        TableSpec("grn_pr_curves.csv", ("method", "network"), ("recall", "precision")),
+    )
+}
+MASK_FILE = "grn_mask.csv"
+
+
+@dataclass(frozen=True)
+class EvaluationTables:
+    """The contents of an evaluation directory; ``None`` where a file is absent."""
+
+    run: dict[str, Any] | None
+    prediction_metrics: pd.DataFrame | None
+    ate_scatter: pd.DataFrame | None
+    qc_ratio: pd.DataFrame | None
+    summary_stats_agreement: pd.DataFrame | None
+    summary_stats_points: pd.DataFrame | None
+    grn_mask: pd.DataFrame | None
+    grn_nodes: pd.DataFrame | None
+    grn_edges: pd.DataFrame | None
+    grn_statistical: pd.DataFrame | None
+    grn_reference: pd.DataFrame | None
+    grn_pr_curves: pd.DataFrame | None
+
+    def present(self) -> dict[str, bool]:
+        """Which inputs were found, by field name."""
+        return {f.name: getattr(self, f.name) is not None for f in fields(self)}
+
+
+def _read_csv(path: Path, spec: TableSpec) -> pd.DataFrame:
+    header = pd.read_csv(path, nrows=0).columns
+    missing = [c for c in (*spec.names, *spec.numbers) if c not in header]
+    if missing:
+        raise ValueError(f"{path.name}: missing required columns {missing}; has {list(header)}")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    optional = [c for c in frame.columns if c in spec.optional_numbers]
+    if spec.number_pattern is not None:
+        optional += [c for c in frame.columns if spec.number_pattern.match(c) and c not in spec.numbers]
+    for column in [*spec.numbers, *optional]:
+        text = frame[column].str.strip()
+        try:
+            frame[column] = pd.to_numeric(text.mask(text.isin(NA_STRINGS))).astype(np.float64)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path.name}: column {column!r} is not numeric ({error})") from None
+    return frame
+
+
+def read_mask(path: Path) -> pd.DataFrame:
+    """The T × T mask table (index = source nodes, columns = target nodes, same order)."""
+    text = pd.read_csv(path, dtype=str, keep_default_na=False)
+    cells = text.iloc[:, 1:].to_numpy(dtype=object)
+    cells[np.isin(cells, NA_STRINGS)] = "nan"
+    try:
+        values = cells.astype(np.float64)
+    except ValueError as error:
+        raise ValueError(f"{path.name}: mask values are not numeric ({error})") from None
+    frame = pd.DataFrame(values, index=pd.Index(text.iloc[:, 0], name=None), columns=text.columns[1:])
+    if frame.shape[0] != frame.shape[1] or not frame.index.equals(frame.columns):
+        raise ValueError(
+            f"{path.name}: need the same node names, in the same order, as rows and columns "
+            f"(got {frame.shape[0]} rows, {frame.shape[1]} columns)"
+        )
+    values = frame.to_numpy()
+    if np.any((values < 0) | (values > 1)):
+        raise ValueError(f"{path.name}: mask probabilities must lie in [0, 1]")
+    return frame
+
+
+def _check_run(payload: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path.name}: expected a JSON object, got {type(payload).__name__}")
+    for key in ("data", "metrics", "config", "packages"):
+        if key in payload and not isinstance(payload[key], dict):
+            raise ValueError(f"{path.name}: {key!r} must be an object")
+    return payload
+
+
+def load_tables(eval_dir: str | Path) -> EvaluationTables:
+    """Read every known table of ``eval_dir`` (absent files are ``None``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``eval_dir`` is not a directory or holds none of the known files.
+    ValueError
+        When a file breaks the contract (missing column, non-numeric value, malformed mask).
+    """
+    root = Path(eval_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"evaluation directory {root} does not exist")
+    tables: dict[str, Any] = {}
+    for name, spec in SPECS.items():
+        path = root / spec.file
+        tables[name] = _read_csv(path, spec) if path.is_file() else None
+    mask_path = root / MASK_FILE
+    tables["grn_mask"] = read_mask(mask_path) if mask_path.is_file() else None
+    run_path = root / RUN_FILE
+    tables["run"] = _check_run(json.loads(run_path.read_text()), run_path) if run_path.is_file() else None
+    if all(value is None for value in tables.values()):
+        known = sorted([RUN_FILE, MASK_FILE, *(s.file for s in SPECS.values())])
+        raise FileNotFoundError(f"{root} holds none of the evaluation files {known}")
+    if tables["grn_nodes"] is not None:
+        bad = set(tables["grn_nodes"]["kind"]) - {"P", "A"}
+        if bad:
+            raise ValueError(f"grn_nodes.csv: kind must be 'P' or 'A', got {sorted(bad)}")
+    return EvaluationTables(**tables)
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    """The metric columns of a prediction table, in reading order (pearson, r2, top-k, Jaccard)."""
+    found = [c for c in frame.columns if METRIC_PATTERN.match(c)]
+
+    def order(column: str) -> tuple[bool, int, bool]:
+        k = int(column.rsplit("top", 1)[1]) if "_top" in column else 0
+        # pearson and r2 pair up per k; Jaccard after them
+        return (column.startswith("jaccard"), k, column.startswith("r2"))
+
+    return sorted(found, key=order)
+
+
+def summarise_predictions(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean, median and count (non-NaN) of each metric per (method, reference, subset).
+
+    Returns
+    -------
+    Long table: ``method``, ``reference``, ``subset``, ``metric``, ``mean``, ``median``, ``n``.
+    """
+    columns = metric_columns(metrics)
+    long = metrics.melt(
+        id_vars=["method", "reference", "subset"], value_vars=columns, var_name="metric", value_name="value"
+    )
+    grouped = long.groupby(["method", "reference", "subset", "metric"], sort=False)["value"]
+    return grouped.agg(mean="mean", median="median", n="count").reset_index()
