@@ -25,6 +25,7 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
+    "axes.axisbelow": True,
     "grid.color": "#e4e7eb",
     "grid.linewidth": 0.6,
     "legend.frameon": False,
@@ -106,6 +107,16 @@ def grid_shape(n: int, max_columns: int) -> tuple[int, int]:
     return -(-n // columns), columns
 
 
+def point_style(n: int, spread: float = 60.0) -> tuple[float, float]:
+    """Marker size and opacity for ``n`` points: smaller and fainter as they crowd.
+
+    ``spread`` sets how fast opacity falls (overlapping clouds need less than jittered strips).
+    """
+    if n <= 200:
+        return 10.0, 0.7
+    return float(np.clip(2000 / n, 2.0, 8.0)), float(np.clip(spread / np.sqrt(n), 0.12, 0.6))
+
+
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
@@ -144,13 +155,14 @@ def ate_scatter_figure(scatter: pd.DataFrame, max_panels: int = 12) -> bytes:
             observed = part["observed"].to_numpy()
             predicted = part["predicted"].to_numpy()
             arrays = [observed, predicted]
+            size, alpha = point_style(observed.size, spread=15.0)
             title = f"{name}\nmodel r = {_pearson(observed, predicted):.2f}"
             if has_baseline:
                 baseline = part["mean_baseline"].to_numpy()
                 arrays.append(baseline)
-                ax.scatter(observed, baseline, s=5, c=method_color("mean_baseline"), alpha=0.35, lw=0)
+                ax.scatter(observed, baseline, s=size, c=method_color("mean_baseline"), alpha=alpha, lw=0)
                 title += f", mean baseline r = {_pearson(observed, baseline):.2f}"
-            ax.scatter(observed, predicted, s=6, c=method_color("model"), alpha=0.75, lw=0)
+            ax.scatter(observed, predicted, s=size, c=method_color("model"), alpha=alpha, lw=0)
             _identity_limits(ax, *arrays)
             ax.set_title(title, fontsize=8.5)
         for ax in axes[-1, :]:
@@ -172,20 +184,29 @@ def _box_and_points(ax: Axes, data: list[np.ndarray], names: list[str], floor: f
     rng = np.random.default_rng(0)  # the same jitter on every rebuild
     positions = np.arange(len(data))
     shown = data if floor is None else [np.maximum(v, floor) for v in data]
-    box = ax.boxplot(shown, positions=positions, widths=0.55, showfliers=False, patch_artist=True)
-    for patch, method in zip(box["boxes"], names, strict=True):
-        patch.set(facecolor=method_color(method), alpha=0.25, edgecolor=method_color(method))
-    for median in box["medians"]:
-        median.set(color="#1f2933", lw=1.2)
     clipped = 0
     for x, values, drawn, method in zip(positions, data, shown, names, strict=True):
-        jitter = x + rng.uniform(-0.16, 0.16, values.size)
+        jitter = x + rng.uniform(-0.2, 0.2, values.size)
         low = values < floor if floor is not None else np.zeros(values.size, dtype=bool)
         clipped += int(low.sum())
+        size, alpha = point_style(values.size)
         color = method_color(method)
-        ax.scatter(jitter[~low], drawn[~low], s=9, color=color, alpha=0.6, lw=0)
+        ax.scatter(jitter[~low], drawn[~low], s=size, color=color, alpha=alpha, lw=0, zorder=1)
         # a down-pointing marker: the value is lower than drawn
-        ax.scatter(jitter[low], drawn[low], s=16, marker="v", color=color, alpha=0.8, lw=0)
+        ax.scatter(jitter[low], drawn[low], s=2 * size, marker="v", color=color, alpha=alpha, lw=0, zorder=1)
+    # unfilled boxes over the points, so thousands of perturbations cannot hide the quartiles
+    dark = {"color": "#1f2933", "lw": 1.1}
+    ax.boxplot(
+        shown,
+        positions=positions,
+        widths=0.6,
+        showfliers=False,
+        boxprops=dark,
+        whiskerprops=dark,
+        capprops=dark,
+        medianprops={"color": "#1f2933", "lw": 2.2},
+        zorder=3,
+    )
     ax.set_xticks(positions, [method_label(m) for m in names], rotation=25, ha="right")
     ax.grid(axis="x", visible=False)
     return clipped

@@ -148,7 +148,13 @@ def write_eval_dir(root: Path, model_better: bool = True, seed: int = 0) -> Path
         "code_version": "0.1.0+gabc123",
         "config": {"model": {"latent_dim": 8, "sparsity": 0.1}, "train": {"max_epochs": 3}},
         "packages": {"numpy": np.__version__, "torch": None},
-        "data": {"n_cells": 1234, "n_test_cells": 247, "n_perturbations": 5, "n_nodes": n, "n_perturbed_nodes": 5},
+        "data": {
+            "n_cells": 1234,
+            "n_test_cells": 247,
+            "n_perturbations": 5,
+            "n_nodes": n,
+            "n_perturbed_nodes": 5,
+        },
         "metrics": {"test_iwelbo": -1234.5},
     }
     (root / "run.json").write_text(json.dumps(run))
@@ -156,7 +162,9 @@ def write_eval_dir(root: Path, model_better: bool = True, seed: int = 0) -> Path
 
 
 def _images(text: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)]
+    return [
+        base64.b64decode(m) for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    ]
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
@@ -243,7 +251,9 @@ def test_verdict_says_below_or_above_with_the_numbers(tmp_path: Path, model_bett
         f"the per-perturbation training-mean baseline ({format_number(baseline)})"
     )
     assert verdict.startswith(expected)
-    assert re.search(r'class="verdict (\w+)" id="verdict"', text).group(1) == ("good" if model_better else "bad")
+    assert re.search(r'class="verdict (\w+)" id="verdict"', text).group(1) == (
+        "good" if model_better else "bad"
+    )
     # the headline repeats the main verdict
     assert text.count(html.escape(expected)) == 2
 
@@ -281,7 +291,9 @@ def test_out_path_title_and_byte_identical_rebuild(tmp_path: Path, full_report: 
     assert "<title>My &lt;run&gt;</title>" in text
 
 
-def test_write_is_atomic(tmp_path: Path, full_report: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_is_atomic(
+    tmp_path: Path, full_report: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = full_report[0].parent
     assert sorted(p.name for p in root.iterdir() if p.suffix not in (".csv", ".json")) == ["report.html"]
 
