@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from gpo_vae.config import load_config
+from gpo_vae.models.config import ModelConfig
 from gpo_vae.preprocessing.pipeline import PreprocessConfig
+from gpo_vae.training.config import TrainingConfig
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Sections: ``preprocess`` (design §2–§5)."""
+    """Sections: ``preprocess`` (design §2–§5), ``model`` and ``training`` (design §6)."""
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

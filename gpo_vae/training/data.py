@@ -1,0 +1,258 @@
+"""Batches from the sparse preprocessed artifact, and the training statistics of the model.
+
+Counts stay sparse: each batch densifies only its own rows, with one CSR row-slice of ``X`` and
+one of ``cf_medians`` (cfX of a cell is row ``cf_row`` of the medians, zeros when −1). The
+sampler yields index arrays, so a batch is built in one call instead of one ``__getitem__`` per
+cell, and its order is a function of (seed, epoch) alone: a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytorch_lightning as pl
+import scipy.sparse as sp
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gpo_vae.preprocessing.artifact import read_artifact
+
+
+@dataclass(frozen=True)
+class ArtifactCells:
+    """The per-cell arrays of an artifact that training reads (no dense cell × gene copy).
+
+    Attributes
+    ----------
+    counts
+        (N, G) CSR float32 raw counts.
+    dosage
+        (N, T) CSR float32 dosage D.
+    delta_x
+        (N, T) float32 |ΔX| on the node genes.
+    qc, library_size
+        (N,) float32 QC-fail flag (``total_qc``) and total counts.
+    cf_row
+        (N,) int64 row of ``cf_medians`` holding the cell's cfX, −1 when it has none.
+    cf_medians
+        (U, G) CSR float32 distinct counterfactual medians.
+    split
+        (N,) ``train`` / ``val`` / ``test``.
+    nodes, n_perturbed, genes
+        Node names (P perturbed first), P, and gene names.
+    mean_log, std_log
+        (G,) training-cell statistics of log(x + 1) from the artifact.
+    """
+
+    counts: sp.csr_matrix
+    dosage: sp.csr_matrix
+    delta_x: np.ndarray
+    qc: np.ndarray
+    library_size: np.ndarray
+    cf_row: np.ndarray
+    cf_medians: sp.csr_matrix
+    split: np.ndarray
+    nodes: list[str]
+    n_perturbed: int
+    genes: list[str]
+    mean_log: np.ndarray
+    std_log: np.ndarray
+
+    @classmethod
+    def from_anndata(cls, adata: ad.AnnData) -> ArtifactCells:
+        """Take the training fields of a (validated) artifact AnnData, without copying X."""
+        return cls(
+            counts=sp.csr_matrix(adata.X, dtype=np.float32),
+            dosage=sp.csr_matrix(adata.obsm["D"], dtype=np.float32),
+            delta_x=np.asarray(adata.obsm["delta_x"], dtype=np.float32),
+            qc=adata.obs["total_qc"].to_numpy(dtype=np.float32),
+            library_size=adata.obs["library_size"].to_numpy(dtype=np.float32),
+            cf_row=adata.obs["cf_row"].to_numpy(dtype=np.int64),
+            cf_medians=sp.csr_matrix(adata.uns["cf_medians"], dtype=np.float32),
+            split=adata.obs["split"].astype(str).to_numpy(),
+            nodes=[str(node) for node in adata.uns["nodes"]],
+            n_perturbed=int(adata.uns["n_perturbed"]),
+            genes=[str(gene) for gene in adata.var_names],
+            mean_log=adata.var["mean_log"].to_numpy(dtype=np.float32),
+            std_log=adata.var["std_log"].to_numpy(dtype=np.float32),
+        )
+
+    @classmethod
+    def read(cls, artifact_dir: str | Path) -> ArtifactCells:
+        """Read a complete artifact directory (checksum verified)."""
+        return cls.from_anndata(read_artifact(artifact_dir))
+
+    @property
+    def n_genes(self) -> int:
+        return self.counts.shape[1]
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    def rows(self, split: str) -> np.ndarray:
+        """Artifact rows of the cells of one split."""
+        return np.flatnonzero(self.split == split)
+
+    def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """The model's batch dict for these rows (see :mod:`gpo_vae.models.module`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cf_row = self.cf_row[rows]
+        has_cf = cf_row >= 0
+        cf_x = np.zeros((rows.size, self.n_genes), dtype=np.float32)
+        if has_cf.any():
+            cf_x[has_cf] = self.cf_medians[cf_row[has_cf]].toarray()
+        return {
+            "X": torch.from_numpy(self.counts[rows].toarray()),
+            "D": torch.from_numpy(self.dosage[rows].toarray()),
+            "qc": torch.from_numpy(self.qc[rows]),
+            "library_size": torch.from_numpy(self.library_size[rows]),
+            "delta_x": torch.from_numpy(self.delta_x[rows]),
+            "cf_X": torch.from_numpy(cf_x),
+            # as the module's default: an all-zero cfX (no QC-fail cells) is no counterfactual
+            "has_cf": torch.from_numpy(cf_x.sum(axis=1) != 0),
+        }
+
+
+@dataclass(frozen=True)
+class TrainingStatistics:
+    """What the model constructor needs from the training cells.
+
+    Attributes
+    ----------
+    node_cell_counts
+        (T,) training cells dosed with each node (0 for DEG nodes).
+    qc_count
+        Training cells flagged QC-fail.
+    mean_log, std_log
+        (G,) training-cell statistics of log(x + 1).
+    """
+
+    node_cell_counts: np.ndarray
+    qc_count: int
+    mean_log: np.ndarray
+    std_log: np.ndarray
+
+
+def training_statistics(cells: ArtifactCells) -> TrainingStatistics:
+    """Plate weights and input normalisation from the ``train`` split only."""
+    train = cells.rows("train")
+    if train.size == 0:
+        raise ValueError("the artifact has no training cells (split == 'train')")
+    dosed = cells.dosage[train] != 0
+    return TrainingStatistics(
+        node_cell_counts=np.asarray(dosed.sum(axis=0), dtype=np.float32).ravel(),
+        qc_count=int((cells.qc[train] != 0).sum()),
+        mean_log=cells.mean_log,
+        std_log=cells.std_log,
+    )
+
+
+class CellBatchSampler(Sampler[np.ndarray]):
+    """Yields arrays of artifact rows, one per batch, over the cells of one split.
+
+    With ``shuffle`` the order is a permutation drawn from ``numpy.random.default_rng([seed,
+    epoch])``: a function of the seed and the epoch only (Lightning calls :meth:`set_epoch`
+    before every epoch). Rows within a batch are sorted, which makes the CSR slice faster and
+    changes nothing but the summation order of the batch mean.
+    """
+
+    def __init__(self, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.rows.size / self.batch_size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        order = self.rows
+        if self.shuffle:
+            order = order[np.random.default_rng([self.seed, self.epoch]).permutation(order.size)]
+        for start in range(0, order.size, self.batch_size):
+            yield np.sort(order[start : start + self.batch_size])
+
+
+class CellBatches(Dataset):
+    """A dataset whose items are whole batches: ``dataset[rows]`` is :meth:`ArtifactCells.batch`."""
+
+    def __init__(self, cells: ArtifactCells) -> None:
+        self.cells = cells
+
+    def __len__(self) -> int:
+        return self.cells.counts.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        return self.cells.batch(rows)
+
+
+class CellDataModule(pl.LightningDataModule):
+    """Train (shuffled by (seed, epoch)) and validation (in order) loaders over an artifact.
+
+    Parameters
+    ----------
+    cells
+        The artifact's arrays (:meth:`ArtifactCells.read`).
+    batch_size, eval_batch_size
+        Cells per training and per validation batch.
+    seed
+        Seed of the data order.
+    num_workers
+        DataLoader workers; batches are built in the main process when 0.
+    pin_memory
+        Pin batches for faster host-to-GPU copies.
+    """
+
+    def __init__(
+        self,
+        cells: ArtifactCells,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.cells = cells
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        for split in ("train", "val"):
+            if self.cells.rows(split).size == 0:
+                raise ValueError(f"the artifact has no {split!r} cells; training needs both train and val")
+
+    def statistics(self) -> TrainingStatistics:
+        """:func:`training_statistics` of the artifact."""
+        return training_statistics(self.cells)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = CellBatchSampler(self.cells.rows(split), batch_size, shuffle, self.seed)
+        return DataLoader(
+            CellBatches(self.cells),
+            batch_size=None,  # the sampler's items are whole batches
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            # its own generator: creating an iterator must not advance the global torch RNG,
+            # whose state the checkpoints carry
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)

@@ -1,0 +1,351 @@
+"""Train a GPO-VAE on a preprocessed artifact into a run directory, resumably; load it back.
+
+A run directory holds::
+
+    config.json            model + training config, artifact checksum, seed (written first)
+    checkpoints/best.ckpt  best val/loss so far (Lightning checkpoint, RNG states included)
+    checkpoints/last.ckpt  end of the latest epoch: what a killed run resumes from
+    checkpoints/fit.json   written when fitting ended (epochs, timing, device)
+    logs/version_<n>/      CSV logs, one version per session (metrics.csv, hparams.yaml)
+    wandb/                 only with training.wandb
+    model.pt               best-val weights + all that rebuilds the module (load_trained_model)
+    run.json               provenance, epochs, best epoch and val loss, seconds, device
+    .complete              written last: the run is finished and is never trained again
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+from gpo_vae.config import from_dict, to_dict
+from gpo_vae.io import provenance, write_json_atomic
+from gpo_vae.models import GPOVAE, ModelConfig
+from gpo_vae.preprocessing.artifact import MARKER_FILE, artifact_path
+from gpo_vae.training.config import TrainingConfig
+from gpo_vae.training.data import ArtifactCells, CellDataModule, TrainingStatistics
+from gpo_vae.training.lightning import GPOVAETrainingPlan
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.ckpt"
+LAST_CHECKPOINT = "last.ckpt"
+FIT_FILE = "fit.json"
+MODEL_FILE = "model.pt"
+RUN_FILE = "run.json"
+COMPLETE_MARKER = ".complete"
+#: config.json entries that must match for a run directory to be resumed.
+IDENTITY_KEYS = ("model", "training", "artifact_sha256")
+PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed"}
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for a config's ``auto`` / ``cpu`` / ``cuda`` (an error if CUDA is missing)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return device
+
+
+def artifact_checksum(artifact_dir: str | Path) -> str:
+    """SHA-256 of a complete artifact's ``.h5ad``, as recorded by its completeness marker."""
+    artifact_path(artifact_dir, verify=False)  # a clear error for an incomplete artifact
+    return (Path(artifact_dir) / MARKER_FILE).read_text().strip()
+
+
+def build_model(model_config: ModelConfig, cells: ArtifactCells, statistics: TrainingStatistics) -> GPOVAE:
+    """A freshly initialised module shaped for ``cells``, weighted by the training statistics."""
+    return GPOVAE(
+        cells.n_genes,
+        cells.n_nodes,
+        cells.n_perturbed,
+        torch.as_tensor(statistics.node_cell_counts, dtype=torch.float32),
+        float(statistics.qc_count),
+        torch.as_tensor(statistics.mean_log, dtype=torch.float32),
+        torch.as_tensor(statistics.std_log, dtype=torch.float32),
+        model_config,
+    )
+
+
+def require_wandb() -> None:
+    """Raise a clear ImportError when the optional ``wandb`` extra is not installed."""
+    try:
+        import wandb  # noqa: F401  (only checks that the optional extra is there)
+    except ImportError as err:
+        raise ImportError(
+            "training.wandb is true but wandb is not installed: pip install gpo-vae[wandb] "
+            "(or set training.wandb: false; CSV logs are always written)"
+        ) from err
+
+
+def _wandb_logger(training: TrainingConfig, run_dir: Path) -> Logger:
+    require_wandb()
+    from pytorch_lightning.loggers import WandbLogger
+
+    return WandbLogger(
+        project=training.wandb_project,
+        name=run_dir.name,
+        save_dir=str(run_dir),
+        mode=os.environ.get("WANDB_MODE", "offline"),
+    )
+
+
+@contextlib.contextmanager
+def _torch_globals_restored(cpu_threads: int | None) -> Iterator[None]:
+    """Set the CPU thread count for training; afterwards restore it and the deterministic-algorithms
+    flag, which the Trainer switches process-wide."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.set_num_threads(threads)
+
+
+def _check_or_write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    path = run_dir / CONFIG_FILE
+    if path.exists():
+        existing = json.loads(path.read_text())
+        differ = [key for key in IDENTITY_KEYS if existing.get(key) != config[key]]
+        if differ:
+            raise ValueError(
+                f"{run_dir} holds another run ({CONFIG_FILE} differs in {', '.join(differ)}); "
+                "use a new run directory"
+            )
+        return
+    write_json_atomic(config, path)
+
+
+def _fit(
+    cells: ArtifactCells,
+    model_config: ModelConfig,
+    training: TrainingConfig,
+    run_dir: Path,
+    progress: bool,
+    callbacks: Sequence[Callback],
+) -> dict[str, Any]:
+    """Run (or resume) trainer.fit; return what run.json reports about it."""
+    device = resolve_device(training.device)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    last = checkpoint_dir / LAST_CHECKPOINT
+    resume = last.exists()
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="logs")]
+    if training.wandb:
+        loggers.append(_wandb_logger(training, run_dir))
+    with _torch_globals_restored(training.cpu_threads), warnings.catch_warnings():
+        # batches are built in-process by one sparse slice; extra workers are a choice, not a fix
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+        pl.seed_everything(training.seed, workers=True, verbose=False)
+        datamodule = CellDataModule(
+            cells,
+            training.batch_size,
+            training.eval_batch_size,
+            training.seed,
+            training.num_workers,
+            pin_memory=device == "cuda",
+        )
+        plan = GPOVAETrainingPlan(build_model(model_config, cells, datamodule.statistics()), training)
+        best = ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename=Path(BEST_CHECKPOINT).stem,
+            monitor="val/loss",
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        early = EarlyStopping(monitor="val/loss", mode="min", patience=training.early_stopping_patience)
+        trainer = pl.Trainer(
+            accelerator="gpu" if device == "cuda" else "cpu",
+            devices=1,
+            precision=PRECISION[training.precision],  # type: ignore[arg-type]
+            max_epochs=training.max_epochs,
+            max_time=timedelta(minutes=training.max_time_minutes) if training.max_time_minutes else None,
+            gradient_clip_val=training.gradient_clip,
+            gradient_clip_algorithm="norm",
+            callbacks=[early, best, *callbacks],
+            logger=loggers,
+            log_every_n_steps=training.log_every_n_steps,
+            num_sanity_val_steps=0,  # a sanity pass would draw particles the resumed run does not
+            deterministic="warn",  # deterministic kernels where torch has them, warn elsewhere
+            use_distributed_sampler=False,  # the sampler already fixes the order
+            enable_progress_bar=progress,
+            enable_model_summary=progress,
+            default_root_dir=str(run_dir),
+        )
+        for logger in loggers:
+            logger.log_hyperparams(json.loads((run_dir / CONFIG_FILE).read_text()))
+        trainer.fit(plan, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    if not best.best_model_path:
+        raise RuntimeError(f"{run_dir}: training ended before any validation; no best checkpoint")
+    best_epoch = int(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["epoch"])
+    return {
+        "epochs": trainer.current_epoch,
+        "best_epoch": best_epoch,
+        "best_val_loss": float(best.best_model_score),
+        "stopped_early": early.stopped_epoch > 0,
+        "training_seconds": plan.training_seconds(),
+        "resumed": resume,
+        "device": device if device == "cpu" else f"cuda ({torch.cuda.get_device_name()})",
+        "precision": training.precision,
+    }
+
+
+def _save_model(run_dir: Path, payload: dict[str, Any]) -> None:
+    """model.pt from the best checkpoint's weights, written through a temporary file."""
+    checkpoint = torch.load(run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT, map_location="cpu", weights_only=True)
+    prefix = "model."
+    payload["state_dict"] = {
+        key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".tmp", dir=run_dir)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, run_dir / MODEL_FILE)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def train_model(
+    artifact_dir: str | Path,
+    model_config: ModelConfig,
+    training_config: TrainingConfig,
+    run_dir: str | Path,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> Path:
+    """Train on a preprocessed artifact into ``run_dir`` (layout in the module docstring).
+
+    A finished run (``.complete`` present) is returned as is; a run directory with
+    ``checkpoints/last.ckpt`` but no marker (killed) resumes from it and ends with the same
+    weights as an uninterrupted run. Device and precision come from ``training_config``.
+
+    Parameters
+    ----------
+    artifact_dir
+        A complete artifact directory (:func:`gpo_vae.preprocessing.artifact.write_artifact`).
+    model_config, training_config
+        The module's and the optimisation's hyperparameters.
+    run_dir
+        Where the run lives; an existing one must hold the same configs and artifact.
+    progress
+        Show Lightning's progress bar and model summary.
+    callbacks
+        Extra Lightning callbacks (monitoring, or a test's simulated interruption).
+
+    Returns
+    -------
+    Path
+        ``run_dir``.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / COMPLETE_MARKER).exists():
+        return run_dir
+    if training_config.wandb:
+        require_wandb()  # before any work, not after an epoch
+    sha = artifact_checksum(artifact_dir)
+    config = {
+        "model": to_dict(model_config),
+        "training": to_dict(training_config),
+        "artifact_sha256": sha,
+        "artifact_path": str(Path(artifact_dir).resolve()),
+        "seed": training_config.seed,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_or_write_config(run_dir, config)
+    cells = ArtifactCells.read(artifact_dir)
+    fit_file = run_dir / CHECKPOINT_DIR / FIT_FILE
+    if not fit_file.exists():
+        summary = _fit(cells, model_config, training_config, run_dir, progress, callbacks)
+        write_json_atomic(summary, fit_file)
+    summary = json.loads(fit_file.read_text())
+    statistics = CellDataModule(cells, training_config.batch_size).statistics()
+    _save_model(
+        run_dir,
+        {
+            "model_config": config["model"],
+            "training_config": config["training"],
+            "n_genes": cells.n_genes,
+            "n_nodes": cells.n_nodes,
+            "n_perturbed": cells.n_perturbed,
+            "node_cell_counts": torch.as_tensor(statistics.node_cell_counts),
+            "qc_count": statistics.qc_count,
+            "mean_log": torch.as_tensor(statistics.mean_log),
+            "std_log": torch.as_tensor(statistics.std_log),
+            "node_names": cells.nodes,
+            "gene_names": cells.genes,
+            "best_epoch": summary["best_epoch"],
+            "best_val_loss": summary["best_val_loss"],
+            "artifact_sha256": sha,
+        },
+    )
+    write_json_atomic({**provenance(config), **summary}, run_dir / RUN_FILE)
+    (run_dir / COMPLETE_MARKER).write_text(sha + "\n")
+    return run_dir
+
+
+def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE, dict[str, Any]]:
+    """The best-val module of a finished run, in eval mode, and what describes it.
+
+    Returns
+    -------
+    model
+        :class:`~gpo_vae.models.GPOVAE` on ``device`` (``sample_cells``, ``mask_probabilities``,
+        ``grn_dataframe`` for generation and the graph).
+    info
+        ``node_names``, ``gene_names``, ``n_perturbed``, ``model_config`` and ``training_config``
+        (dicts), ``best_epoch``, ``best_val_loss``, ``artifact_sha256`` and ``run`` (run.json).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / COMPLETE_MARKER).exists():
+        raise FileNotFoundError(
+            f"{run_dir}: not a finished training run (no {COMPLETE_MARKER}); run train_model on it first"
+        )
+    payload = torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+    model = GPOVAE(
+        payload["n_genes"],
+        payload["n_nodes"],
+        payload["n_perturbed"],
+        payload["node_cell_counts"],
+        float(payload["qc_count"]),
+        payload["mean_log"],
+        payload["std_log"],
+        from_dict(ModelConfig, payload["model_config"], "model"),
+    )
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    info = {
+        key: payload[key]
+        for key in (
+            "node_names",
+            "gene_names",
+            "n_perturbed",
+            "model_config",
+            "training_config",
+            "best_epoch",
+            "best_val_loss",
+            "artifact_sha256",
+        )
+    }
+    info["run"] = json.loads((run_dir / RUN_FILE).read_text())
+    return model, info
