@@ -3,10 +3,11 @@
 Generative model, per measured gene g and cell c (all effects in log space):
 
 - Genes: real HGNC symbols (``gene_symbols.txt``): the 13 ``MT-`` genes, ~80 ``RPS``/``RPL``
-  genes, haemoglobins (``HBA1``…, plus ``HBP1``, an ordinary gene that ``^HB[^P]`` must skip),
-  perturbation targets from the RPE1 essential screen and other expressed genes. Baseline
-  shares: ``MT-`` genes ``mt_fraction`` of the counts, ribosomal genes ``ribo_fraction``,
-  haemoglobins almost none, the rest log-normal (heavy-tailed), targets a little higher.
+  genes, haemoglobins (``HBA1``…), the ordinary genes ``HBP1`` (which ``^HB[^P]`` must skip),
+  ``HBS1L`` and ``HBEGF`` (which it catches, as in real data), perturbation targets from the RPE1
+  essential screen and other expressed genes. Baseline shares: ``MT-`` genes ``mt_fraction`` of
+  the counts, ribosomal genes ``ribo_fraction``, haemoglobins almost none, the rest log-normal
+  (heavy-tailed, floored at 0.03 UMI per cell), targets twice as high.
 - GRN: a DAG over genes in three tiers, regulators (the perturbed genes) → hubs (unperturbed
   transcription factors; ``TFAM`` drives the ``MT-`` genes) → leaves. "Active" regulators have
   edges to later regulators, to hubs and to leaves; hubs to leaves and later hubs; signed
@@ -14,12 +15,12 @@ Generative model, per measured gene g and cell c (all effects in log space):
   weights (``R = (I − W)⁻¹``), so a knockdown moves grandchildren too. A fraction
   ``unreached_fraction`` of genes has no incoming edge at all.
 - Perturbations: per-perturbation CRISPRi efficiency (most ~0.9; a ``poor_knockdown_fraction``
-  0.1–0.5), per-cell efficiency Beta around it, and ``escape_fraction`` of cells where the
+  0.15–0.55), per-cell efficiency Beta around it, and ``escape_fraction`` of cells where the
   guide barely works. The target's own log-rate moves by ``log(1 − e)``; every other gene by
   ``R[p, g] · max(log(1 − e), log 0.02)``, clipped to ±4. "Weak" perturbations are the poor
   knockdowns plus targets without outgoing edges (``strong`` is False for both).
 - Cells: basal variation from ``n_basal_factors`` latent factors; log-normal library size with
-  a per-perturbation shift; per-cell ``MT-`` share noise. Rates are ``library × softmax(basal
+  a shift per perturbation that has effects (cell size); per-cell ``MT-`` share noise. Rates are ``library × softmax(basal
   profile) × exp(effect)``: a perturbation changes the total, unreached genes keep their rate.
 - Counts: negative binomial (gamma-Poisson) with a per-gene dispersion.
 - QC failures (exclusive, truth in ``obs``): low-UMI cells (library × 0.05–0.25), high-``MT-``
