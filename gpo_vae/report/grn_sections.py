@@ -100,7 +100,10 @@ def reference_section(tables: EvaluationTables) -> str:
 
 
 def _k_order(k: str) -> tuple[int, float]:
-    return (0, 0.0) if k == OWN_GRAPH else (1, float(k)) if k.replace(".", "", 1).isdigit() else (2, 0.0)
+    """The thresholded graph first, then top-K rows by K, then anything else."""
+    if k == OWN_GRAPH:
+        return (0, 0.0)
+    return (1, float(k)) if k.isdigit() else (2, 0.0)
 
 
 def statistical_section(tables: EvaluationTables) -> str:

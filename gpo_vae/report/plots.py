@@ -17,6 +17,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from gpo_vae.report.html import format_number
+
 DPI = 110
 STYLE = {
     "font.size": 9,
@@ -156,12 +158,12 @@ def ate_scatter_figure(scatter: pd.DataFrame, max_panels: int = 12) -> bytes:
             predicted = part["predicted"].to_numpy()
             arrays = [observed, predicted]
             size, alpha = point_style(observed.size, spread=15.0)
-            title = f"{name}\nmodel r = {_pearson(observed, predicted):.2f}"
+            title = f"{name}\nmodel r = {format_number(_pearson(observed, predicted))}"
             if has_baseline:
                 baseline = part["mean_baseline"].to_numpy()
                 arrays.append(baseline)
                 ax.scatter(observed, baseline, s=size, c=method_color("mean_baseline"), alpha=alpha, lw=0)
-                title += f", mean baseline r = {_pearson(observed, baseline):.2f}"
+                title += f", mean baseline r = {format_number(_pearson(observed, baseline))}"
             ax.scatter(observed, predicted, s=size, c=method_color("model"), alpha=alpha, lw=0)
             _identity_limits(ax, *arrays)
             ax.set_title(title, fontsize=8.5)

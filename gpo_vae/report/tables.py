@@ -151,6 +151,16 @@ def _check_run(payload: Any, path: Path) -> dict[str, Any]:
     return payload
 
 
+def _canonical_k(k: str) -> str:
+    """``"250.0"`` → ``"250"`` (a float-typed writer), anything else stripped as is."""
+    k = k.strip()
+    try:
+        value = float(k)
+    except ValueError:
+        return k
+    return str(int(value)) if value.is_integer() else k
+
+
 def load_tables(eval_dir: str | Path) -> EvaluationTables:
     """Read every known table of ``eval_dir`` (absent files are ``None``).
 
@@ -175,6 +185,8 @@ def load_tables(eval_dir: str | Path) -> EvaluationTables:
     if all(value is None for value in tables.values()):
         known = sorted([RUN_FILE, MASK_FILE, *(s.file for s in SPECS.values())])
         raise FileNotFoundError(f"{root} holds none of the evaluation files {known}")
+    if tables["grn_statistical"] is not None:
+        tables["grn_statistical"]["k"] = tables["grn_statistical"]["k"].map(_canonical_k)
     if tables["grn_nodes"] is not None:
         bad = set(tables["grn_nodes"]["kind"]) - {"P", "A"}
         if bad:

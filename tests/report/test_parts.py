@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import struct
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from gpo_vae.report import grn_plots
+from gpo_vae.report import grn_plots, load_tables
 from gpo_vae.report.html import format_number, html_table, png_data_uri
 from gpo_vae.report.tables import metric_columns, summarise_predictions
 from gpo_vae.report.verdict import baseline_verdicts, compare
@@ -192,3 +193,11 @@ def test_pr_curves_are_thinned() -> None:
     thinned = grn_plots._thin(curve)
     assert len(thinned) == grn_plots.MAX_CURVE_POINTS
     assert thinned["recall"].iloc[0] == 1 and thinned["recall"].iloc[-1] == 0  # both ends kept
+
+
+def test_k_column_is_canonical(tmp_path: Path) -> None:
+    header = "method,k,n_edges,n_tested,true_positives,false_positives,precision,mean_wasserstein,"
+    header += "path_mean_wasserstein,false_omission_rate,negative_mean_wasserstein\n"
+    rows = "model,p>0.5,3,3,1,2,0.33,0.1,0.1,0.0,0.1\nmodel,250.0,250,250,9,241,0.036,0.1,0.1,0.0,0.1\n"
+    (tmp_path / "grn_statistical.csv").write_text(header + rows)
+    assert load_tables(tmp_path).grn_statistical["k"].tolist() == ["p>0.5", "250"]
