@@ -27,7 +27,7 @@ def simulate_dataset(out_dir: str, preset: str = "default", seed: int = 0) -> Da
     from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
 
     config = dataclasses.replace(SyntheticConfig.preset(preset), seed=seed)
-    paths = write_synthetic_dataset(out_dir, config)
+    paths = write_synthetic_dataset(out_dir, config, overwrite=True)
     record = DATASETS["synthetic"]
     return {
         "name": "synthetic",

@@ -73,6 +73,11 @@ def test_filters_keep_measured_strong_perturbations_and_drop_weak_ones(pipe_data
     # cells may fail min_cells, but the bulk must go the designed way.
     assert len(weak & kept) <= 0.1 * len(weak)
     assert len(strong_measured & kept) >= 0.9 * len(strong_measured)
+    # Targets missing from the counts matrix keep their reported knockdown and reach the model.
+    unmeasured_kept = set(truth.loc[~truth["measured"], "gene"]) & kept
+    assert unmeasured_kept
+    knockdown = json.loads(pipe_artifact.uns["record"])["filters"][1]
+    assert knockdown["n_unmeasured_targets"] >= len(unmeasured_kept)
 
 
 def test_test_cells_do_not_change_training_statistics(pipe_dataset):
