@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import resource
 import time
 
@@ -129,11 +130,12 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     synchronize()
-    start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(args.steps):
         loss = step(i)
     synchronize()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     rate = args.steps / elapsed
     print(
         f"device={device.type} dtype={args.dtype} threads={torch.get_num_threads()} "
@@ -141,6 +143,10 @@ def main() -> None:
     )
     print(
         f"{rate:.3f} steps/s ({elapsed / args.steps:.2f} s/step over {args.steps} steps), last loss {loss:.1f}"
+    )
+    # other processes on the same cores slow the wall clock down: the load average says when
+    print(
+        f"process CPU {cpu / args.steps:.2f} s/step; 1-min load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}"
     )
     if device.type == "cpu":
         print(f"vs published 0.088 steps/s on this CPU: {rate / ANCHOR_STEPS_PER_S:.1f}x (target >= 3x)")

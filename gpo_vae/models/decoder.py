@@ -9,7 +9,8 @@ from torch import nn
 from gpo_vae.models.config import Likelihood
 from gpo_vae.models.distributions import (
     VAR_EPS,
-    library_nb_log_prob_sum,
+    library_nb_data_part,
+    library_nb_mean_part,
     normal_log_prob,
     sample_library_nb,
 )
@@ -64,11 +65,25 @@ class Decoder(nn.Module):
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor, library_size: torch.Tensor) -> torch.Tensor:
         """Σ over genes of log p(x | z), shape ``z.shape[:-1]``.
 
-        ``z`` is (..., B, n_input), ``x`` (B, G) counts, ``library_size`` (B,).
+        ``z`` is (K, B, n_input) or (B, n_input), ``x`` (B, G) counts, ``library_size`` (B,).
+        Particles are decoded one at a time: every (B, G) intermediate then stays small enough
+        for the allocator to recycle its memory, where (K, B, G) blocks would be mapped afresh
+        (and page-faulted in) on every step; the GEMMs keep B rows each.
         """
-        first, second = self._params(z)
+        particles = z.unbind(0) if z.dim() == 3 else (z,)
         if self.likelihood == "library_nb":
-            return library_nb_log_prob_sum(x, first, library_size, self.log_concentration)
+            data_part = library_nb_data_part(x, self.log_concentration)
+            parts = [
+                data_part
+                + library_nb_mean_part(x, self._params(z_k)[0], library_size, self.log_concentration)
+                for z_k in particles
+            ]
+        else:
+            parts = [self._simple_log_likelihood(z_k, x) for z_k in particles]
+        return torch.stack(parts) if z.dim() == 3 else parts[0]
+
+    def _simple_log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        first, second = self._params(z)
         if self.likelihood == "poisson":
             return (torch.xlogy(x, first) - first).sum(-1) - torch.lgamma(x + 1.0).sum(-1)
         assert second is not None

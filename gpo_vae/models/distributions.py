@@ -122,22 +122,46 @@ class _LibraryNBMeanPart(torch.autograd.Function):
         return grad_logits, None, None, grad_theta
 
 
+def library_nb_data_part(x: torch.Tensor, log_concentration: torch.Tensor) -> torch.Tensor:
+    """Σ_g [lgamma(x + θ) − lgamma(θ) − lgamma(x + 1) + θ log θ] per cell, (B,).
+
+    The part of the NB log-likelihood that does not involve the mean. A zero count contributes
+    only θ log θ, so the lgamma terms are evaluated on the non-zero entries alone.
+    """
+    theta = torch.exp(log_concentration)
+    cells, genes = torch.nonzero(x, as_tuple=True)
+    counts = x[cells, genes]
+    theta_nz = theta[genes]
+    per_entry = torch.lgamma(counts + theta_nz) - torch.lgamma(theta_nz) - torch.lgamma(counts + 1.0)
+    nonzero_part = torch.zeros(x.shape[0], dtype=per_entry.dtype, device=x.device).index_add(
+        0, cells, per_entry
+    )
+    return nonzero_part + (theta * torch.log(theta)).sum()
+
+
+def library_nb_mean_part(
+    x: torch.Tensor, logits: torch.Tensor, library_size: torch.Tensor, log_concentration: torch.Tensor
+) -> torch.Tensor:
+    """Σ_g [x log m − (θ + x) log(θ + m)] with m = library_size × softmax(logits) + eps.
+
+    Shape ``logits.shape[:-1]``; a fused autograd function (see :class:`_LibraryNBMeanPart`),
+    differentiable in ``logits`` and ``log_concentration``.
+    """
+    theta = torch.exp(log_concentration)
+    return _LibraryNBMeanPart.apply(logits, library_size.to(logits.dtype), x.to(logits.dtype), theta)
+
+
 def library_nb_log_prob_sum(
     x: torch.Tensor, logits: torch.Tensor, library_size: torch.Tensor, log_concentration: torch.Tensor
 ) -> torch.Tensor:
     """Σ over genes of :func:`library_nb_log_prob` with mean = library_size × softmax(logits).
 
     ``x`` is (B, G), ``library_size`` (B,), ``logits`` (..., B, G) with any leading particle
-    dimensions. The terms without the mean (lgamma of the data) are computed once on (B, G) and
-    broadcast; the mean-dependent part runs through a fused autograd function. Differentiable in
-    ``logits`` and ``log_concentration`` (``x`` and ``library_size`` are data).
+    dimensions; the data part is computed once on (B, G) and broadcast.
     """
-    theta = torch.exp(log_concentration)
-    data_part = (torch.lgamma(x + theta) - torch.lgamma(x + 1.0)).sum(-1) + (
-        theta * torch.log(theta) - torch.lgamma(theta)
-    ).sum()
-    mean_part = _LibraryNBMeanPart.apply(logits, library_size.to(logits.dtype), x.to(logits.dtype), theta)
-    return data_part + mean_part
+    return library_nb_data_part(x, log_concentration) + library_nb_mean_part(
+        x, logits, library_size, log_concentration
+    )
 
 
 def sample_library_nb(mean: torch.Tensor, log_concentration: torch.Tensor) -> torch.Tensor:

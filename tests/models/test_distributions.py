@@ -12,6 +12,7 @@ from gpo_vae.models.distributions import (
     NB_MEAN_EPS,
     bernoulli_log_prob,
     gaussian_kl,
+    library_nb_data_part,
     library_nb_log_prob,
     library_nb_log_prob_sum,
     normal_log_prob,
@@ -41,6 +42,18 @@ def test_library_nb_sum_equals_elementwise_with_library_times_softmax() -> None:
     mean = torch.softmax(logits, -1) * library.unsqueeze(-1)
     expected = library_nb_log_prob(x, mean, log_theta).sum(-1)
     torch.testing.assert_close(library_nb_log_prob_sum(x, logits, library, log_theta), expected)
+
+
+def test_library_nb_data_part_handles_all_zero_cells() -> None:
+    x = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, 7.0]], dtype=torch.float64)
+    log_theta = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
+    theta = log_theta.exp()
+    by_hand = (
+        torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1.0) + theta * torch.log(theta)
+    ).sum(-1)
+    torch.testing.assert_close(library_nb_data_part(x, log_theta), by_hand)
+    # an all-zero cell keeps only Σ θ log θ
+    assert library_nb_data_part(x, log_theta)[0].item() == pytest.approx((theta * theta.log()).sum().item())
 
 
 def test_library_nb_sum_gradients_match_autograd_of_the_elementwise_form() -> None:
