@@ -103,10 +103,12 @@ class ArtifactCells:
         """The model's batch dict for these rows (see :mod:`gpo_vae.models.module`)."""
         rows = np.asarray(rows, dtype=np.int64)
         cf_row = self.cf_row[rows]
-        has_cf = cf_row >= 0
-        cf_x = np.zeros((rows.size, self.n_genes), dtype=np.float32)
-        if has_cf.any():
-            cf_x[has_cf] = self.cf_medians[cf_row[has_cf]].toarray()
+        if self.cf_medians.shape[0] > 0:
+            # one slice for all cells; those without a counterfactual (−1) are zeroed after
+            cf_x = self.cf_medians[np.maximum(cf_row, 0)].toarray()
+            cf_x[cf_row < 0] = 0.0
+        else:
+            cf_x = np.zeros((rows.size, self.n_genes), dtype=np.float32)
         return {
             "X": torch.from_numpy(self.counts[rows].toarray()),
             "D": torch.from_numpy(self.dosage[rows].toarray()),

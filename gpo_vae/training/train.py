@@ -153,6 +153,7 @@ def _fit(
         # batches are built in-process by one sparse slice; extra workers are a choice, not a fix
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resume
         pl.seed_everything(training.seed, workers=True, verbose=False)
         datamodule = CellDataModule(
             cells,
@@ -236,7 +237,8 @@ def train_model(
 ) -> Path:
     """Train on a preprocessed artifact into ``run_dir`` (layout in the module docstring).
 
-    A finished run (``.complete`` present) is returned as is; a run directory with
+    A finished run (``.complete`` present) of the same configs and artifact is returned as is
+    (another one is an error); a run directory with
     ``checkpoints/last.ckpt`` but no marker (killed) resumes from it and ends with the same
     weights as an uninterrupted run. Device and precision come from ``training_config``.
 
@@ -259,10 +261,6 @@ def train_model(
         ``run_dir``.
     """
     run_dir = Path(run_dir)
-    if (run_dir / COMPLETE_MARKER).exists():
-        return run_dir
-    if training_config.wandb:
-        require_wandb()  # before any work, not after an epoch
     sha = artifact_checksum(artifact_dir)
     config = {
         "model": to_dict(model_config),
@@ -271,6 +269,11 @@ def train_model(
         "artifact_path": str(Path(artifact_dir).resolve()),
         "seed": training_config.seed,
     }
+    if (run_dir / COMPLETE_MARKER).exists():
+        _check_or_write_config(run_dir, config)  # never hand back a run of other settings
+        return run_dir
+    if training_config.wandb:
+        require_wandb()  # before any work, not after an epoch
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_or_write_config(run_dir, config)
     cells = ArtifactCells.read(artifact_dir)

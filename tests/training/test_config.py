@@ -1,0 +1,135 @@
+"""TrainingConfig validation and the run-config YAMLs' model/training sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gpo_vae.config import ConfigError, from_dict, to_dict
+from gpo_vae.models import ModelConfig
+from gpo_vae.run_config import RunConfig, load_run_config
+from gpo_vae.training.config import TrainingConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+DATASETS = ("synthetic", "rpe1", "k562", "adamson", "custom")
+
+
+def test_defaults_are_the_published_training_settings():
+    config = TrainingConfig()
+    assert (config.lr, config.weight_decay, config.batch_size, config.gradient_clip) == (
+        3e-4,
+        1e-6,
+        512,
+        100.0,
+    )
+    assert (config.max_epochs, config.early_stopping_patience, config.device, config.wandb) == (
+        2000,
+        30,
+        "auto",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"eval_batch_size": 0}, "eval_batch_size"),
+        ({"lr": 0.0}, "lr"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"gradient_clip": 0.0}, "gradient_clip"),
+        ({"early_stopping_patience": -1}, "early_stopping_patience"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"device": "tpu"}, "device"),
+        ({"precision": "16"}, "precision"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"cpu_threads": 0}, "cpu_threads"),
+        ({"max_time_minutes": 0.0}, "max_time_minutes"),
+        ({"log_every_n_steps": 0}, "log_every_n_steps"),
+        ({"wandb_project": ""}, "wandb_project"),
+    ],
+)
+def test_impossible_values_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=field):
+        TrainingConfig(**changes)
+
+
+@pytest.mark.parametrize("model", ["gpo_vae", "sams_vae"])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_shipped_config_loads(model, dataset):
+    config = load_run_config(CONFIG_DIR / f"{model}_{dataset}.yaml")
+    assert isinstance(config.training, TrainingConfig)
+    raw = yaml.safe_load((CONFIG_DIR / f"{model}_{dataset}.yaml").read_text())
+    assert set(raw) == {"preprocess", "model", "training"}
+    # every key is spelled out, so a reader sees the whole configuration
+    assert set(raw["training"]) == set(to_dict(TrainingConfig()))
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_sams_vae_twin_differs_only_in_the_baseline_switches(dataset):
+    gpo = load_run_config(CONFIG_DIR / f"gpo_vae_{dataset}.yaml")
+    sams = load_run_config(CONFIG_DIR / f"sams_vae_{dataset}.yaml")
+    assert sams.preprocess == gpo.preprocess and sams.training == gpo.training
+    switches = ("mode", "latent_mask", "counterfactual_coeff", "grn_coeff", "sparsity_coeff")
+    grn_only = ("hop", "fc_criteria", "grn_variant")  # without the GRN term they change nothing
+    sizes = {name: getattr(gpo.model, name) for name in to_dict(gpo.model) if name not in switches + grn_only}
+    assert sams.model == ModelConfig.sams_vae(**sizes)
+    assert gpo.model.mode == "concat" and not gpo.model.latent_mask and gpo.model.grn_coeff == 100.0
+
+
+@pytest.mark.parametrize(
+    ("dataset", "latent", "basal_hidden", "fc_criteria", "sparsity"),
+    [("rpe1", 200, 200, 0.5, 10.0), ("k562", 100, 200, 0.8, 5.0), ("adamson", 100, 400, 0.4, 1.0)],
+)
+def test_published_per_dataset_hyperparameters(dataset, latent, basal_hidden, fc_criteria, sparsity):
+    config = load_run_config(CONFIG_DIR / f"gpo_vae_{dataset}.yaml")
+    model = config.model
+    assert (model.n_latent, model.basal_encoder_n_hidden, model.fc_criteria, model.sparsity_coeff) == (
+        latent,
+        basal_hidden,
+        fc_criteria,
+        sparsity,
+    )
+    assert (model.decoder_n_layers, model.decoder_n_hidden, model.embedding_encoder_n_layers) == (1, 400, 4)
+    assert (model.mask_prior, model.hop, model.grn_coeff, model.counterfactual_coeff) == (0.3, 5, 100.0, 0.1)
+    assert config.training == TrainingConfig()
+
+
+def test_synthetic_config_is_scaled_down_and_says_so():
+    text = (CONFIG_DIR / "gpo_vae_synthetic.yaml").read_text()
+    config = load_run_config(CONFIG_DIR / "gpo_vae_synthetic.yaml")
+    assert "SCALED DOWN" in text
+    assert config.model.n_latent < ModelConfig().n_latent and config.training.max_epochs <= 60
+
+
+@pytest.mark.parametrize(
+    ("section", "body", "message"),
+    [
+        ("preprocess", "preprocess:\n  seeed: 1\n", "unknown key preprocess.seeed"),
+        ("preprocess", "preprocess:\n  seed: one\n", "preprocess.seed: expected an integer"),
+        ("preprocess", "preprocess:\n  counterfactual_cells: 0\n", "counterfactual_cells must be >= 1"),
+        ("model", "model:\n  n_latnet: 8\n", "unknown key model.n_latnet"),
+        ("model", "model:\n  hop: 2.5\n", "model.hop: expected an integer"),
+        ("model", "model:\n  mask_prior: 1.5\n", "mask_prior 1.5 is not in (0, 1)"),
+        ("training", "training:\n  learning_rate: 0.1\n", "unknown key training.learning_rate"),
+        ("training", "training:\n  batch_size: '512'\n", "training.batch_size: expected an integer"),
+        ("training", "training:\n  precision: 32\n", "training.precision: 32 is not one of"),
+        ("training", "training:\n  lr: -0.001\n", "lr must be positive"),
+    ],
+)
+def test_bad_yaml_names_the_file_and_key(tmp_path, section, body, message):
+    path = tmp_path / f"bad_{section}.yaml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    assert message in str(err.value) and path.name in str(err.value)
+    assert section in str(err.value)
+
+
+def test_run_config_round_trips():
+    config = load_run_config(CONFIG_DIR / "gpo_vae_synthetic.yaml")
+    assert from_dict(RunConfig, to_dict(config)) == config
