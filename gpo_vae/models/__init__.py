@@ -1,13 +1,31 @@
-"""GPO-VAE model: generative model, guide, ELBO loss and generation in plain torch (design §6)."""
+"""GPO-VAE model: generative model, guide, ELBO loss and generation in plain torch (design §6).
+
+``GPOVAE`` is the module (``inference`` / ``generative`` / ``loss`` → ``LossOutput``, ``iwelbo``,
+``sample_cells``, ``mask_probabilities``, ``grn_dataframe``); ``ModelConfig`` holds the
+published hyperparameters, ``ModelConfig.sams_vae()`` the SAMS-VAE baseline.
+
+Where this differs from the published research code, on purpose:
+
+- the counterfactual KL is the exact Gaussian KL (the reference omits 1/σ₂² on (μ₁ − μ₂)²);
+- the counterfactual encoder pass reuses the particle's M, E and qc_E draw (the reference draws
+  them again), and runs on the cells with a counterfactual only;
+- each cell is decoded once, under its own QC branch, and x is never sampled during training
+  (the reference decodes and samples both branches for every cell): the loss is the same;
+- only the mask/embedding rows of nodes dosed in the batch are drawn: the others carry zero
+  weight in every term, so the loss has the same distribution;
+- the ``probs`` GRN variant keeps the logit parameterisation of q(M) and uses sigmoid(logits)
+  (the reference then parameterises q(M) by clamped probabilities, which stall at 0 and 1).
+"""
 
 from gpo_vae.models.config import ModelConfig
 from gpo_vae.models.generate import grn_dataframe, sample_cells
 from gpo_vae.models.guide import PlatedSample
-from gpo_vae.models.module import GPOVAE, LOSS_TERMS, LossOutput
+from gpo_vae.models.module import GPOVAE, LOSS_TERMS, InferenceOutputs, LossOutput
 
 __all__ = [
     "GPOVAE",
     "LOSS_TERMS",
+    "InferenceOutputs",
     "LossOutput",
     "ModelConfig",
     "PlatedSample",

@@ -49,6 +49,38 @@ class LossOutput:
     terms: dict[str, torch.Tensor]
 
 
+@dataclass
+class InferenceOutputs:
+    """What the guide computed for a batch (K particles, B cells).
+
+    Attributes
+    ----------
+    plated
+        The draw of M, E and qc_E.
+    latent_offset, qc_offset
+        D(M⊙E) (K, B, C) and q·qc_E (K, B, L).
+    projected
+        First-layer pre-activation of the basal encoder from the counts alone, (B, hidden).
+    z_loc, z_scale
+        Parameters of q(z_basal | ·), (K, B, L) ((B, L) for the mean-field encoder).
+    z_basal
+        The draw of z_basal, (K, B, L).
+    """
+
+    plated: PlatedSample
+    latent_offset: torch.Tensor
+    qc_offset: torch.Tensor
+    projected: torch.Tensor
+    z_loc: torch.Tensor
+    z_scale: torch.Tensor
+    z_basal: torch.Tensor
+
+    def log_ratio(self) -> torch.Tensor:
+        """log p(z_basal) − log q(z_basal | ·) summed over latent dims, (K, B)."""
+        z = self.z_basal
+        return (standard_normal_log_prob(z) - normal_log_prob(z, self.z_loc, self.z_scale)).sum(-1)
+
+
 def active_rows(dosage: torch.Tensor) -> torch.Tensor:
     """Indices of the nodes with a non-zero dose in at least one row of ``dosage``."""
     return torch.nonzero((dosage != 0).any(dim=0)).squeeze(1)
@@ -116,7 +148,7 @@ class GPOVAE(nn.Module):
         )
         self._mask_prior_logit = math.log(config.mask_prior / (1.0 - config.mask_prior))
 
-    # -- generative model -------------------------------------------------------------------
+    # -- model ---------------------------------------------------------------------------------
     def decoder_input(
         self, z_basal: torch.Tensor, latent_offset: torch.Tensor, qc_offset: torch.Tensor
     ) -> torch.Tensor:
@@ -133,24 +165,28 @@ class GPOVAE(nn.Module):
         qc_offset = qc.to(plated.qc_embedding.dtype).unsqueeze(-1) * plated.qc_embedding
         return latent_offset, qc_offset
 
-    def _local_terms(
-        self, batch: Batch, plated: PlatedSample
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per particle and cell: log p(x | z) of the cell's own QC branch and log p(z) − log q(z).
+    def inference(self, batch: Batch, plated: PlatedSample) -> InferenceOutputs:
+        """Run the guide for the cells of ``batch`` given a draw of the global variables.
 
-        Also returns the offsets and the projected counts, reused by the counterfactual term.
+        z_basal is drawn from q(z_basal | x̃, D(M⊙E), q·qc_E) once per particle of ``plated``.
         """
         x, qc = batch["X"], batch["qc"].reshape(-1)
         latent_offset, qc_offset = self.offsets(plated, batch["D"], qc)
         projected = self.guide.project_counts(x)
         loc, scale = self.guide.basal(projected, latent_offset, qc_offset)
         shape = (plated.n_particles, x.shape[0], self.config.n_latent)
-        z = loc + scale * torch.randn(shape, device=loc.device, dtype=loc.dtype)
-        log_pz = (standard_normal_log_prob(z) - normal_log_prob(z, loc, scale)).sum(-1)
-        # q selects the branch (q·qc_E is 0 for QC-pass cells): one decoder pass per cell
+        z_basal = loc + scale * torch.randn(shape, device=loc.device, dtype=loc.dtype)
+        return InferenceOutputs(plated, latent_offset, qc_offset, projected, loc, scale, z_basal)
+
+    def generative(self, batch: Batch, inference: InferenceOutputs) -> torch.Tensor:
+        """log p(x | z) (K, B) of every cell under its own QC branch; x is never sampled.
+
+        The cell's flag q already set its offset q·qc_E (0 for QC-pass cells), so one decoder
+        pass per cell and particle evaluates exactly the branch its reconstruction term uses.
+        """
         library = batch["library_size"].reshape(-1).to(torch.float32)
-        log_px = self.decoder.log_likelihood(self.decoder_input(z, latent_offset, qc_offset), x, library)
-        return log_px, log_pz, latent_offset, projected
+        z = self.decoder_input(inference.z_basal, inference.latent_offset, inference.qc_offset)
+        return self.decoder.log_likelihood(z, batch["X"], library)
 
     def _plated_terms(
         self, plated: PlatedSample, dosage: torch.Tensor, qc: torch.Tensor
@@ -195,17 +231,19 @@ class GPOVAE(nn.Module):
         k = n_particles or cfg.n_particles
         dosage, qc = batch["D"], batch["qc"].reshape(-1).to(torch.float32)
         plated = self.guide.sample_plated(k, active_rows(dosage))
-        log_px, log_pz, latent_offset, projected = self._local_terms(batch, plated)
+        inference = self.inference(batch, plated)
+        log_px = self.generative(batch, inference)
         alpha = qc.mean() if cfg.alpha is None else torch.tensor(cfg.alpha, device=qc.device)
         branch_weight = alpha * (1.0 - qc) + (1.0 - alpha) * qc
-        terms = {"reconstruction": -(branch_weight * log_px).mean(), "kl_z_basal": -log_pz.mean()}
+        terms = {
+            "reconstruction": -(branch_weight * log_px).mean(),
+            "kl_z_basal": -inference.log_ratio().mean(),
+        }
         terms.update({name: -value.mean() for name, value in self._plated_terms(plated, dosage, qc).items()})
         zero = torch.zeros((), device=log_px.device)
         terms["counterfactual"] = zero
         if cfg.counterfactual_coeff > 0:
-            terms["counterfactual"] = cfg.counterfactual_coeff * self._counterfactual_kl(
-                batch, plated, latent_offset, projected
-            )
+            terms["counterfactual"] = cfg.counterfactual_coeff * self._counterfactual_kl(batch, inference)
         with torch.autocast(device_type=dosage.device.type, enabled=False):
             logits = self.guide.mask_logits
             terms["grn"] = zero
@@ -221,9 +259,7 @@ class GPOVAE(nn.Module):
         terms = {name: terms[name] for name in LOSS_TERMS}
         return LossOutput(loss=torch.stack(list(terms.values())).sum(), terms=terms)
 
-    def _counterfactual_kl(
-        self, batch: Batch, plated: PlatedSample, latent_offset: torch.Tensor, projected: torch.Tensor
-    ) -> torch.Tensor:
+    def _counterfactual_kl(self, batch: Batch, inference: InferenceOutputs) -> torch.Tensor:
         """Σ over cells with a counterfactual and latent dims of KL(q(z|cfX, 1−q) ‖ q(z|x, 1−q)), / K.
 
         Both encoders see the same particle's D(M⊙E) and (1 − q)·qc_E.
@@ -233,10 +269,11 @@ class GPOVAE(nn.Module):
         index = torch.nonzero(has_cf.reshape(-1)).squeeze(1)
         if index.numel() == 0:
             return torch.zeros((), device=cf_x.device)
-        flipped = 1.0 - batch["qc"].reshape(-1)[index].to(plated.qc_embedding.dtype)
-        offset = latent_offset[:, index]
-        qc_offset = flipped.unsqueeze(-1) * plated.qc_embedding
-        real_loc, real_scale = self.guide.basal(projected[index], offset, qc_offset)
+        qc_embedding = inference.plated.qc_embedding
+        flipped = 1.0 - batch["qc"].reshape(-1)[index].to(qc_embedding.dtype)
+        offset = inference.latent_offset[:, index]
+        qc_offset = flipped.unsqueeze(-1) * qc_embedding
+        real_loc, real_scale = self.guide.basal(inference.projected[index], offset, qc_offset)
         cf_loc, cf_scale = self.guide.basal(self.guide.project_counts(cf_x[index]), offset, qc_offset)
         kl = gaussian_kl(cf_loc, cf_scale, real_loc, real_scale).sum(dim=(-2, -1))
         return kl.mean()  # over particles (a scalar already for the mean-field encoder)
@@ -263,9 +300,8 @@ class GPOVAE(nn.Module):
             raise ValueError(f"plated sample has {plated.n_particles} particles, expected {n_particles}")
         log_weights = []
         for start in range(0, n_particles, particle_chunk):
-            chunk = plated.particles(slice(start, start + particle_chunk))
-            log_px, log_pz, _, _ = self._local_terms(batch, chunk)
-            log_weights.append(log_px + log_pz)
+            inference = self.inference(batch, plated.particles(slice(start, start + particle_chunk)))
+            log_weights.append(self.generative(batch, inference) + inference.log_ratio())
         return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(n_particles)
 
     @torch.no_grad()

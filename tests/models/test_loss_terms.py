@@ -125,9 +125,9 @@ def test_counterfactual_term_is_the_exact_kl_over_cf_cells_summed_and_averaged_o
     batch = tiny_batch()
     plated = _fixed_plated(module, n_particles=3)
     with torch.no_grad():
-        latent_offset, _ = module.offsets(plated, batch["D"], batch["qc"])
-        projected = module.guide.project_counts(batch["X"])
-        ours = module._counterfactual_kl(batch, plated, latent_offset, projected)
+        inference = module.inference(batch, plated)
+        latent_offset = inference.latent_offset
+        ours = module._counterfactual_kl(batch, inference)
         total = 0.0
         for b in torch.nonzero(batch["has_cf"]).squeeze(1).tolist():
             flipped = (1 - batch["qc"][b]) * plated.qc_embedding[:, :, :]  # (K, 1, L)
@@ -139,7 +139,7 @@ def test_counterfactual_term_is_the_exact_kl_over_cf_cells_summed_and_averaged_o
     # cells without a counterfactual do not count, whatever their cf_X row holds
     batch["cf_X"][0] = 5.0
     with torch.no_grad():
-        again = module._counterfactual_kl(batch, plated, latent_offset, projected)
+        again = module._counterfactual_kl(batch, inference)
     assert again.item() == pytest.approx(ours.item())
 
 
