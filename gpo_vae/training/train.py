@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -119,6 +120,19 @@ def _torch_globals_restored(cpu_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def _lightning_info_shown(shown: bool) -> Iterator[None]:
+    """Hide Lightning's info lines (devices, tips, restore messages) when not ``shown``."""
+    logger = logging.getLogger("pytorch_lightning")
+    level = logger.level
+    if not shown:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _check_or_write_config(run_dir: Path, config: dict[str, Any]) -> None:
     path = run_dir / CONFIG_FILE
     if path.exists():
@@ -149,11 +163,17 @@ def _fit(
     loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="logs")]
     if training.wandb:
         loggers.append(_wandb_logger(training, run_dir))
-    with _torch_globals_restored(training.cpu_threads), warnings.catch_warnings():
+    with (
+        _torch_globals_restored(training.cpu_threads),
+        _lightning_info_shown(progress),
+        warnings.catch_warnings(),
+    ):
         # batches are built in-process by one sparse slice; extra workers are a choice, not a fix
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resume
+        # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecates: not ours to fix
+        warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*", FutureWarning)
         pl.seed_everything(training.seed, workers=True, verbose=False)
         datamodule = CellDataModule(
             cells,
@@ -251,7 +271,7 @@ def train_model(
     run_dir
         Where the run lives; an existing one must hold the same configs and artifact.
     progress
-        Show Lightning's progress bar and model summary.
+        Show Lightning's progress bar, model summary and info lines.
     callbacks
         Extra Lightning callbacks (monitoring, or a test's simulated interruption).
 
