@@ -13,13 +13,11 @@ from scipy import stats
 
 from gpo_vae.data.summary_stats import (
     REPLOGLE_COLUMNS,
-    anderson_pvalue,
     compute_summary_stats,
     count_significant,
-    sort_reference,
-    two_sample_tests,
     write_summary_stats_xlsx,
 )
+from gpo_vae.stats.anderson_darling import anderson_pvalue, sort_reference, two_sample_tests
 
 
 def _scipy_tests(sample: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -12,13 +12,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from gpo_vae.data.contract import read_counts_h5ad, validate_counts_adata
-from gpo_vae.data.summary_stats import (
-    REPLOGLE_COLUMNS,
-    compute_summary_stats,
-    normalise_rows,
-    sort_reference,
-    two_sample_tests,
-)
+from gpo_vae.data.summary_stats import REPLOGLE_COLUMNS, compute_summary_stats, normalise_rows
 from gpo_vae.data.synthetic import (
     SyntheticConfig,
     SyntheticScreen,
@@ -27,6 +21,7 @@ from gpo_vae.data.synthetic import (
     write_synthetic_dataset,
 )
 from gpo_vae.preprocessing.mad import mad_threshold
+from gpo_vae.stats.anderson_darling import sort_reference, two_sample_tests
 
 FDR = 0.05
 TINY = SyntheticConfig(n_perturbations=8, n_genes=300, cells_per_perturbation=40.0)

@@ -1,0 +1,7 @@
+"""Two-sample rank tests shared by the summary statistics, the DEG ranking and the GRN evaluation.
+
+- :mod:`gpo_vae.stats.rank_tests`: the Mann-Whitney core (values sorted gene by gene, ranks
+  from counting reference values below and equal, tie term, normal-approximation p-value).
+- :mod:`gpo_vae.stats.anderson_darling`: Anderson-Darling and Mann-Whitney of every gene of a
+  sample against a sorted reference, in one compiled merge walk.
+"""
