@@ -4,9 +4,9 @@ The Wilcoxon rank-sum test here gives the same statistic as
 ``scanpy.tl.rank_genes_groups(method="wilcoxon", reference=control, tie_correct=True)`` but does
 not re-rank the pooled cells of every group: each gene's control values are sorted once, and a
 group's rank sum follows from counting, with ``searchsorted``, the control values below and equal
-to each of its values. Only stored (non-zero) values are touched; zeros are counted, never
-materialised. Every statistic is computed on the cells of ``fit_mask`` only (training cells: no
-test leakage, design §4).
+to each of its values (the shared core of :mod:`gpo_vae.stats.rank_tests`). Only stored
+(non-zero) values are touched; zeros are counted, never materialised. Every statistic is
+computed on the cells of ``fit_mask`` only (training cells: no test leakage, design §4).
 """
 
 from __future__ import annotations
@@ -24,36 +24,21 @@ from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
 from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr, normalize_log1p
+from gpo_vae.stats.rank_tests import (
+    key_genes,
+    key_is_positive,
+    locate,
+    mann_whitney_sigma,
+    rank_sum_terms,
+    runs,
+    sort_nonzeros,
+    tie_term,
+    value_keys,
+)
 
 logger = logging.getLogger(__name__)
 
 DE_COLUMNS = ("group", "gene", "rank", "score", "logfoldchange", "pval", "pval_adj")
-_SIGN_BIT = np.uint32(0x80000000)  # the image of +0.0 under _value_bits
-_LOW32 = np.uint64(0xFFFFFFFF)
-
-
-def _value_bits(values: np.ndarray) -> np.ndarray:
-    """An order-preserving uint32 image of float32 values (IEEE bits, negatives flipped)."""
-    f = np.asarray(values, dtype=np.float32) + np.float32(0.0)  # turns -0.0 into +0.0
-    u = f.view(np.uint32)
-    return np.where(u >= _SIGN_BIT, ~u, u | _SIGN_BIT)
-
-
-def _keys(genes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """uint64 keys sorting (gene, value) pairs: gene in the high word, value bits in the low word.
-
-    Exact: equal float32 values give equal keys, so ties are detected without tolerance.
-    """
-    return (genes.astype(np.uint64) << np.uint64(32)) | _value_bits(values).astype(np.uint64)
-
-
-def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct keys of a sorted array and how often each occurs."""
-    if sorted_keys.size == 0:
-        return sorted_keys, np.zeros(0, dtype=np.float64)
-    starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
-    counts = np.diff(np.append(starts, sorted_keys.size)).astype(np.float64)
-    return sorted_keys[starts], counts
 
 
 def _nonzero_entries(X: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,10 +51,6 @@ def _nonzero_entries(X: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarra
     return cols, vals
 
 
-def _cubic_ties(t: np.ndarray) -> np.ndarray:
-    return t**3 - t
-
-
 class _Reference:
     """One gene block of the reference cells, summarised for repeated Mann-Whitney tests."""
 
@@ -77,17 +58,14 @@ class _Reference:
         n_genes = Xb.shape[1]
         cols, vals = _nonzero_entries(Xb, 0, n_ref)
         self.n = n_ref
-        self.n_zero = n_ref - np.bincount(cols, minlength=n_genes).astype(np.float64)
+        self.sorted = sort_nonzeros(cols, vals, n_ref, n_genes)
+        self.n_zero = self.sorted.zeros.astype(np.float64)
         self.n_neg = np.bincount(cols[vals < 0], minlength=n_genes).astype(np.float64)
         self.mean = np.bincount(cols, weights=vals.astype(np.float64), minlength=n_genes) / n_ref
-        self.keys = np.sort(_keys(cols, vals))
-        # where each gene's keys begin: values below x of gene g = position(x) − start[g]
-        gene_floor = np.arange(n_genes, dtype=np.uint64) << np.uint64(32)
-        self.start = np.searchsorted(self.keys, gene_floor, side="left")
-        distinct, counts = _runs(self.keys)
+        starts, counts = runs(self.sorted.keys)
         self.tie_sum = np.bincount(
-            (distinct >> np.uint64(32)).astype(np.intp), weights=_cubic_ties(counts), minlength=n_genes
-        ) + _cubic_ties(self.n_zero)
+            key_genes(self.sorted.keys[starts]), weights=tie_term(counts), minlength=n_genes
+        ) + tie_term(self.n_zero)
 
     def test(
         self, Xb: sp.csr_matrix, start: int, stop: int, tie_correct: bool
@@ -98,31 +76,23 @@ class _Reference:
         cols, vals = _nonzero_entries(Xb, start, stop)
         mean = np.bincount(cols, weights=vals.astype(np.float64), minlength=n_genes) / n_grp
 
-        distinct, b = _runs(np.sort(_keys(cols, vals)))
-        gene = (distinct >> np.uint64(32)).astype(np.intp)
-        left = np.searchsorted(self.keys, distinct, side="left")
-        a = (np.searchsorted(self.keys, distinct, side="right") - left).astype(np.float64)
-        below = (left - self.start[gene]).astype(np.float64)
-        positive = (distinct & _LOW32) > np.uint64(_SIGN_BIT)
-        below += np.where(positive, self.n_zero[gene], 0.0)  # reference zeros lie below x > 0
-
-        # U of the group against the reference, ties counting one half
-        u_stat = np.bincount(gene, weights=b * (below + 0.5 * a), minlength=n_genes)
+        keys = np.sort(value_keys(cols, vals))
+        starts, b = runs(keys)
+        distinct = keys[starts]
+        gene = key_genes(distinct)
+        left, a = locate(self.sorted.keys, distinct)
+        # locate counts from the block's first key: make it per gene, and put the zeros below x > 0
+        below = (left - self.sorted.starts[gene]).astype(np.float64)
+        below += np.where(key_is_positive(distinct), self.n_zero[gene], 0.0)
+        u_stat, added = rank_sum_terms(below, a, b, gene, n_genes)
+        # the zeros are one more run per gene, n_neg reference values below it
         b_zero = n_grp - np.bincount(gene, weights=b, minlength=n_genes)
-        u_stat += b_zero * (self.n_neg + 0.5 * self.n_zero)
+        u_zero, added_zero = rank_sum_terms(self.n_neg, self.n_zero, b_zero)
+        u_stat += u_zero
 
-        n_all = n_grp + self.n
-        mean_u = n_grp * self.n / 2.0
-        var_u = n_grp * self.n * (n_all + 1) / 12.0
-        if tie_correct:
-            # Σ(t³ − t) over distinct pooled values = reference part + what the group adds
-            ties = self.tie_sum + np.bincount(
-                gene, weights=_cubic_ties(a + b) - _cubic_ties(a), minlength=n_genes
-            )
-            ties += _cubic_ties(self.n_zero + b_zero) - _cubic_ties(self.n_zero)
-            var_u = var_u * (1.0 - ties / (float(n_all) ** 3 - n_all))
+        ties = self.tie_sum + added + added_zero if tie_correct else 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = (u_stat - mean_u) / np.sqrt(var_u)
+            z = (u_stat - n_grp * self.n / 2.0) / mann_whitney_sigma(n_grp, self.n, ties)
         z[~np.isfinite(z)] = 0.0  # every value tied: no evidence (scanpy sets these to 0 too)
         return z, mean
 
