@@ -3,18 +3,16 @@
 For one gene, the control values are sorted once (:class:`ControlColumn`); every perturbed
 value is then located among them with ``searchsorted``, which yields the Mann-Whitney U, its tie
 correction and, through the integral of the control CDF, the exact 1-D Wasserstein distance of
-every group at once (:func:`two_sample_tests`). Results equal ``scipy.stats.mannwhitneyu``
+every group at once (:func:`two_sample_tests`); the Mann-Whitney part is the shared core of
+:mod:`gpo_vae.stats.rank_tests`. Results equal ``scipy.stats.mannwhitneyu``
 (asymptotic, continuity- and tie-corrected) and ``scipy.stats.wasserstein_distance``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
 
-
-def _cubic(t: np.ndarray) -> np.ndarray:
-    return t**3 - t
+from gpo_vae.stats.rank_tests import locate, mann_whitney_pvalue, rank_sum_terms, runs, tie_term
 
 
 class ControlColumn:
@@ -24,9 +22,7 @@ class ControlColumn:
         self.sorted = np.sort(values)
         self.n = values.size
         self.prefix = np.concatenate(([0.0], np.cumsum(self.sorted)))
-        starts = np.flatnonzero(np.concatenate(([True], self.sorted[1:] != self.sorted[:-1])))
-        runs = np.diff(np.append(starts, self.n)).astype(np.float64)
-        self.tie_sum = float(_cubic(runs).sum())
+        self.tie_sum = float(tie_term(runs(self.sorted)[1]).sum())
 
     def cdf_integral(self, x: np.ndarray) -> np.ndarray:
         """``∫_{-∞}^{x} F(t) dt`` of the control empirical CDF ``F``."""
@@ -48,23 +44,12 @@ def two_sample_tests(
     """
     n0 = control.n
     na = np.bincount(segment, minlength=n_segments).astype(np.float64)
-    left = np.searchsorted(control.sorted, values, side="left")
-    equal = np.searchsorted(control.sorted, values, side="right") - left
-    u_perturbed = np.bincount(segment, weights=left + 0.5 * equal, minlength=n_segments)
+    # each group's distinct values, located once among the controls: its U and added tie term
+    starts, counts = runs(segment, values)
+    below, equal = locate(control.sorted, values[starts])
+    u_perturbed, added = rank_sum_terms(below, equal, counts, segment[starts], n_segments)
     u_control = n0 * na - u_perturbed
-
-    # Σ(t³ − t) over the distinct pooled values: the controls' part plus what each group adds
-    new_run = np.concatenate(([True], (segment[1:] != segment[:-1]) | (values[1:] != values[:-1])))
-    run_start = np.flatnonzero(new_run)
-    b = np.diff(np.append(run_start, values.size)).astype(np.float64)
-    a = equal[run_start].astype(np.float64)
-    added = np.bincount(segment[run_start], weights=_cubic(a + b) - _cubic(a), minlength=n_segments)
-    ties = control.tie_sum + added
-    n = n0 + na
-    sigma = np.sqrt(n0 * na / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0))))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (np.maximum(u_control, u_perturbed) - n0 * na / 2.0 - 0.5) / sigma
-    p_value = np.clip(2.0 * special.ndtr(-z), 0.0, 1.0)
+    p_value = mann_whitney_pvalue(u_control, n0, na, control.tie_sum + added)
 
     # W1 = ∫|F_control − F_perturbed|: F_perturbed is k/na between its k-th and (k+1)-th value,
     # and |F_control − c| changes sign once, at the control quantile point of c
