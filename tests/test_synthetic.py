@@ -20,6 +20,7 @@ from gpo_vae.data.synthetic import (
     simulate_perturbseq,
     write_synthetic_dataset,
 )
+from gpo_vae.data.synthetic_design import draw_design
 from gpo_vae.preprocessing.mad import mad_threshold
 from gpo_vae.stats.anderson_darling import sort_reference, two_sample_tests
 
@@ -63,6 +64,18 @@ def test_same_seed_same_screen_other_seed_differs():
     assert set(other.perturbations.gene) != set(first.perturbations.gene)
     assert not first.network.equals(other.network)
     assert first.adata.shape != other.adata.shape or (first.adata.X != other.adata.X).nnz > 0
+
+
+def test_screen_is_built_on_its_design():
+    design = draw_design(TINY)
+    pd.testing.assert_frame_equal(design.genes, draw_design(TINY).genes)
+    screen = simulate_perturbseq(TINY)
+    pd.testing.assert_frame_equal(screen.adata.var, design.genes)
+    pd.testing.assert_frame_equal(screen.network, design.network)
+    assert design.effect.shape == (len(design.targets) + 1, len(design.genes)) and not design.effect[-1].any()
+    measured = design.target_col >= 0
+    assert np.array_equal(design.genes.index[design.target_col[measured]], design.targets.gene[measured])
+    assert np.array_equal(measured, design.targets.measured.to_numpy())
 
 
 def test_screen_meets_the_raw_contract(screen):
