@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gpo_vae.config import load_config
+from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.models.config import ModelConfig
 from gpo_vae.preprocessing.pipeline import PreprocessConfig
 from gpo_vae.training.config import TrainingConfig
@@ -14,11 +15,13 @@ from gpo_vae.training.config import TrainingConfig
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Sections: ``preprocess`` (design §2–§5), ``model`` and ``training`` (design §6)."""
+    """Sections: ``preprocess`` (design §2–§5), ``model`` and ``training`` (design §6),
+    ``evaluation`` (design §7–§8)."""
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
