@@ -109,17 +109,26 @@ def read_counts_h5ad(
     path: str | Path,
     perturbation_key: str = PERTURBATION_KEY,
     control_label: str = CONTROL_LABEL,
+    rows: np.ndarray | None = None,
 ) -> ad.AnnData:
     """Read a counts ``.h5ad`` into the raw contract: CSR float32 X, symbols as ``var_names``,
     ``obs["gene"]`` as the perturbation label with controls named ``non-targeting``.
 
-    Raises :class:`DataContractError` (naming ``path``) when the file breaks the contract.
+    ``rows`` (a boolean mask or indices) reads only those cells from disk, so a large file's
+    kept cells can be loaded without holding the whole matrix. Raises
+    :class:`DataContractError` (naming ``path``) when the file breaks the contract.
     """
     path = Path(path)
     if not path.exists():
         raise DataContractError(f"{path}: no such file.")
     try:
-        adata = ad.read_h5ad(path)
+        if rows is None:
+            adata = ad.read_h5ad(path)
+        else:
+            backed = ad.read_h5ad(path, backed="r")
+            index = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+            adata = backed[index].to_memory()
+            backed.file.close()
     except Exception as err:  # h5py/anndata raise many types for a corrupt file
         raise DataContractError(f"{path}: not a readable .h5ad file ({type(err).__name__}: {err}).") from err
     normalise_var_names(adata)

@@ -267,7 +267,7 @@ def min_cells_filter(
     return after, record
 
 
-def apply_perturbation_filters(
+def perturbation_filter_mask(
     adata: ad.AnnData,
     strong_genes: Iterable[str],
     known_genes: Iterable[str] | None,
@@ -275,12 +275,10 @@ def apply_perturbation_filters(
     *,
     control_label: str = CONTROL_LABEL,
     perturbation_key: str = PERTURBATION_KEY,
-) -> tuple[ad.AnnData, list[dict[str, Any]]]:
-    """Strong perturbations → knockdown → min cells (design order); returns a filtered copy.
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Strong perturbations → knockdown → min cells (design order): the cells kept, and the records.
 
-    Returns
-    -------
-    The filtered AnnData (a copy; unused perturbation categories dropped) and the three records.
+    Nothing is copied, so a caller can read only the kept rows of a large file afterwards.
     """
     cfg = (
         config if isinstance(config, PerturbationFilterConfig) else PerturbationFilterConfig.from_dict(config)
@@ -293,8 +291,29 @@ def apply_perturbation_filters(
         adata, cfg.knockdown_percentile, target_sum=cfg.target_sum, obs_mask=mask, **common
     )
     mask, enough = min_cells_filter(adata, cfg.min_cells, obs_mask=mask, **common)
+    return mask, [strong, knockdown, enough]
+
+
+def apply_perturbation_filters(
+    adata: ad.AnnData,
+    strong_genes: Iterable[str],
+    known_genes: Iterable[str] | None,
+    config: PerturbationFilterConfig | Mapping[str, Any] | None = None,
+    *,
+    control_label: str = CONTROL_LABEL,
+    perturbation_key: str = PERTURBATION_KEY,
+) -> tuple[ad.AnnData, list[dict[str, Any]]]:
+    """:func:`perturbation_filter_mask`, then a filtered copy (unused perturbation categories dropped)."""
+    mask, records = perturbation_filter_mask(
+        adata,
+        strong_genes,
+        known_genes,
+        config,
+        control_label=control_label,
+        perturbation_key=perturbation_key,
+    )
     filtered = adata[mask].copy()
     labels = filtered.obs[perturbation_key]
     if isinstance(labels.dtype, pd.CategoricalDtype):
         filtered.obs[perturbation_key] = labels.cat.remove_unused_categories()
-    return filtered, [strong, knockdown, enough]
+    return filtered, records

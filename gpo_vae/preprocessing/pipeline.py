@@ -32,7 +32,7 @@ from gpo_vae.preprocessing.derived import (
     delta_x,
     normalisation_stats,
 )
-from gpo_vae.preprocessing.filtering import PerturbationFilterConfig, apply_perturbation_filters
+from gpo_vae.preprocessing.filtering import PerturbationFilterConfig, perturbation_filter_mask
 from gpo_vae.preprocessing.nodes import dosage_matrix, treatment_nodes
 from gpo_vae.preprocessing.normalize import library_size
 from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_features
@@ -162,12 +162,28 @@ def preprocess(
     timings and package versions.
     """
     timings: dict[str, float] = {}
-    record: dict[str, Any] = {"input": {"cells": adata.n_obs, "genes": adata.n_vars}}
     with _timed(timings, "filters"):
-        adata, filter_records = apply_perturbation_filters(
+        mask, filter_records = perturbation_filter_mask(
             adata, strong_genes, known_genes, config.filters, control_label=control_label
         )
-    record["filters"] = filter_records
+    inputs = {"cells": adata.n_obs, "genes": adata.n_vars}
+    return preprocess_filtered(
+        adata[mask].copy(), filter_records, inputs, config, control_label, progress, timings
+    )
+
+
+def preprocess_filtered(
+    adata: ad.AnnData,
+    filter_records: list[dict[str, Any]],
+    inputs: dict[str, int],
+    config: PreprocessConfig,
+    control_label: str = CONTROL_LABEL,
+    progress: bool = True,
+    timings: dict[str, float] | None = None,
+) -> ad.AnnData:
+    """The stages after the perturbation filters, on the cells they kept (see :func:`preprocess`)."""
+    timings = dict(timings or {})
+    record: dict[str, Any] = {"input": inputs, "filters": filter_records}
     labels = adata.obs[PERTURBATION_KEY].astype(str).to_numpy()
     is_control = labels == control_label
 
@@ -296,7 +312,17 @@ def preprocess_files(
     control_label: str = CONTROL_LABEL,
     progress: bool = True,
 ) -> ad.AnnData:
-    """Read a raw counts file and its summary statistics, then :func:`preprocess`."""
+    """Read a raw counts file and its summary statistics, then preprocess.
+
+    The filters run on the whole file; then only the kept cells are read again from disk, so the
+    full matrix and its filtered copy are never in memory together.
+    """
+    timings: dict[str, float] = {}
     adata = read_counts_h5ad(counts_path, perturbation_key, control_label)
+    inputs = {"cells": adata.n_obs, "genes": adata.n_vars}
     strong, known = strong_genes_from_summary(stats_path, sheet, adata, config.filters)
-    return preprocess(adata, strong, known, config, CONTROL_LABEL, progress)
+    with _timed(timings, "filters"):
+        mask, filter_records = perturbation_filter_mask(adata, strong, known, config.filters)
+    del adata
+    kept = read_counts_h5ad(counts_path, perturbation_key, control_label, rows=mask)
+    return preprocess_filtered(kept, filter_records, inputs, config, CONTROL_LABEL, progress, timings)
