@@ -1,0 +1,233 @@
+"""GRN benchmarking of a run (design §8): the learned mask, CausalBench statistics, references.
+
+Methods are T × T score matrices over the treatment nodes:
+
+- ``model``: the mask probabilities; its graph is ``p > grn_threshold``.
+- ``sams_vae``: a SAMS-VAE mask is T × L (node → latent dimension), not a graph. Its node
+  scores are the absolute cosine similarity of two nodes' expected latent effects,
+  ``p ⊙ E[E | M = 1[p > 0.5]]`` (mask probabilities times the guide's mean embedding): a
+  similarity, symmetric, so it cannot orient an edge; nodes never dosed in training score 0.
+- ``correlation``: ``|corr|`` of the ΔX columns over the TRAINING cells (symmetric).
+- ``random``: seeded uniform scores (chance level).
+
+A method without probabilities is turned into a graph by its top-K edges with K = the model's
+number of ``p > threshold`` edges, so every method's "thresholded" graph has the model's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import metrics as skm
+
+from gpo_vae.data.networks import network_adjacency, read_network, union_networks
+from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.grn.curves import edges_from_probabilities, rank_edges
+from gpo_vae.grn.statistical import StatisticalEvaluator
+from gpo_vae.models import GPOVAE
+
+MODEL, SAMS_VAE = "model", "sams_vae"
+UNION, TRUE_NETWORK = "union", "true_network"
+#: Points kept per precision-recall curve (the report draws at most ~2,000).
+MAX_CURVE_POINTS = 2000
+#: Value columns of :func:`reference_agreement`, in ``grn_reference.csv`` order.
+REFERENCE_COLUMNS = (
+    "precision",
+    "recall",
+    "auprc",
+    "auroc",
+    "n_positive",
+    "positive_rate",
+    "n_predicted",
+    "true_positives",
+    "n_pairs",
+    "reason",
+)
+
+
+def sams_vae_node_scores(model: GPOVAE) -> np.ndarray:
+    """``|cos|`` similarity of the SAMS-VAE nodes' expected latent effects (T × T, symmetric).
+
+    Nodes without training cells (the DEG nodes, never dosed) and nodes whose expected effect is
+    zero have similarity 0 with every node.
+    """
+    if not model.config.latent_mask:
+        raise ValueError("sams_vae_node_scores needs a latent-sized (SAMS-VAE) mask")
+    device = model.guide.mask_logits.device
+    with torch.no_grad():
+        mode = model.guide.plated_mode(torch.arange(model.n_nodes, device=device))
+        effect = (model.mask_probabilities() * mode.embedding_loc[0]).double().cpu().numpy()
+    # a node without training cells (a DEG node) has an untrained embedding, not an effect
+    effect[model.node_weight.cpu().numpy() == 0] = 0.0
+    norms = np.linalg.norm(effect, axis=1, keepdims=True)
+    unit = np.divide(effect, norms, out=np.zeros_like(effect), where=norms > 0)
+    return np.clip(np.abs(unit @ unit.T), 0.0, 1.0)
+
+
+def mask_tables(
+    probabilities: np.ndarray, nodes: Sequence[str], n_perturbed: int, threshold: float
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``grn_mask.csv`` (index = sources), ``grn_nodes.csv`` and ``grn_edges.csv`` (p > threshold)."""
+    names = [str(node) for node in nodes]
+    mask = pd.DataFrame(probabilities, index=pd.Index(names, name="source"), columns=names)
+    kinds = pd.DataFrame({"node": names, "kind": ["P"] * n_perturbed + ["A"] * (len(names) - n_perturbed)})
+    return mask, kinds, edges_from_probabilities(probabilities, names, threshold)
+
+
+def top_k_graph(scores: np.ndarray, k: int) -> np.ndarray:
+    """Bool adjacency of the ``k`` highest off-diagonal scores (ties in row-major order)."""
+    n = scores.shape[0]
+    graph = np.zeros((n, n), dtype=bool)
+    graph.flat[rank_edges(scores, n)[:k]] = True
+    return graph
+
+
+def method_graphs(scores: Mapping[str, np.ndarray], threshold: float) -> dict[str, np.ndarray]:
+    """The model's ``p > threshold`` graph, and every other method's top-K at the model's size."""
+    model = np.asarray(scores[MODEL]) > threshold
+    np.fill_diagonal(model, False)
+    k = int(model.sum())
+    return {method: model if method == MODEL else top_k_graph(s, k) for method, s in scores.items()}
+
+
+def statistical_table(
+    evaluator: StatisticalEvaluator,
+    scores: Mapping[str, np.ndarray],
+    graphs: Mapping[str, np.ndarray],
+    nodes: Sequence[str],
+    config: EvaluationConfig,
+) -> pd.DataFrame:
+    """``grn_statistical.csv``: CausalBench numbers of each method's graph and of its top-K.
+
+    Rows per method: ``k = p>{threshold}`` (the graph of :func:`method_graphs`) and one per K of
+    ``config.grn_ks`` plus the model's edge count (matched K).
+    """
+    label = f"p>{config.grn_threshold:g}"
+    n_model = int(graphs[MODEL].sum())
+    ks = sorted(set(config.grn_ks) | {n_model})
+    options = {
+        "max_path_length": config.max_path_length,
+        "n_negatives": config.n_negatives,
+        "seed": config.seed,
+    }
+    rows = []
+    for method, matrix in scores.items():
+        summary = evaluator.evaluate(graphs[method], nodes, **options).summary
+        rows.append({"method": method, "k": label, **summary.to_dict()})
+        at_k = evaluator.statistics_at_k(matrix, nodes, ks, **options).reset_index()
+        at_k["k"] = at_k["k"].astype(str)
+        rows.extend({"method": method, **row} for row in at_k.to_dict("records"))
+    table = pd.DataFrame(rows)
+    return table[["method", "k", *(c for c in table.columns if c not in ("method", "k"))]]
+
+
+def pair_masks(n_nodes: int, n_perturbed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs considered: both ends perturbed (biological networks), or a perturbed source
+    (the true network: any node can be a target); never the diagonal."""
+    perturbed = np.arange(n_nodes) < n_perturbed
+    both = perturbed[:, None] & perturbed[None, :]
+    source = np.repeat(perturbed[:, None], n_nodes, axis=1)
+    for mask in (both, source):
+        np.fill_diagonal(mask, False)
+    return both, source
+
+
+def reference_networks(
+    paths: Sequence[str | Path],
+    nodes: Sequence[str],
+    n_perturbed: int,
+    true_network: str | Path | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name → (adjacency among ``nodes``, pairs considered).
+
+    Each reference file is named by its stem and restricted to pairs of perturbed nodes
+    (design §8); with two or more files their ``union`` is added. The ``true_network`` (a
+    simulator's edge list) is scored on every pair with a perturbed source.
+    """
+    names = [str(node) for node in nodes]
+    both, source = pair_masks(len(names), n_perturbed)
+    frames: dict[str, pd.DataFrame] = {}
+    for path in paths:
+        stem = Path(path).name.split(".")[0]
+        name, suffix = stem, 2
+        while name in frames or name in (UNION, TRUE_NETWORK):
+            name, suffix = f"{stem}_{suffix}", suffix + 1
+        frames[name] = read_network(path)
+    out = {name: (network_adjacency(frame, names), both) for name, frame in frames.items()}
+    if len(frames) > 1:
+        out[UNION] = (network_adjacency(union_networks(frames.values()), names), both)
+    if true_network is not None:
+        out[TRUE_NETWORK] = (network_adjacency(read_network(true_network), names), source)
+    return out
+
+
+def _thinned(curve: pd.DataFrame, max_points: int = MAX_CURVE_POINTS) -> pd.DataFrame:
+    if len(curve) <= max_points:
+        return curve
+    keep = np.unique(np.linspace(0, len(curve) - 1, max_points).round().astype(int))
+    return curve.iloc[keep]
+
+
+def reference_agreement(
+    scores: np.ndarray, predicted: np.ndarray, reference: np.ndarray, pairs: np.ndarray
+) -> tuple[dict[str, object], pd.DataFrame]:
+    """Precision/recall of ``predicted`` and AUPRC/AUROC/PR curve of ``scores`` on ``pairs``.
+
+    As :func:`gpo_vae.grn.curves.edge_precision_recall` and
+    :func:`~gpo_vae.grn.curves.ranking_metrics`, over an arbitrary bool mask of pairs (those
+    restrict both ends of an edge to one node set, which cannot express "perturbed source").
+    """
+    truth, values, chosen = reference[pairs], np.asarray(scores, dtype=np.float64)[pairs], predicted[pairs]
+    if not np.isfinite(values).all():
+        raise ValueError("scores hold NaN or infinite values among the pairs considered")
+    n_pos, n_pred, tp = int(truth.sum()), int(chosen.sum()), int((truth & chosen).sum())
+    reasons = []
+    if n_pred == 0:
+        reasons.append("no predicted edge")
+    auprc = auroc = np.nan
+    curve = pd.DataFrame({"recall": [], "precision": []})
+    if n_pos == 0:
+        reasons.append("no reference edge among the pairs considered")
+    else:
+        auprc = float(skm.average_precision_score(truth, values))
+        precision, recall, _ = skm.precision_recall_curve(truth, values)
+        curve = _thinned(pd.DataFrame({"recall": recall, "precision": precision}))
+        if n_pos == truth.size:
+            reasons.append("every pair considered is a reference edge: AUROC undefined")
+        else:
+            auroc = float(skm.roc_auc_score(truth, values))
+    row = {
+        "precision": tp / n_pred if n_pred else np.nan,
+        "recall": tp / n_pos if n_pos else np.nan,
+        "auprc": auprc,
+        "auroc": auroc,
+        "n_positive": n_pos,
+        "positive_rate": n_pos / truth.size if truth.size else np.nan,
+        "n_predicted": n_pred,
+        "true_positives": tp,
+        "n_pairs": int(truth.size),
+        "reason": "; ".join(reasons),
+    }
+    return row, curve
+
+
+def reference_tables(
+    scores: Mapping[str, np.ndarray],
+    graphs: Mapping[str, np.ndarray],
+    networks: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``grn_reference.csv`` (one row per method and network) and ``grn_pr_curves.csv``."""
+    rows, curves = [], []
+    for network, (reference, pairs) in networks.items():
+        for method, matrix in scores.items():
+            row, curve = reference_agreement(matrix, graphs[method], reference, pairs)
+            rows.append({"method": method, "network": network, **row})
+            curves.append(curve.assign(method=method, network=network))
+    columns = ["method", "network", "recall", "precision"]
+    reference = pd.DataFrame(rows, columns=["method", "network", *REFERENCE_COLUMNS])
+    pr = pd.concat(curves, ignore_index=True)[columns] if curves else pd.DataFrame(columns=columns)
+    return reference, pr

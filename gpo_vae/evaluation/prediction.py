@@ -1,0 +1,392 @@
+"""Perturbation prediction (design §7): test IWELBO, data/model/baseline ATEs and their metrics.
+
+The data's ATE is computed against two references (``heldout_test``: test cells only, controls
+included; ``all_cells``: every cell, the published reference), each on all cells and on QC-pass
+cells (``subset``). The model's ATE comes from generated cells (good-QC branch, fixed library
+size) against generated controls (as :func:`~gpo_vae.evaluation.ate.ate_from_generated`
+without a ``control_mean``), one perturbation at a time, so no more than one perturbation's
+cells are ever held in memory. Baselines: ``mean_baseline`` (the ATE of the
+perturbation's training cells; on the ``qc_pass`` subset of its QC-pass training cells),
+``control_baseline`` (no effect) and ``split_half_ceiling`` (two halves of the test cells).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from gpo_vae.data.summary_stats import compute_summary_stats
+from gpo_vae.data.summary_stats_io import (
+    DEGS_COLUMN,
+    IS_CONTROL_COLUMN,
+    KNOCKDOWN_COLUMN,
+    PERTURBATION_COLUMN,
+    collapse_duplicates,
+)
+from gpo_vae.evaluation.ate import ate_reference_all_cells, ate_reference_heldout, mean_log2_expression
+from gpo_vae.evaluation.baselines import mean_baseline_ate, split_half_reliability
+from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.evaluation.metrics import prediction_metrics, qc_pass_ratio, summary_stats_agreement
+from gpo_vae.models import GPOVAE
+from gpo_vae.preprocessing.qc import QC_METRICS, QCThresholds, compute_qc_metrics
+from gpo_vae.training.data import ArtifactCells
+
+logger = logging.getLogger(__name__)
+
+HELDOUT, ALL_CELLS, QC_PASS = "heldout_test", "all_cells", "qc_pass"
+REFERENCES = (HELDOUT, ALL_CELLS)
+SUBSETS = (ALL_CELLS, QC_PASS)
+KEY_COLUMNS = ["method", "reference", "subset", "perturbation"]
+#: compute_summary_stats tests every perturbation against at most this many control cells.
+SUMMARY_CONTROL_CELLS = 1000
+
+
+@dataclass(frozen=True)
+class EvaluationData:
+    """What evaluation reads from a preprocessed artifact.
+
+    Attributes
+    ----------
+    cells
+        The artifact's arrays (counts, dosage, ΔX, splits, nodes, genes).
+    labels
+        (N,) perturbation label of each cell (``control_label`` for controls).
+    qc_pass
+        (N,) the cell passes QC (``total_qc == 0``).
+    qc_metrics
+        (N, 5) QC metrics of the cells (:data:`~gpo_vae.preprocessing.qc.QC_METRICS`).
+    qc_thresholds
+        The thresholds fitted by preprocessing (judge generated cells too).
+    """
+
+    cells: ArtifactCells
+    labels: np.ndarray
+    control_label: str
+    qc_pass: np.ndarray
+    qc_metrics: pd.DataFrame
+    qc_thresholds: QCThresholds
+
+    @classmethod
+    def from_anndata(cls, adata: ad.AnnData) -> EvaluationData:
+        """Take the fields of a (validated) artifact AnnData."""
+        return cls(
+            cells=ArtifactCells.from_anndata(adata),
+            labels=adata.obs["gene"].astype(str).to_numpy(),
+            control_label=str(adata.uns["control_label"]),
+            qc_pass=adata.obs["total_qc"].to_numpy() == 0,
+            qc_metrics=adata.obs[list(QC_METRICS)].reset_index(drop=True),
+            qc_thresholds=QCThresholds.from_dict(adata.uns["qc_thresholds"]),
+        )
+
+    @property
+    def genes(self) -> pd.Index:
+        return pd.Index(self.cells.genes, name="gene")
+
+    def perturbations(self) -> list[str]:
+        """Perturbed nodes with at least one test cell, in node order: the rows of every table."""
+        tested = set(self.labels[self.cells.rows("test")].tolist())
+        return [node for node in self.cells.nodes[: self.cells.n_perturbed] if node in tested]
+
+
+def test_iwelbo(
+    model: GPOVAE, cells: ArtifactCells, n_particles: int, batch_size: int, seed: int = 0
+) -> float:
+    """Mean IWELBO per test cell; one draw of the global variables is shared by every batch."""
+    rows = cells.rows("test")
+    if rows.size == 0:
+        raise ValueError("the artifact has no test cells: the test IWELBO is undefined")
+    device = model.guide.mask_logits.device
+    total = 0.0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        plated = model.sample_plated(n_particles)
+        for start in range(0, rows.size, batch_size):
+            batch = {
+                key: value.to(device) for key, value in cells.batch(rows[start : start + batch_size]).items()
+            }
+            total += float(model.iwelbo(batch, n_particles, plated=plated).sum())
+    return total / rows.size
+
+
+def generation_seed(seed: int, node: int | None) -> int:
+    """Seed of one perturbation's generated cells (``node`` None: the controls).
+
+    A function of the evaluation seed and the node alone, so a perturbation's cells do not
+    depend on which others are evaluated, nor in which order.
+    """
+    entropy = [seed, 0 if node is None else node + 1]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class GeneratedSummary:
+    """What evaluation keeps of a model's generated cells (never the cells themselves).
+
+    Attributes
+    ----------
+    means
+        Perturbations × genes mean ``log2(1 + 1e4·x/library)`` of each perturbation's cells.
+    control_mean
+        The same over the generated controls (zero dosage), (G,).
+    qc_pass_ratio
+        Fraction of all generated cells (controls included) passing QC at each ``t``; None
+        when not computed.
+    kept
+        The first cells of every perturbation and of the controls (``obs["gene"]``), for the
+        predicted summary statistics; None when none were kept.
+    """
+
+    means: pd.DataFrame
+    control_mean: np.ndarray
+    qc_pass_ratio: pd.Series | None
+    kept: ad.AnnData | None
+
+    def ate(self) -> pd.DataFrame:
+        """The model's ATE: each perturbation's mean minus the generated controls' mean."""
+        return self.means - self.control_mean
+
+
+def generate_and_summarise(
+    model: GPOVAE,
+    nodes: Sequence[str],
+    perturbations: Sequence[str],
+    genes: pd.Index,
+    config: EvaluationConfig,
+    control_label: str,
+    qc_thresholds: QCThresholds | None = None,
+    keep_cells: int = 0,
+    progress: bool = False,
+) -> GeneratedSummary:
+    """Generate ``config.n_generated_cells`` cells per perturbation and for the controls.
+
+    ``nodes`` are the module's node names (``info["node_names"]`` of the run); a perturbation
+    is dosed as the one-hot of its node.
+
+    Good-QC branch, library size ``config.generated_library_size``, one guide draw of the
+    global variables per cell. Each perturbation is generated, summarised (mean expression,
+    QC pass counts when ``qc_thresholds`` is given, ``keep_cells`` cells kept sparse) and
+    dropped before the next one. The controls keep up to ``max(keep_cells, 1000)`` cells: the
+    largest control subsample that ``compute_summary_stats`` tests against.
+    """
+    node_index = {str(node): i for i, node in enumerate(nodes)}
+    if len(node_index) != model.n_nodes:
+        raise ValueError(f"{len(node_index)} node names for a module with {model.n_nodes} nodes")
+    missing = [p for p in perturbations if p not in node_index]
+    if missing:
+        raise ValueError(f"perturbations {missing[:5]} are not nodes of the model")
+    jobs: list[tuple[str, int | None]] = [(control_label, None)] + [(p, node_index[p]) for p in perturbations]
+    n = config.n_generated_cells
+    means = np.empty((len(perturbations), len(genes)))
+    control_mean = np.empty(len(genes))
+    passed: pd.Series | None = None
+    kept_blocks: list[sp.csr_matrix] = []
+    kept_labels: list[np.ndarray] = []
+    var = pd.DataFrame(index=genes.astype(str))
+    for i, (label, node) in enumerate(tqdm(jobs, desc="generating", disable=not progress)):
+        dosage = torch.zeros(model.n_nodes) if node is None else node
+        counts = model.sample_cells(
+            dosage, n, config.generated_library_size, "good", "sample", generation_seed(config.seed, node)
+        )
+        counts = counts.cpu().numpy()
+        if counts.shape[1] != len(genes):
+            raise ValueError(f"the model generates {counts.shape[1]} genes, the artifact has {len(genes)}")
+        mean = mean_log2_expression(counts)
+        if node is None:
+            control_mean[:] = mean
+        else:
+            means[i - 1] = mean
+        if qc_thresholds is None and keep_cells == 0:
+            continue
+        sparse = sp.csr_matrix(counts)
+        del counts
+        if qc_thresholds is not None:
+            metrics = compute_qc_metrics(ad.AnnData(X=sparse, var=var))
+            ratio = qc_pass_ratio(metrics, qc_thresholds) * sparse.shape[0]
+            passed = ratio if passed is None else passed + ratio
+        if keep_cells:
+            n_keep = min(n, max(keep_cells, SUMMARY_CONTROL_CELLS)) if node is None else keep_cells
+            kept_blocks.append(sparse[:n_keep])
+            kept_labels.append(np.full(n_keep, label, dtype=object))
+    kept = None
+    if kept_blocks:
+        obs = pd.DataFrame({"gene": np.concatenate(kept_labels)})
+        obs.index = obs.index.astype(str)
+        kept = ad.AnnData(X=sp.vstack(kept_blocks, format="csr"), obs=obs, var=var)
+    ratio = None if passed is None else (passed / (n * len(jobs))).rename("qc_pass_ratio")
+    index = pd.Index(list(perturbations), name="perturbation")
+    return GeneratedSummary(pd.DataFrame(means, index=index, columns=genes), control_mean, ratio, kept)
+
+
+def _subset_arrays(data: EvaluationData, subset: str) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    cells = data.cells
+    if subset == ALL_CELLS:
+        return cells.counts, data.labels, cells.split
+    rows = np.flatnonzero(data.qc_pass)
+    return cells.counts[rows], data.labels[rows], cells.split[rows]
+
+
+def data_ates(data: EvaluationData, perturbations: Sequence[str]) -> dict[tuple[str, str], pd.DataFrame]:
+    """The data's ATE for every (reference, subset); rows ``perturbations``, columns genes."""
+    out = {}
+    for subset in SUBSETS:
+        counts, labels, split = _subset_arrays(data, subset)
+        control, genes = data.control_label, data.genes
+        out[HELDOUT, subset] = ate_reference_heldout(
+            counts, labels, split, control, perturbations, genes=genes
+        )
+        out[ALL_CELLS, subset] = ate_reference_all_cells(counts, labels, control, perturbations, genes=genes)
+    return out
+
+
+def mean_baselines(data: EvaluationData, perturbations: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """The training-cell ATE of each subset (QC-pass training cells for ``qc_pass``)."""
+    out = {}
+    for subset in SUBSETS:
+        counts, labels, split = _subset_arrays(data, subset)
+        out[subset] = mean_baseline_ate(
+            counts, labels, split, data.control_label, perturbations, genes=data.genes
+        )
+    return out
+
+
+def split_half_ceilings(
+    data: EvaluationData, perturbations: Sequence[str], config: EvaluationConfig
+) -> dict[str, pd.DataFrame]:
+    """Metrics of one half of the test cells against the other, per subset (seeded)."""
+    out = {}
+    for subset in SUBSETS:
+        counts, labels, split = _subset_arrays(data, subset)
+        out[subset] = split_half_reliability(
+            counts,
+            labels,
+            split,
+            data.control_label,
+            perturbations,
+            genes=data.genes,
+            seed=config.seed,
+            corrected=config.split_half_corrected,
+            top_de=config.top_de,
+            jaccard_ks=config.jaccard_ks,
+        )
+    return out
+
+
+def _keyed(metrics: pd.DataFrame, method: str, reference: str, subset: str) -> pd.DataFrame:
+    frame = metrics.rename_axis("perturbation").reset_index()
+    frame.insert(0, "subset", subset)
+    frame.insert(0, "reference", reference)
+    frame.insert(0, "method", method)
+    return frame
+
+
+def prediction_table(
+    references: Mapping[tuple[str, str], pd.DataFrame],
+    predictions: Mapping[str, Mapping[str, pd.DataFrame]],
+    ceilings: Mapping[str, pd.DataFrame],
+    config: EvaluationConfig,
+) -> pd.DataFrame:
+    """The long ``prediction_metrics.csv`` table.
+
+    Parameters
+    ----------
+    references
+        (reference, subset) → observed ATE.
+    predictions
+        method → subset → predicted ATE.
+    ceilings
+        subset → split-half metrics; reported under the ``heldout_test`` reference only (they
+        are computed from test cells).
+    """
+    frames = []
+    for (reference, subset), observed in references.items():
+        for method, by_subset in predictions.items():
+            metrics = prediction_metrics(observed, by_subset[subset], config.top_de, config.jaccard_ks)
+            if method == "control_baseline":
+                # a constant prediction ranks no gene above another: its top-k sets are arbitrary
+                metrics[[c for c in metrics.columns if c.startswith("jaccard")]] = np.nan
+            frames.append(_keyed(metrics, method, reference, subset))
+        if reference == HELDOUT:
+            frames.append(_keyed(ceilings[subset], "split_half_ceiling", reference, subset))
+    return pd.concat(frames, ignore_index=True)
+
+
+def ate_scatter_table(
+    observed: pd.DataFrame, predicted: pd.DataFrame, mean_baseline: pd.DataFrame | None, n: int
+) -> pd.DataFrame:
+    """Every gene of the ``n`` perturbations with the largest held-out effect (sum of squared ATE)."""
+    effect = (observed**2).sum(axis=1, min_count=1).dropna()
+    chosen = effect.sort_values(ascending=False, kind="stable").index[:n]
+    columns = {"observed": observed, "predicted": predicted}
+    if mean_baseline is not None:
+        columns["mean_baseline"] = mean_baseline
+    stacked = {
+        name: frame.loc[chosen, observed.columns].stack(future_stack=True) for name, frame in columns.items()
+    }
+    table = pd.DataFrame(stacked)
+    table.index = table.index.set_names(["perturbation", "gene"])
+    return table.reset_index()
+
+
+def qc_ratio_table(generated: pd.Series, data: EvaluationData) -> pd.DataFrame:
+    """QC pass ratio of generated cells and of the data's test cells at each stored ``t``.
+
+    Both sides are judged by the same stored metric thresholds and without the doublet flag
+    (generated cells have no doublet call), so the two columns measure the same thing.
+    """
+    test = data.cells.rows("test")
+    observed = qc_pass_ratio(data.qc_metrics.iloc[test], data.qc_thresholds, nmads=generated.index)
+    return pd.DataFrame(
+        {
+            "t": generated.index.to_numpy(dtype=float),
+            "pass_ratio_generated": generated.to_numpy(),
+            "pass_ratio_data": observed.to_numpy(),
+        }
+    )
+
+
+def summary_stats_tables(
+    generated: ad.AnnData, reported: pd.DataFrame, control_label: str, seed: int = 0, progress: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predicted vs reported knockdown and number of DEGs.
+
+    ``generated`` holds generated cells of every perturbation and of the controls
+    (``obs["gene"]``); their statistics are computed exactly as the data's own
+    (:func:`~gpo_vae.data.summary_stats.compute_summary_stats`). ``reported`` is
+    :func:`~gpo_vae.data.summary_stats_io.read_summary_stats` output (one guide per gene kept,
+    the strongest knockdown).
+
+    Returns
+    -------
+    ``summary_stats_agreement.csv`` (``quantity``, ``spearman``, ``n``) and
+    ``summary_stats_points.csv`` (``perturbation``, ``quantity``, ``predicted``, ``reported``:
+    the perturbations behind each correlation).
+    """
+    stats = compute_summary_stats(generated, control_label=control_label, seed=seed, progress=progress)
+    # compute_summary_stats writes one row per perturbation in sorted order, then the controls
+    perturbations = sorted(set(generated.obs["gene"].astype(str)) - {control_label})
+    predicted = stats.iloc[: len(perturbations)].set_axis(pd.Index(perturbations, name="perturbation"))
+    table = collapse_duplicates(reported)
+    table = table[~table[IS_CONTROL_COLUMN].astype(bool)].set_index(PERTURBATION_COLUMN)
+    agreement = summary_stats_agreement(
+        predicted[KNOCKDOWN_COLUMN], table[KNOCKDOWN_COLUMN], predicted[DEGS_COLUMN], table[DEGS_COLUMN]
+    )
+    rows, points = [], []
+    for quantity, column in (("knockdown", KNOCKDOWN_COLUMN), ("n_degs", DEGS_COLUMN)):
+        key = "ndeg" if quantity == "n_degs" else quantity
+        rows.append(
+            {"quantity": quantity, "spearman": agreement[f"{key}_spearman"], "n": agreement[f"{key}_n"]}
+        )
+        joined = pd.concat(
+            [predicted[column].rename("predicted"), table[column].rename("reported")], axis=1, join="inner"
+        ).dropna()
+        points.append(joined.rename_axis("perturbation").reset_index().assign(quantity=quantity))
+    columns = ["perturbation", "quantity", "predicted", "reported"]
+    return pd.DataFrame(rows), pd.concat(points, ignore_index=True)[columns]

@@ -1,0 +1,350 @@
+"""Evaluate a trained run into the evaluation directory the report is built from.
+
+:func:`evaluate_run` writes exactly the files of the :mod:`gpo_vae.report` contract
+(``prediction_metrics.csv``, ``ate_scatter.csv``, ``qc_ratio.csv``,
+``summary_stats_agreement.csv`` and ``summary_stats_points.csv`` when summary statistics are
+given, ``grn_mask.csv``, ``grn_nodes.csv``, ``grn_edges.csv``, ``grn_statistical.csv``,
+``grn_reference.csv`` and ``grn_pr_curves.csv`` when a reference or true network is given,
+``run.json``), then ``report.html``, then a ``.complete`` marker; all in a temporary sibling
+directory renamed into place, so a reader never sees a half-written evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gpo_vae.config import to_dict
+from gpo_vae.data.summary_stats_io import read_summary_stats
+from gpo_vae.evaluation import grn_benchmark as grn
+from gpo_vae.evaluation import prediction as pred
+from gpo_vae.evaluation.baselines import control_baseline_ate
+from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.grn.baselines import correlation_scores, random_scores
+from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
+from gpo_vae.io import provenance, write_json_atomic
+from gpo_vae.models import GPOVAE
+from gpo_vae.preprocessing.artifact import read_artifact
+from gpo_vae.report import REPORT_FILE, build_report
+from gpo_vae.training.train import artifact_checksum, load_trained_model, resolve_device
+
+logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = ".complete"
+RUN_FILE = "run.json"
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Stages:
+    """Wall time of each named stage, logged as it ends."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        logger.info("evaluation: %s took %.1f s", name, self.seconds[name])
+
+
+def _load_run(run_dir: str | Path, device: str, sha: str, data: pred.EvaluationData) -> tuple[GPOVAE, dict]:
+    model, info = load_trained_model(run_dir, device)
+    if info["artifact_sha256"] != sha:
+        raise ValueError(
+            f"{run_dir} was trained on another artifact (checksum {info['artifact_sha256'][:12]}…)"
+        )
+    if list(info["node_names"]) != data.cells.nodes or list(info["gene_names"]) != data.cells.genes:
+        raise ValueError(f"{run_dir}: the model's nodes or genes differ from the artifact's")
+    return model, info
+
+
+def _write_csv(frame: pd.DataFrame, directory: Path, name: str, index: bool = False) -> None:
+    frame.to_csv(directory / name, index=index)
+
+
+def _json_number(value: Any) -> int | float | None:
+    """An int stays an int; NaN and infinities become null (JSON has no NaN)."""
+    if isinstance(value, int | np.integer):
+        return int(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean Pearson r and R² of each method on the held-out ATE (all cells), one row per method."""
+    held = metrics[(metrics["reference"] == pred.HELDOUT) & (metrics["subset"] == pred.ALL_CELLS)]
+    grouped = held.groupby("method", sort=False)
+    return pd.DataFrame(
+        {
+            "mean_pearson": grouped["pearson"].mean(),
+            "mean_r2": grouped["r2"].mean(),
+            "n_perturbations": grouped["pearson"].size(),
+        }
+    ).reset_index()
+
+
+def _prediction(
+    data: pred.EvaluationData,
+    models: dict[str, tuple[GPOVAE, dict]],
+    config: EvaluationConfig,
+    reported: pd.DataFrame | None,
+    out: Path,
+    stages: _Stages,
+    progress: bool,
+) -> dict[str, float]:
+    """Write the prediction tables; return the headline numbers."""
+    perturbations = data.perturbations()
+    if not perturbations:
+        raise ValueError("no perturbed node has test cells: nothing to evaluate")
+    metrics: dict[str, float] = {}
+    with stages("test_iwelbo"):
+        for method, (model, _) in models.items():
+            key = "test_iwelbo" if method == grn.MODEL else f"{method}_test_iwelbo"
+            metrics[key] = pred.test_iwelbo(
+                model, data.cells, config.iwelbo_particles, config.iwelbo_batch_size, config.seed
+            )
+    with stages("data_ate_and_baselines"):
+        references = pred.data_ates(data, perturbations)
+        mean_baseline = pred.mean_baselines(data, perturbations)
+        ceilings = pred.split_half_ceilings(data, perturbations, config)
+    predictions: dict[str, dict[str, pd.DataFrame]] = {}
+    summaries: dict[str, pred.GeneratedSummary] = {}
+    for method, (model, info) in models.items():
+        own = method == grn.MODEL  # QC ratio and summary statistics describe the evaluated model
+        with stages(f"generation_{method}"):
+            summaries[method] = pred.generate_and_summarise(
+                model,
+                info["node_names"],
+                perturbations,
+                data.genes,
+                config,
+                data.control_label,
+                qc_thresholds=data.qc_thresholds if own else None,
+                keep_cells=config.summary_stats_cells if own and reported is not None else 0,
+                progress=progress,
+            )
+        ate = summaries[method].ate()
+        predictions[method] = {subset: ate for subset in pred.SUBSETS}
+    generated = summaries[grn.MODEL]
+    predictions["mean_baseline"] = mean_baseline
+    zero = control_baseline_ate(perturbations, data.genes)
+    predictions["control_baseline"] = {subset: zero for subset in pred.SUBSETS}
+    with stages("prediction_metrics"):
+        table = pred.prediction_table(references, predictions, ceilings, config)
+        _write_csv(table, out, "prediction_metrics.csv")
+        observed = references[pred.HELDOUT, pred.ALL_CELLS]
+        scatter = pred.ate_scatter_table(
+            observed, predictions[grn.MODEL][pred.ALL_CELLS], mean_baseline[pred.ALL_CELLS], config.n_scatter
+        )
+        _write_csv(scatter, out, "ate_scatter.csv")
+        if generated.qc_pass_ratio is not None:
+            _write_csv(pred.qc_ratio_table(generated.qc_pass_ratio, data), out, "qc_ratio.csv")
+    if reported is not None and generated.kept is not None:
+        with stages("summary_statistics"):
+            agreement, points = pred.summary_stats_tables(
+                generated.kept, reported, data.control_label, config.seed, progress
+            )
+            _write_csv(agreement, out, "summary_stats_agreement.csv")
+            _write_csv(points, out, "summary_stats_points.csv")
+    pearson = headline_table(table).set_index("method")["mean_pearson"]
+    for method in [*models, "mean_baseline"]:
+        metrics[f"{method}_mean_pearson"] = float(pearson[method])
+    return metrics
+
+
+def _grn(
+    data: pred.EvaluationData,
+    models: dict[str, tuple[GPOVAE, dict]],
+    config: EvaluationConfig,
+    networks: Sequence[str | Path],
+    true_network: str | Path | None,
+    out: Path,
+    stages: _Stages,
+) -> dict[str, float]:
+    """Write the GRN tables; return the headline numbers."""
+    cells = data.cells
+    nodes = cells.nodes
+    model = models[grn.MODEL][0]
+    probabilities = model.mask_probabilities().double().cpu().numpy()
+    mask, kinds, edges = grn.mask_tables(probabilities, nodes, cells.n_perturbed, config.grn_threshold)
+    _write_csv(mask, out, "grn_mask.csv", index=True)
+    _write_csv(kinds, out, "grn_nodes.csv")
+    _write_csv(edges, out, "grn_edges.csv")
+    scores = {grn.MODEL: probabilities}
+    if grn.SAMS_VAE in models:
+        scores[grn.SAMS_VAE] = grn.sams_vae_node_scores(models[grn.SAMS_VAE][0])
+    scores["correlation"] = correlation_scores(cells.delta_x[cells.rows("train")])
+    scores["random"] = random_scores(len(nodes), config.seed)
+    graphs = grn.method_graphs(scores, config.grn_threshold)
+    with stages("grn_statistical"):
+        test = cells.rows("test")
+        evaluator = StatisticalEvaluator(
+            causalbench_expression(cells.counts[test]),
+            data.labels[test],
+            data.genes,
+            data.control_label,
+            config.p_value,
+        )
+        _write_csv(
+            grn.statistical_table(evaluator, scores, graphs, nodes, config), out, "grn_statistical.csv"
+        )
+    metrics: dict[str, float] = {"grn_edges": int(graphs[grn.MODEL].sum())}
+    references = grn.reference_networks(networks, nodes, cells.n_perturbed, true_network)
+    if references:
+        with stages("grn_reference"):
+            reference, curves = grn.reference_tables(scores, graphs, references)
+            _write_csv(reference, out, "grn_reference.csv")
+            _write_csv(curves, out, "grn_pr_curves.csv")
+        truth = reference[(reference["network"] == grn.TRUE_NETWORK) & (reference["method"] == grn.MODEL)]
+        if len(truth):
+            metrics["true_network_auroc"] = float(truth["auroc"].iloc[0])
+            metrics["true_network_auprc"] = float(truth["auprc"].iloc[0])
+    return metrics
+
+
+def evaluate_run(
+    artifact_dir: str | Path,
+    run_dir: str | Path,
+    config: EvaluationConfig,
+    out_dir: str | Path,
+    *,
+    summary_stats: str | Path | None = None,
+    summary_sheet: str | None = None,
+    networks: Sequence[str | Path] = (),
+    true_network: str | Path | None = None,
+    sams_vae_run_dir: str | Path | None = None,
+    dataset: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Evaluate a finished training run and render its report (files: module docstring).
+
+    Parameters
+    ----------
+    artifact_dir
+        The preprocessed artifact the run was trained on (checked by checksum).
+    run_dir
+        A finished GPO-VAE run (:func:`gpo_vae.training.train.train_model`); a SAMS-VAE run
+        evaluated on its own gets the prediction tables only (its mask is no graph).
+    config
+        Evaluation settings.
+    out_dir
+        The evaluation directory; an existing one is replaced.
+    summary_stats, summary_sheet
+        The dataset's reported summary statistics (file and sheet); without them no
+        summary-statistics tables are written.
+    networks
+        Reference network files (:func:`gpo_vae.data.networks.read_network` formats).
+    true_network
+        The simulator's true GRN (an edge list), scored as ``true_network``.
+    sams_vae_run_dir
+        A SAMS-VAE run on the same artifact: compared in prediction and, by node similarity,
+        in the GRN tables.
+    dataset
+        Name shown in the report.
+    progress
+        Progress bars over perturbations.
+
+    Returns
+    -------
+    Path
+        ``out_dir``, holding ``report.html`` and the ``.complete`` marker.
+    """
+    out_dir = Path(out_dir)
+    stages = _Stages()
+    started = time.perf_counter()
+    with stages("load"):
+        adata = read_artifact(artifact_dir)
+        sha = artifact_checksum(artifact_dir)
+        data = pred.EvaluationData.from_anndata(adata)
+        del adata
+        reported = read_summary_stats(summary_stats, summary_sheet) if summary_stats is not None else None
+    device = resolve_device(config.device)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        with _cpu_threads(config.cpu_threads):
+            models = {grn.MODEL: _load_run(run_dir, device, sha, data)}
+            if sams_vae_run_dir is not None:
+                models[grn.SAMS_VAE] = _load_run(sams_vae_run_dir, device, sha, data)
+                if not models[grn.SAMS_VAE][0].config.latent_mask:
+                    raise ValueError(
+                        f"{sams_vae_run_dir} is not a SAMS-VAE run (its mask is not latent-sized)"
+                    )
+            metrics = _prediction(data, models, config, reported, tmp, stages, progress)
+            if models[grn.MODEL][0].config.latent_mask:
+                # a SAMS-VAE evaluated on its own has no graph: its GRN sections say "not computed"
+                logger.info("evaluation: %s has a latent-sized mask; no GRN tables", run_dir)
+            else:
+                metrics.update(_grn(data, models, config, networks, true_network, tmp, stages))
+        info = models[grn.MODEL][1]
+        metrics["best_val_loss"] = float(info["best_val_loss"])
+        test = data.cells.rows("test")
+        record = {
+            **provenance(
+                {
+                    "evaluation": to_dict(config),
+                    "model": info["model_config"],
+                    "training": info["training_config"],
+                }
+            ),
+            "dataset": dataset or "unknown",
+            "seed": config.seed,
+            "device": device,
+            "data": {
+                "n_cells": int(data.cells.counts.shape[0]),
+                "n_test_cells": int(test.size),
+                "n_genes": int(data.cells.n_genes),
+                "n_perturbations": len(data.perturbations()),
+                "n_nodes": int(data.cells.n_nodes),
+                "n_perturbed_nodes": int(data.cells.n_perturbed),
+            },
+            "metrics": {key: _json_number(value) for key, value in metrics.items()},
+            "inputs": {
+                "artifact": str(Path(artifact_dir).resolve()),
+                "artifact_sha256": sha,
+                "run_dir": str(Path(run_dir).resolve()),
+                "sams_vae_run_dir": str(Path(sams_vae_run_dir).resolve()) if sams_vae_run_dir else None,
+                "summary_stats": str(summary_stats) if summary_stats else None,
+                "summary_sheet": summary_sheet,
+                "networks": [str(path) for path in networks],
+                "true_network": str(true_network) if true_network else None,
+            },
+            "timings": {**stages.seconds, "total": round(time.perf_counter() - started, 3)},
+        }
+        write_json_atomic(record, tmp / RUN_FILE)
+        build_report(tmp, title=f"GPO-VAE report: {record['dataset']}")
+        (tmp / COMPLETE_MARKER).write_text(sha + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("evaluation written to %s (%s)", out_dir, out_dir / REPORT_FILE)
+    return out_dir
+
+
+__all__ = ["COMPLETE_MARKER", "RUN_FILE", "evaluate_run", "headline_table"]

@@ -1,0 +1,348 @@
+"""The evaluation stage: contract files, held-out references, GRN tables, the redun task.
+
+One tiny GPO-VAE and one tiny SAMS-VAE run (3 epochs) on the session's synthetic artifact,
+evaluated once per module with a scaled-down config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import yaml
+from redun import File
+from sklearn import metrics as skm
+
+from gpo_vae.config import ConfigError, from_dict, to_dict
+from gpo_vae.evaluation import prediction as pred
+from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.evaluation.grn_benchmark import pair_masks, reference_agreement, sams_vae_node_scores
+from gpo_vae.evaluation.run import COMPLETE_MARKER, evaluate_run, headline_table
+from gpo_vae.grn.curves import edge_precision_recall, ranking_metrics
+from gpo_vae.models import ModelConfig
+from gpo_vae.preprocessing.artifact import ARTIFACT_FILE, read_artifact
+from gpo_vae.report import load_tables
+from gpo_vae.run_config import load_run_config
+from gpo_vae.training.train import load_trained_model, train_model
+from tasks.evaluate import evaluate_run_task
+from tests.training.conftest import (  # noqa: F401  (session fixtures shared with the training tests)
+    TINY_MODEL,
+    TINY_TRAINING,
+    artifact_dir,
+    synthetic_dataset,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+TINY_EVAL = EvaluationConfig(
+    n_generated_cells=60,
+    iwelbo_particles=4,
+    iwelbo_batch_size=400,
+    summary_stats_cells=20,
+    grn_ks=(20, 50),
+    n_negatives=50,
+    n_scatter=3,
+    cpu_threads=1,
+    device="cpu",
+)
+CONTRACT_FILES = {
+    "prediction_metrics.csv",
+    "ate_scatter.csv",
+    "qc_ratio.csv",
+    "summary_stats_agreement.csv",
+    "summary_stats_points.csv",
+    "grn_mask.csv",
+    "grn_nodes.csv",
+    "grn_edges.csv",
+    "grn_statistical.csv",
+    "grn_reference.csv",
+    "grn_pr_curves.csv",
+    "run.json",
+}
+METHODS = {"model", "sams_vae", "mean_baseline", "control_baseline", "split_half_ceiling"}
+GRN_METHODS = {"model", "sams_vae", "correlation", "random"}
+
+
+@pytest.fixture(scope="module")
+def runs(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # noqa: F811
+    root = tmp_path_factory.mktemp("eval_runs")
+    training = TINY_TRAINING.replace(max_epochs=3)
+    sizes = ("n_latent", "decoder_n_hidden", "basal_encoder_n_hidden", "embedding_encoder_n_layers")
+    sizes += ("embedding_encoder_n_hidden", "n_particles")
+    sams = ModelConfig.sams_vae(**{name: getattr(TINY_MODEL, name) for name in sizes})
+    return {
+        "model": train_model(artifact_dir, TINY_MODEL, training, root / "gpo", progress=False),
+        "sams_vae": train_model(artifact_dir, sams, training, root / "sams", progress=False),
+    }
+
+
+@pytest.fixture(scope="module")
+def networks(synthetic_dataset: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:  # noqa: F811
+    """Two "biological" references: half of the true edges each, as an edge list and a TRRUST file."""
+    true = pd.read_csv(synthetic_dataset["network"])
+    root = tmp_path_factory.mktemp("networks")
+    first, second = root / "biogrid_edges.csv", root / "trrust_test.tsv"
+    true.iloc[::2][["source", "target"]].to_csv(first, index=False)
+    half = true.iloc[1::2].rename(columns={"source": "tf"})[["tf", "target"]]
+    half.assign(mor="Activation", pubmed_id="1").to_csv(second, sep="\t", index=False)
+    return [first, second]
+
+
+@pytest.fixture(scope="module")
+def evaluation(
+    artifact_dir: Path,  # noqa: F811
+    synthetic_dataset: dict[str, Path],  # noqa: F811
+    runs: dict[str, Path],
+    networks: list[Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    return evaluate_run(
+        artifact_dir,
+        runs["model"],
+        TINY_EVAL,
+        tmp_path_factory.mktemp("evaluation") / "eval",
+        summary_stats=synthetic_dataset["summary_stats"],
+        summary_sheet="TabS_synthetic_summary_stat",
+        networks=networks,
+        true_network=synthetic_dataset["network"],
+        sams_vae_run_dir=runs["sams_vae"],
+        dataset="synthetic",
+        progress=False,
+    )
+
+
+def test_every_contract_file_is_written_and_the_report_renders(evaluation: Path):
+    written = {p.name for p in evaluation.iterdir()}
+    assert written == CONTRACT_FILES | {"report.html", COMPLETE_MARKER}
+    assert [p.name for p in evaluation.parent.iterdir()] == ["eval"], "a temporary directory was left behind"
+    tables = load_tables(evaluation)  # raises on a broken contract
+    assert all(tables.present().values()), tables.present()
+    html = (evaluation / "report.html").read_text()
+    assert "not computed" not in html.lower()
+    assert "<img" in html and "GPO-VAE report: synthetic" in html
+
+
+def test_prediction_table_keys(evaluation: Path, artifact_dir: Path):  # noqa: F811
+    table = pd.read_csv(evaluation / "prediction_metrics.csv", keep_default_na=False, na_values=[""])
+    assert set(table["method"]) == METHODS
+    keys = table.groupby(["method", "reference", "subset"]).size()
+    for method in METHODS - {"split_half_ceiling"}:
+        for reference in ("heldout_test", "all_cells"):
+            for subset in ("all_cells", "qc_pass"):
+                assert (method, reference, subset) in keys.index
+    assert set(table.loc[table["method"] == "split_half_ceiling", "reference"]) == {"heldout_test"}
+    data = pred.EvaluationData.from_anndata(read_artifact(artifact_dir))
+    expected = data.perturbations()
+    assert 0 < len(expected) <= data.cells.n_perturbed
+    model = table[(table["method"] == "model") & (table["reference"] == "heldout_test")]
+    assert sorted(set(model["perturbation"])) == sorted(expected)
+    assert table.loc[table["method"] == "control_baseline", "pearson"].isna().all()
+    assert (table.loc[table["method"] == "control_baseline", "r2"] <= 0).all()
+    mean = table[(table["method"] == "mean_baseline") & (table["reference"] == "heldout_test")]
+    assert mean["pearson"].between(-1, 1).all() and mean["pearson"].mean() > 0.5  # strong synthetic effects
+    headline = headline_table(table).set_index("method")
+    assert headline.loc["model", "mean_pearson"] == pytest.approx(
+        model.query("subset == 'all_cells'")["pearson"].mean()
+    )
+
+
+def test_run_json_and_side_tables(evaluation: Path):
+    run = json.loads((evaluation / "run.json").read_text())
+    assert run["dataset"] == "synthetic" and run["seed"] == TINY_EVAL.seed
+    assert run["config"]["evaluation"] == to_dict(TINY_EVAL)
+    metrics = run["metrics"]
+    for key in (
+        "test_iwelbo",
+        "sams_vae_test_iwelbo",
+        "best_val_loss",
+        "true_network_auroc",
+        "model_mean_pearson",
+    ):
+        assert isinstance(metrics[key], float) and np.isfinite(metrics[key]), key
+    assert metrics["test_iwelbo"] < 0
+    edges = pd.read_csv(evaluation / "grn_edges.csv", keep_default_na=False)
+    assert metrics["grn_edges"] == len(edges) and (edges["p"] > 0.5).all()
+    scatter = pd.read_csv(evaluation / "ate_scatter.csv", keep_default_na=False, na_values=[""])
+    assert scatter["perturbation"].nunique() == min(TINY_EVAL.n_scatter, run["data"]["n_perturbations"])
+    assert len(scatter) == scatter["perturbation"].nunique() * run["data"]["n_genes"]
+    qc = pd.read_csv(evaluation / "qc_ratio.csv")
+    assert qc["t"].tolist() == [3.0, 4.0, 5.0]
+    assert qc[["pass_ratio_generated", "pass_ratio_data"]].apply(lambda c: c.is_monotonic_increasing).all()
+    points = pd.read_csv(evaluation / "summary_stats_points.csv", keep_default_na=False, na_values=[""])
+    agreement = pd.read_csv(evaluation / "summary_stats_agreement.csv").set_index("quantity")
+    assert set(agreement.index) == {"knockdown", "n_degs"}
+    for quantity, n in agreement["n"].items():
+        assert (points["quantity"] == quantity).sum() == n
+
+
+def _scrambled_training_cells(adata):
+    """The artifact with every training cell's counts permuted across genes (test cells kept)."""
+    train = np.flatnonzero(adata.obs["split"].to_numpy() == "train")
+    dense = adata.X.toarray()
+    dense[train] = dense[train][:, np.random.default_rng(1).permutation(dense.shape[1])]
+    scrambled = adata.copy()
+    scrambled.X = sp.csr_matrix(dense)
+    return scrambled
+
+
+def test_heldout_reference_reads_only_test_cells(artifact_dir: Path):  # noqa: F811
+    adata = read_artifact(artifact_dir)
+    original = pred.EvaluationData.from_anndata(adata)
+    scrambled = pred.EvaluationData.from_anndata(_scrambled_training_cells(adata))
+    perturbations = original.perturbations()
+    before, after = pred.data_ates(original, perturbations), pred.data_ates(scrambled, perturbations)
+    rng = np.random.default_rng(0)
+    fixed = pd.DataFrame(rng.normal(size=before["heldout_test", "all_cells"].shape), index=perturbations)
+    fixed.columns = original.genes
+    predictions = {"model": {"all_cells": fixed, "qc_pass": fixed}}
+    ceilings = pred.split_half_ceilings(original, perturbations, TINY_EVAL)
+    table_before = pred.prediction_table(before, predictions, ceilings, TINY_EVAL)
+    table_after = pred.prediction_table(after, predictions, ceilings, TINY_EVAL)
+    held = table_before["reference"] == "heldout_test"
+    pd.testing.assert_frame_equal(table_before[held], table_after[held])
+    assert not np.allclose(
+        table_before.loc[~held, "pearson"].to_numpy(),
+        table_after.loc[~held, "pearson"].to_numpy(),
+        equal_nan=True,
+    ), "the all-cells reference should see the training cells"
+    # and the training-cell baseline does change: the scramble reached the data
+    assert not pred.mean_baselines(original, perturbations)["all_cells"].equals(
+        pred.mean_baselines(scrambled, perturbations)["all_cells"]
+    )
+
+
+def test_true_network_auroc_matches_an_independent_computation(evaluation: Path, synthetic_dataset):  # noqa: F811
+    mask = pd.read_csv(evaluation / "grn_mask.csv", index_col=0, keep_default_na=False)
+    kinds = pd.read_csv(evaluation / "grn_nodes.csv", keep_default_na=False)
+    nodes = mask.index.tolist()
+    assert kinds["node"].tolist() == nodes and mask.columns.tolist() == nodes
+    truth = pd.read_csv(synthetic_dataset["network"])
+    position = {node: i for i, node in enumerate(nodes)}
+    adjacency = np.zeros((len(nodes), len(nodes)), dtype=bool)
+    for source, target in zip(truth["source"], truth["target"], strict=True):
+        if source in position and target in position:
+            adjacency[position[source], position[target]] = True
+    pairs = (kinds["kind"].to_numpy() == "P")[:, None] & ~np.eye(len(nodes), dtype=bool)
+    expected_auroc = skm.roc_auc_score(adjacency[pairs], mask.to_numpy()[pairs])
+    expected_auprc = skm.average_precision_score(adjacency[pairs], mask.to_numpy()[pairs])
+
+    reference = pd.read_csv(evaluation / "grn_reference.csv", keep_default_na=False, na_values=[""])
+    row = reference[(reference["method"] == "model") & (reference["network"] == "true_network")].iloc[0]
+    assert row["auroc"] == pytest.approx(expected_auroc)
+    assert row["auprc"] == pytest.approx(expected_auprc)
+    assert row["n_pairs"] == pairs.sum() and row["n_positive"] == adjacency[pairs].sum()
+    assert json.loads((evaluation / "run.json").read_text())["metrics"][
+        "true_network_auroc"
+    ] == pytest.approx(expected_auroc)
+    n_perturbed = int((kinds["kind"] == "P").sum())
+    assert set(reference["network"]) == {"biogrid_edges", "trrust_test", "union", "true_network"}
+    for network in ("biogrid_edges", "trrust_test", "union"):
+        part = reference[reference["network"] == network]
+        assert set(part["method"]) == GRN_METHODS
+        assert (part["n_pairs"] == n_perturbed * (n_perturbed - 1)).all()
+    union = reference[reference["network"] == "union"].set_index("method")["n_positive"]
+    halves = reference[reference["network"].isin(["biogrid_edges", "trrust_test"])].groupby("method")[
+        "n_positive"
+    ]
+    assert union.to_dict() == halves.sum().to_dict()  # the two halves are disjoint
+    curves = pd.read_csv(evaluation / "grn_pr_curves.csv", keep_default_na=False)
+    assert set(zip(curves["method"], curves["network"], strict=True)) == set(
+        zip(reference["method"], reference["network"], strict=True)
+    )
+
+
+def test_grn_statistical_has_matched_k_rows_for_every_method(evaluation: Path):
+    table = pd.read_csv(
+        evaluation / "grn_statistical.csv", dtype={"k": str}, keep_default_na=False, na_values=[""]
+    )
+    n_model = len(pd.read_csv(evaluation / "grn_edges.csv"))
+    assert set(table["method"]) == GRN_METHODS
+    for method in GRN_METHODS:
+        rows = table[table["method"] == method].set_index("k")
+        assert {"p>0.5", str(n_model), "20", "50"} <= set(rows.index)
+        # a method without probabilities takes its top-K at the model's size as its graph
+        assert rows.loc["p>0.5", "n_edges"] == rows.loc[str(n_model), "n_edges"] == n_model
+        assert (rows["n_tested"] <= rows["n_edges"]).all()
+        assert (rows["true_positives"] + rows["false_positives"] == rows["n_tested"]).all()
+
+
+def test_reference_agreement_matches_curves_on_perturbed_pairs():
+    rng = np.random.default_rng(3)
+    n, n_perturbed = 12, 7
+    scores = rng.random((n, n))
+    reference = rng.random((n, n)) < 0.2
+    predicted = scores > 0.6
+    both, _ = pair_masks(n, n_perturbed)
+    row, curve = reference_agreement(scores, predicted, reference, both)
+    restrict = np.arange(n_perturbed)
+    expected = ranking_metrics(scores, reference, restrict)
+    pr = edge_precision_recall(predicted, reference, restrict)
+    assert row["auroc"] == pytest.approx(expected["auroc"]) and row["auprc"] == pytest.approx(
+        expected["auprc"]
+    )
+    assert row["precision"] == pytest.approx(pr["precision"]) and row["recall"] == pytest.approx(pr["recall"])
+    assert row["n_pairs"] == expected["n_pairs"] and len(curve) > 1
+
+
+def test_sams_vae_node_scores_are_a_similarity_over_trained_nodes(runs: dict[str, Path]):
+    model, info = load_trained_model(runs["sams_vae"])
+    scores = sams_vae_node_scores(model)
+    n_perturbed = info["n_perturbed"]
+    assert scores.shape == (model.n_nodes, model.n_nodes)
+    assert np.allclose(scores, scores.T) and (scores >= 0).all() and (scores <= 1).all()
+    assert (scores[n_perturbed:] == 0).all() and (scores[:, n_perturbed:] == 0).all()
+    assert np.allclose(np.diag(scores)[:n_perturbed], 1.0)
+    with pytest.raises(ValueError, match="latent-sized"):
+        sams_vae_node_scores(load_trained_model(runs["model"])[0])
+
+
+def test_generated_cells_of_a_perturbation_do_not_depend_on_the_others(runs, artifact_dir):  # noqa: F811
+    model, info = load_trained_model(runs["model"])
+    data = pred.EvaluationData.from_anndata(read_artifact(artifact_dir))
+    perturbations = data.perturbations()
+    config = TINY_EVAL.replace(n_generated_cells=30)
+    both = pred.generate_and_summarise(
+        model, info["node_names"], perturbations[:3], data.genes, config, "non-targeting"
+    )
+    alone = pred.generate_and_summarise(
+        model, info["node_names"], perturbations[2:3], data.genes, config, "non-targeting"
+    )
+    pd.testing.assert_frame_equal(both.ate().iloc[2:3], alone.ate())
+    other_seed = pred.generate_and_summarise(
+        model, info["node_names"], perturbations[2:3], data.genes, config.replace(seed=1), "non-targeting"
+    )
+    assert not np.allclose(other_seed.ate().to_numpy(), alone.ate().to_numpy())
+
+
+def test_evaluation_task_is_content_addressed(artifact_dir: Path, runs: dict[str, Path], tmp_path: Path):  # noqa: F811
+    artifact = File(str(artifact_dir / ARTIFACT_FILE))
+    model = File(str(runs["model"] / "model.pt"))
+    config = to_dict(TINY_EVAL.replace(n_generated_cells=30, grn_ks=(10,)))
+    report = Path(evaluate_run_task.func(artifact, model, config, str(tmp_path)).path)
+    assert report.name == "report.html" and (report.parent / COMPLETE_MARKER).exists()
+    assert not (report.parent / "summary_stats_points.csv").exists()  # no summary statistics given
+    written = report.stat().st_mtime_ns
+    assert Path(evaluate_run_task.func(artifact, model, config, str(tmp_path)).path) == report
+    assert report.stat().st_mtime_ns == written, "a finished evaluation was recomputed"
+    assert [p.name for p in tmp_path.iterdir()] == [report.parent.name]
+
+
+def test_evaluation_config_validates_and_every_shipped_yaml_spells_it_out():
+    with pytest.raises(ValueError, match="summary_stats_cells"):
+        EvaluationConfig(n_generated_cells=10, summary_stats_cells=20)
+    with pytest.raises(ValueError, match="grn_threshold"):
+        EvaluationConfig(grn_threshold=1.0)
+    with pytest.raises(ConfigError, match=r"evaluation\.grn_ks"):
+        from_dict(EvaluationConfig, {"grn_ks": ["many"]}, "evaluation")
+    assert from_dict(EvaluationConfig, to_dict(TINY_EVAL)) == TINY_EVAL
+    for path in sorted(CONFIG_DIR.glob("*_*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        assert set(raw["evaluation"]) == set(to_dict(EvaluationConfig())), path.name
+        evaluation = load_run_config(path).evaluation
+        if "synthetic" in path.name:
+            assert "SCALED DOWN" in path.read_text() and evaluation.n_generated_cells < 2500
+        else:
+            assert evaluation.n_generated_cells == 2500 and evaluation.iwelbo_particles == 100
