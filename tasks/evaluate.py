@@ -101,7 +101,7 @@ def summarise_run(report: File) -> list[str]:
     metrics = pd.read_csv(Path(report.path).parent / "prediction_metrics.csv")
     table = headline_table(metrics).to_string(index=False, float_format=lambda value: f"{value:.3f}")
     lines = [
-        f"report: {report.path}",
+        f"report: {Path(report.path).resolve()}",
         "held-out ATE, all cells, mean over perturbations:",
         *table.splitlines(),
     ]

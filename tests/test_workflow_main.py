@@ -1,35 +1,101 @@
-"""`redun run workflow.py main --dataset synthetic`, twice, from a copy of the project root."""
+"""`redun run workflow.py main --dataset synthetic`, twice, from a copy of the project root.
+
+The sandbox's synthetic configs are shrunk (tiny model, 2 epochs, few generated cells) so that
+the whole pipeline (simulate → preprocess → train GPO-VAE and SAMS-VAE → evaluate → report)
+runs in about a minute; the shipped configs are tested elsewhere.
+"""
 
 from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
+import yaml
 
 from gpo_vae.preprocessing.artifact import read_artifact
 from tests.workflow_sandbox import WorkflowSandbox
 
+TINY_SECTIONS = {
+    "model": {
+        "n_latent": 8,
+        "decoder_n_hidden": 32,
+        "basal_encoder_n_hidden": 32,
+        "embedding_encoder_n_layers": 1,
+        "embedding_encoder_n_hidden": 32,
+        "n_particles": 2,
+    },
+    "training": {"max_epochs": 2, "batch_size": 256, "eval_batch_size": 1024, "cpu_threads": 1},
+    "evaluation": {
+        "n_generated_cells": 100,
+        "iwelbo_particles": 8,
+        "summary_stats_cells": 30,
+        "grn_ks": [50, 100],
+        "n_negatives": 100,
+        "cpu_threads": 1,
+    },
+}
+STAGES = {"simulate_dataset", "preprocess_dataset", "train_run", "evaluate_run_task", "summarise_run"}
+
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> WorkflowSandbox:
-    return WorkflowSandbox.create(tmp_path_factory.mktemp("workflow"))
+    box = WorkflowSandbox.create(tmp_path_factory.mktemp("workflow"))
+    for model in ("gpo_vae", "sams_vae"):
+        path = box.root / "configs" / f"{model}_synthetic.yaml"
+        raw = yaml.safe_load(path.read_text())
+        for section, values in TINY_SECTIONS.items():
+            raw[section].update(values)
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    (box.root / "networks").mkdir()
+    # no edge among the screen's genes: the table must say why its precision is undefined
+    (box.root / "networks" / "biogrid.csv").write_text("source,target\nNOTAGENE1,NOTAGENE2\n")
+    return box
 
 
-def test_main_runs_then_serves_acquisition_from_cache(sandbox):
-    first, _ = sandbox.redun("main", "--dataset", "synthetic")
-    assert {"simulate_dataset", "preprocess_dataset"} <= sandbox.executed(first)
-    summary = json.loads((sandbox.root / "results" / "synthetic" / "dataset_summary.json").read_text())
+def test_main_runs_every_stage_then_serves_all_from_cache(sandbox):
+    args = (
+        "main",
+        "--dataset",
+        "synthetic",
+        "--compare-sams-vae",
+        "true",
+        "--networks",
+        "networks/biogrid.csv",
+    )
+    first, result = sandbox.redun(*args)
+    assert STAGES <= sandbox.executed(first)
+    results = sandbox.root / "results" / "synthetic"
+    summary = json.loads((results / "dataset_summary.json").read_text())
     assert summary["summary"]["cells"] > 0 and summary["summary"]["control_cells"] > 0
     assert summary["summary"]["perturbations"] > 10
     assert summary["packages"]["redun"]
-    artifacts = list((sandbox.root / "results" / "synthetic" / "preprocessed").glob("*/artifact.h5ad"))
+    artifacts = list((results / "preprocessed").glob("*/artifact.h5ad"))
     assert len(artifacts) == 1
     read_artifact(artifacts[0].parent)
+    assert len(list((results / "runs").glob("*/.complete"))) == 2  # GPO-VAE and SAMS-VAE
 
-    second, result = sandbox.redun("main", "--dataset", "synthetic")
+    reports = list((results / "evaluation").glob("*/report.html"))
+    assert len(reports) == 1 and (reports[0].parent / ".complete").exists()
+    evaluation = reports[0].parent
+    run = json.loads((evaluation / "run.json").read_text())
+    assert run["dataset"] == "synthetic" and run["config"]["evaluation"]["n_generated_cells"] == 100
+    assert run["inputs"]["sams_vae_run_dir"] and run["inputs"]["true_network"].endswith("true_network.csv")
+    assert 0.0 <= run["metrics"]["true_network_auroc"] <= 1.0
+    methods = set(pd.read_csv(evaluation / "prediction_metrics.csv")["method"])
+    assert {"model", "sams_vae", "mean_baseline", "control_baseline", "split_half_ceiling"} == methods
+    reference = pd.read_csv(evaluation / "grn_reference.csv", keep_default_na=False)
+    assert set(reference["network"]) == {"biogrid", "true_network"}
+    assert (reference.loc[reference["network"] == "biogrid", "reason"] != "").all()
+    output = result.stdout + result.stderr
+    assert f"report: {reports[0]}" in output and "mean_pearson" in output
+
+    second, result = sandbox.redun(*args)
     assert sandbox.jobs(second), "the second execution recorded no jobs"
     assert sandbox.executed(second) == set(), f"tasks ran again: {sandbox.executed(second)}"
-    assert "Cached Job" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Cached Job" in output
+    assert "mean_pearson" in output, "the headline table is part of main's printed result"
 
 
 def test_unknown_dataset_is_a_clear_error(sandbox):

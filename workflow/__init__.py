@@ -11,9 +11,11 @@ from redun import File, task
 
 from gpo_vae.config import ConfigError, to_dict
 from gpo_vae.data.registry import get_dataset_record, is_local_dataset
-from gpo_vae.run_config import load_run_config
+from gpo_vae.run_config import RunConfig, load_run_config
 from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset, summarise_dataset
+from tasks.evaluate import evaluate_run_task, summarise_run
 from tasks.preprocess import preprocess_dataset
+from tasks.train import train_run
 
 redun_namespace = "gpo_vae"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -35,9 +37,23 @@ def config_path(dataset: str, model: str, config: str | None) -> Path:
     return path
 
 
+def training_sections(run_config: RunConfig) -> dict[str, Any]:
+    """The ``model`` and ``training`` sections that ``train_run`` takes."""
+    return {"model": to_dict(run_config.model), "training": to_dict(run_config.training)}
+
+
 def dataset_slug(dataset: str) -> str:
     """Folder name of a dataset's results: its registry name or its file's stem."""
     return Path(dataset).stem if is_local_dataset(dataset) else dataset
+
+
+def network_files(networks: str | None) -> list[File]:
+    """Reference network files from a comma-separated list of paths (none when empty)."""
+    paths = [Path(item.strip()) for item in (networks or "").split(",") if item.strip()]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--networks: no such file {', '.join(missing)}")
+    return [File(str(path.resolve())) for path in paths]
 
 
 def acquire(
@@ -83,13 +99,23 @@ def main(
     control_label: str = "non-targeting",
     summary_stats: str | None = None,
     summary_sheet: str | None = None,
-) -> dict[str, File]:
+    networks: str | None = None,
+    compare_sams_vae: bool = False,
+) -> dict[str, Any]:
     """Run the pipeline on ``dataset`` (synthetic, rpe1, k562, adamson, or a path to an .h5ad).
 
     Results go to ``results_dir/<dataset>/``; published data is cached in ``cache_dir``
     (default ``$GPO_VAE_CACHE`` or ``~/.cache/gpo_vae``), or read from ``data_dir``.
+    ``networks``: comma-separated reference network files for the GRN benchmark.
+    ``compare_sams_vae``: also train ``configs/sams_vae_<dataset>.yaml`` on the same artifact
+    and compare it in the evaluation. The result lists the report and its headline table.
     """
     run_config = load_run_config(config_path(dataset, model, config))
+    sams_config = None
+    if compare_sams_vae:
+        if model == "sams_vae":
+            raise ConfigError("--compare-sams-vae compares a GPO-VAE run with SAMS-VAE; --model is sams_vae")
+        sams_config = load_run_config(config_path(dataset, "sams_vae", None))
     spec = acquire(
         dataset,
         results_dir,
@@ -105,4 +131,24 @@ def main(
     out = Path(results_dir, dataset_slug(dataset))
     summary = summarise_dataset(spec, str(out / "dataset_summary.json"))
     artifact = preprocess_dataset(spec, to_dict(run_config.preprocess), str(out / "preprocessed"))
-    return {"summary": summary, "artifact": artifact}
+    trained = train_run(artifact, training_sections(run_config), str(out / "runs"))
+    sams = train_run(artifact, training_sections(sams_config), str(out / "runs")) if sams_config else None
+    report = evaluate_run_task(
+        artifact,
+        trained,
+        to_dict(run_config.evaluation),
+        str(out / "evaluation"),
+        spec["summary_stats"],
+        spec["summary_sheet"],
+        network_files(networks),
+        spec["network"],
+        sams,
+        dataset_slug(dataset),
+    )
+    return {
+        "summary": summary,
+        "artifact": artifact,
+        "model": trained,
+        "report": report,
+        "headline": summarise_run(report),
+    }
