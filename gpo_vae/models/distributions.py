@@ -85,8 +85,9 @@ def library_nb_log_prob(x: torch.Tensor, mean: torch.Tensor, log_concentration: 
 class _LibraryNBMeanPart(torch.autograd.Function):
     """Σ_g [x log m − (θ + x) log(θ + m)], m = l · softmax(h) + eps, with a hand-written backward.
 
-    Autograd of the same expression keeps about a dozen (K, B, G) intermediates and makes as
-    many passes over them; here the forward keeps only softmax(h) and the backward recomputes m.
+    Autograd of the same expression keeps about a dozen intermediates the size of the logits and
+    makes as many passes over them; here the forward keeps only softmax(h), the backward
+    recomputes m and works in place. Not twice differentiable.
     """
 
     @staticmethod
@@ -149,19 +150,6 @@ def library_nb_mean_part(
     """
     theta = torch.exp(log_concentration)
     return _LibraryNBMeanPart.apply(logits, library_size.to(logits.dtype), x.to(logits.dtype), theta)
-
-
-def library_nb_log_prob_sum(
-    x: torch.Tensor, logits: torch.Tensor, library_size: torch.Tensor, log_concentration: torch.Tensor
-) -> torch.Tensor:
-    """Σ over genes of :func:`library_nb_log_prob` with mean = library_size × softmax(logits).
-
-    ``x`` is (B, G), ``library_size`` (B,), ``logits`` (..., B, G) with any leading particle
-    dimensions; the data part is computed once on (B, G) and broadcast.
-    """
-    return library_nb_data_part(x, log_concentration) + library_nb_mean_part(
-        x, logits, library_size, log_concentration
-    )
 
 
 def sample_library_nb(mean: torch.Tensor, log_concentration: torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,19 @@ from gpo_vae.models.distributions import (
     gaussian_kl,
     library_nb_data_part,
     library_nb_log_prob,
-    library_nb_log_prob_sum,
+    library_nb_mean_part,
     normal_log_prob,
     relaxed_bernoulli_straight_through,
     sample_library_nb,
     standard_normal_log_prob,
 )
+
+
+def library_nb_log_prob_sum(
+    x: torch.Tensor, logits: torch.Tensor, library: torch.Tensor, log_theta: torch.Tensor
+) -> torch.Tensor:
+    """What the decoder computes: data part once per cell plus the fused mean part."""
+    return library_nb_data_part(x, log_theta) + library_nb_mean_part(x, logits, library, log_theta)
 
 
 def test_library_nb_matches_torch_negative_binomial() -> None:
