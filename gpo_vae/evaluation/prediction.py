@@ -233,50 +233,58 @@ def _subset_arrays(data: EvaluationData, subset: str) -> tuple[sp.csr_matrix, np
     return cells.counts[rows], data.labels[rows], cells.split[rows]
 
 
-def data_ates(data: EvaluationData, perturbations: Sequence[str]) -> dict[tuple[str, str], pd.DataFrame]:
-    """The data's ATE for every (reference, subset); rows ``perturbations``, columns genes."""
-    out = {}
+@dataclass(frozen=True)
+class ObservedTables:
+    """What the data says, per cell subset (``all_cells``, ``qc_pass``).
+
+    Attributes
+    ----------
+    references
+        (reference, subset) → the data's ATE (``heldout_test``: test cells only;
+        ``all_cells``: every cell).
+    mean_baselines
+        subset → the ATE of the training cells (the mean baseline's prediction).
+    ceilings
+        subset → split-half metrics of the test cells (half A vs half B, seeded).
+    """
+
+    references: dict[tuple[str, str], pd.DataFrame]
+    mean_baselines: dict[str, pd.DataFrame]
+    ceilings: dict[str, pd.DataFrame]
+
+
+def observed_tables(
+    data: EvaluationData, perturbations: Sequence[str], config: EvaluationConfig
+) -> ObservedTables:
+    """The data's ATE references, the mean baseline and the split-half ceiling of each subset.
+
+    Rows are ``perturbations``, columns the genes; a subset's rows are sliced once and dropped
+    before the next subset, so at most one copy of the QC-pass counts exists.
+    """
+    control, genes = data.control_label, data.genes
+    references, baselines, ceilings = {}, {}, {}
     for subset in SUBSETS:
         counts, labels, split = _subset_arrays(data, subset)
-        control, genes = data.control_label, data.genes
-        out[HELDOUT, subset] = ate_reference_heldout(
+        references[HELDOUT, subset] = ate_reference_heldout(
             counts, labels, split, control, perturbations, genes=genes
         )
-        out[ALL_CELLS, subset] = ate_reference_all_cells(counts, labels, control, perturbations, genes=genes)
-    return out
-
-
-def mean_baselines(data: EvaluationData, perturbations: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """The training-cell ATE of each subset (QC-pass training cells for ``qc_pass``)."""
-    out = {}
-    for subset in SUBSETS:
-        counts, labels, split = _subset_arrays(data, subset)
-        out[subset] = mean_baseline_ate(
-            counts, labels, split, data.control_label, perturbations, genes=data.genes
+        references[ALL_CELLS, subset] = ate_reference_all_cells(
+            counts, labels, control, perturbations, genes=genes
         )
-    return out
-
-
-def split_half_ceilings(
-    data: EvaluationData, perturbations: Sequence[str], config: EvaluationConfig
-) -> dict[str, pd.DataFrame]:
-    """Metrics of one half of the test cells against the other, per subset (seeded)."""
-    out = {}
-    for subset in SUBSETS:
-        counts, labels, split = _subset_arrays(data, subset)
-        out[subset] = split_half_reliability(
+        baselines[subset] = mean_baseline_ate(counts, labels, split, control, perturbations, genes=genes)
+        ceilings[subset] = split_half_reliability(
             counts,
             labels,
             split,
-            data.control_label,
+            control,
             perturbations,
-            genes=data.genes,
+            genes=genes,
             seed=config.seed,
             corrected=config.split_half_corrected,
             top_de=config.top_de,
             jaccard_ks=config.jaccard_ks,
         )
-    return out
+    return ObservedTables(references, baselines, ceilings)
 
 
 def _keyed(metrics: pd.DataFrame, method: str, reference: str, subset: str) -> pd.DataFrame:

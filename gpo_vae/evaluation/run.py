@@ -128,9 +128,8 @@ def _prediction(
                 model, data.cells, config.iwelbo_particles, config.iwelbo_batch_size, config.seed
             )
     with stages("data_ate_and_baselines"):
-        references = pred.data_ates(data, perturbations)
-        mean_baseline = pred.mean_baselines(data, perturbations)
-        ceilings = pred.split_half_ceilings(data, perturbations, config)
+        observed = pred.observed_tables(data, perturbations, config)
+        references, mean_baseline = observed.references, observed.mean_baselines
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
     summaries: dict[str, pred.GeneratedSummary] = {}
     for method, (model, info) in models.items():
@@ -154,11 +153,13 @@ def _prediction(
     zero = control_baseline_ate(perturbations, data.genes)
     predictions["control_baseline"] = {subset: zero for subset in pred.SUBSETS}
     with stages("prediction_metrics"):
-        table = pred.prediction_table(references, predictions, ceilings, config)
+        table = pred.prediction_table(references, predictions, observed.ceilings, config)
         _write_csv(table, out, "prediction_metrics.csv")
-        observed = references[pred.HELDOUT, pred.ALL_CELLS]
         scatter = pred.ate_scatter_table(
-            observed, predictions[grn.MODEL][pred.ALL_CELLS], mean_baseline[pred.ALL_CELLS], config.n_scatter
+            references[pred.HELDOUT, pred.ALL_CELLS],
+            predictions[grn.MODEL][pred.ALL_CELLS],
+            mean_baseline[pred.ALL_CELLS],
+            config.n_scatter,
         )
         _write_csv(scatter, out, "ate_scatter.csv")
         if generated.qc_pass_ratio is not None:
@@ -280,8 +281,13 @@ def evaluate_run(
         adata = read_artifact(artifact_dir)
         sha = artifact_checksum(artifact_dir)
         data = pred.EvaluationData.from_anndata(adata)
+        reported = None
+        if summary_stats is not None:
+            # names that are bare Ensembl ids (Adamson) are mapped to symbols, as preprocessing does
+            ids = adata.var["gene_id"].astype(str).to_numpy() if "gene_id" in adata.var else None
+            id_map = pd.Series(adata.var_names.to_numpy(), index=ids) if ids is not None else None
+            reported = read_summary_stats(summary_stats, summary_sheet, gene_ids_to_symbols=id_map)
         del adata
-        reported = read_summary_stats(summary_stats, summary_sheet) if summary_stats is not None else None
     device = resolve_device(config.device)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))

@@ -193,15 +193,18 @@ def test_heldout_reference_reads_only_test_cells(artifact_dir: Path):  # noqa: F
     original = pred.EvaluationData.from_anndata(adata)
     scrambled = pred.EvaluationData.from_anndata(_scrambled_training_cells(adata))
     perturbations = original.perturbations()
-    before, after = pred.data_ates(original, perturbations), pred.data_ates(scrambled, perturbations)
+    before = pred.observed_tables(original, perturbations, TINY_EVAL)
+    after = pred.observed_tables(scrambled, perturbations, TINY_EVAL)
     rng = np.random.default_rng(0)
-    fixed = pd.DataFrame(rng.normal(size=before["heldout_test", "all_cells"].shape), index=perturbations)
+    fixed = pd.DataFrame(
+        rng.normal(size=before.references["heldout_test", "all_cells"].shape), index=perturbations
+    )
     fixed.columns = original.genes
     predictions = {"model": {"all_cells": fixed, "qc_pass": fixed}}
-    ceilings = pred.split_half_ceilings(original, perturbations, TINY_EVAL)
-    table_before = pred.prediction_table(before, predictions, ceilings, TINY_EVAL)
-    table_after = pred.prediction_table(after, predictions, ceilings, TINY_EVAL)
+    table_before = pred.prediction_table(before.references, predictions, before.ceilings, TINY_EVAL)
+    table_after = pred.prediction_table(after.references, predictions, after.ceilings, TINY_EVAL)
     held = table_before["reference"] == "heldout_test"
+    # observed ATE, model rows and the split-half ceiling: test cells only, so unchanged
     pd.testing.assert_frame_equal(table_before[held], table_after[held])
     assert not np.allclose(
         table_before.loc[~held, "pearson"].to_numpy(),
@@ -209,9 +212,7 @@ def test_heldout_reference_reads_only_test_cells(artifact_dir: Path):  # noqa: F
         equal_nan=True,
     ), "the all-cells reference should see the training cells"
     # and the training-cell baseline does change: the scramble reached the data
-    assert not pred.mean_baselines(original, perturbations)["all_cells"].equals(
-        pred.mean_baselines(scrambled, perturbations)["all_cells"]
-    )
+    assert not before.mean_baselines["all_cells"].equals(after.mean_baselines["all_cells"])
 
 
 def test_true_network_auroc_matches_an_independent_computation(evaluation: Path, synthetic_dataset):  # noqa: F811
