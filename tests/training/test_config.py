@@ -64,7 +64,7 @@ def test_every_shipped_config_loads(model, dataset):
     config = load_run_config(CONFIG_DIR / f"{model}_{dataset}.yaml")
     assert isinstance(config.training, TrainingConfig)
     raw = yaml.safe_load((CONFIG_DIR / f"{model}_{dataset}.yaml").read_text())
-    assert set(raw) == {"preprocess", "model", "training"}
+    assert set(raw) == {"preprocess", "model", "training", "evaluation"}
     # every key is spelled out, so a reader sees the whole configuration
     assert set(raw["training"]) == set(to_dict(TrainingConfig()))
 
