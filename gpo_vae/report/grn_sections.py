@@ -51,7 +51,7 @@ def heatmap_section(tables: EvaluationTables) -> str:
     n = len(mask)
     caption = f"{n} × {n} edge probabilities (row = source, column = target); the diagonal is not an edge."
     if n > grn_plots.MAX_TICK_LABELS:
-        caption += f" Every {-(-n // grn_plots.MAX_TICK_LABELS)}th node is labelled."
+        caption += f" One node in {-(-n // grn_plots.MAX_TICK_LABELS)} is labelled."
     if n_perturbed is None:
         caption += " Node kinds unknown (no grn_nodes.csv): nodes in the mask's order."
     return section("grn-mask", title, figure_html(png, "GRN mask heatmap", caption))

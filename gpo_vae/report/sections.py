@@ -37,6 +37,10 @@ def _card(label: str, value: object, note: str = "") -> str:
     )
 
 
+#: run.json metrics that the cards above already show, computed from the tables.
+SHOWN_ABOVE = frozenset({"model_mean_pearson", "mean_baseline_mean_pearson", "grn_edges"})
+
+
 def headline(tables: EvaluationTables) -> str:
     """Key numbers as cards, then the verdict on the baseline comparison."""
     run: dict[str, Any] = tables.run or {}
@@ -72,7 +76,7 @@ def headline(tables: EvaluationTables) -> str:
     if tables.grn_edges is not None:
         cards.append(_card("edges p > 0.5", int((tables.grn_edges["p"] > 0.5).sum())))
     for key, value in run.get("metrics", {}).items():
-        if isinstance(value, int | float):
+        if isinstance(value, int | float) and key not in SHOWN_ABOVE:
             cards.append(_card(key.replace("_", " "), value))
     body = f'<div class="cards">{"".join(cards)}</div>'
     if metrics is not None:
