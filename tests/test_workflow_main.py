@@ -101,3 +101,15 @@ def test_main_runs_every_stage_then_serves_all_from_cache(sandbox):
 def test_unknown_dataset_is_a_clear_error(sandbox):
     with pytest.raises(AssertionError, match="Unknown dataset 'rpe2'"):
         sandbox.redun("main", "--dataset", "rpe2")
+
+
+def test_main_help_lists_every_option_with_its_default():
+    import inspect
+
+    from workflow import main
+
+    doc = main.func.__doc__
+    for name, param in inspect.signature(main.func).parameters.items():
+        flag = "--" + name.replace("_", "-")
+        default = "none" if param.default is None else str(param.default).lower()
+        assert f"{flag} ({default})" in doc, f"{flag} ({default}) missing from main's docstring"

@@ -102,13 +102,25 @@ def main(
     networks: str | None = None,
     compare_sams_vae: bool = False,
 ) -> dict[str, Any]:
-    """Run the pipeline on ``dataset`` (synthetic, rpe1, k562, adamson, or a path to an .h5ad).
+    """Run the pipeline: acquire → preprocess → train → evaluate (+ GRN benchmark) → report.
 
-    Results go to ``results_dir/<dataset>/``; published data is cached in ``cache_dir``
-    (default ``$GPO_VAE_CACHE`` or ``~/.cache/gpo_vae``), or read from ``data_dir``.
-    ``networks``: comma-separated reference network files for the GRN benchmark.
-    ``compare_sams_vae``: also train ``configs/sams_vae_<dataset>.yaml`` on the same artifact
-    and compare it in the evaluation. The result lists the report and its headline table.
+    Options (default):
+      --dataset (synthetic)        synthetic, rpe1, k562, adamson, or a path to your .h5ad
+      --model (gpo_vae)            config family: configs/<model>_<dataset>.yaml (gpo_vae, sams_vae)
+      --config (none)              a run config YAML instead of the family default
+      --results-dir (results)      results go to <results-dir>/<dataset>/
+      --seed (0)                   seed of the synthetic screen (training seeds are in the config)
+      --synthetic-preset (default) default (laptop size) or rpe1 (RPE1 size)
+      --data-dir (none)            folder holding downloaded archives or their files
+      --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
+      --perturbation-key (gene)    obs column naming each cell's perturbed gene (own .h5ad)
+      --control-label (non-targeting)  label of control cells (own .h5ad)
+      --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
+      --summary-sheet (none)       its sheet, for a workbook with several
+      --networks (none)            comma-separated reference network files for the GRN benchmark
+      --compare-sams-vae (false)   also train configs/sams_vae_<dataset>.yaml and compare it
+
+    The result lists the report and its headline table.
     """
     run_config = load_run_config(config_path(dataset, model, config))
     sams_config = None
