@@ -103,7 +103,9 @@ def test_synthetic_config_is_scaled_down_and_says_so():
     text = (CONFIG_DIR / "gpo_vae_synthetic.yaml").read_text()
     config = load_run_config(CONFIG_DIR / "gpo_vae_synthetic.yaml")
     assert "SCALED DOWN" in text
-    assert config.model.n_latent < ModelConfig().n_latent and config.training.max_epochs <= 60
+    # a few minutes on 2 CPU cores instead of up to 2,000 epochs of the published size
+    assert config.model.n_latent < ModelConfig().n_latent
+    assert config.training.max_epochs < TrainingConfig().max_epochs / 10
 
 
 @pytest.mark.parametrize(
