@@ -4,6 +4,7 @@ redun imports the module named ``workflow``; this package answers that import. E
 ``main`` is one pipeline stage; the stages live in ``tasks/``.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,11 @@ from redun import File, task
 from gpo_vae.config import ConfigError, to_dict
 from gpo_vae.data.registry import get_dataset_record, is_local_dataset
 from gpo_vae.run_config import RunConfig, load_run_config
+from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_id, point_label
 from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset, summarise_dataset
 from tasks.evaluate import evaluate_run_task, summarise_run
 from tasks.preprocess import preprocess_dataset
+from tasks.sweep import leaderboard, sweep_wave
 from tasks.train import train_run
 
 redun_namespace = "gpo_vae"
@@ -101,6 +104,7 @@ def main(
     summary_sheet: str | None = None,
     networks: str | None = None,
     compare_sams_vae: bool = False,
+    executor: str = "default",
 ) -> dict[str, Any]:
     """Run the pipeline: acquire → preprocess → train → evaluate (+ GRN benchmark) → report.
 
@@ -119,6 +123,8 @@ def main(
       --summary-sheet (none)       its sheet, for a workbook with several
       --networks (none)            comma-separated reference network files for the GRN benchmark
       --compare-sams-vae (false)   also train configs/sams_vae_<dataset>.yaml and compare it
+      --executor (default)         redun executor of the heavy stages (preprocess, train,
+                                   evaluate): default (threads), process, or one of redun.ini
 
     The result lists the report and its headline table.
     """
@@ -142,10 +148,13 @@ def main(
     )
     out = Path(results_dir, dataset_slug(dataset))
     summary = summarise_dataset(spec, str(out / "dataset_summary.json"))
-    artifact = preprocess_dataset(spec, to_dict(run_config.preprocess), str(out / "preprocessed"))
-    trained = train_run(artifact, training_sections(run_config), str(out / "runs"))
-    sams = train_run(artifact, training_sections(sams_config), str(out / "runs")) if sams_config else None
-    report = evaluate_run_task(
+    artifact = preprocess_dataset.options(executor=executor)(
+        spec, to_dict(run_config.preprocess), str(out / "preprocessed")
+    )
+    train = train_run.options(executor=executor)
+    trained = train(artifact, training_sections(run_config), str(out / "runs"))
+    sams = train(artifact, training_sections(sams_config), str(out / "runs")) if sams_config else None
+    report = evaluate_run_task.options(executor=executor)(
         artifact,
         trained,
         to_dict(run_config.evaluation),
@@ -164,3 +173,216 @@ def main(
         "report": report,
         "headline": summarise_run(report),
     }
+
+
+def sweep_point_configs(base: Path, sweep_path: str, points: list[dict[str, Any]]) -> list[RunConfig]:
+    """The run config of every sweep point (``base`` with the point's dotted overrides), validated.
+
+    An invalid or unknown key names the sweep file, the point and the key.
+    """
+    configs = []
+    for point in points:
+        try:
+            configs.append(load_run_config(base, point))
+        except ConfigError as err:
+            raise ConfigError(f"{sweep_path}: point {point_label(point)}: {err}") from None
+    return configs
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    """``items`` in consecutive groups of at most ``size``."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+@task()
+def sweep(
+    dataset: str = "synthetic",
+    sweep: str = "configs/sweeps/grn_loss.yaml",
+    model: str = "gpo_vae",
+    config: str | None = None,
+    results_dir: str = "results",
+    seed: int = 0,
+    synthetic_preset: str = "default",
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    perturbation_key: str = "gene",
+    control_label: str = "non-targeting",
+    summary_stats: str | None = None,
+    summary_sheet: str | None = None,
+    networks: str | None = None,
+    executor: str = "default",
+    max_concurrent: int | None = None,
+) -> dict[str, Any]:
+    """Run a sweep: every point trained and evaluated, then a leaderboard ranked by its metric.
+
+    Options (default):
+      --dataset (synthetic)        synthetic, rpe1, k562, adamson, or a path to your .h5ad
+      --sweep (configs/sweeps/grn_loss.yaml)  the sweep file (configs/sweeps/*.yaml)
+      --model (gpo_vae)            config family of the base config (gpo_vae, sams_vae)
+      --config (none)              a base run config YAML instead of the family default
+      --results-dir (results)      leaderboard in <results-dir>/<dataset>/sweeps/<name>/
+      --seed (0)                   seed of the synthetic screen
+      --synthetic-preset (default) default (laptop size) or rpe1 (RPE1 size)
+      --data-dir (none)            folder holding downloaded archives or their files
+      --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
+      --perturbation-key (gene)    obs column naming each cell's perturbed gene (own .h5ad)
+      --control-label (non-targeting)  label of control cells (own .h5ad)
+      --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
+      --summary-sheet (none)       its sheet, for a workbook with several
+      --networks (none)            comma-separated reference network files for the GRN benchmark
+      --executor (default)         redun executor of preprocess, train and evaluate calls
+      --max-concurrent (none)      points trained at once (none: the sweep file's max_concurrent);
+                                   the points run in waves of this size, a wave after the last
+
+    Points share one preprocessed artifact per distinct ``preprocess`` section. Runs and
+    evaluations are content-addressed and cached, so extending a sweep trains only new points.
+    """
+    spec: SweepSpec = load_sweep(sweep)
+    points = expand_sweep(spec)
+    base = config_path(dataset, model, config)
+    run_configs = sweep_point_configs(base, sweep, points)
+    width = max_concurrent or spec.max_concurrent
+    if width < 1:
+        raise ConfigError(f"--max-concurrent must be at least 1, got {width}")
+    data = acquire(
+        dataset,
+        results_dir,
+        seed,
+        synthetic_preset,
+        data_dir,
+        cache_dir,
+        perturbation_key,
+        control_label,
+        summary_stats,
+        summary_sheet,
+    )
+    out = Path(results_dir, dataset_slug(dataset))
+    artifacts: dict[str, Any] = {}  # one preprocessing per distinct preprocess section
+    for run_config in run_configs:
+        section = to_dict(run_config.preprocess)
+        key = json.dumps(section, sort_keys=True)
+        if key not in artifacts:
+            artifacts[key] = preprocess_dataset.options(executor=executor)(
+                data, section, str(out / "preprocessed")
+            )
+    point_artifacts = [artifacts[json.dumps(to_dict(c.preprocess), sort_keys=True)] for c in run_configs]
+    evaluation_inputs = {
+        "summary_stats": data["summary_stats"],
+        "summary_sheet": data["summary_sheet"],
+        "networks": network_files(networks),
+        "true_network": data["network"],
+        "dataset": dataset_slug(dataset),
+    }
+    results: list[Any] = []
+    previous: Any = None
+    for wave in chunks(list(range(len(points))), width):
+        previous = sweep_wave(
+            [point_artifacts[i] for i in wave],
+            [training_sections(run_configs[i]) for i in wave],
+            [to_dict(run_configs[i].evaluation) for i in wave],
+            str(out / "runs"),
+            str(out / "evaluation"),
+            evaluation_inputs,
+            executor,
+            previous,
+        )
+        results.append(previous)
+    described = [{"id": point_id(p), "label": point_label(p), "parameters": p} for p in points]
+    sweep_info = {
+        "name": spec.name,
+        "metric": spec.metric,
+        "goal": spec.goal,
+        "description": spec.description,
+    }
+    board = leaderboard(sweep_info, described, flatten(results), str(out / "sweeps" / spec.name))
+    return {"points": len(points), "waves": len(results), "leaderboard": board}
+
+
+@task()
+def flatten(waves: list[list[Any]]) -> list[Any]:
+    """The points' results of every wave, in sweep order."""
+    return [item for wave in waves for item in wave]
+
+
+def find_artifact(run_dir: Path, checksum: str) -> Path:
+    """The complete artifact whose checksum is ``checksum``, under the run's dataset results
+    (``<results>/<dataset>/preprocessed/*/``; the run dir is ``<results>/<dataset>/runs/<key>``)."""
+    from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
+    from gpo_vae.training.train import artifact_checksum
+
+    root = run_dir.parent.parent / "preprocessed"
+    for candidate in sorted(root.glob("*/")):
+        try:
+            if artifact_checksum(candidate) == checksum:
+                return artifact_path(candidate, verify=False)
+        except ArtifactError:
+            continue
+    raise FileNotFoundError(
+        f"no complete artifact with checksum {checksum[:12]}… under {root}; pass --artifact"
+    )
+
+
+@task()
+def evaluate(
+    run: str = "",
+    config: str | None = None,
+    artifact: str | None = None,
+    networks: str | None = None,
+    summary_stats: str | None = None,
+    summary_sheet: str | None = None,
+    true_network: str | None = None,
+    results_dir: str | None = None,
+    executor: str = "default",
+) -> dict[str, Any]:
+    """Re-evaluate a finished run (evaluation, GRN benchmark, report) without training.
+
+    Options (default):
+      --run ()                     the run directory (<results>/<dataset>/runs/<key>, with model.pt)
+      --config (none)              run config whose evaluation section is used (none: the shipped
+                                   configs/gpo_vae_<dataset>.yaml when there is one, else defaults)
+      --artifact (none)            the artifact .h5ad it was trained on (none: the complete artifact
+                                   under <results>/<dataset>/preprocessed/ whose checksum the
+                                   run's config.json records)
+      --networks (none)            comma-separated reference network files for the GRN benchmark
+      --summary-stats (none)       summary statistics file for the summary-statistics checks
+      --summary-sheet (none)       its sheet, for a workbook with several
+      --true-network (none)        true network file (synthetic: data-*/true_network.csv)
+      --results-dir (none)         evaluations go to <results-dir>/<dataset>/evaluation/
+                                   (none: next to the run, <results>/<dataset>/evaluation/)
+      --executor (default)         redun executor of the evaluation
+    """
+    from gpo_vae.evaluation.config import EvaluationConfig
+
+    run_dir = Path(run).resolve()
+    model_file = run_dir / "model.pt"
+    if not run or not model_file.is_file() or not (run_dir / ".complete").exists():
+        raise FileNotFoundError(f"--run {run!r}: not a finished run directory (model.pt and .complete)")
+    recorded = json.loads((run_dir / "config.json").read_text())
+    dataset = run_dir.parent.parent.name
+    if artifact:
+        artifact_file = Path(artifact).resolve()
+    else:
+        artifact_file = find_artifact(run_dir, recorded["artifact_sha256"])
+    shipped = CONFIG_DIR / f"gpo_vae_{dataset}.yaml"
+    if config or shipped.exists():
+        evaluation = to_dict(load_run_config(config or shipped).evaluation)
+    else:
+        evaluation = to_dict(EvaluationConfig())
+    out = Path(results_dir, dataset) if results_dir else run_dir.parent.parent
+
+    def optional(path: str | None) -> File | None:
+        return File(str(Path(path).resolve())) if path else None
+
+    report = evaluate_run_task.options(executor=executor)(
+        File(str(artifact_file)),
+        File(str(model_file)),
+        evaluation,
+        str(out / "evaluation"),
+        optional(summary_stats),
+        summary_sheet,
+        network_files(networks),
+        optional(true_network),
+        None,
+        dataset,
+    )
+    return {"report": report, "headline": summarise_run(report)}

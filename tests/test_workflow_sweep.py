@@ -1,0 +1,195 @@
+"""Sweeps, re-evaluation and executor profiles through the real `redun run workflow.py ...`.
+
+The sandbox's synthetic configs are shrunk as in ``test_workflow_main.py``; the sweep files are
+written by the tests (two points, then a third).
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from gpo_vae.leaderboard import point_metrics, rank_rows, to_csv, to_html
+from tests.test_workflow_main import TINY_SECTIONS
+from tests.workflow_sandbox import REPO_ROOT, WorkflowSandbox
+
+TWO_POINTS = {
+    "name": "tiny",
+    "method": "grid",
+    "metric": "val/loss",
+    "goal": "minimize",
+    "max_concurrent": 2,
+    "parameters": {"model.grn_coeff": [10.0, 100.0]},
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> WorkflowSandbox:
+    box = WorkflowSandbox.create(tmp_path_factory.mktemp("sweep"))
+    path = box.root / "configs" / "gpo_vae_synthetic.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for section, values in TINY_SECTIONS.items():
+        raw[section].update(values)
+    raw["training"]["max_epochs"] = 1
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return box
+
+
+def write_yaml(box: WorkflowSandbox, name: str, data: dict) -> str:
+    path = box.root / "configs" / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path.relative_to(box.root))
+
+
+def train_jobs(box: WorkflowSandbox, execution: str) -> int:
+    return sum(1 for name, cached in box.jobs(execution) if name == "train_run" and not cached)
+
+
+def test_leaderboard_ranks_by_metric_and_escapes():
+    rows = [
+        {
+            "point": "a",
+            "label": "x=1",
+            "parameters": {"m.x": 1},
+            "metrics": point_metrics({"best_val_loss": 3.0}, {}),
+        },
+        {
+            "point": "b",
+            "label": "<b>",
+            "parameters": {"m.x": 2},
+            "metrics": point_metrics({"best_val_loss": 1.0}, {}),
+        },
+        {"point": "c", "label": "x=3", "parameters": {"m.x": 3}, "metrics": point_metrics({}, None)},
+    ]
+    ranked = rank_rows(rows, "val/loss", "minimize")
+    assert [row["point"] for row in ranked] == ["b", "a", "c"] and ranked[2]["rank"] is None
+    assert [row["point"] for row in rank_rows(rows, "val/loss", "maximize")] == ["a", "b", "c"]
+    assert to_csv(ranked).splitlines()[0].startswith("rank,point,label,metric_value,m.x,val/loss")
+    page = to_html(ranked, "s<1>", "val/loss", "minimize")
+    assert "&lt;b&gt;" in page and "<b></td>" not in page and "s&lt;1&gt;" in page
+    with pytest.raises(ValueError):
+        rank_rows(rows, "val/loss", "up")
+
+
+def test_sweep_on_process_executor_then_extended_trains_only_the_new_point(sandbox):
+    sweep = write_yaml(sandbox, "sweep_tiny.yaml", TWO_POINTS)
+    args = ("sweep", "--dataset", "synthetic", "--sweep", sweep, "--executor", "process")
+    first, _ = sandbox.redun(*args, "--max-concurrent", "1")
+    executed = sandbox.executed(first)
+    assert {"preprocess_dataset", "train_run", "evaluate_run_task", "leaderboard"} <= executed
+    assert train_jobs(sandbox, first) == 2
+    out = sandbox.root / "results" / "synthetic" / "sweeps" / "tiny"
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 2 and list(board["rank"]) == [1, 2]
+    assert board["metric_value"].is_monotonic_increasing
+    assert sorted(board["grn_coeff" if "grn_coeff" in board else "model.grn_coeff"]) == [10.0, 100.0]
+    assert board["test_iwelbo"].notna().all()
+    assert "<table>" in (out / "leaderboard.html").read_text()
+
+    extended = write_yaml(
+        sandbox, "sweep_tiny.yaml", {**TWO_POINTS, "parameters": {"model.grn_coeff": [10.0, 100.0, 1000.0]}}
+    )
+    second, _ = sandbox.redun("sweep", "--dataset", "synthetic", "--sweep", extended, "--executor", "process")
+    assert train_jobs(sandbox, second) == 1, sandbox.jobs(second)
+    assert "preprocess_dataset" not in sandbox.executed(second)
+    assert len(pd.read_csv(out / "leaderboard.csv")) == 3
+
+
+def test_sweep_unknown_key_names_the_file_and_key(sandbox):
+    bad = write_yaml(sandbox, "sweep_bad.yaml", {**TWO_POINTS, "parameters": {"model.grn_coef": [1.0]}})
+    with pytest.raises(AssertionError, match=r"sweep_bad.yaml.*model.grn_coef"):
+        sandbox.redun("sweep", "--dataset", "synthetic", "--sweep", bad)
+
+
+def test_changed_evaluation_reevaluates_changed_training_retrains_and_evaluate_run(sandbox):
+    base = yaml.safe_load((sandbox.root / "configs" / "gpo_vae_synthetic.yaml").read_text())
+    first, _ = sandbox.redun("main", "--dataset", "synthetic")
+    assert {"preprocess_dataset", "train_run", "evaluate_run_task"} <= {n for n, _ in sandbox.jobs(first)}
+
+    evaluation = {**base, "evaluation": {**base["evaluation"], "n_negatives": 50}}
+    second, _ = sandbox.redun(
+        "main", "--dataset", "synthetic", "--config", write_yaml(sandbox, "eval.yaml", evaluation)
+    )
+    executed = sandbox.executed(second)
+    assert "evaluate_run_task" in executed and "summarise_run" in executed
+    assert not {"simulate_dataset", "preprocess_dataset", "train_run"} & executed, executed
+
+    training = {**base, "training": {**base["training"], "seed": 7}}
+    third, _ = sandbox.redun(
+        "main", "--dataset", "synthetic", "--config", write_yaml(sandbox, "train.yaml", training)
+    )
+    executed = sandbox.executed(third)
+    assert "train_run" in executed and "evaluate_run_task" in executed
+    assert "preprocess_dataset" not in executed, executed
+
+    run_dir = next(p.parent for p in (sandbox.root / "results" / "synthetic" / "runs").glob("*/model.pt"))
+    config = write_yaml(
+        sandbox, "eval2.yaml", {**base, "evaluation": {**base["evaluation"], "n_negatives": 60}}
+    )
+    fourth, result = sandbox.redun("evaluate", "--run", str(run_dir), "--config", config)
+    executed = sandbox.executed(fourth)
+    assert "evaluate_run_task" in executed and "train_run" not in executed
+    assert not any(name == "train_run" for name, _ in sandbox.jobs(fourth))
+    assert "mean_pearson" in result.stdout + result.stderr
+
+
+def test_sweep_and_evaluate_help_list_every_option_with_its_default():
+    import inspect
+
+    from workflow import evaluate, main, sweep
+
+    for entry in (main, sweep, evaluate):
+        doc = entry.func.__doc__
+        for name, param in inspect.signature(entry.func).parameters.items():
+            flag = "--" + name.replace("_", "-")
+            default = "none" if param.default is None else str(param.default).lower()
+            assert f"{flag} ({default})" in doc, f"{flag} ({default}) missing from {entry.name}'s docstring"
+
+
+def uncommented_profiles() -> str:
+    """redun.ini with its commented cluster sections uncommented."""
+    lines = (REPO_ROOT / "redun.ini").read_text().splitlines()
+    out, inside = [], False
+    for line in lines:
+        if re.match(r"# \[executors\.(batch|k8s)\]", line):
+            inside = True
+        if inside and re.match(r"# [\w\[]", line):
+            line = line[2:]
+        elif inside and line.strip() == "#":
+            line = ""
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_redun_ini_profiles_parse(tmp_path):
+    from redun import Scheduler
+    from redun.config import Config
+
+    text = (
+        (REPO_ROOT / "redun.ini")
+        .read_text()
+        .replace("sqlite:///redun.db", f"sqlite:///{tmp_path / 'redun.db'}")
+    )
+    config = Config()
+    config.read_string(text)
+    executors = config["executors"]
+    assert executors["default"]["type"] == "local"
+    assert executors["process"]["mode"] == "process"
+    assert set(executors) == {"default", "process"}, "the cluster profiles stay commented"
+    scheduler = Scheduler(config=config)
+    assert {"default", "process"} <= set(scheduler.executors)
+
+    full = tmp_path / "redun.ini"
+    full.write_text(uncommented_profiles())
+    parsed = configparser.ConfigParser()
+    parsed.read(full)
+    batch, k8s = parsed["executors.batch"], parsed["executors.k8s"]
+    assert batch["type"] == "aws_batch" and {"image", "queue", "s3_scratch", "memory", "vcpus"} <= set(batch)
+    assert k8s["type"] == "k8s" and {"image", "namespace", "scratch"} <= set(k8s)
+    redun_config = Config()
+    redun_config.read_path(str(full))
+    assert redun_config["executors"]["batch"]["queue"] and redun_config["executors"]["k8s"]["namespace"]
