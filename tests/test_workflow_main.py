@@ -92,7 +92,8 @@ def test_main_runs_every_stage_then_serves_all_from_cache(sandbox):
 
     second, result = sandbox.redun(*args)
     assert sandbox.jobs(second), "the second execution recorded no jobs"
-    assert sandbox.executed(second) == set(), f"tasks ran again: {sandbox.executed(second)}"
+    # main itself is never cached (it re-reads its config files); no stage body runs again
+    assert sandbox.executed(second) <= {"main"}, f"tasks ran again: {sandbox.executed(second)}"
     output = result.stdout + result.stderr
     assert "Cached Job" in output
     assert "mean_pearson" in output, "the headline table is part of main's printed result"

@@ -75,28 +75,48 @@ def test_leaderboard_ranks_by_metric_and_escapes():
         rank_rows(rows, "val/loss", "up")
 
 
+def jobs_named(box: WorkflowSandbox, execution: str, name: str) -> list[bool]:
+    """The ``cached`` flag of every job of task ``name`` in one execution."""
+    return [cached for task_name, cached in box.jobs(execution) if task_name == name]
+
+
 def test_sweep_on_process_executor_then_extended_trains_only_the_new_point(sandbox):
     sweep = write_yaml(sandbox, "sweep_tiny.yaml", TWO_POINTS)
-    args = ("sweep", "--dataset", "synthetic", "--sweep", sweep, "--executor", "process")
-    first, _ = sandbox.redun(*args, "--max-concurrent", "1")
+    args = (
+        "sweep",
+        "--dataset",
+        "synthetic",
+        "--sweep",
+        sweep,
+        "--executor",
+        "process",
+        "--max-concurrent",
+        "1",
+    )
+    first, _ = sandbox.redun(*args)
     executed = sandbox.executed(first)
     assert {"preprocess_dataset", "train_run", "evaluate_run_task", "leaderboard"} <= executed
     assert train_jobs(sandbox, first) == 2
+    assert len(jobs_named(sandbox, first, "preprocess_dataset")) == 1, "one preprocessing for both points"
+    assert len(jobs_named(sandbox, first, "sweep_wave")) == 2, "--max-concurrent 1: one point per wave"
     out = sandbox.root / "results" / "synthetic" / "sweeps" / "tiny"
     board = pd.read_csv(out / "leaderboard.csv")
     assert len(board) == 2 and list(board["rank"]) == [1, 2]
     assert board["metric_value"].is_monotonic_increasing
-    assert sorted(board["grn_coeff" if "grn_coeff" in board else "model.grn_coeff"]) == [10.0, 100.0]
-    assert board["test_iwelbo"].notna().all()
+    assert list(board["metric_value"]) == list(board["val/loss"])
+    assert sorted(board["model.grn_coeff"]) == [10.0, 100.0]
+    assert board["test_iwelbo"].notna().all() and board["true_network_auroc"].notna().all()
     assert "<table>" in (out / "leaderboard.html").read_text()
 
-    extended = write_yaml(
+    # the same command after the sweep file gained a point: only that point trains
+    write_yaml(
         sandbox, "sweep_tiny.yaml", {**TWO_POINTS, "parameters": {"model.grn_coeff": [10.0, 100.0, 1000.0]}}
     )
-    second, _ = sandbox.redun("sweep", "--dataset", "synthetic", "--sweep", extended, "--executor", "process")
+    second, _ = sandbox.redun(*args)
     assert train_jobs(sandbox, second) == 1, sandbox.jobs(second)
-    assert "preprocess_dataset" not in sandbox.executed(second)
-    assert len(pd.read_csv(out / "leaderboard.csv")) == 3
+    assert not {"simulate_dataset", "preprocess_dataset"} & sandbox.executed(second)
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 3 and sorted(board["model.grn_coeff"]) == [10.0, 100.0, 1000.0]
 
 
 def test_sweep_unknown_key_names_the_file_and_key(sandbox):

@@ -88,7 +88,9 @@ def acquire(
     return fetch_published_dataset(dataset, data_dir, cache_dir)
 
 
-@task()
+# Entry points are never served from cache: their body reads config and sweep files by path, so
+# an edited file under the same path must be read again (it is cheap; the stages are cached).
+@task(cache=False)
 def main(
     dataset: str = "synthetic",
     model: str = "gpo_vae",
@@ -194,7 +196,9 @@ def chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-@task()
+# Entry points are never served from cache: their body reads config and sweep files by path, so
+# an edited file under the same path must be read again (it is cheap; the stages are cached).
+@task(cache=False)
 def sweep(
     dataset: str = "synthetic",
     sweep: str = "configs/sweeps/grn_loss.yaml",
@@ -322,7 +326,9 @@ def find_artifact(run_dir: Path, checksum: str) -> Path:
     )
 
 
-@task()
+# Entry points are never served from cache: their body reads config and sweep files by path, so
+# an edited file under the same path must be read again (it is cheap; the stages are cached).
+@task(cache=False)
 def evaluate(
     run: str = "",
     config: str | None = None,
