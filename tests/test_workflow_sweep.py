@@ -7,7 +7,9 @@ written by the tests (two points, then a third).
 from __future__ import annotations
 
 import configparser
+import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -155,6 +157,14 @@ def test_changed_evaluation_reevaluates_changed_training_retrains_and_evaluate_r
     assert "evaluate_run_task" in executed and "train_run" not in executed
     assert not any(name == "train_run" for name, _ in sandbox.jobs(fourth))
     assert "mean_pearson" in result.stdout + result.stderr
+    # the dataset's files that main recorded are evaluated against again, with the new config
+    report = re.search(r"report: (\S+)", result.stdout + result.stderr).group(1)
+    run = json.loads((Path(report).parent / "run.json").read_text())
+    assert run["config"]["evaluation"]["n_negatives"] == 60
+    assert (
+        run["inputs"]["true_network"].endswith("true_network.csv")
+        and 0.0 <= run["metrics"]["true_network_auroc"] <= 1.0
+    )
 
 
 def test_sweep_and_evaluate_help_list_every_option_with_its_default():

@@ -261,6 +261,7 @@ def sweep(
         summary_sheet,
     )
     out = Path(results_dir, dataset_slug(dataset))
+    summary = summarise_dataset(data, str(out / "dataset_summary.json"))
     artifacts: dict[str, Any] = {}  # one preprocessing per distinct preprocess section
     for run_config in run_configs:
         section = to_dict(run_config.preprocess)
@@ -299,7 +300,7 @@ def sweep(
         "description": spec.description,
     }
     board = leaderboard(sweep_info, described, flatten(results), str(out / "sweeps" / spec.name))
-    return {"points": len(points), "waves": len(results), "leaderboard": board}
+    return {"points": len(points), "waves": len(results), "summary": summary, "leaderboard": board}
 
 
 @task()
@@ -328,6 +329,23 @@ def find_artifact(run_dir: Path, checksum: str) -> Path:
 
 # Entry points are never served from cache: their body reads config and sweep files by path, so
 # an edited file under the same path must be read again (it is cheap; the stages are cached).
+def recorded_dataset_files(dataset_results: Path) -> dict[str, Any]:
+    """The dataset's files as ``main``/``sweep`` recorded them in ``dataset_summary.json``
+    (paths of files that still exist, and the sheet name); empty when there is no record."""
+    path = dataset_results / "dataset_summary.json"
+    if not path.exists():
+        return {}
+    files = json.loads(path.read_text()).get("dataset", {})
+    found: dict[str, Any] = {"summary_sheet": files.get("summary_sheet")}
+    for key in ("summary_stats", "network"):
+        value = files.get(key)
+        if value and Path(dataset_results.parent.parent, value).is_file():
+            found[key] = str(Path(dataset_results.parent.parent, value))
+        elif value and Path(value).is_file():
+            found[key] = value
+    return found
+
+
 @task(cache=False)
 def evaluate(
     run: str = "",
@@ -350,9 +368,10 @@ def evaluate(
                                    under <results>/<dataset>/preprocessed/ whose checksum the
                                    run's config.json records)
       --networks (none)            comma-separated reference network files for the GRN benchmark
-      --summary-stats (none)       summary statistics file for the summary-statistics checks
-      --summary-sheet (none)       its sheet, for a workbook with several
-      --true-network (none)        true network file (synthetic: data-*/true_network.csv)
+      --summary-stats (none)       summary statistics file (none: the one that main or sweep
+                                   recorded in <results>/<dataset>/dataset_summary.json, if any)
+      --summary-sheet (none)       its sheet (none: as recorded there)
+      --true-network (none)        true network file (none: as recorded there; synthetic only)
       --results-dir (none)         evaluations go to <results-dir>/<dataset>/evaluation/
                                    (none: next to the run, <results>/<dataset>/evaluation/)
       --executor (default)         redun executor of the evaluation
@@ -375,6 +394,11 @@ def evaluate(
     else:
         evaluation = to_dict(EvaluationConfig())
     out = Path(results_dir, dataset) if results_dir else run_dir.parent.parent
+    recorded_files = recorded_dataset_files(run_dir.parent.parent)
+    if summary_stats is None:
+        summary_stats = recorded_files.get("summary_stats")
+        summary_sheet = summary_sheet or recorded_files.get("summary_sheet")
+    true_network = true_network or recorded_files.get("network")
 
     def optional(path: str | None) -> File | None:
         return File(str(Path(path).resolve())) if path else None
