@@ -223,3 +223,22 @@ def test_redun_ini_profiles_parse(tmp_path):
     redun_config = Config()
     redun_config.read_path(str(full))
     assert redun_config["executors"]["batch"]["queue"] and redun_config["executors"]["k8s"]["namespace"]
+
+
+def test_points_group_by_preprocess_section_and_bad_keys_name_the_sweep():
+    from gpo_vae.config import ConfigError
+    from workflow.sweep_support import chunks, preprocess_groups, sweep_point_configs
+
+    base = REPO_ROOT / "configs" / "gpo_vae_synthetic.yaml"
+    points = [
+        {"model.hop": 1},
+        {"model.hop": 2, "preprocess.seed": 5},
+        {"model.hop": 3},
+        {"model.hop": 4, "preprocess.seed": 5},
+    ]
+    configs = sweep_point_configs(base, "sweeps/x.yaml", points)
+    assert [c.model.hop for c in configs] == [1, 2, 3, 4] and configs[1].preprocess.seed == 5
+    assert preprocess_groups(configs) == [0, 1, 0, 1]
+    with pytest.raises(ConfigError, match=r"sweeps/x.yaml: point hops=1: .*model.hops"):
+        sweep_point_configs(base, "sweeps/x.yaml", [{"model.hops": 1}])
+    assert chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]

@@ -19,6 +19,13 @@ from tasks.evaluate import evaluate_run_task, summarise_run
 from tasks.preprocess import preprocess_dataset
 from tasks.sweep import leaderboard, sweep_wave
 from tasks.train import train_run
+from workflow.sweep_support import (
+    chunks,
+    find_artifact,
+    preprocess_groups,
+    recorded_dataset_files,
+    sweep_point_configs,
+)
 
 redun_namespace = "gpo_vae"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -177,25 +184,6 @@ def main(
     }
 
 
-def sweep_point_configs(base: Path, sweep_path: str, points: list[dict[str, Any]]) -> list[RunConfig]:
-    """The run config of every sweep point (``base`` with the point's dotted overrides), validated.
-
-    An invalid or unknown key names the sweep file, the point and the key.
-    """
-    configs = []
-    for point in points:
-        try:
-            configs.append(load_run_config(base, point))
-        except ConfigError as err:
-            raise ConfigError(f"{sweep_path}: point {point_label(point)}: {err}") from None
-    return configs
-
-
-def chunks(items: list[Any], size: int) -> list[list[Any]]:
-    """``items`` in consecutive groups of at most ``size``."""
-    return [items[start : start + size] for start in range(0, len(items), size)]
-
-
 # Entry points are never served from cache: their body reads config and sweep files by path, so
 # an edited file under the same path must be read again (it is cheap; the stages are cached).
 @task(cache=False)
@@ -262,15 +250,15 @@ def sweep(
     )
     out = Path(results_dir, dataset_slug(dataset))
     summary = summarise_dataset(data, str(out / "dataset_summary.json"))
-    artifacts: dict[str, Any] = {}  # one preprocessing per distinct preprocess section
-    for run_config in run_configs:
-        section = to_dict(run_config.preprocess)
-        key = json.dumps(section, sort_keys=True)
-        if key not in artifacts:
-            artifacts[key] = preprocess_dataset.options(executor=executor)(
-                data, section, str(out / "preprocessed")
-            )
-    point_artifacts = [artifacts[json.dumps(to_dict(c.preprocess), sort_keys=True)] for c in run_configs]
+    groups = preprocess_groups(run_configs)  # one preprocessing per distinct preprocess section
+    firsts = [groups.index(group) for group in range(max(groups) + 1)]
+    group_artifacts = [
+        preprocess_dataset.options(executor=executor)(
+            data, to_dict(run_configs[first].preprocess), str(out / "preprocessed")
+        )
+        for first in firsts
+    ]
+    point_artifacts = [group_artifacts[group] for group in groups]
     evaluation_inputs = {
         "summary_stats": data["summary_stats"],
         "summary_sheet": data["summary_sheet"],
@@ -309,43 +297,8 @@ def flatten(waves: list[list[Any]]) -> list[Any]:
     return [item for wave in waves for item in wave]
 
 
-def find_artifact(run_dir: Path, checksum: str) -> Path:
-    """The complete artifact whose checksum is ``checksum``, under the run's dataset results
-    (``<results>/<dataset>/preprocessed/*/``; the run dir is ``<results>/<dataset>/runs/<key>``)."""
-    from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
-    from gpo_vae.training.train import artifact_checksum
-
-    root = run_dir.parent.parent / "preprocessed"
-    for candidate in sorted(root.glob("*/")):
-        try:
-            if artifact_checksum(candidate) == checksum:
-                return artifact_path(candidate, verify=False)
-        except ArtifactError:
-            continue
-    raise FileNotFoundError(
-        f"no complete artifact with checksum {checksum[:12]}… under {root}; pass --artifact"
-    )
-
-
 # Entry points are never served from cache: their body reads config and sweep files by path, so
 # an edited file under the same path must be read again (it is cheap; the stages are cached).
-def recorded_dataset_files(dataset_results: Path) -> dict[str, Any]:
-    """The dataset's files as ``main``/``sweep`` recorded them in ``dataset_summary.json``
-    (paths of files that still exist, and the sheet name); empty when there is no record."""
-    path = dataset_results / "dataset_summary.json"
-    if not path.exists():
-        return {}
-    files = json.loads(path.read_text()).get("dataset", {})
-    found: dict[str, Any] = {"summary_sheet": files.get("summary_sheet")}
-    for key in ("summary_stats", "network"):
-        value = files.get(key)
-        if value and Path(dataset_results.parent.parent, value).is_file():
-            found[key] = str(Path(dataset_results.parent.parent, value))
-        elif value and Path(value).is_file():
-            found[key] = value
-    return found
-
-
 @task(cache=False)
 def evaluate(
     run: str = "",

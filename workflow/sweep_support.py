@@ -1,0 +1,72 @@
+"""Helpers of the ``sweep`` and ``evaluate`` entry points (plain functions, no redun tasks)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gpo_vae.config import ConfigError, to_dict
+from gpo_vae.run_config import RunConfig, load_run_config
+from gpo_vae.sweeps import point_label
+
+
+def sweep_point_configs(base: Path, sweep_path: str, points: list[dict[str, Any]]) -> list[RunConfig]:
+    """The run config of every sweep point (``base`` with the point's dotted overrides), validated.
+
+    An invalid or unknown key names the sweep file, the point and the key.
+    """
+    configs = []
+    for point in points:
+        try:
+            configs.append(load_run_config(base, point))
+        except ConfigError as err:
+            raise ConfigError(f"{sweep_path}: point {point_label(point)}: {err}") from None
+    return configs
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    """``items`` in consecutive groups of at most ``size``."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def preprocess_groups(run_configs: list[RunConfig]) -> list[int]:
+    """For each run config, the index of its group of identical ``preprocess`` sections
+    (groups numbered in order of first appearance): one preprocessing per group."""
+    keys: dict[str, int] = {}
+    return [
+        keys.setdefault(json.dumps(to_dict(c.preprocess), sort_keys=True), len(keys)) for c in run_configs
+    ]
+
+
+def find_artifact(run_dir: Path, checksum: str) -> Path:
+    """The complete artifact whose checksum is ``checksum``, under the run's dataset results
+    (``<results>/<dataset>/preprocessed/*/``; the run dir is ``<results>/<dataset>/runs/<key>``)."""
+    from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
+    from gpo_vae.training.train import artifact_checksum
+
+    root = run_dir.parent.parent / "preprocessed"
+    for candidate in sorted(root.glob("*/")):
+        try:
+            if artifact_checksum(candidate) == checksum:
+                return artifact_path(candidate, verify=False)
+        except ArtifactError:
+            continue
+    raise FileNotFoundError(
+        f"no complete artifact with checksum {checksum[:12]}… under {root}; pass --artifact"
+    )
+
+
+def recorded_dataset_files(dataset_results: Path) -> dict[str, Any]:
+    """The dataset's files as ``main``/``sweep`` recorded them in ``dataset_summary.json``
+    (paths of files that still exist, and the sheet name); empty when there is no record."""
+    path = dataset_results / "dataset_summary.json"
+    if not path.exists():
+        return {}
+    files = json.loads(path.read_text()).get("dataset", {})
+    found: dict[str, Any] = {"summary_sheet": files.get("summary_sheet")}
+    for key in ("summary_stats", "network"):
+        value = files.get(key)
+        if value and Path(dataset_results.parent.parent, value).is_file():
+            found[key] = str(Path(dataset_results.parent.parent, value))
+        elif value and Path(value).is_file():
+            found[key] = value
+    return found
