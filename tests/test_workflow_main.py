@@ -41,8 +41,8 @@ STAGES = {"simulate_dataset", "preprocess_dataset", "train_run", "evaluate_run_t
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> WorkflowSandbox:
     box = WorkflowSandbox.create(tmp_path_factory.mktemp("workflow"))
-    for model in ("gpo_vae", "sams_vae"):
-        path = box.root / "configs" / f"{model}_synthetic.yaml"
+    for name in ("gpo_vae_synthetic", "sams_vae_synthetic", "gpo_vae_custom"):
+        path = box.root / "configs" / f"{name}.yaml"
         raw = yaml.safe_load(path.read_text())
         for section, values in TINY_SECTIONS.items():
             raw[section].update(values)
@@ -114,3 +114,36 @@ def test_main_help_lists_every_option_with_its_default():
         flag = "--" + name.replace("_", "-")
         default = "none" if param.default is None else str(param.default).lower()
         assert f"{flag} ({default})" in doc, f"{flag} ({default}) missing from main's docstring"
+
+
+def test_main_on_a_users_own_screen(sandbox):
+    """`--dataset path.h5ad` with its own column and control label; statistics from the cells."""
+    from gpo_vae.data.synthetic import SyntheticConfig, simulate_perturbseq
+
+    adata = simulate_perturbseq(SyntheticConfig.preset("default")).adata
+    adata.obs = pd.DataFrame(
+        {"target": adata.obs["gene"].astype(str).replace("non-targeting", "NT").to_numpy()},
+        index=adata.obs_names,
+    )
+    (sandbox.root / "screens").mkdir(exist_ok=True)
+    adata.write_h5ad(sandbox.root / "screens" / "my_screen.h5ad")
+    args = (
+        "main",
+        "--dataset",
+        "screens/my_screen.h5ad",
+        "--perturbation-key",
+        "target",
+        "--control-label",
+        "NT",
+    )
+    execution, result = sandbox.redun(*args)
+    assert {
+        "prepare_local_dataset",
+        "preprocess_dataset",
+        "train_run",
+        "evaluate_run_task",
+    } <= sandbox.executed(execution)
+    results = sandbox.root / "results" / "my_screen"
+    assert (results / "data" / "summary_stats.xlsx").exists()  # computed from the cells
+    assert len(list((results / "evaluation").glob("*/report.html"))) == 1
+    assert "held-out ATE" in result.stdout + result.stderr

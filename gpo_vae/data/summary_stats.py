@@ -249,6 +249,7 @@ def write_summary_stats_xlsx(df: pd.DataFrame, path: str | Path, sheet_name: str
     description = pd.DataFrame(
         {"column": list(REPLOGLE_COLUMNS), "description": [COLUMN_DESCRIPTIONS[c] for c in REPLOGLE_COLUMNS]}
     )
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.xlsx")  # same directory: atomic rename
     try:
         with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
