@@ -27,16 +27,17 @@ def sweep_wave(
     evaluation_inputs: dict[str, Any],
     executor: str = "default",
     after: list[Any] | None = None,
+    train_executor: str | None = None,
 ) -> list[dict[str, File]]:
     """Train and evaluate points (``artifacts[i]`` with ``configs[i]``) concurrently.
 
     ``evaluation_inputs`` holds ``summary_stats``, ``summary_sheet``, ``networks``,
     ``true_network`` and ``dataset`` of :func:`tasks.evaluate.evaluate_run_task`; ``after`` is
-    only there to order waves.
+    only there to order waves; ``train_executor`` (default ``executor``) places the training.
     """
     results = []
     for artifact, config, evaluation in zip(artifacts, configs, evaluation_configs, strict=True):
-        model = train_run.options(executor=executor)(artifact, config, runs_root)
+        model = train_run.options(executor=train_executor or executor)(artifact, config, runs_root)
         report = evaluate_run_task.options(executor=executor)(
             artifact,
             model,

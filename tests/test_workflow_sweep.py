@@ -181,18 +181,10 @@ def test_sweep_and_evaluate_help_list_every_option_with_its_default():
 
 
 def uncommented_profiles() -> str:
-    """redun.ini with its commented cluster sections uncommented."""
+    """redun.ini with its commented cluster sections uncommented (headers and ``key = value`` lines)."""
     lines = (REPO_ROOT / "redun.ini").read_text().splitlines()
-    out, inside = [], False
-    for line in lines:
-        if re.match(r"# \[executors\.(batch|k8s)\]", line):
-            inside = True
-        if inside and re.match(r"# [\w\[]", line):
-            line = line[2:]
-        elif inside and line.strip() == "#":
-            line = ""
-        out.append(line)
-    return "\n".join(out) + "\n"
+    setting = re.compile(r"# (\[executors\.\w+\]|\w+ = .*)$")
+    return "\n".join(line[2:] if setting.match(line) else line for line in lines) + "\n"
 
 
 def test_redun_ini_profiles_parse(tmp_path):
@@ -220,6 +212,8 @@ def test_redun_ini_profiles_parse(tmp_path):
     batch, k8s = parsed["executors.batch"], parsed["executors.k8s"]
     assert batch["type"] == "aws_batch" and {"image", "queue", "s3_scratch", "memory", "vcpus"} <= set(batch)
     assert k8s["type"] == "k8s" and {"image", "namespace", "scratch"} <= set(k8s)
+    gpu = parsed["executors.batch_gpu"]
+    assert gpu["type"] == "aws_batch" and int(gpu["gpus"]) >= 1 and "cuda" in gpu["image"]
     redun_config = Config()
     redun_config.read_path(str(full))
     assert redun_config["executors"]["batch"]["queue"] and redun_config["executors"]["k8s"]["namespace"]

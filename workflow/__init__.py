@@ -114,6 +114,7 @@ def main(
     networks: str | None = None,
     compare_sams_vae: bool = False,
     executor: str = "default",
+    train_executor: str | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline: acquire → preprocess → train → evaluate (+ GRN benchmark) → report.
 
@@ -134,6 +135,7 @@ def main(
       --compare-sams-vae (false)   also train configs/sams_vae_<dataset>.yaml and compare it
       --executor (default)         redun executor of the heavy stages (preprocess, train,
                                    evaluate): default (threads), process, or one of redun.ini
+      --train-executor (none)      executor of training only (none: --executor), e.g. a GPU one
 
     The result lists the report and its headline table.
     """
@@ -160,7 +162,7 @@ def main(
     artifact = preprocess_dataset.options(executor=executor)(
         spec, to_dict(run_config.preprocess), str(out / "preprocessed")
     )
-    train = train_run.options(executor=executor)
+    train = train_run.options(executor=train_executor or executor)
     trained = train(artifact, training_sections(run_config), str(out / "runs"))
     sams = train(artifact, training_sections(sams_config), str(out / "runs")) if sams_config else None
     report = evaluate_run_task.options(executor=executor)(
@@ -203,6 +205,7 @@ def sweep(
     summary_sheet: str | None = None,
     networks: str | None = None,
     executor: str = "default",
+    train_executor: str | None = None,
     max_concurrent: int | None = None,
 ) -> dict[str, Any]:
     """Run a sweep: every point trained and evaluated, then a leaderboard ranked by its metric.
@@ -223,6 +226,7 @@ def sweep(
       --summary-sheet (none)       its sheet, for a workbook with several
       --networks (none)            comma-separated reference network files for the GRN benchmark
       --executor (default)         redun executor of preprocess, train and evaluate calls
+      --train-executor (none)      executor of training only (none: --executor), e.g. a GPU one
       --max-concurrent (none)      points trained at once (none: the sweep file's max_concurrent);
                                    the points run in waves of this size, a wave after the last
 
@@ -278,6 +282,7 @@ def sweep(
             evaluation_inputs,
             executor,
             previous,
+            train_executor,
         )
         results.append(previous)
     described = [{"id": point_id(p), "label": point_label(p), "parameters": p} for p in points]
