@@ -52,6 +52,11 @@ def training_sections(run_config: RunConfig) -> dict[str, Any]:
     return {"model": to_dict(run_config.model), "training": to_dict(run_config.training)}
 
 
+def read_files(paths: list[Path | None]) -> list[File]:
+    """The existing files among ``paths`` as redun Files (for an entry point's result)."""
+    return [File(str(Path(path).resolve())) for path in paths if path is not None and Path(path).is_file()]
+
+
 def dataset_slug(dataset: str) -> str:
     """Folder name of a dataset's results: its registry name or its file's stem."""
     return Path(dataset).stem if is_local_dataset(dataset) else dataset
@@ -95,9 +100,9 @@ def acquire(
     return fetch_published_dataset(dataset, data_dir, cache_dir)
 
 
-# Entry points are never served from cache: their body reads config and sweep files by path, so
-# an edited file under the same path must be read again (it is cheap; the stages are cached).
-@task(cache=False)
+# An entry point returns the files its body read by path (configs, sweep file, run records) as
+# Files: redun re-runs the body when one of them changed and serves it from cache otherwise.
+@task()
 def main(
     dataset: str = "synthetic",
     model: str = "gpo_vae",
@@ -139,12 +144,14 @@ def main(
 
     The result lists the report and its headline table.
     """
-    run_config = load_run_config(config_path(dataset, model, config))
+    config_files = [config_path(dataset, model, config)]
+    run_config = load_run_config(config_files[0])
     sams_config = None
     if compare_sams_vae:
         if model == "sams_vae":
             raise ConfigError("--compare-sams-vae compares a GPO-VAE run with SAMS-VAE; --model is sams_vae")
-        sams_config = load_run_config(config_path(dataset, "sams_vae", None))
+        config_files.append(config_path(dataset, "sams_vae", None))
+        sams_config = load_run_config(config_files[1])
     spec = acquire(
         dataset,
         results_dir,
@@ -183,12 +190,13 @@ def main(
         "model": trained,
         "report": report,
         "headline": summarise_run(report),
+        "inputs": read_files(config_files),
     }
 
 
-# Entry points are never served from cache: their body reads config and sweep files by path, so
-# an edited file under the same path must be read again (it is cheap; the stages are cached).
-@task(cache=False)
+# An entry point returns the files its body read by path (configs, sweep file, run records) as
+# Files: redun re-runs the body when one of them changed and serves it from cache otherwise.
+@task()
 def sweep(
     dataset: str = "synthetic",
     sweep: str = "configs/sweeps/grn_loss.yaml",
@@ -293,7 +301,13 @@ def sweep(
         "description": spec.description,
     }
     board = leaderboard(sweep_info, described, flatten(results), str(out / "sweeps" / spec.name))
-    return {"points": len(points), "waves": len(results), "summary": summary, "leaderboard": board}
+    return {
+        "points": len(points),
+        "waves": len(results),
+        "summary": summary,
+        "leaderboard": board,
+        "inputs": read_files([Path(sweep), base]),
+    }
 
 
 @task()
@@ -302,9 +316,9 @@ def flatten(waves: list[list[Any]]) -> list[Any]:
     return [item for wave in waves for item in wave]
 
 
-# Entry points are never served from cache: their body reads config and sweep files by path, so
-# an edited file under the same path must be read again (it is cheap; the stages are cached).
-@task(cache=False)
+# An entry point returns the files its body read by path (configs, sweep file, run records) as
+# Files: redun re-runs the body when one of them changed and serves it from cache otherwise.
+@task()
 def evaluate(
     run: str = "",
     config: str | None = None,
@@ -347,8 +361,9 @@ def evaluate(
     else:
         artifact_file = find_artifact(run_dir, recorded["artifact_sha256"])
     shipped = CONFIG_DIR / f"gpo_vae_{dataset}.yaml"
-    if config or shipped.exists():
-        evaluation = to_dict(load_run_config(config or shipped).evaluation)
+    config_file = Path(config) if config else shipped if shipped.exists() else None
+    if config_file is not None:
+        evaluation = to_dict(load_run_config(config_file).evaluation)
     else:
         evaluation = to_dict(EvaluationConfig())
     out = Path(results_dir, dataset) if results_dir else run_dir.parent.parent
@@ -373,4 +388,5 @@ def evaluate(
         None,
         dataset,
     )
-    return {"report": report, "headline": summarise_run(report)}
+    inputs = [run_dir / "config.json", run_dir.parent.parent / "dataset_summary.json", config_file]
+    return {"report": report, "headline": summarise_run(report), "inputs": read_files(inputs)}
