@@ -45,6 +45,19 @@ def pipe_artifact(pipe_dataset):
     )
 
 
+@pytest.fixture()
+def pipe_inputs(pipe_dataset):
+    """Raw counts, a config without scrublet (for speed), and the strong and known perturbations."""
+    adata = read_counts_h5ad(pipe_dataset["counts"])
+    config = dataclasses.replace(
+        PreprocessConfig(), qc=dataclasses.replace(PreprocessConfig().qc, doublets=False)
+    )
+    strong, known = strong_genes_from_summary(
+        pipe_dataset["summary_stats"], "TabS_synthetic_summary_stat", adata, config.filters
+    )
+    return adata, config, strong, known
+
+
 def test_artifact_fields_and_invariants(pipe_artifact):
     art = pipe_artifact
     validate_artifact(art)
@@ -80,14 +93,8 @@ def test_filters_keep_measured_strong_perturbations_and_drop_weak_ones(pipe_data
     assert knockdown["n_unmeasured_targets"] >= len(unmeasured_kept)
 
 
-def test_test_cells_do_not_change_training_statistics(pipe_dataset):
-    adata = read_counts_h5ad(pipe_dataset["counts"])
-    config = dataclasses.replace(
-        PreprocessConfig(), qc=dataclasses.replace(PreprocessConfig().qc, doublets=False)
-    )
-    strong, known = strong_genes_from_summary(
-        pipe_dataset["summary_stats"], "TabS_synthetic_summary_stat", adata, config.filters
-    )
+def test_test_cells_do_not_change_training_statistics(pipe_inputs):
+    adata, config, strong, known = pipe_inputs
     base = preprocess(adata, strong, known, config, progress=False)
     # Scramble each test cell's expression over the genes that are not perturbed: library sizes,
     # detected-gene counts and perturbed-gene columns stay, so the cell-level filters (which run
@@ -125,14 +132,8 @@ def test_artifact_directory_is_atomic_and_verified(pipe_artifact, tmp_path):
         read_artifact(out)
 
 
-def test_no_measured_perturbed_gene_is_a_clear_error(pipe_dataset):
-    adata = read_counts_h5ad(pipe_dataset["counts"])
-    config = dataclasses.replace(
-        PreprocessConfig(), qc=dataclasses.replace(PreprocessConfig().qc, doublets=False)
-    )
-    strong, known = strong_genes_from_summary(
-        pipe_dataset["summary_stats"], "TabS_synthetic_summary_stat", adata, config.filters
-    )
+def test_no_measured_perturbed_gene_is_a_clear_error(pipe_inputs):
+    adata, config, strong, known = pipe_inputs
     perturbed = set(adata.obs["gene"].astype(str)) - {CONTROL_LABEL}
     adata = adata[:, ~adata.var_names.isin(perturbed)].copy()
     with pytest.raises(ValueError, match="none of the perturbed genes is measured"):
