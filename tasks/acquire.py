@@ -94,10 +94,15 @@ def prepare_local_dataset(
 def summarise_dataset(dataset: DatasetSpec, out_path: str) -> File:
     """Write cells, genes, perturbations and controls of the dataset (with provenance) as JSON."""
     from gpo_vae.data.acquire import describe_counts
-    from gpo_vae.io import provenance, write_json_atomic
+    from gpo_vae.io import provenance, sha256_of, write_json_atomic
 
     counts: File = dataset["counts"]
     summary = describe_counts(counts.path, dataset["perturbation_key"], dataset["control_label"])
     files = {k: (v.path if isinstance(v, File) else v) for k, v in dataset.items()}
-    payload = {"dataset": files, "summary": summary, "counts_hash": counts.hash, **provenance()}
+    payload = {
+        "dataset": files,
+        "summary": summary,
+        "counts_sha256": sha256_of(Path(counts.path)),
+        **provenance(),
+    }
     return File(str(write_json_atomic(payload, out_path)))

@@ -74,10 +74,19 @@ def test_main_runs_every_stage_then_serves_all_from_cache(sandbox):
     assert len(artifacts) == 1
     read_artifact(artifacts[0].parent)
     assert len(list((results / "runs").glob("*/.complete"))) == 2  # GPO-VAE and SAMS-VAE
+    # every results directory names the dataset it came from by the counts file's SHA-256
+    dataset_sha = summary["counts_sha256"]
+    assert len(dataset_sha) == 64
+    assert (
+        json.loads((artifacts[0].parent / "record.json").read_text())["input"]["counts_sha256"] == dataset_sha
+    )
+    for run_config in (results / "runs").glob("*/config.json"):
+        assert json.loads(run_config.read_text())["dataset_sha256"] == dataset_sha
 
     reports = list((results / "evaluation").glob("*/report.html"))
     assert len(reports) == 1 and (reports[0].parent / ".complete").exists()
     evaluation = reports[0].parent
+    assert json.loads((evaluation / "run.json").read_text())["inputs"]["dataset_sha256"] == dataset_sha
     run = json.loads((evaluation / "run.json").read_text())
     assert run["dataset"] == "synthetic" and run["config"]["evaluation"]["n_generated_cells"] == 100
     assert run["inputs"]["sams_vae_run_dir"] and run["inputs"]["true_network"].endswith("true_network.csv")

@@ -36,7 +36,7 @@ from gpo_vae.grn.baselines import correlation_scores, random_scores
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
 from gpo_vae.io import provenance, write_json_atomic
 from gpo_vae.models import GPOVAE
-from gpo_vae.preprocessing.artifact import read_artifact
+from gpo_vae.preprocessing.artifact import dataset_checksum, read_artifact
 from gpo_vae.report import REPORT_FILE, build_report
 from gpo_vae.training.train import artifact_checksum, load_trained_model, resolve_device
 
@@ -332,6 +332,7 @@ def evaluate_run(
             "inputs": {
                 "artifact": str(Path(artifact_dir).resolve()),
                 "artifact_sha256": sha,
+                "dataset_sha256": dataset_checksum(artifact_dir),
                 "run_dir": str(Path(run_dir).resolve()),
                 "sams_vae_run_dir": str(Path(sams_vae_run_dir).resolve()) if sams_vae_run_dir else None,
                 "summary_stats": str(summary_stats) if summary_stats else None,

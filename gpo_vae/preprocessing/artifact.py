@@ -136,3 +136,11 @@ def read_artifact(path: str | Path, verify: bool = True) -> ad.AnnData:
     adata = ad.read_h5ad(path)
     validate_artifact(adata, path)
     return adata
+
+
+def dataset_checksum(artifact_dir: str | Path) -> str | None:
+    """SHA-256 of the counts file an artifact was built from (from its ``record.json``), or None."""
+    record = Path(artifact_dir) / RECORD_FILE
+    if not record.exists():
+        return None
+    return json.loads(record.read_text()).get("input", {}).get("counts_sha256")

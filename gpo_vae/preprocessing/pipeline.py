@@ -24,7 +24,7 @@ import pandas as pd
 from gpo_vae.config import to_dict
 from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, read_counts_h5ad
 from gpo_vae.data.summary_stats_io import read_summary_stats, strong_perturbations
-from gpo_vae.io import provenance
+from gpo_vae.io import provenance, sha256_of
 from gpo_vae.preprocessing.deg import annotate_deg
 from gpo_vae.preprocessing.derived import (
     counterfactual_indices,
@@ -319,7 +319,12 @@ def preprocess_files(
     """
     timings: dict[str, float] = {}
     adata = read_counts_h5ad(counts_path, perturbation_key, control_label)
-    inputs = {"cells": adata.n_obs, "genes": adata.n_vars}
+    inputs = {
+        "cells": adata.n_obs,
+        "genes": adata.n_vars,
+        "counts_sha256": sha256_of(Path(counts_path)),
+        "summary_stats_sha256": sha256_of(Path(stats_path)),
+    }
     strong, known = strong_genes_from_summary(stats_path, sheet, adata, config.filters)
     with _timed(timings, "filters"):
         mask, filter_records = perturbation_filter_mask(adata, strong, known, config.filters)

@@ -34,7 +34,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger
 from gpo_vae.config import from_dict, to_dict
 from gpo_vae.io import provenance, write_json_atomic
 from gpo_vae.models import GPOVAE, ModelConfig
-from gpo_vae.preprocessing.artifact import MARKER_FILE, artifact_path
+from gpo_vae.preprocessing.artifact import MARKER_FILE, artifact_path, dataset_checksum
 from gpo_vae.training.config import TrainingConfig
 from gpo_vae.training.data import ArtifactCells, CellDataModule, TrainingStatistics
 from gpo_vae.training.lightning import GPOVAETrainingPlan
@@ -287,6 +287,7 @@ def train_model(
         "training": to_dict(training_config),
         "artifact_sha256": sha,
         "artifact_path": str(Path(artifact_dir).resolve()),
+        "dataset_sha256": dataset_checksum(artifact_dir),
         "seed": training_config.seed,
     }
     if (run_dir / COMPLETE_MARKER).exists():
