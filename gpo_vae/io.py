@@ -66,24 +66,18 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5, check=True
+    ).stdout.strip()
+
+
 def code_version() -> str:
     """The package version, plus the git commit of the source tree when it is a checkout."""
     root = Path(gpo_vae.__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        commit = _git(root, "rev-parse", "--short", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return gpo_vae.__version__
     return f"{gpo_vae.__version__}+g{commit}{'.dirty' if dirty else ''}"

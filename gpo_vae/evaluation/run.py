@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from gpo_vae.config import to_dict
 from gpo_vae.data.summary_stats_io import read_summary_stats
@@ -38,23 +37,12 @@ from gpo_vae.io import provenance, write_json_atomic
 from gpo_vae.models import GPOVAE
 from gpo_vae.preprocessing.artifact import dataset_checksum, read_artifact
 from gpo_vae.report import REPORT_FILE, build_report
-from gpo_vae.training.train import artifact_checksum, load_trained_model, resolve_device
+from gpo_vae.training.train import artifact_checksum, cpu_threads, load_trained_model, resolve_device
 
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".complete"
 RUN_FILE = "run.json"
-
-
-@contextlib.contextmanager
-def _cpu_threads(threads: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class _Stages:
@@ -292,7 +280,7 @@ def evaluate_run(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        with _cpu_threads(config.cpu_threads):
+        with cpu_threads(config.cpu_threads):
             models = {grn.MODEL: _load_run(run_dir, device, sha, data)}
             if sams_vae_run_dir is not None:
                 models[grn.SAMS_VAE] = _load_run(sams_vae_run_dir, device, sha, data)

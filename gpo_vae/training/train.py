@@ -105,19 +105,28 @@ def _wandb_logger(training: TrainingConfig, run_dir: Path) -> Logger:
 
 
 @contextlib.contextmanager
-def _torch_globals_restored(cpu_threads: int | None) -> Iterator[None]:
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Use ``threads`` torch CPU threads inside the block (None: leave as is), then restore."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _torch_globals_restored(threads: int | None) -> Iterator[None]:
     """Set the CPU thread count for training; afterwards restore it and the deterministic-algorithms
     flag, which the Trainer switches process-wide."""
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    threads = torch.get_num_threads()
-    if cpu_threads is not None:
-        torch.set_num_threads(cpu_threads)
     try:
-        yield
+        with cpu_threads(threads):
+            yield
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
