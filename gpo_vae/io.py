@@ -31,19 +31,24 @@ TRACKED_PACKAGES = (
 )
 
 
-def write_json_atomic(payload: dict[str, Any], path: str | Path) -> Path:
-    """Write ``payload`` as indented JSON through a temporary file and a rename."""
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write ``text`` through a private temporary file in the same folder and a rename, so a
+    reader (or a concurrent writer) never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def write_json_atomic(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write ``payload`` as indented JSON through a temporary file and a rename."""
+    return write_text_atomic(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
 def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -8,6 +8,7 @@ A sweep file names dotted config keys (``model.grn_coeff``) and the values to tr
     seed: 0                   # random only
     metric: val/loss          # what the leaderboard ranks by
     goal: minimize            # or maximize
+    wandb_project: my-lab     # optional: also log the results to wandb (see gpo_vae.wandb_logging)
     parameters:
       model.grn_coeff: [10, 100, 1000]
       model.hop: [1, 3, 5]
@@ -50,6 +51,7 @@ class SweepSpec:
     max_concurrent: int = 2
     description: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
+    wandb_project: str | None = None
 
     def __post_init__(self) -> None:
         if not self.parameters:

@@ -58,25 +58,22 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _write_atomic(text: str, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
-@task(version="1", cache=True)
+@task(version="2", cache=True)
 def leaderboard(
     sweep: dict[str, Any],
     points: list[dict[str, Any]],
     results: list[dict[str, File]],
     out_dir: str,
-) -> dict[str, File]:
-    """Write ``leaderboard.csv`` and ``leaderboard.html`` of a sweep into ``out_dir``.
+    wandb_project: str | None = None,
+) -> dict[str, Any]:
+    """Write ``leaderboard.csv``, ``.html`` and ``.json`` (ranked rows) of a sweep into ``out_dir``.
 
     ``sweep`` holds ``name``, ``metric``, ``goal`` and ``description``; ``points`` the sweep's
     points (``id``, ``label``, ``parameters``) and ``results`` their ``model``/``report`` Files.
+    With ``wandb_project`` the ranked rows are also logged to wandb (see
+    :mod:`gpo_vae.wandb_logging`); its status, never an exception, is under ``wandb``.
     """
+    from gpo_vae.io import write_text_atomic
     from gpo_vae.leaderboard import point_metrics, rank_rows, to_csv, to_html
 
     rows = []
@@ -98,9 +95,23 @@ def leaderboard(
     ranked = rank_rows(rows, sweep["metric"], sweep["goal"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path = _write_atomic(to_csv(ranked), out / "leaderboard.csv")
-    html_path = _write_atomic(
+    write_text_atomic(
+        json.dumps({"sweep": sweep, "rows": ranked}, indent=2, default=str), out / "leaderboard.json"
+    )
+    csv_path = write_text_atomic(to_csv(ranked), out / "leaderboard.csv")
+    html_path = write_text_atomic(
         to_html(ranked, sweep["name"], sweep["metric"], sweep["goal"], sweep.get("description", "")),
         out / "leaderboard.html",
     )
-    return {"csv": File(str(csv_path)), "html": File(str(html_path))}
+    board: dict[str, Any] = {"csv": File(str(csv_path)), "html": File(str(html_path))}
+    if wandb_project:
+        from gpo_vae.wandb_logging import log_leaderboard_to_wandb
+
+        status = log_leaderboard_to_wandb(ranked, sweep, wandb_project, out)
+        board["wandb"] = {key: status[key] for key in ("project", "mode", "logged_now", "error")}
+        if status["error"]:
+            print(
+                f"wandb logging failed ({status['error']}); the leaderboard is in {out}; "
+                f"retry with: python -m gpo_vae.wandb_logging {out} --project {wandb_project}"
+            )
+    return board

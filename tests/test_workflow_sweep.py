@@ -236,3 +236,47 @@ def test_points_group_by_preprocess_section_and_bad_keys_name_the_sweep():
     with pytest.raises(ConfigError, match=r"sweeps/x.yaml: point hops=1: .*model.hops"):
         sweep_point_configs(base, "sweeps/x.yaml", [{"model.hops": 1}])
     assert chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+
+
+def test_sweep_logs_to_wandb_only_when_asked_without_retraining(sandbox, tmp_path):
+    import importlib.util
+
+    sweep = write_yaml(sandbox, "sweep_wandb.yaml", {**TWO_POINTS, "name": "tiny_wandb"})
+    args = ("sweep", "--dataset", "synthetic", "--sweep", sweep)
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(AssertionError, match=r"wandb is not installed.*gpo-vae\[wandb\]"):
+            sandbox.redun(*args, "--wandb-project", "lab")
+    sandbox.redun(*args)
+    out = sandbox.root / "results" / "synthetic" / "sweeps" / "tiny_wandb"
+    assert not (out / "wandb.json").exists(), "no wandb unless asked"
+
+    log = tmp_path / "wandb_calls.jsonl"
+    env = {"PYTHONPATH": str(REPO_ROOT / "tests" / "fake_wandb"), "FAKE_WANDB_LOG": str(log)}
+    second, _ = sandbox.redun(*args, "--wandb-project", "lab", env=env)
+    executed = sandbox.executed(second)
+    assert (
+        "leaderboard" in executed and not {"train_run", "preprocess_dataset", "evaluate_run_task"} & executed
+    )
+    inits = [json.loads(line) for line in log.read_text().splitlines() if '"init"' in line]
+    assert [c["job_type"] for c in inits] == ["sweep-point", "sweep-point", "sweep-leaderboard"]
+    assert {c["project"] for c in inits} == {"lab"} and {c["group"] for c in inits} == {"sweep-tiny_wandb"}
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(c["config"]["point"] for c in inits[:2]) == sorted(board["point"])
+    assert json.loads((out / "wandb.json").read_text())["error"] is None
+
+
+def test_redun_log_shows_the_call_graph_of_a_sweep(sandbox):
+    import subprocess
+    import sys
+
+    sweep = write_yaml(sandbox, "sweep_log.yaml", {**TWO_POINTS, "name": "tiny_log"})
+    execution, _ = sandbox.redun("sweep", "--dataset", "synthetic", "--sweep", sweep)
+    redun_bin = Path(sys.executable).with_name("redun")
+    shown = subprocess.run(
+        [str(redun_bin), "log", execution], cwd=sandbox.root, capture_output=True, text=True, check=True
+    ).stdout
+    depth = {}  # task → indentation of its job lines in the call tree
+    for indent, name in re.findall(r"^( *)Job \w+ \[ DONE \] [^:]+:\d+:\d+:\s+gpo_vae\.(\w+)\(", shown, re.M):
+        depth.setdefault(name, set()).add(len(indent))
+    assert depth["sweep"] == {0} and depth["sweep_wave"] == {2} and depth["leaderboard"] == {2}, shown
+    assert depth["train_run"] == {4} and depth["evaluate_run_task"] == {4}, "points are a wave's children"

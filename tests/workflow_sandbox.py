@@ -36,14 +36,20 @@ class WorkflowSandbox:
                 shutil.copy2(src, dst)
         return cls(root)
 
-    def redun(self, *args: str, timeout: float = 900) -> tuple[str, subprocess.CompletedProcess]:
-        """Run ``redun run --execution-id ID workflow.py ARGS`` from the root; return (ID, result)."""
+    def redun(
+        self, *args: str, timeout: float = 900, env: dict[str, str] | None = None
+    ) -> tuple[str, subprocess.CompletedProcess]:
+        """Run ``redun run --execution-id ID workflow.py ARGS`` from the root (``env`` added to
+        the environment); return (ID, result)."""
         execution_id = str(uuid.uuid4())
         redun_bin = Path(sys.executable).with_name("redun")
         cmd = [str(redun_bin), "run", "--execution-id", execution_id, "workflow.py", *args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("REDUN_CONFIG", None)
-        result = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        if not env or "REDUN_CONFIG" not in env:
+            full_env.pop("REDUN_CONFIG", None)
+        result = subprocess.run(
+            cmd, cwd=self.root, env=full_env, capture_output=True, text=True, timeout=timeout
+        )
         if result.returncode != 0:
             raise AssertionError(
                 f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"

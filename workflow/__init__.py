@@ -14,6 +14,7 @@ from gpo_vae.config import ConfigError, to_dict
 from gpo_vae.data.registry import get_dataset_record, is_local_dataset
 from gpo_vae.run_config import RunConfig, load_run_config
 from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_id, point_label
+from gpo_vae.wandb_logging import require_wandb
 from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset, summarise_dataset
 from tasks.evaluate import evaluate_run_task, summarise_run
 from tasks.preprocess import preprocess_dataset
@@ -215,6 +216,7 @@ def sweep(
     executor: str = "default",
     train_executor: str | None = None,
     max_concurrent: int | None = None,
+    wandb_project: str | None = None,
 ) -> dict[str, Any]:
     """Run a sweep: every point trained and evaluated, then a leaderboard ranked by its metric.
 
@@ -237,6 +239,9 @@ def sweep(
       --train-executor (none)      executor of training only (none: --executor), e.g. a GPU one
       --max-concurrent (none)      points trained at once (none: the sweep file's max_concurrent);
                                    the points run in waves of this size, a wave after the last
+      --wandb-project (none)       also log points and leaderboard to this wandb project (none:
+                                   the sweep file's wandb_project; needs the wandb extra;
+                                   $WANDB_MODE, default offline); the sweep never needs wandb
 
     Points share one preprocessed artifact per distinct ``preprocess`` section. Runs and
     evaluations are content-addressed and cached, so extending a sweep trains only new points.
@@ -246,6 +251,9 @@ def sweep(
     base = config_path(dataset, model, config)
     run_configs = sweep_point_configs(base, sweep, points)
     width = max_concurrent or spec.max_concurrent
+    project = wandb_project or spec.wandb_project
+    if project:
+        require_wandb("--wandb-project / the sweep's wandb_project is set")  # before any training
     if width < 1:
         raise ConfigError(f"--max-concurrent must be at least 1, got {width}")
     data = acquire(
@@ -300,7 +308,7 @@ def sweep(
         "goal": spec.goal,
         "description": spec.description,
     }
-    board = leaderboard(sweep_info, described, flatten(results), str(out / "sweeps" / spec.name))
+    board = leaderboard(sweep_info, described, flatten(results), str(out / "sweeps" / spec.name), project)
     return {
         "points": len(points),
         "waves": len(results),

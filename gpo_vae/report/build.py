@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from gpo_vae.io import write_text_atomic
 from gpo_vae.report import grn_sections, sections
-from gpo_vae.report.html import page, section, write_text_atomic
+from gpo_vae.report.html import page, section
 from gpo_vae.report.tables import load_tables
 
 logger = logging.getLogger(__name__)

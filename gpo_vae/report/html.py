@@ -9,11 +9,8 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from numbers import Integral, Real
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -156,16 +153,3 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) ->
         f'<body><main><h1>{html.escape(title)}</h1><p class="lead">{html.escape(subtitle)}</p>'
         f"<nav>{nav}</nav>\n{body}\n</main></body></html>\n"
     )
-
-
-def write_text_atomic(text: str, path: Path) -> Path:
-    """Write ``text`` (UTF-8) through a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path

@@ -38,6 +38,9 @@ from gpo_vae.preprocessing.artifact import MARKER_FILE, artifact_path, dataset_c
 from gpo_vae.training.config import TrainingConfig
 from gpo_vae.training.data import ArtifactCells, CellDataModule, TrainingStatistics
 from gpo_vae.training.lightning import GPOVAETrainingPlan
+from gpo_vae.wandb_logging import require_wandb
+
+WANDB_REASON = "training.wandb is true"
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -81,19 +84,8 @@ def build_model(model_config: ModelConfig, cells: ArtifactCells, statistics: Tra
     )
 
 
-def require_wandb() -> None:
-    """Raise a clear ImportError when the optional ``wandb`` extra is not installed."""
-    try:
-        import wandb  # noqa: F401  (only checks that the optional extra is there)
-    except ImportError as err:
-        raise ImportError(
-            "training.wandb is true but wandb is not installed: pip install gpo-vae[wandb] "
-            "(or set training.wandb: false; CSV logs are always written)"
-        ) from err
-
-
 def _wandb_logger(training: TrainingConfig, run_dir: Path) -> Logger:
-    require_wandb()
+    require_wandb(WANDB_REASON)
     from pytorch_lightning.loggers import WandbLogger
 
     return WandbLogger(
@@ -303,7 +295,7 @@ def train_model(
         _check_or_write_config(run_dir, config)  # never hand back a run of other settings
         return run_dir
     if training_config.wandb:
-        require_wandb()  # before any work, not after an epoch
+        require_wandb(WANDB_REASON)  # before any work, not after an epoch
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_or_write_config(run_dir, config)
     cells = ArtifactCells.read(artifact_dir)
