@@ -218,6 +218,15 @@ def test_redun_ini_profiles_parse(tmp_path):
     redun_config.read_path(str(full))
     assert redun_config["executors"]["batch"]["queue"] and redun_config["executors"]["k8s"]["namespace"]
 
+    # redun builds the AWS Batch executors offline (no AWS call until a job is submitted); the
+    # k8s one loads a cluster's kubeconfig when built, so it is checked as parsed text only.
+    without_k8s = re.sub(r"\[executors\.k8s\].*?(?=\n\[|\Z)", "", uncommented_profiles(), flags=re.S)
+    batch_config = Config()
+    batch_config.read_string(without_k8s.replace("sqlite:///redun.db", f"sqlite:///{tmp_path / 'b.db'}"))
+    built = Scheduler(config=batch_config).executors
+    assert type(built["batch"]).__name__ == type(built["batch_gpu"]).__name__ == "AWSBatchExecutor"
+    assert built["batch"].queue == batch["queue"] and built["batch_gpu"].image == gpu["image"]
+
 
 def test_points_group_by_preprocess_section_and_bad_keys_name_the_sweep():
     from gpo_vae.config import ConfigError
