@@ -1,14 +1,18 @@
-"""Small I/O helpers: atomic writes and the provenance record every artifact carries."""
+"""Small I/O helpers: atomic writes, per-output locks and the provenance record every artifact carries."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,44 @@ TRACKED_PACKAGES = (
     "redun",
     "rapids-singlecell",
 )
+
+
+def lock_path(target: str | Path) -> Path:
+    """The lock file of an output folder or file: ``.<name>.lock`` beside it."""
+    target = Path(target)
+    return target.parent / f".{target.name}.lock"
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on ``target`` (an output folder) while the block runs.
+
+    Two processes that build the same content-addressed output (two workflow runs sharing a
+    redun database, two sweeps sharing a point) take turns instead of writing into it at once:
+    the second waits, then finds the first one's complete output and reuses it. The lock is an
+    advisory ``flock`` on :func:`lock_path` (works on local disks and NFSv4; released by the
+    kernel when a holder dies, even by SIGKILL). The file holds the holder's pid and host, for
+    the message that a waiter prints. Lock files are left in place: deleting one could let a
+    third process lock a different file.
+    """
+    path = lock_path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            print(f"waiting for {target}: {holder} is writing it", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_text_atomic(text: str, path: str | Path) -> Path:

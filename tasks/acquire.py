@@ -20,14 +20,22 @@ def _file_or_none(path: Path | str | None) -> File | None:
     return File(str(path)) if path else None
 
 
-@task(version="1", cache=True)
+@task(version="2", cache=True)
 def simulate_dataset(out_dir: str, preset: str = "default", seed: int = 0) -> DatasetSpec:
-    """Simulate the synthetic screen into ``out_dir`` (atomically) and describe its files."""
+    """Simulate the synthetic screen into ``out_dir`` (atomically) and describe its files.
+
+    A folder that already holds this screen (same config and simulator version) is reused, so
+    its files keep their bytes and everything downstream its cache, even without redun's database.
+    """
     from gpo_vae.data.registry import DATASETS
-    from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
+    from gpo_vae.data.synthetic import SyntheticConfig, existing_synthetic_dataset, write_synthetic_dataset
+    from gpo_vae.io import exclusive_lock
 
     config = dataclasses.replace(SyntheticConfig.preset(preset), seed=seed)
-    paths = write_synthetic_dataset(out_dir, config, overwrite=True)
+    with exclusive_lock(out_dir):
+        paths = existing_synthetic_dataset(out_dir, config) or write_synthetic_dataset(
+            out_dir, config, overwrite=True
+        )
     record = DATASETS["synthetic"]
     return {
         "name": "synthetic",

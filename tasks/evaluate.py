@@ -56,6 +56,7 @@ def evaluate_run_task(
     from gpo_vae.config import from_dict, to_dict
     from gpo_vae.evaluation.config import EvaluationConfig
     from gpo_vae.evaluation.run import COMPLETE_MARKER, evaluate_run
+    from gpo_vae.io import exclusive_lock
     from gpo_vae.report import REPORT_FILE
     from gpo_vae.training.train import artifact_checksum
 
@@ -73,20 +74,21 @@ def evaluate_run_task(
         "dataset": dataset,
     }
     out_dir = Path(out_root) / evaluation_key(inputs, to_dict(evaluation))
-    if not (out_dir / COMPLETE_MARKER).exists():
-        evaluate_run(
-            artifact_dir,
-            Path(model.path).parent,
-            evaluation,
-            out_dir,
-            summary_stats=summary_stats.path if summary_stats is not None else None,
-            summary_sheet=summary_sheet,
-            networks=[network.path for network in networks],
-            true_network=true_network.path if true_network is not None else None,
-            sams_vae_run_dir=Path(sams_model.path).parent if sams_model is not None else None,
-            dataset=dataset,
-            progress=False,
-        )
+    with exclusive_lock(out_dir):  # a concurrent evaluation of the same inputs waits, then reuses it
+        if not (out_dir / COMPLETE_MARKER).exists():
+            evaluate_run(
+                artifact_dir,
+                Path(model.path).parent,
+                evaluation,
+                out_dir,
+                summary_stats=summary_stats.path if summary_stats is not None else None,
+                summary_sheet=summary_sheet,
+                networks=[network.path for network in networks],
+                true_network=true_network.path if true_network is not None else None,
+                sams_vae_run_dir=Path(sams_model.path).parent if sams_model is not None else None,
+                dataset=dataset,
+                progress=False,
+            )
     return File(str(out_dir / REPORT_FILE))
 
 

@@ -13,38 +13,47 @@ redun_namespace = "gpo_vae"
 
 
 def artifact_key(dataset: DatasetSpec, config: dict[str, Any]) -> str:
-    """Content address of an artifact: the input files' hashes and the config."""
+    """Content address of an artifact: the SHA-256 of the input files' contents and the config.
+
+    Contents rather than redun's file hashes (path, size, modification time): a dataset folder
+    re-written with the same bytes, e.g. after redun's database was lost, keeps its artifact.
+    """
+    from gpo_vae.io import sha256_of
+
+    stats = dataset["summary_stats"]
     parts = {
-        "counts": dataset["counts"].hash,
-        "summary_stats": dataset["summary_stats"].hash if dataset["summary_stats"] else None,
+        "counts": sha256_of(Path(dataset["counts"].path)),
+        "summary_stats": sha256_of(Path(stats.path)) if stats else None,
         "summary_sheet": dataset["summary_sheet"],
         "config": config,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@task(version="1", cache=True)
+@task(version="2", cache=True)
 def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: str) -> File:
     """Build (or reuse, when a complete copy exists) the preprocessed artifact of ``dataset``."""
     from gpo_vae.config import from_dict
+    from gpo_vae.io import exclusive_lock
     from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path, write_artifact
     from gpo_vae.preprocessing.pipeline import PreprocessConfig, preprocess_files
 
     out_dir = Path(out_root) / artifact_key(dataset, config)
-    try:
-        # A complete artifact with the same content address needs no recomputation, even when
-        # redun's database is gone.
-        return File(str(artifact_path(out_dir)))
-    except ArtifactError:
-        pass
-    if dataset["summary_stats"] is None:
-        raise ValueError(f"dataset {dataset['name']!r} has no summary statistics; pass --summary-stats")
-    adata = preprocess_files(
-        dataset["counts"].path,
-        dataset["summary_stats"].path,
-        dataset["summary_sheet"],
-        from_dict(PreprocessConfig, config, "preprocess"),
-        dataset["perturbation_key"],
-        dataset["control_label"],
-    )
-    return File(str(artifact_path(write_artifact(adata, out_dir), verify=False)))
+    with exclusive_lock(out_dir):  # a concurrent run of the same artifact waits, then reuses it
+        try:
+            # A complete artifact with the same content address needs no recomputation, even
+            # when redun's database is gone.
+            return File(str(artifact_path(out_dir)))
+        except ArtifactError:
+            pass
+        if dataset["summary_stats"] is None:
+            raise ValueError(f"dataset {dataset['name']!r} has no summary statistics; pass --summary-stats")
+        adata = preprocess_files(
+            dataset["counts"].path,
+            dataset["summary_stats"].path,
+            dataset["summary_sheet"],
+            from_dict(PreprocessConfig, config, "preprocess"),
+            dataset["perturbation_key"],
+            dataset["control_label"],
+        )
+        return File(str(artifact_path(write_artifact(adata, out_dir), verify=False)))

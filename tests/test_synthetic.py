@@ -16,6 +16,7 @@ from gpo_vae.data.summary_stats import REPLOGLE_COLUMNS, compute_summary_stats, 
 from gpo_vae.data.synthetic import (
     SyntheticConfig,
     SyntheticScreen,
+    existing_synthetic_dataset,
     read_gene_symbols,
     simulate_perturbseq,
     write_synthetic_dataset,
@@ -274,6 +275,23 @@ def test_write_synthetic_dataset_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="killed"):
         write_synthetic_dataset(out, TINY, overwrite=True)
     assert {p.name for p in out.iterdir()} == {p.name for p in paths.values()}  # the old one survives
+
+
+def test_an_existing_dataset_of_the_same_config_is_found_and_others_are_not(tmp_path):
+    out = tmp_path / "synthetic"
+    assert existing_synthetic_dataset(out, TINY) is None
+    paths = write_synthetic_dataset(out, TINY)
+    assert existing_synthetic_dataset(out, TINY) == paths
+    assert existing_synthetic_dataset(out, dataclasses.replace(TINY, seed=TINY.seed + 1)) is None
+    meta = json.loads(paths["metadata"].read_text())
+    meta["versions"]["gpo_vae"] = "0.0.0-older"
+    paths["metadata"].write_text(json.dumps(meta))
+    assert existing_synthetic_dataset(out, TINY) is None, "another simulator version"
+    paths["metadata"].write_text("{")
+    assert existing_synthetic_dataset(out, TINY) is None
+    write_synthetic_dataset(out, TINY, overwrite=True)
+    paths["network"].unlink()
+    assert existing_synthetic_dataset(out, TINY) is None
 
 
 def test_presets():

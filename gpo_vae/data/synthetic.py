@@ -346,6 +346,36 @@ def report_unmeasured_knockdown(stats: pd.DataFrame, screen: SyntheticScreen) ->
     return stats
 
 
+#: File role → name in a saved synthetic dataset folder.
+DATASET_FILES = {
+    "counts": "counts.h5ad",
+    "summary_stats": "summary_stats.xlsx",
+    "network": "true_network.csv",
+    "perturbations": "perturbations.csv",
+    "metadata": "dataset.json",
+}
+
+
+def existing_synthetic_dataset(out_dir: str | Path, config: SyntheticConfig) -> dict[str, Path] | None:
+    """The files of ``out_dir`` when it already holds the dataset that ``config`` simulates.
+
+    The folder only ever appears complete (it is renamed into place), so it matches when its
+    ``dataset.json`` records the same config and the same gpo_vae version (the simulator's
+    code) and every file is there; otherwise None.
+    """
+    out_dir = Path(out_dir)
+    paths = {role: out_dir / name for role, name in DATASET_FILES.items()}
+    if not all(path.is_file() for path in paths.values()):
+        return None
+    try:
+        recorded = json.loads(paths["metadata"].read_text())
+    except json.JSONDecodeError:
+        return None
+    wanted = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
+    same_code = recorded.get("versions", {}).get("gpo_vae") == gpo_vae.__version__
+    return paths if recorded.get("config") == wanted and same_code else None
+
+
 def _check_target(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
@@ -372,13 +402,7 @@ def save_synthetic_dataset(
     _check_target(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    names = {
-        "counts": "counts.h5ad",
-        "summary_stats": "summary_stats.xlsx",
-        "network": "true_network.csv",
-        "perturbations": "perturbations.csv",
-        "metadata": "dataset.json",
-    }
+    names = DATASET_FILES
     adata = screen.adata
     labels = adata.obs[PERTURBATION_KEY].astype(str)
     metadata = {

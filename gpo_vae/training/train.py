@@ -11,6 +11,10 @@ A run directory holds::
     model.pt               best-val weights + all that rebuilds the module (load_trained_model)
     run.json               provenance, epochs, best epoch and val loss, seconds, device
     .complete              written last: the run is finished and is never trained again
+    events.jsonl           one line per call: fit (from scratch or resumed at an epoch),
+                           complete, reused; with time, host and pid
+
+Concurrent calls on one run directory take turns (:func:`gpo_vae.io.exclusive_lock`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -32,7 +38,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 from gpo_vae.config import from_dict, to_dict
-from gpo_vae.io import provenance, write_json_atomic
+from gpo_vae.io import exclusive_lock, provenance, write_json_atomic, write_text_atomic
 from gpo_vae.models import GPOVAE, ModelConfig
 from gpo_vae.preprocessing.artifact import MARKER_FILE, artifact_path, dataset_checksum
 from gpo_vae.training.config import TrainingConfig
@@ -43,6 +49,7 @@ from gpo_vae.wandb_logging import require_wandb
 WANDB_REASON = "training.wandb is true"
 
 CONFIG_FILE = "config.json"
+EVENTS_FILE = "events.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.ckpt"
 LAST_CHECKPOINT = "last.ckpt"
@@ -248,6 +255,26 @@ def _save_model(run_dir: Path, payload: dict[str, Any]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def record_event(run_dir: Path, event: str, **fields: Any) -> None:
+    """Append one line to the run's ``events.jsonl``: what happened, when, where."""
+    line = {"event": event, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), **fields}
+    with open(run_dir / EVENTS_FILE, "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The run's events, oldest first (empty when there are none)."""
+    path = Path(run_dir) / EVENTS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a Lightning checkpoint was saved at (None when there is no checkpoint)."""
+    if not path.exists():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
 def train_model(
     artifact_dir: str | Path,
     model_config: ModelConfig,
@@ -291,42 +318,52 @@ def train_model(
         "dataset_sha256": dataset_checksum(artifact_dir),
         "seed": training_config.seed,
     }
-    if (run_dir / COMPLETE_MARKER).exists():
-        _check_or_write_config(run_dir, config)  # never hand back a run of other settings
+    # One writer per run directory: a concurrent call (another workflow on the same shared
+    # results) waits here, then finds the finished run and reuses it.
+    with exclusive_lock(run_dir):
+        if (run_dir / COMPLETE_MARKER).exists():
+            _check_or_write_config(run_dir, config)  # never hand back a run of other settings
+            record_event(run_dir, "reused")
+            return run_dir
+        if training_config.wandb:
+            require_wandb(WANDB_REASON)  # before any work, not after an epoch
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_or_write_config(run_dir, config)
+        cells = ArtifactCells.read(artifact_dir)
+        fit_file = run_dir / CHECKPOINT_DIR / FIT_FILE
+        if not fit_file.exists():
+            record_event(
+                run_dir,
+                "fit",
+                resume_from_epoch=_checkpoint_epoch(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT),
+            )
+            summary = _fit(cells, model_config, training_config, run_dir, progress, callbacks)
+            write_json_atomic(summary, fit_file)
+        summary = json.loads(fit_file.read_text())
+        statistics = CellDataModule(cells, training_config.batch_size).statistics()
+        _save_model(
+            run_dir,
+            {
+                "model_config": config["model"],
+                "training_config": config["training"],
+                "n_genes": cells.n_genes,
+                "n_nodes": cells.n_nodes,
+                "n_perturbed": cells.n_perturbed,
+                "node_cell_counts": torch.as_tensor(statistics.node_cell_counts),
+                "qc_count": statistics.qc_count,
+                "mean_log": torch.as_tensor(statistics.mean_log),
+                "std_log": torch.as_tensor(statistics.std_log),
+                "node_names": cells.nodes,
+                "gene_names": cells.genes,
+                "best_epoch": summary["best_epoch"],
+                "best_val_loss": summary["best_val_loss"],
+                "artifact_sha256": sha,
+            },
+        )
+        write_json_atomic({**provenance(config), **summary}, run_dir / RUN_FILE)
+        write_text_atomic(sha + "\n", run_dir / COMPLETE_MARKER)
+        record_event(run_dir, "complete")
         return run_dir
-    if training_config.wandb:
-        require_wandb(WANDB_REASON)  # before any work, not after an epoch
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_or_write_config(run_dir, config)
-    cells = ArtifactCells.read(artifact_dir)
-    fit_file = run_dir / CHECKPOINT_DIR / FIT_FILE
-    if not fit_file.exists():
-        summary = _fit(cells, model_config, training_config, run_dir, progress, callbacks)
-        write_json_atomic(summary, fit_file)
-    summary = json.loads(fit_file.read_text())
-    statistics = CellDataModule(cells, training_config.batch_size).statistics()
-    _save_model(
-        run_dir,
-        {
-            "model_config": config["model"],
-            "training_config": config["training"],
-            "n_genes": cells.n_genes,
-            "n_nodes": cells.n_nodes,
-            "n_perturbed": cells.n_perturbed,
-            "node_cell_counts": torch.as_tensor(statistics.node_cell_counts),
-            "qc_count": statistics.qc_count,
-            "mean_log": torch.as_tensor(statistics.mean_log),
-            "std_log": torch.as_tensor(statistics.std_log),
-            "node_names": cells.nodes,
-            "gene_names": cells.genes,
-            "best_epoch": summary["best_epoch"],
-            "best_val_loss": summary["best_val_loss"],
-            "artifact_sha256": sha,
-        },
-    )
-    write_json_atomic({**provenance(config), **summary}, run_dir / RUN_FILE)
-    (run_dir / COMPLETE_MARKER).write_text(sha + "\n")
-    return run_dir
 
 
 def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE, dict[str, Any]]:

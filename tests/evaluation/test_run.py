@@ -328,7 +328,9 @@ def test_evaluation_task_is_content_addressed(artifact_dir: Path, runs: dict[str
     written = report.stat().st_mtime_ns
     assert Path(evaluate_run_task.func(artifact, model, config, str(tmp_path)).path) == report
     assert report.stat().st_mtime_ns == written, "a finished evaluation was recomputed"
-    assert [p.name for p in tmp_path.iterdir()] == [report.parent.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [report.parent.name, f".{report.parent.name}.lock"]
+    )
 
 
 def test_evaluation_config_validates_and_every_shipped_yaml_spells_it_out():

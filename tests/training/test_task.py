@@ -41,7 +41,9 @@ def test_train_run_trains_once_and_reuses_the_run(artifact_dir, tmp_path):
     }
     assert Path(train_run.func(artifact, sparse, str(tmp_path)).path) == path
     assert path.stat().st_mtime_ns == written
-    assert [p.name for p in tmp_path.iterdir()] == [path.parent.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [path.parent.name, f".{path.parent.name}.lock"]
+    )
 
 
 def test_train_run_rejects_other_sections(artifact_dir, tmp_path):

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from gpo_vae.models import GPOVAE, LOSS_TERMS
 from gpo_vae.preprocessing.artifact import MARKER_FILE
-from gpo_vae.training.train import load_trained_model, train_model
+from gpo_vae.training.train import load_trained_model, read_events, train_model
 from tests.training.conftest import TINY_MODEL, TINY_TRAINING
 
 #: Mask AUROC the test demands; 0.81 measured (seed 0), 0.78 for ranking by mean ΔX, chance 0.5
@@ -114,6 +114,7 @@ def test_finished_run_is_returned_without_training(short_run, artifact_dir):
     before = model_file.stat().st_mtime_ns
     assert train_model(artifact_dir, TINY_MODEL, TINY_TRAINING.replace(max_epochs=20), short_run) == short_run
     assert model_file.stat().st_mtime_ns == before
+    assert [e["event"] for e in read_events(short_run)][-1] == "reused"
     with pytest.raises(ValueError, match="differs in training"):
         train_model(artifact_dir, TINY_MODEL, TINY_TRAINING.replace(max_epochs=21), short_run)
 
@@ -158,6 +159,8 @@ def test_killed_run_resumes_to_the_same_weights(four_epochs, artifact_dir, tmp_p
         assert_bitwise_equal(a, b)
     # the resumed session logged epochs 2 and 3 exactly as the uninterrupted run did
     pd.testing.assert_frame_equal(val_rows(run_dir, version=1), val_rows(four_epochs).loc[[2, 3]])
+    events = [(e["event"], e.get("resume_from_epoch")) for e in read_events(run_dir)]
+    assert events == [("fit", None), ("fit", 1), ("complete", None)]
 
 
 def test_same_seed_same_metrics_other_seed_not(four_epochs, artifact_dir, tmp_path):
@@ -179,7 +182,7 @@ def test_bf16_mixed_precision_trains_on_cpu(artifact_dir, tmp_path):
 
 def test_wandb_enabled_but_missing_is_a_clear_error(artifact_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
-    with pytest.raises(ImportError, match=r"pip install gpo-vae\[wandb\]"):
+    with pytest.raises(ImportError, match=r"pip install .gpo-vae\[wandb\]"):
         train_model(artifact_dir, TINY_MODEL, TINY_TRAINING.replace(wandb=True), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

@@ -1,0 +1,71 @@
+"""Atomic writes and per-output locks (gpo_vae.io)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from gpo_vae.io import exclusive_lock, lock_path, write_json_atomic, write_text_atomic
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from gpo_vae.io import exclusive_lock
+    with exclusive_lock(sys.argv[1]):
+        print("locked", flush=True)
+        time.sleep(float(sys.argv[2]))
+        open(sys.argv[3], "a").write("first done\\n")
+    """
+)
+
+
+def test_atomic_writes_leave_only_the_target(tmp_path):
+    write_text_atomic("a\n", tmp_path / "x.txt")
+    write_json_atomic({"b": 1}, tmp_path / "y.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt", "y.json"]
+    assert (tmp_path / "x.txt").read_text() == "a\n" and '"b": 1' in (tmp_path / "y.json").read_text()
+
+
+def test_a_second_process_waits_for_the_holder_and_is_told_who_holds_it(tmp_path, capfd):
+    target, log = tmp_path / "runs" / "abc", tmp_path / "order.txt"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(target), "1.5", str(log)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    with exclusive_lock(target) as path:
+        waited = time.monotonic() - started
+        log.open("a").write("second\n")
+    holder.wait(timeout=30)
+    assert log.read_text() == "first done\nsecond\n"
+    assert waited > 0.5 and path == lock_path(target) == tmp_path / "runs" / ".abc.lock"
+    assert f"waiting for {target}: pid {holder.pid} on" in capfd.readouterr().err
+
+
+def test_the_lock_is_released_when_the_holder_is_killed(tmp_path):
+    target = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(target), "60", str(tmp_path / "never")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait(timeout=30)
+    started = time.monotonic()
+    with exclusive_lock(target):
+        pass
+    assert time.monotonic() - started < 5 and not (tmp_path / "never").exists()
+
+
+def test_the_lock_is_released_on_error(tmp_path):
+    with pytest.raises(RuntimeError), exclusive_lock(tmp_path / "out"):
+        raise RuntimeError("boom")
+    with exclusive_lock(tmp_path / "out"):
+        pass
+    assert Path(lock_path(tmp_path / "out")).exists()
