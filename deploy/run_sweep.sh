@@ -5,9 +5,10 @@
 #
 #   crontab:  0 2 * * *  /opt/gpo-vae/deploy/run_sweep.sh rpe1 configs/sweeps/penalty.yaml >> /var/log/gpo-vae-sweep.log 2>&1
 #
-# Environment: GPO_VAE_RESULTS (shared results root, default ./results), REDUN_CONFIG (a config
-# directory whose redun.ini names the shared database and the cluster executors; credentials in
-# REDUN_DB_USERNAME / REDUN_DB_PASSWORD), GPO_VAE_EXECUTOR (default | process | batch | k8s).
+# Environment: GPO_VAE_RESULTS (shared results root, default ./results), REDUN_CONFIG (team mode:
+# deploy/team, whose redun.ini takes the shared database from GPO_VAE_DB_URI; credentials in
+# REDUN_DB_USERNAME / REDUN_DB_PASSWORD or ~/.pgpass), GPO_VAE_EXECUTOR (default | process |
+# batch | k8s).
 set -euo pipefail
 dataset=${1:?usage: run_sweep.sh DATASET SWEEP_YAML}
 sweep=${2:?usage: run_sweep.sh DATASET SWEEP_YAML}

@@ -41,12 +41,7 @@ STAGES = {"simulate_dataset", "preprocess_dataset", "train_run", "evaluate_run_t
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> WorkflowSandbox:
     box = WorkflowSandbox.create(tmp_path_factory.mktemp("workflow"))
-    for name in ("gpo_vae_synthetic", "sams_vae_synthetic", "gpo_vae_custom"):
-        path = box.root / "configs" / f"{name}.yaml"
-        raw = yaml.safe_load(path.read_text())
-        for section, values in TINY_SECTIONS.items():
-            raw[section].update(values)
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_synthetic", "sams_vae_synthetic", "gpo_vae_custom"))
     (box.root / "networks").mkdir()
     # no edge among the screen's genes: the table must say why its precision is undefined
     (box.root / "networks" / "biogrid.csv").write_text("source,target\nNOTAGENE1,NOTAGENE2\n")

@@ -32,12 +32,9 @@ TWO_POINTS = {
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> WorkflowSandbox:
     box = WorkflowSandbox.create(tmp_path_factory.mktemp("sweep"))
-    path = box.root / "configs" / "gpo_vae_synthetic.yaml"
-    raw = yaml.safe_load(path.read_text())
-    for section, values in TINY_SECTIONS.items():
-        raw[section].update(values)
-    raw["training"]["max_epochs"] = 1
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    box.shrink_configs(
+        {**TINY_SECTIONS, "training": {**TINY_SECTIONS["training"], "max_epochs": 1}}, ("gpo_vae_synthetic",)
+    )
     return box
 
 
