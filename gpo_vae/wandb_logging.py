@@ -121,7 +121,7 @@ def log_leaderboard_to_wandb(
             run.finish()
             boards[board_key] = run.id
             logged_now += 1
-    except Exception as err:
+    except Exception as err:  # wandb's failures must not cost the sweep its results
         error = f"{type(err).__name__}: {err}"
     status = {
         "project": project,

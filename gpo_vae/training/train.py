@@ -268,11 +268,22 @@ def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _checkpoint_epoch(path: Path) -> int | None:
-    """The epoch a Lightning checkpoint was saved at (None when there is no checkpoint)."""
+def _resumable_epoch(run_dir: Path) -> int | None:
+    """The epoch of the run's ``last.ckpt``, or None when there is none to resume from.
+
+    Lightning writes a checkpoint in place, so a kill during that write can leave it truncated:
+    such a file is moved aside (``last.ckpt.unreadable``, recorded in the events) and the run
+    starts again from scratch rather than failing on every retry.
+    """
+    path = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     if not path.exists():
         return None
-    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except Exception as err:  # any unreadable file: pickle, zip or key errors
+        os.replace(path, path.with_name(LAST_CHECKPOINT + ".unreadable"))
+        record_event(run_dir, "unreadable_checkpoint", error=f"{type(err).__name__}: {err}"[:300])
+        return None
 
 
 def train_model(
@@ -332,11 +343,7 @@ def train_model(
         cells = ArtifactCells.read(artifact_dir)
         fit_file = run_dir / CHECKPOINT_DIR / FIT_FILE
         if not fit_file.exists():
-            record_event(
-                run_dir,
-                "fit",
-                resume_from_epoch=_checkpoint_epoch(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT),
-            )
+            record_event(run_dir, "fit", resume_from_epoch=_resumable_epoch(run_dir))
             summary = _fit(cells, model_config, training_config, run_dir, progress, callbacks)
             write_json_atomic(summary, fit_file)
         summary = json.loads(fit_file.read_text())

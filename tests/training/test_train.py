@@ -163,6 +163,23 @@ def test_killed_run_resumes_to_the_same_weights(four_epochs, artifact_dir, tmp_p
     assert events == [("fit", None), ("fit", 1), ("complete", None)]
 
 
+def test_an_unreadable_last_checkpoint_is_set_aside_and_training_starts_again(
+    four_epochs, artifact_dir, tmp_path
+):
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_model(
+            artifact_dir, TINY_MODEL, TINY_TRAINING, run_dir, progress=False, callbacks=[KillAtEpochStart(2)]
+        )
+    last = run_dir / "checkpoints/last.ckpt"
+    last.write_bytes(last.read_bytes()[:100])  # a kill in the middle of writing it
+    train_model(artifact_dir, TINY_MODEL, TINY_TRAINING, run_dir, progress=False)
+    events = read_events(run_dir)
+    assert [e["event"] for e in events] == ["fit", "unreadable_checkpoint", "fit", "complete"]
+    assert events[2]["resume_from_epoch"] is None and (run_dir / "checkpoints/last.ckpt.unreadable").exists()
+    assert_bitwise_equal(state_dict(four_epochs / "model.pt"), state_dict(run_dir / "model.pt"))
+
+
 def test_same_seed_same_metrics_other_seed_not(four_epochs, artifact_dir, tmp_path):
     again = train_model(artifact_dir, TINY_MODEL, TINY_TRAINING, tmp_path / "again", progress=False)
     reference = (four_epochs / "logs/version_0/metrics.csv").read_text()
