@@ -282,7 +282,9 @@ def test_redun_log_shows_the_call_graph_of_a_sweep(sandbox):
         [str(redun_bin), "log", execution], cwd=sandbox.root, capture_output=True, text=True, check=True
     ).stdout
     depth = {}  # task → indentation of its job lines in the call tree
-    for indent, name in re.findall(r"^( *)Job \w+ \[ DONE \] [^:]+:\d+:\d+:\s+gpo_vae\.(\w+)\(", shown, re.M):
+    for indent, name in re.findall(
+        r"^( *)Job \w+ \[\s*\w+\s*\] [^:]+:\d+:\d+:\s+gpo_vae\.(\w+)\(", shown, re.M
+    ):
         depth.setdefault(name, set()).add(len(indent))
     assert depth["sweep"] == {0} and depth["sweep_wave"] == {2} and depth["leaderboard"] == {2}, shown
     assert depth["train_run"] == {4} and depth["evaluate_run_task"] == {4}, "points are a wave's children"

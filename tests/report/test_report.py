@@ -302,7 +302,7 @@ def test_write_is_atomic(
 
     target = tmp_path / "report.html"
     target.write_text("previous report")
-    monkeypatch.setattr("gpo_vae.report.html.os.replace", fail)
+    monkeypatch.setattr("gpo_vae.io.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         build_report(root, target)
     assert target.read_text() == "previous report"  # a failed write leaves the old report

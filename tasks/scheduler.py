@@ -1,0 +1,119 @@
+"""The redun scheduler that both profiles use (``[scheduler] setup_scheduler`` in redun.ini).
+
+It is redun's own :class:`~redun.Scheduler` with one fix for shared databases. redun (0.44)
+records values, tasks, call nodes and jobs by checking that a row is absent and then inserting
+it, in separate statements and transactions. Two runs on one database (team mode: two sweeps
+sharing configurations, or a colleague's run) that record the same things at the same moment
+then fail with an ``IntegrityError``: a duplicate ``call_node`` or ``value`` key, or a job whose
+task row the other run has not committed yet (all three seen in our concurrency test).
+:func:`serialise_recording` makes each of redun's ``record_*`` calls one critical section
+across the processes sharing the database: a PostgreSQL advisory lock (on a connection of its
+own, so it is released if the process dies) or, for SQLite, a ``flock`` beside the database
+file. Recording is a few queries per job, so runs still execute their tasks in parallel; only
+their bookkeeping takes turns.
+
+This module stays light (no gpo_vae, no torch): redun imports it for every command, including
+``redun db upgrade`` and ``redun log``.
+"""
+
+import contextlib
+import fcntl
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from redun import Scheduler
+from redun.config import Config
+
+#: The methods of redun's database backend that write rows.
+RECORDING_METHODS = (
+    "record_execution",
+    "record_updated_time",
+    "record_job_start",
+    "record_job_end",
+    "record_value",
+    "record_call_node",
+    "record_call_node_context",
+    "record_tags",
+)
+#: Key of the PostgreSQL advisory lock that recording takes (fixed, arbitrary: "gpov").
+ADVISORY_KEY = 0x67706F76
+
+
+class RecordingLock:
+    """One lock per process: a reentrant thread lock, whose outermost holder also takes the
+    cross-process lock of the backend's database (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._release: Callable[[], None] | None = None
+        self._pg_connections: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def held(self, backend: Any) -> Iterator[None]:
+        with self._threads:
+            if self._depth == 0:
+                self._release = self._acquire_across_processes(backend)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._release is not None:
+                    release, self._release = self._release, None
+                    release()
+
+    def _acquire_across_processes(self, backend: Any) -> Callable[[], None] | None:
+        uri: str = backend.db_uri
+        if uri.startswith("sqlite:///") and ":memory:" not in uri:
+            handle = open(Path(uri.removeprefix("sqlite:///")).with_suffix(".record-lock"), "a")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+
+            def release_file() -> None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+
+            return release_file
+        if uri.startswith("postgresql") and backend.engine is not None:
+            from sqlalchemy import text
+
+            connection = self._pg_connections.get(uri)
+            if connection is None or connection.closed:
+                connection = backend.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                self._pg_connections[uri] = connection
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_KEY})
+            return lambda: connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_KEY})
+        return None
+
+
+RECORDING_LOCK = RecordingLock()
+
+
+def serialise_recording() -> None:
+    """Wrap each of redun's :data:`RECORDING_METHODS` in :data:`RECORDING_LOCK` (once)."""
+    from redun.backends.db import RedunBackendDb
+
+    for name in RECORDING_METHODS:
+        original = getattr(RedunBackendDb, name)
+        if getattr(original, "serialised", False):
+            continue
+
+        def make(method: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(method)
+            def serialised(self: RedunBackendDb, *args: Any, **kwargs: Any) -> Any:
+                with RECORDING_LOCK.held(self):
+                    return method(self, *args, **kwargs)
+
+            serialised.serialised = True  # type: ignore[attr-defined]
+            return serialised
+
+        setattr(RedunBackendDb, name, make(original))
+
+
+def setup_scheduler(config: Config) -> Scheduler:
+    """redun's scheduler for ``config``, with recording safe for concurrent runs."""
+    serialise_recording()
+    return Scheduler(config=config)
