@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from gpo_vae.training.train import read_events
-from tests.postgres_server import LocalPostgres, PostgresUnavailable
+from tests.postgres_server import ROLE, LocalPostgres, PostgresUnavailable
 from tests.test_workflow_main import TINY_SECTIONS
 from tests.workflow_sandbox import REPO_ROOT, WorkflowSandbox
 
@@ -114,6 +114,20 @@ def test_main_on_postgres_then_a_rerun_runs_nothing_and_no_password_is_printed(t
     assert team.executed(second) == set(), team.jobs(second)
     for output in (cold, cached, info):
         assert postgres.password not in output.stdout + output.stderr
+
+
+def test_the_password_can_come_from_a_pgpass_file_instead_of_the_environment(team, postgres, tmp_path):
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{postgres.port}:*:{ROLE}:{postgres.password}\n")
+    pgpass.chmod(0o600)  # libpq ignores a file that others can read
+    env = {key: value for key, value in team.environment().items() if key != "REDUN_DB_PASSWORD"}
+    command = team.command("db", "info")
+    without = subprocess.run(command, cwd=team.root, env=env, capture_output=True, text=True)
+    assert without.returncode != 0 and postgres.password not in without.stdout + without.stderr
+    found = subprocess.run(
+        command, cwd=team.root, env={**env, "PGPASSFILE": str(pgpass)}, capture_output=True, text=True
+    )
+    assert found.returncode == 0 and "CLI compatible with db: True" in found.stdout, found.stderr[-2000:]
 
 
 def test_two_sweeps_at_once_share_configurations_and_train_each_once(team):
