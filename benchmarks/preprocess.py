@@ -23,7 +23,8 @@ from pathlib import Path
 
 from gpo_vae.data.synthetic import SUMMARY_SHEET, SyntheticConfig, write_synthetic_dataset
 from gpo_vae.preprocessing.artifact import write_artifact
-from gpo_vae.preprocessing.pipeline import PreprocessConfig, QCConfig, preprocess_files
+from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig
+from gpo_vae.preprocessing.pipeline import preprocess_files
 
 
 def peak_rss_gb() -> float:

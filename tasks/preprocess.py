@@ -36,7 +36,8 @@ def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: s
     from gpo_vae.config import from_dict
     from gpo_vae.io import exclusive_lock
     from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path, write_artifact
-    from gpo_vae.preprocessing.pipeline import PreprocessConfig, preprocess_files
+    from gpo_vae.preprocessing.config import PreprocessConfig
+    from gpo_vae.preprocessing.pipeline import preprocess_files
 
     out_dir = Path(out_root) / artifact_key(dataset, config)
     with exclusive_lock(out_dir):  # a concurrent run of the same artifact waits, then reuses it

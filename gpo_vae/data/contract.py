@@ -8,11 +8,14 @@ symbols as ``var_names``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+if TYPE_CHECKING:  # anndata is imported where a file is read: the registry's constants stay light
+    import anndata as ad
 
 PERTURBATION_KEY = "gene"
 CONTROL_LABEL = "non-targeting"
@@ -121,6 +124,8 @@ def read_counts_h5ad(
     path = Path(path)
     if not path.exists():
         raise DataContractError(f"{path}: no such file.")
+    import anndata as ad
+
     try:
         if rows is None:
             adata = ad.read_h5ad(path)

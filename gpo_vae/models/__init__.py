@@ -17,18 +17,28 @@ Where this differs from the published research code, on purpose:
   (the reference then parameterises q(M) by clamped probabilities, which stall at 0 and 1).
 """
 
-from gpo_vae.models.config import ModelConfig
-from gpo_vae.models.generate import grn_dataframe, sample_cells
-from gpo_vae.models.guide import PlatedSample
-from gpo_vae.models.module import GPOVAE, LOSS_TERMS, InferenceOutputs, LossOutput
+import importlib
+from typing import Any
 
-__all__ = [
-    "GPOVAE",
-    "LOSS_TERMS",
-    "InferenceOutputs",
-    "LossOutput",
-    "ModelConfig",
-    "PlatedSample",
-    "grn_dataframe",
-    "sample_cells",
-]
+from gpo_vae.models.config import ModelConfig
+
+# Only the config is imported eagerly: the run config (and so the workflow) reads it without
+# importing torch; the module and its helpers load on first use.
+_LAZY = {
+    "GPOVAE": "gpo_vae.models.module",
+    "LOSS_TERMS": "gpo_vae.models.module",
+    "InferenceOutputs": "gpo_vae.models.module",
+    "LossOutput": "gpo_vae.models.module",
+    "PlatedSample": "gpo_vae.models.guide",
+    "grn_dataframe": "gpo_vae.models.generate",
+    "sample_cells": "gpo_vae.models.generate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ModelConfig", *_LAZY]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import anndata as ad
@@ -19,7 +18,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
-from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr, library_size
+from gpo_vae.preprocessing.config import DEFAULT_TARGET_SUM, PerturbationFilterConfig
+from gpo_vae.preprocessing.normalize import as_csr, library_size
 
 logger = logging.getLogger(__name__)
 
@@ -29,35 +29,6 @@ _PERCENTILE_BLOCK = 512  # target genes whose control values are densified at on
 
 class PerturbationFilterError(ValueError):
     """A filter left no perturbation; the message names the filter, its threshold and the counts."""
-
-
-@dataclass(frozen=True)
-class PerturbationFilterConfig:
-    """Thresholds of the perturbation filters (design §3).
-
-    ``min_degs``, ``max_knockdown`` and ``min_filtered_cells`` define the strong perturbations from
-    the summary statistics; they are applied upstream where ``strong_genes`` is computed and are
-    kept here so one config documents every threshold of the stage.
-    """
-
-    min_degs: int = 50
-    max_knockdown: float = -0.3
-    min_filtered_cells: int = 25
-    knockdown_percentile: float = 10.0
-    min_cells: int = 100
-    keep_unknown_perturbations: bool = False
-    target_sum: float = DEFAULT_TARGET_SUM
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> PerturbationFilterConfig:
-        data = dict(data or {})
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown perturbation-filter settings {sorted(unknown)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _names(names: list[str]) -> str:

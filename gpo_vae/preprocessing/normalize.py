@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-DEFAULT_TARGET_SUM = 1e4
+from gpo_vae.preprocessing.config import DEFAULT_TARGET_SUM
+
 # Stored values handled at once when summing or scaling rows: bounds the float64 temporaries
 # (~16M values ≈ 130 MB each) on matrices with billions of stored values.
 _BLOCK_NNZ = 1 << 24

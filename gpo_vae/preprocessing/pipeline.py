@@ -13,9 +13,8 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -25,6 +24,10 @@ from gpo_vae.config import to_dict
 from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, read_counts_h5ad
 from gpo_vae.data.summary_stats_io import read_summary_stats, strong_perturbations
 from gpo_vae.io import provenance, sha256_of
+from gpo_vae.preprocessing.config import (
+    PerturbationFilterConfig,
+    PreprocessConfig,
+)
 from gpo_vae.preprocessing.deg import annotate_deg
 from gpo_vae.preprocessing.derived import (
     counterfactual_indices,
@@ -32,86 +35,14 @@ from gpo_vae.preprocessing.derived import (
     delta_x,
     normalisation_stats,
 )
-from gpo_vae.preprocessing.filtering import PerturbationFilterConfig, perturbation_filter_mask
+from gpo_vae.preprocessing.filtering import perturbation_filter_mask
 from gpo_vae.preprocessing.nodes import dosage_matrix, treatment_nodes
 from gpo_vae.preprocessing.normalize import library_size
 from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_features
-from gpo_vae.preprocessing.qc import DEFAULT_NMADS, Backend, run_qc
+from gpo_vae.preprocessing.qc import run_qc
 from gpo_vae.preprocessing.splits import split_heldout_perturbations, split_random, validate_splits
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class QCConfig:
-    """QC flags (design §2). ``fit_on="train"`` keeps test cells out of the thresholds."""
-
-    nmads: tuple[float, ...] = tuple(float(t) for t in DEFAULT_NMADS)
-    default_nmads: float = 3.0
-    doublets: bool = True
-    backend: Backend = "auto"
-    max_cells_per_chunk: int = 20_000
-    fit_on: Literal["train", "all"] = "train"
-
-    def __post_init__(self) -> None:
-        if self.default_nmads not in self.nmads:
-            raise ValueError(f"default_nmads {self.default_nmads} must be one of nmads {self.nmads}")
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """Splits (design §5): random by cell 64/16/20, or held-out perturbations in test only."""
-
-    mode: Literal["random", "heldout_perturbations"] = "random"
-    fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)
-    heldout_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        if abs(sum(self.fractions) - 1) > 1e-9 or min(self.fractions) <= 0:
-            raise ValueError(f"fractions must be positive and sum to 1, got {self.fractions}")
-        if not 0 < self.heldout_fraction < 1:
-            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
-
-
-@dataclass(frozen=True)
-class DEGConfig:
-    """FC3 genes (design §4): |logFC| > lfc and adjusted p < pval_adj, on training cells."""
-
-    lfc: float = 3.0
-    pval_adj: float = 0.01
-    restrict_to_hvg: bool = False
-    tie_correct: bool = True
-
-
-@dataclass(frozen=True)
-class PairingConfig:
-    """OT pairing (design §5): entropic by default (reg 1.0, cost Euclidean / 100)."""
-
-    method: Literal["sinkhorn", "emd", "hungarian"] = "sinkhorn"
-    reg: float = 1.0
-    cost_scale: float = 100.0
-
-    def __post_init__(self) -> None:
-        if self.reg <= 0 or self.cost_scale <= 0:
-            raise ValueError("reg and cost_scale must be positive")
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """Every setting of the preprocessing stage, with the published defaults."""
-
-    seed: int = 0
-    target_sum: float = 1e4
-    counterfactual_cells: int = 50
-    filters: PerturbationFilterConfig = field(default_factory=PerturbationFilterConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    qc: QCConfig = field(default_factory=QCConfig)
-    deg: DEGConfig = field(default_factory=DEGConfig)
-    pairing: PairingConfig = field(default_factory=PairingConfig)
-
-    def __post_init__(self) -> None:
-        if self.counterfactual_cells < 1:
-            raise ValueError(f"counterfactual_cells must be >= 1, got {self.counterfactual_cells}")
 
 
 @contextmanager

@@ -22,12 +22,11 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import PERTURBATION_KEY
+from gpo_vae.preprocessing.config import DEFAULT_NMADS, Backend
 from gpo_vae.preprocessing.mad import Side, mad_threshold, outside_threshold
 from gpo_vae.preprocessing.normalize import as_csr
 
 logger = logging.getLogger(__name__)
-
-Backend = Literal["auto", "cpu", "rapids"]
 
 # gene-name rules of the reference code (human symbols)
 MT_PREFIX = "MT-"
@@ -43,7 +42,6 @@ QC_RULES: dict[str, tuple[Side, str]] = {
     "pct_counts_ribo": ("high", "high_ribo"),
     "pct_counts_hb": ("high", "high_hb"),
 }
-DEFAULT_NMADS = (3, 4, 5)
 DOUBLET_FLAG = "qc_doublet"
 TOTAL_QC = "total_qc"
 
