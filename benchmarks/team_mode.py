@@ -80,7 +80,7 @@ def main() -> None:
     finally:
         server.stop()
     print(
-        f"team mode costs {on_postgres - on_sqlite:+.1f} s per fully cached rerun "
+        f"team mode costs {on_postgres - on_sqlite:+.2f} s per fully cached rerun "
         f"({on_postgres / on_sqlite:.2f}× SQLite); {os.cpu_count()} CPU cores; main {' '.join(args)}"
     )
 
