@@ -160,3 +160,18 @@ def test_main_on_a_users_own_screen(sandbox):
     assert (results / "data" / "summary_stats.xlsx").exists()  # computed from the cells
     assert len(list((results / "evaluation").glob("*/report.html"))) == 1
     assert "held-out ATE" in result.stdout + result.stderr
+
+
+def test_importing_the_workflow_loads_no_heavy_library():
+    """redun imports `workflow` (and tasks/scheduler.py) on every command, cached reruns included:
+    torch, scanpy and anndata load only inside task bodies."""
+    import subprocess
+    import sys
+
+    from tests.workflow_sandbox import REPO_ROOT
+
+    code = "import sys, workflow, tasks.scheduler; print(sorted({'torch', 'scanpy', 'anndata'} & set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]", loaded

@@ -17,9 +17,7 @@ Where this differs from the published research code, on purpose:
   (the reference then parameterises q(M) by clamped probabilities, which stall at 0 and 1).
 """
 
-import importlib
-from typing import Any
-
+from gpo_vae._lazy import lazy_attributes
 from gpo_vae.models.config import ModelConfig
 
 # Only the config is imported eagerly: the run config (and so the workflow) reads it without
@@ -35,10 +33,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["ModelConfig", *_LAZY]

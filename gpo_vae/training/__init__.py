@@ -6,9 +6,7 @@ paying for Lightning's import; the rest loads on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from gpo_vae._lazy import lazy_attributes
 from gpo_vae.training.config import TrainingConfig
 
 _LAZY = {
@@ -23,10 +21,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["TrainingConfig", *_LAZY]
