@@ -73,7 +73,7 @@ def leaderboard(
     With ``wandb_project`` the ranked rows are also logged to wandb (see
     :mod:`gpo_vae.wandb_logging`); its status, never an exception, is under ``wandb``.
     """
-    from gpo_vae.io import write_text_atomic
+    from gpo_vae.io import write_json_atomic, write_text_atomic
     from gpo_vae.leaderboard import point_metrics, rank_rows, to_csv, to_html
 
     rows = []
@@ -95,9 +95,7 @@ def leaderboard(
     ranked = rank_rows(rows, sweep["metric"], sweep["goal"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        json.dumps({"sweep": sweep, "rows": ranked}, indent=2, default=str), out / "leaderboard.json"
-    )
+    write_json_atomic({"sweep": sweep, "rows": ranked}, out / "leaderboard.json")
     csv_path = write_text_atomic(to_csv(ranked), out / "leaderboard.csv")
     html_path = write_text_atomic(
         to_html(ranked, sweep["name"], sweep["metric"], sweep["goal"], sweep.get("description", "")),

@@ -269,6 +269,10 @@ def test_sweep_logs_to_wandb_only_when_asked_without_retraining(sandbox, tmp_pat
     board = pd.read_csv(out / "leaderboard.csv")
     assert sorted(c["config"]["point"] for c in inits[:2]) == sorted(board["point"])
     assert json.loads((out / "wandb.json").read_text())["error"] is None
+    saved = json.loads((out / "leaderboard.json").read_text())  # what the retry command reads
+    assert saved["sweep"]["name"] == "tiny_wandb" and [r["point"] for r in saved["rows"]] == list(
+        board["point"]
+    )
 
 
 def test_redun_log_shows_the_call_graph_of_a_sweep(sandbox):
