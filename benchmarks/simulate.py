@@ -1,10 +1,16 @@
 """Time the synthetic screen: simulation, summary statistics from the cells, writing the dataset.
 
-    python benchmarks/simulate.py [--preset default|rpe1|all] [--out DIR] [--seed N]
+    python benchmarks/simulate.py [--preset NAME|all] [--out DIR] [--seed N]
+    python benchmarks/simulate.py --preset panel --h5ad screen.h5ad [--network truth.csv] [--set key=value ...]
 
-Prints seconds per part, the peak resident memory of the process so far, the dataset's shape,
+The first form prints seconds per part, the peak resident memory of the process so far, the dataset's shape,
 calibration percentiles next to the RPE1 figures of design §9, and how many perturbations pass
 the design §3 filters. Without ``--out`` the dataset goes to a temporary folder that is removed.
+
+The second form writes one screen as a user would bring it: only the counts ``.h5ad``, saved in
+the preset's layout (:func:`gpo_vae.data.synthetic.saved_layout`), with no summary statistics,
+and optionally its true network (``--network``) to pass to ``main --networks``. ``--set``
+overrides config fields (``--set n_perturbations=12 --set n_genes=400``).
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ import pandas as pd
 from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.data.summary_stats import compute_summary_stats, normalise_rows
 from gpo_vae.data.synthetic import (
+    PRESETS,
     SyntheticConfig,
     SyntheticScreen,
     save_synthetic_dataset,
+    saved_layout,
     simulate_perturbseq,
 )
 
@@ -68,8 +76,8 @@ def design_filters(screen: SyntheticScreen, stats: pd.DataFrame) -> tuple[int, i
     return int(strong.sum()), kept
 
 
-def run(preset: str, out: Path | None, seed: int) -> None:
-    config = SyntheticConfig.preset(preset, seed=seed)
+def run(preset: str, out: Path | None, seed: int, overrides: dict | None = None) -> None:
+    config = SyntheticConfig.preset(preset, seed=seed, **(overrides or {}))
     print(f"== preset {preset} (seed {seed})")
     start = time.perf_counter()
     screen = simulate_perturbseq(config)
@@ -106,16 +114,53 @@ def run(preset: str, out: Path | None, seed: int) -> None:
     )
 
 
+def _override(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    if key not in SyntheticConfig.__dataclass_fields__:
+        raise argparse.ArgumentTypeError(f"--set {text}: SyntheticConfig has no field {key!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            continue
+    return key, value
+
+
+def write_user_screen(preset: str, seed: int, h5ad: Path, network: Path | None, overrides: dict) -> None:
+    """One screen saved as a user would bring it (module docstring)."""
+    start = time.perf_counter()
+    config = SyntheticConfig.preset(preset, seed=seed, **overrides)
+    screen = simulate_perturbseq(config)
+    h5ad.parent.mkdir(parents=True, exist_ok=True)
+    saved_layout(screen.adata, config.layout, seed).write_h5ad(h5ad)
+    if network is not None:
+        screen.network.to_csv(network, index=False)
+    adata = screen.adata
+    print(
+        f"{h5ad}: preset {preset}, {adata.n_obs:,} cells x {adata.n_vars:,} genes, "
+        f"{adata.obs['gene'].nunique() - 1} perturbation labels, layout {config.layout}, "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=["default", "rpe1", "all"], default="default")
+    parser.add_argument("--preset", choices=[*PRESETS, "all"], default="default")
     parser.add_argument("--out", type=Path, help="write the dataset here (a folder per preset with 'all')")
+    parser.add_argument("--h5ad", type=Path, help="write only the counts file, as a user's screen")
+    parser.add_argument("--network", type=Path, help="with --h5ad: also the true network as csv")
+    parser.add_argument("--set", type=_override, action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.h5ad is not None:
+        if args.preset == "all":
+            parser.error("--h5ad writes one preset")
+        write_user_screen(args.preset, args.seed, args.h5ad, args.network, dict(args.set))
+        return
     presets = ["default", "rpe1"] if args.preset == "all" else [args.preset]
     for preset in presets:
         out = args.out / preset if args.out and len(presets) > 1 else args.out
-        run(preset, out, args.seed)
+        run(preset, out, args.seed, dict(args.set))
 
 
 if __name__ == "__main__":

@@ -20,12 +20,16 @@ def _file_or_none(path: Path | str | None) -> File | None:
     return File(str(path)) if path else None
 
 
-@task(version="2", cache=True)
-def simulate_dataset(out_dir: str, preset: str = "default", seed: int = 0) -> DatasetSpec:
+@task(version="3", cache=True)
+def simulate_dataset(
+    out_dir: str, preset: str = "default", seed: int = 0, layout: dict[str, Any] | None = None
+) -> DatasetSpec:
     """Simulate the synthetic screen into ``out_dir`` (atomically) and describe its files.
 
     A folder that already holds this screen (same config and simulator version) is reused, so
     its files keep their bytes and everything downstream its cache, even without redun's database.
+    ``layout`` (a :class:`~gpo_vae.data.layout.ScreenLayout` as a dict) is how later stages read
+    the counts file (e.g. ``batch_key`` for the ``batches`` preset).
     """
     from gpo_vae.data.registry import DATASETS
     from gpo_vae.data.synthetic import SyntheticConfig, existing_synthetic_dataset, write_synthetic_dataset
@@ -45,12 +49,20 @@ def simulate_dataset(out_dir: str, preset: str = "default", seed: int = 0) -> Da
         "network": File(str(paths["network"])),
         "perturbation_key": record.perturbation_key,
         "control_label": record.control_label,
+        "layout": _layout(layout, record.perturbation_key, record.control_label),
     }
 
 
-@task(version="1", cache=True)
+def _layout(options: dict[str, Any] | None, perturbation_key: str, control_label: str) -> dict[str, Any]:
+    from gpo_vae.data.layout import ScreenLayout
+
+    merged = {**(options or {}), "perturbation_key": perturbation_key, "control_label": control_label}
+    return ScreenLayout.from_dict(merged).to_dict()
+
+
+@task(version="2", cache=True)
 def fetch_published_dataset(
-    name: str, data_dir: str | None = None, cache_dir: str | None = None
+    name: str, data_dir: str | None = None, cache_dir: str | None = None, layout: dict[str, Any] | None = None
 ) -> DatasetSpec:
     """Find (``data_dir``, cache) or download the published files of dataset ``name``."""
     from gpo_vae.data.acquire import acquire_published_dataset
@@ -65,47 +77,56 @@ def fetch_published_dataset(
         "network": None,
         "perturbation_key": files.perturbation_key,
         "control_label": files.control_label,
+        "layout": _layout(layout, files.perturbation_key, files.control_label),
     }
 
 
-@task(version="1", cache=True)
+#: The summary statistics computed from a user's cells (csv: byte-reproducible, see write_summary_stats_csv).
+COMPUTED_STATS_FILE = "summary_stats.csv"
+
+
+@task(version="2", cache=True)
 def prepare_local_dataset(
     counts: File,
     out_dir: str,
-    perturbation_key: str,
-    control_label: str,
+    layout: dict[str, Any],
     summary_stats: File | None = None,
     summary_sheet: str | None = None,
 ) -> DatasetSpec:
-    """Validate a user's counts file; compute summary statistics from its cells when none are given."""
+    """Read a user's counts file in its ``layout``; compute summary statistics from its cells when
+    none are given (the same file gives the same bytes, so a touched input keeps its artifacts)."""
     from gpo_vae.data.contract import read_counts_h5ad
-    from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_xlsx
+    from gpo_vae.data.layout import ScreenLayout
+    from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
 
-    adata = read_counts_h5ad(counts.path, perturbation_key, control_label)
+    screen_layout = ScreenLayout.from_dict(layout)
+    adata = read_counts_h5ad(counts.path, screen_layout)
+    resolved = dict(adata.uns["layout"])
     if summary_stats is None:
-        stats = compute_summary_stats(adata)
-        summary_sheet = "computed_summary_stat"
-        path = write_summary_stats_xlsx(stats, Path(out_dir) / "summary_stats.xlsx", summary_sheet)
-        summary_stats = File(str(path))
+        stats = compute_summary_stats(adata, progress=False)
+        path = write_summary_stats_csv(stats, Path(out_dir) / COMPUTED_STATS_FILE)
+        summary_stats, summary_sheet = File(str(path)), None
     return {
         "name": Path(counts.path).stem,
         "counts": counts,
         "summary_stats": summary_stats,
         "summary_sheet": summary_sheet,
         "network": None,
-        "perturbation_key": perturbation_key,
-        "control_label": control_label,
+        "perturbation_key": screen_layout.perturbation_key,
+        "control_label": screen_layout.control_label,
+        "layout": resolved,
     }
 
 
-@task(version="1", cache=True)
+@task(version="2", cache=True)
 def summarise_dataset(dataset: DatasetSpec, out_path: str) -> File:
     """Write cells, genes, perturbations and controls of the dataset (with provenance) as JSON."""
     from gpo_vae.data.acquire import describe_counts
+    from gpo_vae.data.layout import ScreenLayout
     from gpo_vae.io import provenance, sha256_of, write_json_atomic
 
     counts: File = dataset["counts"]
-    summary = describe_counts(counts.path, dataset["perturbation_key"], dataset["control_label"])
+    summary = describe_counts(counts.path, ScreenLayout.from_dict(dataset["layout"]))
     files = {k: (v.path if isinstance(v, File) else v) for k, v in dataset.items()}
     payload = {
         "dataset": files,

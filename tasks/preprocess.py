@@ -25,15 +25,17 @@ def artifact_key(dataset: DatasetSpec, config: dict[str, Any]) -> str:
         "counts": sha256_of(Path(dataset["counts"].path)),
         "summary_stats": sha256_of(Path(stats.path)) if stats else None,
         "summary_sheet": dataset["summary_sheet"],
+        "layout": dataset["layout"],
         "config": config,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@task(version="2", cache=True)
+@task(version="3", cache=True)
 def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: str) -> File:
     """Build (or reuse, when a complete copy exists) the preprocessed artifact of ``dataset``."""
     from gpo_vae.config import from_dict
+    from gpo_vae.data.layout import ScreenLayout
     from gpo_vae.io import exclusive_lock
     from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path, write_artifact
     from gpo_vae.preprocessing.config import PreprocessConfig
@@ -47,14 +49,33 @@ def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: s
             return File(str(artifact_path(out_dir)))
         except ArtifactError:
             pass
-        if dataset["summary_stats"] is None:
-            raise ValueError(f"dataset {dataset['name']!r} has no summary statistics; pass --summary-stats")
+        stats = dataset["summary_stats"]
         adata = preprocess_files(
             dataset["counts"].path,
-            dataset["summary_stats"].path,
+            stats.path if stats is not None else None,
             dataset["summary_sheet"],
             from_dict(PreprocessConfig, config, "preprocess"),
-            dataset["perturbation_key"],
-            dataset["control_label"],
+            ScreenLayout.from_dict(dataset["layout"]),
+            progress=False,
         )
         return File(str(artifact_path(write_artifact(adata, out_dir), verify=False)))
+
+
+@task(version="1", cache=False)
+def inspect_dataset(dataset: DatasetSpec, config: dict[str, Any]) -> list[str]:
+    """Print (and return) what preprocessing would do with ``dataset`` (never cached: it prints)."""
+    from gpo_vae.config import from_dict
+    from gpo_vae.data.layout import ScreenLayout
+    from gpo_vae.preprocessing.config import PreprocessConfig
+    from gpo_vae.preprocessing.inspect import inspect_screen
+
+    stats = dataset["summary_stats"]
+    lines = inspect_screen(
+        dataset["counts"].path,
+        stats.path if stats is not None else None,
+        dataset["summary_sheet"],
+        from_dict(PreprocessConfig, config, "preprocess"),
+        ScreenLayout.from_dict(dataset["layout"]),
+    )
+    print("\n".join(lines), flush=True)
+    return lines

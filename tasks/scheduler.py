@@ -1,6 +1,10 @@
 """The redun scheduler that both profiles use (``[scheduler] setup_scheduler`` in redun.ini).
 
-It is redun's own :class:`~redun.Scheduler` with one fix for shared databases. redun (0.44)
+It is redun's own :class:`~redun.Scheduler` with two changes. A run stopped by an error the
+user can fix (:class:`gpo_vae.errors.UserError`: bad input, a config value, a filter that
+leaves nothing) ends with that error's message as its last lines, on standard error, without
+redun's task traceback and argument dump; ``GPO_VAE_DEBUG=1`` (or ``--debug true`` on an entry
+point) keeps them. And one fix for shared databases. redun (0.44)
 records values, tasks, call nodes and jobs by checking that a row is absent and then inserting
 it, in separate statements and transactions. Two runs on one database (team mode: two sweeps
 sharing configurations, or a colleague's run) that record the same things at the same moment
@@ -19,6 +23,8 @@ This module stays light (no gpo_vae, no torch): redun imports it for every comma
 import contextlib
 import fcntl
 import functools
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,7 +119,61 @@ def serialise_recording() -> None:
         setattr(RedunBackendDb, name, make(original))
 
 
+#: Set to 1 to see redun's task traceback of input errors too.
+DEBUG_ENV = "GPO_VAE_DEBUG"
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """``error`` (or the error it was raised from) when it is a :class:`gpo_vae.errors.UserError`.
+
+    Identified by class name along the MRO so this module imports nothing of gpo_vae.
+    """
+    seen = 0
+    while error is not None and seen < 5:
+        if any(
+            klass.__name__ == "UserError" and klass.__module__ == "gpo_vae.errors"
+            for klass in type(error).__mro__
+        ):
+            return error
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return None
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+class GpoVaeScheduler(Scheduler):
+    """redun's scheduler, printing a user's error as one message instead of a task traceback."""
+
+    _quiet = False
+
+    def log(self, *messages: Any, **kwargs: Any) -> None:
+        if not self._quiet:
+            super().log(*messages, **kwargs)
+
+    def _reject_job_main_thread(self, job: Any, error: Any, *args: Any, **kwargs: Any) -> None:
+        if user_error(error) is not None and not debugging():
+            self._quiet = True  # redun's "Reject Job" lines, the traceback and the status table
+        super()._reject_job_main_thread(job, error, *args, **kwargs)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().run(*args, **kwargs)
+        except Exception as error:
+            found = user_error(error)
+            if found is None or debugging():
+                raise
+            print(f"\nThe run stopped ({DEBUG_ENV}=1 or --debug true shows the traceback):", file=sys.stderr)
+            print(f"{type(found).__name__}: {found}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        finally:
+            self._quiet = False
+
+
 def setup_scheduler(config: Config) -> Scheduler:
-    """redun's scheduler for ``config``, with recording safe for concurrent runs."""
+    """The gpo-vae scheduler for ``config``: user errors as one message, recording safe for
+    concurrent runs."""
     serialise_recording()
-    return Scheduler(config=config)
+    return GpoVaeScheduler(config=config)

@@ -157,7 +157,7 @@ def test_main_on_a_users_own_screen(sandbox):
         "evaluate_run_task",
     } <= sandbox.executed(execution)
     results = sandbox.root / "results" / "my_screen"
-    assert (results / "data" / "summary_stats.xlsx").exists()  # computed from the cells
+    assert (results / "data" / "summary_stats.csv").exists()  # computed from the cells
     assert len(list((results / "evaluation").glob("*/report.html"))) == 1
     assert "held-out ATE" in result.stdout + result.stderr
 

@@ -5,21 +5,34 @@ redun imports the module named ``workflow``; this package answers that import. E
 """
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from redun import File, task
 
 from gpo_vae.config import ConfigError, to_dict
-from gpo_vae.data.registry import get_dataset_record, is_local_dataset
+from gpo_vae.data.registry import is_local_dataset
+from gpo_vae.errors import InputFileError
 from gpo_vae.run_config import RunConfig, load_run_config
 from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_id, point_label
 from gpo_vae.wandb_logging import require_wandb
-from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset, summarise_dataset
+from tasks.acquire import summarise_dataset
 from tasks.evaluate import evaluate_run_task, summarise_run
-from tasks.preprocess import preprocess_dataset
+from tasks.preprocess import inspect_dataset, preprocess_dataset
+from tasks.scheduler import DEBUG_ENV
 from tasks.sweep import leaderboard, sweep_wave
 from tasks.train import train_run
+from workflow.datasets import (
+    CONFIG_DIR,
+    acquire,
+    check_local_screen,
+    config_path,
+    dataset_slug,
+    network_files,
+    read_files,
+    screen_layout,
+)
 from workflow.sweep_support import (
     chunks,
     find_artifact,
@@ -29,23 +42,6 @@ from workflow.sweep_support import (
 )
 
 redun_namespace = "gpo_vae"
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
-def config_path(dataset: str, model: str, config: str | None) -> Path:
-    """The run config: ``config`` when given, else ``configs/<model>_<dataset>.yaml``."""
-    if config:
-        return Path(config)
-    if not is_local_dataset(dataset):
-        get_dataset_record(dataset)  # an unknown name fails here, listing the choices
-    name = "custom" if is_local_dataset(dataset) else dataset
-    path = CONFIG_DIR / f"{model}_{name}.yaml"
-    if not path.exists():
-        choices = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(
-            f"no config {path.name} for --model {model!r}; configs/ holds {choices}, or pass --config"
-        )
-    return path
 
 
 def training_sections(run_config: RunConfig) -> dict[str, Any]:
@@ -53,52 +49,10 @@ def training_sections(run_config: RunConfig) -> dict[str, Any]:
     return {"model": to_dict(run_config.model), "training": to_dict(run_config.training)}
 
 
-def read_files(paths: list[Path | None]) -> list[File]:
-    """The existing files among ``paths`` as redun Files (for an entry point's result)."""
-    return [File(str(Path(path).resolve())) for path in paths if path is not None and Path(path).is_file()]
-
-
-def dataset_slug(dataset: str) -> str:
-    """Folder name of a dataset's results: its registry name or its file's stem."""
-    return Path(dataset).stem if is_local_dataset(dataset) else dataset
-
-
-def network_files(networks: str | None) -> list[File]:
-    """Reference network files from a comma-separated list of paths (none when empty)."""
-    paths = [Path(item.strip()) for item in (networks or "").split(",") if item.strip()]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"--networks: no such file {', '.join(missing)}")
-    return [File(str(path.resolve())) for path in paths]
-
-
-def acquire(
-    dataset: str,
-    results_dir: str,
-    seed: int,
-    synthetic_preset: str,
-    data_dir: str | None,
-    cache_dir: str | None,
-    perturbation_key: str,
-    control_label: str,
-    summary_stats: str | None,
-    summary_sheet: str | None,
-) -> Any:
-    """The acquisition stage for any kind of dataset (a lazy redun expression)."""
-    if is_local_dataset(dataset):
-        return prepare_local_dataset(
-            File(str(Path(dataset).resolve())),
-            str(Path(results_dir, dataset_slug(dataset), "data")),
-            perturbation_key,
-            control_label,
-            File(str(Path(summary_stats).resolve())) if summary_stats else None,
-            summary_sheet,
-        )
-    record = get_dataset_record(dataset)
-    if record.simulated:
-        out_dir = Path(results_dir, "synthetic", f"data-{synthetic_preset}-seed{seed}")
-        return simulate_dataset(str(out_dir), synthetic_preset, seed)
-    return fetch_published_dataset(dataset, data_dir, cache_dir)
+def debug_mode(debug: bool) -> None:
+    """``--debug true``: a failing run shows the task traceback of an input error too."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
 
 
 # An entry point returns the files its body read by path (configs, sweep file, run records) as
@@ -115,12 +69,18 @@ def main(
     cache_dir: str | None = None,
     perturbation_key: str = "gene",
     control_label: str = "non-targeting",
+    counts_layer: str = "auto",
+    batch_key: str | None = None,
+    guide_pattern: str = "auto",
+    combination_separator: str = "+",
+    duplicate_genes: str = "sum",
     summary_stats: str | None = None,
     summary_sheet: str | None = None,
     networks: str | None = None,
     compare_sams_vae: bool = False,
     executor: str = "default",
     train_executor: str | None = None,
+    debug: bool = False,
 ) -> dict[str, Any]:
     """Run the pipeline: acquire → preprocess → train → evaluate (+ GRN benchmark) → report.
 
@@ -130,11 +90,20 @@ def main(
       --config (none)              a run config YAML instead of the family default
       --results-dir (results)      results go to <results-dir>/<dataset>/
       --seed (0)                   seed of the synthetic screen (training seeds are in the config)
-      --synthetic-preset (default) default (laptop size) or rpe1 (RPE1 size)
+      --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
+                                   combinatorial, batches, counts_layer, guides
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
-      --perturbation-key (gene)    obs column naming each cell's perturbed gene (own .h5ad)
-      --control-label (non-targeting)  label of control cells (own .h5ad)
+      --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
+      --control-label (non-targeting)  label of control cells, matched ignoring case (own .h5ad)
+      --counts-layer (auto)        where the raw counts are: auto (X if counts, else a counts
+                                   layer, else .raw), X, raw, or a layer name
+      --batch-key (none)           obs column of the batch / cell line: QC, pairing and ATEs
+                                   within batch, the batch a covariate of the model
+      --guide-pattern (auto)       regex mapping guide labels to genes (group 'gene'); auto
+                                   maps GENE_1, GENE_2 when every label has such a suffix; none
+      --combination-separator (+)  separates the genes of a multi-gene label (A+B)
+      --duplicate-genes (sum)      a symbol on several columns: sum, first, or error
       --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
       --summary-sheet (none)       its sheet, for a workbook with several
       --networks (none)            comma-separated reference network files for the GRN benchmark
@@ -142,9 +111,20 @@ def main(
       --executor (default)         redun executor of the heavy stages (preprocess, train,
                                    evaluate): default (threads), process, or one of redun.ini
       --train-executor (none)      executor of training only (none: --executor), e.g. a GPU one
+      --debug (false)              show the task traceback of an input error too
 
     The result lists the report and its headline table.
     """
+    debug_mode(debug)
+    layout = screen_layout(
+        perturbation_key,
+        control_label,
+        counts_layer,
+        batch_key,
+        guide_pattern,
+        combination_separator,
+        duplicate_genes,
+    )
     config_files = [config_path(dataset, model, config)]
     run_config = load_run_config(config_files[0])
     sams_config = None
@@ -153,6 +133,9 @@ def main(
             raise ConfigError("--compare-sams-vae compares a GPO-VAE run with SAMS-VAE; --model is sams_vae")
         config_files.append(config_path(dataset, "sams_vae", None))
         sams_config = load_run_config(config_files[1])
+    references = network_files(networks)
+    if is_local_dataset(dataset):
+        check_local_screen(dataset, layout, summary_stats)  # seconds: labels, controls, batches
     spec = acquire(
         dataset,
         results_dir,
@@ -160,8 +143,7 @@ def main(
         synthetic_preset,
         data_dir,
         cache_dir,
-        perturbation_key,
-        control_label,
+        layout,
         summary_stats,
         summary_sheet,
     )
@@ -180,7 +162,7 @@ def main(
         str(out / "evaluation"),
         spec["summary_stats"],
         spec["summary_sheet"],
-        network_files(networks),
+        references,
         spec["network"],
         sams,
         dataset_slug(dataset),
@@ -210,6 +192,11 @@ def sweep(
     cache_dir: str | None = None,
     perturbation_key: str = "gene",
     control_label: str = "non-targeting",
+    counts_layer: str = "auto",
+    batch_key: str | None = None,
+    guide_pattern: str = "auto",
+    combination_separator: str = "+",
+    duplicate_genes: str = "sum",
     summary_stats: str | None = None,
     summary_sheet: str | None = None,
     networks: str | None = None,
@@ -217,6 +204,7 @@ def sweep(
     train_executor: str | None = None,
     max_concurrent: int | None = None,
     wandb_project: str | None = None,
+    debug: bool = False,
 ) -> dict[str, Any]:
     """Run a sweep: every point trained and evaluated, then a leaderboard ranked by its metric.
 
@@ -227,11 +215,20 @@ def sweep(
       --config (none)              a base run config YAML instead of the family default
       --results-dir (results)      leaderboard in <results-dir>/<dataset>/sweeps/<name>/
       --seed (0)                   seed of the synthetic screen
-      --synthetic-preset (default) default (laptop size) or rpe1 (RPE1 size)
+      --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
+                                   combinatorial, batches, counts_layer, guides
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
-      --perturbation-key (gene)    obs column naming each cell's perturbed gene (own .h5ad)
-      --control-label (non-targeting)  label of control cells (own .h5ad)
+      --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
+      --control-label (non-targeting)  label of control cells, matched ignoring case (own .h5ad)
+      --counts-layer (auto)        where the raw counts are: auto (X if counts, else a counts
+                                   layer, else .raw), X, raw, or a layer name
+      --batch-key (none)           obs column of the batch / cell line: QC, pairing and ATEs
+                                   within batch, the batch a covariate of the model
+      --guide-pattern (auto)       regex mapping guide labels to genes (group 'gene'); auto
+                                   maps GENE_1, GENE_2 when every label has such a suffix; none
+      --combination-separator (+)  separates the genes of a multi-gene label (A+B)
+      --duplicate-genes (sum)      a symbol on several columns: sum, first, or error
       --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
       --summary-sheet (none)       its sheet, for a workbook with several
       --networks (none)            comma-separated reference network files for the GRN benchmark
@@ -242,10 +239,21 @@ def sweep(
       --wandb-project (none)       also log points and leaderboard to this wandb project (none:
                                    the sweep file's wandb_project; needs the wandb extra;
                                    $WANDB_MODE, default offline); the sweep never needs wandb
+      --debug (false)              show the task traceback of an input error too
 
     Points share one preprocessed artifact per distinct ``preprocess`` section. Runs and
     evaluations are content-addressed and cached, so extending a sweep trains only new points.
     """
+    debug_mode(debug)
+    layout = screen_layout(
+        perturbation_key,
+        control_label,
+        counts_layer,
+        batch_key,
+        guide_pattern,
+        combination_separator,
+        duplicate_genes,
+    )
     spec: SweepSpec = load_sweep(sweep)
     points = expand_sweep(spec)
     base = config_path(dataset, model, config)
@@ -256,6 +264,9 @@ def sweep(
         require_wandb("--wandb-project / the sweep's wandb_project is set")  # before any training
     if width < 1:
         raise ConfigError(f"--max-concurrent must be at least 1, got {width}")
+    references = network_files(networks)
+    if is_local_dataset(dataset):
+        check_local_screen(dataset, layout, summary_stats)
     data = acquire(
         dataset,
         results_dir,
@@ -263,8 +274,7 @@ def sweep(
         synthetic_preset,
         data_dir,
         cache_dir,
-        perturbation_key,
-        control_label,
+        layout,
         summary_stats,
         summary_sheet,
     )
@@ -282,7 +292,7 @@ def sweep(
     evaluation_inputs = {
         "summary_stats": data["summary_stats"],
         "summary_sheet": data["summary_sheet"],
-        "networks": network_files(networks),
+        "networks": references,
         "true_network": data["network"],
         "dataset": dataset_slug(dataset),
     }
@@ -361,7 +371,7 @@ def evaluate(
     run_dir = Path(run).resolve()
     model_file = run_dir / "model.pt"
     if not run or not model_file.is_file() or not (run_dir / ".complete").exists():
-        raise FileNotFoundError(f"--run {run!r}: not a finished run directory (model.pt and .complete)")
+        raise InputFileError(f"--run {run!r}: not a finished run directory (model.pt and .complete)")
     recorded = json.loads((run_dir / "config.json").read_text())
     dataset = run_dir.parent.parent.name
     if artifact:
@@ -398,3 +408,86 @@ def evaluate(
     )
     inputs = [run_dir / "config.json", run_dir.parent.parent / "dataset_summary.json", config_file]
     return {"report": report, "headline": summarise_run(report), "inputs": read_files(inputs)}
+
+
+@task()
+def inspect(
+    dataset: str = "synthetic",
+    model: str = "gpo_vae",
+    config: str | None = None,
+    results_dir: str = "results",
+    seed: int = 0,
+    synthetic_preset: str = "default",
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    perturbation_key: str = "gene",
+    control_label: str = "non-targeting",
+    counts_layer: str = "auto",
+    batch_key: str | None = None,
+    guide_pattern: str = "auto",
+    combination_separator: str = "+",
+    duplicate_genes: str = "sum",
+    summary_stats: str | None = None,
+    summary_sheet: str | None = None,
+    debug: bool = False,
+) -> dict[str, Any]:
+    """Show what ``main`` would do with a screen, in seconds: nothing is trained or written
+    but the dataset's files (the summary statistics computed from the cells, as ``main`` does).
+
+    Prints how the file is read, the modality, the batches, the pairing features, the test
+    split's controls and the perturbation table (each perturbation: cells, target measured,
+    on-target change, DEGs, kept or the filter that removed it with the value that failed).
+
+    Options (default):
+      --dataset (synthetic)        synthetic, rpe1, k562, adamson, or a path to your .h5ad
+      --model (gpo_vae)            config family: configs/<model>_<dataset>.yaml (gpo_vae, sams_vae)
+      --config (none)              a run config YAML instead of the family default
+      --results-dir (results)      computed summary statistics go to <results-dir>/<dataset>/data/
+      --seed (0)                   seed of the synthetic screen
+      --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
+                                   combinatorial, batches, counts_layer, guides
+      --data-dir (none)            folder holding downloaded archives or their files
+      --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
+      --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
+      --control-label (non-targeting)  label of control cells, matched ignoring case (own .h5ad)
+      --counts-layer (auto)        where the raw counts are: auto (X if counts, else a counts
+                                   layer, else .raw), X, raw, or a layer name
+      --batch-key (none)           obs column of the batch / cell line: QC, pairing and ATEs
+                                   within batch, the batch a covariate of the model
+      --guide-pattern (auto)       regex mapping guide labels to genes (group 'gene'); auto
+                                   maps GENE_1, GENE_2 when every label has such a suffix; none
+      --combination-separator (+)  separates the genes of a multi-gene label (A+B)
+      --duplicate-genes (sum)      a symbol on several columns: sum, first, or error
+      --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
+      --summary-sheet (none)       its sheet, for a workbook with several
+      --debug (false)              show the task traceback of an input error too
+    """
+    debug_mode(debug)
+    layout = screen_layout(
+        perturbation_key,
+        control_label,
+        counts_layer,
+        batch_key,
+        guide_pattern,
+        combination_separator,
+        duplicate_genes,
+    )
+    config_file = config_path(dataset, model, config)
+    run_config = load_run_config(config_file)
+    if is_local_dataset(dataset):
+        check_local_screen(dataset, layout, summary_stats)
+    spec = acquire(
+        dataset,
+        results_dir,
+        seed,
+        synthetic_preset,
+        data_dir,
+        cache_dir,
+        layout,
+        summary_stats,
+        summary_sheet,
+    )
+    return {
+        "inspect": inspect_dataset(spec, to_dict(run_config.preprocess)),
+        "inputs": read_files([config_file]),
+    }

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
+import pandas as pd
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY, DataContractError
 from gpo_vae.data.download import DownloadError, default_cache_dir, download_file, extract_tarball
+from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.registry import Archive, DatasetRecord
 
 logger = logging.getLogger(__name__)
@@ -103,30 +106,39 @@ def acquire_published_dataset(
     )
 
 
-def describe_counts(
-    path: str | Path,
-    perturbation_key: str = PERTURBATION_KEY,
-    control_label: str = CONTROL_LABEL,
-) -> dict[str, int]:
-    """Cells, genes, perturbations and control cells of a counts ``.h5ad`` (reads obs only)."""
+def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dict[str, Any]:
+    """Cells, genes, perturbations (canonical labels), combinations, control cells and batches
+    of a counts ``.h5ad`` (reads obs and var only)."""
+    from gpo_vae.data.contract import normalise_var_names, screen_batches, screen_labels
+
     path = Path(path)
+    layout = layout or ScreenLayout()
     try:
         adata = ad.read_h5ad(path, backed="r")
     except Exception as err:
         raise DataContractError(f"{path}: not a readable .h5ad file ({type(err).__name__}: {err}).") from err
     try:
-        if perturbation_key not in adata.obs.columns:
+        var = adata.var.copy()
+        light = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[:0]), var=var)
+        normalise_var_names(light)
+        labels, _ = screen_labels(adata.obs, light.var, light.var_names, layout, path)
+        batches = screen_batches(adata.obs, layout, path)
+        layers = list(adata.layers.keys())
+        if layout.counts_layer not in ("auto", "X", "raw") and layout.counts_layer not in layers:
             raise DataContractError(
-                f"{path}: obs has no column {perturbation_key!r} (columns: {list(adata.obs.columns)[:20]}). "
-                "Pass the column naming each cell's perturbed gene with --perturbation-key."
+                f"{path}: --counts-layer {layout.counts_layer!r}: no such layer (layers: {layers or 'none'})."
             )
-        labels = adata.obs[perturbation_key].astype(str)
-        is_control = labels == control_label
-        return {
+        is_control = labels == CONTROL_LABEL
+        perturbations = pd.Series(labels[~is_control]).unique()
+        summary: dict[str, Any] = {
             "cells": int(adata.n_obs),
             "genes": int(adata.n_vars),
-            "perturbations": int(labels[~is_control].nunique()),
+            "perturbations": len(perturbations),
+            "combinations": int(sum("+" in str(p) for p in perturbations)),
             "control_cells": int(is_control.sum()),
         }
+        if batches is not None:
+            summary["batches"] = sorted(set(batches.tolist()))
+        return summary
     finally:
         adata.file.close()

@@ -1,28 +1,48 @@
 """The raw-dataset contract (design §1): what every loader promises the later stages.
 
 A raw dataset is an AnnData of UMI counts (cells × genes, sparse CSR, integer valued) with
-``obs[PERTURBATION_KEY]`` naming the perturbed gene (``CONTROL_LABEL`` for controls) and gene
-symbols as ``var_names``.
+``obs["gene"]`` holding each cell's canonical perturbation label (:mod:`gpo_vae.data.labels`:
+a gene symbol, ``A+B`` for a combination, ``non-targeting`` for controls), gene symbols as
+``var_names`` (unique) and, when the layout names a batch column, ``obs["batch"]``.
+:func:`read_counts_h5ad` reads a file saved in any :class:`~gpo_vae.data.layout.ScreenLayout`
+into it; every problem is a :class:`DataContractError` naming the file and the fix.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from gpo_vae.data.labels import LabelError, canonical_labels
+from gpo_vae.data.layout import AUTO_COUNTS_LAYERS, BATCH_KEY, CONTROL_LABEL, PERTURBATION_KEY, ScreenLayout
+from gpo_vae.errors import UserError
+
 if TYPE_CHECKING:  # anndata is imported where a file is read: the registry's constants stay light
     import anndata as ad
 
-PERTURBATION_KEY = "gene"
-CONTROL_LABEL = "non-targeting"
 GENE_ID_KEY = "gene_id"
+#: var columns that hold gene symbols when the index holds Ensembl ids (Replogle, 10x, CELLxGENE).
+SYMBOL_COLUMNS = ("gene_name", "gene_symbols", "gene_symbol", "feature_name", "symbol", "gene_short_name")
+#: Stored values checked at once for being counts (bounds the temporaries, not the coverage).
+_CHECK_BLOCK = 1 << 24
+
+__all__ = [
+    "CONTROL_LABEL",
+    "GENE_ID_KEY",
+    "PERTURBATION_KEY",
+    "DataContractError",
+    "first_non_count",
+    "is_integer_valued",
+    "read_counts_h5ad",
+    "validate_counts_adata",
+]
 
 
-class DataContractError(ValueError):
+class DataContractError(UserError, ValueError):
     """A dataset does not meet the raw-data contract; the message names the file and the fix."""
 
 
@@ -30,32 +50,157 @@ def _where(source: str | Path | None) -> str:
     return f"{source}: " if source is not None else ""
 
 
-def normalise_var_names(adata: ad.AnnData) -> ad.AnnData:
-    """Use gene symbols as ``var_names`` and keep Ensembl ids in ``var["gene_id"]``.
+def first_non_count(matrix: sp.spmatrix | sp.sparray | np.ndarray) -> tuple[int, float] | None:
+    """(row, value) of the first stored value that is negative or not an integer, or None.
 
-    Replogle files index genes by Ensembl id and store symbols in ``var["gene_name"]``; other
-    files already index by symbol. Duplicate symbols are made unique (``GENE-1``) as scanpy does.
-    Works in place and returns ``adata``.
+    Every value is checked, in blocks of stored values, so a file whose last cells are
+    normalised is caught as surely as one whose first cells are.
+    """
+    if sp.issparse(matrix):
+        csr = matrix.tocsr() if not isinstance(matrix, sp.csr_matrix | sp.csr_array) else matrix
+        values, indptr = csr.data, csr.indptr
+    else:
+        dense = np.asarray(matrix)
+        values = dense.reshape(-1)
+        indptr = np.arange(dense.shape[0] + 1) * (dense.shape[1] if dense.ndim == 2 else 1)
+    for start in range(0, values.size, _CHECK_BLOCK):
+        block = values[start : start + _CHECK_BLOCK]
+        bad = np.flatnonzero((block < 0) | (block != np.floor(block)))
+        if bad.size:
+            position = start + int(bad[0])
+            return int(np.searchsorted(indptr, position, side="right") - 1), float(values[position])
+    return None
+
+
+def is_integer_valued(matrix: sp.spmatrix | sp.sparray | np.ndarray) -> bool:
+    """Whether every stored value is a non-negative integer."""
+    return first_non_count(matrix) is None
+
+
+def _symbol_column(var: pd.DataFrame, index: pd.Index) -> str | None:
+    """The var column to take symbols from: ``gene_name`` when present (Replogle), else a known
+    symbol column when the index holds Ensembl ids."""
+    if "gene_name" in var.columns:
+        return "gene_name"
+    looks_like_ids = index.astype(str).str.match(r"^ENS[A-Z]*G\d{6,}").mean() > 0.9 if len(index) else False
+    if not looks_like_ids:
+        return None
+    return next((column for column in SYMBOL_COLUMNS if column in var.columns), None)
+
+
+def normalise_var_names(adata: ad.AnnData) -> dict[str, Any]:
+    """Use gene symbols as ``var_names`` and keep Ensembl ids in ``var["gene_id"]`` (in place).
+
+    A gene whose symbol is missing keeps its id. Duplicates are left for :func:`resolve_duplicate_genes`.
+    Returns what was done (the symbol column used, if any).
     """
     index = pd.Index(adata.var_names.astype(str))
-    if "gene_name" in adata.var.columns:
+    column = _symbol_column(adata.var, index)
+    if column is not None:
         if GENE_ID_KEY not in adata.var.columns:
             adata.var[GENE_ID_KEY] = index.to_numpy()
-        adata.var_names = pd.Index(adata.var["gene_name"].astype(str).to_numpy())
+        symbols = adata.var[column].astype(object).where(adata.var[column].notna(), None)
+        symbols = pd.Series(
+            [
+                str(s).strip() if s is not None and str(s).strip() else i
+                for s, i in zip(symbols, index, strict=True)
+            ]
+        )
+        adata.var_names = pd.Index(symbols.to_numpy(dtype=str))
     elif index.str.startswith("ENSG").all() and GENE_ID_KEY not in adata.var.columns:
         adata.var[GENE_ID_KEY] = index.to_numpy()
-    if not adata.var_names.is_unique:
-        adata.var_names_make_unique()
-    return adata
+    return {"symbol_column": column}
 
 
-def is_integer_valued(matrix: sp.spmatrix | np.ndarray, max_check: int = 5_000_000) -> bool:
-    """Whether the (first ``max_check`` stored) values are non-negative integers."""
-    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
-    values = values[:max_check]
-    if values.size == 0:
-        return True
-    return bool(np.all(values >= 0) and np.all(np.equal(np.mod(values, 1), 0)))
+def resolve_duplicate_genes(
+    adata: ad.AnnData, how: str, source: str | Path | None = None
+) -> tuple[ad.AnnData, dict[str, Any]]:
+    """One column per gene symbol: ``sum`` the counts of duplicate symbols, keep the ``first``,
+    or raise (``error``) naming them. Returns the (new) AnnData and a record of the duplicates."""
+    names = pd.Index(adata.var_names.astype(str))
+    duplicated = names[names.duplicated(keep=False)]
+    if duplicated.empty:
+        return adata, {"duplicate_genes": [], "duplicate_genes_resolved": None}
+    genes = sorted(set(duplicated))
+    shown = ", ".join(f"{g} ({int((names == g).sum())} columns)" for g in genes[:5])
+    more = f" and {len(genes) - 5} more" if len(genes) > 5 else ""
+    if how == "error":
+        raise DataContractError(
+            f"{_where(source)}{len(genes)} gene symbols name more than one column: {shown}{more}. "
+            "Pass --duplicate-genes sum (add their counts) or --duplicate-genes first (keep the first)."
+        )
+    first = ~names.duplicated(keep="first")
+    if how == "first":
+        out = adata[:, first].copy()
+    else:
+        codes = pd.Index(names[first]).get_indexer(names)
+        join = sp.csr_matrix((np.ones(len(names), np.float32), (np.arange(len(names)), codes)))
+        var = adata.var.loc[first].copy()
+        if GENE_ID_KEY in adata.var.columns:
+            ids = adata.var[GENE_ID_KEY].astype(str).groupby(codes, sort=True).agg(";".join)
+            var[GENE_ID_KEY] = ids.to_numpy()
+        import anndata as ad
+
+        out = ad.AnnData(X=sp.csr_matrix(adata.X) @ join, obs=adata.obs, var=var)
+    return out, {"duplicate_genes": genes, "duplicate_genes_resolved": how}
+
+
+def _counts_source(adata: ad.AnnData, layout: ScreenLayout, source: str | Path | None) -> str:
+    """Where the raw counts are (``X``, ``raw`` or a layer name), per ``layout.counts_layer``."""
+    where = _where(source)
+    layers = list(adata.layers.keys())
+    options = f"layers: {layers}" if layers else "no layers"
+    if adata.raw is not None:
+        options += ", .raw"
+
+    def bad(matrix: Any, what: str) -> str | None:
+        found = first_non_count(matrix)
+        if found is None:
+            return None
+        row, value = found
+        return f"{what} is not raw counts: cell {adata.obs_names[row]!r} (row {row:,}) holds {value:.4g}"
+
+    choice = layout.counts_layer
+    if choice == "auto":
+        problem = bad(adata.X, "X")
+        if problem is None:
+            return "X"
+        for name in AUTO_COUNTS_LAYERS:
+            if name in adata.layers and bad(adata.layers[name], name) is None:
+                return name
+        if adata.raw is not None and bad(adata.raw.X, ".raw") is None:
+            return "raw"
+        raise DataContractError(
+            f"{where}{problem}, and no layer holds counts ({options}). The pipeline needs raw UMI "
+            "counts: store them in X or in a layer and pass --counts-layer NAME."
+        )
+    if choice == "X":
+        matrix = adata.X
+    elif choice == "raw":
+        if adata.raw is None:
+            raise DataContractError(f"{where}--counts-layer raw, but the file has no .raw ({options}).")
+        matrix = adata.raw.X
+    else:
+        if choice not in adata.layers:
+            raise DataContractError(f"{where}--counts-layer {choice!r}: no such layer ({options}).")
+        matrix = adata.layers[choice]
+    problem = bad(matrix, choice if choice != "X" else "X")
+    if problem is not None:
+        raise DataContractError(f"{where}{problem}. Pass the layer that holds raw UMI counts ({options}).")
+    return choice
+
+
+def _as_counts_adata(adata: ad.AnnData, source_name: str) -> ad.AnnData:
+    """A lean AnnData holding the chosen counts as X (CSR float32), its var and the obs."""
+    import anndata as ad
+
+    if source_name == "raw":
+        X, var = adata.raw.X, adata.raw.var.copy()
+    else:
+        X = adata.X if source_name == "X" else adata.layers[source_name]
+        var = adata.var.copy()
+    X = sp.csr_matrix(X, dtype=np.float32) if not isinstance(X, sp.csr_matrix) or X.dtype != np.float32 else X
+    return ad.AnnData(X=X, obs=adata.obs.copy(), var=var)
 
 
 def validate_counts_adata(
@@ -64,28 +209,17 @@ def validate_counts_adata(
     perturbation_key: str = PERTURBATION_KEY,
     control_label: str = CONTROL_LABEL,
 ) -> None:
-    """Check ``adata`` against the raw contract; raise :class:`DataContractError` naming the problem.
+    """Check a contract AnnData; raise :class:`DataContractError` naming the problem.
 
     Checks: the perturbation column exists and has no missing values, at least one control
     cell and one perturbed cell, unique cell and gene names, counts that are non-negative
-    integers, and at least one gene and cell.
+    integers (every value), and at least one gene and cell.
     """
     where = _where(source)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise DataContractError(f"{where}the dataset is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
-    if perturbation_key not in adata.obs.columns:
-        raise DataContractError(
-            f"{where}obs has no column {perturbation_key!r} naming each cell's perturbed gene "
-            f"(columns present: {list(adata.obs.columns)[:20]}). Pass the right column with "
-            "--perturbation-key."
-        )
-    labels = adata.obs[perturbation_key]
-    if labels.isna().any():
-        raise DataContractError(
-            f"{where}obs[{perturbation_key!r}] is missing for {int(labels.isna().sum())} cells; "
-            f"label controls {control_label!r} and drop unassigned cells."
-        )
-    labels = labels.astype(str)
+    _check_labels_column(adata.obs, perturbation_key, control_label, where)
+    labels = adata.obs[perturbation_key].astype(str)
     n_controls = int((labels == control_label).sum())
     if n_controls == 0:
         examples = ", ".join(map(repr, labels.value_counts().index[:5]))
@@ -100,28 +234,95 @@ def validate_counts_adata(
         raise DataContractError(f"{where}duplicate cell names, e.g. {dup}; make them unique.")
     if not adata.var_names.is_unique:
         dup = adata.var_names[adata.var_names.duplicated()][:3].tolist()
-        raise DataContractError(f"{where}duplicate gene names, e.g. {dup}; make them unique.")
-    if not is_integer_valued(adata.X):
         raise DataContractError(
-            f"{where}X does not hold raw UMI counts (found negative or non-integer values). "
-            "Store the raw counts in X (or pass a file whose X is counts), not normalised data."
+            f"{where}duplicate gene names, e.g. {dup}; pass --duplicate-genes sum or first."
         )
+    found = first_non_count(adata.X)
+    if found is not None:
+        row, value = found
+        raise DataContractError(
+            f"{where}X does not hold raw UMI counts: cell {adata.obs_names[row]!r} (row {row:,}) holds "
+            f"{value:.4g}. Store the raw counts in X or a layer (--counts-layer), not normalised data."
+        )
+
+
+def _check_labels_column(obs: pd.DataFrame, key: str, control_label: str, where: str) -> None:
+    if key not in obs.columns:
+        raise DataContractError(
+            f"{where}obs has no column {key!r} naming each cell's perturbed gene "
+            f"(columns present: {list(obs.columns)[:20]}). Pass the right column with "
+            "--perturbation-key."
+        )
+    labels = obs[key]
+    if labels.isna().any():
+        raise DataContractError(
+            f"{where}obs[{key!r}] is missing for {int(labels.isna().sum())} cells; "
+            f"label controls {control_label!r} and drop unassigned cells."
+        )
+
+
+def screen_labels(
+    obs: pd.DataFrame, var: pd.DataFrame, var_names: pd.Index, layout: ScreenLayout, source: str | Path | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Canonical label of every cell (:func:`~gpo_vae.data.labels.canonical_labels`) and the record."""
+    where = _where(source)
+    _check_labels_column(obs, layout.perturbation_key, layout.control_label, where)
+    raw = obs[layout.perturbation_key]
+    categories = (
+        raw.cat.categories
+        if isinstance(raw.dtype, pd.CategoricalDtype)
+        else pd.Index(raw.astype(str).unique())
+    )
+    gene_ids = var[GENE_ID_KEY] if GENE_ID_KEY in var.columns else None
+    try:
+        canon = canonical_labels(
+            categories.astype(str), layout, var_names, gene_ids, source=str(source) if source else None
+        )
+    except LabelError as err:
+        raise DataContractError(str(err)) from None
+    labels = raw.astype(str).map(canon.mapping).to_numpy(dtype=object)
+    return labels, canon.record
+
+
+def screen_batches(obs: pd.DataFrame, layout: ScreenLayout, source: str | Path | None) -> np.ndarray | None:
+    """The batch of every cell (strings), or None when the layout names no batch column."""
+    if layout.batch_key is None:
+        return None
+    where = _where(source)
+    if layout.batch_key not in obs.columns:
+        raise DataContractError(
+            f"{where}--batch-key {layout.batch_key!r}: obs has no such column "
+            f"(columns present: {list(obs.columns)[:20]})."
+        )
+    values = obs[layout.batch_key]
+    if values.isna().any():
+        raise DataContractError(
+            f"{where}obs[{layout.batch_key!r}] is missing for {int(values.isna().sum())} cells; give every cell its batch."
+        )
+    return values.astype(str).to_numpy(dtype=object)
 
 
 def read_counts_h5ad(
     path: str | Path,
-    perturbation_key: str = PERTURBATION_KEY,
-    control_label: str = CONTROL_LABEL,
+    layout: ScreenLayout | None = None,
     rows: np.ndarray | None = None,
 ) -> ad.AnnData:
-    """Read a counts ``.h5ad`` into the raw contract: CSR float32 X, symbols as ``var_names``,
-    ``obs["gene"]`` as the perturbation label with controls named ``non-targeting``.
+    """Read a counts ``.h5ad`` saved in ``layout`` into the raw contract.
+
+    X becomes the raw counts (CSR float32) wherever they were stored, ``var_names`` unique gene
+    symbols, ``obs["gene"]`` the canonical labels and ``obs["batch"]`` the batch when the layout
+    names one. ``uns["layout"]`` holds the layout with ``counts_layer`` resolved (pass it back
+    to read the same file the same way) and ``uns["layout_record"]`` what was decided (counts
+    source, symbol column, duplicates, control label found, guide pattern, combinations, genes
+    matched ignoring case or by id).
 
     ``rows`` (a boolean mask or indices) reads only those cells from disk, so a large file's
-    kept cells can be loaded without holding the whole matrix. Raises
-    :class:`DataContractError` (naming ``path``) when the file breaks the contract.
+    kept cells can be loaded without holding the whole matrix; labels are still decided from
+    every cell's label. Raises :class:`DataContractError` (naming ``path``) when the file breaks
+    the contract.
     """
     path = Path(path)
+    layout = layout or ScreenLayout()
     if not path.exists():
         raise DataContractError(f"{path}: no such file.")
     import anndata as ad
@@ -129,21 +330,34 @@ def read_counts_h5ad(
     try:
         if rows is None:
             adata = ad.read_h5ad(path)
+            full_obs = adata.obs
         else:
             backed = ad.read_h5ad(path, backed="r")
+            full_obs = backed.obs.copy()
             index = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
             adata = backed[index].to_memory()
             backed.file.close()
     except Exception as err:  # h5py/anndata raise many types for a corrupt file
         raise DataContractError(f"{path}: not a readable .h5ad file ({type(err).__name__}: {err}).") from err
-    normalise_var_names(adata)
-    validate_counts_adata(adata, path, perturbation_key, control_label)
-    labels = adata.obs[perturbation_key].astype(str)
-    adata.obs[PERTURBATION_KEY] = pd.Categorical(labels.where(labels != control_label, CONTROL_LABEL))
-    if not sp.issparse(adata.X):
-        adata.X = sp.csr_matrix(adata.X)
-    elif not sp.isspmatrix_csr(adata.X):
-        adata.X = sp.csr_matrix(adata.X)
-    if adata.X.dtype != np.float32:
-        adata.X = adata.X.astype(np.float32)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise DataContractError(f"{path}: the dataset is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
+    source_name = _counts_source(adata, layout, path)
+    adata = _as_counts_adata(adata, source_name)
+    record: dict[str, Any] = {"counts": source_name}
+    record.update(normalise_var_names(adata))
+    adata, duplicates = resolve_duplicate_genes(adata, layout.duplicate_genes, path)
+    record.update(duplicates)
+    labels, label_record = screen_labels(full_obs, adata.var, adata.var_names, layout, path)
+    if rows is not None:
+        labels = labels[np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)]
+    record.update(label_record)
+    adata.obs[PERTURBATION_KEY] = pd.Categorical(labels)
+    batches = screen_batches(adata.obs, layout, path)
+    if batches is not None:
+        adata.obs[BATCH_KEY] = pd.Categorical(batches)
+        record["batches"] = sorted(set(batches.tolist()))
+    validate_counts_adata(adata, path, PERTURBATION_KEY, CONTROL_LABEL)
+    resolved = ScreenLayout.from_dict({**layout.to_dict(), "counts_layer": source_name})
+    adata.uns["layout"] = resolved.to_dict()
+    adata.uns["layout_record"] = record
     return adata

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from gpo_vae.errors import UserError
 from gpo_vae.io import sha256_of
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ GDRIVE_URL = "https://drive.google.com/uc?id={id}"
 COMPLETE_MARKER = ".complete"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download failed; the message says what to fetch by hand and where to put it."""
 
 

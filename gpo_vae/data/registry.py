@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
 from gpo_vae.data.download import GDRIVE_URL
+from gpo_vae.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ DATASETS: dict[str, DatasetRecord] = {
 }
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(UserError, ValueError):
     """A dataset name that is neither registered nor a path to an ``.h5ad`` file."""
 
 

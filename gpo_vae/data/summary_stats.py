@@ -24,6 +24,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY
+from gpo_vae.data.labels import label_genes
 from gpo_vae.preprocessing.mad import mad_threshold, outside_threshold
 from gpo_vae.stats.anderson_darling import sort_reference, two_sample_tests
 
@@ -58,8 +59,9 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "target expression": "Mean library-normalised expression of the target gene in QC-passing control "
     "cells (UMIs per cell at the controls' median depth); empty when the target is not measured.",
     "fold knockdown": "Mean normalised target expression in the perturbation's QC-passing cells divided "
-    "by the same mean in QC-passing control cells.",
-    "percent knockdown": "Fold knockdown minus 1: -1 means the target is fully knocked down, 0 unchanged.",
+    "by the same mean in QC-passing control cells (a combination A+B: the mean over its measured targets).",
+    "percent knockdown": "Fold knockdown minus 1, signed: -1 means the target is fully knocked down, 0 "
+    "unchanged, +4 a five-fold activation (CRISPRa).",
     "core_control": "Core-control flag of Replogle et al.; not derived here: always False.",
     "mean leverage score": _NOT_COMPUTED,
     "std of leverage score": _NOT_COMPUTED,
@@ -98,11 +100,18 @@ def _perturbation_label(index: int, symbol: str, gene_id: str) -> str:
 
 
 def _target_ids(adata: ad.AnnData, labels: np.ndarray, perturbations: np.ndarray) -> dict[str, str]:
-    """Gene id per perturbation: obs["gene_id"] (Replogle), else var["gene_id"], else the symbol."""
+    """Gene id per perturbation: obs["gene_id"] (Replogle), else var["gene_id"] (joined by ``+``
+    for a combination), else the symbol."""
     ids = {p: p for p in perturbations}
     if GENE_ID_KEY in adata.var.columns:
         var_ids = adata.var[GENE_ID_KEY].astype(str)
-        ids.update({p: var_ids[p] for p in perturbations if p in var_ids.index})
+        ids.update(
+            {
+                p: "+".join(var_ids.get(g, g) for g in label_genes(p))
+                for p in perturbations
+                if label_genes(p) and all(g in var_ids.index for g in label_genes(p))
+            }
+        )
     if GENE_ID_KEY in adata.obs.columns:
         first = pd.Series(adata.obs[GENE_ID_KEY].astype(str).to_numpy(), index=labels)
         first = first[~first.index.duplicated()]
@@ -208,11 +217,13 @@ def compute_summary_stats(
             row["Number of DEGs (Mann-Whitney)"] = count_significant(tests.mw_pvalue, fdr)
             row["Z-scored number of UMIs"] = (totals[kept].mean() - umi_mean) / umi_std
             row["Fraction of mitochondrially encoded RNA"] = mt_fraction[kept].mean()
-            if symbol in gene_index.index:
-                j = int(gene_index[symbol])
-                row["target expression"] = control_mean[j]
-                if control_mean[j] > 0:
-                    row["fold knockdown"] = sample[:, j].mean() / control_mean[j]
+            columns = [int(gene_index[g]) for g in label_genes(symbol) if g in gene_index.index]
+            if columns:
+                row["target expression"] = float(np.mean(control_mean[columns]))
+                expressed = [j for j in columns if control_mean[j] > 0]
+                if expressed:
+                    folds = np.asarray(sample[:, expressed].mean(axis=0)).ravel() / control_mean[expressed]
+                    row["fold knockdown"] = float(folds.mean())
                     row["percent knockdown"] = row["fold knockdown"] - 1.0
         rows.append(row)
 
@@ -231,6 +242,21 @@ def compute_summary_stats(
     )
     rows.append(control_row)
     return pd.DataFrame(rows, columns=list(REPLOGLE_COLUMNS))
+
+
+def write_summary_stats_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` (exactly :data:`REPLOGLE_COLUMNS`) as a csv, atomically and byte-reproducibly.
+
+    The same statistics give the same bytes (a workbook embeds its write time), so files
+    derived from a user's screen, and the addresses computed from them, stay the same when the
+    statistics are computed again.
+    """
+    missing = [c for c in REPLOGLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"summary statistics lack the Replogle columns {missing}")
+    from gpo_vae.io import write_text_atomic
+
+    return write_text_atomic(df[list(REPLOGLE_COLUMNS)].to_csv(index=False, lineterminator="\n"), path)
 
 
 def write_summary_stats_xlsx(df: pd.DataFrame, path: str | Path, sheet_name: str) -> Path:

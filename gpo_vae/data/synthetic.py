@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -61,6 +61,14 @@ __all__ = [
 ]
 
 SUMMARY_SHEET = "TabS_synthetic_summary_stat"
+#: The named screens of :meth:`SyntheticConfig.preset`.
+PRESETS = ("default", "rpe1", "panel", "crispra", "combinatorial", "batches", "counts_layer", "guides")
+#: How a screen's counts file can be saved (:func:`saved_layout`).
+LAYOUTS = ("plain", "counts_layer", "guides")
+#: Names of the simulated cell lines (``n_batches`` of them, in this order).
+BATCH_NAMES = ("RPE1", "K562", "HEPG2", "JURKAT")
+#: Separator of the targets in a combination label (``A+B``).
+COMBINATION_SEPARATOR = "+"
 _CHUNK_CELLS = 2048  # fixed: chunk boundaries decide the random streams
 _SIGNAL_FLOOR = np.log(0.02)
 _EFFECT_CLIP = 4.0
@@ -75,6 +83,16 @@ class SyntheticConfig:
     ``unreached_fraction``, ``hub_fraction``; ``hub_children`` and ``direct_children`` are median
     out-degrees as fractions of the reachable genes. Fractions of cells: ``control_fraction``,
     ``escape_fraction``, ``low_umi_fraction``, ``high_mt_fraction``, ``doublet_fraction``.
+
+    Shapes of real screens (off by default; see :meth:`preset`): ``modality`` ``crispra``
+    activates each target by up to a log-normal fold (``activation_fold``, ``activation_sigma``)
+    times the cell's efficiency instead of knocking it down; ``n_combinations`` dual
+    perturbations ``A+B`` (both targets in one cell, effects adding in log space) with
+    ``combination_cells`` cells each (default ``cells_per_perturbation``); ``n_batches`` cell
+    lines in ``obs[batch_column]``, each with its own baseline shift of every gene
+    (``batch_effect``, log scale) and library size; ``layout`` is how the counts file is saved
+    (:func:`saved_layout`): ``plain``, ``counts_layer`` (log-normalised ``X``, raw counts in
+    ``layers["counts"]``) or ``guides`` (guide-level labels ``GENE_1``, ``GENE_2``).
     """
 
     seed: int = 0
@@ -105,11 +123,38 @@ class SyntheticConfig:
     low_umi_fraction: float = 0.03
     high_mt_fraction: float = 0.03
     doublet_fraction: float = 0.04
+    modality: Literal["crispri", "crispra"] = "crispri"
+    activation_fold: float = 6.0
+    activation_sigma: float = 0.6
+    n_combinations: int = 0
+    combination_cells: float | None = None
+    n_batches: int = 1
+    batch_column: str = "cell_line"
+    batch_effect: float = 0.3
+    layout: Literal["plain", "counts_layer", "guides"] = "plain"
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("crispri", "crispra"):
+            raise ValueError(f"modality must be 'crispri' or 'crispra', got {self.modality!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
+        if self.n_batches < 1 or self.n_batches > len(BATCH_NAMES):
+            raise ValueError(f"n_batches must be in 1..{len(BATCH_NAMES)}, got {self.n_batches}")
+        if self.n_combinations < 0:
+            raise ValueError(f"n_combinations must be >= 0, got {self.n_combinations}")
 
     @classmethod
-    def preset(cls, name: Literal["default", "rpe1"], **overrides: float | int) -> SyntheticConfig:
-        """``"default"``: a small screen for the whole workflow on 2 CPU cores in minutes;
-        ``"rpe1"``: the size of the Replogle 2022 RPE1 screen (~250k cells, 8.7k genes)."""
+    def preset(cls, name: str, **overrides: Any) -> SyntheticConfig:
+        """A named screen (:data:`PRESETS`), with fields overridden by ``overrides``.
+
+        ``default``: a small CRISPRi screen for the whole workflow on 2 CPU cores in minutes;
+        ``rpe1``: the size of the Replogle 2022 RPE1 screen (~250k cells, 8.7k genes). The shapes
+        that real screens have and ours did not: ``panel`` (a 500-gene panel that measures none of
+        the targets), ``crispra`` (activation, most targets unmeasured, a few ``A+B`` pairs,
+        exactly 100 cells per perturbation), ``combinatorial`` (dual-guide ``A+B`` cells beside
+        their singles), ``batches`` (two cell lines in ``obs["cell_line"]``), ``counts_layer``
+        (raw counts in ``layers["counts"]``, normalised ``X``), ``guides`` (labels per guide).
+        """
         presets = {
             "default": {},
             "rpe1": {
@@ -122,6 +167,32 @@ class SyntheticConfig:
                 "hub_children": 0.065,
                 "direct_children": 0.012,
             },
+            "panel": {
+                "n_perturbations": 40,
+                "n_genes": 500,
+                "unmeasured_fraction": 1.0,
+                "n_ribo_genes": 10,
+                "median_umi": 2_000.0,
+                "cells_per_perturbation": 150.0,
+            },
+            "crispra": {
+                "modality": "crispra",
+                "n_perturbations": 30,
+                "n_genes": 800,
+                "unmeasured_fraction": 0.8,
+                "n_combinations": 4,
+                "cells_per_perturbation": 100.0,
+                "cells_sigma": 0.0,
+            },
+            "combinatorial": {
+                "n_perturbations": 30,
+                "n_genes": 1000,
+                "n_combinations": 15,
+                "cells_per_perturbation": 150.0,
+            },
+            "batches": {"n_batches": 2},
+            "counts_layer": {"layout": "counts_layer"},
+            "guides": {"layout": "guides"},
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
@@ -144,31 +215,45 @@ class SyntheticScreen:
     network: pd.DataFrame
     perturbations: pd.DataFrame
     config: SyntheticConfig
+    combinations: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
 class _Cells:
     """Per-cell draws for the N cells and, after them, the doublet partners."""
 
-    perturbation: np.ndarray  # code into targets; P for controls
+    group: np.ndarray  # label code: 0..P-1 a target, P controls, P+1+c combination c
+    perturbation: np.ndarray  # (first) target code; P for controls
     efficiency: np.ndarray
     log_library: np.ndarray
     mt_log: np.ndarray
     scores: np.ndarray  # basal factor scores
     qc_kind: np.ndarray  # N: 0 pass, 1 low UMI, 2 high MT, 3 doublet
     partner: np.ndarray  # N: index of the partner cell, -1 if none
+    second: np.ndarray  # second target code of a combination; P otherwise
+    second_efficiency: np.ndarray
+    batch: np.ndarray  # batch (cell line) code
 
 
 def _draw_cells(config: SyntheticConfig, design: ScreenDesign) -> _Cells:
     rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[1])
     n_targets = len(design.targets)
+    n_combos = len(design.combinations)
     per_target = np.maximum(
         3, np.round(rng.lognormal(np.log(config.cells_per_perturbation), config.cells_sigma, n_targets))
     )
-    n_controls = round(config.control_fraction / (1.0 - config.control_fraction) * per_target.sum())
-    labels = rng.permutation(
-        np.r_[np.repeat(np.arange(n_targets), per_target.astype(int)), np.full(n_controls, n_targets)]
-    )
+    per_combo = np.zeros(0)
+    if n_combos:
+        combo_cells = config.combination_cells or config.cells_per_perturbation
+        per_combo = np.maximum(3, np.round(rng.lognormal(np.log(combo_cells), config.cells_sigma, n_combos)))
+    n_perturbed = per_target.sum() + per_combo.sum()
+    n_controls = round(config.control_fraction / (1.0 - config.control_fraction) * n_perturbed)
+    groups = np.r_[
+        np.repeat(np.arange(n_targets), per_target.astype(int)),
+        np.full(n_controls, n_targets),
+        np.repeat(n_targets + 1 + np.arange(n_combos), per_combo.astype(int)),
+    ]
+    labels = rng.permutation(groups)
     n = labels.size
     fail = [config.low_umi_fraction, config.high_mt_fraction, config.doublet_fraction]
     qc_kind = rng.choice(4, size=n, p=[1.0 - sum(fail), *fail])
@@ -177,21 +262,66 @@ def _draw_cells(config: SyntheticConfig, design: ScreenDesign) -> _Cells:
     partner[doublets] = n + np.arange(doublets.size)
     labels = np.r_[labels, labels[rng.integers(0, n, doublets.size)]]
     total = labels.size
+    # A combination's cells carry its first target here and its second in `second`.
+    pairs = np.vstack([design.combinations, np.zeros((0, 2), dtype=np.int64)])
+    is_combo = labels > n_targets
+    first = np.where(is_combo, pairs[np.maximum(labels - n_targets - 1, 0), 0] if n_combos else 0, labels)
+    second = np.where(is_combo, pairs[np.maximum(labels - n_targets - 1, 0), 1] if n_combos else 0, n_targets)
 
-    perturbed = labels < n_targets
-    mean = np.r_[design.targets.efficiency.to_numpy(), 0.5][labels]
+    perturbed = first < n_targets
+    design_efficiency = np.r_[design.targets.efficiency.to_numpy(), 0.5]
+    mean = design_efficiency[first]
     efficiency = rng.beta(25.0 * mean, 25.0 * (1.0 - mean))
     escape = rng.random(total) < config.escape_fraction
     efficiency = np.where(escape, rng.uniform(0.0, 0.3, total), efficiency) * perturbed
-    log_library = (
-        np.log(config.median_umi) + config.umi_sigma * rng.standard_normal(total) + design.umi_shift[labels]
-    )
+    umi_shift = design.umi_shift[first] + (design.umi_shift[second] if n_combos else 0.0)
+    log_library = np.log(config.median_umi) + config.umi_sigma * rng.standard_normal(total) + umi_shift
     mt_log = config.mt_sigma * rng.standard_normal(total)
     low, high = np.flatnonzero(qc_kind == 1), np.flatnonzero(qc_kind == 2)
     log_library[low] += np.log(rng.uniform(0.05, 0.25, low.size))
     mt_log[high] += np.log(rng.uniform(3.0, 8.0, high.size))
     scores = rng.standard_normal((total, config.n_basal_factors)).astype(np.float32)
-    return _Cells(labels, efficiency, log_library, mt_log, scores, qc_kind, partner)
+    # The optional shapes draw last, so that a screen without them keeps every draw above.
+    second_efficiency = np.zeros(total)
+    if n_combos:
+        mean2 = design_efficiency[second]
+        second_efficiency = rng.beta(25.0 * mean2, 25.0 * (1.0 - mean2))
+        escape2 = rng.random(total) < config.escape_fraction
+        second_efficiency = np.where(escape2, rng.uniform(0.0, 0.3, total), second_efficiency) * is_combo
+    batch = np.zeros(total, dtype=np.int64)
+    if config.n_batches > 1:
+        batch[:n] = rng.integers(0, config.n_batches, n)
+        batch[n:] = batch[doublets]  # a doublet's two cells shared a droplet, so a sample
+        log_library += design.batch_umi[batch]
+    return _Cells(
+        labels,
+        first,
+        efficiency,
+        log_library,
+        mt_log,
+        scores,
+        qc_kind,
+        partner,
+        second,
+        second_efficiency,
+        batch,
+    )
+
+
+def _signal(
+    design: ScreenDesign, targets: np.ndarray, efficiency: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(downstream signal, own-target log change) of each cell for the targets given.
+
+    CRISPRi: the target keeps ``1 − e`` of its expression, downstream genes see
+    ``max(log(1 − e), log 0.02)``; CRISPRa: both see ``e · log(fold)`` of the target.
+    """
+    if design.log_activation.any():
+        own = (efficiency * design.log_activation[targets]).astype(np.float32)
+        return own, own
+    residual = 1.0 - efficiency
+    signal = np.maximum(np.log(np.maximum(residual, 1e-4)), _SIGNAL_FLOOR).astype(np.float32)
+    return signal, np.log(np.maximum(residual, 1e-4))
 
 
 def _sample_chunk(
@@ -203,18 +333,29 @@ def _sample_chunk(
     doublet_rows = np.flatnonzero(partners >= 0)
     virtual = np.r_[rows, partners[doublet_rows]]
     log_rate = design.log_share + cells.scores[virtual] @ design.loadings
+    if len(design.batch_shift) > 1:
+        log_rate += design.batch_shift[cells.batch[virtual]]
     log_rate[:, is_mt] += cells.mt_log[virtual, None].astype(np.float32)
     # The unperturbed profile sums to the library size; the perturbation then changes the total.
     log_rate -= scipy.special.logsumexp(log_rate, axis=1, keepdims=True)
     log_rate += cells.log_library[virtual, None].astype(np.float32)
     labels = cells.perturbation[virtual]
-    residual = 1.0 - cells.efficiency[virtual]
-    signal = np.maximum(np.log(np.maximum(residual, 1e-4)), _SIGNAL_FLOOR).astype(np.float32)
+    signal, own_change = _signal(design, labels, cells.efficiency[virtual])
     effect = design.effect[labels] * signal[:, None]
+    combined = len(design.combinations) > 0
+    if combined:
+        second = cells.second[virtual]
+        signal2, own_change2 = _signal(design, second, cells.second_efficiency[virtual])
+        effect += design.effect[second] * signal2[:, None]
     np.clip(effect, -_EFFECT_CLIP, _EFFECT_CLIP, out=effect)
-    col = np.r_[design.target_col, -1][labels]
+    target_col = np.r_[design.target_col, -1]
+    col = target_col[labels]
     own = np.flatnonzero(col >= 0)
-    effect[own, col[own]] = np.log(np.maximum(residual[own], 1e-4))
+    effect[own, col[own]] = own_change[own]
+    if combined:
+        col2 = target_col[second]
+        own2 = np.flatnonzero(col2 >= 0)
+        effect[own2, col2[own2]] = own_change2[own2]
     log_rate += effect
     mean = np.exp(log_rate, dtype=np.float64)
     counts = rng.poisson(
@@ -277,34 +418,84 @@ def simulate_perturbseq(
         counts = _assemble_csr(pieces, n_cells, len(design.genes))
 
     targets = design.targets
-    labels = cells.perturbation[:n_cells]
-    names = np.append(targets.gene.to_numpy(dtype=object), CONTROL_LABEL)
+    groups = cells.group[:n_cells]
+    pairs = design.combinations
+    genes, ids = targets.gene.to_numpy(dtype=object), targets[GENE_ID_KEY].to_numpy(dtype=object)
+    combo_names = [COMBINATION_SEPARATOR.join(genes[pair]) for pair in pairs]
+    combo_ids = [COMBINATION_SEPARATOR.join(ids[pair]) for pair in pairs]
+    names = np.r_[genes, [CONTROL_LABEL], np.asarray(combo_names, dtype=object)]
     qc = cells.qc_kind
-    obs = pd.DataFrame(
-        {
-            PERTURBATION_KEY: pd.Categorical(names[labels]),
-            GENE_ID_KEY: pd.Categorical(
-                np.append(targets[GENE_ID_KEY].to_numpy(dtype=object), CONTROL_LABEL)[labels]
-            ),
-            "sim_knockdown_efficiency": cells.efficiency[:n_cells].astype(np.float32),
-            "sim_low_umi": qc == 1,
-            "sim_high_mt": qc == 2,
-            "sim_doublet": qc == 3,
-            "sim_qc_fail": qc > 0,
-        },
-        index=pd.Index([f"cell{i:07d}" for i in range(n_cells)]),
-    )
+    columns = {
+        PERTURBATION_KEY: pd.Categorical(names[groups]),
+        GENE_ID_KEY: pd.Categorical(np.r_[ids, [CONTROL_LABEL], np.asarray(combo_ids, dtype=object)][groups]),
+        "sim_knockdown_efficiency": cells.efficiency[:n_cells].astype(np.float32),
+        "sim_low_umi": qc == 1,
+        "sim_high_mt": qc == 2,
+        "sim_doublet": qc == 3,
+        "sim_qc_fail": qc > 0,
+    }
+    if len(pairs):
+        columns["sim_second_efficiency"] = cells.second_efficiency[:n_cells].astype(np.float32)
+    if config.n_batches > 1:
+        columns[config.batch_column] = pd.Categorical(
+            np.asarray(BATCH_NAMES)[cells.batch[:n_cells]], categories=list(BATCH_NAMES[: config.n_batches])
+        )
+    obs = pd.DataFrame(columns, index=pd.Index([f"cell{i:07d}" for i in range(n_cells)]))
     adata = ad.AnnData(X=counts, obs=obs, var=design.genes.copy())
     adata.uns["synthetic_config"] = dataclasses.asdict(config)
     validate_counts_adata(adata, "simulated screen")
 
     per_target = (
-        pd.DataFrame({"code": labels, "efficiency": cells.efficiency[:n_cells]}).groupby("code").efficiency
+        pd.DataFrame({"code": groups, "efficiency": cells.efficiency[:n_cells]}).groupby("code").efficiency
     )
     truth = targets.copy()
     truth["mean_efficiency"] = per_target.mean().reindex(np.arange(len(targets))).to_numpy()
     truth["n_cells"] = per_target.size().reindex(np.arange(len(targets))).fillna(0).astype(int).to_numpy()
-    return SyntheticScreen(adata=adata, network=design.network, perturbations=truth, config=config)
+    counts_per_group = np.bincount(groups, minlength=len(names))
+    combinations = pd.DataFrame(
+        {
+            "label": combo_names,
+            "first": genes[pairs[:, 0]] if len(pairs) else [],
+            "second": genes[pairs[:, 1]] if len(pairs) else [],
+            "n_cells": counts_per_group[len(genes) + 1 :],
+        }
+    )
+    return SyntheticScreen(
+        adata=adata, network=design.network, perturbations=truth, config=config, combinations=combinations
+    )
+
+
+def saved_layout(adata: ad.AnnData, layout: str, seed: int = 0) -> ad.AnnData:
+    """The screen as another tool would have saved it (``adata`` is left as is).
+
+    ``plain``: ``adata`` itself. ``counts_layer``: raw counts moved to ``layers["counts"]`` and ``X``
+    holding ``log1p(counts / library · 1e4)`` (scanpy's ``normalize_total`` + ``log1p``), as
+    most pipelines leave a file. ``guides``: every perturbed cell labelled by one of two guides
+    of its target (``GENE_1``, ``GENE_2``) and every control by one of three non-targeting
+    guides (``non-targeting_1`` …), drawn with ``seed``.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    if layout == "plain":
+        return adata
+    out = adata.copy()
+    if layout == "counts_layer":
+        counts = sp.csr_matrix(out.X, dtype=np.float32)
+        library = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+        scale = np.divide(1e4, library, out=np.zeros_like(library), where=library > 0)
+        normalised = counts.multiply(scale[:, None]).tocsr().astype(np.float32)
+        np.log1p(normalised.data, out=normalised.data)
+        out.layers["counts"] = counts
+        out.X = normalised
+    elif layout == "guides":
+        labels = out.obs[PERTURBATION_KEY].astype(str).to_numpy()
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+        control = labels == CONTROL_LABEL
+        guide = np.where(control, rng.integers(1, 4, labels.size), rng.integers(1, 3, labels.size))
+        out.obs[PERTURBATION_KEY] = pd.Categorical(
+            np.char.add(np.char.add(labels.astype(str), "_"), guide.astype(str))
+        )
+    return out
 
 
 def write_synthetic_dataset(
@@ -386,7 +577,8 @@ def save_synthetic_dataset(
 ) -> dict[str, Path]:
     """Write a simulated screen as a dataset folder, atomically.
 
-    Writes ``counts.h5ad`` (uncompressed: several times faster to write and read), ``summary_stats.xlsx``
+    Writes ``counts.h5ad`` (uncompressed: several times faster to write and read; in the
+    config's :func:`saved_layout`), ``summary_stats.xlsx``
     (data sheet ``TabS_synthetic_summary_stat``), ``true_network.csv``, ``perturbations.csv`` and
     ``dataset.json`` (config, versions, sizes) into a temporary folder next to ``out_dir``, then
     renames it into place: a killed run leaves no partial dataset. An existing ``out_dir`` is an
@@ -405,6 +597,7 @@ def save_synthetic_dataset(
     names = DATASET_FILES
     adata = screen.adata
     labels = adata.obs[PERTURBATION_KEY].astype(str)
+    saved = saved_layout(adata, screen.config.layout, screen.config.seed)
     metadata = {
         "config": dataclasses.asdict(screen.config),
         "seed": screen.config.seed,
@@ -419,7 +612,7 @@ def save_synthetic_dataset(
     }
     tmp.mkdir()
     try:
-        adata.write_h5ad(tmp / names["counts"])
+        saved.write_h5ad(tmp / names["counts"])
         write_summary_stats_xlsx(summary_stats, tmp / names["summary_stats"], SUMMARY_SHEET)
         screen.network.to_csv(tmp / names["network"], index=False)
         screen.perturbations.to_csv(tmp / names["perturbations"], index=False)

@@ -17,6 +17,10 @@ Used by :func:`gpo_vae.data.synthetic.simulate_perturbseq`, which then samples t
 - Targets: knockdown classes ("poor" knockdowns, "inert" targets without outgoing edges,
   "active"), a design CRISPRi efficiency each; per-perturbation library-size shifts; per-gene
   negative-binomial dispersions and basal-factor loadings.
+- Optional shapes of real screens, each drawn after everything above so that a screen without
+  them is unchanged: CRISPRa activation folds per target, dual-target combinations ``A+B``
+  among the targets with effects, and per-batch (cell line) shifts of every gene's baseline
+  share and of the library size.
 
 The design draws from the first child of ``SeedSequence(seed)``.
 """
@@ -58,6 +62,10 @@ class ScreenDesign:
     inv_dispersion: np.ndarray  # G negative-binomial shape r (variance mu + mu² / r)
     loadings: np.ndarray  # K × G basal factor loadings
     network: pd.DataFrame
+    combinations: np.ndarray  # C × 2 target codes of the dual perturbations (first < second)
+    log_activation: np.ndarray  # P + 1 CRISPRa log fold of each target at full efficiency (0: CRISPRi)
+    batch_shift: np.ndarray  # n_batches × G log baseline-share shift per batch (row 0 zero)
+    batch_umi: np.ndarray  # n_batches log library-size shift per batch (0 for the first)
 
 
 def read_gene_symbols(path: str | Path = SYMBOLS_FILE) -> pd.DataFrame:
@@ -226,15 +234,50 @@ def draw_design(config: SyntheticConfig) -> ScreenDesign:
     n_genes = len(genes)
     factors = config.n_basal_factors
     loadings = rng.normal(0.0, 0.15, (factors, n_genes)) * (rng.random((factors, n_genes)) < 0.3)
+    umi_shift = np.r_[rng.normal(0.0, config.perturbation_umi_sigma, len(targets)) * has_effects, 0.0]
+    log_share = _baseline(config, rng, genes).astype(np.float32)
+    inv_dispersion = 1.0 / np.clip(rng.lognormal(np.log(0.15), 0.5, n_genes), 0.02, 2.0)
+    # The optional shapes draw last: a screen without them keeps every earlier draw.
+    combinations = _combinations(config, rng, has_effects)
+    log_activation = np.zeros(len(targets) + 1)
+    if config.modality == "crispra":
+        folds = np.clip(
+            rng.lognormal(np.log(config.activation_fold), config.activation_sigma, len(targets)), 1.5, 100
+        )
+        log_activation[:-1] = np.log(folds)
+    batch_shift = np.zeros((max(config.n_batches, 1), n_genes), dtype=np.float32)
+    batch_umi = np.zeros(max(config.n_batches, 1))
+    if config.n_batches > 1:
+        batch_shift[1:] = rng.normal(0.0, config.batch_effect, (config.n_batches - 1, n_genes))
+        batch_umi[1:] = rng.normal(0.0, 0.25, config.n_batches - 1)
     return ScreenDesign(
         genes=genes,
         targets=targets,
         target_col=target_col,
         effect=np.vstack([effect, np.zeros((1, n_genes))]).astype(np.float32),
         # Only perturbations with downstream effects change the cells' size (and so their UMIs).
-        umi_shift=np.r_[rng.normal(0.0, config.perturbation_umi_sigma, len(targets)) * has_effects, 0.0],
-        log_share=_baseline(config, rng, genes).astype(np.float32),
-        inv_dispersion=1.0 / np.clip(rng.lognormal(np.log(0.15), 0.5, n_genes), 0.02, 2.0),
+        umi_shift=umi_shift,
+        log_share=log_share,
+        inv_dispersion=inv_dispersion,
         loadings=loadings.astype(np.float32),
         network=network,
+        combinations=combinations,
+        log_activation=log_activation,
+        batch_shift=batch_shift,
+        batch_umi=batch_umi,
     )
+
+
+def _combinations(config: SyntheticConfig, rng: np.random.Generator, has_effects: np.ndarray) -> np.ndarray:
+    """``n_combinations`` distinct pairs of targets (codes, first < second), drawn among the
+    targets with downstream effects when there are enough of them."""
+    pool = np.flatnonzero(has_effects)
+    if pool.size < 2:
+        pool = np.arange(has_effects.size)
+    pairs = np.array([(a, b) for i, a in enumerate(pool) for b in pool[i + 1 :]], dtype=np.int64)
+    if config.n_combinations == 0 or pairs.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if config.n_combinations > len(pairs):
+        raise ValueError(f"n_combinations={config.n_combinations} exceeds the {len(pairs)} possible pairs")
+    chosen = np.sort(rng.choice(len(pairs), config.n_combinations, replace=False))
+    return pairs[chosen]

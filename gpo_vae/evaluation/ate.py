@@ -141,6 +141,7 @@ def ate_perturbseq(
     perturbations: Iterable[str] | None = None,
     target_sum: float = DEFAULT_TARGET_SUM,
     genes: Sequence[str] | pd.Index | None = None,
+    batches: Sequence | np.ndarray | pd.Series | None = None,
 ) -> pd.DataFrame:
     """ATE of every perturbation vs the control cells among the cells given.
 
@@ -155,6 +156,11 @@ def ate_perturbseq(
         perturbation without cells gets a NaN row (logged).
     genes
         Column names (default ``0..G-1``).
+    batches
+        Batch of every cell (None: one batch). A perturbation's effect is then measured against
+        the controls of each of its batches and averaged with its cells' batch shares:
+        ``Σ_b n_pb / n_p · (mean_pb − control_b)``, so a batch difference is never read as an
+        effect. A batch holding a perturbation's cells but no control raises.
 
     Returns
     -------
@@ -168,15 +174,55 @@ def ate_perturbseq(
         raise ValueError(f"{control_label!r} is the control label, not a perturbation")
     if not rows.is_unique:
         raise ValueError("perturbations must be unique")
+    columns = _gene_index(genes, X_counts.shape[1])
     groups = rows.append(pd.Index([control_label]))
-    codes = groups.get_indexer(values)
-    means, counts = group_means(X_counts, codes, len(groups), target_sum)
-    if counts[-1] == 0:
-        raise ValueError(f"no control cell ({control_label!r}) among the {len(values)} cells given")
-    missing = rows[counts[:-1] == 0]
-    if len(missing):
-        logger.warning("%d perturbations have no cell here (NaN rows): %s", len(missing), list(missing[:5]))
-    return pd.DataFrame(means[:-1] - means[-1], index=rows, columns=_gene_index(genes, X_counts.shape[1]))
+    if batches is None:
+        codes = groups.get_indexer(values)
+        means, counts = group_means(X_counts, codes, len(groups), target_sum)
+        if counts[-1] == 0:
+            raise ValueError(f"no control cell ({control_label!r}) among the {len(values)} cells given")
+        missing = rows[counts[:-1] == 0]
+        if len(missing):
+            logger.warning(
+                "%d perturbations have no cell here (NaN rows): %s", len(missing), list(missing[:5])
+            )
+        return pd.DataFrame(means[:-1] - means[-1], index=rows, columns=columns)
+    batch = _labels(batches, X_counts.shape[0])
+    names, batch_code = np.unique(batch, return_inverse=True)
+    label_code = groups.get_indexer(values)
+    codes = np.where(label_code >= 0, label_code * names.size + batch_code, -1)
+    means, counts = group_means(X_counts, codes, len(groups) * names.size, target_sum)
+    means = means.reshape(len(groups), names.size, -1)
+    counts = counts.reshape(len(groups), names.size)
+    control_mean, control_counts = means[-1], counts[-1]
+    needed = (counts[:-1] > 0) & (control_counts == 0)[None, :]
+    if needed.any():
+        p, b = np.argwhere(needed)[0]
+        raise ValueError(
+            f"batch {names[b]!r} has cells of {rows[p]!r} but no control cell ({control_label!r})"
+        )
+    weights = counts[:-1] / np.maximum(counts[:-1].sum(axis=1, keepdims=True), 1)
+    effects = np.nan_to_num(means[:-1] - control_mean[None], nan=0.0)
+    ate = np.einsum("pb,pbg->pg", weights, effects)
+    missing = counts[:-1].sum(axis=1) == 0
+    ate[missing] = np.nan
+    if missing.any():
+        logger.warning(
+            "%d perturbations have no cell here (NaN rows): %s", missing.sum(), list(rows[missing][:5])
+        )
+    return pd.DataFrame(ate, index=rows, columns=columns)
+
+
+def batch_shares(
+    labels: Sequence | np.ndarray,
+    batches: Sequence | np.ndarray,
+    perturbations: Sequence[str],
+    batch_names: Sequence[str],
+) -> pd.DataFrame:
+    """Each perturbation's share of cells in each batch (rows sum to 1; a row without cells is NaN)."""
+    frame = pd.crosstab(pd.Series(np.asarray(labels).astype(str)), pd.Series(np.asarray(batches).astype(str)))
+    frame = frame.reindex(index=list(perturbations), columns=list(batch_names), fill_value=0).astype(float)
+    return frame.div(frame.sum(axis=1).replace(0, np.nan), axis=0)
 
 
 def _control_vector(
@@ -261,6 +307,7 @@ def ate_on_split(
     perturbations: Iterable[str] | None = None,
     target_sum: float = DEFAULT_TARGET_SUM,
     genes: Sequence[str] | pd.Index | None = None,
+    batches: Sequence | np.ndarray | pd.Series | None = None,
 ) -> pd.DataFrame:
     """:func:`ate_perturbseq` on the cells of split ``which`` only, controls included.
 
@@ -270,7 +317,8 @@ def ate_on_split(
     values = _labels(labels, X_counts.shape[0])[rows]
     assert (_labels(split, X_counts.shape[0])[rows] == which).all()
     X_sub = as_csr(X_counts)[rows] if sp.issparse(X_counts) else np.asarray(X_counts)[rows]
-    return ate_perturbseq(X_sub, values, control_label, perturbations, target_sum, genes)
+    sub_batches = None if batches is None else np.asarray(batches)[rows]
+    return ate_perturbseq(X_sub, values, control_label, perturbations, target_sum, genes, sub_batches)
 
 
 def ate_reference_all_cells(
@@ -280,9 +328,10 @@ def ate_reference_all_cells(
     perturbations: Iterable[str] | None = None,
     target_sum: float = DEFAULT_TARGET_SUM,
     genes: Sequence[str] | pd.Index | None = None,
+    batches: Sequence | np.ndarray | pd.Series | None = None,
 ) -> pd.DataFrame:
     """The published reference ATE: every cell of the data, training cells included."""
-    return ate_perturbseq(X_counts, labels, control_label, perturbations, target_sum, genes)
+    return ate_perturbseq(X_counts, labels, control_label, perturbations, target_sum, genes, batches)
 
 
 def ate_reference_heldout(
@@ -294,9 +343,12 @@ def ate_reference_heldout(
     target_sum: float = DEFAULT_TARGET_SUM,
     genes: Sequence[str] | pd.Index | None = None,
     test_split: str = "test",
+    batches: Sequence | np.ndarray | pd.Series | None = None,
 ) -> pd.DataFrame:
     """The honest reference ATE: test cells only, the control mean from test controls."""
-    return ate_on_split(X_counts, labels, split, test_split, control_label, perturbations, target_sum, genes)
+    return ate_on_split(
+        X_counts, labels, split, test_split, control_label, perturbations, target_sum, genes, batches
+    )
 
 
 def percent_knockdown(

@@ -37,9 +37,13 @@ def mean_baseline_ate(
     target_sum: float = DEFAULT_TARGET_SUM,
     genes: Sequence[str] | pd.Index | None = None,
     train_split: str = "train",
+    batches: Sequence | np.ndarray | pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Each perturbation's ATE on its training cells vs training controls (perturbations × genes)."""
-    return ate_on_split(X_counts, labels, split, train_split, control_label, perturbations, target_sum, genes)
+    """Each perturbation's ATE on its training cells vs training controls (perturbations × genes;
+    with ``batches``, against each batch's training controls)."""
+    return ate_on_split(
+        X_counts, labels, split, train_split, control_label, perturbations, target_sum, genes, batches
+    )
 
 
 def control_baseline_ate(perturbations: Iterable[str], genes: Sequence[str] | pd.Index) -> pd.DataFrame:
@@ -59,6 +63,7 @@ def split_half_ate(
     genes: Sequence[str] | pd.Index | None = None,
     test_split: str = "test",
     seed: int = 0,
+    batches: Sequence | np.ndarray | pd.Series | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ATE of two random halves of the test cells, each against its own half of the test controls.
 
@@ -68,13 +73,15 @@ def split_half_ate(
     """
     rows = split_rows(split, test_split, X_counts.shape[0])
     values = np.asarray(labels).astype(str)[rows]
+    batch = None if batches is None else np.asarray(batches).astype(str)[rows]
     X_test = as_csr(X_counts)[rows] if sp.issparse(X_counts) else np.asarray(X_counts)[rows]
     if perturbations is None:
         perturbations = sorted(set(values.tolist()) - {control_label})
     perturbations = list(perturbations)
 
     rng = np.random.default_rng(seed)
-    codes = pd.Categorical(values).codes
+    # halves are cut within each (label, batch) group, so both halves keep every batch
+    codes = pd.Categorical(values if batch is None else np.char.add(np.char.add(values, "|"), batch)).codes
     shuffled = rng.permutation(len(values))
     grouped = shuffled[np.argsort(codes[shuffled], kind="stable")]  # by group, random within
     sorted_codes = codes[grouped]
@@ -87,7 +94,13 @@ def split_half_ate(
     for mask in (in_a, ~in_a):
         halves.append(
             ate_perturbseq(
-                X_test[np.flatnonzero(mask)], values[mask], control_label, perturbations, target_sum, genes
+                X_test[np.flatnonzero(mask)],
+                values[mask],
+                control_label,
+                perturbations,
+                target_sum,
+                genes,
+                None if batch is None else batch[mask],
             )
         )
     return halves[0], halves[1]
@@ -111,6 +124,7 @@ def split_half_reliability(
     corrected: bool = False,
     top_de: int = DEFAULT_TOP_DE,
     jaccard_ks: Sequence[int] = DEFAULT_JACCARD_KS,
+    batches: Sequence | np.ndarray | pd.Series | None = None,
 ) -> pd.DataFrame:
     """:func:`~gpo_vae.evaluation.metrics.prediction_metrics` of half A (true) vs half B (predicted).
 
@@ -120,7 +134,7 @@ def split_half_reliability(
     full size (``2r / (1 + r)``). R² and Jaccard are left uncorrected (no such formula holds).
     """
     half_a, half_b = split_half_ate(
-        X_counts, labels, split, control_label, perturbations, target_sum, genes, test_split, seed
+        X_counts, labels, split, control_label, perturbations, target_sum, genes, test_split, seed, batches
     )
     metrics = prediction_metrics(half_a, half_b, top_de=top_de, jaccard_ks=jaccard_ks)
     if corrected:

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from gpo_vae.data.labels import label_genes
 from gpo_vae.data.summary_stats import compute_summary_stats
 from gpo_vae.data.summary_stats_io import (
     DEGS_COLUMN,
@@ -31,7 +32,12 @@ from gpo_vae.data.summary_stats_io import (
     PERTURBATION_COLUMN,
     collapse_duplicates,
 )
-from gpo_vae.evaluation.ate import ate_reference_all_cells, ate_reference_heldout, mean_log2_expression
+from gpo_vae.evaluation.ate import (
+    ate_reference_all_cells,
+    ate_reference_heldout,
+    batch_shares,
+    mean_log2_expression,
+)
 from gpo_vae.evaluation.baselines import mean_baseline_ate, split_half_reliability
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.metrics import prediction_metrics, qc_pass_ratio, summary_stats_agreement
@@ -74,6 +80,13 @@ class EvaluationData:
     qc_metrics: pd.DataFrame
     qc_thresholds: QCThresholds
 
+    @property
+    def batches(self) -> np.ndarray | None:
+        """(N,) batch of every cell, or None for a screen of one batch."""
+        if not self.cells.n_batches:
+            return None
+        return np.asarray(self.cells.batch_names, dtype=object)[self.cells.batch_codes]
+
     @classmethod
     def from_anndata(cls, adata: ad.AnnData) -> EvaluationData:
         """Take the fields of a (validated) artifact AnnData."""
@@ -91,9 +104,20 @@ class EvaluationData:
         return pd.Index(self.cells.genes, name="gene")
 
     def perturbations(self) -> list[str]:
-        """Perturbed nodes with at least one test cell, in node order: the rows of every table."""
-        tested = set(self.labels[self.cells.rows("test")].tolist())
-        return [node for node in self.cells.nodes[: self.cells.n_perturbed] if node in tested]
+        """Labels with at least one test cell, the rows of every table: the single perturbations
+        in node order, then the combinations (``A+B``) sorted."""
+        tested = set(self.labels[self.cells.rows("test")].tolist()) - {self.control_label}
+        singles = [node for node in self.cells.nodes[: self.cells.n_perturbed] if node in tested]
+        return singles + sorted(tested - set(singles))
+
+    def test_batch_shares(self, perturbations: Sequence[str]) -> pd.DataFrame | None:
+        """Each perturbation's share of test cells per batch (None without batches): the weights
+        that combine per-batch effects into one ATE, for the data and the model alike."""
+        batches = self.batches
+        if batches is None:
+            return None
+        test = self.cells.rows("test")
+        return batch_shares(self.labels[test], batches[test], perturbations, self.cells.batch_names)
 
 
 def test_iwelbo(
@@ -116,13 +140,21 @@ def test_iwelbo(
     return total / rows.size
 
 
-def generation_seed(seed: int, node: int | None) -> int:
-    """Seed of one perturbation's generated cells (``node`` None: the controls).
+def generation_seed(seed: int, node: int | Sequence[int] | None, batch: int | None = None) -> int:
+    """Seed of one perturbation's generated cells (``node`` None: the controls; a list of nodes:
+    a combination; ``batch``: the cells of one batch).
 
-    A function of the evaluation seed and the node alone, so a perturbation's cells do not
-    depend on which others are evaluated, nor in which order.
+    A function of the evaluation seed, the node(s) and the batch alone, so a perturbation's
+    cells do not depend on which others are evaluated, nor in which order.
     """
-    entropy = [seed, 0 if node is None else node + 1]
+    if node is None:
+        entropy = [seed, 0]
+    elif isinstance(node, int | np.integer):
+        entropy = [seed, int(node) + 1]
+    else:
+        entropy = [seed, 0x636F6D62, *(int(n) + 1 for n in node)]  # "comb": apart from the singles
+    if batch is not None:
+        entropy.append(0x62617463 + int(batch))  # "batc"
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
@@ -142,16 +174,35 @@ class GeneratedSummary:
     kept
         The first cells of every perturbation and of the controls (``obs["gene"]``), for the
         predicted summary statistics; None when none were kept.
+    control_reference
+        With batches: each perturbation's control mean, the generated controls of every batch
+        weighted by its batch shares (perturbations × genes); None otherwise.
     """
 
     means: pd.DataFrame
     control_mean: np.ndarray
     qc_pass_ratio: pd.Series | None
     kept: ad.AnnData | None
+    control_reference: pd.DataFrame | None = None
 
     def ate(self) -> pd.DataFrame:
-        """The model's ATE: each perturbation's mean minus the generated controls' mean."""
+        """The model's ATE: each perturbation's mean minus the generated controls' mean (of the
+        same batches, in the same shares, when the screen has batches)."""
+        if self.control_reference is not None:
+            return self.means - self.control_reference
         return self.means - self.control_mean
+
+
+def label_dosage(label: str, node_index: Mapping[str, int], n_nodes: int) -> tuple[torch.Tensor, list[int]]:
+    """The multi-hot dosage of a label over the nodes (one 1 per gene of ``A+B``) and its nodes."""
+    genes = label_genes(label)
+    missing = [g for g in genes if g not in node_index]
+    if missing:
+        raise ValueError(f"{label!r}: {missing[:5]} are not nodes of the model")
+    nodes = [node_index[g] for g in genes]
+    dosage = torch.zeros(n_nodes)
+    dosage[nodes] = 1.0
+    return dosage, nodes
 
 
 def generate_and_summarise(
@@ -164,11 +215,15 @@ def generate_and_summarise(
     qc_thresholds: QCThresholds | None = None,
     keep_cells: int = 0,
     progress: bool = False,
+    batch_weights: pd.DataFrame | None = None,
 ) -> GeneratedSummary:
     """Generate ``config.n_generated_cells`` cells per perturbation and for the controls.
 
     ``nodes`` are the module's node names (``info["node_names"]`` of the run); a perturbation
-    is dosed as the one-hot of its node.
+    is dosed as the multi-hot of its genes' nodes (a single node for a single perturbation).
+    With ``batch_weights`` (perturbations × batches, rows summing to 1: the data's test shares),
+    cells are generated in every batch a perturbation has cells in, and in every batch for the
+    controls, and the per-batch means are combined with those weights.
 
     Good-QC branch, library size ``config.generated_library_size``, one guide draw of the
     global variables per cell. Each perturbation is generated, summarised (mean expression,
@@ -179,30 +234,44 @@ def generate_and_summarise(
     node_index = {str(node): i for i, node in enumerate(nodes)}
     if len(node_index) != model.n_nodes:
         raise ValueError(f"{len(node_index)} node names for a module with {model.n_nodes} nodes")
-    missing = [p for p in perturbations if p not in node_index]
-    if missing:
-        raise ValueError(f"perturbations {missing[:5]} are not nodes of the model")
-    jobs: list[tuple[str, int | None]] = [(control_label, None)] + [(p, node_index[p]) for p in perturbations]
+    dosages = {p: label_dosage(p, node_index, model.n_nodes) for p in perturbations}
+    n_batch = 0 if batch_weights is None else batch_weights.shape[1]
+    batch_list: list[int | None] = [None] if n_batch == 0 else list(range(n_batch))
+    weights = None if batch_weights is None else batch_weights.reindex(list(perturbations)).fillna(0.0)
+    jobs: list[tuple[str, int, int | None]] = [(control_label, -1, b) for b in batch_list]
+    for i, p in enumerate(perturbations):
+        jobs += [(p, i, b) for b in batch_list if b is None or weights.iloc[i, b] > 0]
     n = config.n_generated_cells
-    means = np.empty((len(perturbations), len(genes)))
-    control_mean = np.empty(len(genes))
+    means = np.zeros((len(perturbations), len(genes)))
+    control_by_batch = np.zeros((max(n_batch, 1), len(genes)))
     passed: pd.Series | None = None
     kept_blocks: list[sp.csr_matrix] = []
     kept_labels: list[np.ndarray] = []
     var = pd.DataFrame(index=genes.astype(str))
-    for i, (label, node) in enumerate(tqdm(jobs, desc="generating", disable=not progress)):
-        dosage = torch.zeros(model.n_nodes) if node is None else node
+    kept_controls = 0
+    for label, i, b in tqdm(jobs, desc="generating", disable=not progress):
+        if i < 0:
+            dosage, seed_nodes = torch.zeros(model.n_nodes), None
+        else:
+            dosage, node_list = dosages[label]
+            seed_nodes = node_list[0] if len(node_list) == 1 else node_list
         counts = model.sample_cells(
-            dosage, n, config.generated_library_size, "good", "sample", generation_seed(config.seed, node)
+            dosage,
+            n,
+            config.generated_library_size,
+            "good",
+            "sample",
+            generation_seed(config.seed, seed_nodes, b),
+            b,
         )
         counts = counts.cpu().numpy()
         if counts.shape[1] != len(genes):
             raise ValueError(f"the model generates {counts.shape[1]} genes, the artifact has {len(genes)}")
         mean = mean_log2_expression(counts)
-        if node is None:
-            control_mean[:] = mean
+        if i < 0:
+            control_by_batch[0 if b is None else b] = mean
         else:
-            means[i - 1] = mean
+            means[i] += mean if b is None else weights.iloc[i, b] * mean
         if qc_thresholds is None and keep_cells == 0:
             continue
         sparse = sp.csr_matrix(counts)
@@ -212,7 +281,11 @@ def generate_and_summarise(
             ratio = qc_pass_ratio(metrics, qc_thresholds) * sparse.shape[0]
             passed = ratio if passed is None else passed + ratio
         if keep_cells:
-            n_keep = min(n, max(keep_cells, SUMMARY_CONTROL_CELLS)) if node is None else keep_cells
+            if i < 0:
+                n_keep = min(n, max(keep_cells, SUMMARY_CONTROL_CELLS) - kept_controls)
+                kept_controls += n_keep
+            else:
+                n_keep = min(n, keep_cells)
             kept_blocks.append(sparse[:n_keep])
             kept_labels.append(np.full(n_keep, label, dtype=object))
     kept = None
@@ -222,15 +295,28 @@ def generate_and_summarise(
         kept = ad.AnnData(X=sp.vstack(kept_blocks, format="csr"), obs=obs, var=var)
     ratio = None if passed is None else (passed / (n * len(jobs))).rename("qc_pass_ratio")
     index = pd.Index(list(perturbations), name="perturbation")
-    return GeneratedSummary(pd.DataFrame(means, index=index, columns=genes), control_mean, ratio, kept)
+    reference = None
+    if weights is not None:
+        reference = pd.DataFrame(weights.to_numpy() @ control_by_batch, index=index, columns=genes)
+    control_mean = control_by_batch.mean(axis=0)
+    return GeneratedSummary(
+        pd.DataFrame(means, index=index, columns=genes), control_mean, ratio, kept, reference
+    )
 
 
-def _subset_arrays(data: EvaluationData, subset: str) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    cells = data.cells
+def _subset_arrays(
+    data: EvaluationData, subset: str
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray | None]:
+    cells, batches = data.cells, data.batches
     if subset == ALL_CELLS:
-        return cells.counts, data.labels, cells.split
+        return cells.counts, data.labels, cells.split, batches
     rows = np.flatnonzero(data.qc_pass)
-    return cells.counts[rows], data.labels[rows], cells.split[rows]
+    return (
+        cells.counts[rows],
+        data.labels[rows],
+        cells.split[rows],
+        None if batches is None else batches[rows],
+    )
 
 
 @dataclass(frozen=True)
@@ -264,14 +350,16 @@ def observed_tables(
     control, genes = data.control_label, data.genes
     references, baselines, ceilings = {}, {}, {}
     for subset in SUBSETS:
-        counts, labels, split = _subset_arrays(data, subset)
+        counts, labels, split, batches = _subset_arrays(data, subset)
         references[HELDOUT, subset] = ate_reference_heldout(
-            counts, labels, split, control, perturbations, genes=genes
+            counts, labels, split, control, perturbations, genes=genes, batches=batches
         )
         references[ALL_CELLS, subset] = ate_reference_all_cells(
-            counts, labels, control, perturbations, genes=genes
+            counts, labels, control, perturbations, genes=genes, batches=batches
         )
-        baselines[subset] = mean_baseline_ate(counts, labels, split, control, perturbations, genes=genes)
+        baselines[subset] = mean_baseline_ate(
+            counts, labels, split, control, perturbations, genes=genes, batches=batches
+        )
         ceilings[subset] = split_half_reliability(
             counts,
             labels,
@@ -283,6 +371,7 @@ def observed_tables(
             corrected=config.split_half_corrected,
             top_de=config.top_de,
             jaccard_ks=config.jaccard_ks,
+            batches=batches,
         )
     return ObservedTables(references, baselines, ceilings)
 

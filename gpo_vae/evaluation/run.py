@@ -12,6 +12,7 @@ directory renamed into place, so a reader never sees a half-written evaluation.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ from gpo_vae.io import provenance, write_json_atomic
 from gpo_vae.models import GPOVAE
 from gpo_vae.preprocessing.artifact import dataset_checksum, read_artifact
 from gpo_vae.report import REPORT_FILE, build_report
+from gpo_vae.report.tables import SCREEN_FILE
 from gpo_vae.training.train import artifact_checksum, cpu_threads, load_trained_model, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,20 @@ def _json_number(value: Any) -> int | float | None:
         return int(value)
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+#: Entries of an artifact's record that describe the screen (copied to ``screen.json``).
+SCREEN_KEYS = ("modality", "pairing", "batches", "layout", "splits", "nodes")
+
+
+def screen_tables(record: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """``screen.json`` and ``perturbation_table.csv`` of the report, from an artifact's record."""
+    screen = {key: record.get(key) for key in SCREEN_KEYS if key in record}
+    rows = record.get("perturbation_table")
+    table = pd.DataFrame(rows) if rows else None
+    if table is not None:
+        table = table.drop(columns=[c for c in ("stats_row",) if c in table.columns])
+    return screen, table
 
 
 def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -133,6 +149,7 @@ def _prediction(
                 qc_thresholds=data.qc_thresholds if own else None,
                 keep_cells=config.summary_stats_cells if own and reported is not None else 0,
                 progress=progress,
+                batch_weights=data.test_batch_shares(perturbations),
             )
         ate = summaries[method].ate()
         predictions[method] = {subset: ate for subset in pred.SUBSETS}
@@ -275,11 +292,15 @@ def evaluate_run(
             ids = adata.var["gene_id"].astype(str).to_numpy() if "gene_id" in adata.var else None
             id_map = pd.Series(adata.var_names.to_numpy(), index=ids) if ids is not None else None
             reported = read_summary_stats(summary_stats, summary_sheet, gene_ids_to_symbols=id_map)
+        screen, perturbation_table = screen_tables(json.loads(adata.uns["record"]))
         del adata
     device = resolve_device(config.device)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
+        write_json_atomic(screen, tmp / SCREEN_FILE)
+        if perturbation_table is not None:
+            _write_csv(perturbation_table, tmp, "perturbation_table.csv")
         with cpu_threads(config.cpu_threads):
             models = {grn.MODEL: _load_run(run_dir, device, sha, data)}
             if sams_vae_run_dir is not None:

@@ -58,6 +58,9 @@ class ModelConfig:
         min-max scaled S, target sigmoid(ΔX − c)).
     sparsity_coeff
         λ of term 5 (reference: ``penaly_coeff``); 0 switches the term off.
+    grn_unmeasured
+        Node columns whose gene is not measured (ΔX ≡ 0): ``skip`` leaves them out of term 4,
+        ``zero`` fits them to 0 as the reference code does.
     """
 
     n_latent: int = 200
@@ -83,6 +86,7 @@ class ModelConfig:
     fc_criteria: float = 0.5
     grn_variant: GrnVariant = "logits"
     sparsity_coeff: float = 10.0
+    grn_unmeasured: Literal["skip", "zero"] = "skip"
 
     def __post_init__(self) -> None:
         problems = []
@@ -90,6 +94,8 @@ class ModelConfig:
             problems.append(f"likelihood {self.likelihood!r} is not library_nb, poisson or normal")
         if self.mode not in ("concat", "sum"):
             problems.append(f"mode {self.mode!r} is not concat or sum")
+        if self.grn_unmeasured not in ("skip", "zero"):
+            problems.append(f"grn_unmeasured {self.grn_unmeasured!r} is not skip or zero")
         if self.grn_variant not in ("logits", "probs"):
             problems.append(f"grn_variant {self.grn_variant!r} is not logits or probs")
         if not 0.0 < self.mask_prior < 1.0:

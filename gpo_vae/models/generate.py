@@ -30,8 +30,28 @@ def _dosage_rows(dosage: torch.Tensor | int, n_nodes: int, device: torch.device)
     return rows
 
 
+def _batch_one_hot(module: GPOVAE, batch: int | None, device: torch.device) -> torch.Tensor | None:
+    if not module.n_batches:
+        if batch not in (None, 0):
+            raise ValueError(f"batch={batch}: this model has no batches")
+        return None
+    if batch is None or not 0 <= int(batch) < module.n_batches:
+        raise ValueError(
+            f"this model conditions on {module.n_batches} batches: pass batch in 0..{module.n_batches - 1}"
+        )
+    one_hot = torch.zeros(1, module.n_batches, device=device)
+    one_hot[0, int(batch)] = 1.0
+    return one_hot
+
+
 def _sample_row(
-    module: GPOVAE, dosage: torch.Tensor, n_cells: int, library: torch.Tensor, qc: float, plated: str
+    module: GPOVAE,
+    dosage: torch.Tensor,
+    n_cells: int,
+    library: torch.Tensor,
+    qc: float,
+    plated: str,
+    batch: torch.Tensor | None,
 ) -> torch.Tensor:
     guide, latent = module.guide, module.config.n_latent
     nodes = torch.nonzero(dosage).squeeze(1)
@@ -47,7 +67,7 @@ def _sample_row(
         latent_offset = latent_offset.squeeze(1).expand(size, -1)
         qc_offset = qc_offset.squeeze(1).expand(size, -1)
         z_basal = torch.randn(size, latent, device=dosage.device)
-        decoder_input = module.decoder_input(z_basal, latent_offset, qc_offset)
+        decoder_input = module.decoder_input(z_basal, latent_offset, qc_offset, batch)
         chunks.append(module.decoder.sample(decoder_input, library[start : start + size]))
     return torch.cat(chunks)
 
@@ -61,6 +81,7 @@ def sample_cells(
     qc_branch: str = "good",
     plated: str = "sample",
     seed: int | None = None,
+    batch: int | None = None,
 ) -> torch.Tensor:
     """Generate cells: z_basal from the prior, M/E/qc_E from the guide, counts from the decoder.
 
@@ -81,6 +102,9 @@ def sample_cells(
         generates); ``mean``: every cell shares M = 1[p > 0.5], E = mean of q(E | M), qc_E = mean.
     seed
         Makes the result reproducible without touching the global random state.
+    batch
+        Index of the batch (cell line) the cells come from; required by a model trained on a
+        screen with batches, None otherwise.
 
     Returns
     -------
@@ -93,6 +117,7 @@ def sample_cells(
         raise ValueError(f"plated must be 'sample' or 'mean', not {plated!r}")
     device = module.guide.mask_logits.device
     rows = _dosage_rows(dosage, module.n_nodes, device)
+    batch_one_hot = _batch_one_hot(module, batch, device)
     library = torch.as_tensor(library_size, dtype=torch.float32, device=device).reshape(-1)
     library = library.expand(n_cells) if library.numel() == 1 else library
     if library.shape != (n_cells,):
@@ -102,7 +127,10 @@ def sample_cells(
         if seed is not None:
             torch.manual_seed(seed)
         samples = torch.stack(
-            [_sample_row(module, row, n_cells, library, QC_BRANCHES[qc_branch], plated) for row in rows]
+            [
+                _sample_row(module, row, n_cells, library, QC_BRANCHES[qc_branch], plated, batch_one_hot)
+                for row in rows
+            ]
         )
     single = isinstance(dosage, int) or torch.as_tensor(dosage).dim() == 1
     return samples[0] if single else samples

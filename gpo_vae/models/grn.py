@@ -57,16 +57,23 @@ def grn_alignment_loss(
     delta_x: torch.Tensor,
     fc_criteria: float,
     variant: GrnVariant,
+    columns: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over all B × T entries of ``|D S − target|``, without the coefficient γ.
+    """Mean over the B × T entries of ``|D S − target|``, without the coefficient γ.
 
     target = ΔX − c (``logits``) or sigmoid(ΔX − c) (``probs``). All cells of the batch count,
     controls included (their D S is 0), as in the reference's ``F.l1_loss`` with mean reduction.
+    ``columns`` ((T,) bool) keeps only those node columns (the measured ones): the mean is then
+    over B × (kept columns); all columns kept gives the reference's value exactly.
     """
     target = delta_x - fc_criteria
     if variant == "probs":
         target = torch.sigmoid(target)
     prediction = dosage.to(accumulation.dtype) @ accumulation
+    if columns is not None and not bool(columns.all()):
+        if not bool(columns.any()):
+            return prediction.sum() * 0.0
+        return (prediction[:, columns] - target[:, columns]).abs().mean()
     return (prediction - target).abs().mean()
 
 

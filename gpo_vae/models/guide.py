@@ -81,6 +81,9 @@ class Guide(nn.Module):
         x̃ = (log(x + 1) − mean_log) / std_log. A zero or non-finite std is replaced by 1.
     mask_prior_probs
         Optional (T, C) edge probabilities (prior network) that initialise the mask logits.
+    n_batches
+        Batches (cell lines) of the screen; above 1, the batch's one-hot is a covariate of the
+        basal encoder (the last ``n_batches`` input columns), as scVI conditions on the batch.
     """
 
     def __init__(
@@ -92,9 +95,11 @@ class Guide(nn.Module):
         mean_log: torch.Tensor,
         std_log: torch.Tensor,
         mask_prior_probs: torch.Tensor | None = None,
+        n_batches: int = 0,
     ) -> None:
         super().__init__()
         self.n_genes, self.n_nodes, self.n_cols = n_genes, n_nodes, n_cols
+        self.n_batches = n_batches if n_batches > 1 else 0
         self.temperature = config.temperature
         self.mean_field = config.mean_field
         latent = config.n_latent
@@ -116,7 +121,10 @@ class Guide(nn.Module):
         self.register_buffer("qc_encoder_input", torch.ones(1, latent))
         n_offsets = 0 if config.mean_field else n_cols + latent
         self.basal_encoder = GaussianMLP(
-            n_genes + n_offsets, latent, config.basal_encoder_n_layers, config.basal_encoder_n_hidden
+            n_genes + n_offsets + self.n_batches,
+            latent,
+            config.basal_encoder_n_layers,
+            config.basal_encoder_n_hidden,
         )
         std_log = torch.as_tensor(std_log, dtype=torch.float32)
         mean_log = torch.as_tensor(mean_log, dtype=torch.float32)
@@ -163,14 +171,21 @@ class Guide(nn.Module):
         qc_loc, qc_scale = self._qc_params(1)
         return PlatedSample(rows, mask, loc, loc, scale, qc_loc, qc_loc, qc_scale)
 
-    def project_counts(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-activation of the basal encoder's first layer from the counts alone, (B, hidden).
+    def project_counts(self, x: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
+        """Pre-activation of the basal encoder's first layer from the counts (and the batch
+        one-hot, (B, n_batches), when the screen has batches), (B, hidden).
 
         Computed once per cell and shared by all particles and by both QC offsets.
         """
         x_tilde = (torch.log1p(x) - self.mean_log) / self.std_log
         first = self.basal_encoder.first
-        return linear_columns(first, x_tilde, 0, self.n_genes) + first.bias
+        pre = linear_columns(first, x_tilde, 0, self.n_genes) + first.bias
+        if self.n_batches:
+            if batch is None:
+                raise ValueError(f"this model conditions on {self.n_batches} batches: pass the batch one-hot")
+            width = first.in_features
+            pre = pre + linear_columns(first, batch.to(pre.dtype), width - self.n_batches, width)
+        return pre
 
     def basal(
         self, projected: torch.Tensor, latent_offset: torch.Tensor | None, qc_offset: torch.Tensor | None
@@ -187,6 +202,6 @@ class Guide(nn.Module):
             pre = (
                 pre
                 + linear_columns(first, latent_offset, g, g + c)
-                + linear_columns(first, qc_offset, g + c, first.in_features)
+                + linear_columns(first, qc_offset, g + c, first.in_features - self.n_batches)
             )
         return self.basal_encoder.from_preactivation(pre)

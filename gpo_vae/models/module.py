@@ -2,8 +2,9 @@
 
 Batch keys (dict of tensors, one row per cell): ``X`` (B, G) counts, ``D`` (B, T) dosage,
 ``qc`` (B,) 0/1 QC-fail flag (``total_qc``), ``library_size`` (B,), ``delta_x`` (B, T) (GRN term),
-``cf_X`` (B, G) counterfactual counts (zeros if none) and optionally ``has_cf`` (B,) bool
-(default: ``cf_X.sum(1) != 0``).
+``cf_X`` (B, G) counterfactual counts (zeros if none), optionally ``has_cf`` (B,) bool
+(default: ``cf_X.sum(1) != 0``) and, for a model of a screen with batches, ``batch`` (B,
+n_batches) one-hot.
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ class GPOVAE(nn.Module):
         Hyperparameters (default: published GPO-VAE).
     mask_prior_probs
         Optional (T, C) prior-network probabilities that initialise the mask logits.
+    node_measured
+        (T,) bool: the node's gene is measured. ΔX of a node that is not measured is 0 by
+        definition, not an observation, so with ``config.grn_unmeasured == "skip"`` the GRN
+        alignment term leaves those columns out (``zero``: the published code fits them to 0).
+    n_batches
+        Batches (cell lines) of the screen; above 1, the batch one-hot is a covariate of the basal
+        encoder and of the decoder (scVI's way), and generation asks for a batch.
     """
 
     def __init__(
@@ -121,9 +129,12 @@ class GPOVAE(nn.Module):
         std_log: torch.Tensor,
         config: ModelConfig | None = None,
         mask_prior_probs: torch.Tensor | None = None,
+        node_measured: torch.Tensor | None = None,
+        n_batches: int = 0,
     ) -> None:
         super().__init__()
         self.config = config = config or ModelConfig()
+        self.n_batches = n_batches if n_batches > 1 else 0
         latent = config.n_latent
         self.n_genes, self.n_nodes, self.n_perturbed = n_genes, n_nodes, n_perturbed
         self.n_cols = latent if config.latent_mask else n_nodes
@@ -141,8 +152,23 @@ class GPOVAE(nn.Module):
             raise ValueError("qc_counts must be one count (training cells flagged QC-fail)")
         self.register_buffer("node_weight", _inverse_counts(counts))
         self.register_buffer("qc_weight", qc_inverse.reshape(()))
-        self.guide = Guide(n_genes, n_nodes, self.n_cols, config, mean_log, std_log, mask_prior_probs)
-        n_input = latent if config.mode == "sum" else 2 * latent + self.n_cols
+        measured = (
+            torch.ones(n_nodes, dtype=torch.bool) if node_measured is None else torch.as_tensor(node_measured)
+        )
+        if measured.shape != (n_nodes,):
+            raise ValueError(f"node_measured has {measured.numel()} entries, expected {n_nodes}")
+        self.register_buffer("node_measured", measured.to(torch.bool))
+        self.guide = Guide(
+            n_genes,
+            n_nodes,
+            self.n_cols,
+            config,
+            mean_log,
+            std_log,
+            mask_prior_probs,
+            n_batches=self.n_batches,
+        )
+        n_input = (latent if config.mode == "sum" else 2 * latent + self.n_cols) + self.n_batches
         self.decoder = Decoder(
             n_input, n_genes, config.decoder_n_layers, config.decoder_n_hidden, config.likelihood
         )
@@ -150,12 +176,23 @@ class GPOVAE(nn.Module):
 
     # -- model ---------------------------------------------------------------------------------
     def decoder_input(
-        self, z_basal: torch.Tensor, latent_offset: torch.Tensor, qc_offset: torch.Tensor
+        self,
+        z_basal: torch.Tensor,
+        latent_offset: torch.Tensor,
+        qc_offset: torch.Tensor,
+        batch: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """[z_basal, D(E⊙M), q·qc_E] (concat mode) or their sum (sum mode)."""
+        """[z_basal, D(E⊙M), q·qc_E] (concat mode) or their sum (sum mode), then the batch one-hot
+        ((B, n_batches), broadcast over particles) when the model has batches."""
         if self.config.mode == "sum":
-            return z_basal + latent_offset + qc_offset
-        return torch.cat([z_basal, latent_offset.to(z_basal.dtype), qc_offset.to(z_basal.dtype)], dim=-1)
+            z = z_basal + latent_offset + qc_offset
+        else:
+            z = torch.cat([z_basal, latent_offset.to(z_basal.dtype), qc_offset.to(z_basal.dtype)], dim=-1)
+        if not self.n_batches:
+            return z
+        if batch is None:
+            raise ValueError(f"this model conditions on {self.n_batches} batches: pass the batch one-hot")
+        return torch.cat([z, batch.to(z.dtype).expand(*z.shape[:-1], self.n_batches)], dim=-1)
 
     def offsets(
         self, plated: PlatedSample, dosage: torch.Tensor, qc: torch.Tensor
@@ -172,7 +209,7 @@ class GPOVAE(nn.Module):
         """
         x, qc = batch["X"], batch["qc"].reshape(-1)
         latent_offset, qc_offset = self.offsets(plated, batch["D"], qc)
-        projected = self.guide.project_counts(x)
+        projected = self.guide.project_counts(x, batch.get("batch"))
         loc, scale = self.guide.basal(projected, latent_offset, qc_offset)
         shape = (plated.n_particles, x.shape[0], self.config.n_latent)
         z_basal = loc + scale * torch.randn(shape, device=loc.device, dtype=loc.dtype)
@@ -185,7 +222,9 @@ class GPOVAE(nn.Module):
         pass per cell and particle evaluates exactly the branch its reconstruction term uses.
         """
         library = batch["library_size"].reshape(-1).to(torch.float32)
-        z = self.decoder_input(inference.z_basal, inference.latent_offset, inference.qc_offset)
+        z = self.decoder_input(
+            inference.z_basal, inference.latent_offset, inference.qc_offset, batch.get("batch")
+        )
         return self.decoder.log_likelihood(z, batch["X"], library)
 
     def _plated_terms(
@@ -249,8 +288,14 @@ class GPOVAE(nn.Module):
             terms["grn"] = zero
             if cfg.grn_coeff > 0:
                 accumulation = grn.grn_accumulation(logits, cfg.hop, cfg.grn_variant)
+                columns = self.node_measured if cfg.grn_unmeasured == "skip" else None
                 alignment = grn.grn_alignment_loss(
-                    accumulation, dosage.float(), batch["delta_x"].float(), cfg.fc_criteria, cfg.grn_variant
+                    accumulation,
+                    dosage.float(),
+                    batch["delta_x"].float(),
+                    cfg.fc_criteria,
+                    cfg.grn_variant,
+                    columns=columns,
                 )
                 terms["grn"] = cfg.grn_coeff * alignment
             terms["sparsity"] = (
@@ -274,7 +319,10 @@ class GPOVAE(nn.Module):
         offset = inference.latent_offset[:, index]
         qc_offset = flipped.unsqueeze(-1) * qc_embedding
         real_loc, real_scale = self.guide.basal(inference.projected[index], offset, qc_offset)
-        cf_loc, cf_scale = self.guide.basal(self.guide.project_counts(cf_x[index]), offset, qc_offset)
+        cell_batch = batch["batch"][index] if "batch" in batch else None
+        cf_loc, cf_scale = self.guide.basal(
+            self.guide.project_counts(cf_x[index], cell_batch), offset, qc_offset
+        )
         kl = gaussian_kl(cf_loc, cf_scale, real_loc, real_scale).sum(dim=(-2, -1))
         return kl.mean()  # over particles (a scalar already for the mean-field encoder)
 
@@ -318,9 +366,10 @@ class GPOVAE(nn.Module):
         qc_branch: str = "good",
         plated: str = "sample",
         seed: int | None = None,
+        batch: int | None = None,
     ) -> torch.Tensor:
         """Generated counts for a node index or dosage rows; see :func:`generate.sample_cells`."""
-        return generate.sample_cells(self, dosage, n_cells, library_size, qc_branch, plated, seed)
+        return generate.sample_cells(self, dosage, n_cells, library_size, qc_branch, plated, seed, batch)
 
     def mask_probabilities(self) -> torch.Tensor:
         """q(M) edge probabilities sigmoid(logits), (T, C), detached."""

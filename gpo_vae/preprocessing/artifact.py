@@ -35,6 +35,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from gpo_vae.errors import UserError
 from gpo_vae.io import sha256_of
 
 OBS_COLUMNS = (
@@ -57,7 +58,7 @@ MARKER_FILE = ".complete"
 SPLITS = ("train", "val", "test")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """A preprocessed artifact is missing a field or is inconsistent; the message names it."""
 
 

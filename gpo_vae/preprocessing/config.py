@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Backend = Literal["auto", "cpu", "rapids"]
+#: How the screen perturbs its targets; ``auto`` reads it from the measured targets' change.
+Modality = Literal["auto", "crispri", "crispra", "knockout"]
+#: Genes of the Replogle 2022 RPE1 counts file, on which CausalBench's ``> 50 DEGs`` rule was set.
+REPLOGLE_GENES = 8749
 #: MAD multiples of the QC flags (design §2).
 DEFAULT_NMADS = (3, 4, 5)
 DEFAULT_TARGET_SUM = 1e4
@@ -18,20 +22,44 @@ DEFAULT_TARGET_SUM = 1e4
 
 @dataclass(frozen=True)
 class PerturbationFilterConfig:
-    """Thresholds of the perturbation filters (design §3).
+    """Thresholds of the perturbation filters (design §3), read by modality.
 
-    ``min_degs``, ``max_knockdown`` and ``min_filtered_cells`` define the strong perturbations from
-    the summary statistics; they are applied upstream where ``strong_genes`` is computed and are
-    kept here so one config documents every threshold of the stage.
+    Strong perturbations, from the summary statistics: more than ``min_degs`` DEGs, more than
+    ``min_filtered_cells`` QC-passing cells and an on-target change of at most ``max_knockdown``
+    (CRISPRi), at least ``|max_knockdown|`` (CRISPRa) or any (knockout). ``min_degs: auto``
+    scales CausalBench's 50 (set on Replogle's 8,749 genes) to the genes measured:
+    ``max(3, round(50 · G / 8749))``, 3 on a 500-gene panel. A target that is not measured (or
+    not expressed in controls) has no on-target change: ``unmeasured_targets`` keeps or drops
+    it. Then the on-target cell filter: CRISPRi keeps a cell whose target is at most the
+    controls' ``knockdown_percentile``-th percentile, CRISPRa one above the
+    ``(100 − knockdown_percentile)``-th, knockout every cell. Last, at least ``min_cells`` cells
+    (CausalBench's "more than 100" is ``min_cells: 101``).
     """
 
-    min_degs: int = 50
+    min_degs: int | Literal["auto"] = 50
     max_knockdown: float = -0.3
     min_filtered_cells: int = 25
     knockdown_percentile: float = 10.0
-    min_cells: int = 100
+    min_cells: int = 101
     keep_unknown_perturbations: bool = False
+    unmeasured_targets: Literal["keep", "drop"] = "keep"
     target_sum: float = DEFAULT_TARGET_SUM
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.knockdown_percentile < 100.0:
+            raise ValueError(f"knockdown_percentile must be in (0, 100), got {self.knockdown_percentile}")
+        if self.min_cells < 1:
+            raise ValueError(f"min_cells must be at least 1, got {self.min_cells}")
+        if self.min_degs != "auto" and self.min_degs < 0:
+            raise ValueError(f"min_degs must be auto or >= 0, got {self.min_degs}")
+        if self.unmeasured_targets not in ("keep", "drop"):
+            raise ValueError(f"unmeasured_targets must be keep or drop, got {self.unmeasured_targets!r}")
+
+    def resolved_min_degs(self, n_genes: int) -> int:
+        """``min_degs``, with ``auto`` scaled to ``n_genes`` measured genes (class docstring)."""
+        if self.min_degs == "auto":
+            return max(3, round(50 * n_genes / REPLOGLE_GENES))
+        return int(self.min_degs)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> PerturbationFilterConfig:
@@ -63,13 +91,24 @@ class QCConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Splits (design §5): random by cell 64/16/20, or held-out perturbations in test only."""
+    """Splits (design §5): random by cell 64/16/20, or held-out perturbations in test only.
+
+    ``stratify`` splits every perturbation (and batch) in the fractions instead of drawing
+    cells regardless of their label (the published way). ATEs are measured against the test
+    split's controls: a split leaving fewer than ``min_test_controls`` control cells in test
+    (per batch) moves control cells from train to test when train keeps at least as many,
+    and stops otherwise.
+    """
 
     mode: Literal["random", "heldout_perturbations"] = "random"
     fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)
     heldout_fraction: float = 0.2
+    stratify: bool = False
+    min_test_controls: int = 50
 
     def __post_init__(self) -> None:
+        if self.min_test_controls < 1:
+            raise ValueError(f"min_test_controls must be at least 1, got {self.min_test_controls}")
         if abs(sum(self.fractions) - 1) > 1e-9 or min(self.fractions) <= 0:
             raise ValueError(f"fractions must be positive and sum to 1, got {self.fractions}")
         if not 0 < self.heldout_fraction < 1:
@@ -88,15 +127,28 @@ class DEGConfig:
 
 @dataclass(frozen=True)
 class PairingConfig:
-    """OT pairing (design §5): entropic by default (reg 1.0, cost Euclidean / 100)."""
+    """OT pairing (design §5): entropic by default (reg 1.0, cost Euclidean / 100).
+
+    ``features``: ``targets`` pairs on the log-normalised measured perturbed genes (published),
+    ``pca`` on the top ``n_pcs`` principal components of the ``n_hvgs`` most variable
+    log-normalised genes (fitted on training cells), ``auto`` on the targets when at least
+    ``min_measured_targets`` are measured and on the components otherwise (a panel that does
+    not measure the targets).
+    """
 
     method: Literal["sinkhorn", "emd", "hungarian"] = "sinkhorn"
     reg: float = 1.0
     cost_scale: float = 100.0
+    features: Literal["auto", "targets", "pca"] = "auto"
+    min_measured_targets: int = 5
+    n_pcs: int = 20
+    n_hvgs: int = 2000
 
     def __post_init__(self) -> None:
         if self.reg <= 0 or self.cost_scale <= 0:
             raise ValueError("reg and cost_scale must be positive")
+        if self.n_pcs < 1 or self.n_hvgs < 2 or self.min_measured_targets < 1:
+            raise ValueError("n_pcs and min_measured_targets must be at least 1, n_hvgs at least 2")
 
 
 @dataclass(frozen=True)
@@ -104,6 +156,7 @@ class PreprocessConfig:
     """Every setting of the preprocessing stage, with the published defaults."""
 
     seed: int = 0
+    modality: Modality = "auto"
     target_sum: float = 1e4
     counterfactual_cells: int = 50
     filters: PerturbationFilterConfig = field(default_factory=PerturbationFilterConfig)
@@ -113,5 +166,7 @@ class PreprocessConfig:
     pairing: PairingConfig = field(default_factory=PairingConfig)
 
     def __post_init__(self) -> None:
+        if self.modality not in ("auto", "crispri", "crispra", "knockout"):
+            raise ValueError(f"modality must be auto, crispri, crispra or knockout, got {self.modality!r}")
         if self.counterfactual_cells < 1:
             raise ValueError(f"counterfactual_cells must be >= 1, got {self.counterfactual_cells}")

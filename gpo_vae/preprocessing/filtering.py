@@ -1,16 +1,22 @@
-"""Perturbation filters in the CausalBench style (design §3).
+"""Perturbation filters in the CausalBench style (design §3), by modality, with their table.
 
-Order: strong perturbations (from the summary statistics) → knockdown filter (cells whose target
-is really knocked down) → perturbations with more than ``min_cells`` cells. Each filter returns a
-boolean cell mask and a record (counts before/after, removed perturbations by name); controls are
-always kept. Filters compose through ``obs_mask`` without copying the count matrix.
+Order: strong perturbations (from the summary statistics) → on-target filter (cells whose target
+moved the way the modality moves it) → perturbations with at least ``min_cells`` cells. Each
+filter returns a boolean cell mask and a record (counts before/after, removed perturbations by
+name); controls are always kept. Filters compose through ``obs_mask`` without copying the count
+matrix. :func:`perturbation_filter_mask` runs the three and fills the perturbation table
+(:mod:`gpo_vae.preprocessing.filter_table`): one row per label saying what each filter saw and
+which one removed it, with the value that failed and the config key that sets the threshold.
+
+Labels are canonical (:mod:`gpo_vae.data.labels`): ``A+B`` is one label whose targets are A and
+B, judged per label by the statistics and, per measured target, by the on-target filter.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -18,17 +24,31 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
+from gpo_vae.data.labels import label_genes
 from gpo_vae.preprocessing.config import DEFAULT_TARGET_SUM, PerturbationFilterConfig
+from gpo_vae.preprocessing.filter_table import (
+    KEPT,
+    PerturbationFilterError,
+    filter_error,
+    perturbation_table,
+    strong_decisions,
+)
 from gpo_vae.preprocessing.normalize import as_csr, library_size
 
 logger = logging.getLogger(__name__)
 
+Resolved = Literal["crispri", "crispra", "knockout"]
 _LOG_NAMES = 10  # names shown in a log line; records keep full lists
 _PERCENTILE_BLOCK = 512  # target genes whose control values are densified at once
 
-
-class PerturbationFilterError(ValueError):
-    """A filter left no perturbation; the message names the filter, its threshold and the counts."""
+__all__ = [
+    "PerturbationFilterConfig",
+    "PerturbationFilterError",
+    "apply_perturbation_filters",
+    "min_cells_filter",
+    "on_target_filter",
+    "perturbation_filter_mask",
+]
 
 
 def _names(names: list[str]) -> str:
@@ -60,7 +80,7 @@ def _record(
     control_label: str,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Counts before/after a filter; raises when no perturbation is left."""
+    """Counts before/after a filter, logged."""
     perts_before = sorted(set(labels[before]) - {control_label})
     perts_after = sorted(set(labels[after]) - {control_label})
     removed = sorted(set(perts_before) - set(perts_after))
@@ -86,61 +106,7 @@ def _record(
         record["n_cells_after"],
         f"; removed {_names(removed)}" if removed else "",
     )
-    if not perts_after:
-        raise PerturbationFilterError(
-            f"filter {name!r} ({threshold}) left no perturbation: {len(perts_before)} perturbations and "
-            f"{record['n_cells_before']} cells before, {record['n_cells_after']} cells (controls only) after."
-        )
     return record
-
-
-def filter_strong_perturbations(
-    adata: ad.AnnData,
-    strong_genes: Iterable[str],
-    known_genes: Iterable[str] | None = None,
-    *,
-    control_label: str = CONTROL_LABEL,
-    perturbation_key: str = PERTURBATION_KEY,
-    keep_unknown: bool = False,
-    obs_mask: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Keep cells of perturbations in ``strong_genes``, plus controls.
-
-    ``known_genes`` are all perturbations with a summary-statistics row: one in the data but not
-    there is counted and logged, and dropped unless ``keep_unknown``. The record lists them
-    (``missing_from_summary``), the weak ones (``not_strong``) and strong genes absent from the
-    data (``strong_not_in_data``).
-    """
-    labels = _labels(adata, perturbation_key)
-    before = _considered(adata, obs_mask)
-    present = sorted(set(labels[before]) - {control_label})
-    strong = set(map(str, strong_genes))
-    known = None if known_genes is None else set(map(str, known_genes)) | strong
-    missing = [] if known is None else [p for p in present if p not in known]
-    not_strong = [p for p in present if p not in strong and (known is None or p in known)]
-    if missing:
-        logger.warning(
-            "%d perturbations have no summary-statistics row (%s): %s",
-            len(missing),
-            "kept" if keep_unknown else "dropped",
-            _names(missing),
-        )
-    keep = strong | ({control_label} | (set(missing) if keep_unknown else set()))
-    after = before & np.isin(labels, list(keep))
-    record = _record(
-        "strong_perturbations",
-        {"keep_unknown": keep_unknown},
-        labels,
-        before,
-        after,
-        control_label,
-        n_missing_from_summary=len(missing),
-        missing_from_summary=missing,
-        n_not_strong=len(not_strong),
-        not_strong=not_strong,
-        strong_not_in_data=sorted(strong - set(present)),
-    )
-    return after, record
 
 
 def _gather(X: sp.spmatrix | np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -152,8 +118,24 @@ def _gather(X: sp.spmatrix | np.ndarray, rows: np.ndarray, cols: np.ndarray) -> 
     return np.asarray(X)[rows, cols].astype(np.float64)
 
 
-def knockdown_filter(
+def _control_percentiles(
+    X: sp.spmatrix | np.ndarray, control_rows: np.ndarray, cols: np.ndarray, scale: np.ndarray, q: float
+) -> np.ndarray:
+    """The ``q``-th percentile of each column of ``cols`` over the control rows (normalised)."""
+    values = X[control_rows][:, cols]
+    out = np.empty(len(cols))
+    for left in range(0, len(cols), _PERCENTILE_BLOCK):
+        block = values[:, left : left + _PERCENTILE_BLOCK]
+        block = block.toarray() if sp.issparse(block) else np.asarray(block)
+        out[left : left + _PERCENTILE_BLOCK] = np.percentile(
+            block.astype(np.float64) * scale[control_rows, None], q, axis=0
+        )
+    return out
+
+
+def on_target_filter(
     adata: ad.AnnData,
+    modality: Resolved = "crispri",
     percentile: float = 10.0,
     *,
     control_label: str = CONTROL_LABEL,
@@ -161,130 +143,182 @@ def knockdown_filter(
     target_sum: float = DEFAULT_TARGET_SUM,
     obs_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Keep a perturbed cell only if its target's library-normalised expression is ≤ the
-    ``percentile``-th percentile of that gene in control cells.
+    """Keep a perturbed cell only if each of its measured targets moved as the modality moves it.
 
-    Perturbations whose target is not measured (not in ``var_names``) keep all their cells and are
-    listed in the record (``unmeasured_targets``). Expression is counts scaled to ``target_sum``
-    per cell (no log); percentiles interpolate linearly (numpy's default), as CausalBench.
+    CRISPRi: the target's library-normalised expression (counts scaled to ``target_sum``, no
+    log) is at most the ``percentile``-th percentile of that gene in control cells; CRISPRa:
+    strictly above the ``(100 − percentile)``-th; knockout: no expression filter (Cas9
+    knockouts need not lower the mRNA). A combination ``A+B`` must pass for every measured
+    target. Targets that are not measured keep all their cells and are listed in the record
+    (``unmeasured_targets``). Percentiles interpolate linearly (numpy's default), as CausalBench.
     """
     labels = _labels(adata, perturbation_key)
     before = _considered(adata, obs_mask)
+    threshold = {"modality": modality, "percentile": percentile}
+    perts = sorted(set(labels[before]) - {control_label})
+    genes = sorted({g for p in perts for g in label_genes(p)})
+    column = pd.Series(adata.var_names.get_indexer(genes), index=genes, dtype=np.int64)
+    measured = column[column >= 0]
+    unmeasured = [g for g in genes if column[g] < 0]
+    if modality == "knockout" or measured.empty:
+        record = _record(
+            "on_target", threshold, labels, before, before.copy(), control_label,
+            n_unmeasured_targets=len(unmeasured), unmeasured_targets=unmeasured, control_thresholds={},
+        )  # fmt: skip
+        return before.copy(), record
     control = before & (labels == control_label)
     if not control.any():
         raise PerturbationFilterError(
-            f"knockdown filter: no control cell ({control_label!r}) to set thresholds"
+            f"on-target filter: no control cell ({control_label!r}) to set thresholds"
         )
-    perts = sorted(set(labels[before]) - {control_label})
-    target_col = adata.var_names.get_indexer(perts)
-    measured = [p for p, c in zip(perts, target_col, strict=True) if c >= 0]
-    unmeasured = [p for p, c in zip(perts, target_col, strict=True) if c < 0]
-    cols = target_col[target_col >= 0]
-
     X = adata.X
     lib = library_size(X)
     scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
-
-    # thresholds: one sparse extraction of (control cells × all measured targets), densified per block
-    ctrl_rows = np.flatnonzero(control)
-    ctrl_values = X[ctrl_rows][:, cols]
-    thresholds = np.empty(len(cols))
-    for left in range(0, len(cols), _PERCENTILE_BLOCK):
-        block = ctrl_values[:, left : left + _PERCENTILE_BLOCK]
-        block = block.toarray() if sp.issparse(block) else np.asarray(block)
-        thresholds[left : left + _PERCENTILE_BLOCK] = np.percentile(
-            block.astype(np.float64) * scale[ctrl_rows, None], percentile, axis=0
-        )
-
-    # each perturbed cell of a measured target: its own target value, gathered in one lookup
-    threshold_of = pd.Series(thresholds, index=measured, dtype=np.float64)
-    target_of = pd.Series(cols, index=measured, dtype=np.int64)
-    rows = np.flatnonzero(before & (pd.Index(measured).get_indexer(labels) >= 0))
-    values = _gather(X, rows, target_of.loc[labels[rows]].to_numpy()) * scale[rows]
+    q = percentile if modality == "crispri" else 100.0 - percentile
+    thresholds = pd.Series(
+        _control_percentiles(X, np.flatnonzero(control), measured.to_numpy(), scale, q), index=measured.index
+    )
     after = before.copy()
-    after[rows] = values <= threshold_of.loc[labels[rows]].to_numpy()
-
+    # every (perturbed cell, measured target) pair, expanded from the labels' target lists at once
+    targets = [[g for g in label_genes(p) if g in measured.index] for p in perts]
+    n_targets = np.array([len(t) for t in targets], dtype=np.int64)
+    flat = measured.reindex([g for t in targets for g in t]).to_numpy(dtype=np.int64)
+    first = np.r_[0, np.cumsum(n_targets)[:-1]]
+    code = pd.Index(perts).get_indexer(labels)
+    cells = np.flatnonzero(before & (code >= 0))
+    per_cell = n_targets[code[cells]]
+    rows = np.repeat(cells, per_cell)
+    within = np.arange(rows.size) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
+    gene_cols = flat[first[code[rows]] + within]
+    values = _gather(X, rows, gene_cols) * scale[rows]
+    limits = thresholds.reindex(adata.var_names[gene_cols]).to_numpy()
+    passed = values <= limits if modality == "crispri" else values > limits
+    after[np.unique(rows[~passed])] = False
     record = _record(
-        "knockdown",
-        {"percentile": percentile},
+        "on_target",
+        threshold,
         labels,
         before,
         after,
         control_label,
         n_unmeasured_targets=len(unmeasured),
         unmeasured_targets=unmeasured,
-        control_thresholds=dict(zip(measured, thresholds.tolist(), strict=True)),
+        control_thresholds={str(g): float(v) for g, v in thresholds.items()},
     )
     if unmeasured:
-        logger.info("knockdown filter: %d targets not measured, all their cells kept", len(unmeasured))
+        logger.info("on-target filter: %d targets not measured, all their cells kept", len(unmeasured))
     return after, record
 
 
 def min_cells_filter(
     adata: ad.AnnData,
-    min_cells: int = 100,
+    min_cells: int = 101,
     *,
     control_label: str = CONTROL_LABEL,
     perturbation_key: str = PERTURBATION_KEY,
     obs_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Keep perturbations with MORE than ``min_cells`` cells (design: "> 100 cells"), plus controls."""
+    """Keep perturbations with AT LEAST ``min_cells`` cells, plus controls.
+
+    CausalBench's "more than 100 cells" is ``min_cells=101``; a screen whose perturbations all
+    have exactly ``min_cells`` cells keeps them all.
+    """
     labels = _labels(adata, perturbation_key)
     before = _considered(adata, obs_mask)
     counts = pd.Series(labels[before]).value_counts()
-    keep = set(counts.index[counts > min_cells]) | {control_label}
+    keep = set(counts.index[counts >= min_cells]) | {control_label}
     after = before & np.isin(labels, list(keep))
     record = _record("min_cells", {"min_cells": min_cells}, labels, before, after, control_label)
     return after, record
 
 
+def _counts(labels: np.ndarray, mask: np.ndarray) -> pd.Series:
+    return pd.Series(labels[mask]).value_counts()
+
+
 def perturbation_filter_mask(
     adata: ad.AnnData,
-    strong_genes: Iterable[str],
-    known_genes: Iterable[str] | None,
+    stats: pd.DataFrame | None,
     config: PerturbationFilterConfig | Mapping[str, Any] | None = None,
+    modality: Resolved = "crispri",
     *,
     control_label: str = CONTROL_LABEL,
     perturbation_key: str = PERTURBATION_KEY,
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Strong perturbations → knockdown → min cells (design order): the cells kept, and the records.
+) -> tuple[np.ndarray, list[dict[str, Any]], pd.DataFrame]:
+    """Strong perturbations → on-target → min cells (design order): cells kept, records, table.
 
-    Nothing is copied, so a caller can read only the kept rows of a large file afterwards.
+    ``stats`` are the summary statistics as :func:`gpo_vae.data.summary_stats_io.read_summary_stats`
+    returns them (None: every perturbation counts as strong, for a screen judged by its cells
+    alone). Nothing is copied, so a caller can read only the kept rows of a large file
+    afterwards. A filter that leaves no perturbation raises :class:`PerturbationFilterError`
+    with the table and the config key to change.
     """
     cfg = (
         config if isinstance(config, PerturbationFilterConfig) else PerturbationFilterConfig.from_dict(config)
     )
+    labels = _labels(adata, perturbation_key)
+    table = perturbation_table(labels, stats, adata.var_names, control_label)
+    min_degs = cfg.resolved_min_degs(adata.n_vars)
+    table = strong_decisions(table, stats, cfg, modality, min_degs)
+    strong = set(table.index[table["status"] == KEPT])
+    mask = np.isin(labels, [*strong, control_label])
+    every = np.ones(adata.n_obs, dtype=bool)
+    strong_record = _record(
+        "strong_perturbations",
+        {
+            "min_degs": min_degs,
+            "max_knockdown": cfg.max_knockdown,
+            "min_filtered_cells": cfg.min_filtered_cells,
+        },
+        labels,
+        every,
+        mask,
+        control_label,
+        modality=modality,
+        not_strong=sorted(table.index[table["status"] == "strong_perturbations"]),
+        missing_from_summary=sorted(table.index[~table["stats_row"]]),
+        unmeasured_targets=sorted(table.index[table["measured"] == "no"]),
+    )
+    if not strong:
+        raise filter_error(table, "strong_perturbations")
     common = {"control_label": control_label, "perturbation_key": perturbation_key}
-    mask, strong = filter_strong_perturbations(
-        adata, strong_genes, known_genes, keep_unknown=cfg.keep_unknown_perturbations, **common
+    mask, on_target = on_target_filter(
+        adata, modality, cfg.knockdown_percentile, target_sum=cfg.target_sum, obs_mask=mask, **common
     )
-    mask, knockdown = knockdown_filter(
-        adata, cfg.knockdown_percentile, target_sum=cfg.target_sum, obs_mask=mask, **common
+    table["cells_on_target"] = _counts(labels, mask).reindex(table.index).fillna(0).astype(int)
+    lost = (table["status"] == KEPT) & (table["cells_on_target"] == 0)
+    table.loc[lost, "status"] = "on_target"
+    table.loc[lost, "reason"] = (
+        f"no cell passes the {modality} on-target filter (filters.knockdown_percentile)"
     )
+    if not (table["status"] == KEPT).any():
+        raise filter_error(table, "on_target")
     mask, enough = min_cells_filter(adata, cfg.min_cells, obs_mask=mask, **common)
-    return mask, [strong, knockdown, enough]
+    short = (table["status"] == KEPT) & (table["cells_on_target"] < cfg.min_cells)
+    table.loc[short, "status"] = "min_cells"
+    table.loc[short, "reason"] = [
+        f"{n} cells < {cfg.min_cells} (filters.min_cells)" for n in table.loc[short, "cells_on_target"]
+    ]
+    if not (table["status"] == KEPT).any():
+        raise filter_error(table, "min_cells")
+    return mask, [strong_record, on_target, enough], table
 
 
 def apply_perturbation_filters(
     adata: ad.AnnData,
-    strong_genes: Iterable[str],
-    known_genes: Iterable[str] | None,
+    stats: pd.DataFrame | None,
     config: PerturbationFilterConfig | Mapping[str, Any] | None = None,
+    modality: Resolved = "crispri",
     *,
     control_label: str = CONTROL_LABEL,
     perturbation_key: str = PERTURBATION_KEY,
-) -> tuple[ad.AnnData, list[dict[str, Any]]]:
+) -> tuple[ad.AnnData, list[dict[str, Any]], pd.DataFrame]:
     """:func:`perturbation_filter_mask`, then a filtered copy (unused perturbation categories dropped)."""
-    mask, records = perturbation_filter_mask(
-        adata,
-        strong_genes,
-        known_genes,
-        config,
-        control_label=control_label,
-        perturbation_key=perturbation_key,
+    mask, records, table = perturbation_filter_mask(
+        adata, stats, config, modality, control_label=control_label, perturbation_key=perturbation_key
     )
     filtered = adata[mask].copy()
     labels = filtered.obs[perturbation_key]
     if isinstance(labels.dtype, pd.CategoricalDtype):
         filtered.obs[perturbation_key] = labels.cat.remove_unused_categories()
-    return filtered, records
+    return filtered, records, table

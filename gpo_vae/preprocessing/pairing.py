@@ -1,8 +1,10 @@
 """Optimal-transport pairing of perturbed cells with control cells (design §5).
 
-Within each split and each perturbation group, every perturbed cell is matched to one control
-cell of the same split, by optimal transport between the group and that split's controls on
-library-normalised log1p expression of the measured perturbed genes. The partner defines ΔX
+Within each split, batch and perturbation group, every perturbed cell is matched to one control
+cell of the same split and batch, by optimal transport between the group and those controls on
+features every screen has (:func:`pairing_feature_matrix`): library-normalised log1p expression
+of the measured perturbed genes (published), or the top principal components of the most
+variable genes when the panel does not measure the targets. The partner defines ΔX
 (:func:`gpo_vae.preprocessing.derived.delta_x`), the target of the GRN alignment loss.
 
 Published defaults: Euclidean cost / 100, uniform marginals, entropic OT (POT ``ot.sinkhorn``,
@@ -64,12 +66,103 @@ def pairing_features(
         )
     if not measured:
         raise ValueError(
-            "none of the perturbed genes is measured: no features to pair cells on; check that "
-            "var_names are gene symbols matching the perturbation labels"
+            f"none of the {len(perturbed_genes)} perturbed genes is measured (the screen's genes do not "
+            "include its targets, as in a targeted or HVG panel): pairing.features: targets has nothing "
+            "to pair on; use pairing.features: pca (or auto)"
         )
     columns = positions[positions >= 0]
     features = log1p_normalised_columns(X_counts, columns, target_sum=target_sum).toarray()
     return features, measured
+
+
+def pca_features(
+    X_counts: sp.spmatrix | sp.sparray | np.ndarray,
+    var_names: Sequence[str] | pd.Index,
+    fit_mask: np.ndarray,
+    n_hvgs: int = 2000,
+    n_pcs: int = 20,
+    target_sum: float = 1e4,
+    seed: int = 0,
+    max_fit_cells: int = 20_000,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Top principal components of the log-normalised most variable genes, for every cell.
+
+    Genes: scanpy's ``seurat`` HVGs of the ``fit_mask`` cells (at most ``n_hvgs``). The PCA is
+    fitted on at most ``max_fit_cells`` of those cells (drawn with ``seed``) and applied to all
+    cells in blocks, so only the HVG columns of a block are ever dense.
+
+    Returns
+    -------
+    (features, record): float32 ``N × n_pcs`` (fewer when there are fewer genes or cells) and
+    the numbers of HVGs and components used.
+    """
+    import anndata as ad
+    from sklearn.decomposition import PCA
+
+    from gpo_vae.preprocessing.deg import highly_variable_genes
+    from gpo_vae.preprocessing.normalize import normalize_log1p
+
+    names = pd.Index(var_names)
+    fit_rows = np.flatnonzero(np.asarray(fit_mask, dtype=bool))
+    rng = np.random.default_rng(seed)
+    if fit_rows.size > max_fit_cells:
+        fit_rows = np.sort(rng.choice(fit_rows, max_fit_cells, replace=False))
+    logged = normalize_log1p(X_counts, target_sum)
+    n_top = min(n_hvgs, names.size)
+    if n_top < names.size:
+        sub = ad.AnnData(X=logged[fit_rows], var=pd.DataFrame(index=names.astype(str)))
+        hvg = highly_variable_genes(sub, batch_key=None, n_top=n_top).to_numpy()
+    else:
+        hvg = np.ones(names.size, dtype=bool)
+    columns = np.flatnonzero(hvg)
+    n_components = int(min(n_pcs, columns.size, fit_rows.size - 1))
+    if n_components < 1:
+        raise ValueError("too few genes or training cells for PCA pairing features")
+    pca = PCA(n_components=n_components, random_state=seed)
+    pca.fit(logged[fit_rows][:, columns].toarray())
+    features = np.empty((logged.shape[0], n_components), dtype=np.float32)
+    block = max(1, 50_000_000 // max(columns.size, 1) // 8)
+    for start in range(0, logged.shape[0], block):
+        features[start : start + block] = pca.transform(logged[start : start + block][:, columns].toarray())
+    return features, {"n_hvgs": int(columns.size), "n_components": n_components}
+
+
+def pairing_feature_matrix(
+    X_counts: sp.spmatrix | sp.sparray | np.ndarray,
+    var_names: Sequence[str] | pd.Index,
+    perturbed_genes: Sequence[str],
+    fit_mask: np.ndarray,
+    features: Literal["auto", "targets", "pca"] = "auto",
+    min_measured_targets: int = 5,
+    n_hvgs: int = 2000,
+    n_pcs: int = 20,
+    target_sum: float = 1e4,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[str, object]]:
+    """The features cells are paired on, and a record of the choice (for ``record.json``).
+
+    ``targets``: :func:`pairing_features`; ``pca``: :func:`pca_features` (fitted on the
+    ``fit_mask`` cells); ``auto``: the targets when at least ``min_measured_targets`` are
+    measured, else the components.
+    """
+    index = pd.Index(var_names)
+    n_measured = int((index.get_indexer(list(perturbed_genes)) >= 0).sum())
+    use = features
+    if features == "auto":
+        use = "targets" if n_measured >= min_measured_targets else "pca"
+    record: dict[str, object] = {
+        "requested": features,
+        "features": use,
+        "measured_targets": n_measured,
+        "perturbed_genes": len(perturbed_genes),
+    }
+    if use == "targets":
+        matrix, measured = pairing_features(X_counts, index, perturbed_genes, target_sum)
+        record["n_features"] = len(measured)
+        return matrix, record
+    matrix, pca_record = pca_features(X_counts, index, fit_mask, n_hvgs, n_pcs, target_sum, seed)
+    record.update(pca_record, n_features=pca_record["n_components"])
+    return matrix, record
 
 
 def _sinkhorn_rows(cost: np.ndarray, reg: float, num_iter_max: int) -> np.ndarray:
@@ -126,10 +219,12 @@ def pair_cells_ot(
     cost_scale: float = 100.0,
     num_iter_max: int = 1000,
     progress: bool = True,
+    batches: Sequence[str] | np.ndarray | pd.Series | None = None,
 ) -> np.ndarray:
-    """Match every perturbed cell to a control cell of the same split by optimal transport.
+    """Match every perturbed cell to a control cell of the same split (and batch) by optimal transport.
 
-    For each (split, perturbation) group, the cost to each control cell of the split is the
+    For each (split, batch, perturbation) group, the cost to each control cell of the split and
+    batch is the
     Euclidean distance between feature rows divided by ``cost_scale``; both marginals are
     uniform. Deterministic: no randomness is involved (hence no seed); argmax ties go to the
     control with the lowest row index.
@@ -159,6 +254,8 @@ def pair_cells_ot(
         Iteration cap of the Sinkhorn solvers (EMD uses at least 100,000).
     progress
         Show a tqdm bar over groups.
+    batches
+        Batch of every cell (None: one batch); a cell is only ever paired within its batch.
 
     Returns
     -------
@@ -168,17 +265,24 @@ def pair_cells_ot(
     Raises
     ------
     ValueError
-        If a split that has perturbed cells has no control cells (the message names the split),
-        or if the inputs disagree in length.
+        If a split (or batch of a split) that has perturbed cells has no control cells (the
+        message names them), or if the inputs disagree in length.
     """
     if method not in ("sinkhorn", "emd", "hungarian"):
         raise ValueError(f"method must be 'sinkhorn', 'emd' or 'hungarian', got {method!r}")
     if reg <= 0 or cost_scale <= 0:
         raise ValueError(f"reg and cost_scale must be positive, got reg={reg}, cost_scale={cost_scale}")
     labels = np.asarray(perturbation_labels).astype(str)
-    split = np.asarray(split_labels).astype(str)
+    split_names_only = np.asarray(split_labels).astype(str)
     n_cells = features.shape[0]
-    if labels.shape != (n_cells,) or split.shape != (n_cells,):
+    batch = np.full(n_cells, "", dtype=object) if batches is None else np.asarray(batches).astype(str)
+    # a "split" here is a (split, batch) pair: controls are looked up within it
+    split = (
+        split_names_only
+        if batches is None
+        else np.char.add(np.char.add(split_names_only, " / "), batch.astype(str))
+    )
+    if labels.shape != (n_cells,) or split_names_only.shape != (n_cells,) or batch.shape != (n_cells,):
         raise ValueError(
             f"features has {n_cells} rows but perturbation_labels has {labels.size} and "
             f"split_labels {split.size} entries"
@@ -195,9 +299,10 @@ def pair_cells_ot(
 
     for s, name in enumerate(split_names):
         if np.any(split_code[perturbed] == s) and not np.any(is_control & (split_code == s)):
+            what = "split" if batches is None else "split / batch"
             raise ValueError(
-                f"split {str(name)!r} has perturbed cells but no {control_label!r} control cells to pair "
-                "them with; every split needs controls (see validate_splits)"
+                f"{what} {str(name)!r} has perturbed cells but no {control_label!r} control cells to pair "
+                "them with; every split (and batch) needs controls (see validate_splits)"
             )
 
     partner = np.arange(n_cells, dtype=np.int64)

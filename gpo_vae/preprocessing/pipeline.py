@@ -1,9 +1,11 @@
 """The preprocessing stage composed (design §2–§5): raw counts in, one artifact out.
 
-Order: perturbation filters → splits → QC (thresholds fitted on training cells) → DE genes on
-training cells → treatment nodes and dosage → OT pairing within split and perturbation → ΔX →
-counterfactual cells → training-cell normalisation statistics. Every sub-stage is timed and
-its counts go into the record stored with the artifact.
+Order: modality → perturbation filters (with the perturbation table) → splits (stratified by
+label and batch when asked, enough test controls) → QC (thresholds fitted on training cells,
+per batch) → DE genes on training cells → treatment nodes and multi-hot dosage → OT pairing
+within split, batch and perturbation, on targets or principal components → ΔX → counterfactual
+cells → training-cell normalisation statistics. Every sub-stage is timed and its counts go into
+the record stored with the artifact.
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.config import to_dict
-from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, read_counts_h5ad
-from gpo_vae.data.summary_stats_io import read_summary_stats, strong_perturbations
+from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, read_counts_h5ad
+from gpo_vae.data.labels import single_genes
+from gpo_vae.data.layout import ScreenLayout
+from gpo_vae.data.summary_stats_io import read_summary_stats
 from gpo_vae.io import provenance, sha256_of
-from gpo_vae.preprocessing.config import (
-    PerturbationFilterConfig,
-    PreprocessConfig,
-)
+from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.deg import annotate_deg
 from gpo_vae.preprocessing.derived import (
     counterfactual_indices,
@@ -35,12 +36,19 @@ from gpo_vae.preprocessing.derived import (
     delta_x,
     normalisation_stats,
 )
+from gpo_vae.preprocessing.filter_table import format_table, resolve_modality, table_record
 from gpo_vae.preprocessing.filtering import perturbation_filter_mask
 from gpo_vae.preprocessing.nodes import dosage_matrix, treatment_nodes
 from gpo_vae.preprocessing.normalize import library_size
-from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_features
-from gpo_vae.preprocessing.qc import run_qc
-from gpo_vae.preprocessing.splits import split_heldout_perturbations, split_random, validate_splits
+from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_feature_matrix
+from gpo_vae.preprocessing.qc import run_qc_by_batch
+from gpo_vae.preprocessing.splits import (
+    ensure_test_controls,
+    split_heldout_perturbations,
+    split_random,
+    split_stratified,
+    validate_splits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,81 +62,135 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     logger.info("preprocess: %s done in %.1f s", name, timings[name])
 
 
-def strong_genes_from_summary(
-    stats_path: str | Path, sheet: str | None, adata: ad.AnnData, filters: PerturbationFilterConfig
-) -> tuple[pd.Index, pd.Index]:
-    """(strong perturbations, all perturbations with statistics) as gene symbols (design §3)."""
+def read_screen_stats(
+    stats_path: str | Path | None, sheet: str | None, adata: ad.AnnData
+) -> pd.DataFrame | None:
+    """The summary statistics with names mapped to the screen's symbols (Ensembl ids through var)."""
+    if stats_path is None:
+        return None
     id_map = None
     if GENE_ID_KEY in adata.var.columns:
         id_map = pd.Series(adata.var_names.to_numpy(), index=adata.var[GENE_ID_KEY].astype(str).to_numpy())
-    stats = read_summary_stats(stats_path, sheet, gene_ids_to_symbols=id_map)
-    strong = strong_perturbations(stats, filters.min_degs, filters.max_knockdown, filters.min_filtered_cells)
-    known = pd.Index(stats.loc[~stats["is_control"], "perturbation"].astype(str).unique())
-    return strong, known
+    return read_summary_stats(stats_path, sheet, gene_ids_to_symbols=id_map)
 
 
-def _make_splits(
-    labels: np.ndarray, config: PreprocessConfig, control_label: str
-) -> tuple[np.ndarray, list[str]]:
-    if config.split.mode == "random":
-        return split_random(len(labels), config.seed, config.split.fractions), []
-    heldout = split_heldout_perturbations(
-        labels, config.split.heldout_fraction, control_label, config.seed, config.split.fractions
+def cell_batches(adata: ad.AnnData) -> np.ndarray | None:
+    return adata.obs[BATCH_KEY].astype(str).to_numpy() if BATCH_KEY in adata.obs.columns else None
+
+
+def make_splits(
+    labels: np.ndarray, batches: np.ndarray | None, config: PreprocessConfig, control_label: str
+) -> tuple[np.ndarray, list[str], dict[str, int]]:
+    split_config = config.split
+    groups = (
+        labels if batches is None else np.char.add(np.char.add(labels.astype(str), "|"), batches.astype(str))
     )
-    return heldout.labels, sorted(heldout.heldout)
+    if split_config.mode == "random":
+        if split_config.stratify:
+            split = split_stratified(groups, config.seed, split_config.fractions)
+        else:
+            split = split_random(len(labels), config.seed, split_config.fractions)
+        heldout: list[str] = []
+    else:
+        result = split_heldout_perturbations(
+            labels,
+            split_config.heldout_fraction,
+            control_label,
+            config.seed,
+            split_config.fractions,
+            stratify_groups=groups if split_config.stratify else None,
+        )
+        split, heldout = result.labels, sorted(result.heldout)
+    split, moved = ensure_test_controls(
+        split, labels, split_config.min_test_controls, control_label, batches, config.seed
+    )
+    return split, heldout, moved
+
+
+def filter_screen(
+    adata: ad.AnnData, stats: pd.DataFrame | None, config: PreprocessConfig
+) -> tuple[np.ndarray, dict[str, Any], pd.DataFrame]:
+    """Modality and perturbation filters on the raw screen: (cells kept, record, table).
+
+    The record holds the modality (requested, resolved and why), each filter's counts and the
+    table's rows.
+    """
+    modality, basis = resolve_modality(config.modality, stats, adata.var_names)
+    mask, records, table = perturbation_filter_mask(adata, stats, config.filters, modality)
+    record = {
+        "modality": {"resolved": modality, **basis},
+        "filters": records,
+        "perturbation_table": table_record(table),
+    }
+    return mask, record, table
 
 
 def preprocess(
     adata: ad.AnnData,
-    strong_genes: pd.Index,
-    known_genes: pd.Index,
+    stats: pd.DataFrame | None,
     config: PreprocessConfig,
-    control_label: str = CONTROL_LABEL,
     progress: bool = True,
+    print_table: bool = False,
 ) -> ad.AnnData:
     """Run the whole stage on raw counts in the contract; return the artifact AnnData.
 
-    The artifact's fields are listed in :mod:`gpo_vae.preprocessing.artifact`; its
-    ``uns["record"]`` (JSON) holds the config, QC thresholds, filter counts, split sizes,
+    ``stats`` are the screen's summary statistics (:func:`read_screen_stats`; None: perturbations
+    are judged by their cells alone). The artifact's fields are listed in
+    :mod:`gpo_vae.preprocessing.artifact`; its ``uns["record"]`` (JSON) holds the config,
+    modality, perturbation table, QC thresholds, filter counts, split sizes, pairing features,
     timings and package versions.
     """
     timings: dict[str, float] = {}
     with _timed(timings, "filters"):
-        mask, filter_records = perturbation_filter_mask(
-            adata, strong_genes, known_genes, config.filters, control_label=control_label
-        )
+        mask, filter_record, table = filter_screen(adata, stats, config)
+    if print_table:
+        print("\n".join(format_table(table, modality=filter_record["modality"]["resolved"])), flush=True)
     inputs = {"cells": adata.n_obs, "genes": adata.n_vars}
-    return preprocess_filtered(
-        adata[mask].copy(), filter_records, inputs, config, control_label, progress, timings
-    )
+    return preprocess_filtered(adata[mask].copy(), filter_record, inputs, config, progress, timings)
 
 
 def preprocess_filtered(
     adata: ad.AnnData,
-    filter_records: list[dict[str, Any]],
-    inputs: dict[str, int],
+    filter_record: dict[str, Any],
+    inputs: dict[str, Any],
     config: PreprocessConfig,
-    control_label: str = CONTROL_LABEL,
     progress: bool = True,
     timings: dict[str, float] | None = None,
 ) -> ad.AnnData:
     """The stages after the perturbation filters, on the cells they kept (see :func:`preprocess`)."""
+    control_label = CONTROL_LABEL
     timings = dict(timings or {})
-    record: dict[str, Any] = {"input": inputs, "filters": filter_records}
+    record: dict[str, Any] = {"input": inputs, **filter_record}
+    if "layout" in adata.uns:
+        record["layout"] = {**dict(adata.uns["layout"]), **dict(adata.uns.get("layout_record", {}))}
     labels = adata.obs[PERTURBATION_KEY].astype(str).to_numpy()
     is_control = labels == control_label
+    batches = cell_batches(adata)
+    record["batches"] = (
+        {"key": record.get("layout", {}).get("batch_key"), "names": sorted(set(batches.tolist()))}
+        if batches is not None
+        else None
+    )
 
     with _timed(timings, "splits"):
-        split, heldout = _make_splits(labels, config, control_label)
-        table = validate_splits(split, labels, control_label, heldout)
-    record["splits"] = {"mode": config.split.mode, "heldout": heldout, "cells": table.sum().to_dict()}
+        split, heldout, moved = make_splits(labels, batches, config, control_label)
+        table = validate_splits(split, labels, control_label, heldout, batches)
+    record["splits"] = {
+        "mode": config.split.mode,
+        "stratify": config.split.stratify,
+        "heldout": heldout,
+        "cells": table.sum().to_dict(),
+        "test_controls": int((is_control & (split == "test")).sum()),
+        "controls_moved_to_test": moved,
+    }
     train = split == "train"
 
     with _timed(timings, "qc"):
-        flags, thresholds, metrics = run_qc(
+        flags, thresholds, metrics, per_batch = run_qc_by_batch(
             adata,
-            nmads=config.qc.nmads,
+            batches,
             fit_mask=train if config.qc.fit_on == "train" else None,
+            nmads=config.qc.nmads,
             doublets=config.qc.doublets,
             backend=config.qc.backend,
             seed=config.seed,
@@ -137,6 +199,8 @@ def preprocess_filtered(
             show_progress=progress,
         )
     record["qc"] = {f"fail_t{t:g}": int(flags[f"qc_fail_t{t:g}"].sum()) for t in config.qc.nmads}
+    if per_batch:
+        record["qc"]["thresholds_by_batch"] = {name: t.to_dict() for name, t in per_batch.items()}
 
     with _timed(timings, "deg"):
         fc3, _ = annotate_deg(
@@ -149,13 +213,30 @@ def preprocess_filtered(
             restrict_to_hvg=config.deg.restrict_to_hvg,
             tie_correct=config.deg.tie_correct,
         )
-        perturbed = sorted(set(labels[~is_control]))
-        nodes, n_perturbed = treatment_nodes(perturbed, fc3.index[fc3.to_numpy()], control_label)
+        perturbed_labels = sorted(set(labels[~is_control]))
+        nodes, n_perturbed = treatment_nodes(perturbed_labels, fc3.index[fc3.to_numpy()], control_label)
         dosage = dosage_matrix(labels, nodes, control_label, n_perturbed)
-    record["nodes"] = {"perturbed": n_perturbed, "additional": len(nodes) - n_perturbed}
+    measured_nodes = pd.Index(nodes).isin(adata.var_names)
+    record["nodes"] = {
+        "perturbed": n_perturbed,
+        "additional": len(nodes) - n_perturbed,
+        "combinations": sum("+" in label for label in perturbed_labels),
+        "perturbed_not_measured": int((~measured_nodes[:n_perturbed]).sum()),
+    }
 
     with _timed(timings, "pairing"):
-        features, measured = pairing_features(adata.X, adata.var_names, perturbed, config.target_sum)
+        features, pairing_record = pairing_feature_matrix(
+            adata.X,
+            adata.var_names,
+            single_genes(perturbed_labels),
+            train,
+            features=config.pairing.features,
+            min_measured_targets=config.pairing.min_measured_targets,
+            n_hvgs=config.pairing.n_hvgs,
+            n_pcs=config.pairing.n_pcs,
+            target_sum=config.target_sum,
+            seed=config.seed,
+        )
         partner = pair_cells_ot(
             features,
             labels,
@@ -165,8 +246,13 @@ def preprocess_filtered(
             reg=config.pairing.reg,
             cost_scale=config.pairing.cost_scale,
             progress=progress,
+            batches=batches,
         )
-    record["pairing"] = {"features": len(measured), "unmeasured_perturbed": len(perturbed) - len(measured)}
+    record["pairing"] = {
+        **pairing_record,
+        "within_batch": batches is not None,
+        "unmeasured_perturbed": int((~measured_nodes[:n_perturbed]).sum()),
+    }
 
     with _timed(timings, "delta_x"):
         gene_pos = pd.Series(np.arange(adata.n_vars), index=adata.var_names)
@@ -175,7 +261,8 @@ def preprocess_filtered(
 
     with _timed(timings, "counterfactual"):
         qc_fail = flags["total_qc"].to_numpy().astype(bool)
-        cf_index = counterfactual_indices(labels, split, qc_fail, config.counterfactual_cells, config.seed)
+        cf_groups = labels if batches is None else np.char.add(np.char.add(labels.astype(str), "|"), batches)
+        cf_index = counterfactual_indices(cf_groups, split, qc_fail, config.counterfactual_cells, config.seed)
         cf_medians, cf_row = counterfactual_table(adata.X, cf_index, progress=progress)
     record["counterfactual"] = {
         "cells_with_cf": int((cf_row >= 0).sum()),
@@ -188,6 +275,8 @@ def preprocess_filtered(
     obs = pd.DataFrame(index=adata.obs_names)
     obs[PERTURBATION_KEY] = pd.Categorical(labels)
     obs["split"] = pd.Categorical(split, categories=["train", "val", "test"])
+    if batches is not None:
+        obs[BATCH_KEY] = pd.Categorical(batches)
     obs["partner"] = partner.astype(np.int64)
     obs["library_size"] = library_size(adata.X).astype(np.float32)
     obs["cf_row"] = cf_row.astype(np.int64)
@@ -218,6 +307,8 @@ def preprocess_filtered(
     artifact.uns.update(
         nodes=list(nodes),
         n_perturbed=int(n_perturbed),
+        node_measured=measured_nodes.astype(bool),
+        batches=sorted(set(batches.tolist())) if batches is not None else [],
         control_label=control_label,
         qc_thresholds=thresholds.to_dict(),
         cf_medians=cf_medians,
@@ -236,29 +327,34 @@ def _json_default(value: Any) -> Any:
 
 def preprocess_files(
     counts_path: str | Path,
-    stats_path: str | Path,
+    stats_path: str | Path | None,
     sheet: str | None,
     config: PreprocessConfig,
-    perturbation_key: str = PERTURBATION_KEY,
-    control_label: str = CONTROL_LABEL,
+    layout: ScreenLayout | None = None,
     progress: bool = True,
+    print_table: bool = True,
 ) -> ad.AnnData:
-    """Read a raw counts file and its summary statistics, then preprocess.
+    """Read a raw counts file (in ``layout``) and its summary statistics, then preprocess.
 
-    The filters run on the whole file; then only the kept cells are read again from disk, so the
-    full matrix and its filtered copy are never in memory together.
+    The filters run on the whole file; then only the kept cells are read again from disk (the
+    same way: the counts layer resolved on the first read), so the full matrix and its filtered
+    copy are never in memory together. ``print_table`` prints the perturbation table.
     """
     timings: dict[str, float] = {}
-    adata = read_counts_h5ad(counts_path, perturbation_key, control_label)
+    layout = layout or ScreenLayout()
+    adata = read_counts_h5ad(counts_path, layout)
+    resolved = ScreenLayout.from_dict(dict(adata.uns["layout"]))
     inputs = {
         "cells": adata.n_obs,
         "genes": adata.n_vars,
         "counts_sha256": sha256_of(Path(counts_path)),
-        "summary_stats_sha256": sha256_of(Path(stats_path)),
+        "summary_stats_sha256": sha256_of(Path(stats_path)) if stats_path else None,
     }
-    strong, known = strong_genes_from_summary(stats_path, sheet, adata, config.filters)
+    stats = read_screen_stats(stats_path, sheet, adata)
     with _timed(timings, "filters"):
-        mask, filter_records = perturbation_filter_mask(adata, strong, known, config.filters)
+        mask, filter_record, table = filter_screen(adata, stats, config)
+    if print_table:
+        print("\n".join(format_table(table, modality=filter_record["modality"]["resolved"])), flush=True)
     del adata
-    kept = read_counts_h5ad(counts_path, perturbation_key, control_label, rows=mask)
-    return preprocess_filtered(kept, filter_records, inputs, config, CONTROL_LABEL, progress, timings)
+    kept = read_counts_h5ad(counts_path, resolved, rows=mask)
+    return preprocess_filtered(kept, filter_record, inputs, config, progress, timings)

@@ -406,3 +406,37 @@ def run_qc(
         thresholds.n_cells_fit,
     )
     return flags, thresholds, metrics
+
+
+def run_qc_by_batch(
+    adata: ad.AnnData,
+    batches: np.ndarray | None,
+    fit_mask: np.ndarray | None = None,
+    **kwargs: Any,
+) -> tuple[pd.DataFrame, QCThresholds, pd.DataFrame, dict[str, QCThresholds]]:
+    """:func:`run_qc` within each batch (thresholds and doublets per batch), flags for every cell.
+
+    Cell lines differ in size and mitochondrial share, so one set of MAD thresholds would flag
+    one line's ordinary cells. Returns ``(flags, thresholds, metrics, per_batch)``: the flags and
+    metrics of all cells in their original order, thresholds fitted on every ``fit_mask`` cell
+    (what generated cells are judged by), and each batch's thresholds. Without ``batches`` it is
+    :func:`run_qc`, and ``per_batch`` is empty.
+    """
+    if batches is None:
+        flags, thresholds, metrics = run_qc(adata, fit_mask=fit_mask, **kwargs)
+        return flags, thresholds, metrics, {}
+    batches = np.asarray(batches).astype(str)
+    fit = np.ones(adata.n_obs, dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
+    flag_parts, metric_parts, per_batch = [], [], {}
+    for name in sorted(set(batches.tolist())):
+        rows = np.flatnonzero(batches == name)
+        flags, thresholds, metrics = run_qc(adata[rows], fit_mask=fit[rows], **kwargs)
+        flag_parts.append(flags)
+        metric_parts.append(metrics)
+        per_batch[name] = thresholds
+    flags = pd.concat(flag_parts).reindex(adata.obs_names)
+    metrics = pd.concat(metric_parts).reindex(adata.obs_names)
+    pooled = fit_qc_thresholds(
+        metrics.loc[:, list(QC_METRICS)], nmads=kwargs.get("nmads", DEFAULT_NMADS), fit_mask=fit
+    )
+    return flags, pooled, metrics, per_batch

@@ -4,11 +4,13 @@ Two modes:
 
 - :func:`split_random` reproduces the published scheme: cells are split at random, *not*
   stratified by perturbation, with two calls of scikit-learn's ``train_test_split`` (0.8, then
-  0.8 of the rest), which gives 64/16/20 %.
+  0.8 of the rest), which gives 64/16/20 %. :func:`split_stratified` cuts every group (a
+  perturbation, or a perturbation within a batch) in the same fractions instead.
 - :func:`split_heldout_perturbations` holds a fraction of the perturbations out of training: all
   of their cells go to test, the other cells (controls included) are split as above.
 
-:func:`validate_splits` checks either result before the later stages use it.
+:func:`ensure_test_controls` then makes sure the test split holds enough control cells for the
+ATE (per batch), and :func:`validate_splits` checks the result before the later stages use it.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from gpo_vae.data.contract import CONTROL_LABEL
+from gpo_vae.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.64, 0.16, 0.20)
+
+
+class SplitError(UserError, ValueError):
+    """A split that cannot serve the ATE or pairing; the message says what is needed and which key to change."""
 
 
 class HeldoutSplit(NamedTuple):
@@ -82,19 +89,93 @@ def split_random(n_cells: int, seed: int = 0, fractions: Sequence[float] = DEFAU
     return labels
 
 
+def split_stratified(
+    groups: Sequence[str] | np.ndarray, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
+) -> np.ndarray:
+    """Split labels that cut every group in ``fractions`` (train, val, test), cells drawn at random.
+
+    Within a group of n cells shuffled with ``numpy.random.default_rng(seed)``, the cell of rank
+    r goes to train when ``(r + 0.5) / n < f_train``, else to val when below ``f_train + f_val``,
+    else to test; so every group of 3 or more cells has cells in each split.
+    """
+    _two_stage_sizes(fractions)  # validates
+    f_train, f_val, _ = (float(f) for f in fractions)
+    codes = pd.Categorical(np.asarray(groups).astype(str)).codes
+    n = codes.size
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(n)
+    order = shuffled[np.argsort(codes[shuffled], kind="stable")]
+    sorted_codes = codes[order]
+    rank = np.arange(n) - np.searchsorted(sorted_codes, sorted_codes, side="left")
+    size = np.bincount(codes, minlength=codes.max(initial=-1) + 1)[sorted_codes]
+    position = (rank + 0.5) / size
+    labels = np.empty(n, dtype=object)
+    labels[order] = np.where(position < f_train, "train", np.where(position < f_train + f_val, "val", "test"))
+    return labels
+
+
+def ensure_test_controls(
+    split: np.ndarray,
+    labels: Sequence[str] | np.ndarray,
+    minimum: int,
+    control_label: str = CONTROL_LABEL,
+    batches: Sequence[str] | np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """At least ``minimum`` control cells in test, per batch: (new split, controls moved per batch).
+
+    The ATE of every test perturbation is measured against the test controls of its batch; with
+    a few of them it is mostly noise. A batch whose test split holds fewer gets control cells
+    moved from train (drawn with ``seed``) as long as train keeps at least ``minimum``; a batch
+    where that is impossible raises :class:`SplitError` saying how many controls it has and what
+    to change.
+    """
+    split = np.asarray(split, dtype=object).copy()
+    labels = np.asarray(labels).astype(str)
+    batch = (
+        np.full(labels.size, "all", dtype=object) if batches is None else np.asarray(batches, dtype=object)
+    )
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    moved: dict[str, int] = {}
+    for name in sorted(set(batch.tolist())):
+        controls = (labels == control_label) & (batch == name)
+        in_test = int((controls & (split == "test")).sum())
+        if in_test >= minimum:
+            continue
+        train = np.flatnonzero(controls & (split == "train"))
+        need = minimum - in_test
+        where = "" if batches is None else f" of batch {name!r}"
+        if train.size - need < minimum:
+            raise SplitError(
+                f"the test split holds {in_test} control cells{where}; the ATE needs at least {minimum} "
+                f"(preprocess.split.min_test_controls), and the screen has {int(controls.sum())} control "
+                f"cells{where} in all, too few to give train and test {minimum} each. Lower "
+                "preprocess.split.min_test_controls, or add control cells."
+            )
+        chosen = rng.choice(train, need, replace=False)
+        split[chosen] = "test"
+        moved[str(name)] = int(need)
+        logger.info(
+            "moved %d control cells%s from train to test (min_test_controls %d)", need, where, minimum
+        )
+    return split, moved
+
+
 def split_heldout_perturbations(
     perturbation_labels: Sequence[str] | np.ndarray | pd.Series,
     heldout_fraction: float = 0.2,
     control_label: str = CONTROL_LABEL,
     seed: int = 0,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    stratify_groups: Sequence[str] | np.ndarray | None = None,
 ) -> HeldoutSplit:
     """Split with a fraction of perturbations seen only in test (unseen-perturbation mode).
 
     ``round(heldout_fraction · n_perturbations)`` perturbations (at least one, at most all but
     one) are drawn with ``numpy.random.default_rng(seed)`` from the sorted perturbation names;
     all their cells go to test. The remaining cells, controls included, are split with
-    :func:`split_random` (same ``seed`` and ``fractions``), so controls are in every split. The
+    :func:`split_random` (same ``seed`` and ``fractions``), or :func:`split_stratified` by
+    ``stratify_groups`` (one group per cell) when given, so controls are in every split. The
     test split is therefore larger than ``fractions[2]``.
 
     Returns
@@ -116,7 +197,11 @@ def split_heldout_perturbations(
     is_heldout = np.isin(labels, heldout)
     split = np.empty(labels.size, dtype=object)
     split[is_heldout] = "test"
-    split[~is_heldout] = split_random(int((~is_heldout).sum()), seed=seed, fractions=fractions)
+    if stratify_groups is None:
+        split[~is_heldout] = split_random(int((~is_heldout).sum()), seed=seed, fractions=fractions)
+    else:
+        groups = np.asarray(stratify_groups).astype(str)[~is_heldout]
+        split[~is_heldout] = split_stratified(groups, seed=seed, fractions=fractions)
     logger.info(
         "held out %d of %d perturbations (%d cells) for test", n_heldout, perturbations.size, is_heldout.sum()
     )
@@ -128,8 +213,12 @@ def validate_splits(
     perturbation_labels: Sequence[str] | np.ndarray | pd.Series,
     control_label: str = CONTROL_LABEL,
     heldout: Iterable[str] = (),
+    batches: Sequence[str] | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Check split labels before pairing and training; return cells per perturbation × split.
+
+    With ``batches``, every batch must have control cells in every split where it has
+    perturbed cells (pairing and ATEs stay within a batch).
 
     Raises ``ValueError`` naming every problem at once: labels other than train/val/test, a
     split without cells, a split without control cells (OT pairing and ATEs need controls in
@@ -163,6 +252,17 @@ def validate_splits(
     leaked = [p for p in heldout if p in counts.index and counts.loc[p, ["train", "val"]].sum() > 0]
     if leaked:
         problems.append(f"held-out perturbations with cells in train/val: {leaked[:10]}")
+    if batches is not None:
+        batch = np.asarray(batches).astype(str)
+        frame = pd.DataFrame({"batch": batch, "split": split, "control": perturbation == control_label})
+        has = frame.groupby(["batch", "split"])["control"].agg(["any", "all"])
+        lacking = has.index[~has["any"]].tolist()
+        if lacking:
+            problems.append(
+                "no control cells in "
+                + ", ".join(f"batch {b!r} split {s!r}" for b, s in lacking[:5])
+                + " (pairing and ATEs use the controls of the cell's own batch: every batch needs controls)"
+            )
     if problems:
         raise ValueError("invalid splits: " + "; ".join(problems))
 

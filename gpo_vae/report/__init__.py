@@ -42,6 +42,14 @@ empty cell (pandas' default). Name columns are text (a gene called ``NA`` stays 
     when every value is defined); optional ``n_predicted``, ``true_positives``.
 ``grn_pr_curves.csv``: ``method``, ``network``, ``recall``, ``precision`` (at most ~2,000
     points per curve; the report thins longer ones evenly).
+``perturbation_table.csv``: the preprocessing filters' table, one row per perturbation label:
+    ``perturbation``, ``cells``, ``measured`` (target measured: ``yes``, ``no``, ``1 of 2``),
+    ``status`` (``kept`` or the filter that removed it), ``reason``; optional
+    ``on_target_change``, ``degs``, ``cells_filtered``, ``cells_on_target``.
+``screen.json``: what preprocessing decided about the screen (all keys optional): ``modality``
+    (object: ``resolved``, ``requested``, ``basis``), ``pairing`` (``features``, ``n_features``,
+    ``measured_targets``, ``within_batch``), ``batches`` (object with ``key`` and ``names``, or
+    null), ``layout`` (the file's layout and what reading it decided), ``splits``, ``nodes``.
 ``run.json``: a JSON object. Read keys (all optional): ``dataset``, ``seed``, ``created``,
     ``code_version``, ``python``, ``platform``, ``config`` (object), ``packages`` (object
     name → version), ``data`` (object: ``n_cells``, ``n_test_cells``, ``n_genes``,

@@ -8,6 +8,7 @@ from pathlib import Path
 from gpo_vae.io import write_text_atomic
 from gpo_vae.report import grn_sections, sections
 from gpo_vae.report.html import page, section
+from gpo_vae.report.screen_section import screen_section
 from gpo_vae.report.tables import load_tables
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def build_report(eval_dir: str | Path, out_path: str | Path | None = None, title
     subtitle = " · ".join(details)
     body = [
         ("headline", "Headline", section("headline", "Headline", sections.headline(tables))),
+        ("screen", "Screen", screen_section(tables)),
         ("baselines", "Baselines", sections.baseline_section(tables)),
         ("scatter", "Effects", sections.scatter_section(tables)),
         ("distributions", "Metrics", sections.distribution_section(tables)),

@@ -11,7 +11,7 @@ import pandas as pd
 
 from gpo_vae.report import grn_plots, plots
 from gpo_vae.report.html import figure_html, html_table, not_computed, section
-from gpo_vae.report.tables import MASK_FILE, RUN_FILE, SPECS, EvaluationTables
+from gpo_vae.report.tables import MASK_FILE, RUN_FILE, SCREEN_FILE, SPECS, EvaluationTables
 
 OWN_GRAPH = "p>0.5"
 STAT_COLUMNS = {
@@ -150,7 +150,12 @@ def provenance_section(tables: EvaluationTables) -> str:
     """Run identity, versions and config from ``run.json``, and which inputs were present."""
     title = "Provenance"
     present = tables.present()
-    files = {"run": RUN_FILE, "grn_mask": MASK_FILE, **{name: spec.file for name, spec in SPECS.items()}}
+    files = {
+        "run": RUN_FILE,
+        "screen": SCREEN_FILE,
+        "grn_mask": MASK_FILE,
+        **{name: spec.file for name, spec in SPECS.items()},
+    }
     inputs = pd.DataFrame(
         {"file": [files[name] for name in present], "present": [present[name] for name in present]}
     )

@@ -76,9 +76,16 @@ SPECS: dict[str, TableSpec] = {
             ("n_predicted", "true_positives"),
         ),
         TableSpec("grn_pr_curves.csv", ("method", "network"), ("recall", "precision")),
+        TableSpec(
+            "perturbation_table.csv",
+            ("perturbation", "measured", "status", "reason"),
+            ("cells",),
+            ("on_target_change", "degs", "cells_filtered", "cells_on_target"),
+        ),
     )
 }
 MASK_FILE = "grn_mask.csv"
+SCREEN_FILE = "screen.json"
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class EvaluationTables:
     grn_statistical: pd.DataFrame | None
     grn_reference: pd.DataFrame | None
     grn_pr_curves: pd.DataFrame | None
+    perturbation_table: pd.DataFrame | None = None
+    screen: dict[str, Any] | None = None
 
     def present(self) -> dict[str, bool]:
         """Which inputs were found, by field name."""
@@ -182,8 +191,12 @@ def load_tables(eval_dir: str | Path) -> EvaluationTables:
     tables["grn_mask"] = read_mask(mask_path) if mask_path.is_file() else None
     run_path = root / RUN_FILE
     tables["run"] = _check_run(json.loads(run_path.read_text()), run_path) if run_path.is_file() else None
+    screen_path = root / SCREEN_FILE
+    tables["screen"] = (
+        _check_run(json.loads(screen_path.read_text()), screen_path) if screen_path.is_file() else None
+    )
     if all(value is None for value in tables.values()):
-        known = sorted([RUN_FILE, MASK_FILE, *(s.file for s in SPECS.values())])
+        known = sorted([RUN_FILE, MASK_FILE, SCREEN_FILE, *(s.file for s in SPECS.values())])
         raise FileNotFoundError(f"{root} holds none of the evaluation files {known}")
     if tables["grn_statistical"] is not None:
         tables["grn_statistical"]["k"] = tables["grn_statistical"]["k"].map(_canonical_k)

@@ -20,6 +20,10 @@ class TrainingConfig:
     ----------
     max_epochs
         Upper bound on epochs (early stopping usually ends training first).
+    max_steps
+        Optional upper bound on optimisation steps (batches): a budget that fits any screen,
+        since a small screen has few steps per epoch and a large one many; training ends at
+        ``max_epochs`` or ``max_steps``, whichever comes first. None: epochs only (published).
     batch_size
         Training cells per step.
     eval_batch_size
@@ -52,6 +56,7 @@ class TrainingConfig:
     """
 
     max_epochs: int = 2000
+    max_steps: int | None = None
     batch_size: int = 512
     eval_batch_size: int | None = None
     lr: float = 3e-4
@@ -73,7 +78,7 @@ class TrainingConfig:
         for name in ("max_epochs", "batch_size", "log_every_n_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_batch_size", "cpu_threads"):
+        for name in ("eval_batch_size", "cpu_threads", "max_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be at least 1 or null, got {value}")

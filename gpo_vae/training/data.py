@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
@@ -47,6 +48,10 @@ class ArtifactCells:
         Node names (P perturbed first), P, and gene names.
     mean_log, std_log
         (G,) training-cell statistics of log(x + 1) from the artifact.
+    node_measured
+        (T,) whether each node's gene is measured (all True for an artifact without the field).
+    batch_codes, batch_names
+        (N,) batch index of every cell and the batch names ([] and zeros without batches).
     """
 
     counts: sp.csr_matrix
@@ -62,10 +67,19 @@ class ArtifactCells:
     genes: list[str]
     mean_log: np.ndarray
     std_log: np.ndarray
+    node_measured: np.ndarray
+    batch_codes: np.ndarray
+    batch_names: list[str]
 
     @classmethod
     def from_anndata(cls, adata: ad.AnnData) -> ArtifactCells:
         """Take the training fields of a (validated) artifact AnnData, without copying X."""
+        n_nodes = len(adata.uns["nodes"])
+        batch_names = [str(b) for b in adata.uns.get("batches", [])]
+        if batch_names and "batch" in adata.obs.columns:
+            batch_codes = pd.Index(batch_names).get_indexer(adata.obs["batch"].astype(str))
+        else:
+            batch_codes = np.zeros(adata.n_obs, dtype=np.int64)
         return cls(
             counts=sp.csr_matrix(adata.X, dtype=np.float32),
             dosage=sp.csr_matrix(adata.obsm["D"], dtype=np.float32),
@@ -80,6 +94,9 @@ class ArtifactCells:
             genes=[str(gene) for gene in adata.var_names],
             mean_log=adata.var["mean_log"].to_numpy(dtype=np.float32),
             std_log=adata.var["std_log"].to_numpy(dtype=np.float32),
+            node_measured=np.asarray(adata.uns.get("node_measured", np.ones(n_nodes)), dtype=bool),
+            batch_codes=np.asarray(batch_codes, dtype=np.int64),
+            batch_names=batch_names,
         )
 
     @classmethod
@@ -95,6 +112,11 @@ class ArtifactCells:
     def n_nodes(self) -> int:
         return len(self.nodes)
 
+    @property
+    def n_batches(self) -> int:
+        """Batches the model conditions on (0 for a screen of one batch)."""
+        return len(self.batch_names) if len(self.batch_names) > 1 else 0
+
     def rows(self, split: str) -> np.ndarray:
         """Artifact rows of the cells of one split."""
         return np.flatnonzero(self.split == split)
@@ -109,7 +131,7 @@ class ArtifactCells:
             cf_x[cf_row < 0] = 0.0
         else:
             cf_x = np.zeros((rows.size, self.n_genes), dtype=np.float32)
-        return {
+        out = {
             "X": torch.from_numpy(self.counts[rows].toarray()),
             "D": torch.from_numpy(self.dosage[rows].toarray()),
             "qc": torch.from_numpy(self.qc[rows]),
@@ -119,6 +141,11 @@ class ArtifactCells:
             # as the module's default: an all-zero cfX (no QC-fail cells) is no counterfactual
             "has_cf": torch.from_numpy(cf_x.sum(axis=1) != 0),
         }
+        if self.n_batches:
+            out["batch"] = torch.nn.functional.one_hot(
+                torch.from_numpy(self.batch_codes[rows]), self.n_batches
+            ).to(torch.float32)
+        return out
 
 
 @dataclass(frozen=True)

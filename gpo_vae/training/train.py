@@ -88,6 +88,8 @@ def build_model(model_config: ModelConfig, cells: ArtifactCells, statistics: Tra
         torch.as_tensor(statistics.mean_log, dtype=torch.float32),
         torch.as_tensor(statistics.std_log, dtype=torch.float32),
         model_config,
+        node_measured=torch.as_tensor(cells.node_measured),
+        n_batches=cells.n_batches,
     )
 
 
@@ -208,6 +210,7 @@ def _fit(
             devices=1,
             precision=PRECISION[training.precision],  # type: ignore[arg-type]
             max_epochs=training.max_epochs,
+            max_steps=training.max_steps if training.max_steps is not None else -1,
             max_time=timedelta(minutes=training.max_time_minutes) if training.max_time_minutes else None,
             gradient_clip_val=training.gradient_clip,
             gradient_clip_algorithm="norm",
@@ -229,6 +232,7 @@ def _fit(
     best_epoch = int(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["epoch"])
     return {
         "epochs": trainer.current_epoch,
+        "steps": int(trainer.global_step),
         "best_epoch": best_epoch,
         "best_val_loss": float(best.best_model_score),
         "stopped_early": early.stopped_epoch > 0,
@@ -362,6 +366,8 @@ def train_model(
                 "std_log": torch.as_tensor(statistics.std_log),
                 "node_names": cells.nodes,
                 "gene_names": cells.genes,
+                "node_measured": torch.as_tensor(cells.node_measured),
+                "batch_names": cells.batch_names,
                 "best_epoch": summary["best_epoch"],
                 "best_val_loss": summary["best_val_loss"],
                 "artifact_sha256": sha,
@@ -400,6 +406,8 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE
         payload["mean_log"],
         payload["std_log"],
         from_dict(ModelConfig, payload["model_config"], "model"),
+        node_measured=payload.get("node_measured"),
+        n_batches=len(payload.get("batch_names", [])),
     )
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
@@ -416,5 +424,6 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE
             "artifact_sha256",
         )
     }
+    info["batch_names"] = list(payload.get("batch_names", []))
     info["run"] = json.loads((run_dir / RUN_FILE).read_text())
     return model, info

@@ -49,6 +49,8 @@ TINY_EVAL = EvaluationConfig(
     device="cpu",
 )
 CONTRACT_FILES = {
+    "screen.json",
+    "perturbation_table.csv",
     "prediction_metrics.csv",
     "ate_scatter.csv",
     "qc_ratio.csv",
@@ -345,7 +347,7 @@ def test_evaluation_config_validates_and_every_shipped_yaml_spells_it_out():
         raw = yaml.safe_load(path.read_text())
         assert set(raw["evaluation"]) == set(to_dict(EvaluationConfig())), path.name
         evaluation = load_run_config(path).evaluation
-        if "synthetic" in path.name:
+        if "synthetic" in path.name or path.stem.endswith("_custom"):
             assert "SCALED DOWN" in path.read_text() and evaluation.n_generated_cells < 2500
         else:
             assert evaluation.n_generated_cells == 2500 and evaluation.iwelbo_particles == 100

@@ -1,8 +1,6 @@
-"""Perturbation filters: strong perturbations, knockdown, minimum cells, and their composition."""
+"""Perturbation filters by modality: strong perturbations, on-target cells, minimum cells, the table."""
 
 from __future__ import annotations
-
-import logging
 
 import anndata as ad
 import numpy as np
@@ -10,7 +8,15 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from gpo_vae.data.summary_stats_io import (
+    CELLS_COLUMN,
+    DEGS_COLUMN,
+    IS_CONTROL_COLUMN,
+    KNOCKDOWN_COLUMN,
+    PERTURBATION_COLUMN,
+)
 from gpo_vae.preprocessing import filtering
+from gpo_vae.preprocessing.filter_table import format_table, resolve_modality
 from gpo_vae.preprocessing.filtering import PerturbationFilterConfig, PerturbationFilterError
 
 CTRL = "non-targeting"
@@ -54,9 +60,9 @@ def _knockdown_case(sparse: bool = True) -> ad.AnnData:
 
 
 @pytest.mark.parametrize("sparse", [True, False])
-def test_knockdown_keeps_cells_below_control_percentile(sparse: bool) -> None:
+def test_crispri_keeps_cells_below_control_percentile(sparse: bool) -> None:
     adata = _knockdown_case(sparse)
-    mask, record = filtering.knockdown_filter(adata, percentile=10.0)
+    mask, record = filtering.on_target_filter(adata, "crispri", percentile=10.0)
     expected = [True] * 10 + [True, True, False, True, False] + [False] * 3 + [True] * 4
     assert mask.tolist() == expected
     assert record["control_thresholds"] == pytest.approx({"A": 100.0, "B": 290.0})
@@ -66,71 +72,123 @@ def test_knockdown_keeps_cells_below_control_percentile(sparse: bool) -> None:
     assert (record["n_perturbations_before"], record["n_perturbations_after"]) == (3, 2)
 
 
-def test_knockdown_respects_obs_mask_for_cells_and_thresholds() -> None:
+def test_crispra_keeps_cells_above_the_mirrored_percentile_and_knockout_keeps_all() -> None:
     adata = _knockdown_case()
-    considered = np.ones(adata.n_obs, dtype=bool)
-    considered[[0, 1]] = False  # the two controls with A = 1 → A's 10th percentile is now 270
-    considered[10] = False  # the first A cell is out before this filter
-    mask, record = filtering.knockdown_filter(adata, obs_mask=considered)
-    assert record["control_thresholds"]["A"] == pytest.approx(270.0)
-    assert not mask[[0, 1, 10]].any()
-    assert mask[10:15].tolist() == [False, True, True, True, False]  # 100, 200 and 100 ≤ 270
-    assert record["n_cells_before"] == adata.n_obs - 3
+    mask, record = filtering.on_target_filter(adata, "crispra", percentile=10.0)
+    # controls' 90th percentiles: A 810, B 1010; only B's cell at 1000 … none above → B removed,
+    # A's cells (≤ 500) all below → A removed too
+    thresholds = record["control_thresholds"]
+    assert thresholds["A"] == pytest.approx(
+        np.percentile([100, 100, 200, 300, 400, 500, 600, 700, 800, 900], 90)
+    )
+    assert not mask[10:18].any() and mask[18:].all() and mask[:10].all()
+    mask, record = filtering.on_target_filter(adata, "knockout")
+    assert mask.all() and record["control_thresholds"] == {}
 
 
-def test_min_cells_boundary_drops_exactly_min_cells() -> None:
-    labels = [CTRL] * 5 + ["P100"] * 100 + ["P101"] * 101
+def test_a_combination_needs_every_measured_target_on_target() -> None:
+    labels = [CTRL] * 10 + ["A+B"] * 3 + ["A+U"] * 2
+    a = [1, 1, 2, 3, 4, 5, 6, 7, 8, 9] + [0, 0, 5] + [0, 5]
+    b = list(range(2, 12)) + [1, 9, 1] + [5, 5]
+    adata = _cells(labels, a, b, [100] * len(labels))
+    mask, record = filtering.on_target_filter(adata, "crispri")
+    # A+B: both down / B up / A up; A+U: U is not measured, A decides
+    assert mask[10:].tolist() == [True, False, False, True, False]
+    assert record["unmeasured_targets"] == ["U"]
+
+
+def test_min_cells_keeps_exactly_min_cells() -> None:
+    labels = [CTRL] * 5 + ["P99"] * 99 + ["P100"] * 100
     adata = _cells(labels, [0] * len(labels), [0] * len(labels), [10] * len(labels))
     mask, record = filtering.min_cells_filter(adata, min_cells=100)
-    kept = set(adata.obs["gene"][mask])
-    assert kept == {CTRL, "P101"}  # controls kept whatever their number
-    assert record["removed_perturbations"] == ["P100"]
-    assert record["n_cells_removed"] == 100
-    with pytest.raises(PerturbationFilterError, match=r"min_cells.*101.*2 perturbations"):
-        filtering.min_cells_filter(adata, min_cells=101)
+    assert set(adata.obs["gene"][mask]) == {CTRL, "P100"}  # controls kept whatever their number
+    assert record["removed_perturbations"] == ["P99"] and record["n_cells_removed"] == 99
 
 
-def test_strong_filter_counts_weak_and_missing_perturbations(caplog: pytest.LogCaptureFixture) -> None:
-    labels = [CTRL] * 2 + ["S1"] * 2 + ["S2"] * 2 + ["W"] * 2 + ["M"] * 3
-    adata = _cells(labels, [1] * len(labels), [1] * len(labels), [10] * len(labels))
-    strong = ["S1", "S2", "S3"]
-    known = ["S1", "S2", "W", "Z"]  # M has no summary-statistics row
-    with caplog.at_level(logging.WARNING, logger=filtering.__name__):
-        mask, record = filtering.filter_strong_perturbations(adata, strong, known)
-    assert set(adata.obs["gene"][mask]) == {CTRL, "S1", "S2"}
-    assert record["n_missing_from_summary"] == 1 and record["missing_from_summary"] == ["M"]
-    assert record["not_strong"] == ["W"] and record["strong_not_in_data"] == ["S3"]
-    assert record["removed_perturbations"] == ["M", "W"]
-    assert (record["n_perturbations_before"], record["n_perturbations_after"]) == (4, 2)
-    assert "1 perturbations have no summary-statistics row (dropped): M" in caplog.text
-
-    mask, record = filtering.filter_strong_perturbations(adata, strong, known, keep_unknown=True)
-    assert set(adata.obs["gene"][mask]) == {CTRL, "S1", "S2", "M"}
-    assert record["n_missing_from_summary"] == 1
-    with pytest.raises(PerturbationFilterError, match="strong_perturbations"):
-        filtering.filter_strong_perturbations(adata, ["S3"], known)
+def _stats(rows: list[tuple[str, float, float, float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=[PERTURBATION_COLUMN, DEGS_COLUMN, KNOCKDOWN_COLUMN, CELLS_COLUMN])
+    frame[IS_CONTROL_COLUMN] = frame[PERTURBATION_COLUMN] == CTRL
+    return frame
 
 
-def test_apply_filters_in_design_order() -> None:
+def _strong_case() -> tuple[ad.AnnData, pd.DataFrame]:
+    groups = {CTRL: 40, "A": 30, "B": 30, "U": 30, "W": 30, "M": 30}
+    labels = [g for g, n in groups.items() for _ in range(n)]
     rng = np.random.default_rng(0)
-    groups = {CTRL: 120, "A": 130, "B": 105, "U": 101, "W": 150, "M": 150}
-    labels = np.concatenate([[g] * n for g, n in groups.items()])
-    a = rng.integers(5, 15, size=labels.size).astype(float)
-    b = rng.integers(5, 15, size=labels.size).astype(float)
-    a[labels == "A"] = np.r_[np.zeros(110), np.full(20, 30.0)]  # 110 knocked down, 20 escaped
-    b[labels == "B"] = np.r_[np.zeros(95), np.full(10, 30.0)]  # 95 left: not more than 100
-    adata = _cells(labels.tolist(), a.tolist(), b.tolist(), [100] * labels.size)
-    config = {"min_cells": 100, "knockdown_percentile": 10.0}
-    filtered, records = filtering.apply_perturbation_filters(
-        adata, ["A", "B", "U"], ["A", "B", "U", "W"], config
+    adata = _cells(
+        labels, rng.integers(5, 9, len(labels)), rng.integers(5, 9, len(labels)), [100] * len(labels)
     )
-    assert [r["filter"] for r in records] == ["strong_perturbations", "knockdown", "min_cells"]
-    assert records[0]["removed_perturbations"] == ["M", "W"]
-    assert records[1]["n_cells_removed"] == 30 and records[1]["unmeasured_targets"] == ["U"]
-    assert records[2]["removed_perturbations"] == ["B"]
-    assert filtered.obs["gene"].value_counts().to_dict() == {CTRL: 120, "A": 110, "U": 101}
-    assert list(filtered.obs["gene"].cat.categories) == sorted([CTRL, "A", "U"])
-    assert filtered.n_obs == 331 and adata.n_obs == 756  # a copy; the input is unchanged
+    stats = _stats(
+        [
+            ("A", 200, -0.9, 30),
+            ("B", 200, 0.8, 30),  # up: a CRISPRa-like change
+            ("U", 120, np.nan, 30),  # target not measured
+            ("W", 10, -0.95, 30),  # few DEGs
+            (CTRL, np.nan, np.nan, 40),
+        ]
+    )  # M has no row
+    return adata, stats
+
+
+def test_strong_filter_judges_each_label_by_modality_and_says_why() -> None:
+    adata, stats = _strong_case()
+    config = PerturbationFilterConfig(min_cells=1)
+    mask, records, table = filtering.perturbation_filter_mask(adata, stats, config, "crispri")
+    assert list(table.index[table["status"] == "kept"]) == ["A", "U"]
+    assert table.loc["B", "reason"] == "on-target change +0.80 > -0.30 (filters.max_knockdown)"
+    assert table.loc["W", "reason"] == "DEGs 10 ≤ 50 (filters.min_degs)"
+    assert table.loc["M", "reason"] == "no summary-statistics row (filters.keep_unknown_perturbations)"
+    assert table.loc["U", "reason"] == "target not measured (filters.unmeasured_targets: keep)"
+    assert [r["filter"] for r in records] == ["strong_perturbations", "on_target", "min_cells"]
+    _, _, crispra = filtering.perturbation_filter_mask(adata, stats, config, "crispra")
+    # B passes the strong rule now; its cells, not activated, then fail the on-target filter
+    assert crispra.loc["A", "status"] == "strong_perturbations" and crispra.loc["B", "status"] == "on_target"
+    _, _, knockout = filtering.perturbation_filter_mask(adata, stats, config, "knockout")
+    assert list(knockout.index[knockout["status"] == "kept"]) == ["A", "B", "U"]
+    drop = PerturbationFilterConfig(min_cells=1, unmeasured_targets="drop", keep_unknown_perturbations=True)
+    _, _, dropped = filtering.perturbation_filter_mask(adata, stats, drop, "crispri")
+    assert dropped.loc["U", "status"] == "strong_perturbations" and dropped.loc["M", "status"] == "kept"
+    lines = format_table(table, modality="crispri")
+    assert lines[0] == "perturbations: 2 of 5 kept (modality crispri)"
+    assert any(line.startswith("W ") and "no: strong_perturbations: DEGs 10 ≤ 50" in line for line in lines)
+
+
+def test_min_degs_auto_scales_with_the_measured_genes() -> None:
+    config = PerturbationFilterConfig(min_degs="auto")
+    assert config.resolved_min_degs(8749) == 50
+    assert config.resolved_min_degs(500) == 3
+    assert config.resolved_min_degs(1200) == 7
+    assert PerturbationFilterConfig(min_degs=20).resolved_min_degs(500) == 20
+
+
+def test_a_filter_that_leaves_nothing_stops_with_the_table_and_the_key() -> None:
+    adata, stats = _strong_case()
+    with pytest.raises(PerturbationFilterError) as err:
+        filtering.perturbation_filter_mask(adata, stats, PerturbationFilterConfig(min_degs=500), "crispri")
+    message = str(err.value)
+    assert message.startswith("filter 'strong_perturbations' left no perturbation: it removed 5 of 5")
+    assert message.splitlines()[-1].startswith("Relax preprocess.filters.min_degs")
+    assert len(message.splitlines()) <= 12
+    with pytest.raises(
+        PerturbationFilterError, match="(?s)filter 'min_cells'.*Relax preprocess.filters.min_cells"
+    ):
+        filtering.perturbation_filter_mask(adata, stats, PerturbationFilterConfig(min_cells=1000), "knockout")
+
+
+def test_modality_auto_reads_the_sign_of_the_measured_targets() -> None:
+    genes = pd.Index(["A", "B", "C"])
+    down = _stats([("A", 100, -0.9, 30), ("B", 100, -0.8, 30), ("C", 100, 0.1, 30), ("U", 100, np.nan, 30)])
+    assert resolve_modality("auto", down, genes)[0] == "crispri"
+    up = _stats([("A", 100, 3.0, 30), ("B", 100, 1.5, 30), ("A+B", 100, -0.5, 30)])
+    modality, basis = resolve_modality("auto", up, genes)
+    assert modality == "crispra" and basis["n_measured_targets"] == 2
+    assert resolve_modality("auto", _stats([("U", 100, np.nan, 30)]), genes)[1]["n_measured_targets"] == 0
+    assert resolve_modality("knockout", up, genes)[0] == "knockout"
+
+
+def test_config_validation() -> None:
     with pytest.raises(ValueError, match="unknown perturbation-filter settings"):
         PerturbationFilterConfig.from_dict({"min_cell": 3})
-    assert PerturbationFilterConfig.from_dict(None).to_dict()["min_degs"] == 50
+    with pytest.raises(ValueError, match="unmeasured_targets"):
+        PerturbationFilterConfig(unmeasured_targets="maybe")
+    assert PerturbationFilterConfig.from_dict(None).to_dict()["min_cells"] == 101

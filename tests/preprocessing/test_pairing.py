@@ -110,5 +110,7 @@ def test_pairing_features_are_log1p_normalised_measured_perturbed_genes() -> Non
     expected = np.log1p(counts[:, [4, 1]] / library * 1e4)
     assert features.dtype == np.float32
     np.testing.assert_allclose(features, expected, rtol=1e-6)
-    with pytest.raises(ValueError, match="none of the perturbed genes is measured"):
+    with pytest.raises(
+        ValueError, match="none of the 1 perturbed genes is measured.*use pairing.features: pca"
+    ):
         pairing_features(sp.csr_matrix(counts), var_names, ["ZZZ"])

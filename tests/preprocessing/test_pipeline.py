@@ -19,12 +19,7 @@ from gpo_vae.preprocessing.artifact import (
     validate_artifact,
     write_artifact,
 )
-from gpo_vae.preprocessing.pipeline import (
-    PreprocessConfig,
-    preprocess,
-    preprocess_files,
-    strong_genes_from_summary,
-)
+from gpo_vae.preprocessing.pipeline import PreprocessConfig, preprocess, preprocess_files, read_screen_stats
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +37,19 @@ def pipe_artifact(pipe_dataset):
         "TabS_synthetic_summary_stat",
         PreprocessConfig(),
         progress=False,
+        print_table=False,
     )
 
 
 @pytest.fixture()
 def pipe_inputs(pipe_dataset):
-    """Raw counts, a config without scrublet (for speed), and the strong and known perturbations."""
+    """Raw counts, a config without scrublet (for speed), and the summary statistics."""
     adata = read_counts_h5ad(pipe_dataset["counts"])
     config = dataclasses.replace(
         PreprocessConfig(), qc=dataclasses.replace(PreprocessConfig().qc, doublets=False)
     )
-    strong, known = strong_genes_from_summary(
-        pipe_dataset["summary_stats"], "TabS_synthetic_summary_stat", adata, config.filters
-    )
-    return adata, config, strong, known
+    stats = read_screen_stats(pipe_dataset["summary_stats"], "TabS_synthetic_summary_stat", adata)
+    return adata, config, stats
 
 
 def test_artifact_fields_and_invariants(pipe_artifact):
@@ -89,13 +83,13 @@ def test_filters_keep_measured_strong_perturbations_and_drop_weak_ones(pipe_data
     # Targets missing from the counts matrix keep their reported knockdown and reach the model.
     unmeasured_kept = set(truth.loc[~truth["measured"], "gene"]) & kept
     assert unmeasured_kept
-    knockdown = json.loads(pipe_artifact.uns["record"])["filters"][1]
-    assert knockdown["n_unmeasured_targets"] >= len(unmeasured_kept)
+    on_target = json.loads(pipe_artifact.uns["record"])["filters"][1]
+    assert on_target["filter"] == "on_target" and on_target["n_unmeasured_targets"] >= len(unmeasured_kept)
 
 
 def test_test_cells_do_not_change_training_statistics(pipe_inputs):
-    adata, config, strong, known = pipe_inputs
-    base = preprocess(adata, strong, known, config, progress=False)
+    adata, config, stats = pipe_inputs
+    base = preprocess(adata, stats, config, progress=False)
     # Scramble each test cell's expression over the genes that are not perturbed: library sizes,
     # detected-gene counts and perturbed-gene columns stay, so the cell-level filters (which run
     # before the split, as published) keep the same cells; anything fitted on test cells moves.
@@ -107,7 +101,7 @@ def test_test_cells_do_not_change_training_statistics(pipe_inputs):
     X = noisy.X.tolil()
     X[rows] = block
     noisy.X = X.tocsr()
-    changed = preprocess(noisy, strong, known, config, progress=False)
+    changed = preprocess(noisy, stats, config, progress=False)
     assert list(changed.obs_names) == list(base.obs_names)
     assert list(changed.uns["nodes"]) == list(base.uns["nodes"])
     for column in ("FC3", "mean_x", "std_x", "mean_log", "std_log"):
@@ -132,9 +126,10 @@ def test_artifact_directory_is_atomic_and_verified(pipe_artifact, tmp_path):
         read_artifact(out)
 
 
-def test_no_measured_perturbed_gene_is_a_clear_error(pipe_inputs):
-    adata, config, strong, known = pipe_inputs
+def test_pairing_on_targets_of_a_panel_without_them_is_a_clear_error(pipe_inputs):
+    adata, config, stats = pipe_inputs
     perturbed = set(adata.obs["gene"].astype(str)) - {CONTROL_LABEL}
     adata = adata[:, ~adata.var_names.isin(perturbed)].copy()
-    with pytest.raises(ValueError, match="none of the perturbed genes is measured"):
-        preprocess(adata, strong, known, config, progress=False)
+    targets = dataclasses.replace(config, pairing=dataclasses.replace(config.pairing, features="targets"))
+    with pytest.raises(ValueError, match="none of the .* perturbed genes is measured.*pairing.features: pca"):
+        preprocess(adata, stats, targets, progress=False)

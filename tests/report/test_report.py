@@ -158,6 +158,33 @@ def write_eval_dir(root: Path, model_better: bool = True, seed: int = 0) -> Path
         "metrics": {"test_iwelbo": -1234.5},
     }
     (root / "run.json").write_text(json.dumps(run))
+    screen = {
+        "modality": {"resolved": "crispra", "requested": "auto", "basis": "median on-target change +2.10"},
+        "pairing": {"requested": "auto", "features": "pca", "n_features": 20, "n_hvgs": 400,
+                    "measured_targets": 1, "perturbed_genes": 5, "within_batch": True},
+        "batches": {"key": "cell_line", "names": ["K562", "RPE1"]},
+        "layout": {"counts": "counts", "control_label": "NTC", "combinations": ["G1+G2"]},
+        "splits": {"mode": "random", "stratify": True, "test_controls": 64, "controls_moved_to_test": {"K562": 3}},
+        "nodes": {"perturbed": 5, "additional": 3, "combinations": 1, "perturbed_not_measured": 4},
+    }  # fmt: skip
+    (root / "screen.json").write_text(json.dumps(screen))
+    pd.DataFrame(
+        {
+            "perturbation": ["G1", "G1+G2", "<b>G3</b>"],
+            "cells": [100, 80, 40],
+            "measured": ["yes", "1 of 2", "no"],
+            "on_target_change": [2.1, np.nan, np.nan],
+            "degs": [120, 40, 1],
+            "cells_filtered": [98, 78, 40],
+            "cells_on_target": [60, 80, 40],
+            "status": ["kept", "kept", "strong_perturbations"],
+            "reason": [
+                "",
+                "target not measured (filters.unmeasured_targets: keep)",
+                "DEGs 1 ≤ 3 (filters.min_degs)",
+            ],
+        }
+    ).to_csv(root / "perturbation_table.csv", index=False)
     return root
 
 
@@ -267,7 +294,7 @@ def test_missing_optional_tables_say_not_computed(tmp_path: Path) -> None:
     text = build_report(sparse).read_text(encoding="utf-8")
     assert text.count(IMG_PREFIX) == 1  # only the metric distributions
     missing = re.findall(r'<p class="missing">(.*?)</p>', text)
-    assert len(missing) == 7  # scatter, QC, summary stats, mask, edges, reference, CausalBench
+    assert len(missing) == 8  # screen, scatter, QC, summary stats, mask, edges, reference, CausalBench
     assert all("not computed" in m for m in missing)
     for name in ("ate_scatter.csv", "qc_ratio.csv", "grn_mask.csv", "grn_edges.csv", "grn_statistical.csv"):
         assert f"<code>{name}</code>" in text
@@ -278,7 +305,7 @@ def test_run_json_alone_builds(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"dataset": "x"}))
     text = build_report(tmp_path).read_text(encoding="utf-8")
     assert IMG_PREFIX not in text
-    assert text.count("not computed") == 9
+    assert text.count("not computed") == 10
 
 
 def test_out_path_title_and_byte_identical_rebuild(tmp_path: Path, full_report: tuple[Path, str]) -> None:
@@ -344,3 +371,14 @@ def test_names_like_na_stay_names(tmp_path: Path) -> None:
     edges = load_tables(tmp_path).grn_edges
     assert edges["source"].tolist() == ["NA", "G1"] and edges["target"].tolist() == ["nan", "NA"]
     assert edges["p"].iloc[0] == 0.9 and np.isnan(edges["p"].iloc[1])
+
+
+def test_screen_section_states_modality_pairing_batches_and_the_filter_table(full_report) -> None:
+    _, text = full_report
+    section = re.search(r'<section id="screen">(.*?)</section>', text, re.S).group(1)
+    assert "crispra (median on-target change +2.10)" in section
+    assert "pca (requested auto): 20 principal components of 400 variable genes" in section
+    assert "2 from obs[&#x27;cell_line&#x27;]: K562, RPE1" in section
+    assert "counts from counts" in section and "64 control cells in test (3 moved from train)" in section
+    assert "Perturbations: 2 of 3 kept" in section and "DEGs 1 ≤ 3 (filters.min_degs)" in section
+    assert "&lt;b&gt;G3&lt;/b&gt;" in section and "<b>G3</b>" not in section

@@ -1,0 +1,101 @@
+"""``inspect``: what preprocessing would do with a screen, in seconds, before anything trains.
+
+Reads the counts file in its layout and the summary statistics, runs the modality rule, the
+perturbation filters and the split (the cheap parts of :mod:`gpo_vae.preprocessing.pipeline`,
+with the same functions), and describes the result: how the file was read, the modality,
+the batches, the features cells would be paired on, the test split's controls, and the
+perturbation table. Nothing is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY, read_counts_h5ad
+from gpo_vae.data.labels import single_genes
+from gpo_vae.data.layout import ScreenLayout
+from gpo_vae.preprocessing.config import PreprocessConfig
+from gpo_vae.preprocessing.filter_table import KEPT, format_table
+from gpo_vae.preprocessing.pipeline import cell_batches, filter_screen, make_splits, read_screen_stats
+
+
+def _layout_lines(record: dict, adata_shape: tuple[int, int]) -> list[str]:
+    notes = [f"{adata_shape[0]:,} cells × {adata_shape[1]:,} genes; counts from {record.get('counts', 'X')}"]
+    if record.get("symbol_column"):
+        notes.append(f"gene symbols from var[{record['symbol_column']!r}]")
+    notes.append(f"controls labelled {record.get('control_label')!r}")
+    if record.get("guide_pattern"):
+        genes = record.get("guides_per_gene", {})
+        notes.append(f"guide labels mapped to {len(genes)} genes with {record['guide_pattern']}")
+    if record.get("combinations"):
+        notes.append(f"{len(record['combinations'])} combinations (e.g. {record['combinations'][0]})")
+    if record.get("case_matched"):
+        notes.append(f"{len(record['case_matched'])} target genes matched ignoring case")
+    if record.get("id_matched"):
+        notes.append(f"{len(record['id_matched'])} targets matched by Ensembl id")
+    if record.get("duplicate_genes"):
+        notes.append(
+            f"{len(record['duplicate_genes'])} duplicate gene symbols ({record['duplicate_genes_resolved']}): "
+            + ", ".join(record["duplicate_genes"][:5])
+        )
+    return ["screen: " + "; ".join(notes)]
+
+
+def inspect_screen(
+    counts_path: str | Path,
+    stats_path: str | Path | None,
+    sheet: str | None,
+    config: PreprocessConfig,
+    layout: ScreenLayout | None = None,
+) -> list[str]:
+    """The lines ``redun run workflow.py inspect`` prints (module docstring).
+
+    Raises the same errors as preprocessing would (a bad layout, a filter that leaves nothing,
+    a split without enough test controls), so what ``inspect`` accepts ``main`` gets past too.
+    """
+    layout = layout or ScreenLayout()
+    adata = read_counts_h5ad(counts_path, layout)
+    record = dict(adata.uns["layout_record"])
+    lines = _layout_lines(record, adata.shape)
+    stats = read_screen_stats(stats_path, sheet, adata)
+    mask, filter_record, table = filter_screen(adata, stats, config)
+    modality = filter_record["modality"]
+    lines.append(f"modality: {modality['resolved']} ({modality['basis']})")
+    batches = cell_batches(adata)
+    if batches is not None:
+        names, counts = np.unique(batches, return_counts=True)
+        lines.append(
+            f"batches (obs[{layout.batch_key!r}]): "
+            + ", ".join(f"{n} ({c:,} cells)" for n, c in zip(names, counts, strict=True))
+        )
+    else:
+        lines.append("batches: one (no --batch-key)")
+    kept_labels = adata.obs[PERTURBATION_KEY].astype(str).to_numpy()[mask]
+    genes = single_genes([label for label in set(kept_labels.tolist()) if label != CONTROL_LABEL])
+    n_measured = int(adata.var_names.isin(genes).sum())
+    pairing = config.pairing.features
+    if pairing == "auto":
+        pairing = "targets" if n_measured >= config.pairing.min_measured_targets else "pca"
+    lines.append(
+        f"pairing: on {pairing} ({n_measured} of {len(genes)} perturbed genes measured; "
+        f"pairing.features {config.pairing.features}, min_measured_targets {config.pairing.min_measured_targets})"
+    )
+    kept_batches = None if batches is None else batches[mask]
+    split, _, moved = make_splits(kept_labels, kept_batches, config, CONTROL_LABEL)
+    test_controls = int(((kept_labels == CONTROL_LABEL) & (split == "test")).sum())
+    lines.append(
+        f"splits: {config.split.mode}{' stratified' if config.split.stratify else ''}, "
+        f"{test_controls} control cells in test (min {config.split.min_test_controls})"
+        + (f"; {sum(moved.values())} moved from train" if moved else "")
+    )
+    lines += format_table(table, modality=modality["resolved"])
+    kept = table[table["status"] == KEPT]
+    combos = sum("+" in str(label) for label in kept.index)
+    lines.append(
+        f"main would train on {int(mask.sum()):,} cells: {len(kept)} perturbations"
+        + (f" ({combos} combinations)" if combos else "")
+        + f" on {len(genes)} perturbed-gene nodes, and {int((kept_labels == CONTROL_LABEL).sum()):,} controls"
+    )
+    return lines
