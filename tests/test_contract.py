@@ -126,7 +126,7 @@ def test_every_value_is_checked_for_counts_not_only_the_first_five_million(tmp_p
     labels = ["NT"] * 650 + ["G1"] * 650
     screen = ad.AnnData(X=X, obs=pd.DataFrame({"target": labels}, index=[f"c{i}" for i in range(n_cells)]))
     screen.var_names = names
-    with pytest.raises(DataContractError, match="cell 'c1299' .*holds 1.099"):
+    with pytest.raises(DataContractError, match=r"cell 'c1299' .*holds 1.099"):
         read_counts_h5ad(_write(screen, tmp_path), _layout())
 
 
@@ -143,7 +143,7 @@ def test_counts_in_a_layer_are_found_or_taken_by_name(tmp_path):
     np.testing.assert_array_equal(found.X.toarray(), counts.toarray())
     named = read_counts_h5ad(path, _layout(counts_layer="counts"))
     np.testing.assert_array_equal(named.X.toarray(), counts.toarray())
-    with pytest.raises(DataContractError, match="X is not raw counts.*layers: \\['counts'\\]"):
+    with pytest.raises(DataContractError, match=r"X is not raw counts.*layers: \['counts'\]"):
         read_counts_h5ad(path, _layout(counts_layer="X"))
 
 
@@ -177,7 +177,7 @@ def test_batches_come_from_the_named_column(tmp_path):
 
 
 def test_impossible_layout_options_name_the_option():
-    with pytest.raises(LayoutError, match="--guide-pattern .* needs a group"):
+    with pytest.raises(LayoutError, match=r"--guide-pattern .* needs a group"):
         ScreenLayout(guide_pattern=r"^\w+_\d+$")
     with pytest.raises(LayoutError, match="--duplicate-genes"):
         ScreenLayout(duplicate_genes="mean")

@@ -88,8 +88,8 @@ def test_crispra_keeps_cells_above_the_mirrored_percentile_and_knockout_keeps_al
 
 def test_a_combination_needs_every_measured_target_on_target() -> None:
     labels = [CTRL] * 10 + ["A+B"] * 3 + ["A+U"] * 2
-    a = [1, 1, 2, 3, 4, 5, 6, 7, 8, 9] + [0, 0, 5] + [0, 5]
-    b = list(range(2, 12)) + [1, 9, 1] + [5, 5]
+    a = [1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 5, 0, 5]
+    b = [*list(range(2, 12)), 1, 9, 1, 5, 5]
     adata = _cells(labels, a, b, [100] * len(labels))
     mask, record = filtering.on_target_filter(adata, "crispri")
     # A+B: both down / B up / A up; A+U: U is not measured, A decides
@@ -133,7 +133,7 @@ def _strong_case() -> tuple[ad.AnnData, pd.DataFrame]:
 def test_strong_filter_judges_each_label_by_modality_and_says_why() -> None:
     adata, stats = _strong_case()
     config = PerturbationFilterConfig(min_cells=1)
-    mask, records, table = filtering.perturbation_filter_mask(adata, stats, config, "crispri")
+    _mask, records, table = filtering.perturbation_filter_mask(adata, stats, config, "crispri")
     assert list(table.index[table["status"] == "kept"]) == ["A", "U"]
     assert table.loc["B", "reason"] == "on-target change +0.80 > -0.30 (filters.max_knockdown)"
     assert table.loc["W", "reason"] == "DEGs 10 ≤ 50 (filters.min_degs)"
@@ -170,7 +170,7 @@ def test_a_filter_that_leaves_nothing_stops_with_the_table_and_the_key() -> None
     assert message.splitlines()[-1].startswith("Relax preprocess.filters.min_degs")
     assert len(message.splitlines()) <= 12
     with pytest.raises(
-        PerturbationFilterError, match="(?s)filter 'min_cells'.*Relax preprocess.filters.min_cells"
+        PerturbationFilterError, match=r"(?s)filter 'min_cells'.*Relax preprocess.filters.min_cells"
     ):
         filtering.perturbation_filter_mask(adata, stats, PerturbationFilterConfig(min_cells=1000), "knockout")
 

@@ -111,6 +111,6 @@ def test_pairing_features_are_log1p_normalised_measured_perturbed_genes() -> Non
     assert features.dtype == np.float32
     np.testing.assert_allclose(features, expected, rtol=1e-6)
     with pytest.raises(
-        ValueError, match="none of the 1 perturbed genes is measured.*use pairing.features: pca"
+        ValueError, match=r"none of the 1 perturbed genes is measured.*use pairing.features: pca"
     ):
         pairing_features(sp.csr_matrix(counts), var_names, ["ZZZ"])
