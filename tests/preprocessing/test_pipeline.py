@@ -131,5 +131,7 @@ def test_pairing_on_targets_of_a_panel_without_them_is_a_clear_error(pipe_inputs
     perturbed = set(adata.obs["gene"].astype(str)) - {CONTROL_LABEL}
     adata = adata[:, ~adata.var_names.isin(perturbed)].copy()
     targets = dataclasses.replace(config, pairing=dataclasses.replace(config.pairing, features="targets"))
-    with pytest.raises(ValueError, match=r"none of the .* perturbed genes is measured.*pairing.features: pca"):
+    with pytest.raises(
+        ValueError, match=r"none of the .* perturbed genes is measured.*pairing.features: pca"
+    ):
         preprocess(adata, stats, targets, progress=False)
