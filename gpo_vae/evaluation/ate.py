@@ -199,7 +199,7 @@ def ate_perturbseq(
     if needed.any():
         p, b = np.argwhere(needed)[0]
         raise ValueError(
-            f"batch {names[b]!r} has cells of {rows[p]!r} but no control cell ({control_label!r})"
+            f"batch {str(names[b])!r} has cells of {rows[p]!r} but no control cell ({control_label!r})"
         )
     weights = counts[:-1] / np.maximum(counts[:-1].sum(axis=1, keepdims=True), 1)
     effects = np.nan_to_num(means[:-1] - control_mean[None], nan=0.0)

@@ -94,12 +94,12 @@ def split_stratified(
 ) -> np.ndarray:
     """Split labels that cut every group in ``fractions`` (train, val, test), cells drawn at random.
 
-    Within a group of n cells shuffled with ``numpy.random.default_rng(seed)``, the cell of rank
-    r goes to train when ``(r + 0.5) / n < f_train``, else to val when below ``f_train + f_val``,
-    else to test; so every group of 3 or more cells has cells in each split.
+    A group of n cells (shuffled with ``numpy.random.default_rng(seed)``) gives
+    ``round(n · f_val)`` cells to val and ``round(n · f_test)`` to test, at least one each when
+    n ≥ 3, and the rest to train; so every group of 3 or more cells is in every split.
     """
     _two_stage_sizes(fractions)  # validates
-    f_train, f_val, _ = (float(f) for f in fractions)
+    _, f_val, f_test = (float(f) for f in fractions)
     codes = pd.Categorical(np.asarray(groups).astype(str)).codes
     n = codes.size
     rng = np.random.default_rng(seed)
@@ -107,10 +107,14 @@ def split_stratified(
     order = shuffled[np.argsort(codes[shuffled], kind="stable")]
     sorted_codes = codes[order]
     rank = np.arange(n) - np.searchsorted(sorted_codes, sorted_codes, side="left")
-    size = np.bincount(codes, minlength=codes.max(initial=-1) + 1)[sorted_codes]
-    position = (rank + 0.5) / size
+    sizes = np.bincount(codes, minlength=codes.max(initial=-1) + 1)
+    floor = (sizes >= 3).astype(np.int64)
+    n_val = np.maximum(np.round(sizes * f_val).astype(np.int64), floor)
+    n_test = np.maximum(np.round(sizes * f_test).astype(np.int64), floor)
+    n_train = sizes - n_val - n_test
     labels = np.empty(n, dtype=object)
-    labels[order] = np.where(position < f_train, "train", np.where(position < f_train + f_val, "val", "test"))
+    cut_train, cut_val = n_train[sorted_codes], (n_train + n_val)[sorted_codes]
+    labels[order] = np.where(rank < cut_train, "train", np.where(rank < cut_val, "val", "test"))
     return labels
 
 

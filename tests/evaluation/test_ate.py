@@ -162,3 +162,29 @@ def test_percent_knockdown_hand_case() -> None:
     # A cells: A = 0 → −1; B cell: B = 3 vs control mean (2 + 1)/2 = 1.5 → +1
     np.testing.assert_allclose(got.loc[["A", "B"]].to_numpy(), [-1.0, 1.0])
     assert np.isnan(got.loc["Q"])
+
+
+def test_with_batches_each_batch_is_measured_against_its_own_controls() -> None:
+    X, labels = _random_counts(seed=3, n=80)
+    labels = labels.copy()
+    batches = np.where(np.arange(80) % 2 == 0, "X", "Y")
+    batches[:8] = ["X"] * 6 + ["Y"] * 2  # controls in both batches, mostly X
+    labels[:8] = CTRL
+    labels[8:] = np.where(np.arange(8, 80) % 4 < 2, "A", "B")
+    X[batches == "Y"] *= 3  # a batch effect on every gene (library scaling keeps it out) ...
+    X[batches == "Y", 0] += 20  # ... and one the normalisation cannot remove
+    ate = ate_perturbseq(sp.csr_matrix(X), labels, CTRL, genes=list("abcdefg"), batches=batches)
+    expected = []
+    for p in ("A", "B"):
+        parts, weights = [], []
+        for b in ("X", "Y"):
+            in_b = batches == b
+            per_batch = _brute_force_ate(X[in_b], labels[in_b]).loc[p].to_numpy()
+            parts.append(per_batch)
+            weights.append(((labels == p) & in_b).sum())
+        expected.append(np.average(parts, axis=0, weights=weights))
+    np.testing.assert_allclose(ate.to_numpy(), np.array(expected), rtol=1e-5)  # brute force in float32
+    pooled = ate_perturbseq(sp.csr_matrix(X), labels, CTRL, genes=list("abcdefg"))
+    assert not np.allclose(pooled.to_numpy(), ate.to_numpy())
+    with pytest.raises(ValueError, match="batch 'Z' has cells of 'A' but no control"):
+        ate_perturbseq(X, labels, CTRL, batches=np.where(labels == "A", "Z", batches))

@@ -71,3 +71,16 @@ def test_sparsity_penalty_by_hand() -> None:
     logits = torch.tensor([[0.0, np.log(3.0)], [-np.log(3.0), 0.0]], dtype=torch.float32)
     # sigmoid: 0.5, 0.75, 0.25, 0.5 → sum 2 → / T² = 0.5
     assert sparsity_penalty(logits).item() == pytest.approx(0.5)
+
+
+def test_alignment_skips_unmeasured_node_columns() -> None:
+    s = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    dosage = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    delta_x = torch.tensor([[0.5, 0.0], [2.0, 0.0], [0.0, 0.0]])  # node 1 not measured: ΔX ≡ 0
+    # column 0 alone: |D S − (ΔX − .5)| = |1 − 0|, |3 − 1.5|, |0 + .5| → mean 3 / 3
+    kept = grn_alignment_loss(s, dosage, delta_x, 0.5, "logits", columns=torch.tensor([True, False]))
+    assert kept.item() == pytest.approx(1.0)
+    every = grn_alignment_loss(s, dosage, delta_x, 0.5, "logits", columns=torch.tensor([True, True]))
+    assert every.item() == pytest.approx(grn_alignment_loss(s, dosage, delta_x, 0.5, "logits").item())
+    none = grn_alignment_loss(s.requires_grad_(), dosage, delta_x, 0.5, "logits", columns=torch.tensor([False, False]))
+    assert none.item() == 0.0 and none.requires_grad

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gpo_vae.models import GPOVAE, ModelConfig
-from tests.models import N_GENES, N_NODES, TINY, tiny_batch, tiny_config, tiny_module
+from tests.models import N_GENES, N_LATENT, N_NODES, TINY, tiny_batch, tiny_config, tiny_module
 
 ELBO_TERMS = ("reconstruction", "kl_z_basal", "kl_embedding", "kl_mask", "kl_qc_embedding")
 
@@ -190,3 +190,39 @@ def test_config_validation_and_the_sams_vae_preset() -> None:
             torch.ones(N_GENES),
             tiny_config(),
         )
+
+
+def test_unmeasured_nodes_are_left_out_of_the_grn_term_when_skipped() -> None:
+    from gpo_vae.models import grn
+
+    batch = tiny_batch()
+    measured = torch.tensor([True, False, True, True, True])
+    for mode in ("skip", "zero"):
+        module = tiny_module(tiny_config(grn_unmeasured=mode), node_measured=measured)
+        config = module.config
+        accumulation = grn.grn_accumulation(module.guide.mask_logits, config.hop, config.grn_variant)
+        columns = measured if mode == "skip" else None
+        expected = config.grn_coeff * grn.grn_alignment_loss(
+            accumulation, batch["D"], batch["delta_x"], config.fc_criteria, config.grn_variant, columns=columns
+        )
+        torch.testing.assert_close(module.loss(batch).terms["grn"], expected)
+    # skipping changes the term exactly when a column is unmeasured
+    skip = tiny_module(tiny_config(), node_measured=measured).loss(batch).terms["grn"]
+    zero = tiny_module(tiny_config(grn_unmeasured="zero"), node_measured=measured).loss(batch).terms["grn"]
+    assert not torch.isclose(skip, zero)
+
+
+def test_batches_condition_encoder_and_decoder_and_generation_needs_a_batch() -> None:
+    module = tiny_module(n_batches=2)
+    assert module.guide.basal_encoder.first.in_features == N_GENES + N_NODES + N_LATENT + 2
+    batch = tiny_batch()
+    with pytest.raises(ValueError, match="conditions on 2 batches"):
+        module.loss(batch)
+    batch["batch"] = torch.nn.functional.one_hot(torch.arange(8) % 2, 2).float()
+    assert torch.isfinite(module.loss(batch).loss)
+    with pytest.raises(ValueError, match="pass batch in 0..1"):
+        module.sample_cells(0, 5)
+    first = module.sample_cells(0, 200, seed=1, batch=0)
+    second = module.sample_cells(0, 200, seed=1, batch=1)
+    assert first.shape == (200, N_GENES) and not torch.equal(first, second)
+    assert tiny_module(n_batches=1).n_batches == 0  # one batch is no covariate

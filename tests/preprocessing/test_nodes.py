@@ -44,3 +44,12 @@ def test_dosage_matrix_rejects_unknown_labels_by_name() -> None:
         dosage_matrix(["MYC", "XBP1"], nodes, CTRL, n_perturbed=n_perturbed)
     with pytest.raises(ValueError, match="duplicate nodes"):
         dosage_matrix(["MYC"], ["MYC", "MYC"], CTRL)
+
+
+def test_combinations_are_multi_hot_over_their_singles_nodes() -> None:
+    nodes, n_perturbed = treatment_nodes(["MYC", "ATF4+MYC", "TP53+ATF4", CTRL], ["XBP1"])
+    assert nodes == ["ATF4", "MYC", "TP53", "XBP1"] and n_perturbed == 3  # no node of its own
+    D = dosage_matrix(["ATF4+MYC", "MYC", CTRL, "ATF4+TP53"], nodes, CTRL, n_perturbed).toarray()
+    np.testing.assert_array_equal(D, [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [1, 0, 1, 0]])
+    with pytest.raises(ValueError, match=r"\['MYC\+GATA1'\] are not a perturbed"):
+        dosage_matrix(["MYC+GATA1"], nodes, CTRL, n_perturbed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
@@ -100,3 +101,40 @@ def test_validate_splits_counts_and_warns_on_perturbation_missing_from_train(
     with caplog.at_level(logging.WARNING, logger="gpo_vae.preprocessing.splits"):
         validate_splits(splits, perturbations, heldout=["B"])
     assert "no training cells" not in caplog.text
+
+
+def test_stratified_split_cuts_every_group_in_the_fractions() -> None:
+    from gpo_vae.preprocessing.splits import split_stratified
+
+    groups = np.array(["A"] * 100 + ["B"] * 10 + ["C"] * 3)
+    labels = split_stratified(groups, seed=0)
+    counts = pd.crosstab(groups, labels)
+    assert counts.loc["A"].to_dict() == {"test": 20, "train": 64, "val": 16}
+    assert counts.loc["B"].to_dict() == {"test": 2, "train": 6, "val": 2}
+    assert (counts.loc["C"] == 1).all()  # a group of three has a cell in every split
+    np.testing.assert_array_equal(labels, split_stratified(groups, seed=0))
+    assert np.any(labels != split_stratified(groups, seed=1))
+
+
+def test_too_few_test_controls_are_topped_up_from_train_or_refused() -> None:
+    from gpo_vae.preprocessing.splits import SplitError, ensure_test_controls
+
+    labels = np.array([CONTROL] * 200 + ["G"] * 100)
+    split = np.array(["train"] * 190 + ["test"] * 10 + ["train"] * 80 + ["test"] * 20, dtype=object)
+    moved_split, moved = ensure_test_controls(split, labels, 50, CONTROL)
+    assert moved == {"all": 40}
+    assert ((labels == CONTROL) & (moved_split == "test")).sum() == 50
+    assert (moved_split[labels != CONTROL] == split[labels != CONTROL]).all()  # only controls move
+    with pytest.raises(SplitError, match="holds 10 control cells.*at least 120.*min_test_controls"):
+        ensure_test_controls(split, labels, 120, CONTROL)
+    batches = np.array(["X", "Y"] * 150)
+    _, moved = ensure_test_controls(split, labels, 20, CONTROL, batches=batches)
+    assert set(moved) == {"X", "Y"}
+
+
+def test_validate_splits_needs_controls_in_every_batch_of_every_split() -> None:
+    labels = np.array([CONTROL] * 6 + ["G"] * 6)
+    split = np.array(["train", "val", "test"] * 4)
+    batches = np.array(["X"] * 3 + ["Y"] * 3 + ["X"] * 3 + ["Z"] * 3)
+    with pytest.raises(ValueError, match="no control cells in batch 'Z' split 'test'"):
+        validate_splits(split, labels, CONTROL, batches=batches)
