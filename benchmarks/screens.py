@@ -72,7 +72,9 @@ def run_preset(preset: str, config_path: Path, root: Path, threads: int | None) 
     row["inspect_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    artifact = preprocess_files(counts, stats_path, None, run_config.preprocess, layout, progress=False, print_table=False)
+    artifact = preprocess_files(
+        counts, stats_path, None, run_config.preprocess, layout, progress=False, print_table=False
+    )
     record = json.loads(artifact.uns["record"])
     artifact_dir = write_artifact(artifact, folder / "artifact")
     row["preprocess_s"] = time.perf_counter() - start
@@ -88,16 +90,26 @@ def run_preset(preset: str, config_path: Path, root: Path, threads: int | None) 
     row["epochs"], row["steps"] = run["epochs"], run.get("steps")
 
     start = time.perf_counter()
-    out = evaluate_run(artifact_dir, run_dir, evaluation, folder / "evaluation", true_network=truth, progress=False)
+    out = evaluate_run(
+        artifact_dir, run_dir, evaluation, folder / "evaluation", true_network=truth, progress=False
+    )
     row["evaluate_s"] = time.perf_counter() - start
     metrics = json.loads((out / "run.json").read_text())["metrics"]
     row["model_r"] = metrics["model_mean_pearson"]
     row["mean_r"] = metrics["mean_baseline_mean_pearson"]
     reference = pd.read_csv(out / "grn_reference.csv", keep_default_na=False)
     truth_rows = reference[reference["network"] == "true_network"].set_index("method")
-    for method, column in (("model", "auprc_model"), ("correlation", "auprc_corr"), ("random", "auprc_random")):
-        row[column] = pd.to_numeric(truth_rows.loc[method, "auprc"]) if method in truth_rows.index else float("nan")
-    row["positive_rate"] = pd.to_numeric(truth_rows["positive_rate"]).iloc[0] if len(truth_rows) else float("nan")
+    for method, column in (
+        ("model", "auprc_model"),
+        ("correlation", "auprc_corr"),
+        ("random", "auprc_random"),
+    ):
+        row[column] = (
+            pd.to_numeric(truth_rows.loc[method, "auprc"]) if method in truth_rows.index else float("nan")
+        )
+    row["positive_rate"] = (
+        pd.to_numeric(truth_rows["positive_rate"]).iloc[0] if len(truth_rows) else float("nan")
+    )
     row["peak_rss_gb"] = peak_rss_gb()
     return row
 
@@ -106,7 +118,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--config", type=Path, default=Path("configs/gpo_vae_custom.yaml"))
-    parser.add_argument("--out", type=Path, help="keep every preset's files here (default: a temporary folder)")
+    parser.add_argument(
+        "--out", type=Path, help="keep every preset's files here (default: a temporary folder)"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads for training (default: the config's)")
     args = parser.parse_args()
     rows = []
@@ -114,7 +128,9 @@ def main() -> None:
         root = args.out or Path(scratch)
         for preset in args.presets.split(","):
             rows.append(run_preset(preset.strip(), args.config, root, args.threads))
-            print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f"{v:.2f}"), flush=True)
+            print(
+                pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f"{v:.2f}"), flush=True
+            )
     print(f"\nconfig {args.config}")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 

@@ -82,5 +82,7 @@ def test_alignment_skips_unmeasured_node_columns() -> None:
     assert kept.item() == pytest.approx(1.0)
     every = grn_alignment_loss(s, dosage, delta_x, 0.5, "logits", columns=torch.tensor([True, True]))
     assert every.item() == pytest.approx(grn_alignment_loss(s, dosage, delta_x, 0.5, "logits").item())
-    none = grn_alignment_loss(s.requires_grad_(), dosage, delta_x, 0.5, "logits", columns=torch.tensor([False, False]))
+    none = grn_alignment_loss(
+        s.requires_grad_(), dosage, delta_x, 0.5, "logits", columns=torch.tensor([False, False])
+    )
     assert none.item() == 0.0 and none.requires_grad

@@ -125,7 +125,7 @@ def test_too_few_test_controls_are_topped_up_from_train_or_refused() -> None:
     assert moved == {"all": 40}
     assert ((labels == CONTROL) & (moved_split == "test")).sum() == 50
     assert (moved_split[labels != CONTROL] == split[labels != CONTROL]).all()  # only controls move
-    with pytest.raises(SplitError, match="holds 10 control cells.*at least 120.*min_test_controls"):
+    with pytest.raises(SplitError, match=r"holds 10 control cells.*at least 120.*min_test_controls"):
         ensure_test_controls(split, labels, 120, CONTROL)
     batches = np.array(["X", "Y"] * 150)
     _, moved = ensure_test_controls(split, labels, 20, CONTROL, batches=batches)
