@@ -31,14 +31,27 @@ def artifact_key(dataset: DatasetSpec, config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def screen_inputs(dataset: DatasetSpec, config: dict[str, Any]) -> tuple[Any, ...]:
+    """(counts path, statistics path or None, sheet, validated preprocess config, layout) of a dataset."""
+    from gpo_vae.config import from_dict
+    from gpo_vae.data.layout import ScreenLayout
+    from gpo_vae.preprocessing.config import PreprocessConfig
+
+    stats = dataset["summary_stats"]
+    return (
+        dataset["counts"].path,
+        stats.path if stats is not None else None,
+        dataset["summary_sheet"],
+        from_dict(PreprocessConfig, config, "preprocess"),
+        ScreenLayout.from_dict(dataset["layout"]),
+    )
+
+
 @task(version="3", cache=True)
 def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: str) -> File:
     """Build (or reuse, when a complete copy exists) the preprocessed artifact of ``dataset``."""
-    from gpo_vae.config import from_dict
-    from gpo_vae.data.layout import ScreenLayout
     from gpo_vae.io import exclusive_lock
     from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path, write_artifact
-    from gpo_vae.preprocessing.config import PreprocessConfig
     from gpo_vae.preprocessing.pipeline import preprocess_files
 
     out_dir = Path(out_root) / artifact_key(dataset, config)
@@ -49,33 +62,15 @@ def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: s
             return File(str(artifact_path(out_dir)))
         except ArtifactError:
             pass
-        stats = dataset["summary_stats"]
-        adata = preprocess_files(
-            dataset["counts"].path,
-            stats.path if stats is not None else None,
-            dataset["summary_sheet"],
-            from_dict(PreprocessConfig, config, "preprocess"),
-            ScreenLayout.from_dict(dataset["layout"]),
-            progress=False,
-        )
+        adata = preprocess_files(*screen_inputs(dataset, config), progress=False)
         return File(str(artifact_path(write_artifact(adata, out_dir), verify=False)))
 
 
 @task(version="1", cache=False)
 def inspect_dataset(dataset: DatasetSpec, config: dict[str, Any]) -> list[str]:
     """Print (and return) what preprocessing would do with ``dataset`` (never cached: it prints)."""
-    from gpo_vae.config import from_dict
-    from gpo_vae.data.layout import ScreenLayout
-    from gpo_vae.preprocessing.config import PreprocessConfig
     from gpo_vae.preprocessing.inspect import inspect_screen
 
-    stats = dataset["summary_stats"]
-    lines = inspect_screen(
-        dataset["counts"].path,
-        stats.path if stats is not None else None,
-        dataset["summary_sheet"],
-        from_dict(PreprocessConfig, config, "preprocess"),
-        ScreenLayout.from_dict(dataset["layout"]),
-    )
+    lines = inspect_screen(*screen_inputs(dataset, config))
     print("\n".join(lines), flush=True)
     return lines

@@ -105,3 +105,27 @@ class ScreenLayout:
         if unknown:
             raise LayoutError(f"unknown layout options {unknown}")
         return cls(**data)
+
+
+def layout_notes(record: dict[str, Any]) -> list[str]:
+    """What reading a file decided (``uns["layout_record"]`` of the raw contract), in words."""
+    notes = [f"counts from {record.get('counts', 'X')}"]
+    if record.get("symbol_column"):
+        notes.append(f"gene symbols from var[{record['symbol_column']!r}]")
+    if record.get("control_label"):
+        notes.append(f"controls labelled {record['control_label']!r}")
+    if record.get("guide_pattern"):
+        genes = record.get("guides_per_gene") or {}
+        notes.append(f"guide labels mapped to {len(genes)} genes with {record['guide_pattern']}")
+    if record.get("combinations"):
+        notes.append(f"{len(record['combinations'])} combinations (e.g. {record['combinations'][0]})")
+    if record.get("case_matched"):
+        notes.append(f"{len(record['case_matched'])} target genes matched ignoring case")
+    if record.get("id_matched"):
+        notes.append(f"{len(record['id_matched'])} target genes matched by Ensembl id")
+    if record.get("duplicate_genes"):
+        notes.append(
+            f"{len(record['duplicate_genes'])} duplicate gene symbols ({record.get('duplicate_genes_resolved')}): "
+            + ", ".join(record["duplicate_genes"][:5])
+        )
+    return notes

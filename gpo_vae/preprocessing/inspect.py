@@ -15,32 +15,10 @@ import numpy as np
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY, read_counts_h5ad
 from gpo_vae.data.labels import single_genes
-from gpo_vae.data.layout import ScreenLayout
+from gpo_vae.data.layout import ScreenLayout, layout_notes
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.filter_table import KEPT, format_table
 from gpo_vae.preprocessing.pipeline import cell_batches, filter_screen, make_splits, read_screen_stats
-
-
-def _layout_lines(record: dict, adata_shape: tuple[int, int]) -> list[str]:
-    notes = [f"{adata_shape[0]:,} cells × {adata_shape[1]:,} genes; counts from {record.get('counts', 'X')}"]
-    if record.get("symbol_column"):
-        notes.append(f"gene symbols from var[{record['symbol_column']!r}]")
-    notes.append(f"controls labelled {record.get('control_label')!r}")
-    if record.get("guide_pattern"):
-        genes = record.get("guides_per_gene", {})
-        notes.append(f"guide labels mapped to {len(genes)} genes with {record['guide_pattern']}")
-    if record.get("combinations"):
-        notes.append(f"{len(record['combinations'])} combinations (e.g. {record['combinations'][0]})")
-    if record.get("case_matched"):
-        notes.append(f"{len(record['case_matched'])} target genes matched ignoring case")
-    if record.get("id_matched"):
-        notes.append(f"{len(record['id_matched'])} targets matched by Ensembl id")
-    if record.get("duplicate_genes"):
-        notes.append(
-            f"{len(record['duplicate_genes'])} duplicate gene symbols ({record['duplicate_genes_resolved']}): "
-            + ", ".join(record["duplicate_genes"][:5])
-        )
-    return ["screen: " + "; ".join(notes)]
 
 
 def inspect_screen(
@@ -58,7 +36,7 @@ def inspect_screen(
     layout = layout or ScreenLayout()
     adata = read_counts_h5ad(counts_path, layout)
     record = dict(adata.uns["layout_record"])
-    lines = _layout_lines(record, adata.shape)
+    lines = [f"screen: {adata.n_obs:,} cells × {adata.n_vars:,} genes; " + "; ".join(layout_notes(record))]
     stats = read_screen_stats(stats_path, sheet, adata)
     mask, filter_record, table = filter_screen(adata, stats, config)
     modality = filter_record["modality"]

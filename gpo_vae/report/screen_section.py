@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from gpo_vae.data.layout import layout_notes
 from gpo_vae.report.html import escape, html_table, not_computed, section
 from gpo_vae.report.tables import SCREEN_FILE, EvaluationTables
 
@@ -51,25 +52,7 @@ def _facts(screen: dict[str, Any]) -> list[tuple[str, str]]:
     )
     layout = screen.get("layout") or {}
     if layout:
-        notes = [f"counts from {layout.get('counts', 'X')}"]
-        if layout.get("symbol_column"):
-            notes.append(f"symbols from var[{layout['symbol_column']!r}]")
-        if layout.get("control_label"):
-            notes.append(f"controls labelled {layout['control_label']!r}")
-        if layout.get("guide_pattern"):
-            notes.append(
-                f"guide labels mapped to {len(layout.get('guides_per_gene', {}))} genes by {layout['guide_pattern']}"
-            )
-        if layout.get("combinations"):
-            notes.append(f"{len(layout['combinations'])} combinations")
-        for key, what in (("case_matched", "matched ignoring case"), ("id_matched", "matched by Ensembl id")):
-            if layout.get(key):
-                notes.append(f"{len(layout[key])} target genes {what}")
-        if layout.get("duplicate_genes"):
-            notes.append(
-                f"{len(layout['duplicate_genes'])} duplicate gene symbols ({layout.get('duplicate_genes_resolved')})"
-            )
-        rows.append(("file layout", "; ".join(notes)))
+        rows.append(("file layout", "; ".join(layout_notes(layout))))
     splits = screen.get("splits") or {}
     if splits:
         moved = sum((splits.get("controls_moved_to_test") or {}).values())
