@@ -8,6 +8,7 @@ the file, so that a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,8 @@ import yaml
 from gpo_vae.errors import UserError
 
 T = TypeVar("T")
+#: A number written as text: YAML 1.1 (PyYAML) reads ``3e-4`` (no dot) as a string.
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 class ConfigError(UserError, ValueError):
@@ -47,6 +50,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: {value!r} is not any of {[_type_name(o) for o in options]}")
     if origin is Literal:
         allowed = get_args(tp)
+        if value not in allowed and isinstance(value, int | float) and not isinstance(value, bool):
+            # `precision: 32` means the option "32"
+            text = str(int(value)) if float(value).is_integer() else str(value)
+            if text in allowed:
+                return text
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
         return value
@@ -75,6 +83,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):
+            return float(value)  # `lr: 3e-4` arrives as text from YAML 1.1
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -138,12 +148,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)}); fix that line") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line: what the YAML parser found and where (1-based line and column)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}" + (f", {context}" if context else "")
 
 
 def load_config(cls: type[T], path: str | Path, overrides: Mapping[str, Any] | None = None) -> T:

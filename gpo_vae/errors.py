@@ -15,3 +15,7 @@ class UserError(Exception):
 
 class InputFileError(UserError, FileNotFoundError):
     """A file named on the command line does not exist or cannot be used."""
+
+
+class DamagedFileError(UserError, ValueError):
+    """A file the pipeline wrote (or was given) cannot be read; the message says to restore or delete it."""

@@ -1,14 +1,25 @@
-"""Small I/O helpers: atomic writes, per-output locks and the provenance record every artifact carries."""
+"""Small I/O helpers: atomic writes, per-output locks and the provenance record every artifact carries.
+
+Every output is written under a temporary sibling name and renamed into place. Those names
+carry the writer's host and pid (``.<name>.<host>.<pid>.<token>.partial``), so a later run can
+remove what a killed run left (:func:`remove_stale_temps`), and they take the permissions a
+plain file or folder would get under the umask (``tempfile`` makes them private), so that a
+colleague on a shared results root can read every output.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -18,6 +29,131 @@ from pathlib import Path
 from typing import Any
 
 import gpo_vae
+from gpo_vae.errors import DamagedFileError, UserError
+
+#: Temporary siblings: ``.<name>.<host>.<pid>.<token><suffix>``.
+_TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[a-z0-9_]+(\.partial|\.tmp)$")
+#: errno values that mean "this disk cannot take the output".
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class OutputSpaceError(UserError, OSError):
+    """An output does not fit where it must be written; the message names the folder and sizes."""
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(is_dir: bool) -> int:
+    """The mode a new file (0666) or folder (0777) gets under the process's umask."""
+    return (0o777 if is_dir else 0o666) & ~_read_umask()
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"
+
+
+def temp_sibling(target: str | Path, is_dir: bool, suffix: str = ".partial") -> Path:
+    """Create a temporary file or folder beside ``target`` (same filesystem: the rename is atomic),
+    named after the writer's host and pid and with the umask's default permissions."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.{_host_tag()}.{os.getpid()}."
+    if is_dir:
+        path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+        os.close(fd)
+        path = Path(name)
+    # keep the set-group-id bit a shared folder passes on (so colleagues' group owns the output)
+    os.chmod(path, default_mode(is_dir) | (os.stat(path).st_mode & stat.S_ISGID))
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporary siblings in ``folder`` that a dead process of this host left; return them.
+
+    Another host's (a shared results root) and live processes' temporaries are kept.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host, removed = _host_tag(), []
+    for entry in folder.iterdir():
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def require_space(folder: str | Path, n_bytes: int, what: str) -> None:
+    """Raise :class:`OutputSpaceError` when ``folder``'s filesystem has less than ``n_bytes`` free."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < n_bytes:
+        raise OutputSpaceError(
+            f"not enough space for {what} in {folder}: it needs about {n_bytes / 2**20:,.0f} MB and "
+            f"{free / 2**20:,.0f} MB are free. Free some space there or choose another --results-dir."
+        )
+
+
+def estimated_bytes(adata: Any) -> int:
+    """About how many bytes an AnnData takes as an uncompressed ``.h5ad`` (its arrays, plus 10 %)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    def size(value: object) -> int:
+        if sp.issparse(value):
+            return int(value.data.nbytes + value.indices.nbytes + value.indptr.nbytes)
+        if isinstance(value, np.ndarray):
+            return int(value.nbytes)
+        if isinstance(value, dict):
+            return sum(size(v) for v in value.values())
+        return 0
+
+    total = size(adata.X) + sum(size(adata.obsm[k]) for k in adata.obsm) + size(dict(adata.uns))
+    total += int(adata.obs.memory_usage(deep=True).sum() + adata.var.memory_usage(deep=True).sum())
+    return int(total * 1.1) + (1 << 20)
+
+
+def disk_full_error(error: BaseException, where: str | Path) -> OutputSpaceError | None:
+    """An :class:`OutputSpaceError` for a write that failed because the disk is full, else None."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            break
+        text = str(seen)
+        if (
+            isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS
+        ) or "No space left on device" in text:
+            return OutputSpaceError(
+                f"the disk holding {where} is full (no space left on device) while writing it; nothing "
+                "half-written was kept. Free some space there or choose another --results-dir."
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
 
 #: Distributions whose versions go into every provenance record.
 TRACKED_PACKAGES = (
@@ -74,18 +210,35 @@ def exclusive_lock(target: str | Path) -> Iterator[Path]:
 
 
 def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write ``text`` through a private temporary file in the same folder and a rename, so a
-    reader (or a concurrent writer) never sees a half-written file."""
+    """Write ``text`` through a temporary file in the same folder and a rename, so a reader (or a
+    concurrent writer) never sees a half-written file; a full disk is an :class:`OutputSpaceError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_sibling(path, is_dir=False, suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
+    except OSError as err:
+        full = disk_full_error(err, path)
+        if full is not None:
+            raise full from err
+        raise
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def read_json(path: str | Path, fix: str = "restore it, or delete it and run again") -> Any:
+    """The JSON in ``path``; a file that is not valid JSON is a :class:`DamagedFileError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DamagedFileError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); {fix}."
+        ) from None
+    except UnicodeDecodeError:
+        raise DamagedFileError(f"{path}: not a text file; {fix}.") from None
 
 
 def write_json_atomic(payload: dict[str, Any], path: str | Path) -> Path:

@@ -37,6 +37,19 @@ from gpo_vae.config import ConfigError, from_dict, load_yaml
 Point = dict[str, Any]
 
 
+#: What a leaderboard can rank by: the run's validation loss and the evaluation's metrics.
+SWEEP_METRICS = (
+    "val/loss",
+    "best_val_loss",
+    "test_iwelbo",
+    "model_mean_pearson",
+    "mean_baseline_mean_pearson",
+    "grn_edges",
+    "true_network_auroc",
+    "true_network_auprc",
+)
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     """A parsed sweep file (see the module docstring)."""
@@ -58,6 +71,10 @@ class SweepSpec:
             raise ValueError("parameters is empty: name at least one config key to sweep")
         if self.n_samples < 1 or self.max_concurrent < 1:
             raise ValueError("n_samples and max_concurrent must be at least 1")
+        if self.metric not in SWEEP_METRICS:
+            raise ValueError(
+                f"metric {self.metric!r} is not one the leaderboard can rank by; choose one of {list(SWEEP_METRICS)}"
+            )
         for key, values in self.parameters.items():
             if "." not in key:
                 raise ValueError(f"parameter {key!r} must be a dotted config key such as model.hop")

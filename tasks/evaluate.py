@@ -95,7 +95,8 @@ def evaluate_run_task(
 @task(version="1", cache=True)
 def summarise_run(report: File) -> list[str]:
     """Where the report is and the headline table (mean Pearson r and R² of each method on the
-    held-out ATE), printed and returned one line per element (redun prints the result)."""
+    held-out ATE), one line per element: the scheduler prints them at the end of every run,
+    served from cache or not (tasks/scheduler.py)."""
     import pandas as pd
 
     from gpo_vae.evaluation.run import headline_table
@@ -107,5 +108,4 @@ def summarise_run(report: File) -> list[str]:
         "held-out ATE, all cells, mean over perturbations:",
         *table.splitlines(),
     ]
-    print("\n".join(lines))
     return lines

@@ -1,10 +1,19 @@
 """The redun scheduler that both profiles use (``[scheduler] setup_scheduler`` in redun.ini).
 
-It is redun's own :class:`~redun.Scheduler` with two changes. A run stopped by an error the
-user can fix (:class:`gpo_vae.errors.UserError`: bad input, a config value, a filter that
-leaves nothing) ends with that error's message as its last lines, on standard error, without
-redun's task traceback and argument dump; ``GPO_VAE_DEBUG=1`` (or ``--debug true`` on an entry
-point) keeps them. And one fix for shared databases. redun (0.44)
+It is redun's own :class:`~redun.Scheduler` with a quieter terminal and one fix for shared
+databases:
+
+- A run stopped by an error the user can fix (:class:`gpo_vae.errors.UserError`: bad input, a
+  config value, a filter that leaves nothing, a Ctrl-C) ends with that error's message as its
+  last lines, on standard error, without redun's task traceback and argument dump;
+  ``GPO_VAE_DEBUG=1`` (or ``--debug true`` on an entry point) keeps them.
+- The first Ctrl-C asks the running stages to stop at their next safe point
+  (:mod:`gpo_vae.interrupt`: training before its next batch, keeping its last checkpoint);
+  the second aborts as redun does.
+- One line per job (``Run Job 1a2b3c4d: gpo_vae.train_run``) instead of the call with every
+  argument, no ``JOB STATUS`` table every 20 s, and the run's headline table printed at the
+  end of every run, served from cache or not. ``GPO_VAE_VERBOSE=1`` (or ``job_status_interval``
+  in redun.ini's ``[scheduler]`` section) brings redun's full output back. redun (0.44)
 records values, tasks, call nodes and jobs by checking that a row is absent and then inserting
 it, in separate statements and transactions. Two runs on one database (team mode: two sweeps
 sharing configurations, or a colleague's run) that record the same things at the same moment
@@ -16,7 +25,8 @@ own, so it is released if the process dies) or, for SQLite, a ``flock`` beside t
 file. Recording is a few queries per job, so runs still execute their tasks in parallel; only
 their bookkeeping takes turns.
 
-This module stays light (no gpo_vae, no torch): redun imports it for every command, including
+This module stays light (of gpo_vae only the tiny interrupt and errors modules, no torch): redun
+imports it for every command, including
 ``redun db upgrade`` and ``redun log``.
 """
 
@@ -24,6 +34,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -121,6 +132,13 @@ def serialise_recording() -> None:
 
 #: Set to 1 to see redun's task traceback of input errors too.
 DEBUG_ENV = "GPO_VAE_DEBUG"
+#: Set to 1 for redun's full terminal output (job arguments, status tables).
+VERBOSE_ENV = "GPO_VAE_VERBOSE"
+_JOB_LINE = re.compile(r"^(\s*(?:Run|Cached|Dryrun|Resolve)\s+Job [0-9a-f]+:\s+[\w.]+)\(.*$")
+STOPPING = (
+    "Ctrl-C: stopping at the next safe point (training before its next batch, keeping its last "
+    "checkpoint); Ctrl-C again aborts at once."
+)
 
 
 def user_error(error: BaseException) -> BaseException | None:
@@ -140,18 +158,59 @@ def user_error(error: BaseException) -> BaseException | None:
     return None
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def debugging() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
+    return _flag(DEBUG_ENV)
+
+
+def verbose() -> bool:
+    return _flag(VERBOSE_ENV)
 
 
 class GpoVaeScheduler(Scheduler):
-    """redun's scheduler, printing a user's error as one message instead of a task traceback."""
+    """redun's scheduler with the terminal of the module docstring."""
 
     _quiet = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._verbose = verbose() or "job_status_interval" in self.config.get("scheduler", {})
+        if not self._verbose:
+            self.job_status_interval = None  # no periodic status table
+
     def log(self, *messages: Any, **kwargs: Any) -> None:
-        if not self._quiet:
-            super().log(*messages, **kwargs)
+        if self._quiet:
+            return
+        if not self._verbose and len(messages) == 1 and isinstance(messages[0], str):
+            messages = (_JOB_LINE.sub(r"\1", messages[0]),)
+        super().log(*messages, **kwargs)
+
+    def log_job_statuses(self) -> None:
+        if self._verbose:
+            super().log_job_statuses()
+
+    def load(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().load(*args, **kwargs)
+        except Exception as error:
+            if type(error).__module__.startswith("sqlalchemy") and not debugging():
+                uri = str(getattr(self.backend, "db_uri", ""))
+                where = (
+                    uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else "the redun database"
+                )
+                fix = (
+                    f"move it aside (mv {where} {where}.damaged) and run again: every finished output on "
+                    "disk is reused (README: Losing the database)"
+                    if uri.startswith("sqlite:///")
+                    else "check the database server and the profile's db_uri"
+                )
+                first = str(getattr(error, "orig", error)).splitlines()[0]
+                print(f"redun's database {where} cannot be read ({first}); {fix}.", file=sys.stderr)
+                raise SystemExit(1) from None
+            raise
 
     def _reject_job_main_thread(self, job: Any, error: Any, *args: Any, **kwargs: Any) -> None:
         if user_error(error) is not None and not debugging():
@@ -159,8 +218,15 @@ class GpoVaeScheduler(Scheduler):
         super()._reject_job_main_thread(job, error, *args, **kwargs)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
+        from gpo_vae.interrupt import sigint_requests_stop
+
         try:
-            return super().run(*args, **kwargs)
+            with sigint_requests_stop(STOPPING):
+                result = super().run(*args, **kwargs)
+            headline = result.get("headline") if isinstance(result, dict) else None
+            if isinstance(headline, list) and all(isinstance(line, str) for line in headline):
+                print("\n".join(headline), flush=True)
+            return result
         except Exception as error:
             found = user_error(error)
             if found is None or debugging():

@@ -5,7 +5,6 @@ before the wave counts as done, so a wave that takes the previous wave's result 
 ``after`` argument starts only when that one has finished (``--max-concurrent``).
 """
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,9 @@ def sweep_wave(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    from gpo_vae.io import read_json
+
+    return read_json(path) if path.exists() else {}
 
 
 @task(version="2", cache=True)

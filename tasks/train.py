@@ -45,5 +45,7 @@ def train_run(artifact: File, config: dict[str, Any], out_root: str) -> File:
     model = from_dict(ModelConfig, config.get("model", {}), "model")
     training = from_dict(TrainingConfig, config.get("training", {}), "training")
     key = run_key(artifact_checksum(artifact_dir), to_dict(model), to_dict(training))
-    run_dir = train_model(artifact_dir, model, training, Path(out_root) / key, progress=False)
+    run_dir = train_model(
+        artifact_dir, model, training, Path(out_root) / key, progress=False, progress_line=True
+    )
     return File(str(run_dir / MODEL_FILE))

@@ -4,7 +4,6 @@ redun imports the module named ``workflow``; this package answers that import. E
 ``main`` is one pipeline stage; the stages live in ``tasks/``.
 """
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from redun import File, task
 from gpo_vae.config import ConfigError, to_dict
 from gpo_vae.data.registry import is_local_dataset
 from gpo_vae.errors import InputFileError
+from gpo_vae.io import read_json
 from gpo_vae.run_config import RunConfig, load_run_config
 from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_id, point_label
 from gpo_vae.wandb_logging import require_wandb
@@ -26,7 +26,9 @@ from tasks.train import train_run
 from workflow.datasets import (
     CONFIG_DIR,
     acquire,
+    check_devices,
     check_local_screen,
+    check_results_dir,
     config_path,
     dataset_slug,
     network_files,
@@ -125,8 +127,10 @@ def main(
         combination_separator,
         duplicate_genes,
     )
+    check_results_dir(results_dir)
     config_files = [config_path(dataset, model, config)]
     run_config = load_run_config(config_files[0])
+    check_devices(run_config, config_files[0])
     sams_config = None
     if compare_sams_vae:
         if model == "sams_vae":
@@ -254,10 +258,13 @@ def sweep(
         combination_separator,
         duplicate_genes,
     )
+    check_results_dir(results_dir)
     spec: SweepSpec = load_sweep(sweep)
     points = expand_sweep(spec)
     base = config_path(dataset, model, config)
     run_configs = sweep_point_configs(base, sweep, points)
+    for point_config in run_configs:
+        check_devices(point_config, base)
     width = max_concurrent or spec.max_concurrent
     project = wandb_project or spec.wandb_project
     if project:
@@ -372,7 +379,7 @@ def evaluate(
     model_file = run_dir / "model.pt"
     if not run or not model_file.is_file() or not (run_dir / ".complete").exists():
         raise InputFileError(f"--run {run!r}: not a finished run directory (model.pt and .complete)")
-    recorded = json.loads((run_dir / "config.json").read_text())
+    recorded = read_json(run_dir / "config.json", f"delete the run directory {run_dir} and train it again")
     dataset = run_dir.parent.parent.name
     if artifact:
         artifact_file = Path(artifact).resolve()
@@ -384,6 +391,8 @@ def evaluate(
         evaluation = to_dict(load_run_config(config_file).evaluation)
     else:
         evaluation = to_dict(EvaluationConfig())
+    if results_dir:
+        check_results_dir(results_dir)
     out = Path(results_dir, dataset) if results_dir else run_dir.parent.parent
     recorded_files = recorded_dataset_files(run_dir.parent.parent)
     if summary_stats is None:
@@ -472,6 +481,7 @@ def inspect(
         combination_separator,
         duplicate_genes,
     )
+    check_results_dir(results_dir)
     config_file = config_path(dataset, model, config)
     run_config = load_run_config(config_file)
     if is_local_dataset(dataset):

@@ -5,6 +5,7 @@ option, a missing file or a screen whose labels cannot be read stops the run in 
 one line naming the fix.
 """
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from gpo_vae.config import ConfigError
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.registry import get_dataset_record, is_local_dataset
 from gpo_vae.errors import InputFileError
+from gpo_vae.run_config import RunConfig
 from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -48,12 +50,53 @@ def dataset_slug(dataset: str) -> str:
 
 
 def network_files(networks: str | None) -> list[File]:
-    """Reference network files from a comma-separated list of paths (none when empty)."""
+    """Reference network files from a comma-separated list of paths (none when empty), each read
+    once here so that a file in an unknown format fails before preprocessing, not after."""
     paths = [Path(item.strip()) for item in (networks or "").split(",") if item.strip()]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise InputFileError(f"--networks: no such file {', '.join(missing)}")
+    if paths:
+        from gpo_vae.data.networks import read_network
+
+        for path in paths:
+            read_network(path)
     return [File(str(path.resolve())) for path in paths]
+
+
+def check_results_dir(results_dir: str) -> None:
+    """The results folder exists (or can be made) and takes files: a file in its place or a
+    read-only filesystem fails here, naming the option, not halfway through a stage."""
+    import tempfile
+
+    path = Path(results_dir)
+    if path.exists() and not path.is_dir():
+        raise InputFileError(
+            f"--results-dir {results_dir}: a file, not a folder; choose another --results-dir"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputFileError(
+            f"--results-dir {results_dir}: cannot write there ({err.strerror}); choose another --results-dir"
+        ) from None
+
+
+def check_devices(run_config: RunConfig, path: Path) -> None:
+    """A config that asks for CUDA on a machine without it fails now, not after preprocessing."""
+    asked = [name for name in ("training", "evaluation") if getattr(run_config, name).device == "cuda"]
+    if not asked:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{path}: {' and '.join(f'{name}.device' for name in asked)} is 'cuda' but torch sees no CUDA "
+            "device here; set it to auto (CUDA when available) or cpu"
+        )
 
 
 def screen_layout(

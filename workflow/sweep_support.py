@@ -61,7 +61,9 @@ def recorded_dataset_files(dataset_results: Path) -> dict[str, Any]:
     path = dataset_results / "dataset_summary.json"
     if not path.exists():
         return {}
-    files = json.loads(path.read_text()).get("dataset", {})
+    from gpo_vae.io import read_json
+
+    files = read_json(path, "delete it: main and sweep write it again").get("dataset", {})
     found: dict[str, Any] = {"summary_sheet": files.get("summary_sheet")}
     for key in ("summary_stats", "network"):
         value = files.get(key)

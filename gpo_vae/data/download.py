@@ -10,12 +10,11 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from gpo_vae.errors import UserError
-from gpo_vae.io import sha256_of
+from gpo_vae.io import remove_stale_temps, sha256_of, temp_sibling
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,8 @@ def download_file(
     dest.parent.mkdir(parents=True, exist_ok=True)
     # A private directory, not a temp file: gdown writes its own `.part` files beside its
     # output, and removing the directory removes whatever an interrupted transfer left.
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    remove_stale_temps(dest.parent)
+    tmp_dir = temp_sibling(dest, is_dir=True)
     tmp = tmp_dir / dest.name
     hint = manual_download_hint(url, dest.name, dest)
     try:
@@ -120,7 +120,8 @@ def extract_tarball(archive: Path, dest_dir: Path) -> Path:
     if (dest_dir / COMPLETE_MARKER).exists():
         return dest_dir
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".partial", dir=dest_dir.parent))
+    remove_stale_temps(dest_dir.parent)
+    tmp_dir = temp_sibling(dest_dir, is_dir=True)
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:

@@ -13,7 +13,6 @@ perturbation's cells against one control subsample, sorted once.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import anndata as ad
@@ -275,8 +274,9 @@ def write_summary_stats_xlsx(df: pd.DataFrame, path: str | Path, sheet_name: str
     description = pd.DataFrame(
         {"column": list(REPLOGLE_COLUMNS), "description": [COLUMN_DESCRIPTIONS[c] for c in REPLOGLE_COLUMNS]}
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.xlsx")  # same directory: atomic rename
+    from gpo_vae.io import temp_sibling
+
+    tmp = temp_sibling(path, is_dir=False, suffix=".tmp")  # same directory: atomic rename
     try:
         with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
             description.to_excel(writer, sheet_name="description", index=False)

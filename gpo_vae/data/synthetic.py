@@ -30,7 +30,6 @@ import dataclasses
 import json
 import os
 import shutil
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -47,6 +46,7 @@ from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, 
 from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_xlsx
 from gpo_vae.data.synthetic_cells import assemble_csr, draw_cells, sample_chunk
 from gpo_vae.data.synthetic_design import draw_design, read_gene_symbols
+from gpo_vae.io import estimated_bytes, remove_stale_temps, require_space, temp_sibling
 
 __all__ = [
     "SUMMARY_SHEET",
@@ -417,8 +417,7 @@ def save_synthetic_dataset(
     """
     out_dir = Path(out_dir)
     _check_target(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_temps(out_dir.parent)
     names = DATASET_FILES
     adata = screen.adata
     labels = adata.obs[PERTURBATION_KEY].astype(str)
@@ -435,7 +434,8 @@ def save_synthetic_dataset(
         "n_edges": len(screen.network),
         "summary_stats_sheet": SUMMARY_SHEET,
     }
-    tmp.mkdir()
+    require_space(out_dir.parent, estimated_bytes(saved), "the simulated screen")
+    tmp = temp_sibling(out_dir, is_dir=True)
     try:
         saved.write_h5ad(tmp / names["counts"])
         write_summary_stats_xlsx(summary_stats, tmp / names["summary_stats"], SUMMARY_SHEET)
@@ -443,7 +443,7 @@ def save_synthetic_dataset(
         screen.perturbations.to_csv(tmp / names["perturbations"], index=False)
         (tmp / names["metadata"]).write_text(json.dumps(metadata, indent=2, default=_json_default) + "\n")
         if out_dir.exists():  # move the old folder aside first: a crash never loses both
-            old = tmp.with_name(tmp.name.replace(".tmp-", ".old-"))
+            old = temp_sibling(out_dir, is_dir=True, suffix=".partial")
             os.replace(out_dir, old)
             os.replace(tmp, out_dir)
             shutil.rmtree(old)

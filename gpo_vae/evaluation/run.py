@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,7 +33,8 @@ from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.grn.baselines import correlation_scores, random_scores
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
-from gpo_vae.io import provenance, write_json_atomic
+from gpo_vae.interrupt import check_stop
+from gpo_vae.io import disk_full_error, provenance, remove_stale_temps, temp_sibling, write_json_atomic
 from gpo_vae.models import GPOVAE
 from gpo_vae.preprocessing.artifact import dataset_checksum, read_artifact
 from gpo_vae.report import REPORT_FILE, build_report
@@ -55,6 +55,7 @@ class _Stages:
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
+        check_stop(f"evaluation (before {name})")
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
@@ -295,8 +296,8 @@ def evaluate_run(
         screen, perturbation_table = screen_tables(json.loads(adata.uns["record"]))
         del adata
     device = resolve_device(config.device)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    remove_stale_temps(out_dir.parent)
+    tmp = temp_sibling(out_dir, is_dir=True)
     try:
         write_json_atomic(screen, tmp / SCREEN_FILE)
         if perturbation_table is not None:
@@ -357,6 +358,11 @@ def evaluate_run(
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+    except OSError as err:
+        full = disk_full_error(err, out_dir)
+        if full is not None:
+            raise full from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("evaluation written to %s (%s)", out_dir, out_dir / REPORT_FILE)

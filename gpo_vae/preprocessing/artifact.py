@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import anndata as ad
@@ -36,7 +35,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from gpo_vae.errors import UserError
-from gpo_vae.io import sha256_of
+from gpo_vae.io import (
+    disk_full_error,
+    estimated_bytes,
+    remove_stale_temps,
+    require_space,
+    sha256_of,
+    temp_sibling,
+)
 
 OBS_COLUMNS = (
     "gene",
@@ -93,14 +99,24 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path) -> Path:
     """Write ``adata`` as an artifact directory atomically; return the directory.
 
     Everything is written into a temporary sibling directory, the completeness marker last,
-    and the directory is renamed into place; an existing complete artifact is replaced.
+    and the directory is renamed into place; an existing complete artifact is replaced. The
+    space it needs is checked first (a full disk is an :class:`~gpo_vae.io.OutputSpaceError`
+    naming the folder and the sizes, before HDF5 starts writing), and temporaries that a killed
+    run left beside it are removed.
     """
     validate_artifact(adata)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    remove_stale_temps(out_dir.parent)
+    require_space(out_dir.parent, estimated_bytes(adata), "the preprocessed artifact")
+    tmp = temp_sibling(out_dir, is_dir=True)
     try:
-        adata.write_h5ad(tmp / ARTIFACT_FILE)
+        try:
+            adata.write_h5ad(tmp / ARTIFACT_FILE)
+        except (OSError, RuntimeError) as err:
+            full = disk_full_error(err, out_dir)
+            if full is not None:
+                raise full from None
+            raise
         record = json.loads(adata.uns["record"])
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         (tmp / MARKER_FILE).write_text(sha256_of(tmp / ARTIFACT_FILE) + "\n")

@@ -27,6 +27,7 @@ from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, GENE_ID_KEY, PERTURB
 from gpo_vae.data.labels import single_genes
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.summary_stats_io import read_summary_stats
+from gpo_vae.interrupt import check_stop
 from gpo_vae.io import provenance, sha256_of
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.deg import annotate_deg
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    check_stop(f"preprocessing (before {name})")
     start = time.perf_counter()
     logger.info("preprocess: %s …", name)
     yield

@@ -24,9 +24,9 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -38,9 +38,19 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 from gpo_vae.config import from_dict, to_dict
-from gpo_vae.io import exclusive_lock, provenance, write_json_atomic, write_text_atomic
+from gpo_vae.errors import DamagedFileError
+from gpo_vae.interrupt import RunInterrupted, sigint_requests_stop
+from gpo_vae.io import (
+    exclusive_lock,
+    provenance,
+    read_json,
+    temp_sibling,
+    write_json_atomic,
+    write_text_atomic,
+)
 from gpo_vae.models import GPOVAE, ModelConfig
 from gpo_vae.preprocessing.artifact import MARKER_FILE, artifact_path, dataset_checksum
+from gpo_vae.training.callbacks import EpochProgress, StopOnRequest
 from gpo_vae.training.config import TrainingConfig
 from gpo_vae.training.data import ArtifactCells, CellDataModule, TrainingStatistics
 from gpo_vae.training.lightning import GPOVAETrainingPlan
@@ -146,7 +156,7 @@ def _lightning_info_shown(shown: bool) -> Iterator[None]:
 def _check_or_write_config(run_dir: Path, config: dict[str, Any]) -> None:
     path = run_dir / CONFIG_FILE
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = read_json(path, f"delete the run directory {run_dir} and run again")
         differ = [key for key in IDENTITY_KEYS if existing.get(key) != config[key]]
         if differ:
             raise ValueError(
@@ -164,6 +174,7 @@ def _fit(
     run_dir: Path,
     progress: bool,
     callbacks: Sequence[Callback],
+    progress_line: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) trainer.fit; return what run.json reports about it."""
     device = resolve_device(training.device)
@@ -203,8 +214,19 @@ def _fit(
             save_last=True,
             auto_insert_metric_name=False,
             enable_version_counter=False,
+            # Saved (and, below, judged) when validation ends, not at the train-epoch end that a
+            # resumed run replays without a validation pass: a run stopped between the two resumes.
+            save_on_train_epoch_end=False,
         )
-        early = EarlyStopping(monitor="val/loss", mode="min", patience=training.early_stopping_patience)
+        early = EarlyStopping(
+            monitor="val/loss",
+            mode="min",
+            patience=training.early_stopping_patience,
+            check_on_train_epoch_end=False,
+        )
+        extra: list[Callback] = [StopOnRequest()]
+        if progress_line and not progress:
+            extra.append(EpochProgress(f"training {run_dir.name}", training.max_epochs))
         trainer = pl.Trainer(
             accelerator="gpu" if device == "cuda" else "cpu",
             devices=1,
@@ -214,7 +236,7 @@ def _fit(
             max_time=timedelta(minutes=training.max_time_minutes) if training.max_time_minutes else None,
             gradient_clip_val=training.gradient_clip,
             gradient_clip_algorithm="norm",
-            callbacks=[early, best, *callbacks],
+            callbacks=[early, best, *extra, *callbacks],
             logger=loggers,
             log_every_n_steps=training.log_every_n_steps,
             num_sanity_val_steps=0,  # a sanity pass would draw particles the resumed run does not
@@ -250,13 +272,12 @@ def _save_model(run_dir: Path, payload: dict[str, Any]) -> None:
     payload["state_dict"] = {
         key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".tmp", dir=run_dir)
-    os.close(fd)
+    tmp = temp_sibling(run_dir / MODEL_FILE, is_dir=False, suffix=".tmp")
     try:
         torch.save(payload, tmp)
         os.replace(tmp, run_dir / MODEL_FILE)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def record_event(run_dir: Path, event: str, **fields: Any) -> None:
@@ -297,6 +318,7 @@ def train_model(
     run_dir: str | Path,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    progress_line: bool = False,
 ) -> Path:
     """Train on a preprocessed artifact into ``run_dir`` (layout in the module docstring).
 
@@ -317,6 +339,12 @@ def train_model(
         Show Lightning's progress bar, model summary and info lines.
     callbacks
         Extra Lightning callbacks (monitoring, or a test's simulated interruption).
+    progress_line
+        Without ``progress``: one line on standard error (epochs, steps, validation loss).
+
+    A Ctrl-C (or :func:`gpo_vae.interrupt.request_stop`) stops training before the next batch:
+    nothing is finalised (no ``model.pt``, no ``.complete``), ``checkpoints/last.ckpt`` of the
+    last finished epoch stays, and :class:`~gpo_vae.interrupt.RunInterrupted` says how to resume.
 
     Returns
     -------
@@ -338,6 +366,7 @@ def train_model(
     with exclusive_lock(run_dir):
         if (run_dir / COMPLETE_MARKER).exists():
             _check_or_write_config(run_dir, config)  # never hand back a run of other settings
+            _check_model_file(run_dir)
             record_event(run_dir, "reused")
             return run_dir
         if training_config.wandb:
@@ -348,7 +377,22 @@ def train_model(
         fit_file = run_dir / CHECKPOINT_DIR / FIT_FILE
         if not fit_file.exists():
             record_event(run_dir, "fit", resume_from_epoch=_resumable_epoch(run_dir))
-            summary = _fit(cells, model_config, training_config, run_dir, progress, callbacks)
+            stopping = "Ctrl-C: training stops before the next batch (Ctrl-C again aborts at once)."
+            try:
+                with sigint_requests_stop(stopping):
+                    summary = _fit(
+                        cells, model_config, training_config, run_dir, progress, callbacks, progress_line
+                    )
+            except RunInterrupted as err:
+                epoch = _resumable_epoch(run_dir)
+                record_event(run_dir, "interrupted", resume_from_epoch=epoch)
+                kept = (
+                    f"{run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT} holds {epoch + 1} finished epochs: run the "
+                    "same command again to resume from there"
+                    if epoch is not None
+                    else "no epoch had finished: run the same command again to start it anew"
+                )
+                raise RunInterrupted(f"{err}; {kept}.") from None
             write_json_atomic(summary, fit_file)
         summary = json.loads(fit_file.read_text())
         statistics = CellDataModule(cells, training_config.batch_size).statistics()
@@ -379,6 +423,37 @@ def train_model(
         return run_dir
 
 
+def _load_model_file(run_dir: Path) -> dict[str, Any]:
+    """The payload of ``model.pt``; a damaged file is a :class:`DamagedFileError` saying what to do."""
+    path = run_dir / MODEL_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DamagedFileError(
+            f"{path}: missing from a finished run; delete the run directory {run_dir} and run again to retrain it."
+        ) from None
+    except Exception as err:  # truncated zip, pickle or key errors
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DamagedFileError(
+            f"{path}: unreadable ({first}); the file is damaged (truncated?). Delete the run directory "
+            f"{run_dir} and run again to retrain it."
+        ) from None
+
+
+def _check_model_file(run_dir: Path) -> None:
+    """Every member of a finished run's ``model.pt`` (a zip) reads back with its checksum."""
+    path = run_dir / MODEL_FILE
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as err:
+        bad = str(err)
+    if bad is not None:
+        raise DamagedFileError(
+            f"{path}: damaged ({bad}); delete the run directory {run_dir} and run again to retrain it."
+        )
+
+
 def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE, dict[str, Any]]:
     """The best-val module of a finished run, in eval mode, and what describes it.
 
@@ -396,7 +471,7 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE
         raise FileNotFoundError(
             f"{run_dir}: not a finished training run (no {COMPLETE_MARKER}); run train_model on it first"
         )
-    payload = torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+    payload = _load_model_file(run_dir)
     model = GPOVAE(
         payload["n_genes"],
         payload["n_nodes"],
@@ -425,5 +500,7 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE
         )
     }
     info["batch_names"] = list(payload.get("batch_names", []))
-    info["run"] = json.loads((run_dir / RUN_FILE).read_text())
+    info["run"] = read_json(
+        run_dir / RUN_FILE, f"delete the run directory {run_dir} and run again to retrain it"
+    )
     return model, info

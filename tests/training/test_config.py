@@ -119,7 +119,8 @@ def test_synthetic_config_is_scaled_down_and_says_so():
         ("model", "model:\n  mask_prior: 1.5\n", "mask_prior 1.5 is not in (0, 1)"),
         ("training", "training:\n  learning_rate: 0.1\n", "unknown key training.learning_rate"),
         ("training", "training:\n  batch_size: '512'\n", "training.batch_size: expected an integer"),
-        ("training", "training:\n  precision: 32\n", "training.precision: 32 is not one of"),
+        ("training", "training:\n  precision: 16\n", "training.precision: 16 is not one of"),
+        ("training", "training:\n  lr: fast\n", "training.lr: expected a number, got 'fast'"),
         ("training", "training:\n  lr: -0.001\n", "lr must be positive"),
     ],
 )
@@ -130,6 +131,24 @@ def test_bad_yaml_names_the_file_and_key(tmp_path, section, body, message):
         load_run_config(path)
     assert message in str(err.value) and path.name in str(err.value)
     assert section in str(err.value)
+
+
+def test_what_a_user_means_is_accepted(tmp_path):
+    """YAML 1.1 (PyYAML) reads `3e-4` as text, and `precision: 32` is the option "32"."""
+    path = tmp_path / "gotchas.yaml"
+    path.write_text("training:\n  lr: 3e-4\n  weight_decay: 1E-6\n  precision: 32\nmodel:\n  mask_prior: .3\n")
+    config = load_run_config(path)
+    assert config.training.lr == 3e-4 and config.training.weight_decay == 1e-6
+    assert config.training.precision == "32" and config.model.mask_prior == 0.3
+
+
+def test_malformed_yaml_is_one_line_naming_the_place(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("training:\n  lr: 0.1\n   batch_size: 8\n")
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "line 3" in message
 
 
 def test_run_config_round_trips():
