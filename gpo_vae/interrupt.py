@@ -61,7 +61,7 @@ def sigint_requests_stop(message: str | None = None) -> Iterator[None]:
             raise KeyboardInterrupt
         STOP.set()
         if message:
-            print(message, flush=True)
+            print(f"\n{message}", flush=True)  # after a progress bar's line
 
     signal.signal(signal.SIGINT, handler)
     try:

@@ -136,7 +136,9 @@ def test_bad_yaml_names_the_file_and_key(tmp_path, section, body, message):
 def test_what_a_user_means_is_accepted(tmp_path):
     """YAML 1.1 (PyYAML) reads `3e-4` as text, and `precision: 32` is the option "32"."""
     path = tmp_path / "gotchas.yaml"
-    path.write_text("training:\n  lr: 3e-4\n  weight_decay: 1E-6\n  precision: 32\nmodel:\n  mask_prior: .3\n")
+    path.write_text(
+        "training:\n  lr: 3e-4\n  weight_decay: 1E-6\n  precision: 32\nmodel:\n  mask_prior: .3\n"
+    )
     config = load_run_config(path)
     assert config.training.lr == 3e-4 and config.training.weight_decay == 1e-6
     assert config.training.precision == "32" and config.model.mask_prior == 0.3

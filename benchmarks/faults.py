@@ -1,0 +1,90 @@
+"""Fault drills on the real command, measured: Ctrl-C, SIGKILL, a full disk, a colleague.
+
+    python benchmarks/faults.py [--drills sigint,sigkill,full_disk,second_user] [--where DIR]
+
+Each drill runs ``redun run workflow.py main`` on a small panel-shaped screen in a throw-away
+project copy (tests/fault_drills.py, the same drills the tests assert on) and prints: seconds
+from the fault to the process's exit (or to its end, for the colleague's run), lines printed,
+what was left on disk, and what the rerun did. The full-disk and colleague drills need root
+(a tmpfs mount, a second Unix user); without it they say so and are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fault_drills import (
+    drill_full_disk,
+    drill_second_user,
+    drill_sigint_training,
+    drill_sigkill_preprocessing,
+    make_sandbox,
+)
+
+DRILLS = ("sigint", "sigkill", "full_disk", "second_user")
+
+
+def _left(drill: dict) -> str:
+    if "modes" in drill:
+        files = sorted(
+            {mode for name, mode in drill["modes"].items() if name.endswith(("report.html", "model.pt"))}
+        )
+        return f"outputs {', '.join(files)}; new outputs of the colleague: {sum(map(len, drill['new_outputs'].values()))}"
+    left = drill.get("left", [])
+    partial = [name for name in left if ".partial" in name or name.endswith(".tmp")]
+    return f"{len(left)} entries, {len(partial)} partial" + (f" ({partial[0]})" if partial else "")
+
+
+def run(drill: str, where: Path) -> dict:
+    folder = where / drill
+    folder.mkdir(parents=True)
+    if drill == "sigint":
+        return drill_sigint_training(make_sandbox(folder, epochs=150))
+    if drill == "sigkill":
+        return drill_sigkill_preprocessing(make_sandbox(folder))
+    box = make_sandbox(folder)
+    if drill == "full_disk":
+        return drill_full_disk(box)
+    box.redun("main", "--dataset", "screens/panel.h5ad")  # the colleague reuses a finished run
+    return drill_second_user(box)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drills", default=",".join(DRILLS))
+    parser.add_argument("--where", type=Path, help="folder for the project copies (default: a temporary one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        where = args.where or Path(scratch)
+        rows = []
+        for name in args.drills.split(","):
+            try:
+                drill = run(name.strip(), where)
+            except PermissionError as err:
+                print(f"{name}: skipped ({err})", flush=True)
+                continue
+            seconds = drill.get("seconds_to_stop", drill.get("seconds"))
+            rows.append(
+                (
+                    drill["drill"],
+                    f"{seconds:.1f}",
+                    str(len(drill["lines"])),
+                    _left(drill),
+                    drill["rerun"],
+                    drill["lines"][-1][:110],
+                )
+            )
+            print(f"{name}: done", flush=True)
+    header = ("drill", "seconds", "lines printed", "left on disk", "rerun", "last line")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
