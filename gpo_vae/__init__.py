@@ -17,9 +17,17 @@ def _numba_cache_for_shared_installs() -> None:
     spec = importlib.util.find_spec("scanpy")
     if spec is None or spec.origin is None or os.access(Path(spec.origin).parent, os.W_OK):
         return
-    os.environ["NUMBA_CACHE_DIR"] = str(
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpo_vae" / "numba"
-    )
+    for folder in (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpo_vae" / "numba",
+        Path(tempfile.gettempdir()) / f"gpo_vae-numba-{os.getuid()}",  # a user without a home
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            os.environ["NUMBA_CACHE_DIR"] = str(folder)
+            return
 
 
 _numba_cache_for_shared_installs()

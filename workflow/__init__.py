@@ -4,57 +4,48 @@ redun imports the module named ``workflow``; this package answers that import. E
 ``main`` is one pipeline stage; the stages live in ``tasks/``.
 """
 
-import os
 from pathlib import Path
 from typing import Any
 
-from redun import File, task
+from redun import task
 
 from gpo_vae.config import ConfigError, to_dict
 from gpo_vae.data.registry import is_local_dataset
-from gpo_vae.errors import InputFileError
-from gpo_vae.io import read_json
 from gpo_vae.run_config import RunConfig, load_run_config
 from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_id, point_label
 from gpo_vae.wandb_logging import require_wandb
 from tasks.acquire import summarise_dataset
 from tasks.evaluate import evaluate_run_task, summarise_run
-from tasks.preprocess import inspect_dataset, preprocess_dataset
-from tasks.scheduler import DEBUG_ENV
+from tasks.preprocess import preprocess_dataset
 from tasks.sweep import leaderboard, sweep_wave
 from tasks.train import train_run
 from workflow.datasets import (
-    CONFIG_DIR,
     acquire,
     check_devices,
     check_local_screen,
     check_results_dir,
     config_path,
     dataset_slug,
+    debug_mode,
     network_files,
     read_files,
     screen_layout,
 )
+from workflow.review import evaluate, inspect
 from workflow.sweep_support import (
     chunks,
-    find_artifact,
     preprocess_groups,
-    recorded_dataset_files,
     sweep_point_configs,
 )
 
 redun_namespace = "gpo_vae"
+#: The entry points: ``redun run workflow.py <name>``.
+__all__ = ["evaluate", "inspect", "main", "sweep"]
 
 
 def training_sections(run_config: RunConfig) -> dict[str, Any]:
     """The ``model`` and ``training`` sections that ``train_run`` takes."""
     return {"model": to_dict(run_config.model), "training": to_dict(run_config.training)}
-
-
-def debug_mode(debug: bool) -> None:
-    """``--debug true``: a failing run shows the task traceback of an input error too."""
-    if debug:
-        os.environ[DEBUG_ENV] = "1"
 
 
 # An entry point returns the files its body read by path (configs, sweep file, run records) as
@@ -339,165 +330,3 @@ def sweep(
 def flatten(waves: list[list[Any]]) -> list[Any]:
     """The points' results of every wave, in sweep order."""
     return [item for wave in waves for item in wave]
-
-
-# An entry point returns the files its body read by path (configs, sweep file, run records) as
-# Files: redun re-runs the body when one of them changed and serves it from cache otherwise.
-@task()
-def evaluate(
-    run: str = "",
-    config: str | None = None,
-    artifact: str | None = None,
-    networks: str | None = None,
-    summary_stats: str | None = None,
-    summary_sheet: str | None = None,
-    true_network: str | None = None,
-    results_dir: str | None = None,
-    executor: str = "default",
-) -> dict[str, Any]:
-    """Re-evaluate a finished run (evaluation, GRN benchmark, report) without training.
-
-    Options (default):
-      --run ()                     the run directory (<results>/<dataset>/runs/<key>, with model.pt)
-      --config (none)              run config whose evaluation section is used (none: the shipped
-                                   configs/gpo_vae_<dataset>.yaml when there is one, else defaults)
-      --artifact (none)            the artifact .h5ad it was trained on (none: the complete artifact
-                                   under <results>/<dataset>/preprocessed/ whose checksum the
-                                   run's config.json records)
-      --networks (none)            comma-separated reference network files for the GRN benchmark
-      --summary-stats (none)       summary statistics file (none: the one that main or sweep
-                                   recorded in <results>/<dataset>/dataset_summary.json, if any)
-      --summary-sheet (none)       its sheet (none: as recorded there)
-      --true-network (none)        true network file (none: as recorded there; synthetic only)
-      --results-dir (none)         evaluations go to <results-dir>/<dataset>/evaluation/
-                                   (none: next to the run, <results>/<dataset>/evaluation/)
-      --executor (default)         redun executor of the evaluation
-    """
-    from gpo_vae.evaluation.config import EvaluationConfig
-
-    run_dir = Path(run).resolve()
-    model_file = run_dir / "model.pt"
-    if not run or not model_file.is_file() or not (run_dir / ".complete").exists():
-        raise InputFileError(f"--run {run!r}: not a finished run directory (model.pt and .complete)")
-    recorded = read_json(run_dir / "config.json", f"delete the run directory {run_dir} and train it again")
-    dataset = run_dir.parent.parent.name
-    if artifact:
-        artifact_file = Path(artifact).resolve()
-    else:
-        artifact_file = find_artifact(run_dir, recorded["artifact_sha256"])
-    shipped = CONFIG_DIR / f"gpo_vae_{dataset}.yaml"
-    config_file = Path(config) if config else shipped if shipped.exists() else None
-    if config_file is not None:
-        evaluation = to_dict(load_run_config(config_file).evaluation)
-    else:
-        evaluation = to_dict(EvaluationConfig())
-    if results_dir:
-        check_results_dir(results_dir)
-    out = Path(results_dir, dataset) if results_dir else run_dir.parent.parent
-    recorded_files = recorded_dataset_files(run_dir.parent.parent)
-    if summary_stats is None:
-        summary_stats = recorded_files.get("summary_stats")
-        summary_sheet = summary_sheet or recorded_files.get("summary_sheet")
-    true_network = true_network or recorded_files.get("network")
-
-    def optional(path: str | None) -> File | None:
-        return File(str(Path(path).resolve())) if path else None
-
-    report = evaluate_run_task.options(executor=executor)(
-        File(str(artifact_file)),
-        File(str(model_file)),
-        evaluation,
-        str(out / "evaluation"),
-        optional(summary_stats),
-        summary_sheet,
-        network_files(networks),
-        optional(true_network),
-        None,
-        dataset,
-    )
-    inputs = [run_dir / "config.json", run_dir.parent.parent / "dataset_summary.json", config_file]
-    return {"report": report, "headline": summarise_run(report), "inputs": read_files(inputs)}
-
-
-@task()
-def inspect(
-    dataset: str = "synthetic",
-    model: str = "gpo_vae",
-    config: str | None = None,
-    results_dir: str = "results",
-    seed: int = 0,
-    synthetic_preset: str = "default",
-    data_dir: str | None = None,
-    cache_dir: str | None = None,
-    perturbation_key: str = "gene",
-    control_label: str = "non-targeting",
-    counts_layer: str = "auto",
-    batch_key: str | None = None,
-    guide_pattern: str = "auto",
-    combination_separator: str = "+",
-    duplicate_genes: str = "sum",
-    summary_stats: str | None = None,
-    summary_sheet: str | None = None,
-    debug: bool = False,
-) -> dict[str, Any]:
-    """Show what ``main`` would do with a screen, in seconds: nothing is trained or written
-    but the dataset's files (the summary statistics computed from the cells, as ``main`` does).
-
-    Prints how the file is read, the modality, the batches, the pairing features, the test
-    split's controls and the perturbation table (each perturbation: cells, target measured,
-    on-target change, DEGs, kept or the filter that removed it with the value that failed).
-
-    Options (default):
-      --dataset (synthetic)        synthetic, rpe1, k562, adamson, or a path to your .h5ad
-      --model (gpo_vae)            config family: configs/<model>_<dataset>.yaml (gpo_vae, sams_vae)
-      --config (none)              a run config YAML instead of the family default
-      --results-dir (results)      computed summary statistics go to <results-dir>/<dataset>/data/
-      --seed (0)                   seed of the synthetic screen
-      --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
-                                   combinatorial, batches, counts_layer, guides
-      --data-dir (none)            folder holding downloaded archives or their files
-      --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
-      --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
-      --control-label (non-targeting)  label of control cells, matched ignoring case (own .h5ad)
-      --counts-layer (auto)        where the raw counts are: auto (X if counts, else a counts
-                                   layer, else .raw), X, raw, or a layer name
-      --batch-key (none)           obs column of the batch / cell line: QC, pairing and ATEs
-                                   within batch, the batch a covariate of the model
-      --guide-pattern (auto)       regex mapping guide labels to genes (group 'gene'); auto
-                                   maps GENE_1, GENE_2 when every label has such a suffix; none
-      --combination-separator (+)  separates the genes of a multi-gene label (A+B)
-      --duplicate-genes (sum)      a symbol on several columns: sum, first, or error
-      --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
-      --summary-sheet (none)       its sheet, for a workbook with several
-      --debug (false)              show the task traceback of an input error too
-    """
-    debug_mode(debug)
-    layout = screen_layout(
-        perturbation_key,
-        control_label,
-        counts_layer,
-        batch_key,
-        guide_pattern,
-        combination_separator,
-        duplicate_genes,
-    )
-    check_results_dir(results_dir)
-    config_file = config_path(dataset, model, config)
-    run_config = load_run_config(config_file)
-    if is_local_dataset(dataset):
-        check_local_screen(dataset, layout, summary_stats)
-    spec = acquire(
-        dataset,
-        results_dir,
-        seed,
-        synthetic_preset,
-        data_dir,
-        cache_dir,
-        layout,
-        summary_stats,
-        summary_sheet,
-    )
-    return {
-        "inspect": inspect_dataset(spec, to_dict(run_config.preprocess)),
-        "inputs": read_files([config_file]),
-    }

@@ -21,6 +21,14 @@ from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simula
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
+def debug_mode(debug: bool) -> None:
+    """``--debug true``: a failing run shows the task traceback of an input error too."""
+    from tasks.scheduler import DEBUG_ENV
+
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
 def config_path(dataset: str, model: str, config: str | None) -> Path:
     """The run config: ``config`` when given, else ``configs/<model>_<dataset>.yaml``."""
     if config:
