@@ -19,6 +19,8 @@ DRY_RUN ?=
 PIP := $(BIN)/python -m pip
 PIP_DRY := $(if $(DRY_RUN),--dry-run --ignore-installed --no-deps,)
 CHECK_VENV ?= /tmp/gpo-vae-install-check
+# Test processes (pytest-xdist); a module's tests stay in one process (they share fixtures).
+TEST_WORKERS ?= 2
 
 comma := ,
 
@@ -68,10 +70,10 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-all: install
-	$(BIN)/python -m pytest -m "slow or not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "slow or not slow"
 
 lint: install
 	$(BIN)/ruff check .
