@@ -27,27 +27,8 @@ from typing import Any
 import yaml
 
 from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
-from tests.workflow_sandbox import REPO_ROOT, WorkflowSandbox
+from tests.workflow_sandbox import REPO_ROOT, TINY_SECTIONS, WorkflowSandbox
 
-TINY = {
-    "model": {
-        "n_latent": 8,
-        "decoder_n_hidden": 32,
-        "basal_encoder_n_hidden": 32,
-        "embedding_encoder_n_layers": 1,
-        "embedding_encoder_n_hidden": 32,
-        "n_particles": 2,
-    },
-    "training": {"max_epochs": 2, "batch_size": 256, "eval_batch_size": 1024, "cpu_threads": 1},
-    "evaluation": {
-        "n_generated_cells": 100,
-        "iwelbo_particles": 8,
-        "summary_stats_cells": 30,
-        "grn_ks": [50, 100],
-        "n_negatives": 100,
-        "cpu_threads": 1,
-    },
-}
 SCREEN = {"n_perturbations": 12, "n_genes": 400, "cells_per_perturbation": 80.0, "control_fraction": 0.25}
 
 
@@ -55,7 +36,7 @@ def make_sandbox(where: Path, epochs: int = 2) -> WorkflowSandbox:
     """A project copy with a tiny custom config (``epochs`` epochs, no early stop) and a
     panel-shaped screen ``screens/panel.h5ad``."""
     box = WorkflowSandbox.create(where)
-    box.shrink_configs(TINY, ("gpo_vae_custom",))
+    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_custom",))
     path = box.root / "configs" / "gpo_vae_custom.yaml"
     raw = yaml.safe_load(path.read_text())
     raw["preprocess"]["qc"]["doublets"] = False

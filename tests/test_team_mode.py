@@ -22,8 +22,7 @@ import yaml
 
 from gpo_vae.training.train import read_events
 from tests.postgres_server import ROLE, LocalPostgres, PostgresUnavailable
-from tests.test_workflow_main import TINY_SECTIONS
-from tests.workflow_sandbox import REPO_ROOT, WorkflowSandbox
+from tests.workflow_sandbox import REPO_ROOT, TINY_SECTIONS, WorkflowSandbox
 
 TEAM_DIR = "deploy/team"
 ONE_EPOCH = {**TINY_SECTIONS, "training": {**TINY_SECTIONS["training"], "max_epochs": 1}}

@@ -14,27 +14,8 @@ import pytest
 import yaml
 
 from gpo_vae.preprocessing.artifact import read_artifact
-from tests.workflow_sandbox import WorkflowSandbox
+from tests.workflow_sandbox import TINY_SECTIONS, WorkflowSandbox
 
-TINY_SECTIONS = {
-    "model": {
-        "n_latent": 8,
-        "decoder_n_hidden": 32,
-        "basal_encoder_n_hidden": 32,
-        "embedding_encoder_n_layers": 1,
-        "embedding_encoder_n_hidden": 32,
-        "n_particles": 2,
-    },
-    "training": {"max_epochs": 2, "batch_size": 256, "eval_batch_size": 1024, "cpu_threads": 1},
-    "evaluation": {
-        "n_generated_cells": 100,
-        "iwelbo_particles": 8,
-        "summary_stats_cells": 30,
-        "grn_ks": [50, 100],
-        "n_negatives": 100,
-        "cpu_threads": 1,
-    },
-}
 STAGES = {"simulate_dataset", "preprocess_dataset", "train_run", "evaluate_run_task", "summarise_run"}
 
 

@@ -23,8 +23,7 @@ import yaml
 
 from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
 from gpo_vae.preprocessing.artifact import read_artifact
-from tests.test_workflow_main import TINY_SECTIONS
-from tests.workflow_sandbox import REPO_ROOT, WorkflowSandbox
+from tests.workflow_sandbox import REPO_ROOT, TINY_SECTIONS, WorkflowSandbox
 
 SMALL = {"n_perturbations": 12, "cells_per_perturbation": 80.0, "control_fraction": 0.25, "n_genes": 600}
 SIZES = {

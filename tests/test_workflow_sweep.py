@@ -16,8 +16,7 @@ import pytest
 import yaml
 
 from gpo_vae.leaderboard import point_metrics, rank_rows, to_csv, to_html
-from tests.test_workflow_main import TINY_SECTIONS
-from tests.workflow_sandbox import REPO_ROOT, WorkflowSandbox
+from tests.workflow_sandbox import REPO_ROOT, TINY_SECTIONS, WorkflowSandbox
 
 TWO_POINTS = {
     "name": "tiny",

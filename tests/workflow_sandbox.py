@@ -15,6 +15,27 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: What a user's checkout needs for the command: the workflow, its tasks, configs and redun config.
 PROJECT_ENTRIES = ("workflow", "tasks", "configs", "deploy", "redun.ini", ".redun/redun.ini")
+#: Config sections that make a whole pipeline run take about a minute: a tiny model, 2 epochs,
+#: few generated cells (the shipped configs are tested elsewhere).
+TINY_SECTIONS = {
+    "model": {
+        "n_latent": 8,
+        "decoder_n_hidden": 32,
+        "basal_encoder_n_hidden": 32,
+        "embedding_encoder_n_layers": 1,
+        "embedding_encoder_n_hidden": 32,
+        "n_particles": 2,
+    },
+    "training": {"max_epochs": 2, "batch_size": 256, "eval_batch_size": 1024, "cpu_threads": 1},
+    "evaluation": {
+        "n_generated_cells": 100,
+        "iwelbo_particles": 8,
+        "summary_stats_cells": 30,
+        "grn_ks": [50, 100],
+        "n_negatives": 100,
+        "cpu_threads": 1,
+    },
+}
 
 
 @dataclass
