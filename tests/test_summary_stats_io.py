@@ -327,3 +327,18 @@ def test_strong_perturbations_thresholds_are_exact() -> None:
     ]
     with pytest.raises(ValueError, match="read_summary_stats"):
         strong_perturbations(df.drop(columns="is_control"))
+
+
+@pytest.mark.parametrize("sheet", ["TabB_K562_day6_summary_stat", "TabC_RPE1_summary_statistic"])
+def test_the_modality_aware_filter_reproduces_the_published_rule_on_real_sheets(sheet, parsed_sheets) -> None:
+    """The preprocessing's strong rule (any modality, a table of reasons) is CausalBench's for a
+    CRISPRi screen whose targets all count as measured and where a missing value fails."""
+    from gpo_vae.preprocessing.config import PerturbationFilterConfig
+    from gpo_vae.preprocessing.filter_table import KEPT, perturbation_table, strong_decisions
+
+    stats = parsed_sheets[sheet]
+    labels = stats.loc[~stats["is_control"], "perturbation"].astype(str).unique()
+    table = perturbation_table(labels, stats, pd.Index(labels), "non-targeting")
+    config = PerturbationFilterConfig(unmeasured_targets="drop")
+    decided = strong_decisions(table, stats, config, "crispri", min_degs=50)
+    assert set(decided.index[decided["status"] == KEPT]) == set(strong_perturbations(stats))

@@ -44,7 +44,6 @@ _PERCENTILE_BLOCK = 512  # target genes whose control values are densified at on
 __all__ = [
     "PerturbationFilterConfig",
     "PerturbationFilterError",
-    "apply_perturbation_filters",
     "min_cells_filter",
     "on_target_filter",
     "perturbation_filter_mask",
@@ -302,23 +301,3 @@ def perturbation_filter_mask(
     if not (table["status"] == KEPT).any():
         raise filter_error(table, "min_cells")
     return mask, [strong_record, on_target, enough], table
-
-
-def apply_perturbation_filters(
-    adata: ad.AnnData,
-    stats: pd.DataFrame | None,
-    config: PerturbationFilterConfig | Mapping[str, Any] | None = None,
-    modality: Resolved = "crispri",
-    *,
-    control_label: str = CONTROL_LABEL,
-    perturbation_key: str = PERTURBATION_KEY,
-) -> tuple[ad.AnnData, list[dict[str, Any]], pd.DataFrame]:
-    """:func:`perturbation_filter_mask`, then a filtered copy (unused perturbation categories dropped)."""
-    mask, records, table = perturbation_filter_mask(
-        adata, stats, config, modality, control_label=control_label, perturbation_key=perturbation_key
-    )
-    filtered = adata[mask].copy()
-    labels = filtered.obs[perturbation_key]
-    if isinstance(labels.dtype, pd.CategoricalDtype):
-        filtered.obs[perturbation_key] = labels.cat.remove_unused_categories()
-    return filtered, records, table
