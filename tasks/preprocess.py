@@ -66,11 +66,12 @@ def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: s
         return File(str(artifact_path(write_artifact(adata, out_dir), verify=False)))
 
 
-@task(version="1", cache=False)
-def inspect_dataset(dataset: DatasetSpec, config: dict[str, Any]) -> list[str]:
-    """Print (and return) what preprocessing would do with ``dataset`` (never cached: it prints)."""
+@task(version="2", cache=False)
+def inspect_dataset(dataset: DatasetSpec, config: dict[str, Any]) -> str:
+    """Print what preprocessing would do with ``dataset`` (never cached: it prints); return its
+    last line (what ``main`` would train on), so redun's printed result does not repeat it all."""
     from gpo_vae.preprocessing.inspect import inspect_screen
 
     lines = inspect_screen(*screen_inputs(dataset, config))
     print("\n".join(lines), flush=True)
-    return lines
+    return lines[-1]
