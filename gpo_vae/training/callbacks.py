@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -34,8 +35,12 @@ class EpochProgress(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from tqdm.auto import tqdm
 
+        total = self.max_epochs
+        per_epoch = trainer.num_training_batches
+        if trainer.max_steps and trainer.max_steps > 0 and per_epoch and math.isfinite(per_epoch):
+            total = min(total, math.ceil(trainer.max_steps / per_epoch))  # the step budget ends it first
         self.bar = tqdm(
-            total=self.max_epochs,
+            total=total,
             initial=trainer.current_epoch,
             desc=self.label,
             unit="epoch",
