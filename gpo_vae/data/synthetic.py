@@ -43,6 +43,7 @@ import scipy.sparse as sp
 
 import gpo_vae
 from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, validate_counts_adata
+from gpo_vae.data.layout import CANONICAL_SEPARATOR
 from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_xlsx
 from gpo_vae.data.synthetic_cells import assemble_csr, draw_cells, sample_chunk
 from gpo_vae.data.synthetic_design import draw_design, read_gene_symbols
@@ -66,8 +67,6 @@ PRESETS = ("default", "rpe1", "panel", "crispra", "combinatorial", "batches", "c
 LAYOUTS = ("plain", "counts_layer", "guides")
 #: Names of the simulated cell lines (``n_batches`` of them, in this order).
 BATCH_NAMES = ("RPE1", "K562", "HEPG2", "JURKAT")
-#: Separator of the targets in a combination label (``A+B``).
-COMBINATION_SEPARATOR = "+"
 _CHUNK_CELLS = 2048  # fixed: chunk boundaries decide the random streams
 
 
@@ -246,8 +245,8 @@ def simulate_perturbseq(
     groups = cells.group[:n_cells]
     pairs = design.combinations
     genes, ids = targets.gene.to_numpy(dtype=object), targets[GENE_ID_KEY].to_numpy(dtype=object)
-    combo_names = [COMBINATION_SEPARATOR.join(genes[pair]) for pair in pairs]
-    combo_ids = [COMBINATION_SEPARATOR.join(ids[pair]) for pair in pairs]
+    combo_names = [CANONICAL_SEPARATOR.join(genes[pair]) for pair in pairs]
+    combo_ids = [CANONICAL_SEPARATOR.join(ids[pair]) for pair in pairs]
     names = np.r_[genes, [CONTROL_LABEL], np.asarray(combo_names, dtype=object)]
     qc = cells.qc_kind
     columns = {

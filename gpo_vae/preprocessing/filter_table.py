@@ -29,16 +29,6 @@ from gpo_vae.errors import UserError
 from gpo_vae.preprocessing.config import PerturbationFilterConfig
 
 KEPT = "kept"
-TABLE_COLUMNS = (
-    "cells",
-    "measured",
-    "on_target_change",
-    "degs",
-    "cells_filtered",
-    "cells_on_target",
-    "status",
-    "reason",
-)
 #: Rows shown by the short form of the table in an error message.
 ERROR_ROWS = 8
 
