@@ -9,6 +9,9 @@ from typing import Any, Literal
 Likelihood = Literal["library_nb", "poisson", "normal"]
 LatentMode = Literal["concat", "sum"]
 GrnVariant = Literal["logits", "probs"]
+MaskInit = Literal["constant", "effects"]
+GrnTarget = Literal["cells", "effects"]
+PredictionBasal = Literal["prior", "encoded_controls"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,20 @@ class ModelConfig:
     grn_unmeasured
         Node columns whose gene is not measured (ΔX ≡ 0): ``skip`` leaves them out of term 4,
         ``zero`` fits them to 0 as the reference code does.
+    mask_init
+        ``constant``: every logit starts at ``mask_init_logit`` (published); ``effects``: from
+        the training cells' standardised mean effects on the node genes
+        (:func:`gpo_vae.grn.effects.effect_prior_logits`), about ``mask_init_density`` of the
+        candidate edges starting above p = 0.5.
+    mask_init_density
+        Expected share of candidate pairs that are edges, for ``mask_init: effects``.
+    grn_target
+        What term 4 aligns D S with: ``cells`` (per-cell |ΔX| − c, published) or ``effects``
+        (the cell's perturbation's effect-prior logits, its noise averaged over its cells).
+    prediction_basal
+        Where generated cells take z_basal from: ``prior`` (N(0, I), published) or
+        ``encoded_controls`` (q(z_basal | x) of the training control cells, the counterfactual
+        way: a perturbation's cells are those controls with its latent offset added).
     """
 
     n_latent: int = 200
@@ -87,6 +104,15 @@ class ModelConfig:
     grn_variant: GrnVariant = "logits"
     sparsity_coeff: float = 10.0
     grn_unmeasured: Literal["skip", "zero"] = "skip"
+    mask_init: MaskInit = "constant"
+    mask_init_density: float = 0.05
+    grn_target: GrnTarget = "cells"
+    prediction_basal: PredictionBasal = "prior"
+
+    @property
+    def needs_effects(self) -> bool:
+        """The module is built with the training cells' effect statistics."""
+        return self.mask_init == "effects" or self.grn_target == "effects"
 
     def __post_init__(self) -> None:
         problems = []
@@ -98,6 +124,18 @@ class ModelConfig:
             problems.append(f"grn_unmeasured {self.grn_unmeasured!r} is not skip or zero")
         if self.grn_variant not in ("logits", "probs"):
             problems.append(f"grn_variant {self.grn_variant!r} is not logits or probs")
+        if self.mask_init not in ("constant", "effects"):
+            problems.append(f"mask_init {self.mask_init!r} is not constant or effects")
+        if self.grn_target not in ("cells", "effects"):
+            problems.append(f"grn_target {self.grn_target!r} is not cells or effects")
+        if self.prediction_basal not in ("prior", "encoded_controls"):
+            problems.append(f"prediction_basal {self.prediction_basal!r} is not prior or encoded_controls")
+        if not 0.0 < self.mask_init_density < 1.0:
+            problems.append(f"mask_init_density {self.mask_init_density} is not in (0, 1)")
+        if self.latent_mask and self.needs_effects:
+            problems.append(
+                "a latent-sized mask has no node columns: mask_init and grn_target need a GRN mask"
+            )
         if not 0.0 < self.mask_prior < 1.0:
             problems.append(f"mask_prior {self.mask_prior} is not in (0, 1)")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:

@@ -52,6 +52,7 @@ def _sample_row(
     qc: float,
     plated: str,
     batch: torch.Tensor | None,
+    basal: torch.Tensor | None,
 ) -> torch.Tensor:
     guide, latent = module.guide, module.config.n_latent
     nodes = torch.nonzero(dosage).squeeze(1)
@@ -66,7 +67,10 @@ def _sample_row(
         )
         latent_offset = latent_offset.squeeze(1).expand(size, -1)
         qc_offset = qc_offset.squeeze(1).expand(size, -1)
-        z_basal = torch.randn(size, latent, device=dosage.device)
+        if basal is None:
+            z_basal = torch.randn(size, latent, device=dosage.device)
+        else:
+            z_basal = basal[start : start + size]
         decoder_input = module.decoder_input(z_basal, latent_offset, qc_offset, batch)
         chunks.append(module.decoder.sample(decoder_input, library[start : start + size]))
     return torch.cat(chunks)
@@ -82,8 +86,10 @@ def sample_cells(
     plated: str = "sample",
     seed: int | None = None,
     batch: int | None = None,
+    basal: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Generate cells: z_basal from the prior, M/E/qc_E from the guide, counts from the decoder.
+    """Generate cells: z_basal from the prior (or given), M/E/qc_E from the guide, counts from
+    the decoder.
 
     Parameters
     ----------
@@ -105,6 +111,9 @@ def sample_cells(
     batch
         Index of the batch (cell line) the cells come from; required by a model trained on a
         screen with batches, None otherwise.
+    basal
+        (n_cells, L) z_basal of the cells (e.g. :func:`encode_basal` of control cells: the
+        counterfactual "these cells, had they been perturbed"); None draws it from the prior.
 
     Returns
     -------
@@ -122,18 +131,60 @@ def sample_cells(
     library = library.expand(n_cells) if library.numel() == 1 else library
     if library.shape != (n_cells,):
         raise ValueError(f"library_size must be a scalar or have {n_cells} entries")
+    if basal is not None:
+        basal = torch.as_tensor(basal, dtype=torch.float32, device=device)
+        if basal.shape != (n_cells, module.config.n_latent):
+            raise ValueError(
+                f"basal must have shape {(n_cells, module.config.n_latent)}, not {tuple(basal.shape)}"
+            )
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         samples = torch.stack(
             [
-                _sample_row(module, row, n_cells, library, QC_BRANCHES[qc_branch], plated, batch_one_hot)
+                _sample_row(
+                    module, row, n_cells, library, QC_BRANCHES[qc_branch], plated, batch_one_hot, basal
+                )
                 for row in rows
             ]
         )
     single = isinstance(dosage, int) or torch.as_tensor(dosage).dim() == 1
     return samples[0] if single else samples
+
+
+@torch.no_grad()
+def encode_basal(
+    module: GPOVAE,
+    counts: torch.Tensor,
+    n_cells: int,
+    seed: int,
+    batch: int | None = None,
+) -> torch.Tensor:
+    """``n_cells`` draws of z_basal from q(z_basal | x, D = 0, q = 0) of control cells, (n_cells, L).
+
+    ``counts`` (B, G) are control cells (of ``batch`` for a model with batches); each draw picks a
+    cell uniformly with replacement and samples its posterior, both from ``seed`` alone.
+    """
+    device = module.guide.mask_logits.device
+    counts = torch.as_tensor(counts, dtype=torch.float32, device=device)
+    if counts.dim() != 2 or counts.shape[0] == 0:
+        raise ValueError("encode_basal needs a non-empty (cells, genes) matrix of control cells")
+    one_hot = _batch_one_hot(module, batch, device)
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    pick = torch.randint(counts.shape[0], (n_cells,), generator=generator).to(device)
+    noise = torch.randn(n_cells, module.config.n_latent, generator=generator).to(device)
+    chunks = []
+    for start in range(0, n_cells, CELL_CHUNK):
+        index = pick[start : start + CELL_CHUNK]
+        cell_batch = None if one_hot is None else one_hot.expand(index.numel(), -1)
+        projected = module.guide.project_counts(counts[index], cell_batch)
+        zero_offset = torch.zeros(1, index.numel(), module.n_cols, device=device)
+        zero_qc = torch.zeros(1, index.numel(), module.config.n_latent, device=device)
+        loc, scale = module.guide.basal(projected, zero_offset, zero_qc)
+        loc, scale = loc.reshape(index.numel(), -1), scale.reshape(index.numel(), -1)
+        chunks.append(loc + scale * noise[start : start + CELL_CHUNK])
+    return torch.cat(chunks)
 
 
 def grn_dataframe(probabilities: torch.Tensor, node_names: Sequence[str]) -> pd.DataFrame:

@@ -116,6 +116,12 @@ class GPOVAE(nn.Module):
     n_batches
         Batches (cell lines) of the screen; above 1, the batch one-hot is a covariate of the basal
         encoder and of the decoder (scVI's way), and generation asks for a batch.
+    effect_logits
+        (T, T) effect-prior logits of the training cells
+        (:func:`gpo_vae.grn.effects.effect_prior_logits`): the initial mask logits when
+        ``config.mask_init == "effects"`` and term 4's target when ``config.grn_target ==
+        "effects"``. Required to build such a module; when loading one, None (the state dict
+        holds the values).
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class GPOVAE(nn.Module):
         mask_prior_probs: torch.Tensor | None = None,
         node_measured: torch.Tensor | None = None,
         n_batches: int = 0,
+        effect_logits: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.config = config = config or ModelConfig()
@@ -158,6 +165,18 @@ class GPOVAE(nn.Module):
         if measured.shape != (n_nodes,):
             raise ValueError(f"node_measured has {measured.numel()} entries, expected {n_nodes}")
         self.register_buffer("node_measured", measured.to(torch.bool))
+        if effect_logits is not None:
+            effect_logits = torch.as_tensor(effect_logits, dtype=torch.float32)
+            if effect_logits.shape != (n_nodes, n_nodes):
+                raise ValueError(
+                    f"effect_logits has shape {tuple(effect_logits.shape)}, expected {(n_nodes,) * 2}"
+                )
+        if config.grn_target == "effects":
+            # zeros are a placeholder for a module whose state dict is loaded next
+            target = effect_logits if effect_logits is not None else torch.zeros(n_nodes, n_nodes)
+            self.register_buffer("grn_effect_target", target.clone())
+        if config.mask_init == "effects" and effect_logits is not None and mask_prior_probs is None:
+            mask_prior_probs = torch.sigmoid(effect_logits)
         self.guide = Guide(
             n_genes,
             n_nodes,
@@ -289,13 +308,13 @@ class GPOVAE(nn.Module):
             if cfg.grn_coeff > 0:
                 accumulation = grn.grn_accumulation(logits, cfg.hop, cfg.grn_variant)
                 columns = self.node_measured if cfg.grn_unmeasured == "skip" else None
+                if cfg.grn_target == "effects":
+                    # the target D·Y is what the ΔX − c of the cells would be without their noise
+                    delta_x = dosage.float() @ self.grn_effect_target + cfg.fc_criteria
+                else:
+                    delta_x = batch["delta_x"].float()
                 alignment = grn.grn_alignment_loss(
-                    accumulation,
-                    dosage.float(),
-                    batch["delta_x"].float(),
-                    cfg.fc_criteria,
-                    cfg.grn_variant,
-                    columns=columns,
+                    accumulation, dosage.float(), delta_x, cfg.fc_criteria, cfg.grn_variant, columns=columns
                 )
                 terms["grn"] = cfg.grn_coeff * alignment
             terms["sparsity"] = (
@@ -367,9 +386,18 @@ class GPOVAE(nn.Module):
         plated: str = "sample",
         seed: int | None = None,
         batch: int | None = None,
+        basal: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Generated counts for a node index or dosage rows; see :func:`generate.sample_cells`."""
-        return generate.sample_cells(self, dosage, n_cells, library_size, qc_branch, plated, seed, batch)
+        return generate.sample_cells(
+            self, dosage, n_cells, library_size, qc_branch, plated, seed, batch, basal
+        )
+
+    def encode_basal(
+        self, counts: torch.Tensor, n_cells: int, seed: int, batch: int | None = None
+    ) -> torch.Tensor:
+        """z_basal draws of control cells; see :func:`generate.encode_basal`."""
+        return generate.encode_basal(self, counts, n_cells, seed, batch)
 
     def mask_probabilities(self) -> torch.Tensor:
         """q(M) edge probabilities sigmoid(logits), (T, C), detached."""

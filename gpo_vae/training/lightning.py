@@ -86,7 +86,18 @@ class GPOVAETrainingPlan(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         cfg = self.training_config
-        return torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.mask_lr_scale == 1.0:
+            return torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        mask = self.model.guide.mask_logits
+        others = [p for p in self.model.parameters() if p is not mask]
+        return torch.optim.Adam(
+            [
+                {"params": others},
+                {"params": [mask], "lr": cfg.lr * cfg.mask_lr_scale, "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[RNG_KEY] = capture_rng_states()

@@ -35,6 +35,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 from gpo_vae.config import to_dict
+from gpo_vae.grn.effects import effect_prior_logits, effect_zscores, prior_logit
 from gpo_vae.interrupt import RunInterrupted, sigint_requests_stop
 from gpo_vae.io import (
     exclusive_lock,
@@ -90,7 +91,31 @@ def artifact_checksum(artifact_dir: str | Path) -> str:
 
 
 def build_model(model_config: ModelConfig, cells: ArtifactCells, statistics: TrainingStatistics) -> GPOVAE:
-    """A freshly initialised module shaped for ``cells``, weighted by the training statistics."""
+    """A freshly initialised module shaped for ``cells``, weighted by the training statistics.
+
+    A config that asks for effect statistics (``mask_init`` or ``grn_target`` ``effects``) gets
+    them from the training cells alone.
+    """
+    effect_logits = None
+    if model_config.needs_effects:
+        zscores = effect_zscores(
+            cells.counts,
+            cells.dosage,
+            cells.rows("train"),
+            cells.nodes,
+            cells.genes,
+            cells.n_perturbed,
+            cells.batch_codes if cells.n_batches else None,
+        )
+        effect_logits = torch.as_tensor(
+            effect_prior_logits(
+                zscores,
+                cells.n_perturbed,
+                model_config.mask_init_density,
+                prior_logit(model_config.mask_prior),
+            ),
+            dtype=torch.float32,
+        )
     return GPOVAE(
         cells.n_genes,
         cells.n_nodes,
@@ -102,6 +127,7 @@ def build_model(model_config: ModelConfig, cells: ArtifactCells, statistics: Tra
         model_config,
         node_measured=torch.as_tensor(cells.node_measured),
         n_batches=cells.n_batches,
+        effect_logits=effect_logits,
     )
 
 

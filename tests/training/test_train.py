@@ -213,3 +213,25 @@ def test_cuda_requested_without_cuda_is_a_clear_error(artifact_dir, tmp_path):
 def test_unfinished_run_cannot_be_loaded(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a finished training run"):
         load_trained_model(tmp_path)
+
+
+def test_plus_run_starts_from_the_effect_prior_and_reloads_its_target(artifact_dir, tmp_path):
+    from gpo_vae.grn.effects import effect_prior_logits, effect_zscores, prior_logit
+    from gpo_vae.training.data import ArtifactCells
+
+    config = TINY_MODEL.replace(mask_init="effects", grn_target="effects", hop=0, mask_prior=0.05)
+    cells = ArtifactCells.read(artifact_dir)
+    z = effect_zscores(
+        cells.counts, cells.dosage, cells.rows("train"), cells.nodes, cells.genes, cells.n_perturbed
+    )
+    expected = effect_prior_logits(z, cells.n_perturbed, config.mask_init_density, prior_logit(0.05))
+    run = train_model(
+        artifact_dir, config, TINY_TRAINING.replace(max_epochs=1), tmp_path / "plus", progress=False
+    )
+    model, _ = load_trained_model(run)
+    np.testing.assert_allclose(model.grn_effect_target.numpy(), expected, rtol=1e-5, atol=1e-5)
+    logits = model.guide.mask_logits.detach().numpy()
+    # one epoch at lr 3e-4 moves a logit by at most ~steps × lr: the start was the effect prior
+    assert np.abs(logits - expected).max() < 0.05
+    off = ~np.eye(len(logits), dtype=bool)
+    assert ((logits > 0) & off).sum() == ((expected > 0) & off).sum()
