@@ -3,6 +3,10 @@
 - :func:`mean_baseline_ate`: predict each perturbation's effect as the ATE of its *training*
   cells (against training controls). A model that does not beat it has learnt nothing beyond
   the per-perturbation average.
+- :func:`noncontrol_mean_ate`: predict every perturbation's effect as the ATE of *all*
+  perturbed training cells pooled (Systema's "non-control mean", Viñas Torné et al., Nat
+  Biotech 2025): one shared shift. Whatever a method scores beyond it is perturbation-specific;
+  on standard metrics it rivals published deep models, so it is the bar a model must clear.
 - :func:`control_baseline_ate`: predict no effect (ATE 0). Its Pearson r is undefined (NaN,
   constant prediction); its R² is ``−Σt²/Σ(t − t̄)² ≤ 0``.
 - :func:`split_half_reliability`: the ceiling set by sampling noise. The test cells of every
@@ -44,6 +48,33 @@ def mean_baseline_ate(
     return ate_on_split(
         X_counts, labels, split, train_split, control_label, perturbations, target_sum, genes, batches
     )
+
+
+#: The pooled label of :func:`noncontrol_mean_ate`.
+PERTURBED_POOL = "__all_perturbed__"
+
+
+def noncontrol_mean_ate(
+    X_counts: Counts,
+    labels: Sequence | np.ndarray | pd.Series,
+    split: Sequence | np.ndarray | pd.Series,
+    control_label: str = CONTROL_LABEL,
+    perturbations: Iterable[str] | None = None,
+    target_sum: float = DEFAULT_TARGET_SUM,
+    genes: Sequence[str] | pd.Index | None = None,
+    train_split: str = "train",
+    batches: Sequence | np.ndarray | pd.Series | None = None,
+) -> pd.DataFrame:
+    """The ATE of every perturbed training cell pooled, the same row for each perturbation."""
+    values = np.asarray(labels).astype(str)
+    pooled = np.where(values == control_label, control_label, PERTURBED_POOL)
+    shift = ate_on_split(
+        X_counts, pooled, split, train_split, control_label, [PERTURBED_POOL], target_sum, genes, batches
+    )
+    if perturbations is None:
+        perturbations = sorted(set(values.tolist()) - {control_label})
+    index = pd.Index(list(perturbations), name="perturbation")
+    return pd.DataFrame(np.repeat(shift.to_numpy(), len(index), axis=0), index=index, columns=shift.columns)
 
 
 def control_baseline_ate(perturbations: Iterable[str], genes: Sequence[str] | pd.Index) -> pd.DataFrame:

@@ -8,6 +8,10 @@ Methods are T × T score matrices over the treatment nodes:
   ``p ⊙ E[E | M = 1[p > 0.5]]`` (mask probabilities times the guide's mean embedding): a
   similarity, symmetric, so it cannot orient an edge; nodes never dosed in training score 0.
 - ``correlation``: ``|corr|`` of the ΔX columns over the TRAINING cells (symmetric).
+- ``effect_z``: |standardised mean effect| of each perturbation on each node gene over the
+  training cells (:func:`gpo_vae.grn.effects.effect_zscores`; directed, total effects, not
+  direct ones). ``gpo_vae_plus`` starts its mask from it: the model must beat it to have
+  learnt anything about the graph.
 - ``random``: seeded uniform scores (chance level).
 
 A method without probabilities is turned into a graph by its top-K edges with K = the model's

@@ -8,6 +8,9 @@ Definitions, per perturbation (one row of the ATE tables), over genes:
   would answer 0 or 1 there).
 - ``pearson_top{k}`` / ``r2_top{k}``: the same on the ``k`` (20) genes with the largest
   ``|true ATE|`` of that perturbation (its top DE genes).
+- ``pearson_specific`` (when a shared shift s is given): Pearson of (pred − s) against
+  (true − s), s the ATE of all perturbed training cells pooled; a prediction that only knows
+  the shift every perturbation shares scores 0 (undefined for s itself).
 - ``jaccard_top{k}``: ``|A ∩ B| / |A ∪ B|`` of the top-``k`` genes by ``|true ATE|`` (A) and by
   ``|predicted ATE|`` (B), for k = 20 and 50.
 
@@ -85,6 +88,7 @@ def prediction_metrics(
     pred_ate: pd.DataFrame,
     top_de: int = DEFAULT_TOP_DE,
     jaccard_ks: Sequence[int] = DEFAULT_JACCARD_KS,
+    shared_shift: pd.Series | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per-perturbation agreement of predicted with true ATE (definitions in the module docstring).
 
@@ -93,6 +97,10 @@ def prediction_metrics(
     true_ate, pred_ate
         Perturbations × genes; same gene set (pred is reordered to true's columns); rows are
         matched by name and only common perturbations are scored.
+    shared_shift
+        (G,) the shift every perturbation shares (the non-control mean's ATE, over true's
+        genes): adds ``pearson_specific``, the Pearson r of (pred − shift) against (true −
+        shift), which a prediction earns only with what is specific to the perturbation.
 
     Returns
     -------
@@ -103,6 +111,11 @@ def prediction_metrics(
     true = true_df.to_numpy(dtype=np.float64)
     pred = pred_df.to_numpy(dtype=np.float64)
     out = {"pearson": row_pearson(true, pred), "r2": row_r2(true, pred)}
+    if shared_shift is not None:
+        if not isinstance(shared_shift, pd.Series):
+            shared_shift = pd.Series(np.asarray(shared_shift, dtype=np.float64), index=true_ate.columns)
+        shift = shared_shift.reindex(true_df.columns).to_numpy(dtype=np.float64)[None, :]
+        out["pearson_specific"] = row_pearson(true - shift, pred - shift)
     top = top_k_indices(true, top_de)
     true_top = np.take_along_axis(true, top, axis=1)
     pred_top = np.take_along_axis(pred, top, axis=1)

@@ -13,7 +13,7 @@ perturbation's training cells; on the ``qc_pass`` subset of its QC-pass training
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anndata as ad
@@ -38,7 +38,7 @@ from gpo_vae.evaluation.ate import (
     batch_shares,
     mean_log2_expression,
 )
-from gpo_vae.evaluation.baselines import mean_baseline_ate, split_half_reliability
+from gpo_vae.evaluation.baselines import mean_baseline_ate, noncontrol_mean_ate, split_half_reliability
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.metrics import prediction_metrics, qc_pass_ratio, summary_stats_agreement
 from gpo_vae.models import GPOVAE
@@ -109,6 +109,14 @@ class EvaluationData:
         tested = set(self.labels[self.cells.rows("test")].tolist()) - {self.control_label}
         singles = [node for node in self.cells.nodes[: self.cells.n_perturbed] if node in tested]
         return singles + sorted(tested - set(singles))
+
+    def training_controls(self, batch: int | None = None) -> sp.csr_matrix:
+        """Counts of the training control cells (of one batch when ``batch`` is given)."""
+        rows = self.cells.rows("train")
+        rows = rows[self.labels[rows] == self.control_label]
+        if batch is not None and self.cells.n_batches:
+            rows = rows[self.cells.batch_codes[rows] == batch]
+        return self.cells.counts[rows]
 
     def test_batch_shares(self, perturbations: Sequence[str]) -> pd.DataFrame | None:
         """Each perturbation's share of test cells per batch (None without batches): the weights
@@ -216,6 +224,7 @@ def generate_and_summarise(
     keep_cells: int = 0,
     progress: bool = False,
     batch_weights: pd.DataFrame | None = None,
+    control_counts: Callable[[int | None], sp.csr_matrix] | None = None,
 ) -> GeneratedSummary:
     """Generate ``config.n_generated_cells`` cells per perturbation and for the controls.
 
@@ -230,6 +239,11 @@ def generate_and_summarise(
     QC pass counts when ``qc_thresholds`` is given, ``keep_cells`` cells kept sparse) and
     dropped before the next one. The controls keep up to ``max(keep_cells, 1000)`` cells: the
     largest control subsample that ``compute_summary_stats`` tests against.
+
+    A model with ``prediction_basal: encoded_controls`` takes z_basal from ``control_counts(b)``
+    (the training control cells of batch ``b``, or of the screen for None): the same draws for
+    the controls and for every perturbation of a batch, so an ATE compares the same cells with
+    and without the perturbation's latent offset.
     """
     node_index = {str(node): i for i, node in enumerate(nodes)}
     if len(node_index) != model.n_nodes:
@@ -249,6 +263,18 @@ def generate_and_summarise(
     kept_labels: list[np.ndarray] = []
     var = pd.DataFrame(index=genes.astype(str))
     kept_controls = 0
+    basal: dict[int | None, torch.Tensor | None] = dict.fromkeys(batch_list)
+    if model.config.prediction_basal == "encoded_controls":
+        if control_counts is None:
+            raise ValueError("this model predicts from encoded control cells: pass control_counts")
+        for b in batch_list:
+            cells = control_counts(b)
+            if cells.shape[0] == 0:
+                raise ValueError(
+                    f"no training control cells{'' if b is None else f' in batch {b}'} to encode"
+                )
+            dense = torch.as_tensor(cells.toarray(), dtype=torch.float32)
+            basal[b] = model.encode_basal(dense, n, generation_seed(config.seed, None, b) ^ 0x62617361, b)
     for label, i, b in tqdm(jobs, desc="generating", disable=not progress):
         if i < 0:
             dosage, seed_nodes = torch.zeros(model.n_nodes), None
@@ -263,6 +289,7 @@ def generate_and_summarise(
             "sample",
             generation_seed(config.seed, seed_nodes, b),
             b,
+            basal[b],
         )
         counts = counts.cpu().numpy()
         if counts.shape[1] != len(genes):
@@ -330,6 +357,9 @@ class ObservedTables:
         ``all_cells``: every cell).
     mean_baselines
         subset → the ATE of the training cells (the mean baseline's prediction).
+    noncontrol_means
+        subset → the ATE of all perturbed training cells pooled, one row per perturbation
+        (the non-control mean's prediction; its row is the shared shift of ``pearson_specific``).
     ceilings
         subset → split-half metrics of the test cells (half A vs half B, seeded).
     """
@@ -337,6 +367,11 @@ class ObservedTables:
     references: dict[tuple[str, str], pd.DataFrame]
     mean_baselines: dict[str, pd.DataFrame]
     ceilings: dict[str, pd.DataFrame]
+    noncontrol_means: dict[str, pd.DataFrame]
+
+    def shared_shifts(self) -> dict[str, pd.Series]:
+        """subset → the shift every perturbation shares (the non-control mean's ATE)."""
+        return {subset: frame.iloc[0] for subset, frame in self.noncontrol_means.items() if len(frame)}
 
 
 def observed_tables(
@@ -348,7 +383,7 @@ def observed_tables(
     before the next subset, so at most one copy of the QC-pass counts exists.
     """
     control, genes = data.control_label, data.genes
-    references, baselines, ceilings = {}, {}, {}
+    references, baselines, ceilings, noncontrol = {}, {}, {}, {}
     for subset in SUBSETS:
         counts, labels, split, batches = _subset_arrays(data, subset)
         references[HELDOUT, subset] = ate_reference_heldout(
@@ -358,6 +393,9 @@ def observed_tables(
             counts, labels, control, perturbations, genes=genes, batches=batches
         )
         baselines[subset] = mean_baseline_ate(
+            counts, labels, split, control, perturbations, genes=genes, batches=batches
+        )
+        noncontrol[subset] = noncontrol_mean_ate(
             counts, labels, split, control, perturbations, genes=genes, batches=batches
         )
         ceilings[subset] = split_half_reliability(
@@ -373,7 +411,7 @@ def observed_tables(
             jaccard_ks=config.jaccard_ks,
             batches=batches,
         )
-    return ObservedTables(references, baselines, ceilings)
+    return ObservedTables(references, baselines, ceilings, noncontrol)
 
 
 def _keyed(metrics: pd.DataFrame, method: str, reference: str, subset: str) -> pd.DataFrame:
@@ -389,6 +427,7 @@ def prediction_table(
     predictions: Mapping[str, Mapping[str, pd.DataFrame]],
     ceilings: Mapping[str, pd.DataFrame],
     config: EvaluationConfig,
+    shared_shifts: Mapping[str, pd.Series] | None = None,
 ) -> pd.DataFrame:
     """The long ``prediction_metrics.csv`` table.
 
@@ -401,11 +440,16 @@ def prediction_table(
     ceilings
         subset → split-half metrics; reported under the ``heldout_test`` reference only (they
         are computed from test cells).
+    shared_shifts
+        subset → the non-control mean's ATE: adds ``pearson_specific`` to every method.
     """
     frames = []
     for (reference, subset), observed in references.items():
+        shift = None if shared_shifts is None else shared_shifts.get(subset)
         for method, by_subset in predictions.items():
-            metrics = prediction_metrics(observed, by_subset[subset], config.top_de, config.jaccard_ks)
+            metrics = prediction_metrics(
+                observed, by_subset[subset], config.top_de, config.jaccard_ks, shared_shift=shift
+            )
             if method == "control_baseline":
                 # a constant prediction ranks no gene above another: its top-k sets are arbitrary
                 metrics[[c for c in metrics.columns if c.startswith("jaccard")]] = np.nan

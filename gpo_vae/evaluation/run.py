@@ -32,6 +32,7 @@ from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.grn.baselines import correlation_scores, random_scores
+from gpo_vae.grn.effects import effect_zscores
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
 from gpo_vae.interrupt import check_stop
 from gpo_vae.io import disk_full_error, provenance, remove_stale_temps, temp_sibling, write_json_atomic
@@ -100,16 +101,18 @@ def screen_tables(record: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame 
 
 
 def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean Pearson r and R² of each method on the held-out ATE (all cells), one row per method."""
+    """Mean Pearson r, R² and perturbation-specific r of each method on the held-out ATE (all
+    cells), one row per method (``mean_pearson_specific`` NaN when the table has none)."""
     held = metrics[(metrics["reference"] == pred.HELDOUT) & (metrics["subset"] == pred.ALL_CELLS)]
     grouped = held.groupby("method", sort=False)
-    return pd.DataFrame(
-        {
-            "mean_pearson": grouped["pearson"].mean(),
-            "mean_r2": grouped["r2"].mean(),
-            "n_perturbations": grouped["pearson"].size(),
-        }
-    ).reset_index()
+    columns = {"mean_pearson": grouped["pearson"].mean(), "mean_r2": grouped["r2"].mean()}
+    columns["mean_pearson_specific"] = (
+        grouped["pearson_specific"].mean()
+        if "pearson_specific" in held.columns
+        else columns["mean_r2"] * np.nan
+    )
+    columns["n_perturbations"] = grouped["pearson"].size()
+    return pd.DataFrame(columns).reset_index()
 
 
 def _prediction(
@@ -151,15 +154,19 @@ def _prediction(
                 keep_cells=config.summary_stats_cells if own and reported is not None else 0,
                 progress=progress,
                 batch_weights=data.test_batch_shares(perturbations),
+                control_counts=data.training_controls,
             )
         ate = summaries[method].ate()
         predictions[method] = {subset: ate for subset in pred.SUBSETS}
     generated = summaries[grn.MODEL]
     predictions["mean_baseline"] = mean_baseline
+    predictions["noncontrol_mean"] = observed.noncontrol_means
     zero = control_baseline_ate(perturbations, data.genes)
     predictions["control_baseline"] = {subset: zero for subset in pred.SUBSETS}
     with stages("prediction_metrics"):
-        table = pred.prediction_table(references, predictions, observed.ceilings, config)
+        table = pred.prediction_table(
+            references, predictions, observed.ceilings, config, observed.shared_shifts()
+        )
         _write_csv(table, out, "prediction_metrics.csv")
         scatter = pred.ate_scatter_table(
             references[pred.HELDOUT, pred.ALL_CELLS],
@@ -178,8 +185,10 @@ def _prediction(
             _write_csv(agreement, out, "summary_stats_agreement.csv")
             _write_csv(points, out, "summary_stats_points.csv")
     pearson = headline_table(table).set_index("method")["mean_pearson"]
-    for method in [*models, "mean_baseline"]:
+    specific = headline_table(table).set_index("method")["mean_pearson_specific"]
+    for method in [*models, "mean_baseline", "noncontrol_mean"]:
         metrics[f"{method}_mean_pearson"] = float(pearson[method])
+        metrics[f"{method}_mean_pearson_specific"] = float(specific[method])
     return metrics
 
 
@@ -205,6 +214,17 @@ def _grn(
     if grn.SAMS_VAE in models:
         scores[grn.SAMS_VAE] = grn.sams_vae_node_scores(models[grn.SAMS_VAE][0])
     scores["correlation"] = correlation_scores(cells.delta_x[cells.rows("train")])
+    scores["effect_z"] = np.abs(
+        effect_zscores(
+            cells.counts,
+            cells.dosage,
+            cells.rows("train"),
+            nodes,
+            cells.genes,
+            cells.n_perturbed,
+            cells.batch_codes if cells.n_batches else None,
+        )
+    )
     scores["random"] = random_scores(len(nodes), config.seed)
     graphs = grn.method_graphs(scores, config.grn_threshold)
     with stages("grn_statistical"):

@@ -12,6 +12,7 @@ import pandas as pd
 from gpo_vae.report import grn_plots, plots
 from gpo_vae.report.html import figure_html, html_table, not_computed, section
 from gpo_vae.report.tables import MASK_FILE, RUN_FILE, SCREEN_FILE, SPECS, EvaluationTables
+from gpo_vae.report.verdict import grn_verdict
 
 OWN_GRAPH = "p>0.5"
 STAT_COLUMNS = {
@@ -81,6 +82,11 @@ def reference_section(tables: EvaluationTables) -> str:
         files = [SPECS["grn_pr_curves"].file, SPECS["grn_reference"].file]
         return section("grn-reference", title, not_computed("Reference-network agreement", files))
     body = ""
+    if reference is not None:
+        for network in dict.fromkeys(reference["network"]):
+            verdict = grn_verdict(reference, network)
+            if verdict is not None:
+                body += f'<p class="verdict {verdict.tone}">{html.escape(verdict.text)}</p>'
     if curves is not None and not curves.empty:
         png = grn_plots.pr_curves_figure(curves, reference)
         body += figure_html(

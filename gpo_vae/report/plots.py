@@ -39,31 +39,42 @@ METHOD_ORDER = (
     "model",
     "sams_vae",
     "mean_baseline",
+    "noncontrol_mean",
     "control_baseline",
     "split_half_ceiling",
     "correlation",
+    "effect_z",
     "random",
 )
 METHOD_LABELS = {
     "model": "GPO-VAE (model)",
     "sams_vae": "SAMS-VAE",
     "mean_baseline": "mean baseline",
+    "noncontrol_mean": "non-control mean",
     "control_baseline": "control baseline",
     "split_half_ceiling": "split-half ceiling",
     "correlation": "|corr ΔX| baseline",
+    "effect_z": "|effect z| baseline",
     "random": "random graph",
 }
 _COLORS = {
     "model": "#1f5f99",
     "sams_vae": "#d9822b",
     "mean_baseline": "#7b8794",
+    "noncontrol_mean": "#b7950b",
     "control_baseline": "#a0aab4",
     "split_half_ceiling": "#2e8540",
     "correlation": "#8e44ad",
+    "effect_z": "#16a085",
     "random": "#a0aab4",
 }
 _EXTRA_COLORS = ("#c0392b", "#16a085", "#f1c40f", "#34495e", "#e67e22")
-METRIC_LABELS = {"pearson": "Pearson r", "r2": "R²", "jaccard": "Jaccard"}
+METRIC_LABELS = {
+    "pearson": "Pearson r",
+    "r2": "R²",
+    "jaccard": "Jaccard",
+    "pearson_specific": "Pearson r minus the shared shift",
+}
 R2_FLOOR = -1.0  # R² is unbounded below; clip so one bad perturbation does not flatten the plot
 
 

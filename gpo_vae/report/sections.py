@@ -38,7 +38,9 @@ def _card(label: str, value: object, note: str = "") -> str:
 
 
 #: run.json metrics that the cards above already show, computed from the tables.
-SHOWN_ABOVE = frozenset({"model_mean_pearson", "mean_baseline_mean_pearson", "grn_edges"})
+SHOWN_ABOVE = frozenset(
+    {"model_mean_pearson", "mean_baseline_mean_pearson", "noncontrol_mean_mean_pearson", "grn_edges"}
+)
 
 
 def headline(tables: EvaluationTables) -> str:
@@ -68,6 +70,7 @@ def headline(tables: EvaluationTables) -> str:
     for method, label in (
         ("model", "model r"),
         ("mean_baseline", "mean baseline r"),
+        ("noncontrol_mean", "non-control mean r"),
         ("split_half_ceiling", "ceiling r"),
     ):
         value = _mean_metric(metrics, method)

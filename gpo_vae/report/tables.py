@@ -22,7 +22,7 @@ import pandas as pd
 
 NA_STRINGS = ["", "nan", "NaN", "NA", "N/A", "null"]
 RUN_FILE = "run.json"
-METRIC_PATTERN = re.compile(r"^(pearson|r2|jaccard)(_top\d+)?$")
+METRIC_PATTERN = re.compile(r"^(pearson|r2|jaccard)(_top\d+|_specific)?$")
 HELDOUT = "heldout_test"
 ALL_CELLS = "all_cells"
 

@@ -10,6 +10,7 @@ from gpo_vae.evaluation.ate import ate_perturbseq
 from gpo_vae.evaluation.baselines import (
     control_baseline_ate,
     mean_baseline_ate,
+    noncontrol_mean_ate,
     spearman_brown,
     split_half_ate,
     split_half_reliability,
@@ -39,6 +40,40 @@ def test_mean_baseline_is_training_ate_and_ignores_test_cells() -> None:
     perturbed = X.copy()
     perturbed[np.flatnonzero(train & (labels == "B"))[0]] += 30
     assert not np.allclose(mean_baseline_ate(perturbed, labels, split).loc["B"], baseline.loc["B"])
+
+
+def test_noncontrol_mean_is_the_pooled_training_ate_for_every_perturbation() -> None:
+    X, labels, split = _data()
+    train = split == "train"
+    shared = noncontrol_mean_ate(X, labels, split, perturbations=["A", "B", "C"])
+    assert list(shared.index) == ["A", "B", "C"]
+    X64 = X.astype(np.float64)
+    log = np.log2(1.0 + X64 * (1e4 / X64.sum(1, keepdims=True)))
+    perturbed = train & (labels != CTRL)
+    expected = log[perturbed].mean(0) - log[train & (labels == CTRL)].mean(0)
+    for row in shared.to_numpy():
+        np.testing.assert_allclose(row, expected, rtol=1e-9, atol=1e-12)
+    changed = X.copy()
+    changed[~train] = 0.0  # test cells are never read
+    pd.testing.assert_frame_equal(
+        noncontrol_mean_ate(changed, labels, split, perturbations=["A", "B", "C"]), shared
+    )
+
+
+def test_pearson_specific_removes_the_shared_shift() -> None:
+    X, labels, split = _data()
+    truth = ate_perturbseq(X[split == "test"], labels[split == "test"])
+    shared = noncontrol_mean_ate(X, labels, split, perturbations=truth.index)
+    shift = shared.iloc[0]
+    metrics = prediction_metrics(truth, mean_baseline_ate(X, labels, split), shared_shift=shift)
+    baseline = mean_baseline_ate(X, labels, split)
+    for p in truth.index:
+        hand = np.corrcoef(truth.loc[p] - shift, baseline.loc[p] - shift)[0, 1]
+        assert metrics.loc[p, "pearson_specific"] == pytest.approx(hand, rel=1e-9)
+    # the shared shift alone carries nothing specific: its own score is undefined
+    alone = prediction_metrics(truth, shared, shared_shift=shift)
+    assert alone["pearson_specific"].isna().all()
+    assert "pearson_specific" not in prediction_metrics(truth, baseline).columns
 
 
 def test_control_baseline_is_zero_and_scores_as_documented() -> None:

@@ -64,8 +64,8 @@ CONTRACT_FILES = {
     "grn_pr_curves.csv",
     "run.json",
 }
-METHODS = {"model", "sams_vae", "mean_baseline", "control_baseline", "split_half_ceiling"}
-GRN_METHODS = {"model", "sams_vae", "correlation", "random"}
+METHODS = {"model", "sams_vae", "mean_baseline", "noncontrol_mean", "control_baseline", "split_half_ceiling"}
+GRN_METHODS = {"model", "sams_vae", "correlation", "effect_z", "random"}
 
 
 @pytest.fixture(scope="module")
