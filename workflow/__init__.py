@@ -79,7 +79,7 @@ def main(
 
     Options (default):
       --dataset (synthetic)        synthetic, rpe1, k562, adamson, or a path to your .h5ad
-      --model (gpo_vae)            config family: configs/<model>_<dataset>.yaml (gpo_vae, sams_vae)
+      --model (gpo_vae)            config family: configs/<model>_<dataset>.yaml (gpo_vae, gpo_vae_plus, sams_vae)
       --config (none)              a run config YAML instead of the family default
       --results-dir (results)      results go to <results-dir>/<dataset>/
       --seed (0)                   seed of the synthetic screen (training seeds are in the config)
@@ -206,7 +206,7 @@ def sweep(
     Options (default):
       --dataset (synthetic)        synthetic, rpe1, k562, adamson, or a path to your .h5ad
       --sweep (configs/sweeps/grn_loss.yaml)  the sweep file (configs/sweeps/*.yaml)
-      --model (gpo_vae)            config family of the base config (gpo_vae, sams_vae)
+      --model (gpo_vae)            config family of the base config (gpo_vae, gpo_vae_plus, sams_vae)
       --config (none)              a base run config YAML instead of the family default
       --results-dir (results)      leaderboard in <results-dir>/<dataset>/sweeps/<name>/
       --seed (0)                   seed of the synthetic screen

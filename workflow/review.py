@@ -138,7 +138,7 @@ def inspect(
 
     Options (default):
       --dataset (synthetic)        synthetic, rpe1, k562, adamson, or a path to your .h5ad
-      --model (gpo_vae)            config family: configs/<model>_<dataset>.yaml (gpo_vae, sams_vae)
+      --model (gpo_vae)            config family: configs/<model>_<dataset>.yaml (gpo_vae, gpo_vae_plus, sams_vae)
       --config (none)              a run config YAML instead of the family default
       --results-dir (results)      computed summary statistics go to <results-dir>/<dataset>/data/
       --seed (0)                   seed of the synthetic screen

@@ -62,7 +62,17 @@ __all__ = [
 
 SUMMARY_SHEET = "TabS_synthetic_summary_stat"
 #: The named screens of :meth:`SyntheticConfig.preset`.
-PRESETS = ("default", "rpe1", "panel", "crispra", "combinatorial", "batches", "counts_layer", "guides")
+PRESETS = (
+    "default",
+    "rpe1",
+    "panel",
+    "crispra",
+    "combinatorial",
+    "batches",
+    "counts_layer",
+    "guides",
+    "low_cells",
+)
 #: How a screen's counts file can be saved (:func:`saved_layout`).
 LAYOUTS = ("plain", "counts_layer", "guides")
 #: Names of the simulated cell lines (``n_batches`` of them, in this order).
@@ -150,6 +160,8 @@ class SyntheticConfig:
         exactly 100 cells per perturbation), ``combinatorial`` (dual-guide ``A+B`` cells beside
         their singles), ``batches`` (two cell lines in ``obs["cell_line"]``), ``counts_layer``
         (raw counts in ``layers["counts"]``, normalised ``X``), ``guides`` (labels per guide).
+        ``low_cells``: the default screen with 55 cells per perturbation (~35 in training with
+        the published split), where a per-perturbation mean is noisy; it needs ``min_cells`` ≤ 55.
         """
         presets = {
             "default": {},
@@ -189,6 +201,7 @@ class SyntheticConfig:
             "batches": {"n_batches": 2},
             "counts_layer": {"layout": "counts_layer"},
             "guides": {"layout": "guides"},
+            "low_cells": {"cells_per_perturbation": 55.0, "cells_sigma": 0.0},
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")

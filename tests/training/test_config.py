@@ -58,7 +58,7 @@ def test_impossible_values_name_the_field(changes, field):
         TrainingConfig(**changes)
 
 
-@pytest.mark.parametrize("model", ["gpo_vae", "sams_vae"])
+@pytest.mark.parametrize("model", ["gpo_vae", "sams_vae", "gpo_vae_plus"])
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_every_shipped_config_loads(model, dataset):
     config = load_run_config(CONFIG_DIR / f"{model}_{dataset}.yaml")
@@ -79,6 +79,27 @@ def test_sams_vae_twin_differs_only_in_the_baseline_switches(dataset):
     sizes = {name: getattr(gpo.model, name) for name in to_dict(gpo.model) if name not in switches + grn_only}
     assert sams.model == ModelConfig.sams_vae(**sizes)
     assert gpo.model.mode == "concat" and not gpo.model.latent_mask and gpo.model.grn_coeff == 100.0
+
+
+#: What GPO-VAE+ changes (README, "GPO-VAE+"); everything else is the published family's.
+PLUS_MODEL_CHANGES = {
+    "mask_prior": 0.05,
+    "n_particles": 1,
+    "hop": 0,
+    "mask_init": "effects",
+    "mask_init_density": 0.05,
+    "grn_target": "effects",
+}
+
+
+@pytest.mark.parametrize("dataset", [*DATASETS, "custom_published"])
+def test_plus_twin_differs_only_in_its_documented_levers(dataset):
+    gpo = load_run_config(CONFIG_DIR / f"gpo_vae_{dataset}.yaml")
+    plus = load_run_config(CONFIG_DIR / f"gpo_vae_plus_{dataset}.yaml")
+    assert plus.preprocess == gpo.preprocess and plus.evaluation == gpo.evaluation
+    assert plus.model == gpo.model.replace(**PLUS_MODEL_CHANGES)
+    changed = {k for k, v in to_dict(plus.training).items() if to_dict(gpo.training)[k] != v}
+    assert changed <= {"lr", "batch_size"} and plus.training.lr > gpo.training.lr
 
 
 @pytest.mark.parametrize(
