@@ -5,9 +5,9 @@ included; ``all_cells``: every cell, the published reference), each on all cells
 cells (``subset``). The model's ATE comes from generated cells (good-QC branch, fixed library
 size) against generated controls (as :func:`~gpo_vae.evaluation.ate.ate_from_generated`
 without a ``control_mean``), one perturbation at a time, so no more than one perturbation's
-cells are ever held in memory. Baselines: ``mean_baseline`` (the ATE of the
-perturbation's training cells; on the ``qc_pass`` subset of its QC-pass training cells),
-``control_baseline`` (no effect) and ``split_half_ceiling`` (two halves of the test cells).
+cells are ever held in memory. The data's side (references, ``mean_baseline``,
+``noncontrol_mean``, ``split_half_ceiling``) is :mod:`gpo_vae.evaluation.observed`;
+``control_baseline`` predicts no effect.
 """
 
 from __future__ import annotations
@@ -32,13 +32,7 @@ from gpo_vae.data.summary_stats_io import (
     PERTURBATION_COLUMN,
     collapse_duplicates,
 )
-from gpo_vae.evaluation.ate import (
-    ate_reference_all_cells,
-    ate_reference_heldout,
-    batch_shares,
-    mean_log2_expression,
-)
-from gpo_vae.evaluation.baselines import mean_baseline_ate, noncontrol_mean_ate, split_half_reliability
+from gpo_vae.evaluation.ate import batch_shares, mean_log2_expression
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.metrics import prediction_metrics, qc_pass_ratio, summary_stats_agreement
 from gpo_vae.models import GPOVAE
@@ -329,89 +323,6 @@ def generate_and_summarise(
     return GeneratedSummary(
         pd.DataFrame(means, index=index, columns=genes), control_mean, ratio, kept, reference
     )
-
-
-def _subset_arrays(
-    data: EvaluationData, subset: str
-) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray | None]:
-    cells, batches = data.cells, data.batches
-    if subset == ALL_CELLS:
-        return cells.counts, data.labels, cells.split, batches
-    rows = np.flatnonzero(data.qc_pass)
-    return (
-        cells.counts[rows],
-        data.labels[rows],
-        cells.split[rows],
-        None if batches is None else batches[rows],
-    )
-
-
-@dataclass(frozen=True)
-class ObservedTables:
-    """What the data says, per cell subset (``all_cells``, ``qc_pass``).
-
-    Attributes
-    ----------
-    references
-        (reference, subset) → the data's ATE (``heldout_test``: test cells only;
-        ``all_cells``: every cell).
-    mean_baselines
-        subset → the ATE of the training cells (the mean baseline's prediction).
-    noncontrol_means
-        subset → the ATE of all perturbed training cells pooled, one row per perturbation
-        (the non-control mean's prediction; its row is the shared shift of ``pearson_specific``).
-    ceilings
-        subset → split-half metrics of the test cells (half A vs half B, seeded).
-    """
-
-    references: dict[tuple[str, str], pd.DataFrame]
-    mean_baselines: dict[str, pd.DataFrame]
-    ceilings: dict[str, pd.DataFrame]
-    noncontrol_means: dict[str, pd.DataFrame]
-
-    def shared_shifts(self) -> dict[str, pd.Series]:
-        """subset → the shift every perturbation shares (the non-control mean's ATE)."""
-        return {subset: frame.iloc[0] for subset, frame in self.noncontrol_means.items() if len(frame)}
-
-
-def observed_tables(
-    data: EvaluationData, perturbations: Sequence[str], config: EvaluationConfig
-) -> ObservedTables:
-    """The data's ATE references, the mean baseline and the split-half ceiling of each subset.
-
-    Rows are ``perturbations``, columns the genes; a subset's rows are sliced once and dropped
-    before the next subset, so at most one copy of the QC-pass counts exists.
-    """
-    control, genes = data.control_label, data.genes
-    references, baselines, ceilings, noncontrol = {}, {}, {}, {}
-    for subset in SUBSETS:
-        counts, labels, split, batches = _subset_arrays(data, subset)
-        references[HELDOUT, subset] = ate_reference_heldout(
-            counts, labels, split, control, perturbations, genes=genes, batches=batches
-        )
-        references[ALL_CELLS, subset] = ate_reference_all_cells(
-            counts, labels, control, perturbations, genes=genes, batches=batches
-        )
-        baselines[subset] = mean_baseline_ate(
-            counts, labels, split, control, perturbations, genes=genes, batches=batches
-        )
-        noncontrol[subset] = noncontrol_mean_ate(
-            counts, labels, split, control, perturbations, genes=genes, batches=batches
-        )
-        ceilings[subset] = split_half_reliability(
-            counts,
-            labels,
-            split,
-            control,
-            perturbations,
-            genes=genes,
-            seed=config.seed,
-            corrected=config.split_half_corrected,
-            top_de=config.top_de,
-            jaccard_ks=config.jaccard_ks,
-            batches=batches,
-        )
-    return ObservedTables(references, baselines, ceilings, noncontrol)
 
 
 def _keyed(metrics: pd.DataFrame, method: str, reference: str, subset: str) -> pd.DataFrame:

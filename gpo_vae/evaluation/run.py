@@ -31,6 +31,7 @@ from gpo_vae.evaluation import grn_benchmark as grn
 from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.grn.baselines import correlation_scores, random_scores
 from gpo_vae.grn.effects import effect_zscores
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
@@ -136,7 +137,7 @@ def _prediction(
                 model, data.cells, config.iwelbo_particles, config.iwelbo_batch_size, config.seed
             )
     with stages("data_ate_and_baselines"):
-        observed = pred.observed_tables(data, perturbations, config)
+        observed = observed_tables(data, perturbations, config)
         references, mean_baseline = observed.references, observed.mean_baselines
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
     summaries: dict[str, pred.GeneratedSummary] = {}
@@ -184,11 +185,10 @@ def _prediction(
             )
             _write_csv(agreement, out, "summary_stats_agreement.csv")
             _write_csv(points, out, "summary_stats_points.csv")
-    pearson = headline_table(table).set_index("method")["mean_pearson"]
-    specific = headline_table(table).set_index("method")["mean_pearson_specific"]
+    headline = headline_table(table).set_index("method")
     for method in [*models, "mean_baseline", "noncontrol_mean"]:
-        metrics[f"{method}_mean_pearson"] = float(pearson[method])
-        metrics[f"{method}_mean_pearson_specific"] = float(specific[method])
+        metrics[f"{method}_mean_pearson"] = float(headline.loc[method, "mean_pearson"])
+        metrics[f"{method}_mean_pearson_specific"] = float(headline.loc[method, "mean_pearson_specific"])
     return metrics
 
 

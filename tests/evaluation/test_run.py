@@ -21,6 +21,7 @@ from gpo_vae.config import ConfigError, from_dict, to_dict
 from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.grn_benchmark import pair_masks, reference_agreement, sams_vae_node_scores
+from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.evaluation.run import COMPLETE_MARKER, evaluate_run, headline_table
 from gpo_vae.grn.curves import edge_precision_recall, ranking_metrics
 from gpo_vae.models import ModelConfig
@@ -195,8 +196,8 @@ def test_heldout_reference_reads_only_test_cells(artifact_dir: Path):  # noqa: F
     original = pred.EvaluationData.from_anndata(adata)
     scrambled = pred.EvaluationData.from_anndata(_scrambled_training_cells(adata))
     perturbations = original.perturbations()
-    before = pred.observed_tables(original, perturbations, TINY_EVAL)
-    after = pred.observed_tables(scrambled, perturbations, TINY_EVAL)
+    before = observed_tables(original, perturbations, TINY_EVAL)
+    after = observed_tables(scrambled, perturbations, TINY_EVAL)
     rng = np.random.default_rng(0)
     fixed = pd.DataFrame(
         rng.normal(size=before.references["heldout_test", "all_cells"].shape), index=perturbations
