@@ -267,8 +267,11 @@ def generate_and_summarise(
                 raise ValueError(
                     f"no training control cells{'' if b is None else f' in batch {b}'} to encode"
                 )
-            dense = torch.as_tensor(cells.toarray(), dtype=torch.float32)
-            basal[b] = model.encode_basal(dense, n, generation_seed(config.seed, None, b) ^ 0x62617361, b)
+            seed = generation_seed(config.seed, None, b) ^ 0x62617361  # "basa"
+            # at most n of them are densified: memory stays at the generated cells' own size
+            chosen = np.sort(np.random.default_rng(seed).permutation(cells.shape[0])[:n])
+            dense = torch.as_tensor(cells[chosen].toarray(), dtype=torch.float32)
+            basal[b] = model.encode_basal(dense, n, seed, b)
     for label, i, b in tqdm(jobs, desc="generating", disable=not progress):
         if i < 0:
             dosage, seed_nodes = torch.zeros(model.n_nodes), None

@@ -321,6 +321,28 @@ def test_generated_cells_of_a_perturbation_do_not_depend_on_the_others(runs, art
     assert not np.allclose(other_seed.ate().to_numpy(), alone.ate().to_numpy())
 
 
+def test_encoded_controls_predict_from_the_training_controls(runs, artifact_dir):  # noqa: F811
+    import dataclasses
+
+    model, info = load_trained_model(runs["model"])
+    model.config = dataclasses.replace(model.config, prediction_basal="encoded_controls")
+    data = pred.EvaluationData.from_anndata(read_artifact(artifact_dir))
+    perturbations = data.perturbations()[:2]
+    config = TINY_EVAL.replace(n_generated_cells=30)
+    args = (model, info["node_names"], perturbations, data.genes, config, "non-targeting")
+    with pytest.raises(ValueError, match="pass control_counts"):
+        pred.generate_and_summarise(*args)
+    first = pred.generate_and_summarise(*args, control_counts=data.training_controls)
+    again = pred.generate_and_summarise(*args, control_counts=data.training_controls)
+    pd.testing.assert_frame_equal(first.ate(), again.ate())
+    controls = data.training_controls()
+    train = data.cells.rows("train")
+    assert controls.shape[0] == int((data.labels[train] == "non-targeting").sum())
+    # one control cell encoded instead of all: the prediction follows the cells it encodes
+    shifted = pred.generate_and_summarise(*args, control_counts=lambda b: controls[:1])
+    assert not np.allclose(shifted.control_mean, first.control_mean)
+
+
 def test_evaluation_task_is_content_addressed(artifact_dir: Path, runs: dict[str, Path], tmp_path: Path):  # noqa: F811
     artifact = File(str(artifact_dir / ARTIFACT_FILE))
     model = File(str(runs["model"] / "model.pt"))
