@@ -68,7 +68,14 @@ def test_main_runs_every_stage_then_serves_all_from_cache(sandbox):
     assert run["inputs"]["sams_vae_run_dir"] and run["inputs"]["true_network"].endswith("true_network.csv")
     assert 0.0 <= run["metrics"]["true_network_auroc"] <= 1.0
     methods = set(pd.read_csv(evaluation / "prediction_metrics.csv")["method"])
-    assert {"model", "sams_vae", "mean_baseline", "control_baseline", "split_half_ceiling"} == methods
+    assert {
+        "model",
+        "sams_vae",
+        "mean_baseline",
+        "noncontrol_mean",
+        "control_baseline",
+        "split_half_ceiling",
+    } == methods
     reference = pd.read_csv(evaluation / "grn_reference.csv", keep_default_na=False)
     assert set(reference["network"]) == {"biogrid", "true_network"}
     assert (reference.loc[reference["network"] == "biogrid", "reason"] != "").all()
