@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Likelihood = Literal["library_nb", "poisson", "normal"]
 LatentMode = Literal["concat", "sum"]
@@ -12,6 +12,19 @@ GrnVariant = Literal["logits", "probs"]
 MaskInit = Literal["constant", "effects"]
 GrnTarget = Literal["cells", "effects"]
 PredictionBasal = Literal["prior", "encoded_controls"]
+UnmeasuredColumns = Literal["skip", "zero"]
+
+
+#: The fields that take one of a few names, and those names (from their ``Literal`` types).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "likelihood": get_args(Likelihood),
+    "mode": get_args(LatentMode),
+    "grn_unmeasured": get_args(UnmeasuredColumns),
+    "grn_variant": get_args(GrnVariant),
+    "mask_init": get_args(MaskInit),
+    "grn_target": get_args(GrnTarget),
+    "prediction_basal": get_args(PredictionBasal),
+}
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,7 @@ class ModelConfig:
     fc_criteria: float = 0.5
     grn_variant: GrnVariant = "logits"
     sparsity_coeff: float = 10.0
-    grn_unmeasured: Literal["skip", "zero"] = "skip"
+    grn_unmeasured: UnmeasuredColumns = "skip"
     mask_init: MaskInit = "constant"
     mask_init_density: float = 0.05
     grn_target: GrnTarget = "cells"
@@ -116,20 +129,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.likelihood not in ("library_nb", "poisson", "normal"):
-            problems.append(f"likelihood {self.likelihood!r} is not library_nb, poisson or normal")
-        if self.mode not in ("concat", "sum"):
-            problems.append(f"mode {self.mode!r} is not concat or sum")
-        if self.grn_unmeasured not in ("skip", "zero"):
-            problems.append(f"grn_unmeasured {self.grn_unmeasured!r} is not skip or zero")
-        if self.grn_variant not in ("logits", "probs"):
-            problems.append(f"grn_variant {self.grn_variant!r} is not logits or probs")
-        if self.mask_init not in ("constant", "effects"):
-            problems.append(f"mask_init {self.mask_init!r} is not constant or effects")
-        if self.grn_target not in ("cells", "effects"):
-            problems.append(f"grn_target {self.grn_target!r} is not cells or effects")
-        if self.prediction_basal not in ("prior", "encoded_controls"):
-            problems.append(f"prediction_basal {self.prediction_basal!r} is not prior or encoded_controls")
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                options = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+                problems.append(f"{name} {value!r} is not {options}")
         if not 0.0 < self.mask_init_density < 1.0:
             problems.append(f"mask_init_density {self.mask_init_density} is not in (0, 1)")
         if self.latent_mask and self.needs_effects:
