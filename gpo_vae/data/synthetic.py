@@ -45,8 +45,8 @@ import gpo_vae
 from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, validate_counts_adata
 from gpo_vae.data.layout import CANONICAL_SEPARATOR
 from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_xlsx
-from gpo_vae.data.synthetic_cells import assemble_csr, draw_cells, sample_chunk
-from gpo_vae.data.synthetic_design import draw_design, read_gene_symbols
+from gpo_vae.data.synthetic_cells import assemble_csr, draw_cells, sample_chunk, saturate, signal_of
+from gpo_vae.data.synthetic_design import ScreenDesign, draw_design, read_gene_symbols
 from gpo_vae.io import estimated_bytes, remove_stale_temps, require_space, temp_sibling
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "report_unmeasured_knockdown",
     "save_synthetic_dataset",
     "simulate_perturbseq",
+    "true_interactions",
     "write_synthetic_dataset",
 ]
 
@@ -72,6 +73,7 @@ PRESETS = (
     "counts_layer",
     "guides",
     "low_cells",
+    "nonadditive",
 )
 #: How a screen's counts file can be saved (:func:`saved_layout`).
 LAYOUTS = ("plain", "counts_layer", "guides")
@@ -138,6 +140,8 @@ class SyntheticConfig:
     batch_column: str = "cell_line"
     batch_effect: float = 0.3
     layout: Literal["plain", "counts_layer", "guides"] = "plain"
+    interaction: Literal["additive", "saturating"] = "additive"
+    saturation: float = 1.0
 
     def __post_init__(self) -> None:
         if self.modality not in ("crispri", "crispra"):
@@ -146,6 +150,10 @@ class SyntheticConfig:
             raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
         if self.n_batches < 1 or self.n_batches > len(BATCH_NAMES):
             raise ValueError(f"n_batches must be in 1..{len(BATCH_NAMES)}, got {self.n_batches}")
+        if self.interaction not in ("additive", "saturating"):
+            raise ValueError(f"interaction must be 'additive' or 'saturating', got {self.interaction!r}")
+        if self.saturation <= 0:
+            raise ValueError(f"saturation must be positive, got {self.saturation}")
         if self.n_combinations < 0:
             raise ValueError(f"n_combinations must be >= 0, got {self.n_combinations}")
 
@@ -162,6 +170,9 @@ class SyntheticConfig:
         (raw counts in ``layers["counts"]``, normalised ``X``), ``guides`` (labels per guide).
         ``low_cells``: the default screen with 55 cells per perturbation (~35 in training with
         the published split), where a per-perturbation mean is noisy; it needs ``min_cells`` ≤ 55.
+        ``nonadditive``: the ``combinatorial`` screen with 20 pairs whose downstream effects
+        saturate (``interaction: saturating``): the additive prediction of a pair is wrong by a
+        known interaction (``SyntheticScreen.combinations``).
         """
         presets = {
             "default": {},
@@ -202,6 +213,14 @@ class SyntheticConfig:
             "counts_layer": {"layout": "counts_layer"},
             "guides": {"layout": "guides"},
             "low_cells": {"cells_per_perturbation": 55.0, "cells_sigma": 0.0},
+            "nonadditive": {
+                "n_perturbations": 30,
+                "n_genes": 1000,
+                "n_combinations": 20,
+                "cells_per_perturbation": 150.0,
+                "interaction": "saturating",
+                "saturation": 1.0,
+            },
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
@@ -297,9 +316,59 @@ def simulate_perturbseq(
             "n_cells": counts_per_group[len(genes) + 1 :],
         }
     )
+    if len(pairs):
+        interaction = true_interactions(design)
+        combinations["true_interaction_norm"] = np.linalg.norm(interaction, axis=1)
+        combinations["true_additive_norm"] = np.linalg.norm(_additive(design), axis=1)
+        combinations["true_interacting_genes"] = (np.abs(interaction) > 0.1).sum(axis=1)
+        projection = (interaction * _additive(design)).sum(axis=1)
+        combinations["true_interaction_kind"] = np.where(
+            projection < 0, "buffering", np.where(projection > 0, "synergy", "none")
+        )
     return SyntheticScreen(
         adata=adata, network=design.network, perturbations=truth, config=config, combinations=combinations
     )
+
+
+def _single_effects(design: ScreenDesign) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's two downstream log effects at the targets' design efficiencies, (C, G) each."""
+    pairs = design.combinations
+    efficiency = design.targets["efficiency"].to_numpy()
+    out = []
+    for column in (0, 1):
+        codes = pairs[:, column]
+        signal, _ = signal_of(design, codes, efficiency[codes])
+        out.append(design.effect[codes] * signal[:, None])
+    return out[0], out[1]
+
+
+def _additive(design: ScreenDesign) -> np.ndarray:
+    first, second = _single_effects(design)
+    scale = design.saturation
+    return (saturate(first, scale) + saturate(second, scale)) if scale > 0 else first + second
+
+
+def true_interactions(design: ScreenDesign) -> np.ndarray:
+    """(C, G) genetic interaction of every combination, natural-log scale: its downstream log
+    effect minus the sum of its singles' effects, at the targets' design efficiencies.
+
+    Zero everywhere on an additive screen (up to the ±4 clip); on a saturating screen, negative
+    where both targets move a gene the same way (buffering). The targets' own genes are set
+    apart from the downstream effect (their change is the knockdown itself) and are 0 here.
+    """
+    if not len(design.combinations):
+        return np.zeros((0, design.effect.shape[1]))
+    first, second = _single_effects(design)
+    if design.saturation > 0:
+        combined = saturate(first + second, design.saturation)
+    else:
+        combined = np.clip(first + second, -4.0, 4.0)
+    interaction = combined - _additive(design)
+    for column in (0, 1):
+        target = design.target_col[design.combinations[:, column]]
+        rows = np.flatnonzero(target >= 0)
+        interaction[rows, target[rows]] = 0.0
+    return interaction
 
 
 def saved_layout(adata: ad.AnnData, layout: str, seed: int = 0) -> ad.AnnData:

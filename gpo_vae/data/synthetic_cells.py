@@ -116,7 +116,7 @@ def draw_cells(config: SyntheticConfig, design: ScreenDesign) -> Cells:
     )
 
 
-def _signal(
+def signal_of(
     design: ScreenDesign, targets: np.ndarray, efficiency: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(downstream signal, own-target log change) of each cell for the targets given.
@@ -130,6 +130,12 @@ def _signal(
     residual = 1.0 - efficiency
     signal = np.maximum(np.log(np.maximum(residual, 1e-4)), _SIGNAL_FLOOR).astype(np.float32)
     return signal, np.log(np.maximum(residual, 1e-4))
+
+
+def saturate(effect: np.ndarray, scale: float) -> np.ndarray:
+    """``scale · tanh(effect / scale)``: a gene's log change levels off at ±scale, so two
+    perturbations that move the same gene move it less than the sum of their single effects."""
+    return (scale * np.tanh(effect / scale)).astype(effect.dtype, copy=False)
 
 
 def sample_chunk(
@@ -148,14 +154,17 @@ def sample_chunk(
     log_rate -= scipy.special.logsumexp(log_rate, axis=1, keepdims=True)
     log_rate += cells.log_library[virtual, None].astype(np.float32)
     labels = cells.perturbation[virtual]
-    signal, own_change = _signal(design, labels, cells.efficiency[virtual])
+    signal, own_change = signal_of(design, labels, cells.efficiency[virtual])
     effect = design.effect[labels] * signal[:, None]
     combined = len(design.combinations) > 0
     if combined:
         second = cells.second[virtual]
-        signal2, own_change2 = _signal(design, second, cells.second_efficiency[virtual])
+        signal2, own_change2 = signal_of(design, second, cells.second_efficiency[virtual])
         effect += design.effect[second] * signal2[:, None]
-    np.clip(effect, -_EFFECT_CLIP, _EFFECT_CLIP, out=effect)
+    if design.saturation > 0:
+        effect = saturate(effect, design.saturation)
+    else:
+        np.clip(effect, -_EFFECT_CLIP, _EFFECT_CLIP, out=effect)
     target_col = np.r_[design.target_col, -1]
     col = target_col[labels]
     own = np.flatnonzero(col >= 0)

@@ -47,6 +47,8 @@ _MT_WEIGHTS = {  # relative MT- expression, roughly as in 10x data (MT-CO1 highe
 }  # fmt: skip
 _MT_HUB = "TFAM"
 _FIXED_UMIS = {"HBS1L": 1.2, "HBEGF": 0.4, "HBP1": 0.8}
+#: Downstream genes a pair must share to be drawn as a combination of a saturating screen.
+MIN_SHARED_GENES = 5
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ScreenDesign:
     log_activation: np.ndarray  # P + 1 CRISPRa log fold of each target at full efficiency (0: CRISPRi)
     batch_shift: np.ndarray  # n_batches × G log baseline-share shift per batch (row 0 zero)
     batch_umi: np.ndarray  # n_batches log library-size shift per batch (0 for the first)
+    saturation: float = 0.0  # downstream log effects pass through s·tanh(x / s); 0: clipped at ±4
 
 
 def read_gene_symbols(path: str | Path = SYMBOLS_FILE) -> pd.DataFrame:
@@ -238,7 +241,9 @@ def draw_design(config: SyntheticConfig) -> ScreenDesign:
     log_share = _baseline(config, rng, genes).astype(np.float32)
     inv_dispersion = 1.0 / np.clip(rng.lognormal(np.log(0.15), 0.5, n_genes), 0.02, 2.0)
     # The optional shapes draw last: a screen without them keeps every earlier draw.
-    combinations = _combinations(config, rng, has_effects)
+    combinations = _combinations(
+        config, rng, has_effects, effect if config.interaction == "saturating" else None
+    )
     log_activation = np.zeros(len(targets) + 1)
     if config.modality == "crispra":
         folds = np.clip(
@@ -265,16 +270,32 @@ def draw_design(config: SyntheticConfig) -> ScreenDesign:
         log_activation=log_activation,
         batch_shift=batch_shift,
         batch_umi=batch_umi,
+        saturation=config.saturation if config.interaction == "saturating" else 0.0,
     )
 
 
-def _combinations(config: SyntheticConfig, rng: np.random.Generator, has_effects: np.ndarray) -> np.ndarray:
+def _combinations(
+    config: SyntheticConfig,
+    rng: np.random.Generator,
+    has_effects: np.ndarray,
+    effect: np.ndarray | None = None,
+) -> np.ndarray:
     """``n_combinations`` distinct pairs of targets (codes, first < second), drawn among the
-    targets with downstream effects when there are enough of them."""
+    targets with downstream effects when there are enough of them.
+
+    With ``effect`` (P × G total effects), only pairs that reach at least
+    :data:`MIN_SHARED_GENES` genes in common are drawn (when there are enough of them): a pair
+    without shared downstream genes cannot interact.
+    """
     pool = np.flatnonzero(has_effects)
     if pool.size < 2:
         pool = np.arange(has_effects.size)
     pairs = np.array([(a, b) for i, a in enumerate(pool) for b in pool[i + 1 :]], dtype=np.int64)
+    if effect is not None and len(pairs):
+        reached = (effect[: has_effects.size] != 0).astype(np.int64)
+        shared = (reached @ reached.T)[pairs[:, 0], pairs[:, 1]]
+        if (shared >= MIN_SHARED_GENES).sum() >= config.n_combinations:
+            pairs = pairs[shared >= MIN_SHARED_GENES]
     if config.n_combinations == 0 or pairs.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
     if config.n_combinations > len(pairs):

@@ -52,13 +52,14 @@ def group_means(
     target_sum: float = DEFAULT_TARGET_SUM,
     log: bool = True,
     columns: np.ndarray | None = None,
+    square: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean normalised expression per group: ``(means n_groups × G float64, cells per group)``.
 
     ``codes[i]`` is cell ``i``'s group in ``0..n_groups-1`` (``-1``: ignored). Each cell is scaled
-    to ``target_sum`` counts, then ``log2(1 + x)`` when ``log`` (else left linear). A group without
-    cells has NaN means. ``columns`` restricts the output to those genes (library sizes still
-    count every gene).
+    to ``target_sum`` counts, then ``log2(1 + x)`` when ``log`` (else left linear), then squared
+    when ``square`` (the second moment, for variances). A group without cells has NaN means.
+    ``columns`` restricts the output to those genes (library sizes still count every gene).
     """
     codes = np.asarray(codes, dtype=np.int64)
     if codes.shape != (X.shape[0],):
@@ -88,6 +89,8 @@ def group_means(
             lo, hi = X.indptr[start], X.indptr[stop]
             scale = np.repeat(factors[start:stop], np.diff(X.indptr[start : stop + 1]))
             data = _transform_inplace(X.data[lo:hi] * scale, log)
+            if square:
+                data *= data
             # the block shares X's index arrays: only the transformed values are new
             block = sp.csr_matrix(
                 (data, X.indices[lo:hi], X.indptr[start : stop + 1] - lo), shape=(stop - start, n_genes)
@@ -99,6 +102,8 @@ def group_means(
             scale = _scale_factors(block.sum(axis=1), target_sum) if factors is None else factors[start:stop]
             block *= scale[:, None]
             block = _transform_inplace(block, log)
+            if square:
+                block *= block
             if keep.size == block.shape[0] and (block_codes == block_codes[0]).all():
                 sums[block_codes[0]] += block.sum(axis=0)  # one group (generated cells): no product
             else:

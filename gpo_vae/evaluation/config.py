@@ -51,6 +51,13 @@ class EvaluationConfig:
         ``auto`` (CUDA when available), ``cpu`` or ``cuda`` for IWELBO and generation.
     cpu_threads
         torch intra-op CPU threads during evaluation; None keeps torch's default.
+    unseen_neighbours
+        GRN neighbours through which an unseen gene is predicted (:mod:`gpo_vae.evaluation.unseen`).
+    interaction_z
+        A held-out pair's observed interaction is significant beyond this ``|z|``.
+    unseen_cells
+        Generated cells per unseen label written to ``unseen_cells.h5ad`` (at most
+        ``n_generated_cells``; 0 writes none).
     """
 
     n_generated_cells: int = 2500
@@ -70,6 +77,9 @@ class EvaluationConfig:
     split_half_corrected: bool = False
     device: Device = "auto"
     cpu_threads: int | None = None
+    unseen_neighbours: int = 5
+    interaction_z: float = 3.0
+    unseen_cells: int = 200
 
     def __post_init__(self) -> None:
         problems = []
@@ -106,6 +116,12 @@ class EvaluationConfig:
             problems.append(f"device {self.device!r} is not auto, cpu or cuda")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             problems.append(f"cpu_threads must be at least 1 or null, got {self.cpu_threads}")
+        if self.unseen_neighbours < 1:
+            problems.append(f"unseen_neighbours must be at least 1, got {self.unseen_neighbours}")
+        if not self.interaction_z > 0:
+            problems.append(f"interaction_z must be positive, got {self.interaction_z}")
+        if self.unseen_cells < 0:
+            problems.append(f"unseen_cells must be non-negative, got {self.unseen_cells}")
         if problems:
             raise ValueError("invalid EvaluationConfig: " + "; ".join(problems))
 

@@ -219,6 +219,7 @@ def generate_and_summarise(
     progress: bool = False,
     batch_weights: pd.DataFrame | None = None,
     control_counts: Callable[[int | None], sp.csr_matrix] | None = None,
+    dosages: Mapping[str, tuple[np.ndarray | torch.Tensor, list[int]]] | None = None,
 ) -> GeneratedSummary:
     """Generate ``config.n_generated_cells`` cells per perturbation and for the controls.
 
@@ -242,7 +243,13 @@ def generate_and_summarise(
     node_index = {str(node): i for i, node in enumerate(nodes)}
     if len(node_index) != model.n_nodes:
         raise ValueError(f"{len(node_index)} node names for a module with {model.n_nodes} nodes")
-    dosages = {p: label_dosage(p, node_index, model.n_nodes) for p in perturbations}
+    given = dosages or {}
+    dosages = {
+        p: (torch.as_tensor(given[p][0], dtype=torch.float32), list(given[p][1]))
+        if p in given
+        else label_dosage(p, node_index, model.n_nodes)
+        for p in perturbations
+    }
     n_batch = 0 if batch_weights is None else batch_weights.shape[1]
     batch_list: list[int | None] = [None] if n_batch == 0 else list(range(n_batch))
     weights = None if batch_weights is None else batch_weights.reindex(list(perturbations)).fillna(0.0)

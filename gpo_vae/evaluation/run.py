@@ -29,6 +29,7 @@ from gpo_vae.config import to_dict
 from gpo_vae.data.summary_stats_io import read_summary_stats
 from gpo_vae.evaluation import grn_benchmark as grn
 from gpo_vae.evaluation import prediction as pred
+from gpo_vae.evaluation import unseen
 from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.observed import observed_tables
@@ -124,8 +125,9 @@ def _prediction(
     out: Path,
     stages: _Stages,
     progress: bool,
+    networks: Sequence[str | Path] = (),
 ) -> dict[str, float]:
-    """Write the prediction tables; return the headline numbers."""
+    """Write the prediction tables (and the unseen ones); return the headline numbers."""
     perturbations = data.perturbations()
     if not perturbations:
         raise ValueError("no perturbed node has test cells: nothing to evaluate")
@@ -185,11 +187,81 @@ def _prediction(
             )
             _write_csv(agreement, out, "summary_stats_agreement.csv")
             _write_csv(points, out, "summary_stats_points.csv")
+    with stages("unseen"):
+        metrics.update(
+            _unseen(
+                data,
+                models,
+                summaries,
+                references[pred.HELDOUT, pred.ALL_CELLS],
+                observed,
+                config,
+                networks,
+                out,
+                progress,
+            )
+        )
     headline = headline_table(table).set_index("method")
     for method in [*models, "mean_baseline", "noncontrol_mean"]:
         metrics[f"{method}_mean_pearson"] = float(headline.loc[method, "mean_pearson"])
         metrics[f"{method}_mean_pearson_specific"] = float(headline.loc[method, "mean_pearson_specific"])
     return metrics
+
+
+#: Headline numbers of the unseen section: (kind, metric) → run.json key stem.
+UNSEEN_HEADLINES = {
+    (unseen.COMBINATION, "interaction_pearson"): "unseen_pairs_interaction_pearson",
+    (unseen.COMBINATION, "pearson"): "unseen_pairs_pearson",
+    (unseen.COMBINATION, "interaction_sign_right"): "unseen_pairs_sign_right",
+    (unseen.SINGLE, "pearson_specific"): "unseen_singles_pearson_specific",
+    (unseen.SINGLE, "rank_normalised"): "unseen_singles_rank_normalised",
+}
+
+
+def _unseen(
+    data: pred.EvaluationData,
+    models: dict[str, tuple[GPOVAE, dict]],
+    summaries: dict[str, pred.GeneratedSummary],
+    observed_ate: pd.DataFrame,
+    observed: Any,
+    config: EvaluationConfig,
+    networks: Sequence[str | Path],
+    out: Path,
+    progress: bool,
+) -> dict[str, float]:
+    """Write the unseen-label tables and cells when the test split has unseen labels."""
+    cells = data.cells
+    adjacency = None
+    if networks:
+        references = grn.reference_networks(networks, cells.nodes, cells.n_perturbed)
+        adjacency = np.any([matrix != 0 for matrix, _ in references.values()], axis=0)
+    result = unseen.evaluate_unseen(
+        data,
+        models,
+        grn.MODEL,
+        summaries,
+        observed_ate,
+        observed.shared_shifts()[pred.ALL_CELLS],
+        config,
+        adjacency,
+        progress,
+    )
+    if result is None:
+        return {}
+    _write_csv(result.metrics, out, unseen.METRICS_FILE)
+    if result.scatter is not None:
+        _write_csv(result.scatter, out, unseen.SCATTER_FILE)
+    if result.neighbours is not None:
+        _write_csv(result.neighbours, out, unseen.NEIGHBOURS_FILE)
+    if result.cells is not None:
+        result.cells.write_h5ad(out / unseen.CELLS_FILE)
+    summary = unseen.unseen_summary(result.metrics).set_index(["kind", "method"])
+    headline: dict[str, float] = {}
+    for (kind, method), row in summary.iterrows():
+        for (wanted, metric), stem in UNSEEN_HEADLINES.items():
+            if kind == wanted and metric in row.index:
+                headline[f"{method}_{stem}"] = float(row[metric])
+    return headline
 
 
 def _grn(
@@ -330,7 +402,7 @@ def evaluate_run(
                     raise ValueError(
                         f"{sams_vae_run_dir} is not a SAMS-VAE run (its mask is not latent-sized)"
                     )
-            metrics = _prediction(data, models, config, reported, tmp, stages, progress)
+            metrics = _prediction(data, models, config, reported, tmp, stages, progress, networks)
             if models[grn.MODEL][0].config.latent_mask:
                 # a SAMS-VAE evaluated on its own has no graph: its GRN sections say "not computed"
                 logger.info("evaluation: %s has a latent-sized mask; no GRN tables", run_dir)

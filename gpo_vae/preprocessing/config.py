@@ -93,6 +93,11 @@ class QCConfig:
 class SplitConfig:
     """Splits (design §5): random by cell 64/16/20, or held-out perturbations in test only.
 
+    ``heldout_perturbations`` puts ``heldout_fraction`` of the perturbations (and every pair
+    holding a held-out gene) in test only; ``heldout_combinations`` puts that fraction of the
+    ``A+B`` pairs in test only and keeps their singles in training, or with ``unseen_single``
+    holds one single of each held-out pair out too.
+
     ``stratify`` splits every perturbation (and batch) in the fractions instead of drawing
     cells regardless of their label (the published way). ATEs are measured against the test
     split's controls: a split leaving fewer than ``min_test_controls`` control cells in test
@@ -100,9 +105,10 @@ class SplitConfig:
     and stops otherwise.
     """
 
-    mode: Literal["random", "heldout_perturbations"] = "random"
+    mode: Literal["random", "heldout_perturbations", "heldout_combinations"] = "random"
     fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)
     heldout_fraction: float = 0.2
+    unseen_single: bool = False
     stratify: bool = False
     min_test_controls: int = 50
 
@@ -111,8 +117,15 @@ class SplitConfig:
             raise ValueError(f"min_test_controls must be at least 1, got {self.min_test_controls}")
         if abs(sum(self.fractions) - 1) > 1e-9 or min(self.fractions) <= 0:
             raise ValueError(f"fractions must be positive and sum to 1, got {self.fractions}")
-        if not 0 < self.heldout_fraction < 1:
-            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+        if not 0 < self.heldout_fraction <= 1 or (
+            self.heldout_fraction == 1 and self.mode != "heldout_combinations"
+        ):
+            raise ValueError(
+                f"heldout_fraction must be in (0, 1) (up to 1 for heldout_combinations), got "
+                f"{self.heldout_fraction}"
+            )
+        if self.unseen_single and self.mode != "heldout_combinations":
+            raise ValueError("unseen_single applies to mode heldout_combinations only")
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def inspect_screen(
         f"pairing.features {config.pairing.features}, min_measured_targets {config.pairing.min_measured_targets})"
     )
     kept_batches = None if batches is None else batches[mask]
-    split, _, moved = make_splits(kept_labels, kept_batches, config, CONTROL_LABEL)
+    split, _, _, moved = make_splits(kept_labels, kept_batches, config, CONTROL_LABEL)
     test_controls = int(((kept_labels == CONTROL_LABEL) & (split == "test")).sum())
     lines.append(
         f"splits: {config.split.mode}{' stratified' if config.split.stratify else ''}, "

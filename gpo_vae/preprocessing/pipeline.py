@@ -25,7 +25,7 @@ import pandas as pd
 from gpo_vae.config import to_dict
 from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, read_counts_h5ad
 from gpo_vae.data.labels import single_genes
-from gpo_vae.data.layout import ScreenLayout
+from gpo_vae.data.layout import CANONICAL_SEPARATOR, ScreenLayout
 from gpo_vae.data.summary_stats_io import read_summary_stats
 from gpo_vae.interrupt import check_stop
 from gpo_vae.io import provenance, sha256_of
@@ -45,6 +45,7 @@ from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_feature_matrix
 from gpo_vae.preprocessing.qc import run_qc_by_batch
 from gpo_vae.preprocessing.splits import (
     ensure_test_controls,
+    split_heldout_combinations,
     split_heldout_perturbations,
     split_random,
     split_stratified,
@@ -82,7 +83,8 @@ def cell_batches(adata: ad.AnnData) -> np.ndarray | None:
 
 def make_splits(
     labels: np.ndarray, batches: np.ndarray | None, config: PreprocessConfig, control_label: str
-) -> tuple[np.ndarray, list[str], dict[str, int]]:
+) -> tuple[np.ndarray, list[str], list[str], dict[str, int]]:
+    """(split per cell, held-out labels, unseen single genes, controls moved to test per batch)."""
     split_config = config.split
     groups = (
         labels if batches is None else np.char.add(np.char.add(labels.astype(str), "|"), batches.astype(str))
@@ -93,20 +95,21 @@ def make_splits(
         else:
             split = split_random(len(labels), config.seed, split_config.fractions)
         heldout: list[str] = []
+        unseen: list[str] = []
     else:
-        result = split_heldout_perturbations(
-            labels,
-            split_config.heldout_fraction,
-            control_label,
-            config.seed,
-            split_config.fractions,
-            stratify_groups=groups if split_config.stratify else None,
-        )
-        split, heldout = result.labels, sorted(result.heldout)
+        stratify = groups if split_config.stratify else None
+        args = (labels, split_config.heldout_fraction, control_label, config.seed, split_config.fractions)
+        if split_config.mode == "heldout_combinations":
+            result = split_heldout_combinations(
+                *args, stratify_groups=stratify, unseen_single=split_config.unseen_single
+            )
+        else:
+            result = split_heldout_perturbations(*args, stratify_groups=stratify)
+        split, heldout, unseen = result.labels, sorted(result.heldout), list(result.unseen_singles)
     split, moved = ensure_test_controls(
         split, labels, split_config.min_test_controls, control_label, batches, config.seed
     )
-    return split, heldout, moved
+    return split, heldout, unseen, moved
 
 
 def filter_screen(
@@ -175,12 +178,14 @@ def preprocess_filtered(
     )
 
     with _timed(timings, "splits"):
-        split, heldout, moved = make_splits(labels, batches, config, control_label)
+        split, heldout, unseen, moved = make_splits(labels, batches, config, control_label)
         table = validate_splits(split, labels, control_label, heldout, batches)
     record["splits"] = {
         "mode": config.split.mode,
         "stratify": config.split.stratify,
         "heldout": heldout,
+        "unseen_singles": unseen,
+        "heldout_combinations": [p for p in heldout if CANONICAL_SEPARATOR in p],
         "cells": table.sum().to_dict(),
         "test_controls": int((is_control & (split == "test")).sum()),
         "controls_moved_to_test": moved,

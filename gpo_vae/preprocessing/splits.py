@@ -7,7 +7,11 @@ Two modes:
   0.8 of the rest), which gives 64/16/20 %. :func:`split_stratified` cuts every group (a
   perturbation, or a perturbation within a batch) in the same fractions instead.
 - :func:`split_heldout_perturbations` holds a fraction of the perturbations out of training: all
-  of their cells go to test, the other cells (controls included) are split as above.
+  of their cells go to test, the other cells (controls included) are split as above. A
+  combination ``A+B`` holding a held-out gene is held out with it, so the gene is truly unseen.
+- :func:`split_heldout_combinations` holds a fraction of the ``A+B`` combinations out instead,
+  keeping their singles in training (or, with ``unseen_single``, one single of each held-out
+  pair out of training too): the model must predict a pair from its parts.
 
 :func:`ensure_test_controls` then makes sure the test split holds enough control cells for the
 ATE (per batch), and :func:`validate_splits` checks the result before the later stages use it.
@@ -24,6 +28,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from gpo_vae.data.contract import CONTROL_LABEL
+from gpo_vae.data.labels import label_genes
 from gpo_vae.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -37,10 +42,12 @@ class SplitError(UserError, ValueError):
 
 
 class HeldoutSplit(NamedTuple):
-    """Split labels per cell and the perturbations whose cells are all in test."""
+    """Split labels per cell, the perturbations whose cells are all in test, and among them the
+    single genes that no training cell carries (as a single or inside a pair)."""
 
     labels: np.ndarray
     heldout: list[str]
+    unseen_singles: tuple[str, ...] = ()
 
 
 def _two_stage_sizes(fractions: Sequence[float]) -> tuple[float, float]:
@@ -165,6 +172,30 @@ def ensure_test_controls(
     return split, moved
 
 
+def _split_rest(
+    labels: np.ndarray,
+    is_heldout: np.ndarray,
+    seed: int,
+    fractions: Sequence[float],
+    stratify_groups: Sequence[str] | np.ndarray | None,
+) -> np.ndarray:
+    """Held-out cells to test; the others split at random or stratified by ``stratify_groups``."""
+    split = np.empty(labels.size, dtype=object)
+    split[is_heldout] = "test"
+    if stratify_groups is None:
+        split[~is_heldout] = split_random(int((~is_heldout).sum()), seed=seed, fractions=fractions)
+    else:
+        groups = np.asarray(stratify_groups).astype(str)[~is_heldout]
+        split[~is_heldout] = split_stratified(groups, seed=seed, fractions=fractions)
+    return split
+
+
+def _with_their_pairs(perturbations: np.ndarray, genes: Iterable[str]) -> list[str]:
+    """The labels among ``perturbations`` that carry one of ``genes`` (singles and pairs)."""
+    genes = set(genes)
+    return sorted(p for p in perturbations.tolist() if genes & set(label_genes(p)))
+
+
 def split_heldout_perturbations(
     perturbation_labels: Sequence[str] | np.ndarray | pd.Series,
     heldout_fraction: float = 0.2,
@@ -177,14 +208,17 @@ def split_heldout_perturbations(
 
     ``round(heldout_fraction · n_perturbations)`` perturbations (at least one, at most all but
     one) are drawn with ``numpy.random.default_rng(seed)`` from the sorted perturbation names;
-    all their cells go to test. The remaining cells, controls included, are split with
-    :func:`split_random` (same ``seed`` and ``fractions``), or :func:`split_stratified` by
-    ``stratify_groups`` (one group per cell) when given, so controls are in every split. The
-    test split is therefore larger than ``fractions[2]``.
+    all their cells go to test, and so do the cells of every combination ``A+B`` that holds a
+    held-out single (otherwise the model would see the gene through the pair). The remaining
+    cells, controls included, are split with :func:`split_random` (same ``seed`` and
+    ``fractions``), or :func:`split_stratified` by ``stratify_groups`` (one group per cell) when
+    given, so controls are in every split. The test split is therefore larger than
+    ``fractions[2]``.
 
     Returns
     -------
-    :class:`HeldoutSplit` with the labels per cell and the sorted held-out perturbation names.
+    :class:`HeldoutSplit` with the labels per cell, the sorted held-out perturbation names and
+    the held-out single genes.
     """
     if not 0.0 < heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
@@ -197,19 +231,97 @@ def split_heldout_perturbations(
         )
     n_heldout = int(np.clip(round(heldout_fraction * perturbations.size), 1, perturbations.size - 1))
     rng = np.random.default_rng(seed)
-    heldout = np.sort(rng.choice(perturbations, size=n_heldout, replace=False))
+    drawn = np.sort(rng.choice(perturbations, size=n_heldout, replace=False))
+    singles = [p for p in drawn.tolist() if len(label_genes(p)) == 1]
+    heldout = sorted(set(drawn.tolist()) | set(_with_their_pairs(perturbations, singles)))
     is_heldout = np.isin(labels, heldout)
-    split = np.empty(labels.size, dtype=object)
-    split[is_heldout] = "test"
-    if stratify_groups is None:
-        split[~is_heldout] = split_random(int((~is_heldout).sum()), seed=seed, fractions=fractions)
-    else:
-        groups = np.asarray(stratify_groups).astype(str)[~is_heldout]
-        split[~is_heldout] = split_stratified(groups, seed=seed, fractions=fractions)
+    split = _split_rest(labels, is_heldout, seed, fractions, stratify_groups)
     logger.info(
-        "held out %d of %d perturbations (%d cells) for test", n_heldout, perturbations.size, is_heldout.sum()
+        "held out %d of %d perturbations (%d cells) for test",
+        len(heldout),
+        perturbations.size,
+        is_heldout.sum(),
     )
-    return HeldoutSplit(labels=split, heldout=heldout.tolist())
+    return HeldoutSplit(labels=split, heldout=heldout, unseen_singles=tuple(singles))
+
+
+def split_heldout_combinations(
+    perturbation_labels: Sequence[str] | np.ndarray | pd.Series,
+    heldout_fraction: float = 0.2,
+    control_label: str = CONTROL_LABEL,
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    stratify_groups: Sequence[str] | np.ndarray | None = None,
+    unseen_single: bool = False,
+) -> HeldoutSplit:
+    """Split with a fraction of the ``A+B`` combinations seen only in test.
+
+    The eligible pairs are those whose every single has cells in the screen. ``round(heldout_fraction
+    · n_eligible)`` of them (at least one) are drawn with ``numpy.random.default_rng(seed)``;
+    all their cells go to test and their singles stay in the ordinary split, so the model sees
+    ``A`` and ``B`` but never ``A+B``. With ``unseen_single``, one single of every held-out pair
+    (drawn from the same generator) is held out too, with every other pair that holds it: the
+    pair must then be predicted from one seen single and one unseen gene. Other cells are split
+    as in :func:`split_heldout_perturbations`.
+
+    Raises
+    ------
+    SplitError
+        The screen has no eligible pair (naming pairs whose singles are missing).
+    """
+    if not 0.0 < heldout_fraction <= 1.0:
+        raise ValueError(f"heldout_fraction must be in (0, 1], got {heldout_fraction}")
+    labels = np.asarray(perturbation_labels).astype(str)
+    perturbations = np.unique(labels[labels != control_label])
+    present = set(perturbations.tolist())
+    pairs = [p for p in perturbations.tolist() if len(label_genes(p)) > 1]
+    eligible = [p for p in pairs if set(label_genes(p)) <= present]
+    if not eligible:
+        lacking = [p for p in pairs if not set(label_genes(p)) <= present]
+        found = (
+            f"its {len(pairs)} combinations lack singles: "
+            + ", ".join(
+                f"{p} (no {'/'.join(sorted(set(label_genes(p)) - present))} cells)" for p in lacking[:5]
+            )
+            if pairs
+            else "it has no combination labels (A+B)"
+        )
+        raise SplitError(
+            f"preprocess.split.mode heldout_combinations needs A+B combinations whose singles were "
+            f"measured too, and {found}. Use mode heldout_perturbations or random for this screen."
+        )
+    if len(eligible) < len(pairs):
+        logger.info(
+            "%d combinations lack a single in the screen and stay in the ordinary split",
+            len(pairs) - len(eligible),
+        )
+    n_heldout = int(np.clip(round(heldout_fraction * len(eligible)), 1, len(eligible)))
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(np.asarray(eligible, dtype=object), size=n_heldout, replace=False).tolist())
+    unseen: list[str] = []
+    if unseen_single:
+        unseen = sorted({label_genes(p)[int(rng.integers(2))] for p in chosen})
+    heldout = sorted(set(chosen) | set(unseen) | set(_with_their_pairs(perturbations, unseen)))
+    is_heldout = np.isin(labels, heldout)
+    split = _split_rest(labels, is_heldout, seed, fractions, stratify_groups)
+    missing = sorted(
+        {g for p in chosen for g in label_genes(p) if g not in unseen}
+        - set(labels[split == "train"].tolist())
+    )
+    if missing:
+        raise SplitError(
+            f"held-out combinations need their singles in training, and {missing[:5]} got no training "
+            "cells under this split; set preprocess.split.unseen_single: true to test them as unseen, "
+            "or raise the singles' cell counts."
+        )
+    logger.info(
+        "held out %d of %d combinations (%d cells; unseen singles %s) for test",
+        len(chosen),
+        len(pairs),
+        is_heldout.sum(),
+        unseen or "none",
+    )
+    return HeldoutSplit(labels=split, heldout=heldout, unseen_singles=tuple(unseen))
 
 
 def validate_splits(

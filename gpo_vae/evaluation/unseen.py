@@ -1,0 +1,558 @@
+"""Predictions of what training never saw: held-out ``A+B`` pairs and held-out single genes.
+
+A label is *unseen* when no training or validation cell carries it: a pair of the
+``heldout_combinations`` split, or a gene of the ``heldout_perturbations`` split (no cell of
+the gene alone nor in a pair). Every method is scored on the held-out test cells' ATE.
+
+Baselines (from training cells only):
+
+- ``additive``: control + shift(A) + shift(B), each single's shift its training ATE (a gene
+  unseen in training adds nothing). Its interaction is zero by construction.
+- ``matching_mean``: the mean of the singles' training ATEs (Systema's "matching mean").
+- ``noncontrol_mean``: the ATE of all perturbed training cells pooled (one shared shift).
+- ``grn_neighbour_mean`` (unseen singles): the mean of the training ATEs of the gene's
+  neighbours in the evaluated model's GRN (the ``k`` seen perturbed genes with the largest
+  ``max(p(b→a), p(a→b))``, weighted by it); ``network_neighbour_mean``: the same over its
+  neighbours in the reference networks (equal weights), when some are given.
+
+The model predicts a pair from the multi-hot dosage of its genes' nodes, and an unseen gene
+through its GRN neighbours: its dosage row is spread over the same neighbours with the same
+weights, so the latent offset is the weighted mean of their learned offsets
+(``neighbour_dosages``); ``<model>_own_node`` rows score the untrained node itself.
+
+Metrics per pair: Pearson and R² of the predicted ATE, and of the *genetic interaction*
+(observed − additive, predicted − additive: the part additivity misses), on all genes and on
+the pair's top-k DE genes (by ``|observed ATE|``); and whether the predicted interaction has
+the observed direction (``interaction_sign_right``, on pairs whose observed interaction along
+the additive profile is significant: ``|z| > interaction_z``, the standard error from the
+cells' variances). Per unseen single: Pearson, the perturbation-specific Pearson (minus the
+shared shift) and ``rank``: where its own prediction ranks among the predictions of every
+unseen single by specific Pearson with its observed profile (1 = told apart from all others;
+ties count half; ``rank_normalised`` 0 = first, 0.5 = chance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from gpo_vae.data.labels import label_genes
+from gpo_vae.evaluation.ate import group_means
+from gpo_vae.evaluation.baselines import mean_baseline_ate
+from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.evaluation.metrics import row_pearson, row_r2, top_k_indices
+from gpo_vae.evaluation.prediction import EvaluationData, GeneratedSummary, generate_and_summarise
+from gpo_vae.models import GPOVAE
+
+COMBINATION, SINGLE = "combination", "single"
+ADDITIVE, MATCHING_MEAN, NONCONTROL = "additive", "matching_mean", "noncontrol_mean"
+GRN_NEIGHBOURS, NETWORK_NEIGHBOURS = "grn_neighbour_mean", "network_neighbour_mean"
+OWN_NODE_SUFFIX = "_own_node"
+METRICS_FILE, SCATTER_FILE = "unseen_metrics.csv", "unseen_interaction_scatter.csv"
+NEIGHBOURS_FILE, CELLS_FILE = "unseen_neighbours.csv", "unseen_cells.h5ad"
+INTERACTION_COLUMNS = ("interaction_pearson", "interaction_r2")
+
+
+@dataclass(frozen=True)
+class UnseenLabels:
+    """The test labels that no training or validation cell carries.
+
+    Attributes
+    ----------
+    combinations
+        Unseen ``A+B`` labels (sorted).
+    singles
+        Unseen single genes (node order).
+    unseen_genes
+        Every gene no training/validation cell carries (singles and the unseen gene of a pair).
+    """
+
+    combinations: list[str]
+    singles: list[str]
+    unseen_genes: frozenset[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.combinations or self.singles)
+
+
+def unseen_labels(
+    labels: np.ndarray, split: np.ndarray, perturbations: Sequence[str], control_label: str
+) -> UnseenLabels:
+    """Which of ``perturbations`` (the test labels) training never saw."""
+    fitted = set(labels[np.isin(split, ("train", "val"))].tolist()) - {control_label}
+    seen_genes = {gene for label in fitted for gene in label_genes(label)}
+    genes = {gene for label in perturbations for gene in label_genes(label)}
+    unseen_genes = frozenset(genes - seen_genes)
+    combinations = sorted(p for p in perturbations if len(label_genes(p)) > 1 and p not in fitted)
+    singles = [p for p in perturbations if len(label_genes(p)) == 1 and p in unseen_genes]
+    return UnseenLabels(combinations, singles, unseen_genes)
+
+
+def neighbour_weights(
+    scores: np.ndarray, nodes: Sequence[str], gene: str, seen: Sequence[str], k: int
+) -> pd.Series:
+    """The ``k`` seen genes most linked to ``gene`` by ``max(score[b, a], score[a, b])``, each
+    weighted by that score (summing to 1); empty when no seen gene has a positive score."""
+    index = {str(node): i for i, node in enumerate(nodes)}
+    a = index[gene]
+    candidates = [b for b in seen if b != gene and b in index]
+    rows = np.array([index[b] for b in candidates], dtype=np.int64)
+    if rows.size == 0:
+        return pd.Series(dtype=float)
+    link = np.maximum(scores[rows, a], scores[a, rows])
+    order = np.argsort(-link, kind="stable")[:k]
+    order = order[link[order] > 0]
+    if order.size == 0:
+        return pd.Series(dtype=float)
+    weights = link[order] / link[order].sum()
+    return pd.Series(weights, index=[candidates[i] for i in order])
+
+
+def network_neighbours(
+    adjacency: np.ndarray, nodes: Sequence[str], gene: str, seen: Sequence[str]
+) -> pd.Series:
+    """Equal weights over the seen genes adjacent to ``gene`` (either direction) in ``adjacency``."""
+    undirected = (np.asarray(adjacency) != 0) | (np.asarray(adjacency) != 0).T
+    return neighbour_weights(undirected.astype(float), nodes, gene, seen, k=len(nodes))
+
+
+def weighted_profile(weights: pd.Series, profiles: pd.DataFrame, fallback: pd.Series) -> pd.Series:
+    """``Σ w_b · profile_b`` over the weights' genes; ``fallback`` when there are none."""
+    if weights.empty:
+        return fallback
+    return (profiles.loc[weights.index].mul(weights.to_numpy(), axis=0)).sum(axis=0)
+
+
+def neighbour_dosages(
+    labels: Sequence[str],
+    node_index: Mapping[str, int],
+    n_nodes: int,
+    neighbours: Mapping[str, pd.Series],
+    seen: Sequence[str],
+) -> dict[str, tuple[np.ndarray, list[int]]]:
+    """Dosage rows of ``labels`` where an unseen gene is replaced by its neighbours' weights.
+
+    A seen gene contributes a 1 on its node; an unseen gene (a key of ``neighbours``) spreads
+    a dose of 1 over its neighbours' nodes (uniformly over ``seen`` when it has none), so the
+    latent offset D(M⊙E) is the weighted mean of their offsets.
+    """
+    out = {}
+    for label in labels:
+        row = np.zeros(n_nodes, dtype=np.float32)
+        for gene in label_genes(label):
+            if gene not in neighbours:
+                row[node_index[gene]] += 1.0
+                continue
+            weights = neighbours[gene]
+            if weights.empty:
+                weights = pd.Series(1.0 / len(seen), index=list(seen))
+            for name, w in weights.items():
+                row[node_index[str(name)]] += float(w)
+        out[label] = (row, np.flatnonzero(row).tolist())
+    return out
+
+
+def additive_prediction(pairs: Sequence[str], single_ate: pd.DataFrame) -> pd.DataFrame:
+    """Each pair's predicted ATE as the sum of its seen singles' training ATEs (unseen add 0)."""
+    rows = [
+        single_ate.reindex([g for g in label_genes(p) if g in single_ate.index]).sum(axis=0) for p in pairs
+    ]
+    return pd.DataFrame(rows, index=pd.Index(list(pairs), name="perturbation"), columns=single_ate.columns)
+
+
+def matching_mean_prediction(pairs: Sequence[str], single_ate: pd.DataFrame) -> pd.DataFrame:
+    """Each pair's predicted ATE as the mean of its seen singles' training ATEs."""
+    rows = [
+        single_ate.reindex([g for g in label_genes(p) if g in single_ate.index]).mean(axis=0) for p in pairs
+    ]
+    return pd.DataFrame(rows, index=pd.Index(list(pairs), name="perturbation"), columns=single_ate.columns)
+
+
+def group_moments(
+    counts: sp.csr_matrix, labels: np.ndarray, groups: Sequence[str], target_sum: float = 1e4
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, variance, cells) of ``log2(1 + x·target_sum/library)`` per group of ``groups``."""
+    index = pd.Index(list(groups))
+    codes = index.get_indexer(np.asarray(labels).astype(str))
+    mean, n = group_means(counts, codes, len(index), target_sum)
+    second, _ = group_means(counts, codes, len(index), target_sum, square=True)
+    with np.errstate(invalid="ignore"):
+        variance = np.maximum(second - mean**2, 0.0) * (n / np.maximum(n - 1, 1))[:, None]
+    return mean, variance, n
+
+
+def interaction_standard_errors(
+    counts: sp.csr_matrix,
+    labels: np.ndarray,
+    split: np.ndarray,
+    pairs: Sequence[str],
+    control_label: str,
+    single_ate_genes: Sequence[str],
+) -> np.ndarray:
+    """(pairs × G) standard error of the observed interaction ATE_AB(test) − Σ ATE_single(train).
+
+    Groups are taken as independent samples: ``v_AB/n_AB + v_c/n_c`` (test) plus
+    ``Σ v_s/n_s + k² v_c'/n_c'`` (training singles and controls, k = seen singles).
+    """
+    test, train = split == "test", split == "train"
+    test_mean, test_var, test_n = group_moments(counts[test], labels[test], [*pairs, control_label])
+    singles = sorted({g for p in pairs for g in label_genes(p) if g in set(single_ate_genes)})
+    _, train_var, train_n = group_moments(counts[train], labels[train], [*singles, control_label])
+    del test_mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        test_term = test_var[:-1] / test_n[:-1, None] + test_var[-1] / test_n[-1]
+        per_single = train_var[:-1] / train_n[:-1, None]
+        control_term = train_var[-1] / train_n[-1]
+    position = {g: i for i, g in enumerate(singles)}
+    out = np.empty_like(test_term)
+    for i, pair in enumerate(pairs):
+        members = [position[g] for g in label_genes(pair) if g in position]
+        out[i] = test_term[i] + per_single[members].sum(axis=0) + len(members) ** 2 * control_term
+    return np.sqrt(out)
+
+
+def _pair_metrics(true: np.ndarray, pred: np.ndarray, top: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+    true_top = np.take_along_axis(true, top, axis=1)
+    pred_top = np.take_along_axis(pred, top, axis=1)
+    k = top.shape[1]
+    out = {
+        f"{prefix}pearson": row_pearson(true, pred),
+        f"{prefix}r2": row_r2(true, pred),
+        f"{prefix}pearson_top{k}": row_pearson(true_top, pred_top),
+        f"{prefix}r2_top{k}": row_r2(true_top, pred_top),
+    }
+    if prefix:
+        # a prediction that carries no interaction at all (additivity) has r = 0, not NaN
+        flat = np.all(pred == 0, axis=1)
+        flat_top = np.all(pred_top == 0, axis=1)
+        out[f"{prefix}pearson"][flat] = 0.0
+        out[f"{prefix}pearson_top{k}"][flat_top] = 0.0
+    return out
+
+
+def combination_metrics(
+    observed: pd.DataFrame,
+    predicted: pd.DataFrame,
+    additive: pd.DataFrame,
+    standard_errors: np.ndarray,
+    top_de: int,
+    interaction_z: float,
+) -> pd.DataFrame:
+    """Per-pair metrics of one method (module docstring); rows are ``observed``'s pairs."""
+    pairs = observed.index
+    true = observed.to_numpy(dtype=float)
+    pred = predicted.reindex(index=pairs, columns=observed.columns).to_numpy(dtype=float)
+    base = additive.reindex(index=pairs, columns=observed.columns).to_numpy(dtype=float)
+    top = top_k_indices(true, min(top_de, true.shape[1]))
+    out = _pair_metrics(true, pred, top, "")
+    true_i, pred_i = true - base, pred - base
+    out.update(_pair_metrics(true_i, pred_i, top, "interaction_"))
+    norm = np.linalg.norm(base, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        direction = base / norm[:, None]
+        observed_along = (true_i * direction).sum(axis=1)
+        se_along = np.sqrt(((direction * standard_errors) ** 2).sum(axis=1))
+        z = observed_along / se_along
+    predicted_along = (pred_i * direction).sum(axis=1)
+    significant = np.abs(z) > interaction_z
+    right = np.where(significant, (np.sign(predicted_along) == np.sign(observed_along)).astype(float), np.nan)
+    out["interaction_observed"] = observed_along
+    out["interaction_predicted"] = predicted_along
+    out["interaction_z"] = z
+    out["interaction_significant"] = significant
+    out["interaction_sign_right"] = right
+    frame = pd.DataFrame(out, index=pairs)
+    incomplete = np.isnan(true).any(axis=1) | np.isnan(pred).any(axis=1)
+    frame.loc[incomplete, [c for c in frame.columns if c != "interaction_significant"]] = np.nan
+    return frame
+
+
+def single_metrics(
+    observed: pd.DataFrame, predicted: pd.DataFrame, shared_shift: pd.Series, top_de: int
+) -> pd.DataFrame:
+    """Per unseen single: Pearson, R², specific Pearson, top-k Pearson and the rank metric."""
+    singles = observed.index
+    shift = shared_shift.reindex(observed.columns).to_numpy(dtype=float)[None, :]
+    true = observed.to_numpy(dtype=float)
+    pred = predicted.reindex(index=singles, columns=observed.columns).to_numpy(dtype=float)
+    top = top_k_indices(true, min(top_de, true.shape[1]))
+    out = _pair_metrics(true, pred, top, "")
+    out["pearson_specific"] = row_pearson(true - shift, pred - shift)
+    rank = np.full(len(singles), np.nan)
+    if len(singles) >= 2:
+        similarity = _cross_pearson(true - shift, pred - shift)
+        own = np.diag(similarity)
+        others = ~np.eye(len(singles), dtype=bool)
+        # NaN (a constant prediction) ties with everything: it tells nothing apart
+        finite = np.isfinite(similarity) & np.isfinite(own)[:, None]
+        above = ((similarity > own[:, None]) & others & finite).sum(axis=1)
+        ties = ((~finite | (similarity == own[:, None])) & others).sum(axis=1)
+        rank = 1.0 + above + 0.5 * ties
+    out["rank"] = rank
+    out["rank_normalised"] = (rank - 1.0) / max(len(singles) - 1, 1)
+    return pd.DataFrame(out, index=singles)
+
+
+def _cross_pearson(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """``[i, j]`` = Pearson r of true row i with predicted row j (NaN for a constant row)."""
+    t = true - true.mean(axis=1, keepdims=True)
+    p = pred - pred.mean(axis=1, keepdims=True)
+    tn, pn = np.linalg.norm(t, axis=1), np.linalg.norm(p, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (t @ p.T) / np.outer(tn, pn)
+
+
+def unseen_table(frames: Mapping[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
+    """Long ``unseen_metrics.csv``: (kind, method) → per-label metrics, one row per label."""
+    out = []
+    for (kind, method), frame in frames.items():
+        block = frame.rename_axis("perturbation").reset_index()
+        block.insert(0, "method", method)
+        block.insert(0, "kind", kind)
+        out.append(block)
+    return (
+        pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["kind", "method", "perturbation"])
+    )
+
+
+def unseen_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean of every metric per (kind, method), with the number of labels scored."""
+    numeric = [c for c in table.columns if c not in ("kind", "method", "perturbation")]
+    values = table[["kind", "method", *numeric]].copy()
+    values[numeric] = values[numeric].astype(float)
+    grouped = values.groupby(["kind", "method"], sort=False)
+    summary = grouped[numeric].mean()
+    summary["n"] = grouped.size()
+    return summary.reset_index()
+
+
+def interaction_scatter(
+    observed: pd.DataFrame, predicted: pd.DataFrame, additive: pd.DataFrame, top_de: int
+) -> pd.DataFrame:
+    """Observed and predicted interaction of every pair on its top-k DE genes (long table)."""
+    rows = []
+    for pair in observed.index:
+        true = observed.loc[pair]
+        genes = true.abs().sort_values(ascending=False, kind="stable").index[:top_de]
+        base = additive.loc[pair, genes]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "perturbation": pair,
+                    "gene": genes,
+                    "observed": (true[genes] - base).to_numpy(),
+                    "predicted": (predicted.loc[pair, genes] - base).to_numpy(),
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["perturbation", "gene"])
+
+
+@dataclass(frozen=True)
+class UnseenResult:
+    """What :func:`evaluate_unseen` computed (the files the evaluation writes).
+
+    Attributes
+    ----------
+    metrics
+        ``unseen_metrics.csv`` (:func:`unseen_table`).
+    scatter
+        ``unseen_interaction_scatter.csv``: the evaluated model's predicted vs observed
+        interaction of every pair on its top DE genes; None without pairs.
+    neighbours
+        ``unseen_neighbours.csv``: ``method``, ``gene``, ``neighbour``, ``weight`` of every unseen
+        gene; None without unseen genes.
+    cells
+        The evaluated model's generated cells of every unseen label and of the controls
+        (``obs["gene"]``), for ``unseen_cells.h5ad``; None when ``unseen_cells`` is 0.
+    """
+
+    metrics: pd.DataFrame
+    scatter: pd.DataFrame | None
+    neighbours: pd.DataFrame | None
+    cells: ad.AnnData | None
+
+
+def _grn_scores(model: GPOVAE) -> np.ndarray:
+    """Node-to-node link strength: the mask probabilities, or SAMS-VAE's node similarity."""
+    from gpo_vae.evaluation.grn_benchmark import sams_vae_node_scores
+
+    if model.config.latent_mask:
+        return sams_vae_node_scores(model)
+    return model.mask_probabilities().double().cpu().numpy()
+
+
+def evaluate_unseen(
+    data: EvaluationData,
+    models: Mapping[str, tuple[GPOVAE, dict]],
+    main_method: str,
+    generated: Mapping[str, GeneratedSummary],
+    observed: pd.DataFrame,
+    shared_shift: pd.Series,
+    config: EvaluationConfig,
+    network_adjacency: np.ndarray | None = None,
+    progress: bool = False,
+) -> UnseenResult | None:
+    """Score every method on the unseen labels of the test split; None when there are none.
+
+    ``generated`` are the models' summaries of every test label (multi-hot dosages);
+    ``observed`` the held-out test ATE (all cells), ``shared_shift`` the non-control mean's
+    ATE. Only the labels whose dosage the neighbours change (and, for ``main_method``, every
+    unseen label, for its cells) are generated again.
+    """
+    cells = data.cells
+    perturbations = list(observed.index)
+    unseen = unseen_labels(data.labels, cells.split, perturbations, data.control_label)
+    if not unseen:
+        return None
+    nodes = list(cells.nodes)
+    node_index = {str(node): i for i, node in enumerate(nodes)}
+    train_labels = set(data.labels[cells.rows("train")].tolist())
+    seen = [n for n in nodes[: cells.n_perturbed] if n in train_labels and n not in unseen.unseen_genes]
+    single_ate = mean_baseline_ate(
+        cells.counts,
+        data.labels,
+        cells.split,
+        data.control_label,
+        seen,
+        genes=data.genes,
+        batches=data.batches,
+    )
+    pairs, singles = unseen.combinations, unseen.singles
+    frames: dict[tuple[str, str], pd.DataFrame] = {}
+    predictions: dict[str, pd.DataFrame] = {}
+    neighbour_rows = []
+    kept = None
+    for method, (model, info) in models.items():
+        scores = _grn_scores(model)
+        neighbours = {
+            gene: neighbour_weights(scores, nodes, gene, seen, config.unseen_neighbours)
+            for gene in sorted(unseen.unseen_genes)
+        }
+        neighbour_rows += [
+            {"method": method, "gene": gene, "neighbour": b, "weight": float(w)}
+            for gene, weights in neighbours.items()
+            for b, w in (weights.items() if not weights.empty else [("(all seen genes)", 1.0)])
+        ]
+        labels = [*pairs, *singles]
+        changed = [p for p in labels if set(label_genes(p)) & unseen.unseen_genes]
+        wanted = labels if method == main_method and config.unseen_cells else changed
+        ate = generated[method].ate()
+        if wanted:
+            summary = generate_and_summarise(
+                model,
+                info["node_names"],
+                wanted,
+                data.genes,
+                config,
+                data.control_label,
+                keep_cells=config.unseen_cells if method == main_method else 0,
+                progress=progress,
+                batch_weights=data.test_batch_shares(wanted),
+                control_counts=data.training_controls,
+                dosages=neighbour_dosages(wanted, node_index, model.n_nodes, neighbours, seen),
+            )
+            ate = pd.concat([ate.drop(index=wanted, errors="ignore"), summary.ate()])
+            if method == main_method:
+                kept = summary.kept
+        predictions[method] = ate
+        if singles:
+            frames[SINGLE, f"{method}{OWN_NODE_SUFFIX}"] = single_metrics(
+                observed.loc[singles], generated[method].ate(), shared_shift, config.top_de
+            )
+    main_scores = _grn_scores(models[main_method][0])
+    fallback = shared_shift
+    if pairs:
+        additive = additive_prediction(pairs, single_ate)
+        errors = interaction_standard_errors(
+            cells.counts, data.labels, cells.split, pairs, data.control_label, seen
+        )
+        baselines = {
+            ADDITIVE: additive,
+            MATCHING_MEAN: matching_mean_prediction(pairs, single_ate),
+            NONCONTROL: _repeat(fallback, pairs),
+        }
+        for method, prediction in {**predictions, **baselines}.items():
+            frames[COMBINATION, method] = combination_metrics(
+                observed.loc[pairs], prediction, additive, errors, config.top_de, config.interaction_z
+            )
+    if singles:
+        baselines = {
+            NONCONTROL: _repeat(fallback, singles),
+            GRN_NEIGHBOURS: _neighbour_means(
+                singles,
+                single_ate,
+                fallback,
+                lambda g: neighbour_weights(main_scores, nodes, g, seen, config.unseen_neighbours),
+            ),
+        }
+        if network_adjacency is not None:
+            baselines[NETWORK_NEIGHBOURS] = _neighbour_means(
+                singles, single_ate, fallback, lambda g: network_neighbours(network_adjacency, nodes, g, seen)
+            )
+        for method, prediction in {**predictions, **baselines}.items():
+            frames[SINGLE, method] = single_metrics(
+                observed.loc[singles], prediction, shared_shift, config.top_de
+            )
+    scatter = None
+    if pairs:
+        scatter = interaction_scatter(
+            observed.loc[pairs],
+            predictions[main_method],
+            additive_prediction(pairs, single_ate),
+            config.top_de,
+        )
+    table = unseen_table(dict(sorted(frames.items(), key=lambda item: item[0][0] != COMBINATION)))
+    return UnseenResult(
+        metrics=table,
+        scatter=scatter,
+        neighbours=pd.DataFrame(neighbour_rows) if neighbour_rows else None,
+        cells=kept,
+    )
+
+
+def _repeat(row: pd.Series, labels: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        np.repeat(row.to_numpy()[None, :], len(labels), axis=0),
+        index=pd.Index(list(labels), name="perturbation"),
+        columns=row.index,
+    )
+
+
+def _neighbour_means(
+    singles: Sequence[str], single_ate: pd.DataFrame, fallback: pd.Series, weights_of
+) -> pd.DataFrame:
+    rows = [weighted_profile(weights_of(g), single_ate, fallback) for g in singles]
+    return pd.DataFrame(rows, index=pd.Index(list(singles), name="perturbation"), columns=single_ate.columns)
+
+
+__all__ = [
+    "ADDITIVE",
+    "COMBINATION",
+    "GRN_NEIGHBOURS",
+    "MATCHING_MEAN",
+    "NETWORK_NEIGHBOURS",
+    "OWN_NODE_SUFFIX",
+    "SINGLE",
+    "UnseenLabels",
+    "UnseenResult",
+    "additive_prediction",
+    "combination_metrics",
+    "evaluate_unseen",
+    "interaction_scatter",
+    "interaction_standard_errors",
+    "matching_mean_prediction",
+    "neighbour_dosages",
+    "neighbour_weights",
+    "network_neighbours",
+    "single_metrics",
+    "unseen_labels",
+    "unseen_summary",
+    "unseen_table",
+    "weighted_profile",
+]
