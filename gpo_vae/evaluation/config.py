@@ -51,8 +51,12 @@ class EvaluationConfig:
         ``auto`` (CUDA when available), ``cpu`` or ``cuda`` for IWELBO and generation.
     cpu_threads
         torch intra-op CPU threads during evaluation; None keeps torch's default.
+    unseen_single_prediction
+        How the model doses a gene no training cell carries (:mod:`gpo_vae.evaluation.unseen`):
+        ``regulators`` (through the perturbations that move its expression) or ``neighbours``
+        (through its GRN neighbours); the other mode is scored beside it.
     unseen_neighbours
-        GRN neighbours through which an unseen gene is predicted (:mod:`gpo_vae.evaluation.unseen`).
+        GRN neighbours of ``neighbours`` and of the ``grn_neighbour_mean`` baseline.
     interaction_z
         A held-out pair's observed interaction is significant beyond this ``|z|``.
     unseen_cells
@@ -77,6 +81,7 @@ class EvaluationConfig:
     split_half_corrected: bool = False
     device: Device = "auto"
     cpu_threads: int | None = None
+    unseen_single_prediction: Literal["regulators", "neighbours"] = "regulators"
     unseen_neighbours: int = 5
     interaction_z: float = 3.0
     unseen_cells: int = 200
@@ -116,6 +121,10 @@ class EvaluationConfig:
             problems.append(f"device {self.device!r} is not auto, cpu or cuda")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             problems.append(f"cpu_threads must be at least 1 or null, got {self.cpu_threads}")
+        if self.unseen_single_prediction not in ("regulators", "neighbours"):
+            problems.append(
+                f"unseen_single_prediction must be regulators or neighbours, got {self.unseen_single_prediction!r}"
+            )
         if self.unseen_neighbours < 1:
             problems.append(f"unseen_neighbours must be at least 1, got {self.unseen_neighbours}")
         if not self.interaction_z > 0:

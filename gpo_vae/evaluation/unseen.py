@@ -14,11 +14,22 @@ Baselines (from training cells only):
   neighbours in the evaluated model's GRN (the ``k`` seen perturbed genes with the largest
   ``max(p(b→a), p(a→b))``, weighted by it); ``network_neighbour_mean``: the same over its
   neighbours in the reference networks (equal weights), when some are given.
+- ``regulator_regression`` (unseen singles): the training ATEs combined with the regulator
+  weights below, in expression space: the model-free version of the model's prediction.
 
-The model predicts a pair from the multi-hot dosage of its genes' nodes, and an unseen gene
-through its GRN neighbours: its dosage row is spread over the same neighbours with the same
-weights, so the latent offset is the weighted mean of their learned offsets
-(``neighbour_dosages``); ``<model>_own_node`` rows score the untrained node itself.
+The model predicts a pair from the multi-hot dosage of its genes' nodes. An unseen gene ``a``
+has a node whose row no training cell informed, but its *column* is informed: every seen
+perturbation ``b`` that moves ``a``'s own expression is a regulator of ``a`` in the effect GRN
+(the data behind the GRN-alignment term and GPO-VAE+'s mask prior). With ``x_b`` the training
+ATE of ``b`` on gene ``a`` and ``k`` the screen's typical on-target change (the median over seen
+measured targets), ``regulators`` (default) doses ``a`` as ``w = k·x / (x·x)`` over the seen
+nodes: the least-squares coefficient of every gene on ``a``'s expression across the seen
+perturbations, taken in the model's latent space (the latent offset is ``Σ w_b`` times the
+offset of ``b``). A knockdown of ``a`` is then "what moves with ``a`` when its regulators move
+it", scaled to a direct knockdown. ``neighbours`` doses ``a`` over its GRN neighbours instead
+(weights of ``grn_neighbour_mean``). A gene whose expression is not measured has no column:
+both fall back to the mean of every seen node's offset. ``<model>_own_node`` rows score the
+untrained node itself, ``<model>_<other mode>`` the mode not configured.
 
 Metrics per pair: Pearson and R² of the predicted ATE, and of the *genetic interaction*
 (observed − additive, predicted − additive: the part additivity misses), on all genes and on
@@ -52,6 +63,8 @@ from gpo_vae.models import GPOVAE
 COMBINATION, SINGLE = "combination", "single"
 ADDITIVE, MATCHING_MEAN, NONCONTROL = "additive", "matching_mean", "noncontrol_mean"
 GRN_NEIGHBOURS, NETWORK_NEIGHBOURS = "grn_neighbour_mean", "network_neighbour_mean"
+REGULATOR_REGRESSION = "regulator_regression"
+UNSEEN_MODES = ("regulators", "neighbours")
 OWN_NODE_SUFFIX = "_own_node"
 METRICS_FILE, SCATTER_FILE = "unseen_metrics.csv", "unseen_interaction_scatter.csv"
 NEIGHBOURS_FILE, CELLS_FILE = "unseen_neighbours.csv", "unseen_cells.h5ad"
@@ -113,6 +126,25 @@ def neighbour_weights(
     return pd.Series(weights, index=[candidates[i] for i in order])
 
 
+def typical_own_change(single_ate: pd.DataFrame) -> float:
+    """Median training ATE of the seen targets on their own gene (measured targets only); 0 if none."""
+    own = [float(single_ate.loc[g, g]) for g in single_ate.index if g in single_ate.columns]
+    own = [v for v in own if np.isfinite(v)]
+    return float(np.median(own)) if own else 0.0
+
+
+def regulator_weights(single_ate: pd.DataFrame, gene: str, own_change: float) -> pd.Series:
+    """``k·x / (x·x)`` over the seen perturbations (``single_ate``'s rows), ``x`` their training ATE
+    on ``gene`` and ``k = own_change``; empty when ``gene`` is not measured or nothing moves it."""
+    if gene not in single_ate.columns or own_change == 0:
+        return pd.Series(dtype=float)
+    x = single_ate[gene].fillna(0.0).to_numpy(dtype=float)
+    norm = float(x @ x)
+    if norm == 0:
+        return pd.Series(dtype=float)
+    return pd.Series(own_change * x / norm, index=single_ate.index)
+
+
 def network_neighbours(
     adjacency: np.ndarray, nodes: Sequence[str], gene: str, seen: Sequence[str]
 ) -> pd.Series:
@@ -135,11 +167,11 @@ def neighbour_dosages(
     neighbours: Mapping[str, pd.Series],
     seen: Sequence[str],
 ) -> dict[str, tuple[np.ndarray, list[int]]]:
-    """Dosage rows of ``labels`` where an unseen gene is replaced by its neighbours' weights.
+    """Dosage rows of ``labels`` where an unseen gene is replaced by weights over seen genes.
 
-    A seen gene contributes a 1 on its node; an unseen gene (a key of ``neighbours``) spreads
-    a dose of 1 over its neighbours' nodes (uniformly over ``seen`` when it has none), so the
-    latent offset D(M⊙E) is the weighted mean of their offsets.
+    A seen gene contributes a 1 on its node; an unseen gene (a key of ``neighbours``) adds its
+    weights on their nodes (a dose of 1 spread uniformly over ``seen`` when it has none), so the
+    latent offset D(M⊙E) is the weighted sum of their offsets.
     """
     out = {}
     for label in labels:
@@ -365,8 +397,8 @@ class UnseenResult:
         ``unseen_interaction_scatter.csv``: the evaluated model's predicted vs observed
         interaction of every pair on its top DE genes; None without pairs.
     neighbours
-        ``unseen_neighbours.csv``: ``method``, ``gene``, ``neighbour``, ``weight`` of every unseen
-        gene; None without unseen genes.
+        ``unseen_neighbours.csv``: ``method``, ``mode``, ``gene``, ``neighbour``, ``weight``: the
+        seen genes each unseen gene is dosed through (the largest weights); None without unseen genes.
     cells
         The evaluated model's generated cells of every unseen label and of the controls
         (``obs["gene"]``), for ``unseen_cells.h5ad``; None when ``unseen_cells`` is 0.
@@ -423,48 +455,53 @@ def evaluate_unseen(
         genes=data.genes,
         batches=data.batches,
     )
+    own_change = typical_own_change(single_ate)
+    regulators = {g: regulator_weights(single_ate, g, own_change) for g in sorted(unseen.unseen_genes)}
     pairs, singles = unseen.combinations, unseen.singles
+    labels = [*pairs, *singles]
+    changed = [p for p in labels if set(label_genes(p)) & unseen.unseen_genes]
+    configured = config.unseen_single_prediction
     frames: dict[tuple[str, str], pd.DataFrame] = {}
     predictions: dict[str, pd.DataFrame] = {}
-    neighbour_rows = []
+    weight_rows: list[dict] = []
     kept = None
     for method, (model, info) in models.items():
         scores = _grn_scores(model)
-        neighbours = {
-            gene: neighbour_weights(scores, nodes, gene, seen, config.unseen_neighbours)
-            for gene in sorted(unseen.unseen_genes)
+        replacements = {
+            "regulators": regulators,
+            "neighbours": {
+                g: neighbour_weights(scores, nodes, g, seen, config.unseen_neighbours)
+                for g in sorted(unseen.unseen_genes)
+            },
         }
-        neighbour_rows += [
-            {"method": method, "gene": gene, "neighbour": b, "weight": float(w)}
-            for gene, weights in neighbours.items()
-            for b, w in (weights.items() if not weights.empty else [("(all seen genes)", 1.0)])
-        ]
-        labels = [*pairs, *singles]
-        changed = [p for p in labels if set(label_genes(p)) & unseen.unseen_genes]
-        wanted = labels if method == main_method and config.unseen_cells else changed
-        ate = generated[method].ate()
-        if wanted:
-            summary = generate_and_summarise(
-                model,
-                info["node_names"],
-                wanted,
-                data.genes,
-                config,
-                data.control_label,
-                keep_cells=config.unseen_cells if method == main_method else 0,
-                progress=progress,
-                batch_weights=data.test_batch_shares(wanted),
-                control_counts=data.training_controls,
-                dosages=neighbour_dosages(wanted, node_index, model.n_nodes, neighbours, seen),
-            )
-            ate = pd.concat([ate.drop(index=wanted, errors="ignore"), summary.ate()])
-            if method == main_method:
-                kept = summary.kept
-        predictions[method] = ate
-        if singles:
-            frames[SINGLE, f"{method}{OWN_NODE_SUFFIX}"] = single_metrics(
-                observed.loc[singles], generated[method].ate(), shared_shift, config.top_de
-            )
+        for mode, weights in replacements.items():
+            weight_rows += _weight_rows(method, mode, weights)
+        for mode in sorted(UNSEEN_MODES, key=lambda m: m != configured):
+            name = method if mode == configured else f"{method}_{mode}"
+            keep = method == main_method and mode == configured and config.unseen_cells > 0
+            wanted = labels if keep else changed
+            ate = generated[method].ate()
+            if wanted:
+                summary = generate_and_summarise(
+                    model,
+                    info["node_names"],
+                    wanted,
+                    data.genes,
+                    config,
+                    data.control_label,
+                    keep_cells=min(config.unseen_cells, config.n_generated_cells) if keep else 0,
+                    progress=progress,
+                    batch_weights=data.test_batch_shares(wanted),
+                    control_counts=data.training_controls,
+                    dosages=neighbour_dosages(wanted, node_index, model.n_nodes, replacements[mode], seen),
+                )
+                ate = pd.concat([ate.drop(index=wanted, errors="ignore"), summary.ate()])
+                if keep:
+                    kept = summary.kept
+            if mode == configured or changed:
+                predictions[name] = ate
+        if changed:
+            predictions[f"{method}{OWN_NODE_SUFFIX}"] = generated[method].ate()
     main_scores = _grn_scores(models[main_method][0])
     fallback = shared_shift
     if pairs:
@@ -484,7 +521,8 @@ def evaluate_unseen(
     if singles:
         baselines = {
             NONCONTROL: _repeat(fallback, singles),
-            GRN_NEIGHBOURS: _neighbour_means(
+            REGULATOR_REGRESSION: _weighted_means(singles, single_ate, fallback, regulators.get),
+            GRN_NEIGHBOURS: _weighted_means(
                 singles,
                 single_ate,
                 fallback,
@@ -492,7 +530,7 @@ def evaluate_unseen(
             ),
         }
         if network_adjacency is not None:
-            baselines[NETWORK_NEIGHBOURS] = _neighbour_means(
+            baselines[NETWORK_NEIGHBOURS] = _weighted_means(
                 singles, single_ate, fallback, lambda g: network_neighbours(network_adjacency, nodes, g, seen)
             )
         for method, prediction in {**predictions, **baselines}.items():
@@ -511,9 +549,35 @@ def evaluate_unseen(
     return UnseenResult(
         metrics=table,
         scatter=scatter,
-        neighbours=pd.DataFrame(neighbour_rows) if neighbour_rows else None,
+        neighbours=pd.DataFrame(weight_rows) if weight_rows else None,
         cells=kept,
     )
+
+
+#: Weights per unseen gene and mode kept in ``unseen_neighbours.csv`` (largest ``|weight|`` first).
+LISTED_WEIGHTS = 10
+
+
+def _weight_rows(method: str, mode: str, weights: Mapping[str, pd.Series]) -> list[dict]:
+    rows = []
+    for gene, series in weights.items():
+        if series.empty:
+            rows.append(
+                {
+                    "method": method,
+                    "mode": mode,
+                    "gene": gene,
+                    "neighbour": "(every seen gene)",
+                    "weight": np.nan,
+                }
+            )
+            continue
+        top = series.reindex(series.abs().sort_values(ascending=False, kind="stable").index[:LISTED_WEIGHTS])
+        rows += [
+            {"method": method, "mode": mode, "gene": gene, "neighbour": b, "weight": float(w)}
+            for b, w in top.items()
+        ]
+    return rows
 
 
 def _repeat(row: pd.Series, labels: Sequence[str]) -> pd.DataFrame:
@@ -524,7 +588,7 @@ def _repeat(row: pd.Series, labels: Sequence[str]) -> pd.DataFrame:
     )
 
 
-def _neighbour_means(
+def _weighted_means(
     singles: Sequence[str], single_ate: pd.DataFrame, fallback: pd.Series, weights_of
 ) -> pd.DataFrame:
     rows = [weighted_profile(weights_of(g), single_ate, fallback) for g in singles]
@@ -538,7 +602,9 @@ __all__ = [
     "MATCHING_MEAN",
     "NETWORK_NEIGHBOURS",
     "OWN_NODE_SUFFIX",
+    "REGULATOR_REGRESSION",
     "SINGLE",
+    "UNSEEN_MODES",
     "UnseenLabels",
     "UnseenResult",
     "additive_prediction",
@@ -550,7 +616,9 @@ __all__ = [
     "neighbour_dosages",
     "neighbour_weights",
     "network_neighbours",
+    "regulator_weights",
     "single_metrics",
+    "typical_own_change",
     "unseen_labels",
     "unseen_summary",
     "unseen_table",

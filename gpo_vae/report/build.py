@@ -10,6 +10,7 @@ from gpo_vae.report import grn_sections, sections
 from gpo_vae.report.html import page, section
 from gpo_vae.report.screen_section import screen_section
 from gpo_vae.report.tables import load_tables
+from gpo_vae.report.unseen_section import unseen_section
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def build_report(eval_dir: str | Path, out_path: str | Path | None = None, title
         ("baselines", "Baselines", sections.baseline_section(tables)),
         ("scatter", "Effects", sections.scatter_section(tables)),
         ("distributions", "Metrics", sections.distribution_section(tables)),
+        ("unseen", "Unseen", unseen_section(tables)),
         ("qc", "QC", sections.qc_section(tables)),
         ("summary-stats", "Summary statistics", sections.summary_stats_section(tables)),
         ("grn-mask", "GRN mask", grn_sections.heatmap_section(tables)),

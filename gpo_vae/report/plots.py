@@ -56,7 +56,18 @@ METHOD_LABELS = {
     "correlation": "|corr ΔX| baseline",
     "effect_z": "|effect z| baseline",
     "random": "random graph",
+    "additive": "additive (A + B)",
+    "matching_mean": "matching mean",
+    "grn_neighbour_mean": "GRN-neighbour mean",
+    "network_neighbour_mean": "network-neighbour mean",
+    "model_own_node": "GPO-VAE, own untrained node",
+    "model_neighbours": "GPO-VAE, dosed through GRN neighbours",
+    "model_regulators": "GPO-VAE, dosed through regulators",
+    "regulator_regression": "regulator regression",
+    "sams_vae_own_node": "SAMS-VAE, own untrained node",
 }
+#: Colours of categories without a meaning of their own (e.g. one per pair).
+DISCRETE_COLORS = ("#1f5f99", "#d9822b", "#2e8540", "#8e44ad", "#c0392b", "#16a085", "#b7950b", "#34495e")
 _COLORS = {
     "model": "#1f5f99",
     "sams_vae": "#d9822b",
@@ -130,7 +141,7 @@ def point_style(n: int, spread: float = 60.0) -> tuple[float, float]:
     return float(np.clip(2000 / n, 2.0, 8.0)), float(np.clip(spread / np.sqrt(n), 0.12, 0.6))
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+def pearson_of(a: np.ndarray, b: np.ndarray) -> float:
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
         return float("nan")
@@ -169,12 +180,12 @@ def ate_scatter_figure(scatter: pd.DataFrame, max_panels: int = 12) -> bytes:
             predicted = part["predicted"].to_numpy()
             arrays = [observed, predicted]
             size, alpha = point_style(observed.size, spread=15.0)
-            title = f"{name}\nmodel r = {format_number(_pearson(observed, predicted))}"
+            title = f"{name}\nmodel r = {format_number(pearson_of(observed, predicted))}"
             if has_baseline:
                 baseline = part["mean_baseline"].to_numpy()
                 arrays.append(baseline)
                 ax.scatter(observed, baseline, s=size, c=method_color("mean_baseline"), alpha=alpha, lw=0)
-                title += f", mean baseline r = {format_number(_pearson(observed, baseline))}"
+                title += f", mean baseline r = {format_number(pearson_of(observed, baseline))}"
             ax.scatter(observed, predicted, s=size, c=method_color("model"), alpha=alpha, lw=0)
             _identity_limits(ax, *arrays)
             ax.set_title(title, fontsize=8.5)

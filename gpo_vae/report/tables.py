@@ -23,6 +23,8 @@ import pandas as pd
 NA_STRINGS = ["", "nan", "NaN", "NA", "N/A", "null"]
 RUN_FILE = "run.json"
 METRIC_PATTERN = re.compile(r"^(pearson|r2|jaccard)(_top\d+|_specific)?$")
+#: Number columns of ``unseen_metrics.csv`` beyond pearson and r2 (``interaction_significant`` is text).
+UNSEEN_PATTERN = re.compile(r"^(pearson|r2|rank|interaction_(?!significant)).*$")
 HELDOUT = "heldout_test"
 ALL_CELLS = "all_cells"
 
@@ -77,6 +79,14 @@ SPECS: dict[str, TableSpec] = {
         ),
         TableSpec("grn_pr_curves.csv", ("method", "network"), ("recall", "precision")),
         TableSpec(
+            "unseen_metrics.csv",
+            ("kind", "method", "perturbation"),
+            ("pearson", "r2"),
+            number_pattern=UNSEEN_PATTERN,
+        ),
+        TableSpec("unseen_interaction_scatter.csv", ("perturbation", "gene"), ("observed", "predicted")),
+        TableSpec("unseen_neighbours.csv", ("method", "gene", "neighbour"), ("weight",)),
+        TableSpec(
             "perturbation_table.csv",
             ("perturbation", "measured", "status", "reason"),
             ("cells",),
@@ -106,6 +116,9 @@ class EvaluationTables:
     grn_pr_curves: pd.DataFrame | None
     perturbation_table: pd.DataFrame | None = None
     screen: dict[str, Any] | None = None
+    unseen_metrics: pd.DataFrame | None = None
+    unseen_interaction_scatter: pd.DataFrame | None = None
+    unseen_neighbours: pd.DataFrame | None = None
 
     def present(self) -> dict[str, bool]:
         """Which inputs were found, by field name."""
