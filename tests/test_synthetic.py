@@ -19,6 +19,7 @@ from gpo_vae.data.synthetic import (
     existing_synthetic_dataset,
     read_gene_symbols,
     simulate_perturbseq,
+    true_interactions,
     write_synthetic_dataset,
 )
 from gpo_vae.data.synthetic_design import draw_design
@@ -330,3 +331,35 @@ def test_rpe1_preset_is_calibrated_to_the_real_screen():
     assert 200 < degs.median() < 800 and degs.quantile(0.95) > 3 * degs.median()  # 404, long tail
     strong = (degs > 50) & (table["percent knockdown"] <= -0.3) & (table["number of cells (filtered)"] > 25)
     assert 0.45 < strong.mean() < 0.75  # RPE1: 1,564 of 2,550 (61 %) pass
+
+
+def test_nonadditive_pairs_interact_by_a_known_amount_and_additive_pairs_do_not():
+    small = {"cells_per_perturbation": 40.0}
+    saturating = simulate_perturbseq(SyntheticConfig.preset("nonadditive", **small))
+    pairs = saturating.combinations
+    assert len(pairs) == 20 and (pairs["n_cells"] > 0).all()
+    # both singles move shared genes the same way and those saturate: the pair is buffered
+    assert (pairs["true_interaction_norm"] > 0).mean() > 0.8
+    assert (pairs["true_interaction_kind"] == "buffering").mean() > 0.8
+    assert (pairs["true_interaction_norm"] < pairs["true_additive_norm"]).all()
+    additive = simulate_perturbseq(SyntheticConfig.preset("combinatorial", **small))
+    # an additive screen interacts only on the few genes where the ±4 clip bites
+    clipped = additive.combinations["true_interacting_genes"]
+    assert (clipped == 0).mean() > 0.5
+    assert clipped.sum() < 0.1 * pairs["true_interacting_genes"].sum()
+    design = draw_design(saturating.config)
+    np.testing.assert_allclose(
+        np.linalg.norm(true_interactions(design), axis=1), pairs["true_interaction_norm"], rtol=1e-6
+    )
+
+
+def test_the_interaction_knobs_leave_other_presets_unchanged():
+    plain = SyntheticConfig.preset(
+        "combinatorial", n_perturbations=12, n_genes=300, cells_per_perturbation=20.0
+    )
+    # a saturation scale matters only on a saturating screen
+    scaled = dataclasses.replace(plain, saturation=0.3)
+    a, b = simulate_perturbseq(plain).adata, simulate_perturbseq(scaled).adata
+    assert (a.X != b.X).nnz == 0
+    with pytest.raises(ValueError, match="interaction"):
+        SyntheticConfig(interaction="multiplicative")

@@ -30,6 +30,7 @@ SIZES = {
     "panel": {"n_genes": 400},
     "crispra": {"cells_per_perturbation": 100.0, "n_combinations": 3},
     "combinatorial": {"n_combinations": 6},
+    "nonadditive": {"n_combinations": 6},
 }
 USER_ARGS = ("--perturbation-key", "gene", "--control-label", "non-targeting")
 
@@ -146,6 +147,29 @@ def test_combinations_share_the_nodes_of_their_singles(sandbox):
     )
     model = metrics[(metrics["method"] == "model") & (metrics["reference"] == "heldout_test")]
     assert set(combos) & set(model["perturbation"])  # combinations are evaluated as their own rows
+
+
+def test_heldout_pairs_of_a_nonadditive_screen_are_predicted_scored_and_reported(sandbox):
+    _, output = run_main(sandbox, "nonadditive", "--split", "heldout_combinations")
+    artifact = artifact_of(sandbox, "nonadditive")
+    splits = json.loads(artifact.uns["record"])["splits"]
+    held = splits["heldout_combinations"]
+    assert held and splits["mode"] == "heldout_combinations" and splits["unseen_singles"] == []
+    labels = artifact.obs["gene"].astype(str).to_numpy()
+    split = artifact.obs["split"].astype(str).to_numpy()
+    assert (split[np.isin(labels, held)] == "test").all()
+    assert {g for pair in held for g in pair.split("+")} <= set(labels[split == "train"])
+    folder = next((sandbox.root / "results" / "nonadditive" / "evaluation").glob("*/"))
+    table = pd.read_csv(folder / "unseen_metrics.csv")
+    pairs = table[table["kind"] == "combination"]
+    assert set(pairs["perturbation"]) == set(held)
+    assert {"model", "additive", "matching_mean", "noncontrol_mean"} <= set(pairs["method"])
+    assert (pairs.loc[pairs["method"] == "additive", "interaction_pearson"] == 0).all()
+    assert pairs.loc[pairs["method"] == "model", "interaction_pearson"].notna().all()
+    cells = ad.read_h5ad(folder / "unseen_cells.h5ad")
+    assert set(held) <= set(cells.obs["gene"].astype(str)) and cells.n_vars == artifact.n_vars
+    html = report_of(sandbox, "nonadditive")
+    assert "Held-out pairs A+B" in html and "interaction Pearson r" in html and "matching mean" in html
 
 
 def test_batches_pair_qc_and_model_within_each_cell_line(sandbox):

@@ -4,6 +4,7 @@ redun imports the module named ``workflow``; this package answers that import. E
 ``main`` is one pipeline stage; the stages live in ``tasks/``.
 """
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,19 @@ redun_namespace = "gpo_vae"
 __all__ = ["evaluate", "inspect", "main", "sweep"]
 
 
+SPLIT_MODES = ("random", "heldout_perturbations", "heldout_combinations")
+
+
+def with_split(run_config: RunConfig, mode: str | None) -> RunConfig:
+    """``run_config`` with ``preprocess.split.mode`` set to ``mode`` (None: as configured)."""
+    if mode is None:
+        return run_config
+    if mode not in SPLIT_MODES:
+        raise ConfigError(f"--split {mode!r}: choose one of {', '.join(SPLIT_MODES)}")
+    split = dataclasses.replace(run_config.preprocess.split, mode=mode)
+    return dataclasses.replace(run_config, preprocess=dataclasses.replace(run_config.preprocess, split=split))
+
+
 def training_sections(run_config: RunConfig) -> dict[str, Any]:
     """The ``model`` and ``training`` sections that ``train_run`` takes."""
     return {"model": to_dict(run_config.model), "training": to_dict(run_config.training)}
@@ -58,6 +72,7 @@ def main(
     results_dir: str = "results",
     seed: int = 0,
     synthetic_preset: str = "default",
+    split: str | None = None,
     data_dir: str | None = None,
     cache_dir: str | None = None,
     perturbation_key: str = "gene",
@@ -84,7 +99,11 @@ def main(
       --results-dir (results)      results go to <results-dir>/<dataset>/
       --seed (0)                   seed of the synthetic screen (training seeds are in the config)
       --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
-                                   combinatorial, batches, counts_layer, guides
+                                   combinatorial, nonadditive, batches, counts_layer, guides,
+                                   low_cells
+      --split (config)             preprocess.split.mode: random, heldout_perturbations (genes
+                                   never seen in training) or heldout_combinations (A+B pairs
+                                   never seen, their singles seen)
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
       --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
@@ -120,14 +139,14 @@ def main(
     )
     check_results_dir(results_dir)
     config_files = [config_path(dataset, model, config)]
-    run_config = load_run_config(config_files[0])
+    run_config = with_split(load_run_config(config_files[0]), split)
     check_devices(run_config, config_files[0])
     sams_config = None
     if compare_sams_vae:
         if model == "sams_vae":
             raise ConfigError("--compare-sams-vae compares a GPO-VAE run with SAMS-VAE; --model is sams_vae")
         config_files.append(config_path(dataset, "sams_vae", None))
-        sams_config = load_run_config(config_files[1])
+        sams_config = with_split(load_run_config(config_files[1]), split)
     references = network_files(networks)
     if is_local_dataset(dataset):
         check_local_screen(dataset, layout, summary_stats)  # seconds: labels, controls, batches

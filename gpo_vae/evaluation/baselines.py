@@ -8,7 +8,7 @@
   Biotech 2025): one shared shift. Whatever a method scores beyond it is perturbation-specific;
   on standard metrics it rivals published deep models, so it is the bar a model must clear.
 - :func:`control_baseline_ate`: predict no effect (ATE 0). Its Pearson r is undefined (NaN,
-  constant prediction); its R² is ``−Σt²/Σ(t − t̄)² ≤ 0``.
+  constant prediction); its R² is ``1 − Σt²/Σ(t − t̄)² = −n·t̄²/Σ(t − t̄)² ≤ 0``.
 - :func:`split_half_reliability`: the ceiling set by sampling noise. The test cells of every
   perturbation and the test controls are split into two random halves (seeded); the metrics of
   half A's ATE (as "true") against half B's ATE (as "predicted") say how well one noisy

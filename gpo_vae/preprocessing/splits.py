@@ -42,12 +42,15 @@ class SplitError(UserError, ValueError):
 
 
 class HeldoutSplit(NamedTuple):
-    """Split labels per cell, the perturbations whose cells are all in test, and among them the
-    single genes that no training cell carries (as a single or inside a pair)."""
+    """Split labels per cell and the perturbations whose cells are all in test."""
 
     labels: np.ndarray
     heldout: list[str]
-    unseen_singles: tuple[str, ...] = ()
+
+    @property
+    def unseen_singles(self) -> list[str]:
+        """The held-out single genes: no training cell carries them, alone or in a pair."""
+        return [p for p in self.heldout if len(label_genes(p)) == 1]
 
 
 def _two_stage_sizes(fractions: Sequence[float]) -> tuple[float, float]:
@@ -242,7 +245,7 @@ def split_heldout_perturbations(
         perturbations.size,
         is_heldout.sum(),
     )
-    return HeldoutSplit(labels=split, heldout=heldout, unseen_singles=tuple(singles))
+    return HeldoutSplit(labels=split, heldout=heldout)
 
 
 def split_heldout_combinations(
@@ -321,7 +324,7 @@ def split_heldout_combinations(
         is_heldout.sum(),
         unseen or "none",
     )
-    return HeldoutSplit(labels=split, heldout=heldout, unseen_singles=tuple(unseen))
+    return HeldoutSplit(labels=split, heldout=heldout)
 
 
 def validate_splits(

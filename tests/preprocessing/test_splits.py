@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from gpo_vae.preprocessing.splits import split_heldout_perturbations, split_random, validate_splits
+from gpo_vae.preprocessing.splits import (
+    SplitError,
+    split_heldout_combinations,
+    split_heldout_perturbations,
+    split_random,
+    validate_splits,
+)
 
 CONTROL = "non-targeting"
 
@@ -138,3 +144,62 @@ def test_validate_splits_needs_controls_in_every_batch_of_every_split() -> None:
     batches = np.array(["X"] * 3 + ["Y"] * 3 + ["X"] * 3 + ["Z"] * 3)
     with pytest.raises(ValueError, match="no control cells in batch 'Z' split 'test'"):
         validate_splits(split, labels, CONTROL, batches=batches)
+
+
+@pytest.fixture
+def pair_labels_case() -> np.ndarray:
+    """8 singles and 6 pairs of them × 30 cells, 120 controls, and one pair whose single is absent."""
+    rng = np.random.default_rng(3)
+    singles = [f"G{i}" for i in range(8)]
+    pairs = ["G0+G1", "G0+G2", "G2+G3", "G4+G5", "G5+G6", "G6+G7", "G1+X9"]
+    labels = np.array([CONTROL] * 120 + [label for label in singles + pairs for _ in range(30)])
+    return rng.permutation(labels)
+
+
+def test_heldout_combinations_keep_their_singles_in_training(pair_labels_case: np.ndarray) -> None:
+    result = split_heldout_combinations(pair_labels_case, heldout_fraction=0.5, seed=0)
+    # G1+X9 is not eligible (X9 has no cells of its own): 3 of the 6 eligible pairs are held out
+    assert len(result.heldout) == 3 and all("+" in p for p in result.heldout)
+    assert "G1+X9" not in result.heldout and result.unseen_singles == []
+    labels = result.labels
+    assert np.all(labels[np.isin(pair_labels_case, result.heldout)] == "test")
+    trained = set(pair_labels_case[labels == "train"])
+    for pair in result.heldout:
+        assert set(pair.split("+")) <= trained, pair
+    validate_splits(labels, pair_labels_case, CONTROL, heldout=result.heldout)
+    again = split_heldout_combinations(pair_labels_case, heldout_fraction=0.5, seed=0)
+    np.testing.assert_array_equal(again.labels, labels)
+    other = split_heldout_combinations(pair_labels_case, heldout_fraction=0.5, seed=5)
+    assert other.heldout != result.heldout or np.any(other.labels != labels)
+
+
+def test_heldout_combinations_with_an_unseen_single_hold_it_out_everywhere(
+    pair_labels_case: np.ndarray,
+) -> None:
+    result = split_heldout_combinations(pair_labels_case, heldout_fraction=0.34, seed=1, unseen_single=True)
+    pairs = [p for p in result.heldout if "+" in p]
+    unseen = result.unseen_singles
+    assert unseen and len(unseen) <= 2
+    # every pair carrying an unseen gene is held out too, and no training cell carries the gene
+    for label in np.unique(pair_labels_case):
+        if set(label.split("+")) & set(unseen):
+            assert label in result.heldout, label
+    trained = set(pair_labels_case[result.labels == "train"])
+    assert not {g for label in trained for g in label.split("+")} & set(unseen)
+    for pair in pairs:
+        assert set(pair.split("+")) & set(unseen) or set(pair.split("+")) <= trained
+
+
+def test_heldout_combinations_refuse_a_screen_without_usable_pairs() -> None:
+    labels = np.array([CONTROL] * 60 + ["A"] * 20 + ["A+B"] * 20)
+    with pytest.raises(SplitError, match=r"A\+B \(no B cells\)"):
+        split_heldout_combinations(labels, seed=0)
+    with pytest.raises(SplitError, match="no combination labels"):
+        split_heldout_combinations(np.array([CONTROL] * 60 + ["A"] * 20 + ["B"] * 20), seed=0)
+
+
+def test_heldout_perturbations_hold_out_the_pairs_of_a_heldout_gene(pair_labels_case: np.ndarray) -> None:
+    for seed in range(6):
+        result = split_heldout_perturbations(pair_labels_case, heldout_fraction=0.2, seed=seed)
+        trained = {g for label in set(pair_labels_case[result.labels != "test"]) for g in label.split("+")}
+        assert not trained & set(result.unseen_singles), seed

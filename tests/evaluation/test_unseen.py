@@ -1,0 +1,129 @@
+"""Unseen labels: their baselines, interaction and rank metrics, and the regulator weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from gpo_vae.evaluation import unseen as u
+
+CONTROL = "non-targeting"
+GENES = pd.Index([f"g{i}" for i in range(6)], name="gene")
+
+
+def _frame(rows: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, index=GENES).T.rename_axis("perturbation")
+
+
+def test_unseen_labels_are_those_no_training_or_validation_cell_carries():
+    labels = np.array(["A", "A", "B", "A+B", "C", "A+C", "B+C", CONTROL])
+    split = np.array(["train", "test", "val", "test", "test", "test", "train", "train"])
+    found = u.unseen_labels(labels, split, ["A", "C", "A+B", "A+C"], CONTROL)
+    # C has a training cell only inside B+C: seen; A+B and A+C were never trained on
+    assert found.combinations == ["A+B", "A+C"] and found.singles == [] and not found.unseen_genes
+    split[6] = "test"
+    found = u.unseen_labels(labels, split, ["A", "C", "A+B", "A+C"], CONTROL)
+    assert found.singles == ["C"] and found.unseen_genes == {"C"}
+
+
+def test_additive_and_matching_mean_are_the_sum_and_mean_of_the_seen_singles():
+    singles = _frame({"A": [1, 0, 2, 0, 0, 0], "B": [0, 1, 2, 0, 0, -1]})
+    additive = u.additive_prediction(["A+B", "A+Z"], singles)
+    np.testing.assert_allclose(additive.loc["A+B"], [1, 1, 4, 0, 0, -1])
+    np.testing.assert_allclose(additive.loc["A+Z"], singles.loc["A"])  # Z unseen adds nothing
+    matching = u.matching_mean_prediction(["A+B"], singles)
+    np.testing.assert_allclose(matching.loc["A+B"], [0.5, 0.5, 2, 0, 0, -0.5])
+
+
+def test_interaction_metrics_score_only_what_additivity_misses():
+    additive = _frame({"A+B": [2.0, 1.0, 0.0, -1.0, 0.5, 0.0]})
+    interaction = np.array([-1.0, -0.5, 0.1, 0.4, -0.2, 0.0])  # buffering: against the additive profile
+    observed = additive + interaction
+    errors = np.full((1, 6), 0.05)
+    exact = u.combination_metrics(observed, observed, additive, errors, top_de=3, interaction_z=3.0)
+    assert exact.loc["A+B", "interaction_pearson"] == pytest.approx(1.0)
+    assert exact.loc["A+B", "interaction_r2"] == pytest.approx(1.0)
+    assert exact.loc["A+B", "interaction_sign_right"] == 1.0
+    flat = u.combination_metrics(observed, additive, additive, errors, top_de=3, interaction_z=3.0)
+    # additivity carries no interaction: r = 0 by definition, R² = 1 - Σt²/Σ(t - t̄)², never the direction
+    assert flat.loc["A+B", "interaction_pearson"] == 0.0
+    t = interaction
+    assert flat.loc["A+B", "interaction_r2"] == pytest.approx(1 - (t**2).sum() / ((t - t.mean()) ** 2).sum())
+    assert flat.loc["A+B", "interaction_sign_right"] == 0.0
+    direction = additive.loc["A+B"].to_numpy() / np.linalg.norm(additive.loc["A+B"])
+    along = float(interaction @ direction)
+    assert along < 0
+    assert flat.loc["A+B", "interaction_z"] == pytest.approx(along / np.sqrt(((direction * 0.05) ** 2).sum()))
+    noisy = u.combination_metrics(observed, observed, additive, errors * 100, top_de=3, interaction_z=3.0)
+    assert not noisy.loc["A+B", "interaction_significant"] and np.isnan(
+        noisy.loc["A+B", "interaction_sign_right"]
+    )
+
+
+def test_rank_is_one_when_every_prediction_matches_its_own_gene_best_and_chance_when_all_agree():
+    rng = np.random.default_rng(0)
+    observed = pd.DataFrame(rng.normal(size=(4, 6)), index=list("ABCD"), columns=GENES)
+    shift = pd.Series(0.0, index=GENES)
+    perfect = u.single_metrics(observed, observed + 0.01 * rng.normal(size=(4, 6)), shift, top_de=3)
+    assert (perfect["rank"] == 1).all() and (perfect["rank_normalised"] == 0).all()
+    shared = pd.DataFrame(np.repeat(rng.normal(size=(1, 6)), 4, axis=0), index=list("ABCD"), columns=GENES)
+    same = u.single_metrics(observed, shared + shift.to_numpy(), shift, top_de=3)
+    # identical predictions tie with each other: every gene sits in the middle
+    np.testing.assert_allclose(same["rank_normalised"], 0.5)
+    reversed_ = u.single_metrics(observed, observed.iloc[::-1].set_axis(observed.index), shift, top_de=3)
+    assert (reversed_["rank"] > 1).all()
+
+
+def test_regulator_weights_recover_what_moves_with_the_target():
+    """b_i moves gene a by x_i; a's children c move by β per unit of a: the weights give k·β."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 1.0, 8)
+    beta = np.array([0.0, 0.8, -0.5, 0.3, 0.0, 0.0])  # on g0..g5; g0 is a itself
+    effects = np.outer(x, beta) + rng.normal(0.0, 0.001, (8, 6))
+    effects[:, 0] = x
+    single_ate = pd.DataFrame(effects, index=[f"b{i}" for i in range(8)], columns=["a", *GENES[1:]])
+    weights = u.regulator_weights(single_ate, "a", own_change=-2.0)
+    predicted = weights @ single_ate
+    np.testing.assert_allclose(predicted["a"], -2.0)
+    np.testing.assert_allclose(predicted.iloc[1:], -2.0 * beta[1:], atol=0.02)
+    assert u.regulator_weights(single_ate, "unmeasured", -2.0).empty
+    assert u.typical_own_change(
+        pd.DataFrame([[-3.0, 0.1], [0.2, -1.0]], index=["p", "q"], columns=["p", "q"])
+    ) == pytest.approx(-2.0)
+
+
+def test_neighbour_dosages_spread_an_unseen_gene_over_its_weights():
+    nodes = {"A": 0, "B": 1, "C": 2, "D": 3}
+    weights = {"C": pd.Series([0.75, 0.25], index=["A", "B"]), "D": pd.Series(dtype=float)}
+    rows = u.neighbour_dosages(["A+C", "C", "D", "B"], nodes, 4, weights, seen=["A", "B"])
+    np.testing.assert_allclose(rows["A+C"][0], [1.75, 0.25, 0, 0])
+    np.testing.assert_allclose(rows["C"][0], [0.75, 0.25, 0, 0])
+    np.testing.assert_allclose(rows["D"][0], [0.5, 0.5, 0, 0])  # no neighbours: every seen gene
+    np.testing.assert_allclose(rows["B"][0], [0, 1, 0, 0])
+    scores = np.array([[0, 0.9, 0.2, 0], [0.1, 0, 0.6, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=float)
+    found = u.neighbour_weights(scores, list(nodes), "C", ["A", "B"], k=5)
+    np.testing.assert_allclose(found.loc[["B", "A"]], [0.75, 0.25])
+
+
+def test_interaction_standard_errors_follow_the_group_variances():
+    rng = np.random.default_rng(2)
+    labels = np.array([CONTROL] * 40 + ["A"] * 30 + ["B"] * 30 + ["A+B"] * 20)
+    split = np.array(["test"] * 20 + ["train"] * 20 + ["train"] * 60 + ["test"] * 20)
+    counts = sp.csr_matrix(rng.poisson(20.0, (labels.size, 6)).astype(np.float32))
+    errors = u.interaction_standard_errors(counts, labels, split, ["A+B"], CONTROL, ["A", "B"])
+
+    def moments(rows: np.ndarray) -> tuple[np.ndarray, int]:
+        x = counts[rows].toarray()
+        y = np.log2(1 + x / x.sum(axis=1, keepdims=True) * 1e4)
+        return y.var(axis=0, ddof=1), rows.sum()
+
+    (v_ab, n_ab), (v_ct, n_ct) = (
+        moments((labels == "A+B") & (split == "test")),
+        moments((labels == CONTROL) & (split == "test")),
+    )
+    (v_a, n_a), (v_b, n_b) = moments(labels == "A"), moments(labels == "B")
+    v_c, n_c = moments((labels == CONTROL) & (split == "train"))
+    expected = np.sqrt(v_ab / n_ab + v_ct / n_ct + v_a / n_a + v_b / n_b + 4 * v_c / n_c)
+    np.testing.assert_allclose(errors[0], expected, rtol=1e-6)
