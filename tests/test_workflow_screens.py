@@ -150,7 +150,7 @@ def test_combinations_share_the_nodes_of_their_singles(sandbox):
 
 
 def test_heldout_pairs_of_a_nonadditive_screen_are_predicted_scored_and_reported(sandbox):
-    _, output = run_main(sandbox, "nonadditive", "--split", "heldout_combinations")
+    run_main(sandbox, "nonadditive", "--split", "heldout_combinations")
     artifact = artifact_of(sandbox, "nonadditive")
     splits = json.loads(artifact.uns["record"])["splits"]
     held = splits["heldout_combinations"]

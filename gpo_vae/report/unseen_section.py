@@ -9,22 +9,22 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from gpo_vae.report import plots
-from gpo_vae.report.html import figure_html, format_number, html_table, section
+from gpo_vae.report.html import figure_html, format_number, html_table, not_computed, section
 from gpo_vae.report.tables import ALL_CELLS, HELDOUT, EvaluationTables
 from gpo_vae.report.verdict import Verdict, compare
 
 TITLE = "Unseen perturbations"
 MODEL = "model"
 BASELINE_TEXT = {
-    "additive": "the additive prediction (control + the singles' training shifts)",
-    "matching_mean": "the matching mean (the mean of the singles' training shifts)",
-    "noncontrol_mean": "the non-control mean (the shift all perturbed training cells share)",
-    "grn_neighbour_mean": "the mean of its GRN neighbours' training shifts",
-    "network_neighbour_mean": "the mean of its reference-network neighbours' training shifts",
-    "model_own_node": "the model's own, untrained node",
-    "regulator_regression": "the same regulator weights applied to the training shifts (no model)",
-    "model_neighbours": "the model dosed through its GRN neighbours instead",
-    "model_regulators": "the model dosed through the gene's regulators instead",
+    "additive": ("the additive prediction", "control + the singles' training shifts"),
+    "matching_mean": ("the matching mean", "the mean of the singles' training shifts"),
+    "noncontrol_mean": ("the non-control mean", "the shift all perturbed training cells share"),
+    "grn_neighbour_mean": ("the GRN-neighbour mean", "its GRN neighbours' training shifts"),
+    "network_neighbour_mean": ("the network-neighbour mean", "its reference-network neighbours' shifts"),
+    "model_own_node": ("the model's own untrained node", "the node no training cell dosed"),
+    "regulator_regression": ("the regulator regression", "the same weights on the training shifts, no model"),
+    "model_neighbours": ("the model dosed through GRN neighbours", "the other mode"),
+    "model_regulators": ("the model dosed through regulators", "the other mode"),
 }
 PAIR_COLUMNS = (
     "pearson",
@@ -63,9 +63,10 @@ def _sentence(metrics: pd.DataFrame, other: str, metric: str, what: str, kind_te
         relation = result.relation
         tone = {"above": "good", "below": "bad"}.get(relation, "neutral")
     wins = result.wins if metric != "rank_normalised" else result.losses
+    name, description = BASELINE_TEXT.get(other, (other, ""))
     return Verdict(
-        f"On {result.n} {kind_text}, the model's {what} ({format_number(result.mean)}) is {relation} "
-        f"{BASELINE_TEXT.get(other, other)} ({format_number(result.other_mean)}); the model is ahead on "
+        f"On {result.n} {kind_text}, the model's {what} is {format_number(result.mean)}, {relation} "
+        f"{name}'s {format_number(result.other_mean)} ({description}); the model is ahead on "
         f"{wins} of {result.n}.",
         tone,
     )
@@ -222,10 +223,11 @@ def unseen_section(tables: EvaluationTables) -> str:
     """Held-out pairs and genes against their baselines; a note when the split has none."""
     metrics = tables.unseen_metrics
     if metrics is None or metrics.empty:
-        body = (
-            '<p class="missing">This split has no unseen label (every tested label has training cells). '
-            "Set <code>preprocess.split.mode</code> to <code>heldout_combinations</code> (pairs) or "
-            "<code>heldout_perturbations</code> (genes) to measure predictions of experiments not run.</p>"
+        body = not_computed("Unseen-label predictions", ["unseen_metrics.csv"]) + (
+            '<p class="note">The evaluation writes it when the split holds labels no training cell carries. '
+            "Set <code>preprocess.split.mode</code> (or <code>--split</code>) to "
+            "<code>heldout_combinations</code> (pairs) or <code>heldout_perturbations</code> (genes) to "
+            "measure predictions of experiments not run.</p>"
         )
         return section("unseen", TITLE, body)
     body = ""

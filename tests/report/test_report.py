@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpo_vae.evaluation import unseen
 from gpo_vae.evaluation.metrics import prediction_metrics
 from gpo_vae.grn.baselines import random_scores
 from gpo_vae.grn.curves import (
@@ -34,11 +35,47 @@ IMG_PREFIX = '<img src="data:image/png;base64,'
 NODES = ["G0", "G1", "G2", "<script>", "G4", "D0", "D1", "D2", "D3", "D4", "D5", "D6"]
 PERTURBED = NODES[:5]
 N_GENES = 30
-FULL_FIGURES = 8  # scatter, distributions, QC, summary stats, heatmap, network, PR curves, stats vs K
+FULL_FIGURES = (
+    9  # scatter, distributions, unseen interactions, QC, summary stats, heatmap, network, PR, stats vs K
+)
 
 
 def _ate(rng: np.random.Generator, noise: float, truth: pd.DataFrame) -> pd.DataFrame:
     return truth + rng.normal(0.0, noise, truth.shape)
+
+
+def write_unseen_tables(root: Path, rng: np.random.Generator, genes: list[str]) -> None:
+    """Unseen tables from the real metric functions: 3 held-out pairs, 4 unseen genes."""
+    pairs = ["P0+P1", "P1+P2", "P2+P3"]
+    additive = pd.DataFrame(rng.normal(0, 1, (3, len(genes))), index=pairs, columns=genes)
+    observed = additive * 0.7 + rng.normal(0, 0.05, additive.shape)  # buffered pairs
+    errors = np.full(additive.shape, 0.05)
+    frames = {
+        ("combination", "model"): unseen.combination_metrics(
+            observed, additive * 0.75, additive, errors, 20, 3.0
+        ),
+        ("combination", "additive"): unseen.combination_metrics(
+            observed, additive, additive, errors, 20, 3.0
+        ),
+    }
+    singles = ["U0", "U1", "U2", "U3"]
+    truth = pd.DataFrame(rng.normal(0, 1, (4, len(genes))), index=singles, columns=genes)
+    shift = pd.Series(0.0, index=genes)
+    frames["single", "model"] = unseen.single_metrics(truth, truth + rng.normal(0, 1, truth.shape), shift, 20)
+    frames["single", "noncontrol_mean"] = unseen.single_metrics(truth, truth * 0.0, shift, 20)
+    unseen.unseen_table(frames).to_csv(root / unseen.METRICS_FILE, index=False)
+    unseen.interaction_scatter(observed, additive * 0.75, additive, 20).to_csv(
+        root / unseen.SCATTER_FILE, index=False
+    )
+    pd.DataFrame(
+        {
+            "method": "model",
+            "mode": "regulators",
+            "gene": singles,
+            "neighbour": "P0",
+            "weight": [0.5, -1.0, 2.0, 0.1],
+        }
+    ).to_csv(root / unseen.NEIGHBOURS_FILE, index=False)
 
 
 def write_eval_dir(root: Path, model_better: bool = True, seed: int = 0) -> Path:
@@ -76,6 +113,7 @@ def write_eval_dir(root: Path, model_better: bool = True, seed: int = 0) -> Path
             )
         )
     pd.concat(scatter).to_csv(root / "ate_scatter.csv", index=False)
+    write_unseen_tables(root, rng, genes)
 
     pd.DataFrame(
         {"t": [3, 4, 5], "pass_ratio_generated": [0.81, 0.9, 0.95], "pass_ratio_data": [0.85, 0.93, 0.97]}
@@ -294,7 +332,9 @@ def test_missing_optional_tables_say_not_computed(tmp_path: Path) -> None:
     text = build_report(sparse).read_text(encoding="utf-8")
     assert text.count(IMG_PREFIX) == 1  # only the metric distributions
     missing = re.findall(r'<p class="missing">(.*?)</p>', text)
-    assert len(missing) == 8  # screen, scatter, QC, summary stats, mask, edges, reference, CausalBench
+    assert (
+        len(missing) == 9
+    )  # screen, scatter, unseen, QC, summary stats, mask, edges, reference, CausalBench
     assert all("not computed" in m for m in missing)
     for name in ("ate_scatter.csv", "qc_ratio.csv", "grn_mask.csv", "grn_edges.csv", "grn_statistical.csv"):
         assert f"<code>{name}</code>" in text
@@ -305,7 +345,7 @@ def test_run_json_alone_builds(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"dataset": "x"}))
     text = build_report(tmp_path).read_text(encoding="utf-8")
     assert IMG_PREFIX not in text
-    assert text.count("not computed") == 10
+    assert text.count("not computed") == 11
 
 
 def test_out_path_title_and_byte_identical_rebuild(tmp_path: Path, full_report: tuple[Path, str]) -> None:
@@ -382,3 +422,13 @@ def test_screen_section_states_modality_pairing_batches_and_the_filter_table(ful
     assert "counts from counts" in section and "64 control cells in test (3 moved from train)" in section
     assert "Perturbations: 2 of 3 kept" in section and "DEGs 1 ≤ 3 (filters.min_degs)" in section
     assert "&lt;b&gt;G3&lt;/b&gt;" in section and "<b>G3</b>" not in section
+
+
+def test_unseen_section_gives_the_verdict_against_each_baseline(full_report: tuple[Path, str]) -> None:
+    _, text = full_report
+    part = text[text.index('id="unseen"') :]
+    part = part[: part.index("</section>")]
+    # the model shrinks every pair towards what was observed: above additivity's interaction r of 0
+    assert "interaction Pearson r is 0.985, above the additive prediction's 0 (" in html.unescape(part)
+    assert "Held-out single genes" in part and "normalised rank" in part
+    assert part.count(IMG_PREFIX) == 1
