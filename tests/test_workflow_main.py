@@ -163,3 +163,16 @@ def test_importing_the_workflow_loads_no_heavy_library():
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert loaded.strip() == "[]", loaded
+
+
+def test_split_option_sets_the_split_mode_and_names_the_choices():
+    from gpo_vae.config import ConfigError
+    from gpo_vae.run_config import RunConfig
+    from workflow.datasets import with_split
+
+    config = RunConfig()
+    assert with_split(config, None) is config
+    assert with_split(config, "heldout_combinations").preprocess.split.mode == "heldout_combinations"
+    assert with_split(config, "heldout_combinations").preprocess.split.heldout_fraction == 0.2
+    with pytest.raises(ConfigError, match="heldout_perturbations, heldout_combinations"):
+        with_split(config, "pairs")

@@ -4,7 +4,6 @@ redun imports the module named ``workflow``; this package answers that import. E
 ``main`` is one pipeline stage; the stages live in ``tasks/``.
 """
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from workflow.datasets import (
     network_files,
     read_files,
     screen_layout,
+    with_split,
 )
 from workflow.review import evaluate, inspect
 from workflow.sweep_support import (
@@ -42,19 +42,6 @@ from workflow.sweep_support import (
 redun_namespace = "gpo_vae"
 #: The entry points: ``redun run workflow.py <name>``.
 __all__ = ["evaluate", "inspect", "main", "sweep"]
-
-
-SPLIT_MODES = ("random", "heldout_perturbations", "heldout_combinations")
-
-
-def with_split(run_config: RunConfig, mode: str | None) -> RunConfig:
-    """``run_config`` with ``preprocess.split.mode`` set to ``mode`` (None: as configured)."""
-    if mode is None:
-        return run_config
-    if mode not in SPLIT_MODES:
-        raise ConfigError(f"--split {mode!r}: choose one of {', '.join(SPLIT_MODES)}")
-    split = dataclasses.replace(run_config.preprocess.split, mode=mode)
-    return dataclasses.replace(run_config, preprocess=dataclasses.replace(run_config.preprocess, split=split))
 
 
 def training_sections(run_config: RunConfig) -> dict[str, Any]:

@@ -5,6 +5,7 @@ option, a missing file or a screen whose labels cannot be read stops the run in 
 one line naming the fix.
 """
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,16 @@ def acquire(
         out_dir = Path(results_dir, "synthetic", f"data-{synthetic_preset}-seed{seed}")
         return simulate_dataset(str(out_dir), synthetic_preset, seed, options)
     return fetch_published_dataset(dataset, data_dir, cache_dir, options)
+
+
+SPLIT_MODES = ("random", "heldout_perturbations", "heldout_combinations")
+
+
+def with_split(run_config: RunConfig, mode: str | None) -> RunConfig:
+    """``run_config`` with ``preprocess.split.mode`` set to ``mode`` (None: as configured)."""
+    if mode is None:
+        return run_config
+    if mode not in SPLIT_MODES:
+        raise ConfigError(f"--split {mode!r}: choose one of {', '.join(SPLIT_MODES)}")
+    split = dataclasses.replace(run_config.preprocess.split, mode=mode)
+    return dataclasses.replace(run_config, preprocess=dataclasses.replace(run_config.preprocess, split=split))

@@ -24,6 +24,7 @@ from workflow.datasets import (
     network_files,
     read_files,
     screen_layout,
+    with_split,
 )
 from workflow.sweep_support import find_artifact, recorded_dataset_files
 
@@ -116,6 +117,7 @@ def inspect(
     results_dir: str = "results",
     seed: int = 0,
     synthetic_preset: str = "default",
+    split: str | None = None,
     data_dir: str | None = None,
     cache_dir: str | None = None,
     perturbation_key: str = "gene",
@@ -143,7 +145,10 @@ def inspect(
       --results-dir (results)      computed summary statistics go to <results-dir>/<dataset>/data/
       --seed (0)                   seed of the synthetic screen
       --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
-                                   combinatorial, batches, counts_layer, guides
+                                   combinatorial, nonadditive, batches, counts_layer, guides,
+                                   low_cells
+      --split (config)             preprocess.split.mode: random, heldout_perturbations or
+                                   heldout_combinations (lists what would be held out)
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
       --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
@@ -172,7 +177,7 @@ def inspect(
     )
     check_results_dir(results_dir)
     config_file = config_path(dataset, model, config)
-    run_config = load_run_config(config_file)
+    run_config = with_split(load_run_config(config_file), split)
     if is_local_dataset(dataset):
         check_local_screen(dataset, layout, summary_stats)
     spec = acquire(

@@ -5,7 +5,9 @@
 ``summary_stats_agreement.csv`` and ``summary_stats_points.csv`` when summary statistics are
 given, ``grn_mask.csv``, ``grn_nodes.csv``, ``grn_edges.csv``, ``grn_statistical.csv``,
 ``grn_reference.csv`` and ``grn_pr_curves.csv`` when a reference or true network is given,
-``run.json``), then ``report.html``, then a ``.complete`` marker; all in a temporary sibling
+``unseen_metrics.csv``, ``unseen_interaction_scatter.csv``, ``unseen_neighbours.csv`` and
+``unseen_cells.h5ad`` when the split holds labels no training cell carries, ``run.json``), then
+``report.html``, then a ``.complete`` marker; all in a temporary sibling
 directory renamed into place, so a reader never sees a half-written evaluation.
 """
 

@@ -61,13 +61,20 @@ def inspect_screen(
         f"pairing.features {config.pairing.features}, min_measured_targets {config.pairing.min_measured_targets})"
     )
     kept_batches = None if batches is None else batches[mask]
-    split, _, _, moved = make_splits(kept_labels, kept_batches, config, CONTROL_LABEL)
+    split, heldout, unseen, moved = make_splits(kept_labels, kept_batches, config, CONTROL_LABEL)
     test_controls = int(((kept_labels == CONTROL_LABEL) & (split == "test")).sum())
     lines.append(
         f"splits: {config.split.mode}{' stratified' if config.split.stratify else ''}, "
         f"{test_controls} control cells in test (min {config.split.min_test_controls})"
         + (f"; {sum(moved.values())} moved from train" if moved else "")
     )
+    if heldout:
+        pairs = [label for label in heldout if "+" in label]
+        lines.append(
+            f"held out of training: {len(pairs)} pairs ({', '.join(pairs[:8]) or 'none'}"
+            f"{' …' if len(pairs) > 8 else ''}), {len(unseen)} genes ({', '.join(unseen[:8]) or 'none'}"
+            f"{' …' if len(unseen) > 8 else ''})"
+        )
     lines += format_table(table, modality=modality["resolved"])
     kept = table[table["status"] == KEPT]
     combos = sum("+" in str(label) for label in kept.index)

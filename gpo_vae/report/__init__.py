@@ -42,6 +42,18 @@ empty cell (pandas' default). Name columns are text (a gene called ``NA`` stays 
     when every value is defined); optional ``n_predicted``, ``true_positives``.
 ``grn_pr_curves.csv``: ``method``, ``network``, ``recall``, ``precision`` (at most ~2,000
     points per curve; the report thins longer ones evenly).
+``unseen_metrics.csv``: one row per (kind, method, perturbation) for the labels no training cell
+    carries (:mod:`gpo_vae.evaluation.unseen`): ``kind`` ``combination`` (a held-out ``A+B``) or
+    ``single`` (a held-out gene); ``method`` ``model``, ``model_own_node``, ``model_neighbours``
+    (or ``model_regulators``), ``additive``, ``matching_mean``, ``noncontrol_mean``,
+    ``regulator_regression``, ``grn_neighbour_mean``, ``network_neighbour_mean``, the same for
+    ``sams_vae``. Required: ``pearson``, ``r2``; optional numbers ``pearson_*``, ``r2_*``,
+    ``rank``, ``rank_normalised``, ``interaction_*`` (``interaction_significant`` is text).
+``unseen_interaction_scatter.csv``: ``perturbation`` (a pair), ``gene``, ``observed``,
+    ``predicted``: the model's and the data's interaction (minus the additive prediction) on
+    each pair's top-20 DE genes.
+``unseen_neighbours.csv``: ``method``, ``gene``, ``neighbour``, ``weight``, optional ``mode``:
+    the seen genes an unseen gene is dosed through.
 ``perturbation_table.csv``: the preprocessing filters' table, one row per perturbation label:
     ``perturbation``, ``cells``, ``measured`` (target measured: ``yes``, ``no``, ``1 of 2``),
     ``status`` (``kept`` or the filter that removed it), ``reason``; optional

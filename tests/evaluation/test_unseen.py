@@ -182,3 +182,13 @@ def test_unseen_genes_are_predicted_through_their_regulators_and_scored(heldout_
     metrics = json.loads((out / "run.json").read_text())["metrics"]
     assert "model_unseen_singles_rank_normalised" in metrics
     assert "Held-out single genes" in (out / "report.html").read_text()
+
+
+def test_network_neighbours_take_either_direction_with_equal_weights():
+    nodes = ["A", "B", "C", "D"]
+    adjacency = np.zeros((4, 4), dtype=bool)
+    adjacency[0, 2] = adjacency[2, 1] = adjacency[3, 0] = True  # A→C, C→B, D→A
+    found = u.network_neighbours(adjacency, nodes, "C", seen=["A", "B", "D"])
+    np.testing.assert_allclose(found.loc[["A", "B"]], [0.5, 0.5])
+    assert "D" not in found.index
+    assert u.network_neighbours(adjacency, nodes, "C", seen=["D"]).empty
