@@ -25,15 +25,11 @@ measured; nothing is tuned to them.
 
 from __future__ import annotations
 
-import argparse
 import json
-import multiprocessing
-import os
 import resource
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +37,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _pool import check_models, markdown, prepare_synthetic, run_jobs, seed_jobs, seed_parser, split_list  # noqa: E402
 
 SCREENS = ("default", "low_cells", "panel")
 MODELS = ("gpo_vae", "gpo_vae_plus", "sams_vae")
@@ -65,40 +64,8 @@ def _config_for(model: str, screen: str, folder: Path) -> Path:
 
 def prepare_screen(screen: str, seed: int, folder: Path) -> dict:
     """Simulate, compute the summary statistics and preprocess one screen; its paths and timings."""
-    from gpo_vae.data.contract import read_counts_h5ad
-    from gpo_vae.data.layout import ScreenLayout
-    from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
-    from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
-    from gpo_vae.preprocessing.artifact import write_artifact
-    from gpo_vae.preprocessing.pipeline import preprocess_files
-    from gpo_vae.run_config import load_run_config
-
     folder.mkdir(parents=True, exist_ok=True)
-    done = folder / "prepared.json"
-    if done.exists():  # an earlier run of the benchmark with the same --out
-        return json.loads(done.read_text())
-    start = time.perf_counter()
-    simulated = simulate_perturbseq(SyntheticConfig.preset(screen, seed=seed))
-    counts = folder / "screen.h5ad"
-    saved_layout(simulated.adata, simulated.config.layout).write_h5ad(counts)
-    truth = folder / "true_network.csv"
-    simulated.network.to_csv(truth, index=False)
-    layout = ScreenLayout()
-    stats = write_summary_stats_csv(
-        compute_summary_stats(read_counts_h5ad(counts, layout), progress=False), folder / "stats.csv"
-    )
-    preprocess = load_run_config(_config_for("gpo_vae", screen, folder)).preprocess
-    artifact = preprocess_files(counts, stats, None, preprocess, layout, progress=False, print_table=False)
-    write_artifact(artifact, folder / "artifact")
-    prepared = {
-        "artifact": str(folder / "artifact"),
-        "truth": str(truth),
-        "cells": artifact.n_obs,
-        "genes": artifact.n_vars,
-        "prepare_s": time.perf_counter() - start,
-    }
-    done.write_text(json.dumps(prepared))
-    return prepared
+    return prepare_synthetic(screen, seed, folder, _config_for("gpo_vae", screen, folder))
 
 
 def train_and_evaluate(job: dict) -> dict:
@@ -194,71 +161,38 @@ def summary_table(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--screens", default=",".join(SCREENS))
-    parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown too")
-    parser.add_argument(
-        "--out", type=Path, help="keep every screen's files here (default: a temporary folder)"
-    )
+    parser = seed_parser(__doc__.splitlines()[0], "screens", ",".join(SCREENS), ",".join(MODELS))
     args = parser.parse_args()
-    screens = [s.strip() for s in args.screens.split(",") if s.strip()]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    screens, seeds, models = split_list(args.screens), split_list(args.seeds, int), split_list(args.models)
     unknown = [s for s in screens if s not in SCREEN_FILTERS]
     if unknown:
         parser.error(f"unknown screens {unknown}; choose from {list(SCREEN_FILTERS)}")
-    for model in models:
-        if not (ROOT / "configs" / f"{model}_synthetic.yaml").is_file():
-            parser.error(f"--models {model}: no configs/{model}_synthetic.yaml")
+    check_models(parser, models)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
-        jobs = []
-        for screen in screens:
-            for seed in seeds:
-                folder = root / f"{screen}_seed{seed}"
-                prepared = prepare_screen(screen, seed, folder)
-                print(
-                    f"{screen} seed {seed}: {prepared['cells']:,} cells x {prepared['genes']:,} genes, "
-                    f"prepared in {prepared['prepare_s']:.0f} s",
-                    flush=True,
-                )
-                for i, model in enumerate(models):
-                    jobs.append(
-                        {
-                            "screen": screen,
-                            "seed": seed,
-                            "model": model,
-                            "folder": str(folder / model),
-                            "artifact": prepared["artifact"],
-                            "truth": prepared["truth"],
-                            "baselines": i == 0,
-                        }
-                    )
-        rows: list[dict] = []
-        failed: list[str] = []
-        peak = 0.0
-        # spawned, not forked: a fork of this process (OpenMP already running) aborts in libgomp
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=args.workers, mp_context=spawn) as pool:
-            futures = {pool.submit(train_and_evaluate, job): job for job in jobs}
-            for future in as_completed(futures):
-                job = futures[future]
-                name = f"{job['screen']} seed {job['seed']} {job['model']}"
-                try:
-                    result = future.result()
-                except Exception as err:  # one job's failure must not lose the others' numbers
-                    failed.append(f"{name}: {type(err).__name__}: {err}")
-                    print(f"  {name}: FAILED ({failed[-1]})", flush=True)
-                    continue
-                rows += result["rows"]
-                peak = max(peak, result["peak_rss_gb"])
-                mine = result["rows"][0]
-                graph = f", AUPRC {mine['auprc']:.3f}, {mine['edges']} edges" if "auprc" in mine else ""
-                print(f"  {name}: r {mine['pearson']:.3f}{graph}, train {mine['train_s']:.0f} s", flush=True)
+        jobs = seed_jobs(
+            screens,
+            seeds,
+            models,
+            root,
+            "screen",
+            prepare_screen,
+            lambda p: f"{p['cells']:,} cells x {p['genes']:,} genes, prepared in {p['prepare_s']:.0f} s",
+        )
+
+        def line_of(job: dict, result: dict) -> str:
+            mine = result["rows"][0]
+            graph = f", AUPRC {mine['auprc']:.3f}, {mine['edges']} edges" if "auprc" in mine else ""
+            return f"r {mine['pearson']:.3f}{graph}, train {mine['train_s']:.0f} s"
+
+        rows, failed, peak = run_jobs(
+            jobs,
+            train_and_evaluate,
+            args.workers,
+            lambda j: f"{j['screen']} seed {j['seed']} {j['model']}",
+            line_of,
+        )
         frame = pd.DataFrame(rows)
         if args.out:
             frame.to_csv(args.out / "science_rows.csv", index=False)
@@ -272,10 +206,7 @@ def main() -> None:
     print(table.to_string(index=False))
     if args.markdown:
         print()
-        print("| " + " | ".join(table.columns) + " |")
-        print("|" + "---|" * len(table.columns))
-        for values in table.astype(str).itertuples(index=False):
-            print("| " + " | ".join(values) + " |")
+        print(markdown(table))
 
 
 if __name__ == "__main__":

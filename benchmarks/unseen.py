@@ -30,15 +30,11 @@ the peak memory of a job. Numbers are as measured; nothing is tuned to them.
 
 from __future__ import annotations
 
-import argparse
 import json
-import multiprocessing
-import os
 import resource
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +42,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _pool import check_models, markdown, prepare_synthetic, run_jobs, seed_jobs, seed_parser, split_list  # noqa: E402
 
 MODELS = ("gpo_vae", "gpo_vae_plus", "sams_vae")
 #: scenario → (simulator preset, preprocess.split overrides)
@@ -77,42 +76,8 @@ def config_for(model: str, scenario: str, folder: Path) -> Path:
 
 def prepare(scenario: str, seed: int, folder: Path) -> dict:
     """Simulate and preprocess one scenario's screen; its paths and sizes (reused when present)."""
-    from gpo_vae.data.layout import ScreenLayout
-    from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
-    from gpo_vae.data.synthetic import SyntheticConfig, simulate_perturbseq
-    from gpo_vae.preprocessing.artifact import write_artifact
-    from gpo_vae.preprocessing.pipeline import preprocess_files
-    from gpo_vae.run_config import load_run_config
-
     folder.mkdir(parents=True, exist_ok=True)
-    done = folder / "prepared.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    start = time.perf_counter()
-    simulated = simulate_perturbseq(SyntheticConfig.preset(SCENARIOS[scenario][0], seed=seed))
-    counts = folder / "screen.h5ad"
-    simulated.adata.write_h5ad(counts)
-    truth = folder / "true_network.csv"
-    simulated.network.to_csv(truth, index=False)
-    stats = write_summary_stats_csv(
-        compute_summary_stats(simulated.adata, progress=False), folder / "stats.csv"
-    )
-    preprocess = load_run_config(config_for("gpo_vae", scenario, folder)).preprocess
-    artifact = preprocess_files(
-        counts, stats, None, preprocess, ScreenLayout(), progress=False, print_table=False
-    )
-    write_artifact(artifact, folder / "artifact")
-    splits = json.loads(artifact.uns["record"])["splits"]
-    prepared = {
-        "artifact": str(folder / "artifact"),
-        "truth": str(truth),
-        "cells": artifact.n_obs,
-        "genes": artifact.n_vars,
-        "heldout": splits["heldout"],
-        "prepare_s": time.perf_counter() - start,
-    }
-    done.write_text(json.dumps(prepared))
-    return prepared
+    return prepare_synthetic(SCENARIOS[scenario][0], seed, folder, config_for("gpo_vae", scenario, folder))
 
 
 def train_and_evaluate(job: dict) -> dict:
@@ -181,81 +146,46 @@ def summary_table(rows: pd.DataFrame, scenario: str, methods: list[str]) -> pd.D
     return table.sort_values("_order", kind="stable").drop(columns="_order")
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(values) + " |" for values in table.astype(str).itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown too")
-    parser.add_argument(
-        "--out", type=Path, help="keep every screen's files here (default: a temporary folder)"
-    )
+    parser = seed_parser(__doc__.splitlines()[0], "scenarios", ",".join(SCENARIOS), ",".join(MODELS))
     args = parser.parse_args()
-    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    scenarios, seeds, models = (
+        split_list(args.scenarios),
+        split_list(args.seeds, int),
+        split_list(args.models),
+    )
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
-    for model in models:
-        if not (ROOT / "configs" / f"{model}_synthetic.yaml").is_file():
-            parser.error(f"--models {model}: no configs/{model}_synthetic.yaml")
+    check_models(parser, models)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
-        jobs = []
-        for scenario in scenarios:
-            for seed in seeds:
-                folder = root / f"{scenario}_seed{seed}"
-                prepared = prepare(scenario, seed, folder)
-                print(
-                    f"{scenario} seed {seed}: {prepared['cells']:,} cells x {prepared['genes']:,} genes, "
-                    f"held out {', '.join(prepared['heldout'])}; prepared in {prepared['prepare_s']:.0f} s",
-                    flush=True,
-                )
-                for i, model in enumerate(models):
-                    jobs.append(
-                        {
-                            "scenario": scenario,
-                            "seed": seed,
-                            "model": model,
-                            "folder": str(folder / model),
-                            "artifact": prepared["artifact"],
-                            "truth": prepared["truth"],
-                            "baselines": i == 0,
-                        }
-                    )
-        rows: list[dict] = []
-        failed: list[str] = []
-        peak = 0.0
-        # spawned, not forked: a fork of this process (OpenMP already running) aborts in libgomp
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=args.workers, mp_context=spawn) as pool:
-            futures = {pool.submit(train_and_evaluate, job): job for job in jobs}
-            for future in as_completed(futures):
-                job = futures[future]
-                name = f"{job['scenario']} seed {job['seed']} {job['model']}"
-                try:
-                    result = future.result()
-                except Exception as err:  # one job's failure must not lose the others' numbers
-                    failed.append(f"{name}: {type(err).__name__}: {err}")
-                    print(f"  {name}: FAILED ({failed[-1]})", flush=True)
-                    continue
-                rows += result["rows"]
-                peak = max(peak, result["peak_rss_gb"])
-                mine = result["rows"][0]
-                key = "interaction_pearson" if job["scenario"] == "pairs" else "pearson_specific"
-                print(
-                    f"  {name}: {key} {mine.get(key, float('nan')):.3f}, train {mine['train_s']:.0f} s",
-                    flush=True,
-                )
+        jobs = seed_jobs(
+            scenarios,
+            seeds,
+            models,
+            root,
+            "scenario",
+            prepare,
+            lambda p: (
+                f"{p['cells']:,} cells x {p['genes']:,} genes, held out {', '.join(p['heldout'])}; "
+                f"prepared in {p['prepare_s']:.0f} s"
+            ),
+        )
+
+        def line_of(job: dict, result: dict) -> str:
+            mine = result["rows"][0]
+            key = "interaction_pearson" if job["scenario"] == "pairs" else "pearson_specific"
+            return f"{key} {mine.get(key, float('nan')):.3f}, train {mine['train_s']:.0f} s"
+
+        rows, failed, peak = run_jobs(
+            jobs,
+            train_and_evaluate,
+            args.workers,
+            lambda j: f"{j['scenario']} seed {j['seed']} {j['model']}",
+            line_of,
+        )
         frame = pd.DataFrame(rows)
         if args.out:
             frame.to_csv(args.out / "unseen_rows.csv", index=False)
@@ -274,7 +204,7 @@ def main() -> None:
         print(table.to_string(index=False))
         if args.markdown:
             print()
-            print(_markdown(table))
+            print(markdown(table))
 
 
 if __name__ == "__main__":

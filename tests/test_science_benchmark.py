@@ -1,4 +1,5 @@
-"""benchmarks/science.py: its table is mean ± sd of what the runs measured, and it checks its inputs."""
+"""benchmarks/science.py and unseen.py: their tables are mean ± sd of what the runs measured, and
+they check their inputs."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _science():
-    spec = importlib.util.spec_from_file_location("science", ROOT / "benchmarks" / "science.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _science():
+    return _load("science")
 
 
 def test_summary_table_is_mean_and_sd_over_seeds_in_method_order():
@@ -39,11 +44,34 @@ def test_summary_table_is_mean_and_sd_over_seeds_in_method_order():
 
 
 def test_unknown_screen_or_model_is_refused_before_any_work():
-    for args, message in (
-        (["--screens", "nope"], "unknown screens"),
-        (["--models", "foo"], "no configs/foo"),
+    for script, args, message in (
+        ("science", ["--screens", "nope"], "unknown screens"),
+        ("science", ["--models", "foo"], "no configs/foo"),
+        ("unseen", ["--scenarios", "triples"], "unknown scenarios"),
+        ("unseen", ["--models", "foo"], "no configs/foo"),
     ):
         done = subprocess.run(
-            [sys.executable, "benchmarks/science.py", *args], cwd=ROOT, capture_output=True, text=True
+            [sys.executable, f"benchmarks/{script}.py", *args], cwd=ROOT, capture_output=True, text=True
         )
-        assert done.returncode == 2 and message in done.stderr
+        assert done.returncode == 2 and message in done.stderr, (script, done.stderr)
+
+
+def test_unseen_table_is_per_scenario_mean_and_sd_with_models_first(tmp_path):
+    unseen = _load("unseen")
+    rows = pd.DataFrame(
+        [
+            {"scenario": "pairs", "seed": 1, "method": "additive", "interaction_pearson": 0.0, "n": 3},
+            {"scenario": "pairs", "seed": 1, "method": "gpo_vae", "interaction_pearson": 0.3, "n": 3},
+            {"scenario": "pairs", "seed": 2, "method": "gpo_vae", "interaction_pearson": 0.5, "n": 3},
+            {"scenario": "singles", "seed": 1, "method": "gpo_vae", "rank_normalised": 0.25, "n": 6},
+        ]
+    )
+    table = unseen.summary_table(rows, "pairs", ["gpo_vae"]).set_index("method")
+    assert list(table.index) == ["gpo_vae", "additive"]
+    assert table.loc["gpo_vae", "interaction_pearson"] == "0.400 ± 0.141"
+    assert table.loc["additive", "seeds"] == 1 and "rank_normalised" not in table.columns
+    # the scenario's split is what preprocessing will read
+    config = unseen.config_for("gpo_vae", "pairs", tmp_path)
+    assert "heldout_combinations" in config.read_text()
+    markdown = _load("_pool").markdown(table.reset_index())
+    assert markdown.splitlines()[0].startswith("| method | seeds |") and markdown.count("\n") == 3

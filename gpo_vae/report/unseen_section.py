@@ -26,6 +26,22 @@ BASELINE_TEXT = {
     "model_neighbours": ("the model dosed through GRN neighbours", "the other mode"),
     "model_regulators": ("the model dosed through regulators", "the other mode"),
 }
+INTERACTION_R, SPECIFIC_R = "interaction Pearson r", "perturbation-specific Pearson r"
+#: (baseline, metric, what it measures) of each verdict sentence, in order.
+PAIR_VERDICTS = (
+    ("additive", "interaction_pearson", INTERACTION_R),
+    ("matching_mean", "interaction_pearson", INTERACTION_R),
+    ("noncontrol_mean", "interaction_pearson", INTERACTION_R),
+    ("additive", "pearson", "ATE Pearson r"),
+)
+SINGLE_VERDICTS = (
+    ("noncontrol_mean", "pearson", "ATE Pearson r"),
+    ("regulator_regression", "pearson_specific", SPECIFIC_R),
+    ("grn_neighbour_mean", "pearson_specific", SPECIFIC_R),
+    ("network_neighbour_mean", "pearson_specific", SPECIFIC_R),
+    ("model_own_node", "pearson_specific", SPECIFIC_R),
+    ("noncontrol_mean", "rank_normalised", "normalised rank"),
+)
 PAIR_COLUMNS = (
     "pearson",
     "pearson_top20",
@@ -72,6 +88,18 @@ def _sentence(metrics: pd.DataFrame, other: str, metric: str, what: str, kind_te
     )
 
 
+def _opening(
+    metrics: pd.DataFrame, kind: str, kind_text: str, title: str, sentences: tuple[tuple[str, str, str], ...]
+) -> tuple[pd.DataFrame, str]:
+    """One kind's rows (comparable) and its heading with the verdict sentences."""
+    part = _comparable(metrics, kind)
+    verdicts = [_sentence(part, other, metric, what, kind_text) for other, metric, what in sentences]
+    body = f"<h3>{html.escape(title)}</h3>" + "".join(
+        f'<p class="verdict {v.tone}">{html.escape(v.text)}</p>' for v in verdicts if v is not None
+    )
+    return part, body
+
+
 def _means_table(part: pd.DataFrame, columns: tuple[str, ...]) -> str:
     present = [c for c in columns if c in part.columns]
     means = part.groupby("method", sort=False)[present].mean()
@@ -115,18 +143,7 @@ def interaction_figure(scatter: pd.DataFrame) -> bytes:
 
 
 def _pairs_body(tables: EvaluationTables, metrics: pd.DataFrame) -> str:
-    part = _comparable(metrics, "combination")
-    kind = "held-out pairs"
-    body = "<h3>Held-out pairs A+B</h3>"
-    verdicts = [
-        _sentence(part, "additive", "interaction_pearson", "interaction Pearson r", kind),
-        _sentence(part, "matching_mean", "interaction_pearson", "interaction Pearson r", kind),
-        _sentence(part, "noncontrol_mean", "interaction_pearson", "interaction Pearson r", kind),
-        _sentence(part, "additive", "pearson", "ATE Pearson r", kind),
-    ]
-    body += "".join(
-        f'<p class="verdict {v.tone}">{html.escape(v.text)}</p>' for v in verdicts if v is not None
-    )
+    part, body = _opening(metrics, "combination", "held-out pairs", "Held-out pairs A+B", PAIR_VERDICTS)
     model = part[part["method"] == MODEL]
     unseen_genes = set() if tables.unseen_neighbours is None else set(tables.unseen_neighbours["gene"])
     with_unseen = [p for p in model["perturbation"] if unseen_genes & set(p.split("+"))]
@@ -175,21 +192,8 @@ def _pairs_body(tables: EvaluationTables, metrics: pd.DataFrame) -> str:
 
 
 def _singles_body(tables: EvaluationTables, metrics: pd.DataFrame) -> str:
-    part = _comparable(metrics, "single")
-    kind = "unseen genes"
-    body = "<h3>Held-out single genes (no training cell)</h3>"
-    verdicts = [
-        _sentence(part, "noncontrol_mean", "pearson", "ATE Pearson r", kind),
-        _sentence(part, "regulator_regression", "pearson_specific", "perturbation-specific Pearson r", kind),
-        _sentence(part, "grn_neighbour_mean", "pearson_specific", "perturbation-specific Pearson r", kind),
-        _sentence(
-            part, "network_neighbour_mean", "pearson_specific", "perturbation-specific Pearson r", kind
-        ),
-        _sentence(part, "model_own_node", "pearson_specific", "perturbation-specific Pearson r", kind),
-        _sentence(part, "noncontrol_mean", "rank_normalised", "normalised rank", kind),
-    ]
-    body += "".join(
-        f'<p class="verdict {v.tone}">{html.escape(v.text)}</p>' for v in verdicts if v is not None
+    part, body = _opening(
+        metrics, "single", "unseen genes", "Held-out single genes (no training cell)", SINGLE_VERDICTS
     )
     body += (
         '<p class="note">An unseen gene\'s node was never dosed in training, but its column of the GRN was: '

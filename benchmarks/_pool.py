@@ -1,0 +1,165 @@
+"""What the seed benchmarks (``science.py``, ``unseen.py``) share: the command line, the worker
+pool and the Markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def seed_parser(description: str, groups: str, default_groups: str, models: str) -> argparse.ArgumentParser:
+    """``--<groups> --seeds --models --workers --markdown --out`` of a seed benchmark."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(f"--{groups}", default=default_groups)
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--models", default=models)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--markdown", action="store_true", help="print the table(s) as Markdown too")
+    parser.add_argument(
+        "--out", type=Path, help="keep every screen's files here (default: a temporary folder)"
+    )
+    return parser
+
+
+def split_list(text: str, kind: type = str) -> list:
+    """``"a, b,,c"`` → ``["a", "b", "c"]`` (each converted with ``kind``)."""
+    return [kind(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def check_models(parser: argparse.ArgumentParser, models: list[str]) -> None:
+    """Stop with a usage error when a model family has no synthetic config."""
+    for model in models:
+        if not (ROOT / "configs" / f"{model}_synthetic.yaml").is_file():
+            parser.error(f"--models {model}: no configs/{model}_synthetic.yaml")
+
+
+def run_jobs(
+    jobs: list[dict],
+    worker: Callable[[dict], dict],
+    workers: int,
+    name_of: Callable[[dict], str],
+    line_of: Callable[[dict, dict], str],
+) -> tuple[list[dict], list[str], float]:
+    """Run ``worker`` on every job in a spawned process pool: (rows, failures, peak RSS GB).
+
+    ``worker`` returns ``{"rows": [...], "peak_rss_gb": float}``; one line is printed per
+    finished job (``name_of(job)``: ``line_of(job, result)``), a failure is printed and listed
+    without losing the other jobs' rows.
+    """
+    rows: list[dict] = []
+    failed: list[str] = []
+    peak = 0.0
+    # spawned, not forked: a fork of this process (OpenMP already running) aborts in libgomp
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+        futures = {pool.submit(worker, job): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            name = name_of(job)
+            try:
+                result = future.result()
+            except Exception as err:  # one job's failure must not lose the others' numbers
+                failed.append(f"{name}: {type(err).__name__}: {err}")
+                print(f"  {name}: FAILED ({failed[-1]})", flush=True)
+                continue
+            rows += result["rows"]
+            peak = max(peak, result["peak_rss_gb"])
+            print(f"  {name}: {line_of(job, result)}", flush=True)
+    return rows, failed, peak
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The table as a Markdown pipe table (cells as their text)."""
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(values) + " |" for values in table.astype(str).itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def seed_jobs(
+    groups: list[str],
+    seeds: list[int],
+    models: list[str],
+    root: Path,
+    key: str,
+    prepare: Callable[[str, int, Path], dict],
+    describe: Callable[[dict], str],
+) -> list[dict]:
+    """Prepare every (group, seed) screen under ``root`` and list one job per model on it.
+
+    ``prepare`` returns at least ``artifact`` and ``truth``; the first model's job of a screen
+    also reports the baselines (``baselines``), which do not depend on the model.
+    """
+    jobs = []
+    for group in groups:
+        for seed in seeds:
+            folder = root / f"{group}_seed{seed}"
+            prepared = prepare(group, seed, folder)
+            print(f"{group} seed {seed}: {describe(prepared)}", flush=True)
+            jobs += [
+                {
+                    key: group,
+                    "seed": seed,
+                    "model": model,
+                    "folder": str(folder / model),
+                    "artifact": prepared["artifact"],
+                    "truth": prepared["truth"],
+                    "baselines": i == 0,
+                }
+                for i, model in enumerate(models)
+            ]
+    return jobs
+
+
+def prepare_synthetic(preset: str, seed: int, folder: Path, config: Path) -> dict:
+    """Simulate a preset (``SyntheticConfig.seed`` = ``seed``), save it in its layout, compute its
+    summary statistics and preprocess it with ``config``'s preprocessing, into ``folder``.
+
+    Returns ``artifact``, ``truth`` (the true network), ``cells``, ``genes``, ``heldout`` (the
+    split's held-out labels) and ``prepare_s``; a folder prepared before is reused as it is.
+    """
+    import json
+    import time
+
+    from gpo_vae.data.contract import read_counts_h5ad
+    from gpo_vae.data.layout import ScreenLayout
+    from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
+    from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
+    from gpo_vae.preprocessing.artifact import write_artifact
+    from gpo_vae.preprocessing.pipeline import preprocess_files
+    from gpo_vae.run_config import load_run_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = folder / "prepared.json"
+    if done.exists():  # an earlier run of the benchmark with the same --out
+        return json.loads(done.read_text())
+    start = time.perf_counter()
+    simulated = simulate_perturbseq(SyntheticConfig.preset(preset, seed=seed))
+    counts = folder / "screen.h5ad"
+    saved_layout(simulated.adata, simulated.config.layout).write_h5ad(counts)
+    truth = folder / "true_network.csv"
+    simulated.network.to_csv(truth, index=False)
+    layout = ScreenLayout()
+    stats = write_summary_stats_csv(
+        compute_summary_stats(read_counts_h5ad(counts, layout), progress=False), folder / "stats.csv"
+    )
+    preprocess = load_run_config(config).preprocess
+    artifact = preprocess_files(counts, stats, None, preprocess, layout, progress=False, print_table=False)
+    write_artifact(artifact, folder / "artifact")
+    prepared = {
+        "artifact": str(folder / "artifact"),
+        "truth": str(truth),
+        "cells": artifact.n_obs,
+        "genes": artifact.n_vars,
+        "heldout": json.loads(artifact.uns["record"])["splits"]["heldout"],
+        "prepare_s": time.perf_counter() - start,
+    }
+    done.write_text(json.dumps(prepared))
+    return prepared
