@@ -99,13 +99,17 @@ def summarise_run(report: File) -> list[str]:
     served from cache or not (tasks/scheduler.py)."""
     import pandas as pd
 
-    from gpo_vae.evaluation.run import headline_table
+    from gpo_vae.evaluation.run import headline_table, unseen_headline
 
-    metrics = pd.read_csv(Path(report.path).parent / "prediction_metrics.csv")
+    folder = Path(report.path).parent
+    metrics = pd.read_csv(folder / "prediction_metrics.csv")
     table = headline_table(metrics).to_string(index=False, float_format=lambda value: f"{value:.3f}")
     lines = [
         f"report: {Path(report.path).resolve()}",
         "held-out ATE, all cells, mean over perturbations:",
         *table.splitlines(),
     ]
+    unseen = folder / "unseen_metrics.csv"
+    if unseen.is_file():
+        lines += unseen_headline(pd.read_csv(unseen))
     return lines

@@ -220,6 +220,24 @@ UNSEEN_HEADLINES = {
 }
 
 
+def unseen_headline(table: pd.DataFrame) -> list[str]:
+    """Lines for the end of a run: each kind's mean key metrics per method (``unseen_metrics.csv``)."""
+    summary = unseen.unseen_summary(table)
+    columns = {
+        unseen.COMBINATION: ("held-out pairs A+B", ["pearson", "interaction_pearson", "interaction_r2"]),
+        unseen.SINGLE: ("unseen genes", ["pearson", "pearson_specific", "rank_normalised"]),
+    }
+    lines = []
+    for kind, (title, wanted) in columns.items():
+        part = summary[summary["kind"] == kind]
+        if part.empty:
+            continue
+        shown = part[["method", *[c for c in wanted if c in part.columns], "n"]]
+        lines.append(f"{title}, mean over {int(part['n'].max())} labels:")
+        lines += shown.to_string(index=False, float_format=lambda value: f"{value:.3f}").splitlines()
+    return lines
+
+
 def _unseen(
     data: pred.EvaluationData,
     models: dict[str, tuple[GPOVAE, dict]],
@@ -463,4 +481,4 @@ def evaluate_run(
     return out_dir
 
 
-__all__ = ["COMPLETE_MARKER", "RUN_FILE", "evaluate_run", "headline_table"]
+__all__ = ["COMPLETE_MARKER", "RUN_FILE", "evaluate_run", "headline_table", "unseen_headline"]
