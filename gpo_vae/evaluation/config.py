@@ -55,6 +55,9 @@ class EvaluationConfig:
         How the model doses a gene no training cell carries (:mod:`gpo_vae.evaluation.unseen`):
         ``regulators`` (through the perturbations that move its expression) or ``neighbours``
         (through its GRN neighbours); the other mode is scored beside it.
+    unseen_regulator_z
+        With a positive value, only seen perturbations whose training effect on an unseen gene
+        is beyond this many noise standard deviations dose it (0: every one, weighted by it).
     unseen_neighbours
         GRN neighbours of ``neighbours`` and of the ``grn_neighbour_mean`` baseline.
     interaction_z
@@ -82,6 +85,7 @@ class EvaluationConfig:
     device: Device = "auto"
     cpu_threads: int | None = None
     unseen_single_prediction: Literal["regulators", "neighbours"] = "regulators"
+    unseen_regulator_z: float = 0.0
     unseen_neighbours: int = 5
     interaction_z: float = 3.0
     unseen_cells: int = 200
@@ -127,6 +131,8 @@ class EvaluationConfig:
             )
         if self.unseen_neighbours < 1:
             problems.append(f"unseen_neighbours must be at least 1, got {self.unseen_neighbours}")
+        if not self.unseen_regulator_z >= 0:
+            problems.append(f"unseen_regulator_z must be non-negative, got {self.unseen_regulator_z}")
         if not self.interaction_z > 0:
             problems.append(f"interaction_z must be positive, got {self.interaction_z}")
         if self.unseen_cells < 0:

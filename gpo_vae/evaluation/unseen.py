@@ -23,7 +23,9 @@ perturbation ``b`` that moves ``a``'s own expression is a regulator of ``a`` in 
 (the data behind the GRN-alignment term and GPO-VAE+'s mask prior). With ``x_b`` the training
 ATE of ``b`` on gene ``a`` and ``k`` the screen's typical on-target change (the median over seen
 measured targets), ``regulators`` (default) doses ``a`` as ``w = k·x / (x·x)`` over the seen
-nodes: the least-squares coefficient of every gene on ``a``'s expression across the seen
+nodes (no more than their own effects when they move ``a`` less than ``k``; optionally only
+those beyond ``unseen_regulator_z`` noise deviations: :func:`regulator_weights`): the
+least-squares coefficient of every gene on ``a``'s expression across the seen
 perturbations, taken in the model's latent space (the latent offset is ``Σ w_b`` times the
 offset of ``b``). A knockdown of ``a`` is then "what moves with ``a`` when its regulators move
 it", scaled to a direct knockdown. ``neighbours`` doses ``a`` over its GRN neighbours instead
@@ -133,16 +135,35 @@ def typical_own_change(single_ate: pd.DataFrame) -> float:
     return float(np.median(own)) if own else 0.0
 
 
-def regulator_weights(single_ate: pd.DataFrame, gene: str, own_change: float) -> pd.Series:
-    """``k·x / (x·x)`` over the seen perturbations (``single_ate``'s rows), ``x`` their training ATE
-    on ``gene`` and ``k = own_change``; empty when ``gene`` is not measured or nothing moves it."""
+#: Median of χ²(1): the median squared effect of a perturbation that does not move a gene, in units
+#: of the effect's noise variance.
+_CHI2_MEDIAN = 0.4549364231195724
+
+
+def regulator_weights(single_ate: pd.DataFrame, gene: str, own_change: float, z: float = 0.0) -> pd.Series:
+    """Least-squares weights over the seen perturbations that move ``gene`` (``single_ate``'s rows).
+
+    With ``x`` their training ATEs on ``gene`` and ``k = own_change``, ``w = k·x / max(x·x,
+    |k|·‖x‖)``: the coefficient of every gene on ``gene``'s expression across the seen
+    perturbations, scaled to a direct knockdown ``k`` when they move ``gene`` at least that much
+    (``‖x‖ ≥ |k|``), and to no more than their own effects when they move it less, so that a
+    gene nothing moves (``x·x`` near 0) does not turn noise into effects many times the screen's.
+    With ``z`` > 0 only perturbations with ``|x_b| > z·σ`` count (σ the effects' noise on this
+    gene, ``σ² = median(x²) / 0.455``: most perturbations leave a gene alone). Empty when
+    ``gene`` is not measured or nothing moves it.
+    """
     if gene not in single_ate.columns or own_change == 0:
         return pd.Series(dtype=float)
     x = single_ate[gene].fillna(0.0).to_numpy(dtype=float)
+    if z > 0:
+        noise = np.sqrt(np.median(x**2) / _CHI2_MEDIAN)
+        x = np.where(np.abs(x) > z * noise, x, 0.0)
     norm = float(x @ x)
     if norm == 0:
         return pd.Series(dtype=float)
-    return pd.Series(own_change * x / norm, index=single_ate.index)
+    keep = x != 0
+    scale = max(norm, abs(own_change) * np.sqrt(norm))
+    return pd.Series(own_change * x[keep] / scale, index=single_ate.index[keep])
 
 
 def network_neighbours(
@@ -456,7 +477,10 @@ def evaluate_unseen(
         batches=data.batches,
     )
     own_change = typical_own_change(single_ate)
-    regulators = {g: regulator_weights(single_ate, g, own_change) for g in sorted(unseen.unseen_genes)}
+    regulators = {
+        g: regulator_weights(single_ate, g, own_change, config.unseen_regulator_z)
+        for g in sorted(unseen.unseen_genes)
+    }
     pairs, singles = unseen.combinations, unseen.singles
     labels = [*pairs, *singles]
     changed = [p for p in labels if set(label_genes(p)) & unseen.unseen_genes]

@@ -88,17 +88,27 @@ def test_rank_is_one_when_every_prediction_matches_its_own_gene_best_and_chance_
 
 
 def test_regulator_weights_recover_what_moves_with_the_target():
-    """b_i moves gene a by x_i; a's children c move by β per unit of a: the weights give k·β."""
+    """5 of 30 seen perturbations move gene a by x_i; a's children move by β per unit of a; the
+    others move a only by noise. The weights pick the five and give k·β."""
     rng = np.random.default_rng(1)
-    x = rng.normal(0.0, 1.0, 8)
+    x = np.r_[rng.choice([-1.0, 1.0], 5) * rng.uniform(1.0, 2.0, 5), rng.normal(0.0, 0.05, 25)]
     beta = np.array([0.0, 0.8, -0.5, 0.3, 0.0, 0.0])  # on g0..g5; g0 is a itself
-    effects = np.outer(x, beta) + rng.normal(0.0, 0.001, (8, 6))
+    effects = np.outer(x, beta) + rng.normal(0.0, 0.001, (30, 6))
     effects[:, 0] = x
-    single_ate = pd.DataFrame(effects, index=[f"b{i}" for i in range(8)], columns=["a", *GENES[1:]])
+    single_ate = pd.DataFrame(effects, index=[f"b{i}" for i in range(30)], columns=["a", *GENES[1:]])
     weights = u.regulator_weights(single_ate, "a", own_change=-2.0)
-    predicted = weights @ single_ate
+    predicted = weights @ single_ate.loc[weights.index]
     np.testing.assert_allclose(predicted["a"], -2.0)
     np.testing.assert_allclose(predicted.iloc[1:], -2.0 * beta[1:], atol=0.02)
+    # only significant regulators with z: the five (and at most a noise draw or two beyond 3σ)
+    strict = u.regulator_weights(single_ate, "a", own_change=-2.0, z=3.0)
+    assert {f"b{i}" for i in range(5)} <= set(strict.index) and len(strict) <= 7
+    # a gene that only noise moves: weights no larger than the perturbations' own effects, where
+    # k·x/(x·x) would multiply the noise by |k|/‖x‖ (here ~7)
+    single_ate["quiet"] = rng.normal(0.0, 0.05, 30)
+    quiet = u.regulator_weights(single_ate, "quiet", -2.0)
+    assert len(quiet) == 30 and np.linalg.norm(quiet) == pytest.approx(1.0)
+    assert np.linalg.norm(quiet @ single_ate.loc[quiet.index]) < np.linalg.norm(single_ate, axis=1).max()
     assert u.regulator_weights(single_ate, "unmeasured", -2.0).empty
     assert u.typical_own_change(
         pd.DataFrame([[-3.0, 0.1], [0.2, -1.0]], index=["p", "q"], columns=["p", "q"])
