@@ -45,8 +45,9 @@ import gpo_vae
 from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, validate_counts_adata
 from gpo_vae.data.layout import CANONICAL_SEPARATOR
 from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_xlsx
-from gpo_vae.data.synthetic_cells import assemble_csr, draw_cells, sample_chunk, saturate, signal_of
-from gpo_vae.data.synthetic_design import ScreenDesign, draw_design, read_gene_symbols
+from gpo_vae.data.synthetic_cells import assemble_csr, draw_cells, sample_chunk
+from gpo_vae.data.synthetic_design import draw_design, read_gene_symbols
+from gpo_vae.data.synthetic_interactions import interaction_truth, true_interactions
 from gpo_vae.io import estimated_bytes, remove_stale_temps, require_space, temp_sibling
 
 __all__ = [
@@ -317,58 +318,10 @@ def simulate_perturbseq(
         }
     )
     if len(pairs):
-        interaction = true_interactions(design)
-        combinations["true_interaction_norm"] = np.linalg.norm(interaction, axis=1)
-        combinations["true_additive_norm"] = np.linalg.norm(_additive(design), axis=1)
-        combinations["true_interacting_genes"] = (np.abs(interaction) > 0.1).sum(axis=1)
-        projection = (interaction * _additive(design)).sum(axis=1)
-        combinations["true_interaction_kind"] = np.where(
-            projection < 0, "buffering", np.where(projection > 0, "synergy", "none")
-        )
+        combinations = combinations.assign(**interaction_truth(design))
     return SyntheticScreen(
         adata=adata, network=design.network, perturbations=truth, config=config, combinations=combinations
     )
-
-
-def _single_effects(design: ScreenDesign) -> tuple[np.ndarray, np.ndarray]:
-    """Each pair's two downstream log effects at the targets' design efficiencies, (C, G) each."""
-    pairs = design.combinations
-    efficiency = design.targets["efficiency"].to_numpy()
-    out = []
-    for column in (0, 1):
-        codes = pairs[:, column]
-        signal, _ = signal_of(design, codes, efficiency[codes])
-        out.append(design.effect[codes] * signal[:, None])
-    return out[0], out[1]
-
-
-def _additive(design: ScreenDesign) -> np.ndarray:
-    first, second = _single_effects(design)
-    scale = design.saturation
-    return (saturate(first, scale) + saturate(second, scale)) if scale > 0 else first + second
-
-
-def true_interactions(design: ScreenDesign) -> np.ndarray:
-    """(C, G) genetic interaction of every combination, natural-log scale: its downstream log
-    effect minus the sum of its singles' effects, at the targets' design efficiencies.
-
-    Zero everywhere on an additive screen (up to the ±4 clip); on a saturating screen, negative
-    where both targets move a gene the same way (buffering). The targets' own genes are set
-    apart from the downstream effect (their change is the knockdown itself) and are 0 here.
-    """
-    if not len(design.combinations):
-        return np.zeros((0, design.effect.shape[1]))
-    first, second = _single_effects(design)
-    if design.saturation > 0:
-        combined = saturate(first + second, design.saturation)
-    else:
-        combined = np.clip(first + second, -4.0, 4.0)
-    interaction = combined - _additive(design)
-    for column in (0, 1):
-        target = design.target_col[design.combinations[:, column]]
-        rows = np.flatnonzero(target >= 0)
-        interaction[rows, target[rows]] = 0.0
-    return interaction
 
 
 def saved_layout(adata: ad.AnnData, layout: str, seed: int = 0) -> ad.AnnData:

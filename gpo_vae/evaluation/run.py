@@ -35,6 +35,7 @@ from gpo_vae.evaluation import unseen
 from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.observed import observed_tables
+from gpo_vae.evaluation.unseen_run import evaluate_unseen
 from gpo_vae.grn.baselines import correlation_scores, random_scores
 from gpo_vae.grn.effects import effect_zscores
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
@@ -255,7 +256,7 @@ def _unseen(
     if networks:
         references = grn.reference_networks(networks, cells.nodes, cells.n_perturbed)
         adjacency = np.any([matrix != 0 for matrix, _ in references.values()], axis=0)
-    result = unseen.evaluate_unseen(
+    result = evaluate_unseen(
         data,
         models,
         grn.MODEL,
