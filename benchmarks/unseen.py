@@ -21,9 +21,9 @@ averages over that model's GRN neighbours).
 
 Printed: one table per scenario, mean ± sd over seeds of the per-seed means: for pairs the ATE
 Pearson r, its top-20 DE r, the interaction Pearson r (observed − additive vs predicted −
-additive) on all and top-20 DE genes, and the fraction of significantly interacting pairs whose
-interaction direction is right; for singles the Pearson r, the perturbation-specific r and the
-normalised rank (0: every unseen gene's own prediction is its best match, 0.5: chance). Also the
+additive) on all and top-20 DE genes, its R², and the fraction of significantly interacting pairs
+whose interaction direction is right; for singles the Pearson r and R², the perturbation-specific
+r, the top-20 DE r and the normalised rank (0: every unseen gene's own prediction is its best match, 0.5: chance). Also the
 seconds of training (one CPU thread per job, ``--workers`` jobs at once) and of evaluation, and
 the peak memory of a job. Numbers are as measured; nothing is tuned to them.
 """
@@ -59,9 +59,10 @@ COLUMNS = {
         "pearson_top20",
         "interaction_pearson",
         "interaction_pearson_top20",
+        "interaction_r2",
         "interaction_sign_right",
     ),
-    "singles": ("pearson", "pearson_specific", "pearson_top20", "rank_normalised"),
+    "singles": ("pearson", "r2", "pearson_specific", "pearson_top20", "rank_normalised"),
 }
 
 
@@ -110,7 +111,7 @@ def train_and_evaluate(job: dict) -> dict:
     base = {"scenario": job["scenario"], "seed": job["seed"]}
     rows = []
     for method, values in means.iterrows():
-        own = method == "model" or method == f"model{'_own_node'}"
+        own = method == "model" or method.startswith("model_")  # model_own_node, model_neighbours
         if not own and not job["baselines"]:
             continue
         name = method.replace("model", job["model"], 1) if own else method
@@ -197,7 +198,7 @@ def main() -> None:
         print(f"FAILED {line}")
     if frame.empty:
         return
-    methods = [*models, *(f"{m}_own_node" for m in models)]
+    methods = [*models, *(f"{m}_{v}" for v in ("neighbours", "regulators", "own_node") for m in models)]
     for scenario in scenarios:
         table = summary_table(frame, scenario, methods)
         print(f"\n{scenario}:")
