@@ -88,9 +88,9 @@ def main(
       --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
                                    combinatorial, nonadditive, batches, counts_layer, guides,
                                    low_cells
-      --split (config)             preprocess.split.mode: random, heldout_perturbations (genes
-                                   never seen in training) or heldout_combinations (A+B pairs
-                                   never seen, their singles seen)
+      --split (none)               preprocess.split.mode (none: the config's): random,
+                                   heldout_perturbations (genes never seen in training) or
+                                   heldout_combinations (A+B pairs never seen, their singles seen)
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
       --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)

@@ -147,8 +147,9 @@ def inspect(
       --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
                                    combinatorial, nonadditive, batches, counts_layer, guides,
                                    low_cells
-      --split (config)             preprocess.split.mode: random, heldout_perturbations or
-                                   heldout_combinations (lists what would be held out)
+      --split (none)               preprocess.split.mode (none: the config's): random,
+                                   heldout_perturbations or heldout_combinations (lists what
+                                   would be held out)
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
       --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
