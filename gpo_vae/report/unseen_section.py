@@ -32,6 +32,7 @@ PAIR_VERDICTS = (
     ("additive", "interaction_pearson", INTERACTION_R),
     ("matching_mean", "interaction_pearson", INTERACTION_R),
     ("noncontrol_mean", "interaction_pearson", INTERACTION_R),
+    ("additive", "interaction_r2", "interaction R² (the size of the interaction, not only its shape)"),
     ("additive", "pearson", "ATE Pearson r"),
 )
 SINGLE_VERDICTS = (
