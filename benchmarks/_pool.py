@@ -34,11 +34,24 @@ def split_list(text: str, kind: type = str) -> list:
     return [kind(part.strip()) for part in text.split(",") if part.strip()]
 
 
-def check_models(parser: argparse.ArgumentParser, models: list[str]) -> None:
-    """Stop with a usage error when a model family has no synthetic config."""
+def parse_seed_args(
+    parser: argparse.ArgumentParser, groups: str, known: list[str]
+) -> tuple[argparse.Namespace, list[str], list[int], list[str]]:
+    """(args, groups, seeds, models), after a usage error for an unknown group or a model family
+    without a synthetic config."""
+    args = parser.parse_args()
+    names, seeds, models = (
+        split_list(getattr(args, groups)),
+        split_list(args.seeds, int),
+        split_list(args.models),
+    )
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"unknown {groups} {unknown}; choose from {known}")
     for model in models:
         if not (ROOT / "configs" / f"{model}_synthetic.yaml").is_file():
             parser.error(f"--models {model}: no configs/{model}_synthetic.yaml")
+    return args, names, seeds, models
 
 
 def run_jobs(

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _pool import check_models, markdown, prepare_synthetic, run_jobs, seed_jobs, seed_parser, split_list  # noqa: E402
+from _pool import markdown, parse_seed_args, prepare_synthetic, run_jobs, seed_jobs, seed_parser  # noqa: E402
 
 SCREENS = ("default", "low_cells", "panel")
 MODELS = ("gpo_vae", "gpo_vae_plus", "sams_vae")
@@ -162,12 +162,7 @@ def summary_table(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 
 def main() -> None:
     parser = seed_parser(__doc__.splitlines()[0], "screens", ",".join(SCREENS), ",".join(MODELS))
-    args = parser.parse_args()
-    screens, seeds, models = split_list(args.screens), split_list(args.seeds, int), split_list(args.models)
-    unknown = [s for s in screens if s not in SCREEN_FILTERS]
-    if unknown:
-        parser.error(f"unknown screens {unknown}; choose from {list(SCREEN_FILTERS)}")
-    check_models(parser, models)
+    args, screens, seeds, models = parse_seed_args(parser, "screens", list(SCREEN_FILTERS))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)

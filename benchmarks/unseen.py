@@ -44,7 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _pool import check_models, markdown, prepare_synthetic, run_jobs, seed_jobs, seed_parser, split_list  # noqa: E402
+from _pool import markdown, parse_seed_args, prepare_synthetic, run_jobs, seed_jobs, seed_parser  # noqa: E402
+
+from gpo_vae.report.unseen_section import PAIR_COLUMNS  # noqa: E402
 
 MODELS = ("gpo_vae", "gpo_vae_plus", "sams_vae")
 #: scenario → (simulator preset, preprocess.split overrides)
@@ -54,14 +56,7 @@ SCENARIOS = {
 }
 KIND = {"pairs": "combination", "singles": "single"}
 COLUMNS = {
-    "pairs": (
-        "pearson",
-        "pearson_top20",
-        "interaction_pearson",
-        "interaction_pearson_top20",
-        "interaction_r2",
-        "interaction_sign_right",
-    ),
+    "pairs": PAIR_COLUMNS,
     "singles": ("pearson", "r2", "pearson_specific", "pearson_top20", "rank_normalised"),
 }
 
@@ -149,16 +144,7 @@ def summary_table(rows: pd.DataFrame, scenario: str, methods: list[str]) -> pd.D
 
 def main() -> None:
     parser = seed_parser(__doc__.splitlines()[0], "scenarios", ",".join(SCENARIOS), ",".join(MODELS))
-    args = parser.parse_args()
-    scenarios, seeds, models = (
-        split_list(args.scenarios),
-        split_list(args.seeds, int),
-        split_list(args.models),
-    )
-    unknown = [s for s in scenarios if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
-    check_models(parser, models)
+    args, scenarios, seeds, models = parse_seed_args(parser, "scenarios", list(SCENARIOS))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
