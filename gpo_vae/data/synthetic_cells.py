@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from gpo_vae.data.synthetic import SyntheticConfig
 
 _SIGNAL_FLOOR = np.log(0.02)
-_EFFECT_CLIP = 4.0
+EFFECT_CLIP = 4.0
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def sample_chunk(
     if design.saturation > 0:
         effect = saturate(effect, design.saturation)
     else:
-        np.clip(effect, -_EFFECT_CLIP, _EFFECT_CLIP, out=effect)
+        np.clip(effect, -EFFECT_CLIP, EFFECT_CLIP, out=effect)
     target_col = np.r_[design.target_col, -1]
     col = target_col[labels]
     own = np.flatnonzero(col >= 0)

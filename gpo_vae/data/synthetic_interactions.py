@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpo_vae.data.synthetic_cells import saturate, signal_of
+from gpo_vae.data.synthetic_cells import EFFECT_CLIP, saturate, signal_of
 from gpo_vae.data.synthetic_design import ScreenDesign
 
 
@@ -25,10 +25,22 @@ def _single_effects(design: ScreenDesign) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def _additive(design: ScreenDesign) -> np.ndarray:
+def _interaction_parts(design: ScreenDesign) -> tuple[np.ndarray, np.ndarray]:
+    """(interaction, additive effect), each (C, G): see :func:`true_interactions`."""
     first, second = _single_effects(design)
     scale = design.saturation
-    return (saturate(first, scale) + saturate(second, scale)) if scale > 0 else first + second
+    if scale > 0:
+        additive = saturate(first, scale) + saturate(second, scale)
+        combined = saturate(first + second, scale)
+    else:
+        additive = first + second
+        combined = np.clip(first + second, -EFFECT_CLIP, EFFECT_CLIP)
+    interaction = combined - additive
+    for column in (0, 1):
+        target = design.target_col[design.combinations[:, column]]
+        rows = np.flatnonzero(target >= 0)
+        interaction[rows, target[rows]] = 0.0
+    return interaction, additive
 
 
 def true_interactions(design: ScreenDesign) -> np.ndarray:
@@ -41,17 +53,7 @@ def true_interactions(design: ScreenDesign) -> np.ndarray:
     """
     if not len(design.combinations):
         return np.zeros((0, design.effect.shape[1]))
-    first, second = _single_effects(design)
-    if design.saturation > 0:
-        combined = saturate(first + second, design.saturation)
-    else:
-        combined = np.clip(first + second, -4.0, 4.0)
-    interaction = combined - _additive(design)
-    for column in (0, 1):
-        target = design.target_col[design.combinations[:, column]]
-        rows = np.flatnonzero(target >= 0)
-        interaction[rows, target[rows]] = 0.0
-    return interaction
+    return _interaction_parts(design)[0]
 
 
 def interaction_truth(design: ScreenDesign) -> dict[str, np.ndarray]:
@@ -62,7 +64,7 @@ def interaction_truth(design: ScreenDesign) -> dict[str, np.ndarray]:
     moved by more than 0.1) and ``true_interaction_kind``: ``buffering`` when the interaction
     points against the additive effect, ``synergy`` when along it.
     """
-    interaction, additive = true_interactions(design), _additive(design)
+    interaction, additive = _interaction_parts(design)
     projection = (interaction * additive).sum(axis=1)
     return {
         "true_interaction_norm": np.linalg.norm(interaction, axis=1),

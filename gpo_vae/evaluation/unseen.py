@@ -65,7 +65,6 @@ UNSEEN_MODES = ("regulators", "neighbours")
 OWN_NODE_SUFFIX = "_own_node"
 METRICS_FILE, SCATTER_FILE = "unseen_metrics.csv", "unseen_interaction_scatter.csv"
 NEIGHBOURS_FILE, CELLS_FILE = "unseen_neighbours.csv", "unseen_cells.h5ad"
-INTERACTION_COLUMNS = ("interaction_pearson", "interaction_r2")
 
 
 @dataclass(frozen=True)

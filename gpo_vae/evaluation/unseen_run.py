@@ -129,8 +129,9 @@ def evaluate_unseen(
     predictions: dict[str, pd.DataFrame] = {}
     weight_rows: list[dict] = []
     kept = None
+    scores_of: dict[str, np.ndarray] = {}
     for method, (model, info) in models.items():
-        scores = _grn_scores(model)
+        scores = scores_of[method] = _grn_scores(model)
         replacements = {
             "regulators": regulators,
             "neighbours": {
@@ -166,10 +167,10 @@ def evaluate_unseen(
                 predictions[name] = ate
         if changed:
             predictions[f"{method}{OWN_NODE_SUFFIX}"] = generated[method].ate()
-    main_scores = _grn_scores(models[main_method][0])
+    main_scores = scores_of[main_method]
     fallback = shared_shift
+    additive = additive_prediction(pairs, single_ate) if pairs else None
     if pairs:
-        additive = additive_prediction(pairs, single_ate)
         errors = interaction_standard_errors(
             cells.counts, data.labels, cells.split, pairs, data.control_label, seen
         )
@@ -206,7 +207,7 @@ def evaluate_unseen(
         scatter = interaction_scatter(
             observed.loc[pairs],
             predictions[main_method],
-            additive_prediction(pairs, single_ate),
+            additive,
             config.top_de,
         )
     table = unseen_table(dict(sorted(frames.items(), key=lambda item: item[0][0] != COMBINATION)))
