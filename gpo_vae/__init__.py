@@ -1,5 +1,10 @@
-"""GPO-VAE: explainable perturbation-response modelling with a GRN-aligned latent mask."""
+"""GPO-VAE: explainable perturbation-response modelling with a GRN-aligned latent mask.
 
+From Python: ``gpo_vae.pp.prepare(adata)`` preprocesses a screen, ``gpo_vae.GPOVAEModel``
+trains, loads and queries a model (both load on first use: ``import gpo_vae`` stays light).
+"""
+
+import importlib
 import importlib.util
 import os
 import tempfile
@@ -31,3 +36,14 @@ def _numba_cache_for_shared_installs() -> None:
 
 
 _numba_cache_for_shared_installs()
+
+
+def __getattr__(name: str):  # PEP 562: the heavy parts load on first use
+    if name == "GPOVAEModel":
+        return importlib.import_module("gpo_vae.model").GPOVAEModel
+    if name == "pp":
+        return importlib.import_module("gpo_vae.pp")
+    raise AttributeError(f"module 'gpo_vae' has no attribute {name!r}")
+
+
+__all__ = ["GPOVAEModel", "__version__", "pp"]

@@ -23,8 +23,8 @@ from gpo_vae.data.synthetic import (
     write_synthetic_dataset,
 )
 from gpo_vae.data.synthetic_design import draw_design
-from gpo_vae.preprocessing.mad import mad_threshold
 from gpo_vae.stats.anderson_darling import sort_reference, two_sample_tests
+from gpo_vae.stats.mad import mad_threshold
 
 FDR = 0.05
 TINY = SyntheticConfig(n_perturbations=8, n_genes=300, cells_per_perturbation=40.0)

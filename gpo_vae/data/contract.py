@@ -327,36 +327,57 @@ def read_counts_h5ad(
         raise DataContractError(f"{path}: no such file.")
     import anndata as ad
 
+    index = None
+    if rows is not None:
+        index = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
     try:
-        if rows is None:
+        if index is None:
             adata = ad.read_h5ad(path)
             full_obs = adata.obs
         else:
             backed = ad.read_h5ad(path, backed="r")
             full_obs = backed.obs.copy()
-            index = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
             adata = backed[index].to_memory()
             backed.file.close()
     except Exception as err:  # h5py/anndata raise many types for a corrupt file
         raise DataContractError(f"{path}: not a readable .h5ad file ({type(err).__name__}: {err}).") from err
+    return counts_from_adata(adata, layout, path, full_obs, index)
+
+
+def counts_from_adata(
+    adata: ad.AnnData,
+    layout: ScreenLayout | None = None,
+    source: str | Path | None = None,
+    full_obs: pd.DataFrame | None = None,
+    rows: np.ndarray | None = None,
+) -> ad.AnnData:
+    """An in-memory AnnData (saved by any tool) as the raw contract; see :func:`read_counts_h5ad`.
+
+    ``adata`` is not modified. ``source`` names it in errors. ``full_obs`` and ``rows`` are for
+    a subset read from a file: labels are decided on every cell of ``full_obs``, then the
+    ``rows`` (indices) of it that ``adata`` holds are kept.
+    """
+    layout = layout or ScreenLayout()
+    where = _where(source)
     if adata.n_obs == 0 or adata.n_vars == 0:
-        raise DataContractError(f"{path}: the dataset is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
-    source_name = _counts_source(adata, layout, path)
+        raise DataContractError(f"{where}the dataset is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
+    full_obs = adata.obs if full_obs is None else full_obs
+    source_name = _counts_source(adata, layout, source)
     adata = _as_counts_adata(adata, source_name)
     record: dict[str, Any] = {"counts": source_name}
     record.update(normalise_var_names(adata))
-    adata, duplicates = resolve_duplicate_genes(adata, layout.duplicate_genes, path)
+    adata, duplicates = resolve_duplicate_genes(adata, layout.duplicate_genes, source)
     record.update(duplicates)
-    labels, label_record = screen_labels(full_obs, adata.var, adata.var_names, layout, path)
+    labels, label_record = screen_labels(full_obs, adata.var, adata.var_names, layout, source)
     if rows is not None:
-        labels = labels[np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)]
+        labels = labels[rows]
     record.update(label_record)
     adata.obs[PERTURBATION_KEY] = pd.Categorical(labels)
-    batches = screen_batches(adata.obs, layout, path)
+    batches = screen_batches(adata.obs, layout, source)
     if batches is not None:
         adata.obs[BATCH_KEY] = pd.Categorical(batches)
         record["batches"] = sorted(set(batches.tolist()))
-    validate_counts_adata(adata, path, PERTURBATION_KEY, CONTROL_LABEL)
+    validate_counts_adata(adata, source, PERTURBATION_KEY, CONTROL_LABEL)
     resolved = ScreenLayout.from_dict({**layout.to_dict(), "counts_layer": source_name})
     adata.uns["layout"] = resolved.to_dict()
     adata.uns["layout_record"] = record

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY
 from gpo_vae.data.labels import label_genes
-from gpo_vae.preprocessing.mad import mad_threshold, outside_threshold
 from gpo_vae.stats.anderson_darling import sort_reference, two_sample_tests
+from gpo_vae.stats.mad import mad_threshold, outside_threshold
 
 REPLOGLE_COLUMNS: tuple[str, ...] = (
     "genetic perturbation",
@@ -139,7 +139,7 @@ def compute_summary_stats(
         Column of ``obs`` naming each cell's target, and the controls' label.
     qc_nmads
         A cell is filtered out when its UMI count is below, or its ``MT-`` fraction above, the
-        median ∓ ``qc_nmads`` MADs over all cells (:mod:`gpo_vae.preprocessing.mad`).
+        median ∓ ``qc_nmads`` MADs over all cells (:mod:`gpo_vae.stats.mad`).
     fdr
         Benjamini-Hochberg level for the DEG counts.
     max_control_cells

@@ -34,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -46,11 +45,13 @@ from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, 
 from gpo_vae.data.layout import CANONICAL_SEPARATOR
 from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_xlsx
 from gpo_vae.data.synthetic_cells import assemble_csr, draw_cells, sample_chunk
+from gpo_vae.data.synthetic_config import BATCH_NAMES, LAYOUTS, PRESETS, SyntheticConfig
 from gpo_vae.data.synthetic_design import draw_design, read_gene_symbols
 from gpo_vae.data.synthetic_interactions import interaction_truth, true_interactions
 from gpo_vae.io import estimated_bytes, remove_stale_temps, require_space, temp_sibling
 
 __all__ = [
+    "PRESETS",
     "SUMMARY_SHEET",
     "SyntheticConfig",
     "SyntheticScreen",
@@ -63,169 +64,7 @@ __all__ = [
 ]
 
 SUMMARY_SHEET = "TabS_synthetic_summary_stat"
-#: The named screens of :meth:`SyntheticConfig.preset`.
-PRESETS = (
-    "default",
-    "rpe1",
-    "panel",
-    "crispra",
-    "combinatorial",
-    "batches",
-    "counts_layer",
-    "guides",
-    "low_cells",
-    "nonadditive",
-)
-#: How a screen's counts file can be saved (:func:`saved_layout`).
-LAYOUTS = ("plain", "counts_layer", "guides")
-#: Names of the simulated cell lines (``n_batches`` of them, in this order).
-BATCH_NAMES = ("RPE1", "K562", "HEPG2", "JURKAT")
 _CHUNK_CELLS = 2048  # fixed: chunk boundaries decide the random streams
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Sizes and calibration knobs of the synthetic screen (see the module docstring).
-
-    Fractions of perturbations: ``weak_fraction`` (includes ``poor_knockdown_fraction``),
-    ``unmeasured_fraction`` (target not in ``var``). Fractions of measured genes:
-    ``unreached_fraction``, ``hub_fraction``; ``hub_children`` and ``direct_children`` are median
-    out-degrees as fractions of the reachable genes. Fractions of cells: ``control_fraction``,
-    ``escape_fraction``, ``low_umi_fraction``, ``high_mt_fraction``, ``doublet_fraction``.
-
-    Shapes of real screens (off by default; see :meth:`preset`): ``modality`` ``crispra``
-    activates each target by up to a log-normal fold (``activation_fold``, ``activation_sigma``)
-    times the cell's efficiency instead of knocking it down; ``n_combinations`` dual
-    perturbations ``A+B`` (both targets in one cell, effects adding in log space) with
-    ``combination_cells`` cells each (default ``cells_per_perturbation``); ``n_batches`` cell
-    lines in ``obs[batch_column]``, each with its own baseline shift of every gene
-    (``batch_effect``, log scale) and library size; ``layout`` is how the counts file is saved
-    (:func:`saved_layout`): ``plain``, ``counts_layer`` (log-normalised ``X``, raw counts in
-    ``layers["counts"]``) or ``guides`` (guide-level labels ``GENE_1``, ``GENE_2``).
-    """
-
-    seed: int = 0
-    n_perturbations: int = 50
-    n_genes: int = 1200
-    cells_per_perturbation: float = 190.0
-    cells_sigma: float = 0.2
-    control_fraction: float = 0.09
-    unmeasured_fraction: float = 0.08
-    weak_fraction: float = 0.36
-    poor_knockdown_fraction: float = 0.08
-    escape_fraction: float = 0.02
-    unreached_fraction: float = 0.35
-    hub_fraction: float = 0.02
-    hub_children: float = 0.08
-    direct_children: float = 0.03
-    regulator_children: float = 1.0
-    regulator_hubs: float = 2.0
-    mt_link_probability: float = 0.3
-    median_umi: float = 11_600.0
-    umi_sigma: float = 0.3
-    perturbation_umi_sigma: float = 0.15
-    mt_fraction: float = 0.064
-    mt_sigma: float = 0.15
-    ribo_fraction: float = 0.2
-    n_ribo_genes: int = 80
-    n_basal_factors: int = 5
-    low_umi_fraction: float = 0.03
-    high_mt_fraction: float = 0.03
-    doublet_fraction: float = 0.04
-    modality: Literal["crispri", "crispra"] = "crispri"
-    activation_fold: float = 6.0
-    activation_sigma: float = 0.6
-    n_combinations: int = 0
-    combination_cells: float | None = None
-    n_batches: int = 1
-    batch_column: str = "cell_line"
-    batch_effect: float = 0.3
-    layout: Literal["plain", "counts_layer", "guides"] = "plain"
-    interaction: Literal["additive", "saturating"] = "additive"
-    saturation: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.modality not in ("crispri", "crispra"):
-            raise ValueError(f"modality must be 'crispri' or 'crispra', got {self.modality!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
-        if self.n_batches < 1 or self.n_batches > len(BATCH_NAMES):
-            raise ValueError(f"n_batches must be in 1..{len(BATCH_NAMES)}, got {self.n_batches}")
-        if self.interaction not in ("additive", "saturating"):
-            raise ValueError(f"interaction must be 'additive' or 'saturating', got {self.interaction!r}")
-        if self.saturation <= 0:
-            raise ValueError(f"saturation must be positive, got {self.saturation}")
-        if self.n_combinations < 0:
-            raise ValueError(f"n_combinations must be >= 0, got {self.n_combinations}")
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> SyntheticConfig:
-        """A named screen (:data:`PRESETS`), with fields overridden by ``overrides``.
-
-        ``default``: a small CRISPRi screen for the whole workflow on 2 CPU cores in minutes;
-        ``rpe1``: the size of the Replogle 2022 RPE1 screen (~250k cells, 8.7k genes). The shapes
-        that real screens have and ours did not: ``panel`` (a 500-gene panel that measures none of
-        the targets), ``crispra`` (activation, most targets unmeasured, a few ``A+B`` pairs,
-        exactly 100 cells per perturbation), ``combinatorial`` (dual-guide ``A+B`` cells beside
-        their singles), ``batches`` (two cell lines in ``obs["cell_line"]``), ``counts_layer``
-        (raw counts in ``layers["counts"]``, normalised ``X``), ``guides`` (labels per guide).
-        ``low_cells``: the default screen with 55 cells per perturbation (~35 in training with
-        the published split), where a per-perturbation mean is noisy; it needs ``min_cells`` ≤ 55.
-        ``nonadditive``: the ``combinatorial`` screen with 20 pairs whose downstream effects
-        saturate (``interaction: saturating``): the additive prediction of a pair is wrong by a
-        known interaction (``SyntheticScreen.combinations``).
-        """
-        presets = {
-            "default": {},
-            "rpe1": {
-                "n_perturbations": 2500,
-                "n_genes": 8700,
-                "cells_per_perturbation": 68.0,
-                "cells_sigma": 0.72,
-                "control_fraction": 0.08,
-                "weak_fraction": 0.22,
-                "hub_children": 0.065,
-                "direct_children": 0.012,
-            },
-            "panel": {
-                "n_perturbations": 40,
-                "n_genes": 500,
-                "unmeasured_fraction": 1.0,
-                "n_ribo_genes": 10,
-                "median_umi": 2_000.0,
-                "cells_per_perturbation": 150.0,
-            },
-            "crispra": {
-                "modality": "crispra",
-                "n_perturbations": 30,
-                "n_genes": 800,
-                "unmeasured_fraction": 0.8,
-                "n_combinations": 4,
-                "cells_per_perturbation": 100.0,
-                "cells_sigma": 0.0,
-            },
-            "combinatorial": {
-                "n_perturbations": 30,
-                "n_genes": 1000,
-                "n_combinations": 15,
-                "cells_per_perturbation": 150.0,
-            },
-            "batches": {"n_batches": 2},
-            "counts_layer": {"layout": "counts_layer"},
-            "guides": {"layout": "guides"},
-            "low_cells": {"cells_per_perturbation": 55.0, "cells_sigma": 0.0},
-            "nonadditive": {
-                "n_perturbations": 30,
-                "n_genes": 1000,
-                "n_combinations": 20,
-                "cells_per_perturbation": 150.0,
-                "interaction": "saturating",
-                "saturation": 1.0,
-            },
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return dataclasses.replace(cls(), **{**presets[name], **overrides})
 
 
 @dataclass(frozen=True)

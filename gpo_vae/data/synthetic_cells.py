@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from gpo_vae.data.synthetic_design import ScreenDesign
 
 if TYPE_CHECKING:
-    from gpo_vae.data.synthetic import SyntheticConfig
+    from gpo_vae.data.synthetic_config import SyntheticConfig
 
 _SIGNAL_FLOOR = np.log(0.02)
 EFFECT_CLIP = 4.0

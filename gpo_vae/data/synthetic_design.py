@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from gpo_vae.data.contract import GENE_ID_KEY
 
 if TYPE_CHECKING:
-    from gpo_vae.data.synthetic import SyntheticConfig
+    from gpo_vae.data.synthetic_config import SyntheticConfig
 
 SYMBOLS_FILE = Path(__file__).with_name("gene_symbols.txt")
 _MT_WEIGHTS = {  # relative MT- expression, roughly as in 10x data (MT-CO1 highest, MT-ND6 lowest)

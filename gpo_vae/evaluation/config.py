@@ -65,6 +65,15 @@ class EvaluationConfig:
     unseen_cells
         Generated cells per unseen label written to ``unseen_cells.h5ad`` (at most
         ``n_generated_cells``; 0 writes none).
+    ate_target_sum
+        The ATE's scale: every cell (data and generated) is scaled to this many counts before
+        ``log2(1 + x)``. 10,000 as the published evaluation (comparable across the published
+        screens); ``median_library``: the median UMIs per training cell, so that one UMI of a
+        shallow panel is not blown up to ~90 counts. ``run.json`` records the value used.
+    cell_eval_cells
+        Generated cells per test perturbation (and controls) in ``predictions.h5ad`` for
+        cell-eval: None as many as the real test cells of the label, 0 writes neither file; at
+        most ``n_generated_cells`` (all of them: cell-eval's ``pearson_delta`` equals ours).
     """
 
     n_generated_cells: int = 2500
@@ -89,6 +98,8 @@ class EvaluationConfig:
     unseen_neighbours: int = 5
     interaction_z: float = 3.0
     unseen_cells: int = 200
+    ate_target_sum: float | Literal["median_library"] = 1e4
+    cell_eval_cells: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -137,6 +148,14 @@ class EvaluationConfig:
             problems.append(f"interaction_z must be positive, got {self.interaction_z}")
         if self.unseen_cells < 0:
             problems.append(f"unseen_cells must be non-negative, got {self.unseen_cells}")
+        if self.cell_eval_cells is not None and self.cell_eval_cells < 0:
+            problems.append(f"cell_eval_cells must be non-negative (or null), got {self.cell_eval_cells}")
+        if self.ate_target_sum != "median_library" and not (
+            isinstance(self.ate_target_sum, int | float) and self.ate_target_sum > 0
+        ):
+            problems.append(
+                f"ate_target_sum must be a positive number or median_library, got {self.ate_target_sum!r}"
+            )
         if problems:
             raise ValueError("invalid EvaluationConfig: " + "; ".join(problems))
 

@@ -75,9 +75,12 @@ def sams_vae_node_scores(model: GPOVAE) -> np.ndarray:
 def mask_tables(
     probabilities: np.ndarray, nodes: Sequence[str], n_perturbed: int, threshold: float
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """``grn_mask.csv`` (index = sources), ``grn_nodes.csv`` and ``grn_edges.csv`` (p > threshold)."""
+    """``grn_mask.csv`` (index = sources, the diagonal empty), ``grn_nodes.csv`` and
+    ``grn_edges.csv`` (p > threshold, no self-loops)."""
     names = [str(node) for node in nodes]
-    mask = pd.DataFrame(probabilities, index=pd.Index(names, name="source"), columns=names)
+    values = np.array(probabilities, dtype=np.float64)
+    np.fill_diagonal(values, np.nan)  # a node's edge to itself is no regulation: never counted
+    mask = pd.DataFrame(values, index=pd.Index(names, name="source"), columns=names)
     kinds = pd.DataFrame({"node": names, "kind": ["P"] * n_perturbed + ["A"] * (len(names) - n_perturbed)})
     return mask, kinds, edges_from_probabilities(probabilities, names, threshold)
 

@@ -72,16 +72,37 @@ def observed_tables(
     for subset in SUBSETS:
         counts, labels, split, batches = _subset_arrays(data, subset)
         references[HELDOUT, subset] = ate_reference_heldout(
-            counts, labels, split, control, perturbations, genes=genes, batches=batches
+            counts,
+            labels,
+            split,
+            control,
+            perturbations,
+            target_sum=data.target_sum,
+            genes=genes,
+            batches=batches,
         )
         references[ALL_CELLS, subset] = ate_reference_all_cells(
-            counts, labels, control, perturbations, genes=genes, batches=batches
+            counts, labels, control, perturbations, target_sum=data.target_sum, genes=genes, batches=batches
         )
         baselines[subset] = mean_baseline_ate(
-            counts, labels, split, control, perturbations, genes=genes, batches=batches
+            counts,
+            labels,
+            split,
+            control,
+            perturbations,
+            target_sum=data.target_sum,
+            genes=genes,
+            batches=batches,
         )
         noncontrol[subset] = noncontrol_mean_ate(
-            counts, labels, split, control, perturbations, genes=genes, batches=batches
+            counts,
+            labels,
+            split,
+            control,
+            perturbations,
+            target_sum=data.target_sum,
+            genes=genes,
+            batches=batches,
         )
         ceilings[subset] = split_half_reliability(
             counts,
@@ -89,6 +110,7 @@ def observed_tables(
             split,
             control,
             perturbations,
+            target_sum=data.target_sum,
             genes=genes,
             seed=config.seed,
             corrected=config.split_half_corrected,

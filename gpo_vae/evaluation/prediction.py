@@ -36,6 +36,8 @@ from gpo_vae.evaluation.ate import batch_shares, mean_log2_expression
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.metrics import prediction_metrics, qc_pass_ratio, summary_stats_agreement
 from gpo_vae.models import GPOVAE
+from gpo_vae.models.generate import encode_basal, sample_cells
+from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM
 from gpo_vae.preprocessing.qc import QC_METRICS, QCThresholds, compute_qc_metrics
 from gpo_vae.training.data import ArtifactCells
 
@@ -47,6 +49,8 @@ SUBSETS = (ALL_CELLS, QC_PASS)
 KEY_COLUMNS = ["method", "reference", "subset", "perturbation"]
 #: compute_summary_stats tests every perturbation against at most this many control cells.
 SUMMARY_CONTROL_CELLS = 1000
+#: ``evaluation.ate_target_sum`` that scales the ATE to the screen's own depth.
+MEDIAN_LIBRARY = "median_library"
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class EvaluationData:
         (N, 5) QC metrics of the cells (:data:`~gpo_vae.preprocessing.qc.QC_METRICS`).
     qc_thresholds
         The thresholds fitted by preprocessing (judge generated cells too).
+    target_sum
+        The ATE's scale: every cell is scaled to this many counts before ``log2(1 + x)``
+        (``evaluation.ate_target_sum``, resolved by :func:`resolve_target_sum`).
     """
 
     cells: ArtifactCells
@@ -73,6 +80,7 @@ class EvaluationData:
     qc_pass: np.ndarray
     qc_metrics: pd.DataFrame
     qc_thresholds: QCThresholds
+    target_sum: float = DEFAULT_TARGET_SUM
 
     @property
     def batches(self) -> np.ndarray | None:
@@ -92,6 +100,11 @@ class EvaluationData:
             qc_metrics=adata.obs[list(QC_METRICS)].reset_index(drop=True),
             qc_thresholds=QCThresholds.from_dict(adata.uns["qc_thresholds"]),
         )
+
+    def median_training_library(self) -> float:
+        """Median UMIs per training cell."""
+        counts = self.cells.counts[self.cells.rows("train")]
+        return float(np.median(np.asarray(counts.sum(axis=1)).ravel()))
 
     @property
     def genes(self) -> pd.Index:
@@ -120,6 +133,13 @@ class EvaluationData:
             return None
         test = self.cells.rows("test")
         return batch_shares(self.labels[test], batches[test], perturbations, self.cells.batch_names)
+
+
+def resolve_target_sum(setting: float | str, data: EvaluationData) -> tuple[float, str]:
+    """(the ATE's target sum, where it came from) for ``evaluation.ate_target_sum``."""
+    if setting == MEDIAN_LIBRARY:
+        return data.median_training_library(), "the median library size of the training cells"
+    return float(setting), "evaluation.ate_target_sum"
 
 
 def test_iwelbo(
@@ -174,8 +194,9 @@ class GeneratedSummary:
         Fraction of all generated cells (controls included) passing QC at each ``t``; None
         when not computed.
     kept
-        The first cells of every perturbation and of the controls (``obs["gene"]``), for the
-        predicted summary statistics; None when none were kept.
+        The first cells of every perturbation and of the controls (``obs["gene"]``; the batch
+        code in ``obs["batch_index"]``, -1 without batches), for the predicted summary statistics
+        and ``predictions.h5ad``; None when none were kept.
     control_reference
         With batches: each perturbation's control mean, the generated controls of every batch
         weighted by its batch shares (perturbations × genes); None otherwise.
@@ -207,6 +228,61 @@ def label_dosage(label: str, node_index: Mapping[str, int], n_nodes: int) -> tup
     return dosage, nodes
 
 
+def basal_draws(
+    model: GPOVAE,
+    batches: Sequence[int | None],
+    n_cells: int,
+    seed: int,
+    control_counts: Callable[[int | None], sp.csr_matrix] | None,
+) -> dict[int | None, torch.Tensor | None]:
+    """z_basal of the generated cells of each batch: None (the prior) unless the model predicts
+    from encoded control cells (``prediction_basal: encoded_controls``), then ``n_cells`` draws
+    from ``control_counts(b)`` (the training controls of batch ``b``), from ``seed`` alone."""
+    basal: dict[int | None, torch.Tensor | None] = dict.fromkeys(batches)
+    if model.config.prediction_basal != "encoded_controls":
+        return basal
+    if control_counts is None:
+        raise ValueError("this model predicts from encoded control cells: pass control_counts")
+    for b in batches:
+        cells = control_counts(b)
+        if cells.shape[0] == 0:
+            raise ValueError(f"no training control cells{'' if b is None else f' in batch {b}'} to encode")
+        draw_seed = generation_seed(seed, None, b) ^ 0x62617361  # "basa"
+        # at most n of them are densified: memory stays at the generated cells' own size
+        chosen = np.sort(np.random.default_rng(draw_seed).permutation(cells.shape[0])[:n_cells])
+        dense = torch.as_tensor(cells[chosen].toarray(), dtype=torch.float32)
+        basal[b] = encode_basal(model, dense, n_cells, draw_seed, b)
+    return basal
+
+
+def generate_label_cells(
+    model: GPOVAE,
+    dosage: torch.Tensor,
+    nodes: Sequence[int],
+    n_cells: int,
+    library_size: float,
+    seed: int,
+    batch: int | None,
+    basal: torch.Tensor | None,
+) -> np.ndarray:
+    """(n_cells, G) counts of one label (``nodes`` its dosed nodes; none: the controls) in one
+    batch, good-QC branch, seeded by :func:`generation_seed` so that evaluation and
+    :meth:`gpo_vae.GPOVAEModel.predict` draw the same cells."""
+    seed_nodes = None if not nodes else (int(nodes[0]) if len(nodes) == 1 else list(nodes))
+    counts = sample_cells(
+        model,
+        dosage,
+        n_cells,
+        library_size,
+        "good",
+        "sample",
+        generation_seed(seed, seed_nodes, batch),
+        batch,
+        basal,
+    )
+    return counts.cpu().numpy()
+
+
 def generate_and_summarise(
     model: GPOVAE,
     nodes: Sequence[str],
@@ -220,6 +296,7 @@ def generate_and_summarise(
     batch_weights: pd.DataFrame | None = None,
     control_counts: Callable[[int | None], sp.csr_matrix] | None = None,
     dosages: Mapping[str, tuple[np.ndarray | torch.Tensor, list[int]]] | None = None,
+    target_sum: float = DEFAULT_TARGET_SUM,
 ) -> GeneratedSummary:
     """Generate ``config.n_generated_cells`` cells per perturbation and for the controls.
 
@@ -238,7 +315,7 @@ def generate_and_summarise(
     A model with ``prediction_basal: encoded_controls`` takes z_basal from ``control_counts(b)``
     (the training control cells of batch ``b``, or of the screen for None): the same draws for
     the controls and for every perturbation of a batch, so an ATE compares the same cells with
-    and without the perturbation's latent offset.
+    and without the perturbation's latent offset. Means are of ``log2(1 + target_sum·x/library)``.
     """
     node_index = {str(node): i for i, node in enumerate(nodes)}
     if len(node_index) != model.n_nodes:
@@ -262,43 +339,21 @@ def generate_and_summarise(
     passed: pd.Series | None = None
     kept_blocks: list[sp.csr_matrix] = []
     kept_labels: list[np.ndarray] = []
+    kept_batches: list[np.ndarray] = []
     var = pd.DataFrame(index=genes.astype(str))
     kept_controls = 0
-    basal: dict[int | None, torch.Tensor | None] = dict.fromkeys(batch_list)
-    if model.config.prediction_basal == "encoded_controls":
-        if control_counts is None:
-            raise ValueError("this model predicts from encoded control cells: pass control_counts")
-        for b in batch_list:
-            cells = control_counts(b)
-            if cells.shape[0] == 0:
-                raise ValueError(
-                    f"no training control cells{'' if b is None else f' in batch {b}'} to encode"
-                )
-            seed = generation_seed(config.seed, None, b) ^ 0x62617361  # "basa"
-            # at most n of them are densified: memory stays at the generated cells' own size
-            chosen = np.sort(np.random.default_rng(seed).permutation(cells.shape[0])[:n])
-            dense = torch.as_tensor(cells[chosen].toarray(), dtype=torch.float32)
-            basal[b] = model.encode_basal(dense, n, seed, b)
+    basal = basal_draws(model, batch_list, n, config.seed, control_counts)
     for label, i, b in tqdm(jobs, desc="generating", disable=not progress):
         if i < 0:
-            dosage, seed_nodes = torch.zeros(model.n_nodes), None
+            dosage, node_list = torch.zeros(model.n_nodes), []
         else:
             dosage, node_list = dosages[label]
-            seed_nodes = node_list[0] if len(node_list) == 1 else node_list
-        counts = model.sample_cells(
-            dosage,
-            n,
-            config.generated_library_size,
-            "good",
-            "sample",
-            generation_seed(config.seed, seed_nodes, b),
-            b,
-            basal[b],
+        counts = generate_label_cells(
+            model, dosage, node_list, n, config.generated_library_size, config.seed, b, basal[b]
         )
-        counts = counts.cpu().numpy()
         if counts.shape[1] != len(genes):
             raise ValueError(f"the model generates {counts.shape[1]} genes, the artifact has {len(genes)}")
-        mean = mean_log2_expression(counts)
+        mean = mean_log2_expression(counts, target_sum)
         if i < 0:
             control_by_batch[0 if b is None else b] = mean
         else:
@@ -319,9 +374,10 @@ def generate_and_summarise(
                 n_keep = min(n, keep_cells)
             kept_blocks.append(sparse[:n_keep])
             kept_labels.append(np.full(n_keep, label, dtype=object))
+            kept_batches.append(np.full(n_keep, -1 if b is None else b))
     kept = None
     if kept_blocks:
-        obs = pd.DataFrame({"gene": np.concatenate(kept_labels)})
+        obs = pd.DataFrame({"gene": np.concatenate(kept_labels), "batch_index": np.concatenate(kept_batches)})
         obs.index = obs.index.astype(str)
         kept = ad.AnnData(X=sp.vstack(kept_blocks, format="csr"), obs=obs, var=var)
     ratio = None if passed is None else (passed / (n * len(jobs))).rename("qc_pass_ratio")

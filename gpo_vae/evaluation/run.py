@@ -6,7 +6,9 @@
 given, ``grn_mask.csv``, ``grn_nodes.csv``, ``grn_edges.csv``, ``grn_statistical.csv``,
 ``grn_reference.csv`` and ``grn_pr_curves.csv`` when a reference or true network is given,
 ``unseen_metrics.csv``, ``unseen_interaction_scatter.csv``, ``unseen_neighbours.csv`` and
-``unseen_cells.h5ad`` when the split holds labels no training cell carries, ``run.json``), then
+``unseen_cells.h5ad`` when the split holds labels no training cell carries, ``predictions.h5ad``
+and ``real_test.h5ad`` for cell-eval (:mod:`gpo_vae.evaluation.cell_eval`), ``grn_network.tsv`` and
+``grn.graphml`` (:mod:`gpo_vae.grn.export`), ``run.json``), then
 ``report.html``, then a ``.complete`` marker; all in a temporary sibling
 directory renamed into place, so a reader never sees a half-written evaluation.
 """
@@ -14,6 +16,7 @@ directory renamed into place, so a reader never sees a half-written evaluation.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -29,15 +32,16 @@ import pandas as pd
 
 from gpo_vae.config import to_dict
 from gpo_vae.data.summary_stats_io import read_summary_stats
+from gpo_vae.evaluation import cell_eval, unseen
 from gpo_vae.evaluation import grn_benchmark as grn
 from gpo_vae.evaluation import prediction as pred
-from gpo_vae.evaluation import unseen
 from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.evaluation.unseen_run import evaluate_unseen
 from gpo_vae.grn.baselines import correlation_scores, random_scores
 from gpo_vae.grn.effects import effect_zscores
+from gpo_vae.grn.export import write_network_files
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
 from gpo_vae.interrupt import check_stop
 from gpo_vae.io import disk_full_error, provenance, remove_stale_temps, temp_sibling, write_json_atomic
@@ -146,8 +150,15 @@ def _prediction(
         references, mean_baseline = observed.references, observed.mean_baselines
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
     summaries: dict[str, pred.GeneratedSummary] = {}
+    export = None
+    if config.cell_eval_cells != 0:
+        real, real_counts = cell_eval.real_test_cells(data, perturbations)
+        export = cell_eval.cells_to_keep(config.cell_eval_cells, real_counts, config.n_generated_cells)
     for method, (model, info) in models.items():
         own = method == grn.MODEL  # QC ratio and summary statistics describe the evaluated model
+        keep = config.summary_stats_cells if own and reported is not None else 0
+        if own and export is not None:
+            keep = max(keep, int(export.drop(data.control_label, errors="ignore").to_numpy().max(initial=0)))
         with stages(f"generation_{method}"):
             summaries[method] = pred.generate_and_summarise(
                 model,
@@ -157,14 +168,23 @@ def _prediction(
                 config,
                 data.control_label,
                 qc_thresholds=data.qc_thresholds if own else None,
-                keep_cells=config.summary_stats_cells if own and reported is not None else 0,
+                keep_cells=keep,
                 progress=progress,
                 batch_weights=data.test_batch_shares(perturbations),
                 control_counts=data.training_controls,
+                target_sum=data.target_sum,
             )
         ate = summaries[method].ate()
         predictions[method] = {subset: ate for subset in pred.SUBSETS}
     generated = summaries[grn.MODEL]
+    if export is not None and generated.kept is not None:
+        with stages("cell_eval_files"):
+            predicted = cell_eval.predicted_cells(
+                generated.kept, export, data.cells.batch_names, data.target_sum, config.seed
+            )
+            predicted.write_h5ad(out / cell_eval.PREDICTIONS_FILE)
+            real.write_h5ad(out / cell_eval.REAL_TEST_FILE)
+            del predicted, real
     predictions["mean_baseline"] = mean_baseline
     predictions["noncontrol_mean"] = observed.noncontrol_means
     zero = control_baseline_ate(perturbations, data.genes)
@@ -303,6 +323,7 @@ def _grn(
     _write_csv(mask, out, "grn_mask.csv", index=True)
     _write_csv(kinds, out, "grn_nodes.csv")
     _write_csv(edges, out, "grn_edges.csv")
+    write_network_files(edges, kinds, out)
     scores = {grn.MODEL: probabilities}
     if grn.SAMS_VAE in models:
         scores[grn.SAMS_VAE] = grn.sams_vae_node_scores(models[grn.SAMS_VAE][0])
@@ -400,6 +421,8 @@ def evaluate_run(
         adata = read_artifact(artifact_dir)
         sha = artifact_checksum(artifact_dir)
         data = pred.EvaluationData.from_anndata(adata)
+        target_sum, target_sum_source = pred.resolve_target_sum(config.ate_target_sum, data)
+        data = dataclasses.replace(data, target_sum=target_sum)
         reported = None
         if summary_stats is not None:
             # names that are bare Ensembl ids (Adamson) are mapped to symbols, as preprocessing does
@@ -450,6 +473,9 @@ def evaluate_run(
                 "n_perturbations": len(data.perturbations()),
                 "n_nodes": int(data.cells.n_nodes),
                 "n_perturbed_nodes": int(data.cells.n_perturbed),
+                "ate_target_sum": target_sum,
+                "ate_target_sum_from": target_sum_source,
+                "median_training_library": data.median_training_library(),
             },
             "metrics": {key: _json_number(value) for key, value in metrics.items()},
             "inputs": {

@@ -240,6 +240,7 @@ def interaction_standard_errors(
     pairs: Sequence[str],
     control_label: str,
     single_ate_genes: Sequence[str],
+    target_sum: float = 1e4,
 ) -> np.ndarray:
     """(pairs × G) standard error of the observed interaction ATE_AB(test) − Σ ATE_single(train).
 
@@ -247,9 +248,11 @@ def interaction_standard_errors(
     ``Σ v_s/n_s + k² v_c'/n_c'`` (training singles and controls, k = seen singles).
     """
     test, train = split == "test", split == "train"
-    test_mean, test_var, test_n = group_moments(counts[test], labels[test], [*pairs, control_label])
+    test_mean, test_var, test_n = group_moments(
+        counts[test], labels[test], [*pairs, control_label], target_sum
+    )
     singles = sorted({g for p in pairs for g in label_genes(p) if g in set(single_ate_genes)})
-    _, train_var, train_n = group_moments(counts[train], labels[train], [*singles, control_label])
+    _, train_var, train_n = group_moments(counts[train], labels[train], [*singles, control_label], target_sum)
     del test_mean
     with np.errstate(divide="ignore", invalid="ignore"):
         test_term = test_var[:-1] / test_n[:-1, None] + test_var[-1] / test_n[-1]

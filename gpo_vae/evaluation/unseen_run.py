@@ -113,6 +113,7 @@ def evaluate_unseen(
         cells.split,
         data.control_label,
         seen,
+        target_sum=data.target_sum,
         genes=data.genes,
         batches=data.batches,
     )
@@ -159,6 +160,7 @@ def evaluate_unseen(
                     batch_weights=data.test_batch_shares(wanted),
                     control_counts=data.training_controls,
                     dosages=neighbour_dosages(wanted, node_index, model.n_nodes, replacements[mode], seen),
+                    target_sum=data.target_sum,
                 )
                 ate = pd.concat([ate.drop(index=wanted, errors="ignore"), summary.ate()])
                 if keep:
@@ -172,7 +174,7 @@ def evaluate_unseen(
     additive = additive_prediction(pairs, single_ate) if pairs else None
     if pairs:
         errors = interaction_standard_errors(
-            cells.counts, data.labels, cells.split, pairs, data.control_label, seen
+            cells.counts, data.labels, cells.split, pairs, data.control_label, seen, data.target_sum
         )
         baselines = {
             ADDITIVE: additive,

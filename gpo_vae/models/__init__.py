@@ -1,8 +1,10 @@
 """GPO-VAE model: generative model, guide, ELBO loss and generation in plain torch (design §6).
 
 ``GPOVAE`` is the module (``inference`` / ``generative`` / ``loss`` → ``LossOutput``, ``iwelbo``,
-``sample_cells``, ``mask_probabilities``, ``grn_dataframe``); ``ModelConfig`` holds the
-published hyperparameters, ``ModelConfig.sams_vae()`` the SAMS-VAE baseline.
+``mask_probabilities``); :mod:`gpo_vae.models.generate` draws cells from it (``sample_cells``,
+``encode_basal``) and tabulates its graph (``grn_dataframe``). ``ModelConfig`` holds the
+published hyperparameters, ``ModelConfig.sams_vae()`` the SAMS-VAE baseline. What a user holds
+is :class:`gpo_vae.GPOVAEModel`.
 
 Where this differs from the published research code, on purpose:
 
@@ -28,6 +30,7 @@ _LAZY = {
     "InferenceOutputs": "gpo_vae.models.module",
     "LossOutput": "gpo_vae.models.module",
     "PlatedSample": "gpo_vae.models.guide",
+    "encode_basal": "gpo_vae.models.generate",
     "grn_dataframe": "gpo_vae.models.generate",
     "sample_cells": "gpo_vae.models.generate",
 }

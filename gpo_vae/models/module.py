@@ -10,14 +10,13 @@ n_batches) one-hot.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import pandas as pd
 import torch
 from torch import nn
 
-from gpo_vae.models import generate, grn
+from gpo_vae.models import grn
 from gpo_vae.models.config import ModelConfig
 from gpo_vae.models.decoder import Decoder
 from gpo_vae.models.distributions import (
@@ -376,33 +375,7 @@ class GPOVAE(nn.Module):
         """A guide draw of M, E and qc_E for all nodes, to share across IWELBO batches."""
         return self.guide.sample_plated(n_particles)
 
-    # -- generation and the learned graph ----------------------------------------------------
-    def sample_cells(
-        self,
-        dosage: torch.Tensor | int,
-        n_cells: int,
-        library_size: float | torch.Tensor = 1e4,
-        qc_branch: str = "good",
-        plated: str = "sample",
-        seed: int | None = None,
-        batch: int | None = None,
-        basal: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Generated counts for a node index or dosage rows; see :func:`generate.sample_cells`."""
-        return generate.sample_cells(
-            self, dosage, n_cells, library_size, qc_branch, plated, seed, batch, basal
-        )
-
-    def encode_basal(
-        self, counts: torch.Tensor, n_cells: int, seed: int, batch: int | None = None
-    ) -> torch.Tensor:
-        """z_basal draws of control cells; see :func:`generate.encode_basal`."""
-        return generate.encode_basal(self, counts, n_cells, seed, batch)
-
+    # -- the learned graph (generation: gpo_vae.models.generate) -----------------------------
     def mask_probabilities(self) -> torch.Tensor:
         """q(M) edge probabilities sigmoid(logits), (T, C), detached."""
         return torch.sigmoid(self.guide.mask_logits.detach())
-
-    def grn_dataframe(self, node_names: Sequence[str]) -> pd.DataFrame:
-        """:meth:`mask_probabilities` with source nodes as index and target nodes as columns."""
-        return generate.grn_dataframe(self.mask_probabilities(), node_names)

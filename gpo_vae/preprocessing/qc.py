@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import PERTURBATION_KEY
 from gpo_vae.preprocessing.config import DEFAULT_NMADS, Backend
-from gpo_vae.preprocessing.mad import Side, mad_threshold, outside_threshold
 from gpo_vae.preprocessing.normalize import as_csr
+from gpo_vae.stats.mad import Side, mad_threshold, outside_threshold
 
 logger = logging.getLogger(__name__)
 

@@ -4,4 +4,6 @@
   from counting reference values below and equal, tie term, normal-approximation p-value).
 - :mod:`gpo_vae.stats.anderson_darling`: Anderson-Darling and Mann-Whitney of every gene of a
   sample against a sorted reference, in one compiled merge walk.
+- :mod:`gpo_vae.stats.mad`: median-absolute-deviation outlier thresholds (QC and the summary
+  statistics).
 """

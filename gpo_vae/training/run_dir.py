@@ -115,8 +115,8 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE
     Returns
     -------
     model
-        :class:`~gpo_vae.models.GPOVAE` on ``device`` (``sample_cells``, ``mask_probabilities``,
-        ``grn_dataframe`` for generation and the graph).
+        :class:`~gpo_vae.models.GPOVAE` on ``device`` (``mask_probabilities``; :mod:`gpo_vae.models.generate`
+        draws cells from it; :class:`gpo_vae.GPOVAEModel` wraps both).
     info
         ``node_names``, ``gene_names``, ``n_perturbed``, ``model_config`` and ``training_config``
         (dicts), ``best_epoch``, ``best_val_loss``, ``artifact_sha256`` and ``run`` (run.json).

@@ -6,9 +6,13 @@ evaluated once per module with a scaled-down config.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +28,7 @@ from gpo_vae.evaluation.grn_benchmark import pair_masks, reference_agreement, sa
 from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.evaluation.run import COMPLETE_MARKER, evaluate_run, headline_table
 from gpo_vae.grn.curves import edge_precision_recall, ranking_metrics
+from gpo_vae.model import GPOVAEModel, PredictionError
 from gpo_vae.models import ModelConfig
 from gpo_vae.preprocessing.artifact import ARTIFACT_FILE, read_artifact
 from gpo_vae.report import load_tables
@@ -48,6 +53,7 @@ TINY_EVAL = EvaluationConfig(
     n_scatter=3,
     cpu_threads=1,
     device="cpu",
+    cell_eval_cells=60,  # every generated cell: cell-eval's numbers are then exactly ours
 )
 CONTRACT_FILES = {
     "screen.json",
@@ -63,6 +69,10 @@ CONTRACT_FILES = {
     "grn_statistical.csv",
     "grn_reference.csv",
     "grn_pr_curves.csv",
+    "grn_network.tsv",
+    "grn.graphml",
+    "predictions.h5ad",
+    "real_test.h5ad",
     "run.json",
 }
 METHODS = {"model", "sams_vae", "mean_baseline", "noncontrol_mean", "control_baseline", "split_half_ceiling"}
@@ -221,7 +231,7 @@ def test_heldout_reference_reads_only_test_cells(artifact_dir: Path):  # noqa: F
 
 
 def test_true_network_auroc_matches_an_independent_computation(evaluation: Path, synthetic_dataset):  # noqa: F811
-    mask = pd.read_csv(evaluation / "grn_mask.csv", index_col=0, keep_default_na=False)
+    mask = pd.read_csv(evaluation / "grn_mask.csv", index_col=0, keep_default_na=False, na_values=[""])
     kinds = pd.read_csv(evaluation / "grn_nodes.csv", keep_default_na=False)
     nodes = mask.index.tolist()
     assert kinds["node"].tolist() == nodes and mask.columns.tolist() == nodes
@@ -376,3 +386,96 @@ def test_evaluation_config_validates_and_every_shipped_yaml_spells_it_out():
             assert "SCALED DOWN" in path.read_text() and evaluation.n_generated_cells < 2500
         else:
             assert evaluation.n_generated_cells == 2500 and evaluation.iwelbo_particles == 100
+
+
+def test_cell_eval_scores_the_exported_cells_as_our_heldout_pearson(evaluation: Path, tmp_path: Path):
+    """``cell-eval run`` reads predictions.h5ad + real_test.h5ad as written; with every generated
+    cell exported, its pearson_delta is our held-out ATE Pearson (both on log2(1 + 1e4·x/lib))."""
+    if importlib.util.find_spec("cell_eval") is None:
+        pytest.skip("cell-eval is not installed (pip install -e '.[dev]')")
+    predicted = ad.read_h5ad(evaluation / "predictions.h5ad")
+    real = ad.read_h5ad(evaluation / "real_test.h5ad")
+    assert predicted.var_names.equals(real.var_names)
+    assert set(predicted.obs["target_gene"]) == set(real.obs["target_gene"])
+    assert "non-targeting" in set(real.obs["perturbation"])
+    assert np.array_equal(predicted.layers["counts"].sum(axis=1).A1 > 0, predicted.X.sum(axis=1).A1 > 0)
+    out = tmp_path / "cell_eval"
+    command = [
+        sys.executable,
+        "-m",
+        "cell_eval",
+        "run",
+        "-ap",
+        str(evaluation / "predictions.h5ad"),
+        "-ar",
+        str(evaluation / "real_test.h5ad"),
+    ]
+    command += ["--control-pert", "non-targeting", "--profile", "minimal", "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = pd.read_csv(out / "results.csv").set_index("perturbation")["pearson_delta"]
+    ours = pd.read_csv(evaluation / "prediction_metrics.csv")
+    ours = ours[
+        (ours["method"] == "model") & (ours["reference"] == "heldout_test") & (ours["subset"] == "all_cells")
+    ]
+    ours = ours.set_index("perturbation")["pearson"]
+    assert set(theirs.index) == set(ours.index)
+    assert np.allclose(theirs.sort_index(), ours.sort_index(), atol=1e-6)
+
+
+def test_the_user_model_reproduces_the_evaluated_ate_and_graph(evaluation: Path, runs: dict[str, Path]):
+    model = GPOVAEModel.load(runs["model"])
+    scatter = pd.read_csv(evaluation / "ate_scatter.csv")
+    labels = list(dict.fromkeys(scatter["perturbation"]))
+    shift = model.predict_shift(labels, n_cells=TINY_EVAL.n_generated_cells, seed=TINY_EVAL.seed)
+    for label in labels:
+        rows = scatter[scatter["perturbation"] == label].set_index("gene")["predicted"]
+        assert np.allclose(shift.loc[rows.index, label], rows, atol=1e-9), label
+    edges = model.grn(threshold=TINY_EVAL.grn_threshold)
+    record = json.loads((evaluation / "run.json").read_text())
+    assert len(edges) == record["metrics"]["grn_edges"] and not (edges["source"] == edges["target"]).any()
+    network = pd.read_csv(evaluation / "grn_network.tsv", sep="\t", keep_default_na=False)
+    assert list(network.columns) == ["source", "target", "weight"] and len(network) == len(edges)
+    assert np.allclose(network["weight"], edges["probability"])
+    mask = pd.read_csv(evaluation / "grn_mask.csv", index_col=0, keep_default_na=False, na_values=[""])
+    assert np.isnan(np.diag(mask.to_numpy())).all() and int((mask.to_numpy() > 0.5).sum()) == len(edges)
+    matrix = model.grn(as_matrix=True)
+    assert np.allclose(matrix.to_numpy(), mask.to_numpy(), equal_nan=True)
+    networkx = pytest.importorskip("networkx")
+    graph = networkx.read_graphml(evaluation / "grn.graphml")
+    assert (
+        graph.is_directed() and graph.number_of_nodes() == len(mask) and graph.number_of_edges() == len(edges)
+    )
+    source, target, weight = network.iloc[0]
+    assert graph.edges[source, target]["weight"] == pytest.approx(weight)
+    kinds = pd.read_csv(evaluation / "grn_nodes.csv", keep_default_na=False).set_index("node")["kind"]
+    assert {graph.nodes[n]["kind"] for n in kinds.index[kinds == "P"]} == {"perturbed"}
+
+
+def test_the_user_model_generates_anndata_and_says_what_it_cannot_answer(
+    runs: dict[str, Path],
+    artifact_dir: Path,  # noqa: F811
+):
+    model = GPOVAEModel.load(runs["model"])
+    first, second = model.perturbations[:2]
+    cells = model.predict([first, f"{first}+{second}"], n_cells=30, seed=3)
+    assert cells.shape == (90, len(model.genes)) and list(cells.var_names) == list(model.genes)
+    assert list(cells.obs["perturbation"].cat.categories) == [first, f"{first}+{second}", "non-targeting"]
+    assert sp.issparse(cells.X) and np.array_equal(cells.X.data, np.round(cells.X.data))
+    assert cells.uns["gpo_vae"]["library_size"] == pytest.approx(model.median_library_size)
+    again = model.predict([first], n_cells=30, seed=3, controls=False)
+    assert np.array_equal(again.X.toarray(), cells.X[:30].toarray()), (
+        "a label's cells depend on its seed alone"
+    )
+    artifact = read_artifact(artifact_dir)
+    latent = model.latent(artifact[:50])
+    assert latent.shape == (50, model.module.config.n_latent) and np.isfinite(latent).all()
+    with pytest.raises(PredictionError, match=r"NOT_A_GENE.*model\.perturbations"):
+        model.predict(["NOT_A_GENE"])
+    downstream = model.nodes[len(model.perturbations)]
+    with pytest.raises(PredictionError, match="no training cell carries"):
+        model.predict([downstream])
+    with pytest.raises(PredictionError, match="one batch"):
+        model.predict([first], batch="K562")
+    with pytest.raises(PredictionError, match="lacks"):
+        model.latent(artifact[:5, :10])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gpo_vae.models import GPOVAE, ModelConfig
+from gpo_vae.models.generate import sample_cells
 from tests.models import N_GENES, N_LATENT, N_NODES, TINY, tiny_batch, tiny_config, tiny_module
 
 ELBO_TERMS = ("reconstruction", "kl_z_basal", "kl_embedding", "kl_mask", "kl_qc_embedding")
@@ -70,8 +71,8 @@ def test_training_decreases_the_negative_elbo_and_finds_the_planted_effect() -> 
     after = negative_elbo()
     assert after < before - 1.0, (before, after)
     # node 0 multiplies genes 0–2 by 5: generated counts must rise there relative to the rest
-    ratio = module.sample_cells(0, 400, seed=0).mean(0) / module.sample_cells(
-        torch.zeros(N_NODES), 400, seed=0
+    ratio = sample_cells(module, 0, 400, seed=0).mean(0) / sample_cells(
+        module, torch.zeros(N_NODES), 400, seed=0
     ).mean(0)
     assert ratio[:3].min() > 1.5 * ratio[3:].max(), ratio
 
@@ -226,8 +227,8 @@ def test_batches_condition_encoder_and_decoder_and_generation_needs_a_batch() ->
     batch["batch"] = torch.nn.functional.one_hot(torch.arange(8) % 2, 2).float()
     assert torch.isfinite(module.loss(batch).loss)
     with pytest.raises(ValueError, match=r"pass batch in 0\.\.1"):
-        module.sample_cells(0, 5)
-    first = module.sample_cells(0, 200, seed=1, batch=0)
-    second = module.sample_cells(0, 200, seed=1, batch=1)
+        sample_cells(module, 0, 5)
+    first = sample_cells(module, 0, 200, seed=1, batch=0)
+    second = sample_cells(module, 0, 200, seed=1, batch=1)
     assert first.shape == (200, N_GENES) and not torch.equal(first, second)
     assert tiny_module(n_batches=1).n_batches == 0  # one batch is no covariate

@@ -13,6 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from gpo_vae.models import GPOVAE, LOSS_TERMS
+from gpo_vae.models.generate import grn_dataframe, sample_cells
 from gpo_vae.preprocessing.artifact import MARKER_FILE
 from gpo_vae.training.train import load_trained_model, read_events, train_model
 from tests.training.conftest import TINY_MODEL, TINY_TRAINING
@@ -103,9 +104,9 @@ def test_load_trained_model_gives_the_best_weights(short_run, artifact_dir):
     assert_bitwise_equal(model.state_dict(), {k.removeprefix("model."): v for k, v in best.items()})
     assert info["best_epoch"] == json.loads((short_run / "run.json").read_text())["best_epoch"]
     assert len(info["node_names"]) == model.n_nodes and len(info["gene_names"]) == model.n_genes
-    cells = model.sample_cells(0, 16, seed=1)
+    cells = sample_cells(model, 0, 16, seed=1)
     assert cells.shape == (16, model.n_genes) and torch.all(cells >= 0)
-    graph = model.grn_dataframe(info["node_names"])
+    graph = grn_dataframe(model.mask_probabilities(), info["node_names"])
     assert list(graph.index) == info["node_names"] and graph.shape == (model.n_nodes, model.n_nodes)
 
 

@@ -1,0 +1,462 @@
+"""The model a user holds: train or load a run, then ask it questions in AnnData and DataFrames.
+
+The layout follows scvi-tools: :class:`~gpo_vae.models.GPOVAE` is the torch module,
+:class:`~gpo_vae.training.GPOVAETrainingPlan` the Lightning training plan, and
+:class:`GPOVAEModel` what a notebook uses::
+
+    from gpo_vae import GPOVAEModel, pp
+
+    artifact = pp.prepare(adata)                      # a screen's raw counts → the artifact
+    model = GPOVAEModel.train(artifact, run_dir="runs/first")
+    cells = model.predict(["GENE1", "GENE2+GENE3"], n_cells=500)   # AnnData of counts
+    shift = model.predict_shift(["GENE1"])            # genes × labels, the ATE
+    edges = model.grn(threshold=0.5)                  # source, target, probability
+
+A run directory written by the workflow (``results/…/runs/<key>``) loads the same way
+(:meth:`GPOVAEModel.load`). Generation is seeded exactly as in evaluation, so
+:meth:`~GPOVAEModel.predict_shift` with the evaluation's settings reproduces the report's model ATE.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+import gpo_vae
+from gpo_vae.config import load_config, to_dict
+from gpo_vae.data.contract import CONTROL_LABEL
+from gpo_vae.data.labels import label_genes
+from gpo_vae.errors import UserError
+from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.evaluation.prediction import (
+    EvaluationData,
+    basal_draws,
+    generate_and_summarise,
+    generate_label_cells,
+    label_dosage,
+)
+from gpo_vae.grn.curves import edges_from_probabilities
+from gpo_vae.models.generate import CELL_CHUNK, grn_dataframe
+from gpo_vae.preprocessing.artifact import (
+    ARTIFACT_FILE,
+    RECORD_FILE,
+    artifact_path,
+    read_artifact,
+    validate_artifact,
+    write_artifact,
+)
+from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM
+from gpo_vae.run_config import RunConfig
+from gpo_vae.training.run_dir import CONFIG_FILE, load_trained_model
+from gpo_vae.training.train import train_model
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from gpo_vae.models.module import GPOVAE
+
+#: Where :meth:`GPOVAEModel.train` writes an in-memory artifact, inside the run directory.
+ARTIFACT_DIR = "artifact"
+#: The obs column of a label in :meth:`GPOVAEModel.predict`.
+PREDICTION_KEY = "perturbation"
+
+
+class PredictionError(UserError, ValueError):
+    """A label, batch or input the model cannot answer for; the message says why and what to do."""
+
+
+def _run_config(config: RunConfig | str | Path | dict[str, Any] | None) -> RunConfig:
+    if config is None:
+        return RunConfig()
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        from gpo_vae.config import from_dict
+
+        return from_dict(RunConfig, config, "config")
+    return load_config(RunConfig, config)
+
+
+class GPOVAEModel:
+    """A trained GPO-VAE (or SAMS-VAE) and the screen it was trained on.
+
+    Build it with :meth:`train` or :meth:`load`, not directly.
+
+    Attributes
+    ----------
+    module
+        The torch module (:class:`~gpo_vae.models.GPOVAE`), in eval mode.
+    run_dir
+        The run directory (``model.pt``, ``config.json``, ``run.json``, checkpoints).
+    nodes
+        The treatment nodes: the perturbed genes first (:attr:`perturbations`), then the
+        downstream DEG nodes.
+    genes
+        The measured genes, the columns of every prediction.
+    batches
+        The batch (cell line) names the model conditions on; empty for a screen of one batch.
+    """
+
+    def __init__(self, module: GPOVAE, info: dict[str, Any], run_dir: str | Path) -> None:
+        self.module = module
+        self.info = info
+        self.run_dir = Path(run_dir)
+        self.nodes = [str(node) for node in info["node_names"]]
+        self.genes = pd.Index([str(gene) for gene in info["gene_names"]], name="gene")
+        self.batches = [str(b) for b in info.get("batch_names", [])]
+        self._node_index = {node: i for i, node in enumerate(self.nodes)}
+
+    # -- building ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> GPOVAEModel:
+        """The best-validation model of a finished run directory (the workflow's or :meth:`train`'s)."""
+        module, info = load_trained_model(run_dir, device)
+        return cls(module, info, run_dir)
+
+    @classmethod
+    def train(
+        cls,
+        data: ad.AnnData | str | Path,
+        config: RunConfig | str | Path | dict[str, Any] | None = None,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> GPOVAEModel:
+        """Train on a preprocessed screen and return the trained model.
+
+        Parameters
+        ----------
+        data
+            The artifact AnnData of :func:`gpo_vae.pp.prepare`, or an artifact directory
+            (the workflow's ``preprocessed/<key>``).
+        config
+            A :class:`~gpo_vae.run_config.RunConfig`, a YAML file such as
+            ``configs/gpo_vae_plus_custom.yaml``, its dict, or None (the published GPO-VAE).
+            Its ``model`` and ``training`` sections are used.
+        run_dir
+            Where the run is written (reloadable with :meth:`load`); None: a new temporary
+            folder. A finished run of the same settings and data there is reused, a killed
+            one resumes.
+        progress
+            Show Lightning's progress bar.
+        """
+        config = _run_config(config)
+        run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="gpo_vae_run_"))
+        if isinstance(data, str | Path):
+            artifact_dir = Path(data)
+            artifact_dir = artifact_dir.parent if artifact_dir.name == ARTIFACT_FILE else artifact_dir
+        else:
+            validate_artifact(data)
+            artifact_dir = run_dir / ARTIFACT_DIR
+            if not _same_artifact(artifact_dir, data):
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_artifact(data, artifact_dir)
+        train_model(artifact_dir, config.model, config.training, run_dir, progress=progress)
+        return cls.load(run_dir)
+
+    def __repr__(self) -> str:
+        kind = "SAMS-VAE" if self.module.config.latent_mask else "GPO-VAE"
+        batches = f", {len(self.batches)} batches" if self.batches else ""
+        return (
+            f"GPOVAEModel({kind}: {len(self.perturbations)} perturbations, {len(self.nodes)} nodes, "
+            f"{len(self.genes)} genes{batches}; run {self.run_dir})"
+        )
+
+    # -- what it was trained on ----------------------------------------------------------------
+    @property
+    def perturbations(self) -> list[str]:
+        """The perturbed genes seen in training (each a node with training cells)."""
+        return self.nodes[: int(self.info["n_perturbed"])]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's ``config.json``: model and training sections, artifact checksum and path."""
+        return json.loads((self.run_dir / CONFIG_FILE).read_text())
+
+    @cached_property
+    def _artifact(self) -> EvaluationData:
+        path = Path(self.config["artifact_path"])
+        if not path.exists():
+            raise PredictionError(
+                f"{self.run_dir}: the artifact this run was trained on ({path}) is gone; this answer needs "
+                "its training cells. Rerun the preprocessing (the workflow rebuilds it under the same name)."
+            )
+        return EvaluationData.from_anndata(read_artifact(path))
+
+    @cached_property
+    def median_library_size(self) -> float:
+        """The median UMI count of the training cells: the default depth of :meth:`predict`."""
+        cells = self._artifact.cells
+        return float(np.median(np.asarray(cells.counts[cells.rows("train")].sum(axis=1)).ravel()))
+
+    # -- questions -------------------------------------------------------------------------------
+    def _dosage(self, label: str) -> tuple[torch.Tensor, list[int]]:
+        if label == CONTROL_LABEL:
+            return torch.zeros(self.module.n_nodes), []
+        genes = label_genes(label)
+        unknown = [g for g in genes if g not in self._node_index]
+        if unknown:
+            raise PredictionError(
+                f"{label!r}: {unknown} {'is' if len(unknown) == 1 else 'are'} not a node of this model. "
+                f"Its perturbations are {', '.join(self.perturbations[:8])}"
+                f"{' …' if len(self.perturbations) > 8 else ''} (model.perturbations); pairs are written "
+                f"'A+B', controls {CONTROL_LABEL!r}."
+            )
+        weight = self.module.node_weight  # 1 / training cells of the node; 0 for none
+        unseen = [g for g in genes if float(weight[self._node_index[g]]) == 0]
+        if unseen:
+            raise PredictionError(
+                f"{label!r}: no training cell carries {unseen} (a downstream DEG node, or a gene held out "
+                f"of training), so the model has not learned {'its' if len(unseen) == 1 else 'their'} "
+                "effect. Held-out genes are scored by the workflow's unseen evaluation "
+                "(--split heldout_perturbations)."
+            )
+        return label_dosage(label, self._node_index, self.module.n_nodes)
+
+    def _batch_index(self, batch: str | int | None) -> int | None:
+        if not self.batches:
+            if batch not in (None, 0):
+                raise PredictionError(f"batch={batch!r}: this model was trained on a screen of one batch")
+            return None
+        if batch is None:
+            raise PredictionError(f"this model conditions on batches {self.batches}: pass batch=NAME")
+        if isinstance(batch, str):
+            if batch not in self.batches:
+                raise PredictionError(f"batch={batch!r}: not one of the model's batches {self.batches}")
+            return self.batches.index(batch)
+        if not 0 <= int(batch) < len(self.batches):
+            raise PredictionError(
+                f"batch={batch}: pass a name of {self.batches} or an index below {len(self.batches)}"
+            )
+        return int(batch)
+
+    def _control_counts(self, batch: int | None) -> sp.csr_matrix:
+        return self._artifact.training_controls(batch)
+
+    def predict(
+        self,
+        labels: Sequence[str] | str,
+        n_cells: int = 500,
+        batch: str | int | None = None,
+        seed: int = 0,
+        library_size: float | None = None,
+        controls: bool = True,
+    ) -> ad.AnnData:
+        """Generate cells of each perturbation (and control cells).
+
+        Parameters
+        ----------
+        labels
+            Perturbations: a gene of :attr:`perturbations`, a combination ``"A+B"`` of them, or
+            the control label ``"non-targeting"``.
+        n_cells
+            Cells per label.
+        batch
+            The batch (cell line) name or index the cells come from; required by a model of a
+            screen with batches.
+        seed
+            The cells of a label depend on the seed, the label and the batch alone.
+        library_size
+            UMIs per generated cell; None: :attr:`median_library_size` of the training cells.
+        controls
+            Also generate ``n_cells`` control cells (zero dosage), labelled ``non-targeting``.
+
+        Returns
+        -------
+        AnnData
+            ``X`` the counts (CSR float32), ``obs["perturbation"]`` the label (categorical, in the
+            order asked, controls last), ``obs["batch"]`` with batches, ``var_names`` the gene
+            symbols, ``uns["gpo_vae"]`` the run, model settings, seed and library size.
+        """
+        import anndata as ad
+
+        labels = [labels] if isinstance(labels, str) else [str(label) for label in labels]
+        if controls and CONTROL_LABEL not in labels:
+            labels.append(CONTROL_LABEL)
+        if n_cells < 1:
+            raise PredictionError(f"n_cells must be at least 1, got {n_cells}")
+        b = self._batch_index(batch)
+        dosages = {label: self._dosage(label) for label in labels}  # every label checked first
+        library = float(library_size) if library_size is not None else self.median_library_size
+        basal = basal_draws(self.module, [b], n_cells, seed, self._control_counts)[b]
+        blocks = [
+            sp.csr_matrix(
+                generate_label_cells(self.module, *dosages[label], n_cells, library, seed, b, basal)
+            )
+            for label in labels
+        ]
+        obs = pd.DataFrame(
+            {
+                PREDICTION_KEY: pd.Categorical(
+                    np.repeat(labels, n_cells), categories=list(dict.fromkeys(labels))
+                )
+            }
+        )
+        if b is not None:
+            obs["batch"] = pd.Categorical([self.batches[b]] * len(obs), categories=self.batches)
+        obs.index = [f"predicted_{i}" for i in range(len(obs))]
+        cells = ad.AnnData(X=sp.vstack(blocks, format="csr", dtype=np.float32), obs=obs)
+        cells.var_names = self.genes.astype(str)
+        cells.uns["gpo_vae"] = {
+            **self._provenance(),
+            "seed": int(seed),
+            "n_cells_per_label": int(n_cells),
+            "library_size": library,
+            "batch": None if b is None else self.batches[b],
+        }
+        return cells
+
+    def predict_shift(
+        self,
+        labels: Sequence[str] | str,
+        n_cells: int = 2500,
+        batch: str | int | None = None,
+        seed: int = 0,
+        library_size: float = 1e4,
+        target_sum: float = DEFAULT_TARGET_SUM,
+    ) -> pd.DataFrame:
+        """The predicted average treatment effect of each label: genes × labels.
+
+        ``mean log2(1 + target_sum·x/library)`` of the label's generated cells minus that of
+        generated controls of the same batch (a model with batches and ``batch=None``: the mean
+        over its batches). The defaults are the evaluation's (``n_generated_cells``,
+        ``generated_library_size``, ``seed``), so the numbers are the report's model ATE.
+        """
+        labels = [labels] if isinstance(labels, str) else [str(label) for label in labels]
+        if n_cells < 2:
+            raise PredictionError(f"n_cells must be at least 2, got {n_cells}")
+        dosages = {label: self._dosage(label) for label in labels if label != CONTROL_LABEL}
+        if not dosages:
+            raise PredictionError("predict_shift needs at least one perturbation (not only the controls)")
+        if batch is None and self.batches:
+            weights = pd.DataFrame(1.0 / len(self.batches), index=list(dosages), columns=self.batches)
+        elif self.batches:
+            b = self._batch_index(batch)
+            weights = pd.DataFrame(0.0, index=list(dosages), columns=self.batches)
+            weights.iloc[:, b] = 1.0
+        else:
+            self._batch_index(batch)
+            weights = None
+        config = EvaluationConfig(
+            n_generated_cells=n_cells,
+            generated_library_size=library_size,
+            seed=seed,
+            summary_stats_cells=2,
+        )
+        summary = generate_and_summarise(
+            self.module,
+            self.nodes,
+            list(dosages),
+            self.genes,
+            config,
+            CONTROL_LABEL,
+            batch_weights=weights,
+            control_counts=self._control_counts,
+            dosages=dosages,
+            target_sum=target_sum,
+        )
+        shift = summary.ate().T
+        shift.columns.name = PREDICTION_KEY
+        return shift.reindex(columns=[label for label in labels if label in dosages])
+
+    def grn(self, threshold: float = 0.5, as_matrix: bool = False) -> pd.DataFrame:
+        """The learned gene-regulatory network.
+
+        Returns
+        -------
+        DataFrame
+            ``source``, ``target``, ``probability`` of every edge with mask probability above
+            ``threshold``, highest first, no self-loops (what the report counts); with
+            ``as_matrix``, the nodes × nodes probabilities (rows sources, columns targets), the
+            diagonal NaN (a node's edge to itself is not a regulation).
+        """
+        if self.module.config.latent_mask:
+            raise PredictionError(
+                "a SAMS-VAE mask connects nodes to latent dimensions, not to genes: it has no GRN"
+            )
+        if not 0.0 <= threshold < 1.0:
+            raise PredictionError(f"threshold must be in [0, 1), got {threshold}")
+        matrix = grn_dataframe(self.module.mask_probabilities(), self.nodes).astype(np.float64)
+        if as_matrix:
+            np.fill_diagonal(matrix.values, np.nan)
+            matrix.index.name, matrix.columns.name = "source", "target"
+            return matrix
+        edges = edges_from_probabilities(matrix.to_numpy(), self.nodes, threshold)
+        return edges.rename(columns={"p": "probability"})
+
+    @torch.no_grad()
+    def latent(self, adata: ad.AnnData, layer: str | None = None, batch_key: str = "batch") -> np.ndarray:
+        """Each cell's basal state: the posterior mean of z_basal given its counts (cells × L).
+
+        ``adata`` holds raw counts (``X``, or ``layers[layer]``) of at least the model's genes
+        (matched by name; other genes are ignored); with batches, ``obs[batch_key]`` names each
+        cell's batch. Perturbed cells are encoded as if unperturbed: the basal state is what the
+        model separates from the perturbation's effect.
+        """
+        missing = self.genes.difference(adata.var_names)
+        if len(missing):
+            raise PredictionError(
+                f"adata lacks {len(missing)} of the model's {len(self.genes)} genes, e.g. {list(missing[:5])}"
+            )
+        matrix = adata.X if layer is None else adata.layers[layer]
+        columns = adata.var_names.get_indexer(self.genes)
+        matrix = sp.csr_matrix(matrix)[:, columns] if sp.issparse(matrix) else np.asarray(matrix)[:, columns]
+        codes = np.full(adata.n_obs, -1)
+        if self.batches:
+            if batch_key not in adata.obs.columns:
+                raise PredictionError(
+                    f"this model conditions on batches {self.batches}: adata.obs needs {batch_key!r}"
+                )
+            codes = pd.Index(self.batches).get_indexer(adata.obs[batch_key].astype(str))
+            if (codes < 0).any():
+                raise PredictionError(
+                    f"obs[{batch_key!r}] holds batches the model does not know: "
+                    f"{sorted(set(adata.obs[batch_key].astype(str)) - set(self.batches))[:5]}"
+                )
+        module = self.module
+        device = module.guide.mask_logits.device
+        out = []
+        for start in range(0, adata.n_obs, CELL_CHUNK):
+            block = matrix[start : start + CELL_CHUNK]
+            block = block.toarray() if sp.issparse(block) else block
+            counts = torch.as_tensor(block, dtype=torch.float32, device=device)
+            one_hot = None
+            if self.batches:
+                index = torch.as_tensor(codes[start : start + CELL_CHUNK], device=device)
+                one_hot = torch.nn.functional.one_hot(index, len(self.batches)).float()
+            projected = module.guide.project_counts(counts, one_hot)
+            zero_offset = torch.zeros(1, counts.shape[0], module.n_cols, device=device)
+            zero_qc = torch.zeros(1, counts.shape[0], module.config.n_latent, device=device)
+            loc, _ = module.guide.basal(projected, zero_offset, zero_qc)
+            out.append(loc.reshape(counts.shape[0], -1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, module.config.n_latent), dtype=np.float32)
+
+    def _provenance(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "model": to_dict(self.module.config),
+            "artifact_sha256": self.info.get("artifact_sha256"),
+            "best_epoch": self.info.get("best_epoch"),
+            "gpo_vae_version": gpo_vae.__version__,
+        }
+
+
+def _same_artifact(artifact_dir: Path, adata: ad.AnnData) -> bool:
+    """A complete artifact of the same preprocessing record is already at ``artifact_dir``."""
+    try:
+        artifact_path(artifact_dir, verify=True)
+        record = json.loads((artifact_dir / RECORD_FILE).read_text())
+    except (UserError, OSError, ValueError):
+        return False
+    return record == json.loads(adata.uns["record"])
+
+
+__all__ = ["PREDICTION_KEY", "GPOVAEModel", "PredictionError"]
