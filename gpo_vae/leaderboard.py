@@ -12,19 +12,32 @@ import csv
 import html
 import io
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 #: Columns of every leaderboard before the swept parameters.
 BASE_COLUMNS = ("rank", "point", "label", "metric_value")
-#: Metrics that every row reports (when known), besides the ranking one.
-REPORTED_METRICS = ("val/loss", "test_iwelbo", "model_mean_pearson", "true_network_auroc")
+#: Metrics that every row reports (when known), besides the ranking one: the model's mean
+#: Pearson r beside the per-perturbation training-mean baseline's on the same cells, and their gap.
+REPORTED_METRICS = (
+    "val/loss",
+    "test_iwelbo",
+    "model_mean_pearson",
+    "mean_baseline_mean_pearson",
+    "model_minus_mean_baseline",
+    "true_network_auroc",
+)
+MODEL, BASELINE, GAP = "model_mean_pearson", "mean_baseline_mean_pearson", "model_minus_mean_baseline"
 
 
 def point_metrics(run_json: Mapping[str, Any], evaluation_json: Mapping[str, Any] | None) -> dict[str, Any]:
     """Every metric of one point: ``val/loss`` from the run, the evaluation's ``metrics``."""
     metrics: dict[str, Any] = dict((evaluation_json or {}).get("metrics", {}))
     metrics["val/loss"] = run_json.get("best_val_loss")
+    model, baseline = _number(metrics.get(MODEL)), _number(metrics.get(BASELINE))
+    metrics[GAP] = model - baseline if model is not None and baseline is not None else None
     return metrics
 
 
@@ -98,23 +111,91 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def baseline_summary(ranked: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence: how many points' mean Pearson r beats the training-mean baseline's."""
+    gaps = [_number(row["metrics"].get(GAP)) for row in ranked]
+    known = [gap for gap in gaps if gap is not None]
+    if not known:
+        return "No point has both the model's and the training-mean baseline's mean Pearson r."
+    wins = sum(gap > 0 for gap in known)
+    best = max(known)
+    return (
+        f"{wins} of {len(known)} points beat the per-perturbation training-mean baseline on mean Pearson r "
+        f"(held-out ATE); the closest comes within {-best:.3g}."
+        if wins == 0
+        else f"{wins} of {len(known)} points beat the per-perturbation training-mean baseline on mean "
+        f"Pearson r (held-out ATE); the best by {best:.3g}."
+    )
+
+
+def _link(path: Any, base_dir: str | os.PathLike[str] | None, name: str) -> str:
+    if not path:
+        return "—"
+    target = os.path.join(str(path), name)
+    href = os.path.relpath(target, base_dir) if base_dir is not None else target
+    return f'<a href="{html.escape(Path(href).as_posix())}">{html.escape(name)}</a>'
+
+
+STYLE = (
+    "body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em;color:#1f2933}"
+    "table{border-collapse:collapse}td,th{border-bottom:1px solid #d9e2ec;padding:4px 8px;text-align:right}"
+    "th{background:#eef2f6;position:sticky;top:0}td.text,th.text{text-align:left}"
+    "td.baseline,th.baseline{background:#f3f4f6}td.worse{color:#c0392b}td.better{color:#2e8540}"
+    ".verdict{border-left:5px solid #c0392b;background:#fdf0ee;padding:8px 12px;max-width:60em}"
+    ".verdict.good{border-color:#2e8540;background:#eef7f0}"
+)
+
+
 def to_html(
-    ranked: Sequence[Mapping[str, Any]], name: str, metric: str, goal: str, description: str = ""
+    ranked: Sequence[Mapping[str, Any]],
+    name: str,
+    metric: str,
+    goal: str,
+    description: str = "",
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> str:
-    """A self-contained HTML page of the leaderboard (every value escaped)."""
+    """A self-contained HTML page of the leaderboard (every value escaped).
+
+    The training-mean baseline's column sits beside the model's, the gap is coloured, and each
+    point links to its report (relative to ``base_dir``, the leaderboard's folder, when given).
+    """
     esc = html.escape
-    header = "".join(f"<th>{esc(column)}</th>" for column in table_columns(ranked))
+    columns = table_columns(ranked)
+    text_columns = {"point", "label", "run_dir", "evaluation_dir"}
+
+    def th(column: str) -> str:
+        kind = "baseline" if column == BASELINE else "text" if column in text_columns else ""
+        shown = {BASELINE: "mean baseline r", MODEL: "model r", GAP: "model − baseline"}.get(column, column)
+        return f'<th class="{kind}">{esc(shown)}</th>'
+
+    def td(column: str, cell: Any) -> str:
+        if column == "evaluation_dir":
+            return f'<td class="text">{_link(cell, base_dir, "report.html")}</td>'
+        if column == "run_dir":
+            return f'<td class="text">{esc(Path(str(cell)).name) if cell else "—"}</td>'
+        kind = "text" if column in text_columns else ""
+        if column == BASELINE:
+            kind = "baseline"
+        elif column == GAP and _number(cell) is not None:
+            kind = "better" if cell > 0 else "worse"
+        return f'<td class="{kind}">{esc(_format(cell))}</td>'
+
+    header = "".join(th(column) for column in columns)
     body = "\n".join(
-        "<tr>" + "".join(f"<td>{esc(_format(cell))}</td>" for cell in cells) + "</tr>"
+        "<tr>" + "".join(td(column, cell) for column, cell in zip(columns, cells, strict=True)) + "</tr>"
         for cells in table_rows(ranked)
     )
+    summary = baseline_summary(ranked)
+    tone = "good" if any((_number(row["metrics"].get(GAP)) or 0.0) > 0 for row in ranked) else ""
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>Sweep {esc(name)}: leaderboard</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#eee}</style>"
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Sweep {esc(name)}: leaderboard</title><style>{STYLE}</style>"
         "</head><body>\n"
         f"<h1>Sweep {esc(name)}</h1>\n<p>{esc(description)}</p>\n"
         f"<p>Ranked by <b>{esc(metric)}</b> ({esc(goal)}); {len(ranked)} points.</p>\n"
-        f"<table>\n<tr>{header}</tr>\n{body}\n</table>\n</body></html>\n"
+        f'<p class="verdict {tone}" id="baseline-verdict">{esc(summary)}</p>\n'
+        f"<table>\n<thead><tr>{header}</tr></thead>\n<tbody>{body}</tbody>\n</table>\n"
+        "<p>Model r and mean baseline r: mean Pearson r of each point's predicted and of the training "
+        "cells' per-perturbation ATE against the held-out ATE, on the same perturbations.</p>\n"
+        "</body></html>\n"
     )

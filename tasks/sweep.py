@@ -99,7 +99,7 @@ def leaderboard(
     write_json_atomic({"sweep": sweep, "rows": ranked}, out / "leaderboard.json")
     csv_path = write_text_atomic(to_csv(ranked), out / "leaderboard.csv")
     html_path = write_text_atomic(
-        to_html(ranked, sweep["name"], sweep["metric"], sweep["goal"], sweep.get("description", "")),
+        to_html(ranked, sweep["name"], sweep["metric"], sweep["goal"], sweep.get("description", ""), out),
         out / "leaderboard.html",
     )
     board: dict[str, Any] = {"csv": File(str(csv_path)), "html": File(str(html_path))}

@@ -28,8 +28,10 @@ h1 { font-size: 26px; margin: 8px 0 4px; }
 h2 { font-size: 20px; margin: 40px 0 8px; padding-top: 12px; border-top: 2px solid var(--line); }
 h3 { font-size: 16px; margin: 20px 0 6px; }
 p.lead, p.note { color: var(--muted); margin: 4px 0 12px; }
-nav { margin: 12px 0 8px; font-size: 14px; }
+nav { position: sticky; top: 0; z-index: 10; margin: 12px -32px 8px; padding: 8px 32px; font-size: 14px;
+      background: #fff; border-bottom: 1px solid var(--line); }
 nav a { color: var(--accent); text-decoration: none; margin-right: 14px; white-space: nowrap; }
+section { scroll-margin-top: 52px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(165px, 1fr)); gap: 12px; margin: 16px 0; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 10px 14px; }
 .card .value { font-size: 22px; font-weight: 600; }

@@ -20,6 +20,10 @@ from matplotlib.figure import Figure
 from gpo_vae.report.html import format_number
 
 DPI = 110
+#: Perturbations drawn in the ATE scatter at most.
+MAX_SCATTER_PANELS = 12
+#: The mean baseline's open rings in the ATE scatter: darker than its grey, to show over the model's points.
+BASELINE_RING = "#3e4c59"
 STYLE = {
     "font.size": 9,
     "axes.titlesize": 9.5,
@@ -159,11 +163,12 @@ def _identity_limits(ax: Axes, *arrays: np.ndarray) -> None:
     ax.set_aspect("equal", adjustable="box")
 
 
-def ate_scatter_figure(scatter: pd.DataFrame, max_panels: int = 12) -> bytes:
+def ate_scatter_figure(scatter: pd.DataFrame, max_panels: int = MAX_SCATTER_PANELS) -> bytes:
     """Predicted vs observed held-out ATE per gene, one panel per perturbation (file order).
 
-    The model is drawn over the mean baseline (grey, when present); the identity line is
-    dashed and each panel's title gives both Pearson r values.
+    The model's points are filled; the mean baseline's (when present) are open grey rings drawn
+    over them, so both stay visible; the identity line is dashed and each panel's title gives
+    both Pearson r values.
     """
     perturbations = list(dict.fromkeys(scatter["perturbation"]))[:max_panels]
     rows, columns = grid_shape(len(perturbations), 4)
@@ -181,12 +186,20 @@ def ate_scatter_figure(scatter: pd.DataFrame, max_panels: int = 12) -> bytes:
             arrays = [observed, predicted]
             size, alpha = point_style(observed.size, spread=15.0)
             title = f"{name}\nmodel r = {format_number(pearson_of(observed, predicted))}"
+            ax.scatter(observed, predicted, s=size, c=method_color("model"), alpha=alpha, lw=0)
             if has_baseline:
                 baseline = part["mean_baseline"].to_numpy()
                 arrays.append(baseline)
-                ax.scatter(observed, baseline, s=size, c=method_color("mean_baseline"), alpha=alpha, lw=0)
-                title += f", mean baseline r = {format_number(pearson_of(observed, baseline))}"
-            ax.scatter(observed, predicted, s=size, c=method_color("model"), alpha=alpha, lw=0)
+                ax.scatter(
+                    observed,
+                    baseline,
+                    s=size * 1.6,
+                    facecolors="none",
+                    edgecolors=BASELINE_RING,
+                    alpha=min(1.0, alpha + 0.4),
+                    lw=0.9,
+                )
+                title += f"\nmean baseline r = {format_number(pearson_of(observed, baseline))}"
             _identity_limits(ax, *arrays)
             ax.set_title(title, fontsize=8.5)
         for ax in axes[-1, :]:
@@ -195,12 +208,22 @@ def ate_scatter_figure(scatter: pd.DataFrame, max_panels: int = 12) -> bytes:
             ax.set_ylabel("predicted ATE")
         if has_baseline:
             handles = [
-                mpl.lines.Line2D([], [], ls="", marker="o", color=method_color(m), label=method_label(m))
-                for m in ("model", "mean_baseline")
+                mpl.lines.Line2D(
+                    [], [], ls="", marker="o", color=method_color("model"), label=method_label("model")
+                ),
+                mpl.lines.Line2D(
+                    [],
+                    [],
+                    ls="",
+                    marker="o",
+                    mfc="none",
+                    mec=BASELINE_RING,
+                    label=method_label("mean_baseline"),
+                ),
             ]
-            figure.legend(handles=handles, loc="outside upper center", ncols=2)
+            axes[0, 0].legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.85)
 
-    return render(draw, (3.0 * columns, 3.05 * rows + (0.3 if has_baseline else 0.0)))
+    return render(draw, (3.0 * columns, 3.2 * rows))
 
 
 def _box_and_points(ax: Axes, data: list[np.ndarray], names: list[str], floor: float | None) -> int:

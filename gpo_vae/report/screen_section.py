@@ -113,7 +113,7 @@ def screen_section(tables: EvaluationTables) -> str:
         )
         body += (
             f"<h3>Perturbations: {kept} of {len(table)} kept</h3>"
-            f"<details{' open' if len(table) <= 60 else ''}><summary>{escape(len(table))} perturbations</summary>"
+            f"<details{' open' if len(table) <= 20 else ''}><summary>{escape(len(table))} perturbations</summary>"
             f"{html_table(shown)}</details>"
         )
     lead = "How the screen was read and filtered before training."

@@ -11,7 +11,7 @@ import pandas as pd
 from gpo_vae.report import plots
 from gpo_vae.report.html import figure_html, format_number, html_table, not_computed, section
 from gpo_vae.report.tables import ALL_CELLS, HELDOUT, EvaluationTables, metric_columns, summarise_predictions
-from gpo_vae.report.verdict import baseline_verdicts
+from gpo_vae.report.verdict import Verdict, baseline_verdicts, grn_verdict, statistical_verdict
 
 REFERENCE_LABELS = {HELDOUT: "held-out test cells", ALL_CELLS: "all cells (published reference)"}
 SUBSET_LABELS = {ALL_CELLS: "all cells", "qc_pass": "QC-pass cells"}
@@ -76,24 +76,69 @@ def headline(tables: EvaluationTables) -> str:
         value = _mean_metric(metrics, method)
         if np.isfinite(value):
             cards.append(_card(label, value, "mean Pearson, held-out"))
-    if tables.grn_edges is not None:
-        cards.append(_card("edges p > 0.5", int((tables.grn_edges["p"] > 0.5).sum())))
+    scored = scored_edges(tables)
+    if scored is not None:
+        total, from_perturbed, _ = scored
+        note = f"{format_number(from_perturbed)} from a perturbed gene" if from_perturbed != total else ""
+        cards.append(_card("edges p > 0.5", total, note))
     for key, value in run.get("metrics", {}).items():
         if isinstance(value, int | float) and key not in SHOWN_ABOVE:
             cards.append(_card(key.replace("_", " "), value))
     body = f'<div class="cards">{"".join(cards)}</div>'
     if metrics is not None:
-        body += verdict_html(metrics, main_only=True)
+        body += verdict_html(baseline_verdicts(metrics)[:1], anchor="verdict")
+    grn = grn_headline_verdicts(tables)
+    if grn:
+        body += verdict_html(grn, anchor="grn-verdict")
+    if scored is not None and scored[1] != scored[0]:
+        total, from_perturbed, between = scored
+        body += (
+            f'<p class="note">Of the {format_number(total)} edges, {format_number(from_perturbed)} start at a '
+            f"perturbed gene: only those can be checked against the screen (the true network and the "
+            f"CausalBench statistics score pairs with a perturbed source; biological networks the "
+            f"{format_number(between)} between two perturbed genes). An edge from a downstream DEG node "
+            "has no intervention in the screen to test it.</p>"
+        )
     return body
 
 
-def verdict_html(metrics: pd.DataFrame, main_only: bool = False) -> str:
-    """The verdict sentences as styled paragraphs; in the full list the first has ``id="verdict"``."""
-    verdicts = baseline_verdicts(metrics)
+def scored_edges(tables: EvaluationTables) -> tuple[int, int, int] | None:
+    """(edges p > 0.5, of them from a perturbed gene, between two perturbed genes), or None."""
+    edges = tables.grn_edges
+    if edges is None:
+        return None
+    edges = edges[edges["p"] > 0.5]
+    if tables.grn_nodes is None:
+        return len(edges), len(edges), len(edges)
+    perturbed = set(tables.grn_nodes.loc[tables.grn_nodes["kind"] == "P", "node"].astype(str))
+    source = edges["source"].astype(str).isin(perturbed)
+    target = edges["target"].astype(str).isin(perturbed)
+    return len(edges), int(source.sum()), int((source & target).sum())
+
+
+def grn_headline_verdicts(tables: EvaluationTables) -> list[Verdict]:
+    """The GRN in a sentence or two: AUPRC against the true network (else the first reference
+    network), and the CausalBench mean Wasserstein distance, each beside the baselines."""
+    verdicts = []
+    reference = tables.grn_reference
+    if reference is not None and not reference.empty:
+        networks = list(dict.fromkeys(reference["network"]))
+        network = "true_network" if "true_network" in networks else networks[0]
+        found = grn_verdict(reference, network)
+        if found is not None:
+            verdicts.append(found)
+    found = statistical_verdict(tables.grn_statistical)
+    if found is not None:
+        verdicts.append(found)
+    return verdicts
+
+
+def verdict_html(verdicts: list[Verdict], anchor: str | None = None) -> str:
+    """Verdict sentences as styled paragraphs; the first gets ``id=anchor``."""
     parts = []
-    for i, verdict in enumerate(verdicts[:1] if main_only else verdicts):
-        anchor = ' id="verdict"' if i == 0 and not main_only else ""
-        parts.append(f'<p class="verdict {verdict.tone}"{anchor}>{html.escape(verdict.text)}</p>')
+    for i, verdict in enumerate(verdicts):
+        ident = f' id="{anchor}"' if i == 0 and anchor else ""
+        parts.append(f'<p class="verdict {verdict.tone}"{ident}>{html.escape(verdict.text)}</p>')
     return "".join(parts)
 
 
@@ -108,7 +153,11 @@ def baseline_section(tables: EvaluationTables) -> str:
     columns = metric_columns(metrics)
     order = {m: i for i, m in enumerate(plots.ordered_methods(metrics["method"].tolist()))}
     held = summary[(summary["reference"] == HELDOUT) & (summary["subset"] == ALL_CELLS)]
-    body = verdict_html(metrics)
+    body = (
+        '<p class="note">The main verdict (the model against the training-mean baseline) is in the '
+        '<a href="#headline">headline</a>; the other comparisons:</p>'
+    )
+    body += verdict_html(baseline_verdicts(metrics)[1:])
     if held.empty:
         body += '<p class="missing">No rows on the held-out reference over all cells.</p>'
     else:
@@ -160,9 +209,14 @@ def scatter_section(tables: EvaluationTables) -> str:
         return section("scatter", title, not_computed("ATE scatter", ["ate_scatter.csv"]))
     n = tables.ate_scatter["perturbation"].nunique()
     png = plots.ate_scatter_figure(tables.ate_scatter)
+    metrics = tables.prediction_metrics
+    scored = metrics["perturbation"].nunique() if metrics is not None else None
+    shown = min(n, plots.MAX_SCATTER_PANELS)
+    of = f" of the {scored} scored" if scored is not None else ""
     caption = (
-        f"Each point is a gene; {min(n, 12)} of {n} perturbations chosen by the evaluation stage. Dashed: "
-        "identity (a perfect prediction lies on it)."
+        f"Each point is a gene. The {shown} perturbations with the largest held-out effect{of} "
+        "(evaluation.n_scatter). Filled: the model; open rings: the training-mean baseline, drawn on "
+        "top. Dashed: identity (a perfect prediction lies on it)."
     )
     return section("scatter", title, figure_html(png, "predicted vs observed ATE scatter", caption))
 

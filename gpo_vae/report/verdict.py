@@ -16,6 +16,8 @@ from gpo_vae.report.html import format_number
 from gpo_vae.report.tables import ALL_CELLS, HELDOUT
 
 PAR_TOLERANCE = 1e-3
+#: Baseline graphs of the GRN verdicts and how a sentence names them.
+GRN_BASELINES = {"correlation": "|corr ΔX|", "effect_z": "|effect z|", "random": "a random graph"}
 
 
 @dataclass(frozen=True)
@@ -184,9 +186,8 @@ def grn_verdict(reference: pd.DataFrame | None, network: str = "true_network") -
     if not np.isfinite(model):
         return None
     parts, tone = [], "neutral"
-    labels = {"correlation": "|corr ΔX|", "effect_z": "|effect z|", "random": "a random graph"}
     beaten = []
-    for method, label in labels.items():
+    for method, label in GRN_BASELINES.items():
         if method in auprc.index and np.isfinite(auprc[method]):
             value = float(auprc[method])
             ratio = f", {model / value:.1f}×" if value > 0 else ""
@@ -210,4 +211,38 @@ def grn_verdict(reference: pd.DataFrame | None, network: str = "true_network") -
         + chance_text
         + ".",
         tone,
+    )
+
+
+def statistical_verdict(statistical: pd.DataFrame | None, own_graph: str = "p>0.5") -> Verdict | None:
+    """One sentence: the model graph's mean Wasserstein distance (CausalBench's μWD, held-out
+    cells) beside each baseline's top-K graph of the same size; None without a model row."""
+    if statistical is None or statistical.empty:
+        return None
+    own = statistical[(statistical["method"] == "model") & (statistical["k"] == own_graph)]
+    if own.empty or not np.isfinite(float(own["mean_wasserstein"].iloc[0])):
+        return None
+    k = int(own["n_edges"].iloc[0])
+    model = float(own["mean_wasserstein"].iloc[0])
+    matched = statistical[statistical["k"] == str(k)].set_index("method")["mean_wasserstein"]
+    parts, beaten = [], []
+    for method, label in GRN_BASELINES.items():
+        if method in matched.index and np.isfinite(float(matched[method])):
+            value = float(matched[method])
+            relation = (
+                "above"
+                if model > value + PAR_TOLERANCE
+                else "below"
+                if model < value - PAR_TOLERANCE
+                else "on par with"
+            )
+            beaten.append(relation == "above")
+            parts.append(f"{relation} {label} ({format_number(value)})")
+    if not parts:
+        return None
+    return Verdict(
+        f"On held-out cells the model's {k} edges have mean Wasserstein distance {format_number(model)} "
+        f"between target expression under the source's perturbation and in controls (larger: stronger "
+        f"effects along the edges): " + ", ".join(parts) + f" at the same K = {k}.",
+        "good" if all(beaten) else "bad",
     )

@@ -293,8 +293,12 @@ def test_matched_k_row_is_highlighted(full_report: tuple[Path, str]) -> None:
     edges = pd.read_csv(path.parent / "grn_edges.csv")
     statistical = text[text.index('id="grn-statistical"') :]
     highlighted = re.findall(r'<tr class="highlight"><td>([^<]*)</td><td>([^<]*)</td>', statistical)
-    assert highlighted and {k for k, _ in highlighted} == {str(len(edges))}
+    k = len(edges)
+    assert highlighted[0] == (f"p &gt; 0.5 (K = {k})", "GPO-VAE (model)")
+    assert {label for label, _ in highlighted[1:]} == {f"top K = {k} (matched)"}
     assert len(highlighted) == 3  # one row per GRN method
+    rows = re.findall(r"<tr(?: class=\"highlight\")?><td>([^<]*)</td><td>([^<]*)</td>", statistical)
+    assert len(rows) == len(set(rows)), "no graph is listed twice (the matched-K row is the p > 0.5 one)"
 
 
 @pytest.mark.parametrize("model_better", [True, False])
@@ -319,8 +323,10 @@ def test_verdict_says_below_or_above_with_the_numbers(tmp_path: Path, model_bett
     assert re.search(r'class="verdict (\w+)" id="verdict"', text).group(1) == (
         "good" if model_better else "bad"
     )
-    # the headline repeats the main verdict
-    assert text.count(html.escape(expected)) == 2
+    # said once, in the headline; the baseline section points there
+    assert text.count(html.escape(expected)) == 1
+    assert text.index('id="verdict"') < text.index('id="baselines"')
+    assert '<a href="#headline">headline</a>' in text[text.index('id="baselines"') :]
 
 
 def test_missing_optional_tables_say_not_computed(tmp_path: Path) -> None:

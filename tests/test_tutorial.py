@@ -1,0 +1,69 @@
+"""The tutorial notebook runs (on a small screen, a few epochs), is stored without outputs, and the
+README's "From Python" section is its code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "docs" / "tutorial.ipynb"
+QUICK_PARAMETERS = "N_PERTURBATIONS = 20\nMAX_EPOCHS = 3"
+
+
+def _notebook():
+    nbformat = pytest.importorskip("nbformat")
+    return nbformat.read(NOTEBOOK, as_version=4)
+
+
+def _code_cells(notebook) -> list[str]:
+    return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def test_the_notebook_is_stored_without_outputs():
+    notebook = _notebook()
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
+
+
+def test_the_readme_from_python_section_is_the_notebook_code():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, "the README's From Python section has no python block"
+    assert "\n\n".join(block.strip() for block in blocks) == "\n\n".join(_code_cells(_notebook()))
+
+
+def test_the_tutorial_runs_end_to_end(tmp_path: Path):
+    nbclient = pytest.importorskip("nbclient")
+    notebook = _notebook()
+    parameters = [c for c in notebook.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(parameters) == 1
+    parameters[0].source = QUICK_PARAMETERS
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    text = "\n".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert re.search(
+        r"mean Pearson over \d+ perturbations: model -?\d\.\d{3}, training mean -?\d\.\d{3}", text
+    )
+    assert re.search(r"\d+ edges; \d+ in the true network", text)
+    assert (tmp_path / "tutorial_run" / "model.pt").is_file()
+    assert (tmp_path / "tutorial_run" / "grn_network.tsv").read_text().startswith("source\ttarget\tweight\n")
+    images = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    ]
+    assert len(images) == 2, "the ATE scatter and the mask heatmap are drawn"
