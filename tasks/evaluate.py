@@ -34,7 +34,7 @@ def _sha(file: File | None) -> str | None:
 
 # Resource hints for executors that place tasks (AWS Batch, Kubernetes); the local executor
 # ignores them. Generation and the IWELBO run on a GPU when a cluster profile grants one.
-@task(version="1", cache=True, memory=16, vcpus=2)
+@task(version="2", cache=True, memory=16, vcpus=2)
 def evaluate_run_task(
     artifact: File,
     model: File,
@@ -92,7 +92,7 @@ def evaluate_run_task(
     return File(str(out_dir / REPORT_FILE))
 
 
-@task(version="1", cache=True)
+@task(version="2", cache=True)
 def summarise_run(report: File) -> list[str]:
     """Where the report is and the headline table (mean Pearson r and R² of each method on the
     held-out ATE), one line per element: the scheduler prints them at the end of every run,
@@ -112,4 +112,13 @@ def summarise_run(report: File) -> list[str]:
     unseen = folder / "unseen_metrics.csv"
     if unseen.is_file():
         lines += unseen_headline(pd.read_csv(unseen))
+    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
+    run_dir = run.get("inputs", {}).get("run_dir")
+    if run_dir:
+        lines.append(f"from Python: gpo_vae.GPOVAEModel.load({run_dir!r})")
+    if (folder / "predictions.h5ad").is_file():
+        lines.append(
+            f"cell-eval: cd {folder.resolve()} && cell-eval run -ap predictions.h5ad -ar real_test.h5ad "
+            "--control-pert non-targeting"
+        )
     return lines
