@@ -38,7 +38,7 @@ def _numba_cache_for_shared_installs() -> None:
 _numba_cache_for_shared_installs()
 
 
-def __getattr__(name: str):  # PEP 562: the heavy parts load on first use
+def __getattr__(name: str) -> object:  # PEP 562: the heavy parts load on first use
     if name == "GPOVAEModel":
         return importlib.import_module("gpo_vae.model").GPOVAEModel
     if name == "pp":

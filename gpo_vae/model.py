@@ -135,8 +135,10 @@ class GPOVAEModel:
         Parameters
         ----------
         data
-            The artifact AnnData of :func:`gpo_vae.pp.prepare`, or an artifact directory
-            (the workflow's ``preprocessed/<key>``).
+            The artifact AnnData of :func:`gpo_vae.pp.prepare`, an artifact directory (the
+            workflow's ``preprocessed/<key>``), or a raw screen in the default layout (then
+            ``pp.prepare`` runs first with ``config.preprocess``; call it yourself for another
+            layout).
         config
             A :class:`~gpo_vae.run_config.RunConfig`, a YAML file such as
             ``configs/gpo_vae_plus_custom.yaml``, its dict, or None (the published GPO-VAE).
@@ -154,6 +156,11 @@ class GPOVAEModel:
             artifact_dir = Path(data)
             artifact_dir = artifact_dir.parent if artifact_dir.name == ARTIFACT_FILE else artifact_dir
         else:
+            if not _looks_like_artifact(data):
+                # a raw screen: the preprocessing stage first, with this config's section
+                from gpo_vae.pp import prepare
+
+                data = prepare(data, config.preprocess, progress=progress)
             validate_artifact(data)
             artifact_dir = run_dir / ARTIFACT_DIR
             if not _same_artifact(artifact_dir, data):
@@ -449,14 +456,25 @@ class GPOVAEModel:
         }
 
 
+def _looks_like_artifact(adata: ad.AnnData) -> bool:
+    return "record" in adata.uns and "nodes" in adata.uns and "D" in adata.obsm
+
+
+#: Record fields that differ between two preprocessings of the same cells with the same config.
+VOLATILE_RECORD_KEYS = ("timings", "platform")
+
+
 def _same_artifact(artifact_dir: Path, adata: ad.AnnData) -> bool:
-    """A complete artifact of the same preprocessing record is already at ``artifact_dir``."""
+    """A complete artifact of the same preprocessing record (config, inputs, every count and
+    decision, code version; not the timings) is already at ``artifact_dir``: a notebook that
+    prepares the screen again trains on, or reuses, the same run."""
     try:
         artifact_path(artifact_dir, verify=True)
         record = json.loads((artifact_dir / RECORD_FILE).read_text())
     except (UserError, OSError, ValueError):
         return False
-    return record == json.loads(adata.uns["record"])
+    new = json.loads(adata.uns["record"])
+    return all(record.get(k) == new.get(k) for k in set(record) | set(new) if k not in VOLATILE_RECORD_KEYS)
 
 
 __all__ = ["PREDICTION_KEY", "GPOVAEModel", "PredictionError"]

@@ -77,7 +77,7 @@ def prepare(
         the dosage over the treatment nodes ``uns["nodes"]``; ``uns["record"]`` (JSON) every
         decision with the config and package versions.
     """
-    contract = counts_from_adata(adata, ScreenLayout(**layout))
+    contract = counts_from_adata(adata, ScreenLayout.from_dict(layout))
     stats = read_screen_stats(summary_stats, summary_sheet, contract) if summary_stats is not None else None
     return preprocess(contract, stats, _preprocess_config(config), progress=progress, print_table=print_table)
 

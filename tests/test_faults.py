@@ -88,6 +88,7 @@ def test_a_write_that_meets_a_full_disk_is_one_clear_error(tmp_path):
         pytest.skip(str(err))
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_outputs_follow_the_umask_and_a_colleague_reuses_them(box, finished):
     try:
         drill = drill_second_user(box)

@@ -129,6 +129,7 @@ def test_the_password_can_come_from_a_pgpass_file_instead_of_the_environment(tea
     assert found.returncode == 0 and "CLI compatible with db: True" in found.stdout, found.stderr[-2000:]
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_two_sweeps_at_once_share_configurations_and_train_each_once(team):
     a = sweep_file(team, "team_a", [10.0, 100.0])
     b = sweep_file(team, "team_b", [100.0, 1000.0])  # grn_coeff 100 is in both
@@ -157,6 +158,7 @@ def test_two_sweeps_at_once_share_configurations_and_train_each_once(team):
         assert team.executed(again) == set(), team.jobs(again)
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_a_killed_run_resumes_training_and_reuses_every_finished_task(team):
     base = yaml.safe_load((team.root / "configs" / "gpo_vae_synthetic.yaml").read_text())
     config = {**base, "training": {**base["training"], **KILLED_TRAINING}}
@@ -206,6 +208,7 @@ def test_after_losing_the_postgres_database_a_rerun_recomputes_nothing_it_has(te
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_after_losing_the_sqlite_database_a_rerun_reuses_the_results(tmp_path):
     box = WorkflowSandbox.create(tmp_path)
     box.shrink_configs(ONE_EPOCH, ("gpo_vae_synthetic",))

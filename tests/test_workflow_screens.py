@@ -99,6 +99,7 @@ def test_panel_without_targets_pairs_on_components_and_keeps_a_node_per_target(s
     assert "principal components" in html and "one batch" in html and "crispri" in html
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_crispra_with_exactly_100_cells_keeps_its_activations(sandbox):
     run_main(sandbox, "crispra")
     artifact = artifact_of(sandbox, "crispra")
@@ -127,6 +128,7 @@ def test_crispra_with_exactly_100_cells_keeps_its_activations(sandbox):
     assert (dosage[np.isin(labels, combos)].sum(axis=1) == 2).all()
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_combinations_share_the_nodes_of_their_singles(sandbox):
     run_main(sandbox, "combinatorial")
     artifact = artifact_of(sandbox, "combinatorial")

@@ -123,6 +123,7 @@ def test_sweep_unknown_key_names_the_file_and_key(sandbox):
         sandbox.redun("sweep", "--dataset", "synthetic", "--sweep", bad)
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_changed_evaluation_reevaluates_changed_training_retrains_and_evaluate_run(sandbox):
     base = yaml.safe_load((sandbox.root / "configs" / "gpo_vae_synthetic.yaml").read_text())
     first, _ = sandbox.redun("main", "--dataset", "synthetic")

@@ -103,7 +103,9 @@ class ScreenLayout:
         data = dict(data or {})
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
-            raise LayoutError(f"unknown layout options {unknown}")
+            raise LayoutError(
+                f"unknown layout options {unknown}; the options are {sorted(cls.__dataclass_fields__)}"
+            )
         return cls(**data)
 
 

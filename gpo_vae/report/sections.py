@@ -142,6 +142,21 @@ def verdict_html(verdicts: list[Verdict], anchor: str | None = None) -> str:
     return "".join(parts)
 
 
+def ate_scale_text(tables: EvaluationTables) -> str:
+    """How the ATE was scaled (``run.json`` ``data.ate_target_sum``), as a sentence."""
+    data = (tables.run or {}).get("data", {})
+    scale = data.get("ate_target_sum")
+    if scale is None:
+        return "ATE: log2(1 + x·10,000/library) per cell, mean over cells, minus the controls' mean."
+    origin = data.get("ate_target_sum_from", "evaluation.ate_target_sum")
+    median = data.get("median_training_library")
+    depth = f"; the training cells' median library is {format_number(median)} UMIs" if median else ""
+    return (
+        f"ATE: log2(1 + x·{format_number(scale)}/library) per cell ({origin}{depth}), mean over "
+        "cells, minus the controls' mean."
+    )
+
+
 def baseline_section(tables: EvaluationTables) -> str:
     """Baseline comparison: means per method on the held-out reference, then every slice."""
     metrics = tables.prediction_metrics
@@ -174,7 +189,7 @@ def baseline_section(tables: EvaluationTables) -> str:
         body += (
             '<p class="note">Mean baseline: each perturbation\'s ATE on its training cells. Control '
             "baseline: no effect (ATE 0; its Pearson r is undefined). Split-half ceiling: half of the "
-            "test cells predicting the other half.</p>"
+            f"test cells predicting the other half. {ate_scale_text(tables)}</p>"
         )
     pearson = summary[summary["metric"] == "pearson"].copy()
     # held-out reference and all cells first: the slice the verdict uses

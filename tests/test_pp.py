@@ -1,0 +1,77 @@
+"""``gpo_vae.pp.prepare`` on screens saved the way other tools save them, and training from a raw
+screen in one call (:class:`gpo_vae.GPOVAEModel`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpo_vae import GPOVAEModel, pp
+from gpo_vae.config import to_dict
+from gpo_vae.data.contract import DataContractError
+from gpo_vae.data.layout import LayoutError
+from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
+from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig
+from tests.training.conftest import TINY_MODEL, TINY_TRAINING
+
+QUICK = PreprocessConfig(qc=QCConfig(doublets=False))
+
+
+@pytest.fixture(scope="module")
+def screen():
+    config = SyntheticConfig.preset(
+        "default", n_perturbations=20, n_genes=600, cells_per_perturbation=100, control_fraction=0.2
+    )
+    return simulate_perturbseq(config)
+
+
+@pytest.fixture(scope="module")
+def plain(screen):
+    return pp.prepare(screen.adata, QUICK)
+
+
+def _same_artifact(a, b) -> None:
+    assert list(a.uns["nodes"]) == list(b.uns["nodes"])
+    assert (a.obs["gene"].astype(str).to_numpy() == b.obs["gene"].astype(str).to_numpy()).all()
+    assert (a.obs["split"].to_numpy() == b.obs["split"].to_numpy()).all()
+    assert (a.X != b.X).nnz == 0
+
+
+def test_prepare_builds_the_same_artifact_however_the_screen_was_saved(screen, plain):
+    before = screen.adata.copy()
+    _same_artifact(plain, pp.prepare(saved_layout(screen.adata, "counts_layer"), QUICK))
+    _same_artifact(plain, pp.prepare(saved_layout(screen.adata, "guides"), QUICK))
+    renamed = screen.adata.copy()
+    labels = renamed.obs["gene"].astype(str).replace({"non-targeting": "NTC"})
+    renamed.obs = renamed.obs.drop(columns="gene").assign(target_gene=labels.to_numpy())
+    _same_artifact(plain, pp.prepare(renamed, QUICK, perturbation_key="target_gene", control_label="ntc"))
+    assert (screen.adata.X != before.X).nnz == 0 and screen.adata.obs.equals(before.obs), "input untouched"
+    assert len(plain.uns["nodes"]) > 2 and plain.obsm["D"].shape == (plain.n_obs, len(plain.uns["nodes"]))
+
+
+def test_prepare_says_what_is_wrong_with_a_screen(screen):
+    with pytest.raises(DataContractError, match=r"no column 'perturbation'.*--perturbation-key"):
+        pp.prepare(screen.adata, QUICK, perturbation_key="perturbation")
+    normalised = saved_layout(screen.adata, "counts_layer")
+    del normalised.layers["counts"]
+    with pytest.raises(DataContractError, match="not raw counts"):
+        pp.prepare(normalised, QUICK)
+    with pytest.raises(LayoutError, match=r"counts_layers.*'counts_layer'"):
+        pp.prepare(screen.adata, QUICK, counts_layers="counts")
+
+
+def test_a_raw_screen_trains_in_one_call(screen, plain, tmp_path: Path):
+    config = {
+        "preprocess": to_dict(QUICK),
+        "model": to_dict(TINY_MODEL),
+        "training": to_dict(TINY_TRAINING.replace(max_epochs=2)),
+    }
+    model = GPOVAEModel.train(screen.adata, config, run_dir=tmp_path / "run", progress=False)
+    assert model.nodes == [str(n) for n in plain.uns["nodes"]]
+    assert (tmp_path / "run" / "artifact" / "artifact.h5ad").is_file()
+    again = GPOVAEModel.train(plain, config, run_dir=tmp_path / "run", progress=False)
+    assert np.array_equal(
+        again.grn(as_matrix=True).to_numpy(), model.grn(as_matrix=True).to_numpy(), equal_nan=True
+    )
