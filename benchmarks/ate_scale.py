@@ -1,10 +1,12 @@
-"""The ATE's scale on a shallow screen: our Pearson r at 10,000 and at the median library, and
-cell-eval's pearson_delta on the exported cells (our scale) and on their raw counts (its own).
+"""The ATE's scale on a shallow screen: our Pearson r with the published setting (generated cells
+of 10,000 UMIs, every cell scaled to 10,000) and at the screen's own depth (both the training
+cells' median library), and cell-eval's pearson_delta on the exported cells (our scale) and on
+their raw counts (its own).
 
 Simulates a screen (``--preset panel``: 500 genes; ``--median-umi`` sets its depth), preprocesses
 it, trains one model with the laptop config (``--epochs``), evaluates it twice
-(``evaluation.ate_target_sum`` 10000 and ``median_library``, every generated cell exported) and
-runs cell-eval three ways. Prints the mean over perturbations of each, the seconds of each step
+(``evaluation.ate_target_sum`` and ``generated_library_size`` 10000, then ``median_library``;
+every generated cell exported) and runs cell-eval on each export twice. Prints the mean over perturbations of each, the seconds of each step
 and the peak memory. Needs the dev extra (cell-eval).
 
     python benchmarks/ate_scale.py --preset panel --median-umi 112 --epochs 100
@@ -87,35 +89,34 @@ def main() -> None:
     seconds["train"] = time.perf_counter() - start
 
     rows = {}
-    for scale in (1e4, "median_library"):
+    settings = {"10,000": 1e4, "median library": "median_library"}
+    for name, scale in settings.items():
         start = time.perf_counter()
         evaluation = config.evaluation.replace(
-            ate_target_sum=scale, cell_eval_cells=config.evaluation.n_generated_cells
+            ate_target_sum=scale,
+            generated_library_size=scale,
+            cell_eval_cells=config.evaluation.n_generated_cells,
         )
         folder = evaluate_run(artifact_dir, model.run_dir, evaluation, out / f"eval_{scale}", progress=False)
-        name = "10,000" if scale == 1e4 else "median library"
-        rows[f"ours, scale {name}: model"] = _ours(folder, "model")
-        rows[f"ours, scale {name}: training mean"] = _ours(folder, "mean_baseline")
-        rows[f"cell-eval on our X (scale {name}): model"] = _cell_eval(
+        rows[f"ours, {name}: model"] = _ours(folder, "model")
+        rows[f"ours, {name}: training mean"] = _ours(folder, "mean_baseline")
+        rows[f"cell-eval on our X ({name}): model"] = _cell_eval(
             folder, folder / "predictions.h5ad", folder / "real_test.h5ad", out / f"cell_eval_{scale}"
         )
-        seconds[f"evaluate + cell-eval, scale {name}"] = time.perf_counter() - start
-        if scale == 1e4:
-            start = time.perf_counter()
-            predictions = _as_counts(folder / "predictions.h5ad", out / "predictions_counts.h5ad")
-            real = _as_counts(folder / "real_test.h5ad", out / "real_test_counts.h5ad")
-            rows["cell-eval on raw counts (its median, ln): model"] = _cell_eval(
-                folder, predictions, real, out / "ce_counts"
-            )
-            seconds["cell-eval on counts"] = time.perf_counter() - start
-            data = json.loads((folder / "run.json").read_text())["data"]
+        predictions = _as_counts(folder / "predictions.h5ad", out / f"predictions_counts_{scale}.h5ad")
+        real = _as_counts(folder / "real_test.h5ad", out / f"real_test_counts_{scale}.h5ad")
+        rows[f"cell-eval on the counts ({name}; its median, ln): model"] = _cell_eval(
+            folder, predictions, real, out / f"cell_eval_counts_{scale}"
+        )
+        seconds[f"evaluate + cell-eval twice, {name}"] = time.perf_counter() - start
+        data = json.loads((folder / "run.json").read_text())["data"]
     print(
         f"screen: preset {args.preset}, {artifact.n_obs} cells after QC and filters, {artifact.n_vars} genes, "
         f"median training library {data['median_training_library']:.0f} UMIs; {args.epochs} epochs at most"
     )
-    print(f"{'mean Pearson r of the held-out ATE over perturbations':<58} {'mean':>7} {'n':>4}")
+    print(f"{'mean Pearson r of the held-out ATE over perturbations':<66} {'mean':>7} {'n':>4}")
     for name, values in rows.items():
-        print(f"{name:<58} {values.mean():>7.3f} {values.notna().sum():>4}")
+        print(f"{name:<66} {values.mean():>7.3f} {values.notna().sum():>4}")
     for name, value in seconds.items():
         print(f"seconds, {name}: {value:.1f}")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; runs in {out}")

@@ -164,6 +164,12 @@ class GPOVAEModel:
             validate_artifact(data)
             artifact_dir = run_dir / ARTIFACT_DIR
             if not _same_artifact(artifact_dir, data):
+                if (run_dir / CONFIG_FILE).exists():
+                    # never overwrite the artifact a run there was trained on
+                    raise PredictionError(
+                        f"{run_dir} holds a run trained on another preprocessing of the screen (other "
+                        "cells, config or code version); pass a new run_dir"
+                    )
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_artifact(data, artifact_dir)
         train_model(artifact_dir, config.model, config.training, run_dir, progress=progress)
@@ -334,8 +340,10 @@ class GPOVAEModel:
 
         ``mean log2(1 + target_sum·x/library)`` of the label's generated cells minus that of
         generated controls of the same batch (a model with batches and ``batch=None``: the mean
-        over its batches). The defaults are the evaluation's (``n_generated_cells``,
-        ``generated_library_size``, ``seed``), so the numbers are the report's model ATE.
+        over its batches). The defaults are the published evaluation's (``n_generated_cells``,
+        ``generated_library_size``, ``ate_target_sum``, ``seed``), so the numbers are the report's
+        model ATE; for a run evaluated at the screen's depth (``median_library``) pass the
+        ``library_size`` and ``target_sum`` its ``run.json`` records (``data``).
         """
         labels = [labels] if isinstance(labels, str) else [str(label) for label in labels]
         if n_cells < 2:

@@ -3,6 +3,7 @@ screen in one call (:class:`gpo_vae.GPOVAEModel`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from gpo_vae.config import to_dict
 from gpo_vae.data.contract import DataContractError
 from gpo_vae.data.layout import LayoutError
 from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
+from gpo_vae.model import PredictionError
 from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig
 from tests.training.conftest import TINY_MODEL, TINY_TRAINING
 
@@ -75,3 +77,8 @@ def test_a_raw_screen_trains_in_one_call(screen, plain, tmp_path: Path):
     assert np.array_equal(
         again.grn(as_matrix=True).to_numpy(), model.grn(as_matrix=True).to_numpy(), equal_nan=True
     )
+    written = (tmp_path / "run" / "artifact" / "artifact.h5ad").stat().st_mtime_ns
+    other = pp.prepare(screen.adata, dataclasses.replace(QUICK, seed=1))
+    with pytest.raises(PredictionError, match="another preprocessing"):
+        GPOVAEModel.train(other, config, run_dir=tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "artifact" / "artifact.h5ad").stat().st_mtime_ns == written, "left as it was"

@@ -12,8 +12,10 @@ scores the model with no conversion (``obs["target_gene"]`` is cell-eval's defau
 ``X`` is ``log2(1 + target_sum·x/library)``, the scale of our ATE (``run.json`` records
 ``target_sum``), so cell-eval's ``pearson_delta`` of a perturbation is our held-out ATE Pearson
 when every generated cell is exported (``evaluation.cell_eval_cells`` ≥ ``n_generated_cells``).
-The raw counts are in ``layers["counts"]``: cell-eval given counts normalises each cell to the
-median library and takes ``ln(1 + x)``, a different scale whose numbers differ from ours.
+The raw counts are in ``layers["counts"]`` (the generated ones at
+``evaluation.generated_library_size`` UMIs): cell-eval given counts normalises each cell to the
+median library and takes ``ln(1 + x)``, which agrees with ours when the cells are generated and
+scaled at the screen's depth (``median_library``, as ``configs/*_custom.yaml``), not at 10,000.
 """
 
 from __future__ import annotations

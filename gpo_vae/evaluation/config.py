@@ -20,7 +20,9 @@ class EvaluationConfig:
     n_generated_cells
         Cells generated per perturbation (and for the controls) for the model's ATE and QC ratio.
     generated_library_size
-        Library size of every generated cell.
+        Library size of every generated cell: 10,000 as published, or ``median_library`` (the
+        median UMIs per training cell), so that generated cells are as deep as the screen's and
+        their log-normalised means carry the same counting noise as the data's.
     iwelbo_particles
         K of the test IWELBO.
     iwelbo_batch_size
@@ -77,7 +79,7 @@ class EvaluationConfig:
     """
 
     n_generated_cells: int = 2500
-    generated_library_size: float = 1e4
+    generated_library_size: float | Literal["median_library"] = 1e4
     iwelbo_particles: int = 100
     iwelbo_batch_size: int = 512
     top_de: int = 20
@@ -116,8 +118,10 @@ class EvaluationConfig:
                 f"summary_stats_cells ({self.summary_stats_cells}) cannot exceed "
                 f"n_generated_cells ({self.n_generated_cells}): they are taken from the generated cells"
             )
-        if not self.generated_library_size > 0:
-            problems.append(f"generated_library_size must be positive, got {self.generated_library_size}")
+        for name in ("generated_library_size", "ate_target_sum"):
+            value = getattr(self, name)
+            if value != "median_library" and not (isinstance(value, int | float) and value > 0):
+                problems.append(f"{name} must be a positive number or median_library, got {value!r}")
         for name in ("jaccard_ks", "grn_ks"):
             values = getattr(self, name)
             if not values or any(k < 1 for k in values):
@@ -150,12 +154,6 @@ class EvaluationConfig:
             problems.append(f"unseen_cells must be non-negative, got {self.unseen_cells}")
         if self.cell_eval_cells is not None and self.cell_eval_cells < 0:
             problems.append(f"cell_eval_cells must be non-negative (or null), got {self.cell_eval_cells}")
-        if self.ate_target_sum != "median_library" and not (
-            isinstance(self.ate_target_sum, int | float) and self.ate_target_sum > 0
-        ):
-            problems.append(
-                f"ate_target_sum must be a positive number or median_library, got {self.ate_target_sum!r}"
-            )
         if problems:
             raise ValueError("invalid EvaluationConfig: " + "; ".join(problems))
 

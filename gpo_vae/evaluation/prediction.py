@@ -135,11 +135,12 @@ class EvaluationData:
         return batch_shares(self.labels[test], batches[test], perturbations, self.cells.batch_names)
 
 
-def resolve_target_sum(setting: float | str, data: EvaluationData) -> tuple[float, str]:
-    """(the ATE's target sum, where it came from) for ``evaluation.ate_target_sum``."""
+def resolve_library_setting(setting: float | str, data: EvaluationData, key: str) -> tuple[float, str]:
+    """(counts, where they came from) for ``evaluation.ate_target_sum`` or
+    ``evaluation.generated_library_size`` (``key``): a number, or the training cells' median."""
     if setting == MEDIAN_LIBRARY:
         return data.median_training_library(), "the median library size of the training cells"
-    return float(setting), "evaluation.ate_target_sum"
+    return float(setting), f"evaluation.{key}"
 
 
 def test_iwelbo(

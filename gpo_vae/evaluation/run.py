@@ -421,8 +421,15 @@ def evaluate_run(
         adata = read_artifact(artifact_dir)
         sha = artifact_checksum(artifact_dir)
         data = pred.EvaluationData.from_anndata(adata)
-        target_sum, target_sum_source = pred.resolve_target_sum(config.ate_target_sum, data)
+        target_sum, target_sum_source = pred.resolve_library_setting(
+            config.ate_target_sum, data, "ate_target_sum"
+        )
         data = dataclasses.replace(data, target_sum=target_sum)
+        library, library_source = pred.resolve_library_setting(
+            config.generated_library_size, data, "generated_library_size"
+        )
+        asked = config  # run.json records the settings as given; generation reads the numbers
+        config = config.replace(generated_library_size=library)
         reported = None
         if summary_stats is not None:
             # names that are bare Ensembl ids (Adamson) are mapped to symbols, as preprocessing does
@@ -458,7 +465,7 @@ def evaluate_run(
         record = {
             **provenance(
                 {
-                    "evaluation": to_dict(config),
+                    "evaluation": to_dict(asked),
                     "model": info["model_config"],
                     "training": info["training_config"],
                 }
@@ -475,6 +482,8 @@ def evaluate_run(
                 "n_perturbed_nodes": int(data.cells.n_perturbed),
                 "ate_target_sum": target_sum,
                 "ate_target_sum_from": target_sum_source,
+                "generated_library_size": library,
+                "generated_library_size_from": library_source,
                 "median_training_library": data.median_training_library(),
             },
             "metrics": {key: _json_number(value) for key, value in metrics.items()},

@@ -151,9 +151,11 @@ def ate_scale_text(tables: EvaluationTables) -> str:
     origin = data.get("ate_target_sum_from", "evaluation.ate_target_sum")
     median = data.get("median_training_library")
     depth = f"; the training cells' median library is {format_number(median)} UMIs" if median else ""
+    generated = data.get("generated_library_size")
+    cells = f"; the model's cells are generated with {format_number(generated)} UMIs" if generated else ""
     return (
-        f"ATE: log2(1 + x·{format_number(scale)}/library) per cell ({origin}{depth}), mean over "
-        "cells, minus the controls' mean."
+        f"ATE: log2(1 + x·{format_number(scale)}/library) per cell ({origin}{depth}{cells}), mean "
+        "over cells, minus the controls' mean."
     )
 
 
