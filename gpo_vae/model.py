@@ -37,13 +37,13 @@ from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.data.labels import label_genes
 from gpo_vae.errors import UserError
 from gpo_vae.evaluation.config import EvaluationConfig
-from gpo_vae.evaluation.prediction import (
-    EvaluationData,
+from gpo_vae.evaluation.generation import (
     basal_draws,
     generate_and_summarise,
     generate_label_cells,
     label_dosage,
 )
+from gpo_vae.evaluation.prediction import EvaluationData
 from gpo_vae.grn.curves import edges_from_probabilities
 from gpo_vae.models.generate import CELL_CHUNK, grn_dataframe
 from gpo_vae.preprocessing.artifact import (
@@ -428,7 +428,8 @@ class GPOVAEModel:
         if self.batches:
             if batch_key not in adata.obs.columns:
                 raise PredictionError(
-                    f"this model conditions on batches {self.batches}: adata.obs needs {batch_key!r}"
+                    f"this model conditions on batches {self.batches}: adata.obs has no column {batch_key!r}; "
+                    "pass batch_key= the column naming each cell's batch"
                 )
             codes = pd.Index(self.batches).get_indexer(adata.obs[batch_key].astype(str))
             if (codes < 0).any():

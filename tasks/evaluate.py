@@ -99,7 +99,8 @@ def summarise_run(report: File) -> list[str]:
     served from cache or not (tasks/scheduler.py)."""
     import pandas as pd
 
-    from gpo_vae.evaluation.run import headline_table, unseen_headline
+    from gpo_vae.evaluation.run import headline_table
+    from gpo_vae.evaluation.unseen_run import unseen_headline
 
     folder = Path(report.path).parent
     metrics = pd.read_csv(folder / "prediction_metrics.csv")

@@ -93,7 +93,7 @@ def predicted_cells(
 ) -> ad.AnnData:
     """``wanted[label]`` generated cells of every label (at most those kept), drawn from ``seed``.
 
-    ``kept`` is :attr:`~gpo_vae.evaluation.prediction.GeneratedSummary.kept`; a label's cells
+    ``kept`` is :attr:`~gpo_vae.evaluation.generation.GeneratedSummary.kept`; a label's cells
     of several batches are drawn among all of them.
     """
     labels = kept.obs["gene"].astype(str).to_numpy()

@@ -32,13 +32,13 @@ import pandas as pd
 
 from gpo_vae.config import to_dict
 from gpo_vae.data.summary_stats_io import read_summary_stats
-from gpo_vae.evaluation import cell_eval, unseen
+from gpo_vae.evaluation import cell_eval, generation, unseen
 from gpo_vae.evaluation import grn_benchmark as grn
 from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.observed import observed_tables
-from gpo_vae.evaluation.unseen_run import evaluate_unseen
+from gpo_vae.evaluation.unseen_run import UNSEEN_HEADLINES, evaluate_unseen
 from gpo_vae.grn.baselines import correlation_scores, random_scores
 from gpo_vae.grn.effects import effect_zscores
 from gpo_vae.grn.export import write_network_files
@@ -149,7 +149,7 @@ def _prediction(
         observed = observed_tables(data, perturbations, config)
         references, mean_baseline = observed.references, observed.mean_baselines
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
-    summaries: dict[str, pred.GeneratedSummary] = {}
+    summaries: dict[str, generation.GeneratedSummary] = {}
     export = None
     if config.cell_eval_cells != 0:
         real, real_counts = cell_eval.real_test_cells(data, perturbations)
@@ -160,7 +160,7 @@ def _prediction(
         if own and export is not None:
             keep = max(keep, int(export.drop(data.control_label, errors="ignore").to_numpy().max(initial=0)))
         with stages(f"generation_{method}"):
-            summaries[method] = pred.generate_and_summarise(
+            summaries[method] = generation.generate_and_summarise(
                 model,
                 info["node_names"],
                 perturbations,
@@ -231,38 +231,10 @@ def _prediction(
     return metrics
 
 
-#: Headline numbers of the unseen section: (kind, metric) → run.json key stem.
-UNSEEN_HEADLINES = {
-    (unseen.COMBINATION, "interaction_pearson"): "unseen_pairs_interaction_pearson",
-    (unseen.COMBINATION, "pearson"): "unseen_pairs_pearson",
-    (unseen.COMBINATION, "interaction_sign_right"): "unseen_pairs_sign_right",
-    (unseen.SINGLE, "pearson_specific"): "unseen_singles_pearson_specific",
-    (unseen.SINGLE, "rank_normalised"): "unseen_singles_rank_normalised",
-}
-
-
-def unseen_headline(table: pd.DataFrame) -> list[str]:
-    """Lines for the end of a run: each kind's mean key metrics per method (``unseen_metrics.csv``)."""
-    summary = unseen.unseen_summary(table)
-    columns = {
-        unseen.COMBINATION: ("held-out pairs A+B", ["pearson", "interaction_pearson", "interaction_r2"]),
-        unseen.SINGLE: ("unseen genes", ["pearson", "pearson_specific", "rank_normalised"]),
-    }
-    lines = []
-    for kind, (title, wanted) in columns.items():
-        part = summary[summary["kind"] == kind]
-        if part.empty:
-            continue
-        shown = part[["method", *[c for c in wanted if c in part.columns], "n"]]
-        lines.append(f"{title}, mean over {int(part['n'].max())} labels:")
-        lines += shown.to_string(index=False, float_format=lambda value: f"{value:.3f}").splitlines()
-    return lines
-
-
 def _unseen(
     data: pred.EvaluationData,
     models: dict[str, tuple[GPOVAE, dict]],
-    summaries: dict[str, pred.GeneratedSummary],
+    summaries: dict[str, generation.GeneratedSummary],
     observed_ate: pd.DataFrame,
     observed: Any,
     config: EvaluationConfig,
@@ -517,4 +489,4 @@ def evaluate_run(
     return out_dir
 
 
-__all__ = ["COMPLETE_MARKER", "RUN_FILE", "evaluate_run", "headline_table", "unseen_headline"]
+__all__ = ["COMPLETE_MARKER", "RUN_FILE", "evaluate_run", "headline_table"]

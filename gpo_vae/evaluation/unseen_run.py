@@ -16,7 +16,8 @@ import pandas as pd
 from gpo_vae.data.labels import label_genes
 from gpo_vae.evaluation.baselines import mean_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
-from gpo_vae.evaluation.prediction import EvaluationData, GeneratedSummary, generate_and_summarise
+from gpo_vae.evaluation.generation import GeneratedSummary, generate_and_summarise
+from gpo_vae.evaluation.prediction import EvaluationData
 from gpo_vae.evaluation.unseen import (
     ADDITIVE,
     COMBINATION,
@@ -40,6 +41,7 @@ from gpo_vae.evaluation.unseen import (
     single_metrics,
     typical_own_change,
     unseen_labels,
+    unseen_summary,
     unseen_table,
     weighted_profile,
 )
@@ -262,4 +264,32 @@ def _weighted_means(
     return pd.DataFrame(rows, index=pd.Index(list(singles), name="perturbation"), columns=single_ate.columns)
 
 
-__all__ = ["UnseenResult", "evaluate_unseen"]
+#: Headline numbers of the unseen section: (kind, metric) → run.json key stem.
+UNSEEN_HEADLINES = {
+    (COMBINATION, "interaction_pearson"): "unseen_pairs_interaction_pearson",
+    (COMBINATION, "pearson"): "unseen_pairs_pearson",
+    (COMBINATION, "interaction_sign_right"): "unseen_pairs_sign_right",
+    (SINGLE, "pearson_specific"): "unseen_singles_pearson_specific",
+    (SINGLE, "rank_normalised"): "unseen_singles_rank_normalised",
+}
+
+
+def unseen_headline(table: pd.DataFrame) -> list[str]:
+    """Lines for the end of a run: each kind's mean key metrics per method (``unseen_metrics.csv``)."""
+    summary = unseen_summary(table)
+    columns = {
+        COMBINATION: ("held-out pairs A+B", ["pearson", "interaction_pearson", "interaction_r2"]),
+        SINGLE: ("unseen genes", ["pearson", "pearson_specific", "rank_normalised"]),
+    }
+    lines = []
+    for kind, (title, wanted) in columns.items():
+        part = summary[summary["kind"] == kind]
+        if part.empty:
+            continue
+        shown = part[["method", *[c for c in wanted if c in part.columns], "n"]]
+        lines.append(f"{title}, mean over {int(part['n'].max())} labels:")
+        lines += shown.to_string(index=False, float_format=lambda value: f"{value:.3f}").splitlines()
+    return lines
+
+
+__all__ = ["UNSEEN_HEADLINES", "UnseenResult", "evaluate_unseen", "unseen_headline"]

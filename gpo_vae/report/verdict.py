@@ -41,10 +41,7 @@ class Comparison:
     @property
     def relation(self) -> str:
         """``below``, ``above`` or ``on par with`` (first method relative to the second)."""
-        difference = self.mean - self.other_mean
-        if abs(difference) < PAR_TOLERANCE:
-            return "on par with"
-        return "below" if difference < 0 else "above"
+        return relation_of(self.mean, self.other_mean)
 
 
 def compare(
@@ -173,6 +170,28 @@ def baseline_verdicts(metrics: pd.DataFrame) -> list[Verdict]:
     return verdicts
 
 
+def relation_of(value: float, other: float) -> str:
+    """``below``, ``above`` or ``on par with`` (|difference| < :data:`PAR_TOLERANCE`)."""
+    if abs(value - other) < PAR_TOLERANCE:
+        return "on par with"
+    return "below" if value < other else "above"
+
+
+def _against_baselines(model: float, scores: pd.Series, ratio: bool) -> tuple[list[str], list[bool]]:
+    """Phrases "above |corr ΔX| (0.12, 2.0×)" for each GRN baseline in ``scores`` (method → value)
+    and whether the model beats each; the ratio only where it does and ``ratio`` is asked."""
+    parts, beaten = [], []
+    for method, label in GRN_BASELINES.items():
+        if method not in scores.index or not np.isfinite(float(scores[method])):
+            continue
+        value = float(scores[method])
+        relation = relation_of(model, value)
+        times = f", {model / value:.1f}×" if ratio and relation == "above" and value > 0 else ""
+        beaten.append(relation == "above")
+        parts.append(f"{relation} {label} ({format_number(value)}{times})")
+    return parts, beaten
+
+
 def grn_verdict(reference: pd.DataFrame | None, network: str = "true_network") -> Verdict | None:
     """One sentence: the model's AUPRC against ``network`` beside the |corr ΔX|, |effect z| and
     random graphs' (``grn_reference.csv`` rows); None when the model has no row for it."""
@@ -185,23 +204,8 @@ def grn_verdict(reference: pd.DataFrame | None, network: str = "true_network") -
     model = float(auprc["model"])
     if not np.isfinite(model):
         return None
-    parts, tone = [], "neutral"
-    beaten = []
-    for method, label in GRN_BASELINES.items():
-        if method in auprc.index and np.isfinite(auprc[method]):
-            value = float(auprc[method])
-            ratio = f", {model / value:.1f}×" if value > 0 else ""
-            relation = (
-                "above"
-                if model > value + PAR_TOLERANCE
-                else "below"
-                if model < value - PAR_TOLERANCE
-                else "on par with"
-            )
-            beaten.append(relation == "above")
-            parts.append(f"{relation} {label} ({format_number(value)}{ratio if relation == 'above' else ''})")
-    if beaten:
-        tone = "good" if all(beaten) else "bad"
+    parts, beaten = _against_baselines(model, auprc, ratio=True)
+    tone = ("good" if all(beaten) else "bad") if beaten else "neutral"
     chance = pd.to_numeric(rows["positive_rate"], errors="coerce").get("model", np.nan)
     chance_text = f"; chance is {format_number(float(chance))}" if np.isfinite(chance) else ""
     name = "the true network" if network == "true_network" else network
@@ -225,19 +229,7 @@ def statistical_verdict(statistical: pd.DataFrame | None, own_graph: str = "p>0.
     k = int(own["n_edges"].iloc[0])
     model = float(own["mean_wasserstein"].iloc[0])
     matched = statistical[statistical["k"] == str(k)].set_index("method")["mean_wasserstein"]
-    parts, beaten = [], []
-    for method, label in GRN_BASELINES.items():
-        if method in matched.index and np.isfinite(float(matched[method])):
-            value = float(matched[method])
-            relation = (
-                "above"
-                if model > value + PAR_TOLERANCE
-                else "below"
-                if model < value - PAR_TOLERANCE
-                else "on par with"
-            )
-            beaten.append(relation == "above")
-            parts.append(f"{relation} {label} ({format_number(value)})")
+    parts, beaten = _against_baselines(model, pd.to_numeric(matched, errors="coerce"), ratio=False)
     if not parts:
         return None
     return Verdict(

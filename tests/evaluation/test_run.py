@@ -22,6 +22,7 @@ from redun import File
 from sklearn import metrics as skm
 
 from gpo_vae.config import ConfigError, from_dict, to_dict
+from gpo_vae.evaluation import generation
 from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.grn_benchmark import pair_masks, reference_agreement, sams_vae_node_scores
@@ -320,14 +321,14 @@ def test_generated_cells_of_a_perturbation_do_not_depend_on_the_others(runs, art
     data = pred.EvaluationData.from_anndata(read_artifact(artifact_dir))
     perturbations = data.perturbations()
     config = TINY_EVAL.replace(n_generated_cells=30)
-    both = pred.generate_and_summarise(
+    both = generation.generate_and_summarise(
         model, info["node_names"], perturbations[:3], data.genes, config, "non-targeting"
     )
-    alone = pred.generate_and_summarise(
+    alone = generation.generate_and_summarise(
         model, info["node_names"], perturbations[2:3], data.genes, config, "non-targeting"
     )
     pd.testing.assert_frame_equal(both.ate().iloc[2:3], alone.ate())
-    other_seed = pred.generate_and_summarise(
+    other_seed = generation.generate_and_summarise(
         model, info["node_names"], perturbations[2:3], data.genes, config.replace(seed=1), "non-targeting"
     )
     assert not np.allclose(other_seed.ate().to_numpy(), alone.ate().to_numpy())
@@ -343,15 +344,15 @@ def test_encoded_controls_predict_from_the_training_controls(runs, artifact_dir)
     config = TINY_EVAL.replace(n_generated_cells=30)
     args = (model, info["node_names"], perturbations, data.genes, config, "non-targeting")
     with pytest.raises(ValueError, match="pass control_counts"):
-        pred.generate_and_summarise(*args)
-    first = pred.generate_and_summarise(*args, control_counts=data.training_controls)
-    again = pred.generate_and_summarise(*args, control_counts=data.training_controls)
+        generation.generate_and_summarise(*args)
+    first = generation.generate_and_summarise(*args, control_counts=data.training_controls)
+    again = generation.generate_and_summarise(*args, control_counts=data.training_controls)
     pd.testing.assert_frame_equal(first.ate(), again.ate())
     controls = data.training_controls()
     train = data.cells.rows("train")
     assert controls.shape[0] == int((data.labels[train] == "non-targeting").sum())
     # one control cell encoded instead of all: the prediction follows the cells it encodes
-    shifted = pred.generate_and_summarise(*args, control_counts=lambda b: controls[:1])
+    shifted = generation.generate_and_summarise(*args, control_counts=lambda b: controls[:1])
     assert not np.allclose(shifted.control_mean, first.control_mean)
 
 

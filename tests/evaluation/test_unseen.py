@@ -205,7 +205,7 @@ def test_network_neighbours_take_either_direction_with_equal_weights():
 
 
 def test_the_end_of_a_run_prints_the_unseen_means_per_method():
-    from gpo_vae.evaluation.run import unseen_headline
+    from gpo_vae.evaluation.unseen_run import unseen_headline
 
     table = pd.DataFrame(
         {
