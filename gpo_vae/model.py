@@ -291,7 +291,7 @@ class GPOVAEModel:
         """
         import anndata as ad
 
-        labels = [labels] if isinstance(labels, str) else [str(label) for label in labels]
+        labels = _label_list(labels)
         if controls and CONTROL_LABEL not in labels:
             labels.append(CONTROL_LABEL)
         if n_cells < 1:
@@ -345,7 +345,7 @@ class GPOVAEModel:
         model ATE; for a run evaluated at the screen's depth (``median_library``) pass the
         ``library_size`` and ``target_sum`` its ``run.json`` records (``data``).
         """
-        labels = [labels] if isinstance(labels, str) else [str(label) for label in labels]
+        labels = _label_list(labels)
         if n_cells < 2:
             raise PredictionError(f"n_cells must be at least 2, got {n_cells}")
         dosages = {label: self._dosage(label) for label in labels if label != CONTROL_LABEL}
@@ -463,6 +463,11 @@ class GPOVAEModel:
             "best_epoch": self.info.get("best_epoch"),
             "gpo_vae_version": gpo_vae.__version__,
         }
+
+
+def _label_list(labels: Sequence[str] | str) -> list[str]:
+    """One label or several, as a list of strings."""
+    return [labels] if isinstance(labels, str) else [str(label) for label in labels]
 
 
 def _looks_like_artifact(adata: ad.AnnData) -> bool:

@@ -71,51 +71,26 @@ def observed_tables(
     references, baselines, ceilings, noncontrol = {}, {}, {}, {}
     for subset in SUBSETS:
         counts, labels, split, batches = _subset_arrays(data, subset)
+        # every table of a subset: the same cells, genes, batches and ATE scale
+        shared = {"target_sum": data.target_sum, "genes": genes, "batches": batches}
         references[HELDOUT, subset] = ate_reference_heldout(
-            counts,
-            labels,
-            split,
-            control,
-            perturbations,
-            target_sum=data.target_sum,
-            genes=genes,
-            batches=batches,
+            counts, labels, split, control, perturbations, **shared
         )
         references[ALL_CELLS, subset] = ate_reference_all_cells(
-            counts, labels, control, perturbations, target_sum=data.target_sum, genes=genes, batches=batches
+            counts, labels, control, perturbations, **shared
         )
-        baselines[subset] = mean_baseline_ate(
-            counts,
-            labels,
-            split,
-            control,
-            perturbations,
-            target_sum=data.target_sum,
-            genes=genes,
-            batches=batches,
-        )
-        noncontrol[subset] = noncontrol_mean_ate(
-            counts,
-            labels,
-            split,
-            control,
-            perturbations,
-            target_sum=data.target_sum,
-            genes=genes,
-            batches=batches,
-        )
+        baselines[subset] = mean_baseline_ate(counts, labels, split, control, perturbations, **shared)
+        noncontrol[subset] = noncontrol_mean_ate(counts, labels, split, control, perturbations, **shared)
         ceilings[subset] = split_half_reliability(
             counts,
             labels,
             split,
             control,
             perturbations,
-            target_sum=data.target_sum,
-            genes=genes,
             seed=config.seed,
             corrected=config.split_half_corrected,
             top_de=config.top_de,
             jaccard_ks=config.jaccard_ks,
-            batches=batches,
+            **shared,
         )
     return ObservedTables(references, baselines, ceilings, noncontrol)
