@@ -319,7 +319,7 @@ def test_strong_perturbations_thresholds_are_exact() -> None:
     df = pd.DataFrame(rows, columns=["perturbation", KNOCKDOWN_COLUMN, CELLS_COLUMN, DEGS_COLUMN])
     df["is_control"] = df["perturbation"] == "non-targeting"
     assert strong_perturbations(df).tolist() == ["PASS", "TWO_GUIDES"]
-    assert strong_perturbations(df, min_degs=49, min_cells=24).tolist() == [
+    assert strong_perturbations(df, min_degs=50, min_cells=25).tolist() == [
         "PASS",
         "DEG_AT_LIMIT",
         "CELLS_AT_LIMIT",
@@ -340,5 +340,5 @@ def test_the_modality_aware_filter_reproduces_the_published_rule_on_real_sheets(
     labels = stats.loc[~stats["is_control"], "perturbation"].astype(str).unique()
     table = perturbation_table(labels, stats, pd.Index(labels), "non-targeting")
     config = PerturbationFilterConfig(unmeasured_targets="drop")
-    decided = strong_decisions(table, stats, config, "crispri", min_degs=50)
+    decided = strong_decisions(table, stats, config, "crispri", min_degs=51)
     assert set(decided.index[decided["status"] == KEPT]) == set(strong_perturbations(stats))

@@ -30,6 +30,7 @@ from workflow.datasets import (
     network_files,
     read_files,
     screen_layout,
+    with_min_perturbations,
     with_split,
 )
 from workflow.review import evaluate, inspect
@@ -60,6 +61,7 @@ def main(
     seed: int = 0,
     synthetic_preset: str = "default",
     split: str | None = None,
+    min_perturbations: int | None = None,
     data_dir: str | None = None,
     cache_dir: str | None = None,
     perturbation_key: str = "gene",
@@ -91,6 +93,8 @@ def main(
       --split (none)               preprocess.split.mode (none: the config's): random,
                                    heldout_perturbations (genes never seen in training) or
                                    heldout_combinations (A+B pairs never seen, their singles seen)
+      --min-perturbations (none)   preprocess.filters.min_perturbations (none: the config's, 3):
+                                   fewer kept perturbations stop the run; 1 proceeds with any
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
       --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
@@ -126,7 +130,9 @@ def main(
     )
     check_results_dir(results_dir)
     config_files = [config_path(dataset, model, config)]
-    run_config = with_split(load_run_config(config_files[0]), split)
+    run_config = with_min_perturbations(
+        with_split(load_run_config(config_files[0]), split), min_perturbations
+    )
     check_devices(run_config, config_files[0])
     sams_config = None
     if compare_sams_vae:

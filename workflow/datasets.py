@@ -190,3 +190,15 @@ def with_split(run_config: RunConfig, mode: str | None) -> RunConfig:
         raise ConfigError(f"--split {mode!r}: choose one of {', '.join(SPLIT_MODES)}")
     split = dataclasses.replace(run_config.preprocess.split, mode=mode)
     return dataclasses.replace(run_config, preprocess=dataclasses.replace(run_config.preprocess, split=split))
+
+
+def with_min_perturbations(run_config: RunConfig, minimum: int | None) -> RunConfig:
+    """``run_config`` with ``preprocess.filters.min_perturbations`` set (None: as configured)."""
+    if minimum is None:
+        return run_config
+    if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
+        raise ConfigError(f"--min-perturbations {minimum!r}: give a whole number of at least 1")
+    filters = dataclasses.replace(run_config.preprocess.filters, min_perturbations=minimum)
+    return dataclasses.replace(
+        run_config, preprocess=dataclasses.replace(run_config.preprocess, filters=filters)
+    )

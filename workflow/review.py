@@ -24,6 +24,7 @@ from workflow.datasets import (
     network_files,
     read_files,
     screen_layout,
+    with_min_perturbations,
     with_split,
 )
 from workflow.sweep_support import find_artifact, recorded_dataset_files
@@ -118,6 +119,7 @@ def inspect(
     seed: int = 0,
     synthetic_preset: str = "default",
     split: str | None = None,
+    min_perturbations: int | None = None,
     data_dir: str | None = None,
     cache_dir: str | None = None,
     perturbation_key: str = "gene",
@@ -150,6 +152,8 @@ def inspect(
       --split (none)               preprocess.split.mode (none: the config's): random,
                                    heldout_perturbations or heldout_combinations (lists what
                                    would be held out)
+      --min-perturbations (none)   preprocess.filters.min_perturbations (none: the config's, 3):
+                                   fewer kept perturbations stop the run; 1 proceeds with any
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
       --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
@@ -178,7 +182,7 @@ def inspect(
     )
     check_results_dir(results_dir)
     config_file = config_path(dataset, model, config)
-    run_config = with_split(load_run_config(config_file), split)
+    run_config = with_min_perturbations(with_split(load_run_config(config_file), split), min_perturbations)
     if is_local_dataset(dataset):
         check_local_screen(dataset, layout, summary_stats)
     spec = acquire(

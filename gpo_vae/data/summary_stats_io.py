@@ -269,22 +269,23 @@ def collapse_duplicates(df: pd.DataFrame, how: Literal["best", "first"] = "best"
 
 def strong_perturbations(
     df: pd.DataFrame,
-    min_degs: float = 50,
+    min_degs: float = 51,
     max_knockdown: float = -0.3,
-    min_cells: float = 25,
+    min_cells: float = 26,
 ) -> pd.Index:
     """Symbols of the strong perturbations (design §3, CausalBench), controls excluded.
 
-    A row passes when ``Number of DEGs (anderson-darling) > min_degs`` (strict),
-    ``percent knockdown <= max_knockdown`` (inclusive) and ``number of cells (filtered) >
-    min_cells`` (strict); a missing value fails. A gene passes when any of its rows (guides)
+    A row passes when ``Number of DEGs (anderson-darling) >= min_degs``, ``percent knockdown
+    <= max_knockdown`` and ``number of cells (filtered) >= min_cells`` (every count threshold
+    reads "at least"; the defaults are CausalBench's "more than 50" and "more than 25"); a
+    missing value fails. A gene passes when any of its rows (guides)
     passes. Returns the unique symbols in file order.
     """
     _require_normalised(df)
     passes = (
-        (df[DEGS_COLUMN] > min_degs)
+        (df[DEGS_COLUMN] >= min_degs)
         & (df[KNOCKDOWN_COLUMN] <= max_knockdown)
-        & (df[CELLS_COLUMN] > min_cells)
+        & (df[CELLS_COLUMN] >= min_cells)
         & ~df[IS_CONTROL_COLUMN].astype(bool)
     )
     return pd.Index(df.loc[passes, PERTURBATION_COLUMN].unique(), name=PERTURBATION_COLUMN)

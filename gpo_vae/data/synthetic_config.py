@@ -22,6 +22,7 @@ PRESETS = (
     "guides",
     "low_cells",
     "nonadditive",
+    "glioma",
 )
 #: How a screen's counts file can be saved (:func:`saved_layout`).
 LAYOUTS = ("plain", "counts_layer", "guides")
@@ -89,6 +90,11 @@ class SyntheticConfig:
     layout: Literal["plain", "counts_layer", "guides"] = "plain"
     interaction: Literal["additive", "saturating"] = "additive"
     saturation: float = 1.0
+    dispersion: float = 0.15
+    expression_sigma: float = 1.6
+    basal_sd: float = 0.15
+    effect_scale: float = 1.0
+    batch_umi_sigma: float = 0.25
 
     def __post_init__(self) -> None:
         if self.modality not in ("crispri", "crispra"):
@@ -103,6 +109,8 @@ class SyntheticConfig:
             raise ValueError(f"saturation must be positive, got {self.saturation}")
         if self.n_combinations < 0:
             raise ValueError(f"n_combinations must be >= 0, got {self.n_combinations}")
+        if self.dispersion <= 0 or self.effect_scale < 0 or self.batch_umi_sigma < 0:
+            raise ValueError("dispersion must be positive, effect_scale and batch_umi_sigma non-negative")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SyntheticConfig:
@@ -119,7 +127,11 @@ class SyntheticConfig:
         the published split), where a per-perturbation mean is noisy; it needs ``min_cells`` ≤ 55.
         ``nonadditive``: the ``combinatorial`` screen with 20 pairs whose downstream effects
         saturate (``interaction: saturating``): the additive prediction of a pair is wrong by a
-        known interaction (``SyntheticScreen.combinations``).
+        known interaction (``SyntheticScreen.combinations``). ``glioma``: calibrated to the real
+        screen of McFaline-Figueroa et al. 2023 (CRISPRi of 9 kinases in three glioblastoma lines,
+        500 variable genes, ~130 UMIs per cell; ``benchmarks/realism.py`` holds it to that screen's
+        figures): shallow, overdispersed counts, weak effects that few perturbations have, no
+        target measured, three cell lines that differ far more than any perturbation moves them.
         """
         presets = {
             "default": {},
@@ -129,7 +141,7 @@ class SyntheticConfig:
                 "cells_per_perturbation": 68.0,
                 "cells_sigma": 0.72,
                 "control_fraction": 0.08,
-                "weak_fraction": 0.22,
+                "weak_fraction": 0.3,
                 "hub_children": 0.065,
                 "direct_children": 0.012,
             },
@@ -167,6 +179,27 @@ class SyntheticConfig:
                 "cells_per_perturbation": 150.0,
                 "interaction": "saturating",
                 "saturation": 1.0,
+            },
+            "glioma": {
+                "n_perturbations": 9,
+                "n_genes": 500,
+                "unmeasured_fraction": 1.0,
+                "n_ribo_genes": 0,
+                "mt_fraction": 0.01,
+                "cells_per_perturbation": 263.0,
+                "cells_sigma": 0.17,
+                "control_fraction": 0.116,
+                "n_batches": 3,
+                "batch_column": "cell_type",
+                "median_umi": 132.0,
+                "umi_sigma": 0.65,
+                "batch_effect": 1.5,
+                "batch_umi_sigma": 0.15,
+                "dispersion": 0.35,
+                "expression_sigma": 1.2,
+                "basal_sd": 0.7,
+                "effect_scale": 0.2,
+                "weak_fraction": 0.3,
             },
         }
         if name not in presets:

@@ -210,7 +210,7 @@ def _baseline(config: SyntheticConfig, rng: np.random.Generator, genes: pd.DataF
     is_fixed = symbols.isin(list(_FIXED_UMIS))
     share[is_fixed] = [_FIXED_UMIS[s] / config.median_umi for s in symbols[is_fixed]]
     rest = ~(is_mt | is_ribo | is_hb | is_fixed)
-    raw = rng.lognormal(0.0, 1.6, rest.sum()) * np.where(genes.sim_role[rest] == "regulator", 2.0, 1.0)
+    raw = rng.lognormal(0.0, config.expression_sigma, rest.sum()) * np.where(genes.sim_role[rest] == "regulator", 2.0, 1.0)
     remaining = 1.0 - share.sum()
     # Screens keep genes above ~0.03 UMI per cell: floor the tail, then renormalise.
     raw = np.maximum(raw / raw.sum() * remaining, 0.03 / config.median_umi)
@@ -236,10 +236,12 @@ def draw_design(config: SyntheticConfig) -> ScreenDesign:
     has_effects = (targets.knockdown_class != "inert").to_numpy()
     n_genes = len(genes)
     factors = config.n_basal_factors
-    loadings = rng.normal(0.0, 0.15, (factors, n_genes)) * (rng.random((factors, n_genes)) < 0.3)
+    loadings = rng.normal(0.0, config.basal_sd, (factors, n_genes)) * (rng.random((factors, n_genes)) < 0.3)
     umi_shift = np.r_[rng.normal(0.0, config.perturbation_umi_sigma, len(targets)) * has_effects, 0.0]
     log_share = _baseline(config, rng, genes).astype(np.float32)
-    inv_dispersion = 1.0 / np.clip(rng.lognormal(np.log(0.15), 0.5, n_genes), 0.02, 2.0)
+    inv_dispersion = 1.0 / np.clip(
+        rng.lognormal(np.log(config.dispersion), 0.5, n_genes), 0.02, max(2.0, 4 * config.dispersion)
+    )
     # The optional shapes draw last: a screen without them keeps every earlier draw.
     combinations = _combinations(
         config, rng, has_effects, effect if config.interaction == "saturating" else None
@@ -254,12 +256,12 @@ def draw_design(config: SyntheticConfig) -> ScreenDesign:
     batch_umi = np.zeros(max(config.n_batches, 1))
     if config.n_batches > 1:
         batch_shift[1:] = rng.normal(0.0, config.batch_effect, (config.n_batches - 1, n_genes))
-        batch_umi[1:] = rng.normal(0.0, 0.25, config.n_batches - 1)
+        batch_umi[1:] = rng.normal(0.0, config.batch_umi_sigma, config.n_batches - 1)
     return ScreenDesign(
         genes=genes,
         targets=targets,
         target_col=target_col,
-        effect=np.vstack([effect, np.zeros((1, n_genes))]).astype(np.float32),
+        effect=np.vstack([effect * config.effect_scale, np.zeros((1, n_genes))]).astype(np.float32),
         # Only perturbations with downstream effects change the cells' size (and so their UMIs).
         umi_shift=umi_shift,
         log_share=log_share,

@@ -24,25 +24,36 @@ DEFAULT_TARGET_SUM = 1e4
 class PerturbationFilterConfig:
     """Thresholds of the perturbation filters (design §3), read by modality.
 
-    Strong perturbations, from the summary statistics: more than ``min_degs`` DEGs, more than
+    Every count threshold ``min_*`` keeps what has AT LEAST that many (``min_degs: 0`` keeps
+    every perturbation, ``min_cells: 50`` keeps one with exactly 50 cells); CausalBench's "more
+    than 50 DEGs", "more than 25 cells" and "more than 100 cells" are ``min_degs: 51``,
+    ``min_filtered_cells: 26`` and ``min_cells: 101``.
+
+    Strong perturbations, from the summary statistics: at least ``min_degs`` DEGs, at least
     ``min_filtered_cells`` QC-passing cells and an on-target change of at most ``max_knockdown``
     (CRISPRi), at least ``|max_knockdown|`` (CRISPRa) or any (knockout). ``min_degs: auto``
-    scales CausalBench's 50 (set on Replogle's 8,749 genes) to the genes measured:
-    ``max(3, round(50 · G / 8749))``, 3 on a 500-gene panel. A target that is not measured (or
-    not expressed in controls) has no on-target change: ``unmeasured_targets`` keeps or drops
-    it. Then the on-target cell filter: CRISPRi keeps a cell whose target is at most the
-    controls' ``knockdown_percentile``-th percentile, CRISPRa one above the
-    ``(100 − knockdown_percentile)``-th, knockout every cell. Last, at least ``min_cells`` cells
-    (CausalBench's "more than 100" is ``min_cells: 101``).
+    scales CausalBench's "more than 50" (set on Replogle's 8,749 genes) to the genes measured:
+    at least ``max(3, round(50 · G / 8749)) + 1``, 4 on a 500-gene panel. A target that is not
+    measured (or not expressed in controls) has no on-target change: ``unmeasured_targets``
+    keeps or drops it. Then the on-target cell filter: CRISPRi keeps a cell whose target is at
+    most the controls' ``knockdown_percentile``-th percentile, CRISPRa one above the
+    ``(100 − knockdown_percentile)``-th, knockout every cell. Last, at least ``min_cells`` cells.
+
+    The singles ``A`` and ``B`` of a kept pair ``A+B`` are kept whatever their DEGs, on-target
+    change and cells (they are the inputs of the pair's prediction); their cells still pass the
+    on-target cell filter. Fewer than ``min_perturbations`` kept perturbations stop the run
+    (:class:`~gpo_vae.preprocessing.filter_table.PerturbationFilterError`): a GRN of one or two
+    nodes and a verdict over them would mean nothing. ``min_perturbations: 1`` proceeds.
     """
 
-    min_degs: int | Literal["auto"] = 50
+    min_degs: int | Literal["auto"] = 51
     max_knockdown: float = -0.3
-    min_filtered_cells: int = 25
+    min_filtered_cells: int = 26
     knockdown_percentile: float = 10.0
     min_cells: int = 101
     keep_unknown_perturbations: bool = False
     unmeasured_targets: Literal["keep", "drop"] = "keep"
+    min_perturbations: int = 3
     target_sum: float = DEFAULT_TARGET_SUM
 
     def __post_init__(self) -> None:
@@ -50,6 +61,8 @@ class PerturbationFilterConfig:
             raise ValueError(f"knockdown_percentile must be in (0, 100), got {self.knockdown_percentile}")
         if self.min_cells < 1:
             raise ValueError(f"min_cells must be at least 1, got {self.min_cells}")
+        if self.min_perturbations < 1:
+            raise ValueError(f"min_perturbations must be at least 1, got {self.min_perturbations}")
         if self.min_degs != "auto" and self.min_degs < 0:
             raise ValueError(f"min_degs must be auto or >= 0, got {self.min_degs}")
         if self.unmeasured_targets not in ("keep", "drop"):
@@ -58,7 +71,7 @@ class PerturbationFilterConfig:
     def resolved_min_degs(self, n_genes: int) -> int:
         """``min_degs``, with ``auto`` scaled to ``n_genes`` measured genes (class docstring)."""
         if self.min_degs == "auto":
-            return max(3, round(50 * n_genes / REPLOGLE_GENES))
+            return max(3, round(50 * n_genes / REPLOGLE_GENES)) + 1
         return int(self.min_degs)
 
     @classmethod
@@ -101,8 +114,11 @@ class SplitConfig:
     ``stratify`` splits every perturbation (and batch) in the fractions instead of drawing
     cells regardless of their label (the published way). ATEs are measured against the test
     split's controls: a split leaving fewer than ``min_test_controls`` control cells in test
-    (per batch) moves control cells from train to test when train keeps at least as many,
-    and stops otherwise.
+    (per batch) moves control cells from train to test while train keeps at least as many as
+    test. When that cannot reach ``min_test_controls`` (a screen with ~100 controls),
+    ``scarce_controls: balance`` moves as many as keep train and test equal and records the
+    batch as scarce (the report says how many controls each ATE used and that its numbers are
+    noisy); ``stop`` stops the run instead. Either way no test cell is seen in training.
     """
 
     mode: Literal["random", "heldout_perturbations", "heldout_combinations"] = "random"
@@ -111,10 +127,13 @@ class SplitConfig:
     unseen_single: bool = False
     stratify: bool = False
     min_test_controls: int = 50
+    scarce_controls: Literal["balance", "stop"] = "balance"
 
     def __post_init__(self) -> None:
         if self.min_test_controls < 1:
             raise ValueError(f"min_test_controls must be at least 1, got {self.min_test_controls}")
+        if self.scarce_controls not in ("balance", "stop"):
+            raise ValueError(f"scarce_controls must be balance or stop, got {self.scarce_controls!r}")
         if abs(sum(self.fractions) - 1) > 1e-9 or min(self.fractions) <= 0:
             raise ValueError(f"fractions must be positive and sum to 1, got {self.fractions}")
         if not 0 < self.heldout_fraction <= 1 or (

@@ -34,7 +34,10 @@ ERROR_ROWS = 8
 
 
 class PerturbationFilterError(UserError, ValueError):
-    """A filter left no perturbation; the message holds the table and the config key to change."""
+    """A filter left no perturbation (or too few); the message holds a short table and the
+    config keys to change, ``table`` the whole table (or None)."""
+
+    table: pd.DataFrame | None = None
 
 
 def perturbation_table(
@@ -109,12 +112,12 @@ def _row_failures(
             reasons[i].append(texts[i])
 
     add(
-        ~(degs.to_numpy() > min_degs),
-        [f"DEGs {v:.0f} ≤ {min_degs} (filters.min_degs)" if np.isfinite(v) else "no DEG count" for v in degs],
+        ~(degs.to_numpy() >= min_degs),
+        [f"DEGs {v:.0f} < {min_degs} (filters.min_degs)" if np.isfinite(v) else "no DEG count" for v in degs],
     )
     add(
-        ~(cells.to_numpy() > cfg.min_filtered_cells),
-        [f"QC-passing cells {v:.0f} ≤ {cfg.min_filtered_cells} (filters.min_filtered_cells)" for v in cells],
+        ~(cells.to_numpy() >= cfg.min_filtered_cells),
+        [f"QC-passing cells {v:.0f} < {cfg.min_filtered_cells} (filters.min_filtered_cells)" for v in cells],
     )
     if modality != "knockout":
         limit = abs(cfg.max_knockdown)
@@ -147,7 +150,7 @@ def strong_decisions(
 ) -> pd.DataFrame:
     """Fill the statistics' values of each label and whether it is strong (design §3).
 
-    A label passes when any of its rows (guides) passes: more than ``min_degs`` DEGs, more than
+    A label passes when any of its rows (guides) passes: at least ``min_degs`` DEGs, at least
     ``min_filtered_cells`` QC-passing cells and, unless knockout, the on-target change the
     modality asks for. A label without a measurable change (target not measured, or not
     expressed in controls) passes that part with ``unmeasured_targets: keep``. The row shown is
@@ -194,6 +197,37 @@ def strong_decisions(
         table.loc[no_change & (table["measured"] != "no"), "reason"] = (
             "target not expressed in controls (filters.unmeasured_targets: keep)"
         )
+    return table
+
+
+def singles_of_kept_pairs(table: pd.DataFrame) -> dict[str, str]:
+    """The singles that a kept pair ``A+B`` needs and the filters removed: single → its first
+    kept pair. (A pair is predicted from its singles, so a weak single is data, not noise.)"""
+    kept = table.index[table["status"] == KEPT]
+    needed: dict[str, str] = {}
+    for pair in kept:
+        genes = label_genes(str(pair))
+        if len(genes) > 1:
+            for gene in genes:
+                needed.setdefault(gene, str(pair))
+    return {
+        gene: pair
+        for gene, pair in needed.items()
+        if gene in table.index and table.loc[gene, "status"] != KEPT
+    }
+
+
+def protect_singles(table: pd.DataFrame, protected: dict[str, str]) -> pd.DataFrame:
+    """Keep the ``protected`` singles (:func:`singles_of_kept_pairs`) that the strong filter
+    removed, saying so and what they failed."""
+    table = table.copy()
+    for gene, pair in protected.items():
+        if gene in table.index and table.loc[gene, "status"] == "strong_perturbations":
+            failed = table.loc[gene, "reason"]
+            table.loc[gene, "status"] = KEPT
+            table.loc[gene, "reason"] = f"single of kept pair {pair}, kept whatever its strength" + (
+                f" ({failed})" if failed else ""
+            )
     return table
 
 
@@ -251,23 +285,50 @@ def _keys(reasons: pd.Series) -> list[str]:
 def filter_error(table: pd.DataFrame, stage: str) -> PerturbationFilterError:
     """The error for a filter that left no perturbation: a short table, counts, the key to change."""
     removed = table[table["status"] == stage]
-    keys = _keys(removed["reason"]) or [f"filters.{stage}"]
-    lines = format_table(table, max_rows=ERROR_ROWS, more="inspect lists them all")[1:]
-    key_list = ", ".join(f"preprocess.{key}" for key in keys[:3])
     earlier = int((table["status"] != stage).sum())
+    return _filter_stop(
+        table,
+        f"filter {stage!r} left no perturbation: it removed {len(removed)} of {len(table)}"
+        + (f" (earlier filters removed {earlier})" if earlier else ""),
+        removed,
+        fallback=f"filters.{stage}",
+    )
+
+
+def too_few_error(table: pd.DataFrame, minimum: int) -> PerturbationFilterError:
+    """The error for fewer than ``filters.min_perturbations`` kept perturbations: the table, what
+    removed the others, and the keys that would keep more (or ``min_perturbations: 1``)."""
+    kept = int((table["status"] == KEPT).sum())
+    removed = table[table["status"] != KEPT]
+    return _filter_stop(
+        table,
+        f"only {kept} of {len(table)} perturbations pass the filters, fewer than the "
+        f"{minimum} a GRN and a verdict need (filters.min_perturbations)",
+        removed,
+        fallback="filters.min_perturbations",
+        proceed="; or proceed with what is kept: --min-perturbations 1 (preprocess.filters.min_perturbations: 1)",
+    )
+
+
+def _filter_stop(
+    table: pd.DataFrame, headline: str, removed: pd.DataFrame, fallback: str, proceed: str = ""
+) -> PerturbationFilterError:
+    keys = _keys(removed["reason"]) or [fallback]
+    key_list = ", ".join(f"preprocess.{key}" for key in keys[:3])
     counts = removed["reason"].str.findall(r"\((filters\.[a-z_]+)").explode().value_counts()
+    lines = format_table(table, max_rows=ERROR_ROWS, more="inspect lists them all")[1:]
     message = "\n".join(
         [
-            f"filter {stage!r} left no perturbation: it removed {len(removed)} of {len(table)}"
-            + (f" (earlier filters removed {earlier})" if earlier else "")
-            + "; failing: "
-            + ", ".join(f"{key} {n}" for key, n in counts.items()),
+            headline
+            + ("; failing: " + ", ".join(f"{key} {n}" for key, n in counts.items()) if len(counts) else ""),
             *lines,
-            f"Relax {key_list} in the run config (pass it with --config), or inspect the screen with "
-            "`redun run workflow.py inspect --dataset ...`.",
+            f"Relax {key_list} in the run config (pass it with --config){proceed}; "
+            "`redun run workflow.py inspect --dataset ...` lists every perturbation.",
         ]
     )
-    return PerturbationFilterError(message)
+    error = PerturbationFilterError(message)
+    error.table = table
+    return error
 
 
 def table_record(table: pd.DataFrame) -> list[dict[str, Any]]:

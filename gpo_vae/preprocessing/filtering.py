@@ -15,7 +15,7 @@ B, judged per label by the statistics and, per measured target, by the on-target
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import anndata as ad
@@ -31,7 +31,10 @@ from gpo_vae.preprocessing.filter_table import (
     PerturbationFilterError,
     filter_error,
     perturbation_table,
+    protect_singles,
+    singles_of_kept_pairs,
     strong_decisions,
+    too_few_error,
 )
 from gpo_vae.preprocessing.normalize import as_csr, library_size
 
@@ -216,16 +219,18 @@ def min_cells_filter(
     control_label: str = CONTROL_LABEL,
     perturbation_key: str = PERTURBATION_KEY,
     obs_mask: np.ndarray | None = None,
+    protected: Iterable[str] = (),
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Keep perturbations with AT LEAST ``min_cells`` cells, plus controls.
+    """Keep perturbations with AT LEAST ``min_cells`` cells, plus controls and ``protected``.
 
     CausalBench's "more than 100 cells" is ``min_cells=101``; a screen whose perturbations all
-    have exactly ``min_cells`` cells keeps them all.
+    have exactly ``min_cells`` cells keeps them all. ``protected`` labels (the singles of kept
+    pairs) are kept with any number of cells.
     """
     labels = _labels(adata, perturbation_key)
     before = _considered(adata, obs_mask)
     counts = pd.Series(labels[before]).value_counts()
-    keep = set(counts.index[counts >= min_cells]) | {control_label}
+    keep = set(counts.index[counts >= min_cells]) | {control_label} | set(protected)
     after = before & np.isin(labels, list(keep))
     record = _record("min_cells", {"min_cells": min_cells}, labels, before, after, control_label)
     return after, record
@@ -248,17 +253,42 @@ def perturbation_filter_mask(
 
     ``stats`` are the summary statistics as :func:`gpo_vae.data.summary_stats_io.read_summary_stats`
     returns them (None: every perturbation counts as strong, for a screen judged by its cells
-    alone). Nothing is copied, so a caller can read only the kept rows of a large file
-    afterwards. A filter that leaves no perturbation raises :class:`PerturbationFilterError`
-    with the table and the config key to change.
+    alone). The singles of every kept pair ``A+B`` are kept whatever their strength and cell
+    count (a second pass with them protected; the table marks them), since the pair's
+    prediction is built from them. Nothing is copied, so a caller can read only the kept rows
+    of a large file afterwards. A filter that leaves no perturbation, or fewer than
+    ``min_perturbations``, raises :class:`PerturbationFilterError` with the table and the config
+    keys to change.
     """
     cfg = (
         config if isinstance(config, PerturbationFilterConfig) else PerturbationFilterConfig.from_dict(config)
     )
+    common = {"control_label": control_label, "perturbation_key": perturbation_key}
+    mask, records, table = _filter_pass(adata, stats, cfg, modality, {}, **common)
+    protected = singles_of_kept_pairs(table)
+    if protected:
+        mask, records, table = _filter_pass(adata, stats, cfg, modality, protected, **common)
+    if int((table["status"] == KEPT).sum()) < cfg.min_perturbations:
+        raise too_few_error(table, cfg.min_perturbations)
+    return mask, records, table
+
+
+def _filter_pass(
+    adata: ad.AnnData,
+    stats: pd.DataFrame | None,
+    cfg: PerturbationFilterConfig,
+    modality: Resolved,
+    protected: Mapping[str, str],
+    *,
+    control_label: str,
+    perturbation_key: str,
+) -> tuple[np.ndarray, list[dict[str, Any]], pd.DataFrame]:
+    """One pass of the three filters; ``protected`` (single → its kept pair) passes the strong
+    and min-cells filters whatever its values."""
     labels = _labels(adata, perturbation_key)
     table = perturbation_table(labels, stats, adata.var_names, control_label)
     min_degs = cfg.resolved_min_degs(adata.n_vars)
-    table = strong_decisions(table, stats, cfg, modality, min_degs)
+    table = protect_singles(strong_decisions(table, stats, cfg, modality, min_degs), protected)
     strong = set(table.index[table["status"] == KEPT])
     mask = np.isin(labels, [*strong, control_label])
     every = np.ones(adata.n_obs, dtype=bool)
@@ -277,6 +307,7 @@ def perturbation_filter_mask(
         not_strong=sorted(table.index[table["status"] == "strong_perturbations"]),
         missing_from_summary=sorted(table.index[~table["stats_row"]]),
         unmeasured_targets=sorted(table.index[table["measured"] == "no"]),
+        singles_of_kept_pairs=sorted(protected),
     )
     if not strong:
         raise filter_error(table, "strong_perturbations")
@@ -292,8 +323,12 @@ def perturbation_filter_mask(
     )
     if not (table["status"] == KEPT).any():
         raise filter_error(table, "on_target")
-    mask, enough = min_cells_filter(adata, cfg.min_cells, obs_mask=mask, **common)
-    short = (table["status"] == KEPT) & (table["cells_on_target"] < cfg.min_cells)
+    mask, enough = min_cells_filter(adata, cfg.min_cells, obs_mask=mask, protected=protected, **common)
+    short = (
+        (table["status"] == KEPT)
+        & (table["cells_on_target"] < cfg.min_cells)
+        & ~table.index.isin(list(protected))
+    )
     table.loc[short, "status"] = "min_cells"
     table.loc[short, "reason"] = [
         f"{n} cells < {cfg.min_cells} (filters.min_cells)" for n in table.loc[short, "cells_on_target"]

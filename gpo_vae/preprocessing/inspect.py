@@ -17,8 +17,9 @@ from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY, read_counts_h
 from gpo_vae.data.labels import single_genes
 from gpo_vae.data.layout import ScreenLayout, layout_notes
 from gpo_vae.preprocessing.config import PreprocessConfig
-from gpo_vae.preprocessing.filter_table import KEPT, format_table
+from gpo_vae.preprocessing.filter_table import KEPT, PerturbationFilterError, format_table
 from gpo_vae.preprocessing.pipeline import cell_batches, filter_screen, make_splits, read_screen_stats
+from gpo_vae.preprocessing.splits import scarce_controls_note
 
 
 def inspect_screen(
@@ -38,7 +39,16 @@ def inspect_screen(
     record = dict(adata.uns["layout_record"])
     lines = [f"screen: {adata.n_obs:,} cells × {adata.n_vars:,} genes; " + "; ".join(layout_notes(record))]
     stats = read_screen_stats(stats_path, sheet, adata)
-    mask, filter_record, table = filter_screen(adata, stats, config)
+    try:
+        mask, filter_record, table = filter_screen(adata, stats, config)
+    except PerturbationFilterError as err:
+        if err.table is None:
+            raise
+        # the whole table, then the reason main would stop (the error's own table is cut short)
+        message = str(err).splitlines()
+        raise PerturbationFilterError(
+            "\n".join([*lines, *format_table(err.table), message[0], message[-1].split("; `redun")[0] + "."])
+        ) from None
     modality = filter_record["modality"]
     lines.append(f"modality: {modality['resolved']} ({modality['basis']})")
     batches = cell_batches(adata)
@@ -61,13 +71,18 @@ def inspect_screen(
         f"pairing.features {config.pairing.features}, min_measured_targets {config.pairing.min_measured_targets})"
     )
     kept_batches = None if batches is None else batches[mask]
-    split, heldout, unseen, moved = make_splits(kept_labels, kept_batches, config, CONTROL_LABEL)
+    split, heldout, unseen, controls = make_splits(kept_labels, kept_batches, config, CONTROL_LABEL)
     test_controls = int(((kept_labels == CONTROL_LABEL) & (split == "test")).sum())
+    moved = controls["moved"]
     lines.append(
         f"splits: {config.split.mode}{' stratified' if config.split.stratify else ''}, "
         f"{test_controls} control cells in test (min {config.split.min_test_controls})"
         + (f"; {sum(moved.values())} moved from train" if moved else "")
     )
+    if controls["scarce"]:
+        lines.append(
+            "scarce controls: " + scarce_controls_note(controls["scarce"], config.split.min_test_controls)
+        )
     if heldout:
         pairs = [label for label in heldout if "+" in label]
         lines.append(

@@ -83,8 +83,9 @@ def cell_batches(adata: ad.AnnData) -> np.ndarray | None:
 
 def make_splits(
     labels: np.ndarray, batches: np.ndarray | None, config: PreprocessConfig, control_label: str
-) -> tuple[np.ndarray, list[str], list[str], dict[str, int]]:
-    """(split per cell, held-out labels, unseen single genes, controls moved to test per batch)."""
+) -> tuple[np.ndarray, list[str], list[str], dict[str, dict[str, int]]]:
+    """(split per cell, held-out labels, unseen single genes, test controls: ``moved`` to test
+    and ``scarce`` batches with fewer than ``min_test_controls``, each per batch)."""
     split_config = config.split
     groups = (
         labels if batches is None else np.char.add(np.char.add(labels.astype(str), "|"), batches.astype(str))
@@ -106,10 +107,16 @@ def make_splits(
         else:
             result = split_heldout_perturbations(*args, stratify_groups=stratify)
         split, heldout, unseen = result.labels, sorted(result.heldout), list(result.unseen_singles)
-    split, moved = ensure_test_controls(
-        split, labels, split_config.min_test_controls, control_label, batches, config.seed
+    controls = ensure_test_controls(
+        split,
+        labels,
+        split_config.min_test_controls,
+        control_label,
+        batches,
+        config.seed,
+        split_config.scarce_controls,
     )
-    return split, heldout, unseen, moved
+    return controls.split, heldout, unseen, {"moved": controls.moved, "scarce": controls.scarce}
 
 
 def filter_screen(
@@ -178,7 +185,7 @@ def preprocess_filtered(
     )
 
     with _timed(timings, "splits"):
-        split, heldout, unseen, moved = make_splits(labels, batches, config, control_label)
+        split, heldout, unseen, controls = make_splits(labels, batches, config, control_label)
         table = validate_splits(split, labels, control_label, heldout, batches)
     record["splits"] = {
         "mode": config.split.mode,
@@ -188,7 +195,10 @@ def preprocess_filtered(
         "heldout_combinations": [p for p in heldout if CANONICAL_SEPARATOR in p],
         "cells": table.sum().to_dict(),
         "test_controls": int((is_control & (split == "test")).sum()),
-        "controls_moved_to_test": moved,
+        "test_controls_by_batch": _test_controls_by_batch(is_control, split, batches),
+        "controls_moved_to_test": controls["moved"],
+        "min_test_controls": config.split.min_test_controls,
+        "scarce_controls": controls["scarce"],
     }
     train = split == "train"
 
@@ -322,6 +332,17 @@ def preprocess_filtered(
         record=json.dumps(record, default=_json_default),
     )
     return artifact
+
+
+def _test_controls_by_batch(
+    is_control: np.ndarray, split: np.ndarray, batches: np.ndarray | None
+) -> dict[str, int]:
+    """Control cells in test per batch (``all`` for a screen of one batch)."""
+    test = is_control & (split == "test")
+    if batches is None:
+        return {"all": int(test.sum())}
+    names, counts = np.unique(batches[test], return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
 
 
 def _json_default(value: Any) -> Any:

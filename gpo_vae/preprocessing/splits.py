@@ -128,6 +128,15 @@ def split_stratified(
     return labels
 
 
+class TestControls(NamedTuple):
+    """What :func:`ensure_test_controls` did: the new split, controls moved to test per batch,
+    and the batches whose test split holds fewer than the minimum (batch → test controls)."""
+
+    split: np.ndarray
+    moved: dict[str, int]
+    scarce: dict[str, int]
+
+
 def ensure_test_controls(
     split: np.ndarray,
     labels: Sequence[str] | np.ndarray,
@@ -135,15 +144,21 @@ def ensure_test_controls(
     control_label: str = CONTROL_LABEL,
     batches: Sequence[str] | np.ndarray | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, dict[str, int]]:
-    """At least ``minimum`` control cells in test, per batch: (new split, controls moved per batch).
+    scarce: str = "balance",
+) -> TestControls:
+    """At least ``minimum`` control cells in test, per batch, where the screen allows it.
 
     The ATE of every test perturbation is measured against the test controls of its batch; with
     a few of them it is mostly noise. A batch whose test split holds fewer gets control cells
-    moved from train (drawn with ``seed``) as long as train keeps at least ``minimum``; a batch
-    where that is impossible raises :class:`SplitError` saying how many controls it has and what
-    to change.
+    moved from train (drawn with ``seed``) while train keeps at least as many as test. A batch
+    with too few controls for ``minimum`` in both (a screen with ~100 controls) gets, with
+    ``scarce="balance"``, as many moved as keep train and test equal, and is reported in
+    ``scarce``; with ``scarce="stop"`` it raises :class:`SplitError` saying how many controls it
+    has and what to change. Cells only ever move from train to test, so no test cell is seen in
+    training.
     """
+    if scarce not in ("balance", "stop"):
+        raise ValueError(f"scarce must be balance or stop, got {scarce!r}")
     split = np.asarray(split, dtype=object).copy()
     labels = np.asarray(labels).astype(str)
     batch = (
@@ -151,6 +166,7 @@ def ensure_test_controls(
     )
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
     moved: dict[str, int] = {}
+    short: dict[str, int] = {}
     for name in sorted(set(batch.tolist())):
         controls = (labels == control_label) & (batch == name)
         in_test = int((controls & (split == "test")).sum())
@@ -160,19 +176,47 @@ def ensure_test_controls(
         need = minimum - in_test
         where = "" if batches is None else f" of batch {name!r}"
         if train.size - need < minimum:
-            raise SplitError(
-                f"the test split holds {in_test} control cells{where}; the ATE needs at least {minimum} "
-                f"(preprocess.split.min_test_controls), and the screen has {int(controls.sum())} control "
-                f"cells{where} in all, too few to give train and test {minimum} each. Lower "
-                "preprocess.split.min_test_controls, or add control cells."
+            if scarce == "stop":
+                raise SplitError(
+                    f"the test split holds {in_test} control cells{where}; the ATE needs at least {minimum} "
+                    f"(preprocess.split.min_test_controls), and the screen has {int(controls.sum())} control "
+                    f"cells{where} in all, too few to give train and test {minimum} each. Set "
+                    "preprocess.split.scarce_controls: balance to share them equally, or lower "
+                    "preprocess.split.min_test_controls."
+                )
+            need = max(0, (train.size - in_test) // 2)
+            short[str(name)] = in_test + need
+            logger.warning(
+                "only %d control cells%s in all: test gets %d of them (train keeps %d); fewer than "
+                "min_test_controls %d, so the ATEs of this batch are noisy",
+                int(controls.sum()),
+                where,
+                in_test + need,
+                train.size - need,
+                minimum,
             )
-        chosen = rng.choice(train, need, replace=False)
-        split[chosen] = "test"
-        moved[str(name)] = int(need)
-        logger.info(
-            "moved %d control cells%s from train to test (min_test_controls %d)", need, where, minimum
-        )
-    return split, moved
+        if need:
+            split[rng.choice(train, need, replace=False)] = "test"
+            moved[str(name)] = int(need)
+            logger.info(
+                "moved %d control cells%s from train to test (min_test_controls %d)", need, where, minimum
+            )
+    return TestControls(split, moved, short)
+
+
+def scarce_controls_note(scarce: dict[str, int], minimum: int) -> str:
+    """One sentence on the batches whose test split holds fewer than ``minimum`` controls."""
+    where = (
+        f"{scarce['all']} control cells"
+        if list(scarce) == ["all"]
+        else "control cells " + ", ".join(f"{n} in {name!r}" for name, n in sorted(scarce.items()))
+    )
+    return (
+        f"the test split holds {where}, fewer than the {minimum} "
+        "preprocess.split.min_test_controls asks for: the screen has too few to give train and test "
+        "that many each, so they were shared equally; every held-out ATE is measured against these "
+        "controls (none seen in training), and its control mean is noisy"
+    )
 
 
 def _split_rest(

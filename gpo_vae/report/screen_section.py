@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from gpo_vae.data.layout import layout_notes
+from gpo_vae.preprocessing.splits import scarce_controls_note
 from gpo_vae.report.html import escape, html_table, not_computed, section
 from gpo_vae.report.tables import SCREEN_FILE, EvaluationTables
 
@@ -56,14 +57,27 @@ def _facts(screen: dict[str, Any]) -> list[tuple[str, str]]:
     splits = screen.get("splits") or {}
     if splits:
         moved = sum((splits.get("controls_moved_to_test") or {}).values())
+        by_batch = splits.get("test_controls_by_batch") or {}
+        per_batch = (
+            " (" + ", ".join(f"{n} in {name}" for name, n in sorted(by_batch.items())) + ")"
+            if len(by_batch) > 1
+            else ""
+        )
         rows.append(
             (
                 "splits",
                 f"{splits.get('mode')}{' (stratified)' if splits.get('stratify') else ''}; "
-                f"{splits.get('test_controls')} control cells in test"
-                + (f" ({moved} moved from train)" if moved else ""),
+                f"{splits.get('test_controls')} control cells in test{per_batch}, the controls every "
+                "held-out ATE is measured against" + (f"; {moved} moved from train" if moved else ""),
             )
         )
+        if splits.get("scarce_controls"):
+            rows.append(
+                (
+                    "scarce controls",
+                    scarce_controls_note(splits["scarce_controls"], int(splits.get("min_test_controls", 50))),
+                )
+            )
     nodes = screen.get("nodes") or {}
     if nodes:
         rows.append(

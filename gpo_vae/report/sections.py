@@ -11,7 +11,14 @@ import pandas as pd
 from gpo_vae.report import plots
 from gpo_vae.report.html import figure_html, format_number, html_table, not_computed, section
 from gpo_vae.report.tables import ALL_CELLS, HELDOUT, EvaluationTables, metric_columns, summarise_predictions
-from gpo_vae.report.verdict import Verdict, baseline_verdicts, grn_verdict, statistical_verdict
+from gpo_vae.report.verdict import (
+    Verdict,
+    baseline_verdicts,
+    grn_verdict,
+    noise_floor_verdict,
+    scarce_controls_verdict,
+    statistical_verdict,
+)
 
 REFERENCE_LABELS = {HELDOUT: "held-out test cells", ALL_CELLS: "all cells (published reference)"}
 SUBSET_LABELS = {ALL_CELLS: "all cells", "qc_pass": "QC-pass cells"}
@@ -87,6 +94,12 @@ def headline(tables: EvaluationTables) -> str:
     body = f'<div class="cards">{"".join(cards)}</div>'
     if metrics is not None:
         body += verdict_html(baseline_verdicts(metrics)[:1], anchor="verdict")
+    cautions = [scarce_controls_verdict(tables.screen)]
+    if metrics is not None:
+        cautions.insert(0, noise_floor_verdict(metrics))
+    cautions = [c for c in cautions if c is not None]
+    if cautions:
+        body += verdict_html(cautions, anchor="caution")
     grn = grn_headline_verdicts(tables)
     if grn:
         body += verdict_html(grn, anchor="grn-verdict")

@@ -12,10 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gpo_vae.preprocessing.splits import scarce_controls_note
 from gpo_vae.report.html import format_number
 from gpo_vae.report.tables import ALL_CELLS, HELDOUT
 
 PAR_TOLERANCE = 1e-3
+#: Below this mean split-half Pearson r, two halves of the same test cells share under a tenth of
+#: their ATE's variance: the held-out ATE is mostly counting noise and no method can be ranked on it.
+NOISE_CEILING = 0.3
 #: Baseline graphs of the GRN verdicts and how a sentence names them.
 GRN_BASELINES = {"correlation": "|corr ΔX|", "effect_z": "|effect z|", "random": "a random graph"}
 
@@ -237,4 +241,35 @@ def statistical_verdict(statistical: pd.DataFrame | None, own_graph: str = "p>0.
         f"between target expression under the source's perturbation and in controls (larger: stronger "
         f"effects along the edges): " + ", ".join(parts) + f" at the same K = {k}.",
         "good" if all(beaten) else "bad",
+    )
+
+
+def scarce_controls_verdict(screen: dict | None) -> Verdict | None:
+    """A caution when the test split holds fewer controls than ``min_test_controls`` asks for
+    (``screen.json`` splits ``scarce_controls``); None otherwise."""
+    splits = (screen or {}).get("splits") or {}
+    scarce = splits.get("scarce_controls") or {}
+    if not scarce:
+        return None
+    note = scarce_controls_note(scarce, int(splits.get("min_test_controls", 50)))
+    return Verdict(
+        f"Caution: {note}. The same noise is in every method's score, so a gap between the model and "
+        "a baseline smaller than the seeds' spread is not a difference.",
+        "bad",
+    )
+
+
+def noise_floor_verdict(metrics: pd.DataFrame) -> Verdict | None:
+    """A caution when the split-half ceiling is below :data:`NOISE_CEILING`; None otherwise."""
+    held = metrics[(metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)]
+    ceiling = held.loc[held["method"] == "split_half_ceiling", "pearson"].to_numpy(dtype=float)
+    ceiling = ceiling[np.isfinite(ceiling)]
+    if not ceiling.size or float(ceiling.mean()) >= NOISE_CEILING:
+        return None
+    return Verdict(
+        f"Caution: two random halves of the test cells predict each other with mean Pearson r "
+        f"{format_number(float(ceiling.mean()))} only (split-half ceiling): on this screen the held-out "
+        "ATE is mostly counting noise, so no method's Pearson r can be told apart from another's; "
+        "weak effects, few cells or shallow counts do this.",
+        "bad",
     )

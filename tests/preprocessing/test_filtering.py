@@ -132,11 +132,11 @@ def _strong_case() -> tuple[ad.AnnData, pd.DataFrame]:
 
 def test_strong_filter_judges_each_label_by_modality_and_says_why() -> None:
     adata, stats = _strong_case()
-    config = PerturbationFilterConfig(min_cells=1)
+    config = PerturbationFilterConfig(min_cells=1, min_perturbations=1)
     _mask, records, table = filtering.perturbation_filter_mask(adata, stats, config, "crispri")
     assert list(table.index[table["status"] == "kept"]) == ["A", "U"]
     assert table.loc["B", "reason"] == "on-target change +0.80 > -0.30 (filters.max_knockdown)"
-    assert table.loc["W", "reason"] == "DEGs 10 ≤ 50 (filters.min_degs)"
+    assert table.loc["W", "reason"] == "DEGs 10 < 51 (filters.min_degs)"
     assert table.loc["M", "reason"] == "no summary-statistics row (filters.keep_unknown_perturbations)"
     assert table.loc["U", "reason"] == "target not measured (filters.unmeasured_targets: keep)"
     assert [r["filter"] for r in records] == ["strong_perturbations", "on_target", "min_cells"]
@@ -145,19 +145,22 @@ def test_strong_filter_judges_each_label_by_modality_and_says_why() -> None:
     assert crispra.loc["A", "status"] == "strong_perturbations" and crispra.loc["B", "status"] == "on_target"
     _, _, knockout = filtering.perturbation_filter_mask(adata, stats, config, "knockout")
     assert list(knockout.index[knockout["status"] == "kept"]) == ["A", "B", "U"]
-    drop = PerturbationFilterConfig(min_cells=1, unmeasured_targets="drop", keep_unknown_perturbations=True)
+    drop = PerturbationFilterConfig(
+        min_cells=1, unmeasured_targets="drop", keep_unknown_perturbations=True, min_perturbations=1
+    )
     _, _, dropped = filtering.perturbation_filter_mask(adata, stats, drop, "crispri")
     assert dropped.loc["U", "status"] == "strong_perturbations" and dropped.loc["M", "status"] == "kept"
     lines = format_table(table, modality="crispri")
     assert lines[0] == "perturbations: 2 of 5 kept (modality crispri)"
-    assert any(line.startswith("W ") and "no: strong_perturbations: DEGs 10 ≤ 50" in line for line in lines)
+    assert any(line.startswith("W ") and "no: strong_perturbations: DEGs 10 < 51" in line for line in lines)
 
 
 def test_min_degs_auto_scales_with_the_measured_genes() -> None:
     config = PerturbationFilterConfig(min_degs="auto")
-    assert config.resolved_min_degs(8749) == 50
-    assert config.resolved_min_degs(500) == 3
-    assert config.resolved_min_degs(1200) == 7
+    # at least one more than CausalBench's "more than 50", scaled
+    assert config.resolved_min_degs(8749) == 51
+    assert config.resolved_min_degs(500) == 4
+    assert config.resolved_min_degs(1200) == 8
     assert PerturbationFilterConfig(min_degs=20).resolved_min_degs(500) == 20
 
 

@@ -127,15 +127,42 @@ def test_too_few_test_controls_are_topped_up_from_train_or_refused() -> None:
 
     labels = np.array([CONTROL] * 200 + ["G"] * 100)
     split = np.array(["train"] * 190 + ["test"] * 10 + ["train"] * 80 + ["test"] * 20, dtype=object)
-    moved_split, moved = ensure_test_controls(split, labels, 50, CONTROL)
-    assert moved == {"all": 40}
+    moved_split, moved, scarce = ensure_test_controls(split, labels, 50, CONTROL)
+    assert moved == {"all": 40} and scarce == {}
     assert ((labels == CONTROL) & (moved_split == "test")).sum() == 50
     assert (moved_split[labels != CONTROL] == split[labels != CONTROL]).all()  # only controls move
     with pytest.raises(SplitError, match=r"holds 10 control cells.*at least 120.*min_test_controls"):
-        ensure_test_controls(split, labels, 120, CONTROL)
+        ensure_test_controls(split, labels, 120, CONTROL, scarce="stop")
     batches = np.array(["X", "Y"] * 150)
-    _, moved = ensure_test_controls(split, labels, 20, CONTROL, batches=batches)
+    _, moved, _ = ensure_test_controls(split, labels, 20, CONTROL, batches=batches)
     assert set(moved) == {"X", "Y"}
+
+
+def test_scarce_controls_are_shared_equally_between_train_and_test_by_default() -> None:
+    """100 controls cannot give train and test 50 each: the default balances them (42/42 of a
+    64/16/20 split) and reports the batch, only train controls move, and val keeps its own."""
+    from gpo_vae.preprocessing.splits import ensure_test_controls, split_stratified
+
+    labels = np.array([CONTROL] * 100 + ["G"] * 100)
+    split = split_stratified(labels, seed=0)
+    before = pd.crosstab(labels, split).loc[CONTROL].to_dict()
+    assert before == {"test": 20, "train": 64, "val": 16}
+    new, moved, scarce = ensure_test_controls(split, labels, 50, CONTROL)
+    after = pd.crosstab(labels, new).loc[CONTROL].to_dict()
+    assert after == {"test": 42, "train": 42, "val": 16}
+    assert moved == {"all": 22} and scarce == {"all": 42}
+    was_test = split == "test"
+    assert (new[was_test] == "test").all()  # nothing ever leaves test
+    assert (new[labels != CONTROL] == split[labels != CONTROL]).all()
+    # per batch: a batch with enough controls is topped up, a scarce one balanced
+    batch = np.array(["big"] * 80 + ["small"] * 20 + ["big"] * 100)
+    groups = np.char.add(np.char.add(labels, "|"), batch)
+    split2 = split_stratified(groups, seed=0)
+    new2, moved2, scarce2 = ensure_test_controls(split2, labels, 20, CONTROL, batches=batch)
+    test_controls = pd.Series(batch[(labels == CONTROL) & (new2 == "test")]).value_counts().to_dict()
+    train_small = int(((labels == CONTROL) & (batch == "small") & (new2 == "train")).sum())
+    assert test_controls == {"big": 20, "small": scarce2["small"]}
+    assert set(scarce2) == {"small"} and scarce2["small"] <= train_small <= scarce2["small"] + 1
 
 
 def test_validate_splits_needs_controls_in_every_batch_of_every_split() -> None:
