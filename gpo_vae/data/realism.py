@@ -269,9 +269,9 @@ def compare_statistics(real: Mapping[str, float], simulated: Mapping[str, float]
 
 __all__ = [
     "MEAN_BINS",
-    "matching_shape",
     "TOLERANCES",
     "compare_statistics",
+    "matching_shape",
     "nb_dispersion",
     "screen_statistics",
     "within_tolerance",

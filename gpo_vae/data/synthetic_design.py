@@ -210,7 +210,9 @@ def _baseline(config: SyntheticConfig, rng: np.random.Generator, genes: pd.DataF
     is_fixed = symbols.isin(list(_FIXED_UMIS))
     share[is_fixed] = [_FIXED_UMIS[s] / config.median_umi for s in symbols[is_fixed]]
     rest = ~(is_mt | is_ribo | is_hb | is_fixed)
-    raw = rng.lognormal(0.0, config.expression_sigma, rest.sum()) * np.where(genes.sim_role[rest] == "regulator", 2.0, 1.0)
+    raw = rng.lognormal(0.0, config.expression_sigma, rest.sum()) * np.where(
+        genes.sim_role[rest] == "regulator", 2.0, 1.0
+    )
     remaining = 1.0 - share.sum()
     # Screens keep genes above ~0.03 UMI per cell: floor the tail, then renormalise.
     raw = np.maximum(raw / raw.sum() * remaining, 0.03 / config.median_umi)

@@ -158,7 +158,7 @@ def test_scarce_controls_are_shared_equally_between_train_and_test_by_default() 
     batch = np.array(["big"] * 80 + ["small"] * 20 + ["big"] * 100)
     groups = np.char.add(np.char.add(labels, "|"), batch)
     split2 = split_stratified(groups, seed=0)
-    new2, moved2, scarce2 = ensure_test_controls(split2, labels, 20, CONTROL, batches=batch)
+    new2, _, scarce2 = ensure_test_controls(split2, labels, 20, CONTROL, batches=batch)
     test_controls = pd.Series(batch[(labels == CONTROL) & (new2 == "test")]).value_counts().to_dict()
     train_small = int(((labels == CONTROL) & (batch == "small") & (new2 == "train")).sum())
     assert test_controls == {"big": 20, "small": scarce2["small"]}
