@@ -131,12 +131,34 @@ def seed_jobs(
     return jobs
 
 
-def prepare_synthetic(preset: str, seed: int, folder: Path, config: Path) -> dict:
+def prepare_synthetic(
+    preset: str, seed: int, folder: Path, config: Path, batch_key: str | None = None
+) -> dict:
     """Simulate a preset (``SyntheticConfig.seed`` = ``seed``), save it in its layout, compute its
-    summary statistics and preprocess it with ``config``'s preprocessing, into ``folder``.
+    summary statistics and preprocess it with ``config``'s preprocessing, into ``folder``
+    (:func:`prepare_file`); ``batch_key`` reads the simulated cell lines as batches."""
+    from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
 
-    Returns ``artifact``, ``truth`` (the true network), ``cells``, ``genes``, ``heldout`` (the
-    split's held-out labels) and ``prepare_s``; a folder prepared before is reused as it is.
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "prepared.json").exists():
+        return prepare_file(folder / "screen.h5ad", folder, config, batch_key)
+    simulated = simulate_perturbseq(SyntheticConfig.preset(preset, seed=seed))
+    counts = folder / "screen.h5ad"
+    saved_layout(simulated.adata, simulated.config.layout).write_h5ad(counts)
+    truth = folder / "true_network.csv"
+    simulated.network.to_csv(truth, index=False)
+    return prepare_file(counts, folder, config, batch_key, truth)
+
+
+def prepare_file(
+    counts: Path, folder: Path, config: Path, batch_key: str | None = None, truth: Path | None = None
+) -> dict:
+    """Compute a counts file's summary statistics and preprocess it with ``config``'s
+    preprocessing (as ``main`` does for a user's screen), into ``folder``.
+
+    Returns ``artifact``, ``truth`` (the true network, or None), ``cells``, ``genes``,
+    ``heldout`` (the split's held-out labels) and ``prepare_s``; a folder prepared before is
+    reused as it is.
     """
     import json
     import time
@@ -144,7 +166,6 @@ def prepare_synthetic(preset: str, seed: int, folder: Path, config: Path) -> dic
     from gpo_vae.data.contract import read_counts_h5ad
     from gpo_vae.data.layout import ScreenLayout
     from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
-    from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
     from gpo_vae.preprocessing.artifact import write_artifact
     from gpo_vae.preprocessing.pipeline import preprocess_files
     from gpo_vae.run_config import load_run_config
@@ -154,12 +175,7 @@ def prepare_synthetic(preset: str, seed: int, folder: Path, config: Path) -> dic
     if done.exists():  # an earlier run of the benchmark with the same --out
         return json.loads(done.read_text())
     start = time.perf_counter()
-    simulated = simulate_perturbseq(SyntheticConfig.preset(preset, seed=seed))
-    counts = folder / "screen.h5ad"
-    saved_layout(simulated.adata, simulated.config.layout).write_h5ad(counts)
-    truth = folder / "true_network.csv"
-    simulated.network.to_csv(truth, index=False)
-    layout = ScreenLayout()
+    layout = ScreenLayout(batch_key=batch_key)
     stats = write_summary_stats_csv(
         compute_summary_stats(read_counts_h5ad(counts, layout), progress=False), folder / "stats.csv"
     )
@@ -168,7 +184,7 @@ def prepare_synthetic(preset: str, seed: int, folder: Path, config: Path) -> dic
     write_artifact(artifact, folder / "artifact")
     prepared = {
         "artifact": str(folder / "artifact"),
-        "truth": str(truth),
+        "truth": str(truth) if truth else None,
         "cells": artifact.n_obs,
         "genes": artifact.n_vars,
         "heldout": json.loads(artifact.uns["record"])["splits"]["heldout"],

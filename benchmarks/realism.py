@@ -5,12 +5,12 @@
 
 For the real screen (default: the one in ``../shared/data/screens``) and, for every preset, a
 simulated screen of the same shape (genes, perturbations, cells, controls, unmeasured targets,
-batches: :func:`gpo_vae.data.realism.matching_shape`; depth, dispersion and effects stay the
-preset's), prints the figures of :func:`gpo_vae.data.realism.screen_statistics`: library-size
+batches: :func:`gpo_vae.evaluation.realism.matching_shape`; depth, dispersion and effects stay the
+preset's), prints the figures of :func:`gpo_vae.evaluation.realism.screen_statistics`: library-size
 quantiles, NB overdispersion and zero share by expression level, ‖ATE‖ and DEGs per
 perturbation, the ATE's split-half reliability and the batch (cell line) effect against the
 perturbation effect. Each simulated figure is the mean over ``--seeds``; ``within`` says whether it
-sits inside the stated tolerance of the real one (:data:`gpo_vae.data.realism.TOLERANCES`), and
+sits inside the stated tolerance of the real one (:data:`gpo_vae.evaluation.realism.TOLERANCES`), and
 the last lines count, per preset, the figures within tolerance and name the one furthest out.
 Seconds and peak memory are printed at the end.
 """
@@ -33,13 +33,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _pool import markdown  # noqa: E402
 
-from gpo_vae.data.realism import (  # noqa: E402
+from gpo_vae.data.synthetic import PRESETS, SyntheticConfig, simulate_perturbseq  # noqa: E402
+from gpo_vae.evaluation.realism import (  # noqa: E402
     TOLERANCES,
     compare_statistics,
     matching_shape,
     screen_statistics,
 )
-from gpo_vae.data.synthetic import PRESETS, SyntheticConfig, simulate_perturbseq  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "screens" / "mcfaline23_glioma_crispri.h5ad"
 

@@ -1,15 +1,22 @@
 """The science benchmark: GPO-VAE, GPO-VAE+, SAMS-VAE and the baselines, side by side, over seeds.
 
-    python benchmarks/science.py [--screens default,low_cells,panel] [--seeds 1,2,3]
+    python benchmarks/science.py [--screens default,low_cells,panel,glioma,real] [--seeds 1,2,3]
                                  [--models gpo_vae,gpo_vae_plus,sams_vae] [--workers 2]
                                  [--out DIR] [--markdown]
 
-For every screen and seed the simulator draws a new screen (``SyntheticConfig.seed`` = the
-seed: not the seed 0 screen the configs were tuned on), which is preprocessed once with the
+For every simulated screen and seed the simulator draws a new screen (``SyntheticConfig.seed`` =
+the seed: not the seed 0 screen the configs were tuned on), which is preprocessed once with the
 ``configs/gpo_vae_synthetic.yaml`` preprocessing (``low_cells``: ``min_cells`` 40; ``low_cells``
 and ``panel``: ``min_degs: auto``), then every model family trains on that artifact with its
 own ``configs/<model>_synthetic.yaml`` (training seed = the seed) and is evaluated against the
 simulator's true network, exactly as ``main`` evaluates a run.
+
+Two screens are a user's: ``real``, the real screen in ``../shared/data/screens`` (McFaline-Figueroa
+et al. 2023, 9 CRISPRi knockdowns in three glioma lines; skipped with a message when absent), and
+``glioma``, the simulator preset calibrated to it (``benchmarks/realism.py``). Both are read with
+their cell lines as batches (``obs["cell_type"]``) and run with the configs a user gets,
+``configs/<model>_custom.yaml``, the split drawn with the seed (``preprocess.seed``); ``real`` has
+no true network, so its GRN columns stay empty.
 
 Printed: one table, mean ± sd over seeds, per screen and method: held-out ATE Pearson r and R²
 over all genes and the top-20 DE genes, the perturbation-specific Pearson (prediction and
@@ -39,24 +46,40 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _pool import markdown, parse_seed_args, prepare_synthetic, run_jobs, seed_jobs, seed_parser  # noqa: E402
+from _pool import (  # noqa: E402
+    markdown,
+    parse_seed_args,
+    prepare_file,
+    prepare_synthetic,
+    run_jobs,
+    seed_jobs,
+    seed_parser,
+)
 
-SCREENS = ("default", "low_cells", "panel")
+SCREENS = ("default", "low_cells", "panel", "glioma", "real")
 MODELS = ("gpo_vae", "gpo_vae_plus", "sams_vae")
 #: Preprocessing changes a screen needs beyond the synthetic config (the screen, not the model).
 SCREEN_FILTERS = {
     "default": {},
     "low_cells": {"min_cells": 40, "min_degs": "auto"},
     "panel": {"min_degs": "auto"},
+    "glioma": {},
+    "real": {},
 }
+#: The user's screens: run with the custom configs, their cell lines read as batches.
+USER_SCREENS = {"glioma": "cell_type", "real": "cell_type"}
+REAL_SCREEN = ROOT.parent / "shared" / "data" / "screens" / "mcfaline23_glioma_crispri.h5ad"
 BASELINES = ("mean_baseline", "noncontrol_mean", "control_baseline", "split_half_ceiling")
 GRN_BASELINES = ("correlation", "effect_z", "random")
 PREDICTION_COLUMNS = ("pearson", "r2", "pearson_top20", "r2_top20", "pearson_specific")
 
 
-def _config_for(model: str, screen: str, folder: Path) -> Path:
-    raw = yaml.safe_load((ROOT / "configs" / f"{model}_synthetic.yaml").read_text())
+def _config_for(model: str, screen: str, folder: Path, seed: int | None = None) -> Path:
+    family = "custom" if screen in USER_SCREENS else "synthetic"
+    raw = yaml.safe_load((ROOT / "configs" / f"{model}_{family}.yaml").read_text())
     raw["preprocess"]["filters"].update(SCREEN_FILTERS[screen])
+    if screen in USER_SCREENS and seed is not None:
+        raw["preprocess"]["seed"] = seed  # a user's screen: the seed draws the split
     path = folder / f"{model}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -65,7 +88,10 @@ def _config_for(model: str, screen: str, folder: Path) -> Path:
 def prepare_screen(screen: str, seed: int, folder: Path) -> dict:
     """Simulate, compute the summary statistics and preprocess one screen; its paths and timings."""
     folder.mkdir(parents=True, exist_ok=True)
-    return prepare_synthetic(screen, seed, folder, _config_for("gpo_vae", screen, folder))
+    config = _config_for("gpo_vae", screen, folder, seed)
+    if screen == "real":
+        return prepare_file(REAL_SCREEN, folder, config, USER_SCREENS[screen])
+    return prepare_synthetic(screen, seed, folder, config, USER_SCREENS.get(screen))
 
 
 def train_and_evaluate(job: dict) -> dict:
@@ -100,6 +126,7 @@ def train_and_evaluate(job: dict) -> dict:
     if graph:
         reference = pd.read_csv(out / "grn_reference.csv", keep_default_na=False)
         truth = reference[reference["network"] == "true_network"].set_index("method")
+        graph = "model" in truth.index  # a real screen has no true network to score against
     metrics = json.loads((out / "run.json").read_text())["metrics"]
     rows = []
     base = {"screen": job["screen"], "seed": job["seed"]}
@@ -163,6 +190,9 @@ def summary_table(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 def main() -> None:
     parser = seed_parser(__doc__.splitlines()[0], "screens", ",".join(SCREENS), ",".join(MODELS))
     args, screens, seeds, models = parse_seed_args(parser, "screens", list(SCREEN_FILTERS))
+    if "real" in screens and not REAL_SCREEN.is_file():
+        print(f"screen real skipped: {REAL_SCREEN} absent (the real screen lives in ../shared/data/screens)")
+        screens = [screen for screen in screens if screen != "real"]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)

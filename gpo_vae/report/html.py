@@ -34,7 +34,7 @@ nav a { color: var(--accent); text-decoration: none; margin-right: 14px; white-s
 section { scroll-margin-top: 52px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(165px, 1fr)); gap: 12px; margin: 16px 0; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 10px 14px; }
-.card .value { font-size: 22px; font-weight: 600; }
+.card .value { font-size: 22px; font-weight: 600; overflow-wrap: anywhere; }
 .card .label { font-size: 12px; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; }
 .verdict { border-left: 5px solid var(--muted); background: #f0f4f8; padding: 10px 14px; margin: 12px 0; }
 .verdict.bad { border-color: #c0392b; background: #fdf0ee; }

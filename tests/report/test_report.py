@@ -202,7 +202,9 @@ def write_eval_dir(root: Path, model_better: bool = True, seed: int = 0) -> Path
                     "measured_targets": 1, "perturbed_genes": 5, "within_batch": True},
         "batches": {"key": "cell_line", "names": ["K562", "RPE1"]},
         "layout": {"counts": "counts", "control_label": "NTC", "combinations": ["G1+G2"]},
-        "splits": {"mode": "random", "stratify": True, "test_controls": 64, "controls_moved_to_test": {"K562": 3}},
+        "splits": {"mode": "random", "stratify": True, "test_controls": 64, "controls_moved_to_test": {"K562": 3},
+                   "test_controls_by_batch": {"K562": 30, "RPE1": 34}, "min_test_controls": 30,
+                   "scarce_controls": {"K562": 30}},
         "nodes": {"perturbed": 5, "additional": 3, "combinations": 1, "perturbed_not_measured": 4},
     }  # fmt: skip
     (root / "screen.json").write_text(json.dumps(screen))
@@ -219,7 +221,7 @@ def write_eval_dir(root: Path, model_better: bool = True, seed: int = 0) -> Path
             "reason": [
                 "",
                 "target not measured (filters.unmeasured_targets: keep)",
-                "DEGs 1 ≤ 3 (filters.min_degs)",
+                "DEGs 1 < 4 (filters.min_degs)",
             ],
         }
     ).to_csv(root / "perturbation_table.csv", index=False)
@@ -425,8 +427,14 @@ def test_screen_section_states_modality_pairing_batches_and_the_filter_table(ful
     assert "crispra (median on-target change +2.10)" in section
     assert "pca (requested auto): 20 principal components of 400 variable genes" in section
     assert "2 from obs[&#x27;cell_line&#x27;]: K562, RPE1" in section
-    assert "counts from counts" in section and "64 control cells in test (3 moved from train)" in section
-    assert "Perturbations: 2 of 3 kept" in section and "DEGs 1 ≤ 3 (filters.min_degs)" in section
+    assert "counts from counts" in section and "64 control cells in test (30 in K562, 34 in RPE1)" in section
+    assert "3 moved from train" in section
+    assert "Perturbations: 2 of 3 kept" in section and "DEGs 1 &lt; 4 (filters.min_degs)" in section
+    # a batch with too few controls for min_test_controls: said in the screen section and the headline
+    scarce = "the test split holds control cells 30 in &#x27;K562&#x27;, fewer than the 30"
+    assert scarce in section
+    headline = re.search(r'<section id="headline">(.*?)</section>', text, re.S).group(1)
+    assert 'id="caution"' in headline and "Caution: " + scarce in headline
     assert "&lt;b&gt;G3&lt;/b&gt;" in section and "<b>G3</b>" not in section
 
 
