@@ -78,8 +78,12 @@ def _config_for(model: str, screen: str, folder: Path, seed: int | None = None) 
     family = "custom" if screen in USER_SCREENS else "synthetic"
     raw = yaml.safe_load((ROOT / "configs" / f"{model}_{family}.yaml").read_text())
     raw["preprocess"]["filters"].update(SCREEN_FILTERS[screen])
-    if screen in USER_SCREENS and seed is not None:
-        raw["preprocess"]["seed"] = seed  # a user's screen: the seed draws the split
+    if screen in USER_SCREENS:
+        # one thread per job, as the synthetic configs: two jobs of torch's default threads on
+        # two cores oversubscribe them and run 10-20x slower (measured)
+        raw["training"]["cpu_threads"] = raw["evaluation"]["cpu_threads"] = 1
+        if seed is not None:
+            raw["preprocess"]["seed"] = seed  # a user's screen: the seed draws the split
     path = folder / f"{model}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
