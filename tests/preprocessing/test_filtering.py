@@ -155,6 +155,70 @@ def test_strong_filter_judges_each_label_by_modality_and_says_why() -> None:
     assert any(line.startswith("W ") and "no: strong_perturbations: DEGs 10 < 51" in line for line in lines)
 
 
+def test_every_count_threshold_keeps_what_has_at_least_that_many() -> None:
+    """min_degs 0 keeps a perturbation with no DEG; min_degs N and min_filtered_cells N keep
+    exactly N (the threshold read as "at least", as min_cells)."""
+    adata, stats = _strong_case()
+    stats.loc[stats[PERTURBATION_COLUMN] == "W", DEGS_COLUMN] = 0.0
+    stats.loc[stats[PERTURBATION_COLUMN] == "A", CELLS_COLUMN] = 26.0
+    keep_all = PerturbationFilterConfig(
+        min_degs=0, min_cells=1, min_perturbations=1, keep_unknown_perturbations=True
+    )
+    _, _, table = filtering.perturbation_filter_mask(adata, stats, keep_all, "knockout")
+    assert (table["status"] == "kept").all()  # W's 0 DEGs pass min_degs 0
+    at_limit = PerturbationFilterConfig(
+        min_degs=120, min_filtered_cells=26, min_cells=30, min_perturbations=1
+    )
+    _, _, table = filtering.perturbation_filter_mask(adata, stats, at_limit, "knockout")
+    assert table.loc["U", "status"] == "kept"  # 120 DEGs, min_degs 120
+    assert table.loc["A", "status"] == "kept"  # 26 QC-passing cells, min_filtered_cells 26
+    assert table.loc["W", "reason"] == "DEGs 0 < 120 (filters.min_degs)"
+    stricter = PerturbationFilterConfig(
+        min_degs=121, min_filtered_cells=27, min_cells=30, min_perturbations=1
+    )
+    _, _, table = filtering.perturbation_filter_mask(adata, stats, stricter, "knockout")
+    assert table.loc["U", "reason"] == "DEGs 120 < 121 (filters.min_degs)"
+    assert "QC-passing cells 26 < 27 (filters.min_filtered_cells)" in table.loc["A", "reason"]
+
+
+def test_singles_of_a_kept_pair_are_kept_whatever_their_strength() -> None:
+    labels = [CTRL] * 40 + ["A"] * 30 + ["B"] * 30 + ["A+B"] * 30 + ["C"] * 30 + ["D"] * 5
+    rng = np.random.default_rng(1)
+    adata = _cells(
+        labels, rng.integers(5, 9, len(labels)), rng.integers(5, 9, len(labels)), [100] * len(labels)
+    )
+    stats = _stats(
+        [
+            ("A", 200, -0.9, 30),
+            ("B", 0, -0.9, 30),
+            ("A+B", 150, -0.9, 30),
+            ("C", 0, -0.9, 30),
+            ("D", 90, -0.9, 30),
+        ]
+    )
+    config = PerturbationFilterConfig(min_degs=4, min_cells=20, min_perturbations=1)
+    mask, records, table = filtering.perturbation_filter_mask(adata, stats, config, "knockout")
+    assert table.loc["B", "status"] == "kept"  # 0 DEGs, but the input of the kept pair A+B
+    assert table.loc["B", "reason"] == (
+        "single of kept pair A+B, kept whatever its strength (DEGs 0 < 4 (filters.min_degs))"
+    )
+    assert table.loc["C", "status"] == "strong_perturbations"  # a weak single of no pair is judged
+    assert table.loc["D", "status"] == "min_cells"
+    assert records[0]["singles_of_kept_pairs"] == ["B"]
+    assert set(adata.obs["gene"][mask]) == {CTRL, "A", "B", "A+B"}
+
+
+def test_fewer_kept_perturbations_than_min_perturbations_stop_with_the_keys() -> None:
+    adata, stats = _strong_case()
+    with pytest.raises(PerturbationFilterError) as err:
+        filtering.perturbation_filter_mask(adata, stats, PerturbationFilterConfig(min_cells=1), "crispri")
+    message = str(err.value)
+    assert message.startswith("only 2 of 5 perturbations pass the filters, fewer than the 3")
+    assert "preprocess.filters.min_degs" in message.splitlines()[-1]
+    assert "--min-perturbations 1" in message.splitlines()[-1]
+    assert err.value.table is not None and len(err.value.table) == 5
+
+
 def test_min_degs_auto_scales_with_the_measured_genes() -> None:
     config = PerturbationFilterConfig(min_degs="auto")
     # at least one more than CausalBench's "more than 50", scaled
