@@ -158,8 +158,7 @@ def baseline_verdicts(metrics: pd.DataFrame) -> list[Verdict]:
                 _tone(sams.relation),
             )
         )
-    ceiling = held.loc[held["method"] == "split_half_ceiling", "pearson"].to_numpy(dtype=float)
-    ceiling = ceiling[np.isfinite(ceiling)]
+    ceiling = ceiling_values(metrics)
     if ceiling.size:
         verdicts.append(
             Verdict(
@@ -172,6 +171,13 @@ def baseline_verdicts(metrics: pd.DataFrame) -> list[Verdict]:
             )
         )
     return verdicts
+
+
+def ceiling_values(metrics: pd.DataFrame) -> np.ndarray:
+    """The finite split-half ceiling Pearson r of every perturbation (held-out reference, all cells)."""
+    held = metrics[(metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)]
+    ceiling = held.loc[held["method"] == "split_half_ceiling", "pearson"].to_numpy(dtype=float)
+    return ceiling[np.isfinite(ceiling)]
 
 
 def relation_of(value: float, other: float) -> str:
@@ -261,9 +267,7 @@ def scarce_controls_verdict(screen: dict | None) -> Verdict | None:
 
 def noise_floor_verdict(metrics: pd.DataFrame) -> Verdict | None:
     """A caution when the split-half ceiling is below :data:`NOISE_CEILING`; None otherwise."""
-    held = metrics[(metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)]
-    ceiling = held.loc[held["method"] == "split_half_ceiling", "pearson"].to_numpy(dtype=float)
-    ceiling = ceiling[np.isfinite(ceiling)]
+    ceiling = ceiling_values(metrics)
     if not ceiling.size or float(ceiling.mean()) >= NOISE_CEILING:
         return None
     return Verdict(
