@@ -228,6 +228,20 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
     return path
 
 
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a file (``"a folder, not a file"``, ``"no such file"``,
+    naming the first missing folder above it), or None when it is a file."""
+    path = Path(path)
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "a folder, not a file"
+    missing = [folder for folder in path.absolute().parents if not folder.exists()]
+    if missing:
+        return f"no such file (the folder {missing[-1]} does not exist)"
+    return "no such file"
+
+
 def read_json(path: str | Path, fix: str = "restore it, or delete it and run again") -> Any:
     """The JSON in ``path``; a file that is not valid JSON is a :class:`DamagedFileError` naming it."""
     path = Path(path)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ import numpy as np
 from gpo_vae.config import ConfigError, from_dict, load_yaml
 
 Point = dict[str, Any]
+
+#: A sweep's ``name`` becomes the folder ``<results-dir>/<dataset>/sweeps/<name>/``: one path part
+#: of letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit, so that a sweep file
+#: from a colleague or a repository cannot write outside the results tree (``/x``, ``../x``).
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 #: What a leaderboard can rank by: the run's validation loss and the evaluation's metrics.
@@ -67,6 +73,12 @@ class SweepSpec:
     wandb_project: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not SWEEP_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"name {self.name!r} cannot be a folder name: it becomes <results-dir>/<dataset>/sweeps/<name>/, "
+                "so use up to 100 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                "(no '/', no '..'), e.g. name: grn_loss"
+            )
         if not self.parameters:
             raise ValueError("parameters is empty: name at least one config key to sweep")
         if self.n_samples < 1 or self.max_concurrent < 1:

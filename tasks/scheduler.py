@@ -141,6 +141,12 @@ STOPPING = (
 )
 
 
+#: The executor names of the running scheduler (its redun config's [executors.NAME] sections):
+#: entry-point bodies run in executor threads, where redun's thread-local current scheduler is
+#: not set, and check their --executor options against this.
+KNOWN_EXECUTORS: set[str] = set()
+
+
 def user_error(error: BaseException) -> BaseException | None:
     """``error`` (or the error it was raised from) when it is a :class:`gpo_vae.errors.UserError`.
 
@@ -220,6 +226,8 @@ class GpoVaeScheduler(Scheduler):
     def run(self, *args: Any, **kwargs: Any) -> Any:
         from gpo_vae.interrupt import sigint_requests_stop
 
+        KNOWN_EXECUTORS.clear()
+        KNOWN_EXECUTORS.update(self.executors)
         try:
             with sigint_requests_stop(STOPPING):
                 result = super().run(*args, **kwargs)

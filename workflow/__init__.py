@@ -22,8 +22,10 @@ from tasks.train import train_run
 from workflow.datasets import (
     acquire,
     check_devices,
+    check_executors,
     check_local_screen,
     check_results_dir,
+    check_synthetic_preset,
     config_path,
     dataset_slug,
     debug_mode,
@@ -128,6 +130,8 @@ def main(
         combination_separator,
         duplicate_genes,
     )
+    check_executors(executor=executor, train_executor=train_executor)
+    check_synthetic_preset(synthetic_preset)
     check_results_dir(results_dir)
     config_files = [config_path(dataset, model, config)]
     run_config = with_min_perturbations(
@@ -262,6 +266,8 @@ def sweep(
         combination_separator,
         duplicate_genes,
     )
+    check_executors(executor=executor, train_executor=train_executor)
+    check_synthetic_preset(synthetic_preset)
     check_results_dir(results_dir)
     spec: SweepSpec = load_sweep(sweep)
     points = expand_sweep(spec)
@@ -269,12 +275,13 @@ def sweep(
     run_configs = sweep_point_configs(base, sweep, points)
     for point_config in run_configs:
         check_devices(point_config, base)
-    width = max_concurrent or spec.max_concurrent
+    width = spec.max_concurrent if max_concurrent is None else max_concurrent
     project = wandb_project or spec.wandb_project
     if project:
         require_wandb("--wandb-project / the sweep's wandb_project is set")  # before any training
     if width < 1:
-        raise ConfigError(f"--max-concurrent must be at least 1, got {width}")
+        given = "--max-concurrent" if max_concurrent is not None else f"{sweep}: max_concurrent"
+        raise ConfigError(f"{given} {width}: give at least 1 (the points trained at once)")
     references = network_files(networks)
     if is_local_dataset(dataset):
         check_local_screen(dataset, layout, summary_stats)

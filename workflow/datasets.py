@@ -33,8 +33,7 @@ def debug_mode(debug: bool) -> None:
 def config_path(dataset: str, model: str, config: str | None) -> Path:
     """The run config: ``config`` when given, else ``configs/<model>_<dataset>.yaml``."""
     if config:
-        if not Path(config).is_file():
-            raise InputFileError(f"--config {config}: no such file")
+        require_file("--config", config)
         return Path(config)
     if not is_local_dataset(dataset):
         get_dataset_record(dataset)  # an unknown name fails here, listing the choices
@@ -48,23 +47,36 @@ def config_path(dataset: str, model: str, config: str | None) -> Path:
     return path
 
 
+def require_file(option: str, value: str | Path) -> Path:
+    """``value`` as a Path when it is a file; else an :class:`InputFileError` naming the option
+    and why (a folder, a missing file or folder)."""
+    from gpo_vae.io import file_problem
+
+    problem = file_problem(value)
+    if problem:
+        raise InputFileError(f"{option} {value}: {problem}; give the path of a file")
+    return Path(value)
+
+
 def read_files(paths: list[Path | None]) -> list[File]:
     """The existing files among ``paths`` as redun Files (for an entry point's result)."""
     return [File(str(Path(path).resolve())) for path in paths if path is not None and Path(path).is_file()]
 
 
 def dataset_slug(dataset: str) -> str:
-    """Folder name of a dataset's results: its registry name or its file's stem."""
-    return Path(dataset).stem if is_local_dataset(dataset) else dataset
+    """Folder name of a dataset's results: its registry name or its file's stem (leading dots
+    dropped, so that a file named ``...h5ad`` cannot name ``..``, the folder above)."""
+    if not is_local_dataset(dataset):
+        return dataset
+    return Path(dataset).stem.lstrip(".") or "screen"
 
 
 def network_files(networks: str | None) -> list[File]:
     """Reference network files from a comma-separated list of paths (none when empty), each read
     once here so that a file in an unknown format fails before preprocessing, not after."""
     paths = [Path(item.strip()) for item in (networks or "").split(",") if item.strip()]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise InputFileError(f"--networks: no such file {', '.join(missing)}")
+    for path in paths:
+        require_file("--networks", path)
     if paths:
         from gpo_vae.data.networks import read_network
 
@@ -74,8 +86,9 @@ def network_files(networks: str | None) -> list[File]:
 
 
 def check_results_dir(results_dir: str) -> None:
-    """The results folder exists (or can be made) and takes files: a file in its place or a
-    read-only filesystem fails here, naming the option, not halfway through a stage."""
+    """The results folder takes files: a file in its place or a read-only filesystem fails
+    here, naming the option, not halfway through a stage. Nothing is created: a run that stops
+    on a later check leaves no empty results folder behind (the stages make it when they write)."""
     import tempfile
 
     path = Path(results_dir)
@@ -83,15 +96,47 @@ def check_results_dir(results_dir: str) -> None:
         raise InputFileError(
             f"--results-dir {results_dir}: a file, not a folder; choose another --results-dir"
         )
+    existing = next(folder for folder in (path, *path.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise InputFileError(
+            f"--results-dir {results_dir}: {existing} is a file, not a folder; choose another --results-dir"
+        )
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
         raise InputFileError(
             f"--results-dir {results_dir}: cannot write there ({err.strerror}); choose another --results-dir"
         ) from None
+
+
+def check_synthetic_preset(preset: str) -> None:
+    """An unknown ``--synthetic-preset`` names the presets (checked whatever the dataset, so a
+    typo is not silently ignored on a rerun that switches to the synthetic screen)."""
+    from gpo_vae.data.synthetic_config import PRESETS
+
+    if preset not in PRESETS:
+        raise ConfigError(
+            f"--synthetic-preset {preset!r}: no such preset; choose one of {', '.join(PRESETS)}"
+        )
+
+
+def check_executors(**options: str | None) -> None:
+    """Every executor named on the command line (``executor="batch"``) is one the redun config
+    defines: checked before any task, so a typo fails even when every stage is cached."""
+    from tasks.scheduler import KNOWN_EXECUTORS
+
+    if not KNOWN_EXECUTORS:  # another scheduler than ours: redun checks when it schedules
+        return
+    known = sorted(KNOWN_EXECUTORS)
+    for option, name in options.items():
+        if name is not None and name not in KNOWN_EXECUTORS:
+            flag = "--" + option.replace("_", "-")
+            raise ConfigError(
+                f"{flag} {name!r}: the redun config defines no such executor; it defines "
+                f"{', '.join(known)} (its [executors.NAME] sections, redun.ini)"
+            )
 
 
 def check_devices(run_config: RunConfig, path: Path) -> None:
@@ -138,11 +183,9 @@ def check_local_screen(dataset: str, layout: ScreenLayout, summary_stats: str | 
     """
     from gpo_vae.data.acquire import describe_counts
 
-    path = Path(dataset)
-    if not path.is_file():
-        raise InputFileError(f"--dataset {dataset}: no such file")
-    if summary_stats and not Path(summary_stats).is_file():
-        raise InputFileError(f"--summary-stats {summary_stats}: no such file")
+    path = require_file("--dataset", dataset)
+    if summary_stats:
+        require_file("--summary-stats", summary_stats)
     return describe_counts(path, layout)
 
 

@@ -9,7 +9,7 @@ from redun import File, task
 
 from gpo_vae.config import to_dict
 from gpo_vae.data.registry import is_local_dataset
-from gpo_vae.errors import InputFileError
+from gpo_vae.errors import DamagedFileError, InputFileError
 from gpo_vae.io import read_json
 from gpo_vae.run_config import load_run_config
 from tasks.evaluate import evaluate_run_task, summarise_run
@@ -17,12 +17,14 @@ from tasks.preprocess import inspect_dataset
 from workflow.datasets import (
     CONFIG_DIR,
     acquire,
+    check_executors,
     check_local_screen,
     check_results_dir,
     config_path,
     debug_mode,
     network_files,
     read_files,
+    require_file,
     screen_layout,
     with_min_perturbations,
     with_split,
@@ -66,14 +68,33 @@ def evaluate(
     """
     from gpo_vae.evaluation.config import EvaluationConfig
 
+    check_executors(executor=executor)
     run_dir = Path(run).resolve()
+    retrain = f"delete the run directory {run_dir} and train it again with main"
+    if not run:
+        raise InputFileError("--run: name a finished run directory (<results>/<dataset>/runs/<key>)")
+    if not run_dir.is_dir():
+        raise InputFileError(
+            f"--run {run}: no such folder; name a run directory (<results>/<dataset>/runs/<key>)"
+        )
     model_file = run_dir / "model.pt"
-    if not run or not model_file.is_file() or not (run_dir / ".complete").exists():
-        raise InputFileError(f"--run {run!r}: not a finished run directory (model.pt and .complete)")
-    recorded = read_json(run_dir / "config.json", f"delete the run directory {run_dir} and train it again")
-    dataset = run_dir.parent.parent.name
+    missing = [name for name in ("model.pt", ".complete", "config.json") if not (run_dir / name).is_file()]
+    if missing:
+        raise InputFileError(
+            f"--run {run}: not a finished run directory ({', '.join(missing)} missing); copy the whole "
+            f"run folder, or {retrain}"
+        )
+    recorded = read_json(run_dir / "config.json", retrain)
+    if not isinstance(recorded, dict) or "artifact_sha256" not in recorded:
+        raise DamagedFileError(f"{run_dir / 'config.json'}: no artifact_sha256 recorded; {retrain}.")
+    if run_dir.parent.name != "runs" and not results_dir:
+        raise InputFileError(
+            f"--run {run}: not inside a <results>/<dataset>/runs/ folder, so there is no results folder "
+            "beside it for the evaluation; pass --results-dir (and --artifact, the artifact it was trained on)"
+        )
+    dataset = run_dir.parent.parent.name if run_dir.parent.name == "runs" else run_dir.name
     if artifact:
-        artifact_file = Path(artifact).resolve()
+        artifact_file = require_file("--artifact", artifact).resolve()
     else:
         artifact_file = find_artifact(run_dir, recorded["artifact_sha256"])
     shipped = CONFIG_DIR / f"gpo_vae_{dataset}.yaml"

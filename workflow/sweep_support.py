@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from gpo_vae.config import ConfigError, to_dict
+from gpo_vae.errors import InputFileError
 from gpo_vae.run_config import RunConfig, load_run_config
 from gpo_vae.sweeps import point_label
 
@@ -50,8 +51,9 @@ def find_artifact(run_dir: Path, checksum: str) -> Path:
                 return artifact_path(candidate, verify=False)
         except ArtifactError:
             continue
-    raise FileNotFoundError(
-        f"no complete artifact with checksum {checksum[:12]}… under {root}; pass --artifact"
+    raise InputFileError(
+        f"--run {run_dir}: the artifact it was trained on (checksum {checksum[:12]}…) is not under "
+        f"{root}; pass --artifact PATH/artifact.h5ad, or copy the run's preprocessed folder beside its runs/ folder"
     )
 
 

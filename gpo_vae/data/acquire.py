@@ -14,6 +14,7 @@ from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY, DataContractE
 from gpo_vae.data.download import DownloadError, default_cache_dir, download_file, extract_tarball
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.registry import Archive, DatasetRecord
+from gpo_vae.errors import InputFileError
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,11 @@ def _fetch_member(
     local_archive = _find_file(archive.filename, [*roots[:-1], cache_dir / "archives"])
     if local_archive is None:
         local_archive = download_file(
-            archive.url(mirror), cache_dir / "archives" / archive.filename, archive.sha256, quiet=quiet
+            archive.url(mirror),
+            cache_dir / "archives" / archive.filename,
+            archive.sha256,
+            quiet=quiet,
+            searched=data_dir,
         )
     extract_tarball(local_archive, extracted)
     if (found := _find_file(filename, [extracted])) is None:
@@ -92,6 +97,12 @@ def acquire_published_dataset(
         raise ValueError(f"dataset {record.name!r} is not a downloadable dataset")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     root = Path(data_dir).expanduser() if data_dir else None
+    if root is not None and not root.is_dir():
+        problem = "a file, not a folder" if root.exists() else "no such folder"
+        raise InputFileError(
+            f"--data-dir {data_dir}: {problem}; give the folder that holds the downloaded "
+            f"{record.counts_archive.filename} or its extracted files, or leave --data-dir out to download"
+        )
     counts = _fetch_member(record.counts_file, record.counts_archive, root, cache, mirror, quiet)
     stats = None
     if record.stats_file is not None and record.stats_archive is not None:
@@ -118,6 +129,11 @@ def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dic
     except Exception as err:
         raise DataContractError(f"{path}: not a readable .h5ad file ({type(err).__name__}: {err}).") from err
     try:
+        if adata.n_obs == 0 or adata.n_vars == 0:
+            raise DataContractError(
+                f"{path}: the dataset is empty ({adata.n_obs} cells × {adata.n_vars} genes); "
+                "give the file that holds the screen's cells."
+            )
         var = adata.var.copy()
         light = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[:0]), var=var)
         normalise_var_names(light)

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from gpo_vae.data.labels import LabelError, canonical_labels
 from gpo_vae.data.layout import AUTO_COUNTS_LAYERS, BATCH_KEY, CONTROL_LABEL, PERTURBATION_KEY, ScreenLayout
 from gpo_vae.errors import UserError
+from gpo_vae.io import file_problem
 
 if TYPE_CHECKING:  # anndata is imported where a file is read: the registry's constants stay light
     import anndata as ad
@@ -51,7 +52,8 @@ def _where(source: str | Path | None) -> str:
 
 
 def first_non_count(matrix: sp.spmatrix | sp.sparray | np.ndarray) -> tuple[int, float] | None:
-    """(row, value) of the first stored value that is negative or not an integer, or None.
+    """(row, value) of the first stored value that is negative, infinite or not an integer
+    (NaN), or None.
 
     Every value is checked, in blocks of stored values, so a file whose last cells are
     normalised is caught as surely as one whose first cells are.
@@ -65,7 +67,8 @@ def first_non_count(matrix: sp.spmatrix | sp.sparray | np.ndarray) -> tuple[int,
         indptr = np.arange(dense.shape[0] + 1) * (dense.shape[1] if dense.ndim == 2 else 1)
     for start in range(0, values.size, _CHECK_BLOCK):
         block = values[start : start + _CHECK_BLOCK]
-        bad = np.flatnonzero((block < 0) | (block != np.floor(block)))
+        # inf passes the integer test (inf == floor(inf)), so finiteness is checked on its own
+        bad = np.flatnonzero((block < 0) | ~np.isfinite(block) | (block != np.floor(block)))
         if bad.size:
             position = start + int(bad[0])
             return int(np.searchsorted(indptr, position, side="right") - 1), float(values[position])
@@ -323,8 +326,9 @@ def read_counts_h5ad(
     """
     path = Path(path)
     layout = layout or ScreenLayout()
-    if not path.exists():
-        raise DataContractError(f"{path}: no such file.")
+    problem = file_problem(path)
+    if problem:
+        raise DataContractError(f"{path}: {problem}; give the path of an .h5ad file.")
     import anndata as ad
 
     index = None

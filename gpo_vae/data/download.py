@@ -42,12 +42,18 @@ def _gdown_fetch(url: str, output: Path, quiet: bool) -> None:
         raise DownloadError(f"gdown returned no file for {url}")
 
 
-def manual_download_hint(url: str, filename: str, dest: Path) -> str:
-    """The sentence telling a user how to place a file by hand."""
+def manual_download_hint(url: str, filename: str, dest: Path, searched: Path | None = None) -> str:
+    """The sentence telling a user how to place a file by hand (``searched``: the --data-dir
+    that was given and searched in vain)."""
+    where = (
+        f"or put {filename} or its extracted contents in {searched} (the --data-dir searched, which "
+        "holds neither)"
+        if searched is not None
+        else f"or pass --data-dir pointing at a folder that holds {filename} or its extracted contents"
+    )
     return (
         f"Download {filename} by hand from {url} (in a browser, or `gdown {url}` on a machine "
-        f"with internet) and put it at {dest}; or pass --data-dir pointing at a folder that "
-        f"holds {filename} or its extracted contents."
+        f"with internet) and put it at {dest}; {where}."
     )
 
 
@@ -57,8 +63,11 @@ def download_file(
     sha256: str | None = None,
     quiet: bool = False,
     fetch: Callable[[str, Path, bool], None] = _gdown_fetch,
+    searched: Path | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` atomically and verify its SHA-256 when one is given.
+
+    ``searched`` is the ``--data-dir`` already searched for the file (the hint then says so).
 
     Returns ``dest`` immediately when it already exists (and matches ``sha256``). The bytes
     go to a temporary file in ``dest``'s directory, renamed into place only after the
@@ -84,7 +93,7 @@ def download_file(
     remove_stale_temps(dest.parent)
     tmp_dir = temp_sibling(dest, is_dir=True)
     tmp = tmp_dir / dest.name
-    hint = manual_download_hint(url, dest.name, dest)
+    hint = manual_download_hint(url, dest.name, dest, searched)
     try:
         try:
             fetch(url, tmp, quiet)

@@ -147,6 +147,42 @@ def _match_genes(
     return spelt, record
 
 
+def _check_combination_parts(
+    parts: dict[str, tuple[str, ...]], unmatched: set[str], separator: str, where: str
+) -> None:
+    """Stop when the separator cannot be the screen's: it cuts out parts that are neither
+    measured genes nor single perturbations of the screen (``--combination-separator _`` on
+    guide labels ``GENE_1`` makes a "pair" ``1+GENE``). A screen of measured pairs alone passes."""
+    combinations = {label: pieces for label, pieces in parts.items() if len(pieces) > 1}
+    if not combinations:
+        return
+    singles = {pieces[0] for pieces in parts.values() if len(pieces) == 1}
+    fix = (
+        "guide labels such as GENE_1 name one gene (--guide-pattern auto maps them); pass the "
+        "separator your multi-gene labels use (--combination-separator, default +)"
+    )
+    strangers = sorted(
+        {
+            piece
+            for pieces in combinations.values()
+            for piece in pieces
+            if piece in unmatched and piece not in singles
+        }
+    )
+    if strangers:
+        odd = [(label, pieces) for label, pieces in combinations.items() if set(pieces) & set(strangers)]
+        examples = ", ".join(f"{label!r} → {', '.join(map(repr, pieces))}" for label, pieces in odd[:3])
+        shown = ", ".join(map(repr, strangers[:8])) + (
+            f" and {len(strangers) - 8} more" if len(strangers) > 8 else ""
+        )
+        left = "" if singles else ", and leaves no single perturbation"
+        raise LabelError(
+            f"{where}--combination-separator {separator!r} cuts labels into parts that are neither genes "
+            f"of the file nor single perturbations of the screen{left}: {shown} (e.g. {examples}); "
+            f"{fix}, or relabel those cells"
+        )
+
+
 def canonical_labels(
     labels: Sequence[str],
     layout: ScreenLayout,
@@ -189,6 +225,7 @@ def canonical_labels(
         parts[label] = tuple(sorted(set(pieces)))
     genes = {gene for pieces in parts.values() for gene in pieces}
     spelt, record = _match_genes(genes, pd.Index(var_names), gene_ids)
+    _check_combination_parts(parts, set(record["unmatched"]), separator, where)
     mapping = {
         label: CANONICAL_SEPARATOR.join(sorted({spelt[gene] for gene in pieces})) if pieces else CONTROL_LABEL
         for label, pieces in parts.items()

@@ -63,7 +63,9 @@ def _read_named(
             f"{fmt} {WHAT}",
             missing,
             header,
-            f"Pass format=… naming the right format ({', '.join(NETWORK_FORMATS)}).",
+            f"The format comes from the file name (here {fmt}); formats: {', '.join(NETWORK_FORMATS)}. "
+            f"For --networks, name the file after its format (e.g. trrust_{path.name}, or give an "
+            "edge list columns source and target); from Python, pass read_network(path, format=...).",
         )
     usecols = [*columns, *(column for column in optional if column in header)]
     text = [column for column in usecols if column not in numeric]

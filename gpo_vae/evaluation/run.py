@@ -401,7 +401,18 @@ def evaluate_run(
             config.generated_library_size, data, "generated_library_size"
         )
         asked = config  # run.json records the settings as given; generation reads the numbers
-        config = config.replace(generated_library_size=library)
+        n_genes = int(data.cells.n_genes)
+        # a top-N beyond the screen's genes would label every table "top-5000" on 200 genes
+        top_de = min(config.top_de, n_genes)
+        jaccard_ks = tuple(dict.fromkeys(min(k, n_genes) for k in config.jaccard_ks))
+        if top_de != config.top_de or jaccard_ks != tuple(config.jaccard_ks):
+            logger.warning(
+                "evaluation: top_de %s and jaccard_ks %s capped at the screen's %d genes",
+                config.top_de,
+                list(config.jaccard_ks),
+                n_genes,
+            )
+        config = config.replace(generated_library_size=library, top_de=top_de, jaccard_ks=jaccard_ks)
         reported = None
         if summary_stats is not None:
             # names that are bare Ensembl ids (Adamson) are mapped to symbols, as preprocessing does
@@ -457,6 +468,8 @@ def evaluate_run(
                 "generated_library_size": library,
                 "generated_library_size_from": library_source,
                 "median_training_library": data.median_training_library(),
+                "top_de": top_de,
+                "jaccard_ks": list(jaccard_ks),
             },
             "metrics": {key: _json_number(value) for key, value in metrics.items()},
             "inputs": {

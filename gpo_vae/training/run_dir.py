@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from gpo_vae.config import from_dict
-from gpo_vae.errors import DamagedFileError
+from gpo_vae.errors import DamagedFileError, InputFileError
 from gpo_vae.io import read_json, write_json_atomic
 from gpo_vae.models import GPOVAE, ModelConfig
 
@@ -122,9 +122,15 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE
         (dicts), ``best_epoch``, ``best_val_loss``, ``artifact_sha256`` and ``run`` (run.json).
     """
     run_dir = Path(run_dir)
+    where = "a run directory: <results>/<dataset>/runs/<key>, or the folder GPOVAEModel.train wrote"
+    if not run_dir.exists():
+        raise InputFileError(f"{run_dir}: no such folder; give {where}")
+    if not run_dir.is_dir():
+        raise InputFileError(f"{run_dir}: a file, not a folder; give {where}")
     if not (run_dir / COMPLETE_MARKER).exists():
-        raise FileNotFoundError(
-            f"{run_dir}: not a finished training run (no {COMPLETE_MARKER}); run train_model on it first"
+        raise InputFileError(
+            f"{run_dir}: not a finished training run (no {COMPLETE_MARKER}: its training stopped or is "
+            "still running); run the same main command (or GPOVAEModel.train) again to finish it"
         )
     payload = _load_model_file(run_dir)
     model = GPOVAE(
