@@ -204,3 +204,47 @@ def test_rows_reads_only_those_cells_with_labels_decided_on_all(tmp_path):
     assert list(part.obs_names) == ["c1", "c5", "c9"]
     assert list(part.obs["gene"]) == [CONTROL_LABEL, "GENE1", "GENE2"]
     np.testing.assert_array_equal(part.X.toarray(), full.X[mask].toarray())
+
+
+def test_a_separator_that_cuts_guide_labels_into_pairs_stops_with_the_parts(tmp_path):
+    labels = ["NT"] * 4 + ["GENE1_1"] * 2 + ["GENE1_2"] * 2 + ["GENE2_1"] * 2 + ["GENE2_2"] * 2
+    path = _write(_screen(labels=labels), tmp_path)
+    with pytest.raises(DataContractError, match=r"--combination-separator '_' cuts labels") as caught:
+        read_counts_h5ad(path, _layout(combination_separator="_"))
+    message = str(caught.value)
+    assert "'1', '2'" in message and "leaves no single perturbation" in message
+    assert "'GENE1_1' → 'GENE1', '1'" in message or "'GENE1_1' → '1', 'GENE1'" in message
+    # the default separator reads them as guides of two genes
+    assert set(read_counts_h5ad(path, _layout()).obs["gene"]) == {CONTROL_LABEL, "GENE1", "GENE2"}
+
+
+def test_ensembl_ids_without_a_symbol_column_stop_naming_the_fix(tmp_path):
+    ids = [f"ENSG0000000000{i}" for i in range(5)]
+    path = _write(_screen(var_names=ids), tmp_path)
+    with pytest.raises(
+        DataContractError, match=r"the genes are Ensembl ids \(e\.g\. ENSG00000000000\)"
+    ) as caught:
+        read_counts_h5ad(path, _layout())
+    assert "'GENE1', 'GENE2'" in str(caught.value) and "adata.var['gene_name']" in str(caught.value)
+    # labelled by id, the same file is read
+    by_id = ["NT"] * 4 + [ids[0]] * 4 + [ids[1]] * 4
+    assert set(
+        read_counts_h5ad(_write(_screen(labels=by_id, var_names=ids), tmp_path), _layout()).obs["gene"]
+    ) == {
+        CONTROL_LABEL,
+        ids[0],
+        ids[1],
+    }
+
+
+def test_infinite_and_empty_inputs_are_named(tmp_path):
+    X = np.ones((12, 5), dtype=np.float32)
+    X[7, 2] = np.inf
+    assert first_non_count(X) == (7, np.inf)
+    assert first_non_count(sp.csr_matrix(X)) == (7, np.inf)
+    with pytest.raises(DataContractError, match=r"cell 'c7' \(row 7\) holds inf"):
+        read_counts_h5ad(_write(_screen(X=sp.csr_matrix(X)), tmp_path), _layout())
+    folder = tmp_path / "folder.h5ad"
+    folder.mkdir()
+    with pytest.raises(DataContractError, match=r"folder\.h5ad: a folder, not a file"):
+        read_counts_h5ad(folder, _layout())

@@ -207,3 +207,74 @@ def test_the_terminal_shows_a_line_per_job_and_the_same_headline_cached(box, fin
     ]
     verbose = box.redun(*MAIN, env={"GPO_VAE_VERBOSE": "1"})[1]
     assert "JOB STATUS" in verbose.stdout + verbose.stderr
+
+
+def test_sweep_names_cannot_write_outside_the_results_dir(box, tmp_path):
+    results = tmp_path / "results"
+    outside = tmp_path / "outside"
+    for name in (str(outside), "../../../../x", "../x"):
+        sweep = tmp_path / "sweep.yaml"
+        sweep.write_text(f"name: {name}\nmetric: val/loss\nparameters:\n  training.seed: [0]\n")
+        result = run_failing(
+            box,
+            "sweep",
+            "--dataset",
+            "screens/panel.h5ad",
+            "--sweep",
+            str(sweep),
+            "--results-dir",
+            str(results),
+        )
+        last = _last_line(result)
+        assert result.returncode == 1 and f"name {name!r} cannot be a folder name" in last, last
+        assert "train_run" not in result.stdout + result.stderr
+    assert not outside.exists() and not results.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+def test_options_are_checked_before_any_task_even_when_everything_is_cached(box, finished, tmp_path):
+    cases = {
+        (
+            "--executor",
+            "nope",
+        ): "--executor 'nope': the redun config defines no such executor; it defines default, process",
+        ("--train-executor", "gpu"): "--train-executor 'gpu': the redun config defines no such executor",
+        (
+            "--synthetic-preset",
+            "nope",
+        ): "--synthetic-preset 'nope': no such preset; choose one of default, rpe1",
+        ("--config", "configs"): "InputFileError: --config configs: a folder, not a file",
+    }
+    for (option, value), expected in cases.items():
+        result = run_failing(box, *MAIN, option, value)
+        assert result.returncode == 1 and expected in _last_line(result), _last_line(result)
+        assert "Cached Job" not in result.stdout + result.stderr  # stopped in the entry point
+    (box.root / "screens" / "folder.h5ad").mkdir(exist_ok=True)
+    result = run_failing(box, "main", "--dataset", "screens/folder.h5ad")
+    assert "--dataset screens/folder.h5ad: a folder, not a file" in _last_line(result)
+    sweep = run_failing(box, "sweep", "--dataset", "screens/panel.h5ad", "--max-concurrent", "0")
+    assert "ConfigError: --max-concurrent 0: give at least 1" in _last_line(sweep)
+    # a failing run leaves no results folder behind
+    fresh = tmp_path / "new" / "results"
+    result = run_failing(box, *MAIN, "--results-dir", str(fresh), "--config", str(tmp_path / "missing.yaml"))
+    assert "--config" in _last_line(result) and "no such file" in _last_line(result)
+    assert not (tmp_path / "new").exists()
+
+
+def test_evaluate_names_what_a_copied_run_lacks(box, finished, tmp_path):
+    import shutil
+
+    run_dir, _evaluation = finished
+    copy = tmp_path / "results" / "panel" / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    result = run_failing(box, "evaluate", "--run", str(copy))  # no preprocessed/ beside it
+    last = _last_line(result)
+    assert result.returncode == 1 and last.startswith("InputFileError: --run ") and "pass --artifact" in last
+    (copy / "config.json").unlink()
+    result = run_failing(box, "evaluate", "--run", str(copy))
+    assert "not a finished run directory (config.json missing)" in _last_line(result)
+    assert len((result.stdout + result.stderr).strip().splitlines()) <= 8
+    loose = tmp_path / "loose"
+    shutil.copytree(run_dir, loose)
+    result = run_failing(box, "evaluate", "--run", str(loose))
+    assert "not inside a <results>/<dataset>/runs/ folder" in _last_line(result)

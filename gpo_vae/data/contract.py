@@ -10,6 +10,7 @@ into it; every problem is a :class:`DataContractError` naming the file and the f
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -283,8 +284,28 @@ def screen_labels(
         )
     except LabelError as err:
         raise DataContractError(str(err)) from None
+    _check_targets_named_like_genes(var_names, canon.record["unmatched"], where)
     labels = raw.astype(str).map(canon.mapping).to_numpy(dtype=object)
     return labels, canon.record
+
+
+def _check_targets_named_like_genes(var_names: pd.Index, unmatched: list[str], where: str) -> None:
+    """Stop when the genes are Ensembl ids with no symbol column while the labels name genes by
+    symbol: every target would read as "not measured" (no on-target filter, PCA pairing) though
+    it is measured under its id."""
+    names = pd.Index(var_names.astype(str))
+    if not len(names) or names.str.match(r"^ENS[A-Z]*G\d{6,}").mean() <= 0.9:
+        return
+    symbols = [gene for gene in unmatched if not re.match(r"^ENS[A-Z]*G\d{6,}", gene)]
+    if not symbols:
+        return
+    raise DataContractError(
+        f"{where}the genes are Ensembl ids (e.g. {names[0]}) and .var has no column of gene symbols "
+        f"(looked for {', '.join(SYMBOL_COLUMNS)}), while the perturbation labels name genes by symbol "
+        f"({', '.join(map(repr, symbols[:5]))}{' …' if len(symbols) > 5 else ''}): every target would read as "
+        "not measured. Add the symbols as a .var column, e.g. adata.var['gene_name'] = symbols; "
+        "adata.write_h5ad(path), or label the cells by Ensembl id."
+    )
 
 
 def screen_batches(obs: pd.DataFrame, layout: ScreenLayout, source: str | Path | None) -> np.ndarray | None:
