@@ -49,6 +49,7 @@ from gpo_vae.models.generate import CELL_CHUNK, grn_dataframe
 from gpo_vae.preprocessing.artifact import (
     ARTIFACT_FILE,
     RECORD_FILE,
+    VOLATILE_RECORD_KEYS,
     artifact_path,
     read_artifact,
     validate_artifact,
@@ -472,10 +473,6 @@ def _label_list(labels: Sequence[str] | str) -> list[str]:
 
 def _looks_like_artifact(adata: ad.AnnData) -> bool:
     return "record" in adata.uns and "nodes" in adata.uns and "D" in adata.obsm
-
-
-#: Record fields that differ between two preprocessings of the same cells with the same config.
-VOLATILE_RECORD_KEYS = ("timings", "platform")
 
 
 def _same_artifact(artifact_dir: Path, adata: ad.AnnData) -> bool:

@@ -278,3 +278,19 @@ def test_evaluate_names_what_a_copied_run_lacks(box, finished, tmp_path):
     shutil.copytree(run_dir, loose)
     result = run_failing(box, "evaluate", "--run", str(loose))
     assert "not inside a <results>/<dataset>/runs/ folder" in _last_line(result)
+
+
+def test_a_damaged_artifact_is_rebuilt_byte_identical_without_retraining(box, finished):
+    run_dir, _evaluation = finished
+    preprocessed = box.root / "results" / "panel" / "preprocessed"
+    artifact = next(preprocessed.glob("*/artifact.h5ad"))
+    intact = artifact.read_bytes()
+    model_written = (run_dir / "model.pt").stat().st_mtime_ns
+    artifact.write_bytes(intact[: len(intact) // 3])
+    execution, _result = box.redun(*MAIN)
+    assert "preprocess_dataset" in box.executed(execution)
+    assert artifact.read_bytes() == intact
+    # redun calls the training task again (the file's stamp changed), which finds the finished
+    # run of the same artifact checksum and reuses it: no new model.pt
+    assert (run_dir / "model.pt").stat().st_mtime_ns == model_written
+    assert '"reused"' in (run_dir / "events.jsonl").read_text().splitlines()[-1]

@@ -95,10 +95,18 @@ def validate_artifact(adata: ad.AnnData, source: str | Path | None = None) -> No
         raise ArtifactError(f"{where}obs['partner'] holds rows outside 0..{adata.n_obs - 1}.")
 
 
+#: Record fields that differ between two preprocessings of the same cells with the same config:
+#: kept in ``record.json`` beside the ``.h5ad`` but not in it, so that the same input always
+#: gives the same bytes (and checksum: a rebuilt artifact then keys the same training runs).
+VOLATILE_RECORD_KEYS = ("timings", "platform")
+
+
 def write_artifact(adata: ad.AnnData, out_dir: str | Path) -> Path:
     """Write ``adata`` as an artifact directory atomically; return the directory.
 
-    Everything is written into a temporary sibling directory, the completeness marker last,
+    The ``.h5ad`` holds the record without its :data:`VOLATILE_RECORD_KEYS` (``record.json``
+    beside it has them), so two builds of the same input are byte-identical. Everything is
+    written into a temporary sibling directory, the completeness marker last,
     and the directory is renamed into place; an existing complete artifact is replaced. The
     space it needs is checked first (a full disk is an :class:`~gpo_vae.io.OutputSpaceError`
     naming the folder and the sizes, before HDF5 starts writing), and temporaries that a killed
@@ -109,7 +117,11 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path) -> Path:
     remove_stale_temps(out_dir.parent)
     require_space(out_dir.parent, estimated_bytes(adata), "the preprocessed artifact")
     tmp = temp_sibling(out_dir, is_dir=True)
+    full_record = adata.uns["record"]
+    record = json.loads(full_record)
+    stable = {key: value for key, value in record.items() if key not in VOLATILE_RECORD_KEYS}
     try:
+        adata.uns["record"] = json.dumps(stable, sort_keys=True)
         try:
             adata.write_h5ad(tmp / ARTIFACT_FILE)
         except (OSError, RuntimeError) as err:
@@ -117,7 +129,8 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path) -> Path:
             if full is not None:
                 raise full from None
             raise
-        record = json.loads(adata.uns["record"])
+        finally:
+            adata.uns["record"] = full_record
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         (tmp / MARKER_FILE).write_text(sha256_of(tmp / ARTIFACT_FILE) + "\n")
         if out_dir.exists():
