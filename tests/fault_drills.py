@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
@@ -280,9 +281,75 @@ def drill_second_user(box: WorkflowSandbox) -> dict[str, Any]:
         shutil.rmtree(shared, ignore_errors=True)
 
 
+def bad_input_cases(box: WorkflowSandbox, scratch: Path) -> dict[str, tuple[str, ...]]:
+    """Bad inputs a user meets (name → command arguments), the files they need made in
+    ``scratch``: each must stop with one clear last line and write nothing outside results."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "folder.h5ad").mkdir(exist_ok=True)
+    for name, line in {"absolute": str(scratch / "elsewhere"), "dotdot": "../../../../x"}.items():
+        (scratch / f"sweep_{name}.yaml").write_text(
+            f"name: {line}\nmetric: val/loss\nparameters:\n  training.seed: [0]\n"
+        )
+    guides = box.root / "screens" / "guides.h5ad"
+    if not guides.exists():  # the panel screen labelled by guide: GENE_1, GENE_2
+        import anndata as ad
+
+        screen = ad.read_h5ad(box.root / "screens" / "panel.h5ad")
+        labels = screen.obs["gene"].astype(str)
+        suffix = np.where(np.arange(screen.n_obs) % 2 == 0, "_1", "_2")
+        screen.obs["gene"] = np.where(labels == "non-targeting", labels, labels + suffix)
+        screen.write_h5ad(guides)
+    panel = ("--dataset", "screens/panel.h5ad")
+    return {
+        "sweep name absolute": ("sweep", *panel, "--sweep", str(scratch / "sweep_absolute.yaml")),
+        "sweep name ../../../../x": ("sweep", *panel, "--sweep", str(scratch / "sweep_dotdot.yaml")),
+        "--max-concurrent 0": ("sweep", *panel, "--max-concurrent", "0"),
+        "--combination-separator _ on guide labels": (
+            "main",
+            "--dataset",
+            "screens/guides.h5ad",
+            "--combination-separator",
+            "_",
+        ),
+        "unknown --executor": ("main", *panel, "--executor", "nope"),
+        "unknown --synthetic-preset": ("main", "--synthetic-preset", "nope"),
+        "a folder named x.h5ad": ("main", "--dataset", str(scratch / "folder.h5ad")),
+        "--config a folder": ("main", *panel, "--config", str(scratch)),
+        "--data-dir missing": ("main", "--dataset", "rpe1", "--data-dir", str(scratch / "nonexistent")),
+        "evaluate --run missing": ("evaluate", "--run", str(scratch / "no-run")),
+    }
+
+
+def drill_bad_inputs(box: WorkflowSandbox, scratch: Path) -> list[dict[str, Any]]:
+    """Run every :func:`bad_input_cases` case: return code, lines printed, the last line, whether
+    a traceback was printed and whether anything appeared outside ``results/``."""
+    rows = []
+    for name, args in bad_input_cases(box, scratch).items():
+        before = set(_listing(scratch)) | {p.name for p in box.root.iterdir()}
+        start = time.monotonic()
+        result = run_failing(box, *args)
+        seconds = time.monotonic() - start
+        lines = lines_of(result.stdout + result.stderr)
+        after = set(_listing(scratch)) | {p.name for p in box.root.iterdir()}
+        new = sorted(p for p in after - before if not p.endswith(".log"))
+        rows.append(
+            {
+                "drill": name,
+                "returncode": result.returncode,
+                "seconds": seconds,
+                "lines": lines,
+                "traceback": any(line.startswith("Traceback") for line in lines),
+                "written": new,
+            }
+        )
+    return rows
+
+
 __all__ = [
     "MAIN",
     "REPO_ROOT",
+    "bad_input_cases",
+    "drill_bad_inputs",
     "drill_full_disk",
     "drill_second_user",
     "drill_sigint_training",

@@ -86,3 +86,12 @@ def test_loading_a_missing_or_unfinished_run_says_which(tmp_path):
         GPOVAEModel.load(tmp_path / "half")
     with pytest.raises(FileNotFoundError):  # still a FileNotFoundError for callers that catch it
         GPOVAEModel.load(tmp_path / "nowhere")
+
+
+def test_a_screens_results_folder_is_one_folder_inside_the_results_dir():
+    from workflow.datasets import dataset_slug
+
+    assert dataset_slug("screens/my screen.h5ad") == "my screen"
+    assert dataset_slug("rpe1") == "rpe1"
+    assert dataset_slug("x/...h5ad") == "screen"  # its stem '..' would name the folder above
+    assert dataset_slug("x/.hidden.h5ad") == "hidden"

@@ -480,3 +480,23 @@ def test_the_user_model_generates_anndata_and_says_what_it_cannot_answer(
         model.predict([first], batch="K562")
     with pytest.raises(PredictionError, match="lacks"):
         model.latent(artifact[:5, :10])
+
+
+def test_a_top_de_beyond_the_screens_genes_is_capped_and_labelled_so(
+    artifact_dir: Path,  # noqa: F811
+    runs: dict[str, Path],
+    tmp_path: Path,
+):
+    n_genes = read_artifact(artifact_dir).n_vars
+    config = TINY_EVAL.replace(
+        n_generated_cells=30, grn_ks=(10,), top_de=n_genes + 5000, jaccard_ks=(20, 9999)
+    )
+    out = evaluate_run(artifact_dir, runs["model"], config, tmp_path / "eval", progress=False)
+    columns = set(pd.read_csv(out / "prediction_metrics.csv").columns)
+    assert f"pearson_top{n_genes}" in columns and f"pearson_top{n_genes + 5000}" not in columns
+    assert f"jaccard_top{n_genes}" in columns and "jaccard_top9999" not in columns
+    record = json.loads((out / "run.json").read_text())
+    assert record["data"]["top_de"] == n_genes and record["data"]["jaccard_ks"] == [20, n_genes]
+    assert record["config"]["evaluation"]["top_de"] == n_genes + 5000  # the setting as given
+    html = (out / "report.html").read_text()
+    assert f"top-{n_genes + 5000}" not in html and f"top-{n_genes} DE genes" in html
