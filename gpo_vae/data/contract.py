@@ -81,13 +81,20 @@ def is_integer_valued(matrix: sp.spmatrix | sp.sparray | np.ndarray) -> bool:
     return first_non_count(matrix) is None
 
 
+_ENSEMBL_ID = r"^ENS[A-Z]*G\d{6,}"
+
+
+def _mostly_ensembl_ids(index: pd.Index) -> bool:
+    """Whether more than 90 % of the gene names are Ensembl ids."""
+    return bool(len(index)) and index.astype(str).str.match(_ENSEMBL_ID).mean() > 0.9
+
+
 def _symbol_column(var: pd.DataFrame, index: pd.Index) -> str | None:
     """The var column to take symbols from: ``gene_name`` when present (Replogle), else a known
     symbol column when the index holds Ensembl ids."""
     if "gene_name" in var.columns:
         return "gene_name"
-    looks_like_ids = index.astype(str).str.match(r"^ENS[A-Z]*G\d{6,}").mean() > 0.9 if len(index) else False
-    if not looks_like_ids:
+    if not _mostly_ensembl_ids(index):
         return None
     return next((column for column in SYMBOL_COLUMNS if column in var.columns), None)
 
@@ -294,9 +301,9 @@ def _check_targets_named_like_genes(var_names: pd.Index, unmatched: list[str], w
     symbol: every target would read as "not measured" (no on-target filter, PCA pairing) though
     it is measured under its id."""
     names = pd.Index(var_names.astype(str))
-    if not len(names) or names.str.match(r"^ENS[A-Z]*G\d{6,}").mean() <= 0.9:
+    if not _mostly_ensembl_ids(names):
         return
-    symbols = [gene for gene in unmatched if not re.match(r"^ENS[A-Z]*G\d{6,}", gene)]
+    symbols = [gene for gene in unmatched if not re.match(_ENSEMBL_ID, gene)]
     if not symbols:
         return
     raise DataContractError(
