@@ -167,7 +167,7 @@ def split_half_reliability(
     half_a, half_b = split_half_ate(
         X_counts, labels, split, control_label, perturbations, target_sum, genes, test_split, seed, batches
     )
-    metrics = prediction_metrics(half_a, half_b, top_de=top_de, jaccard_ks=jaccard_ks)
+    metrics = prediction_metrics(half_a, half_b, top_de=top_de, jaccard_ks=jaccard_ks, across=True)
     if corrected:
         for column in [c for c in metrics.columns if c.startswith("pearson")]:
             metrics[column] = spearman_brown(metrics[column])

@@ -14,6 +14,16 @@ Definitions, per perturbation (one row of the ATE tables), over genes:
 - ``jaccard_top{k}``: ``|A ∩ B| / |A ∪ B|`` of the top-``k`` genes by ``|true ATE|`` (A) and by
   ``|predicted ATE|`` (B), for k = 20 and 50.
 
+Across perturbations (a row's score depends on the other rows of the table):
+
+- ``discrimination_l1``: cell-eval's discrimination score. For perturbation ``i``, the L1
+  distances from its predicted ATE to the true ATE of every perturbation of the table, over the
+  genes other than ``i``'s targets; with ``k`` the 0-based position of its own true ATE in the
+  ascending order (``numpy.argsort``, as cell-eval), the score is ``1 − k / n``: 1 when the
+  prediction lies nearest its own perturbation, about 0.5 for a prediction that tells nothing.
+- ``centroid_accuracy``: 1 when the prediction's nearest true ATE (Euclidean, all genes) is its
+  own perturbation's, else 0 (Systema's centroid accuracy; its mean is the share told apart).
+
 Top-k sets use ``argpartition``: genes tied with the k-th value are included in an unspecified
 but deterministic order. A row holding NaN (e.g. a perturbation without cells) gets NaN metrics.
 """
@@ -27,7 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.spatial.distance import cdist
 
+from gpo_vae.data.labels import label_genes
 from gpo_vae.preprocessing.qc import QC_METRICS, QC_RULES, QCThresholds, apply_qc_thresholds
 
 logger = logging.getLogger(__name__)
@@ -89,6 +101,7 @@ def prediction_metrics(
     top_de: int = DEFAULT_TOP_DE,
     jaccard_ks: Sequence[int] = DEFAULT_JACCARD_KS,
     shared_shift: pd.Series | np.ndarray | None = None,
+    across: bool = False,
 ) -> pd.DataFrame:
     """Per-perturbation agreement of predicted with true ATE (definitions in the module docstring).
 
@@ -101,6 +114,8 @@ def prediction_metrics(
         (G,) the shift every perturbation shares (the non-control mean's ATE, over true's
         genes): adds ``pearson_specific``, the Pearson r of (pred − shift) against (true −
         shift), which a prediction earns only with what is specific to the perturbation.
+    across
+        Add ``discrimination_l1`` and ``centroid_accuracy`` (each row among the table's rows).
 
     Returns
     -------
@@ -126,10 +141,56 @@ def prediction_metrics(
         shared = (in_true & in_pred).sum(axis=1)
         size = min(k, true.shape[1])
         out[f"jaccard_top{k}"] = shared / (2 * size - shared)
+    if across:
+        targets = target_columns(list(true_df.index), list(true_df.columns))
+        out["discrimination_l1"] = discrimination_l1(true, pred, targets)
+        out["centroid_accuracy"] = centroid_accuracy(true, pred)
     frame = pd.DataFrame(out, index=true_df.index)
     incomplete = np.isnan(true).any(axis=1) | np.isnan(pred).any(axis=1)
     frame.loc[incomplete, :] = np.nan
     return frame
+
+
+def discrimination_l1(
+    true: np.ndarray, pred: np.ndarray, excluded: Sequence[Sequence[int]] | None = None
+) -> np.ndarray:
+    """cell-eval's ``discrimination_score_l1`` of each row of ``pred`` among the rows of ``true``.
+
+    ``excluded[i]`` are the columns (row ``i``'s target genes) left out of row ``i``'s distances.
+    NaN for a row holding NaN.
+    """
+    n = true.shape[0]
+    finite = np.isfinite(true).all(axis=1) & np.isfinite(pred).all(axis=1)
+    out = np.full(n, np.nan)
+    if not finite.any():
+        return out
+    distance = cdist(pred, np.nan_to_num(true), metric="cityblock")
+    if excluded is not None:
+        for i, columns in enumerate(excluded):
+            if len(columns):
+                cols = np.asarray(columns, dtype=np.int64)
+                distance[i] -= np.abs(true[:, cols] - pred[i, cols][None, :]).sum(axis=1)
+    order = np.argsort(distance, axis=1)
+    position = np.argmax(order == np.arange(n)[:, None], axis=1)
+    out[finite] = 1.0 - position[finite] / n
+    return out
+
+
+def centroid_accuracy(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """1.0 where row ``i`` of ``pred`` is nearest (Euclidean) row ``i`` of ``true``, else 0.0."""
+    finite = np.isfinite(true).all(axis=1) & np.isfinite(pred).all(axis=1)
+    out = np.full(true.shape[0], np.nan)
+    if true.shape[0] < 2 or not finite.any():
+        return out
+    nearest = np.argmin(cdist(pred, np.nan_to_num(true)), axis=1)
+    out[finite] = (nearest == np.arange(true.shape[0]))[finite].astype(float)
+    return out
+
+
+def target_columns(labels: Sequence[str], genes: Sequence[str]) -> list[list[int]]:
+    """Column positions of each label's target genes (``A+B`` → A and B) among ``genes``."""
+    position = {str(g): i for i, g in enumerate(genes)}
+    return [[position[g] for g in label_genes(str(label)) if g in position] for label in labels]
 
 
 def summarise_metrics(metrics: pd.DataFrame) -> pd.DataFrame:

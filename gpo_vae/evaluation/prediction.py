@@ -192,7 +192,12 @@ def prediction_table(
         shift = None if shared_shifts is None else shared_shifts.get(subset)
         for method, by_subset in predictions.items():
             metrics = prediction_metrics(
-                observed, by_subset[subset], config.top_de, config.jaccard_ks, shared_shift=shift
+                observed,
+                by_subset[subset],
+                config.top_de,
+                config.jaccard_ks,
+                shared_shift=shift,
+                across=reference == HELDOUT,
             )
             if method == "control_baseline":
                 # a constant prediction ranks no gene above another: its top-k sets are arbitrary

@@ -32,7 +32,7 @@ import pandas as pd
 
 from gpo_vae.config import to_dict
 from gpo_vae.data.summary_stats_io import read_summary_stats
-from gpo_vae.evaluation import cell_eval, generation, unseen
+from gpo_vae.evaluation import cell_eval, generation, scaled, unseen
 from gpo_vae.evaluation import grn_benchmark as grn
 from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.baselines import control_baseline_ate
@@ -211,19 +211,23 @@ def _prediction(
             _write_csv(agreement, out, "summary_stats_agreement.csv")
             _write_csv(points, out, "summary_stats_points.csv")
     with stages("unseen"):
-        metrics.update(
-            _unseen(
-                data,
-                models,
-                summaries,
-                references[pred.HELDOUT, pred.ALL_CELLS],
-                observed,
-                config,
-                networks,
-                out,
-                progress,
-            )
+        unseen_numbers, unseen_scaled = _unseen(
+            data,
+            models,
+            summaries,
+            references[pred.HELDOUT, pred.ALL_CELLS],
+            observed,
+            config,
+            networks,
+            out,
+            progress,
         )
+        metrics.update(unseen_numbers)
+    held = table[(table["reference"] == pred.HELDOUT) & (table["subset"] == pred.ALL_CELLS)]
+    seen_scaled = scaled.heldout_cells_scaled(held, config.split_half_corrected, config.seed)
+    scores = pd.concat([unseen_scaled, seen_scaled], ignore_index=True)
+    _write_csv(scores, out, scaled.SCALED_FILE)
+    metrics.update(scaled.headline_numbers(scores))
     headline = headline_table(table).set_index("method")
     for method in [*models, "mean_baseline", "noncontrol_mean"]:
         metrics[f"{method}_mean_pearson"] = float(headline.loc[method, "mean_pearson"])
@@ -241,8 +245,9 @@ def _unseen(
     networks: Sequence[str | Path],
     out: Path,
     progress: bool,
-) -> dict[str, float]:
-    """Write the unseen-label tables and cells when the test split has unseen labels."""
+) -> tuple[dict[str, float], pd.DataFrame | None]:
+    """Write the unseen-label tables and cells when the test split has unseen labels; return
+    their headline numbers and scaled scores."""
     cells = data.cells
     adjacency = None
     if networks:
@@ -260,7 +265,7 @@ def _unseen(
         progress,
     )
     if result is None:
-        return {}
+        return {}, None
     _write_csv(result.metrics, out, unseen.METRICS_FILE)
     if result.scatter is not None:
         _write_csv(result.scatter, out, unseen.SCATTER_FILE)
@@ -274,7 +279,7 @@ def _unseen(
         for (wanted, metric), stem in UNSEEN_HEADLINES.items():
             if kind == wanted and metric in row.index:
                 headline[f"{method}_{stem}"] = float(row[metric])
-    return headline
+    return headline, result.scaled
 
 
 def _grn(

@@ -55,7 +55,14 @@ import scipy.sparse as sp
 
 from gpo_vae.data.labels import label_genes
 from gpo_vae.evaluation.ate import group_means
-from gpo_vae.evaluation.metrics import row_pearson, row_r2, top_k_indices
+from gpo_vae.evaluation.metrics import (
+    centroid_accuracy,
+    discrimination_l1,
+    row_pearson,
+    row_r2,
+    target_columns,
+    top_k_indices,
+)
 
 COMBINATION, SINGLE = "combination", "single"
 ADDITIVE, MATCHING_MEAN, NONCONTROL = "additive", "matching_mean", "noncontrol_mean"
@@ -322,6 +329,34 @@ def combination_metrics(
     return frame
 
 
+def identity_metrics(
+    observed: pd.DataFrame, predicted: pd.DataFrame, shared_shift: pd.Series
+) -> pd.DataFrame:
+    """Per label: the Pearson-delta against the perturbed centroid, discrimination and centroid
+    accuracy among the labels of ``observed`` (:mod:`gpo_vae.evaluation.metrics`).
+
+    ``pearson_specific`` is Pearson r of (pred − s) against (true − s), ``s`` the shared shift
+    (Systema's perturbed centroid); a prediction that is the shift itself carries nothing
+    specific and scores 0.
+    """
+    labels = observed.index
+    true = observed.to_numpy(dtype=float)
+    pred = predicted.reindex(index=labels, columns=observed.columns).to_numpy(dtype=float)
+    shift = shared_shift.reindex(observed.columns).to_numpy(dtype=float)[None, :]
+    specific = row_pearson(true - shift, pred - shift)
+    flat = np.all(np.isclose(pred, shift), axis=1)
+    specific[flat & np.isfinite(true).all(axis=1)] = 0.0
+    targets = target_columns(list(labels), list(observed.columns))
+    return pd.DataFrame(
+        {
+            "pearson_specific": specific,
+            "discrimination_l1": discrimination_l1(true, pred, targets),
+            "centroid_accuracy": centroid_accuracy(true, pred),
+        },
+        index=labels,
+    )
+
+
 def single_metrics(
     observed: pd.DataFrame, predicted: pd.DataFrame, shared_shift: pd.Series, top_de: int
 ) -> pd.DataFrame:
@@ -332,7 +367,7 @@ def single_metrics(
     pred = predicted.reindex(index=singles, columns=observed.columns).to_numpy(dtype=float)
     top = top_k_indices(true, min(top_de, true.shape[1]))
     out = _pair_metrics(true, pred, top, "")
-    out["pearson_specific"] = row_pearson(true - shift, pred - shift)
+    out.update(identity_metrics(observed, predicted, shared_shift).to_dict("series"))
     rank = np.full(len(singles), np.nan)
     if len(singles) >= 2:
         similarity = _cross_pearson(true - shift, pred - shift)
@@ -416,6 +451,7 @@ __all__ = [
     "UnseenLabels",
     "additive_prediction",
     "combination_metrics",
+    "identity_metrics",
     "interaction_scatter",
     "interaction_standard_errors",
     "matching_mean_prediction",

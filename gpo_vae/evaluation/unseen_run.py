@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.data.labels import label_genes
-from gpo_vae.evaluation.baselines import mean_baseline_ate
+from gpo_vae.evaluation.baselines import mean_baseline_ate, split_half_ate
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.generation import GeneratedSummary, generate_and_summarise
+from gpo_vae.evaluation.linear_baseline import LINEAR_EMBEDDING, linear_embedding_prediction
 from gpo_vae.evaluation.prediction import EvaluationData
+from gpo_vae.evaluation.scaled import PAIRS, SINGLES, TRIVIAL_BASELINES, corrected_replicate, scaled_table
 from gpo_vae.evaluation.unseen import (
     ADDITIVE,
     COMBINATION,
@@ -31,6 +33,7 @@ from gpo_vae.evaluation.unseen import (
     UNSEEN_MODES,
     additive_prediction,
     combination_metrics,
+    identity_metrics,
     interaction_scatter,
     interaction_standard_errors,
     matching_mean_prediction,
@@ -65,12 +68,16 @@ class UnseenResult:
     cells
         The evaluated model's generated cells of every unseen label and of the controls
         (``obs["gene"]``), for ``unseen_cells.h5ad``; None when ``unseen_cells`` is 0.
+    scaled
+        The scaled scores of every method on each unseen task
+        (:func:`gpo_vae.evaluation.scaled.scaled_table`).
     """
 
     metrics: pd.DataFrame
     scatter: pd.DataFrame | None
     neighbours: pd.DataFrame | None
     cells: ad.AnnData | None
+    scaled: pd.DataFrame
 
 
 def _grn_scores(model: GPOVAE) -> np.ndarray:
@@ -174,6 +181,8 @@ def evaluate_unseen(
     main_scores = scores_of[main_method]
     fallback = shared_shift
     additive = additive_prediction(pairs, single_ate) if pairs else None
+    halves = _replicate_halves(data, labels, config.seed)
+    scaled: list[pd.DataFrame] = []
     if pairs:
         errors = interaction_standard_errors(
             cells.counts, data.labels, cells.split, pairs, data.control_label, seen, data.target_sum
@@ -182,14 +191,23 @@ def evaluate_unseen(
             ADDITIVE: additive,
             MATCHING_MEAN: matching_mean_prediction(pairs, single_ate),
             NONCONTROL: _repeat(fallback, pairs),
+            LINEAR_EMBEDDING: linear_embedding_prediction(pairs, single_ate),
         }
-        for method, prediction in {**predictions, **baselines}.items():
-            frames[COMBINATION, method] = combination_metrics(
-                observed.loc[pairs], prediction, additive, errors, config.top_de, config.interaction_z
+
+        def score_pairs(truth: pd.DataFrame, prediction: pd.DataFrame) -> pd.DataFrame:
+            metrics = combination_metrics(
+                truth, prediction, additive, errors, config.top_de, config.interaction_z
             )
+            return metrics.join(identity_metrics(truth, prediction, shared_shift))
+
+        for method, prediction in {**predictions, **baselines}.items():
+            frames[COMBINATION, method] = score_pairs(observed.loc[pairs], prediction)
+        replicate = corrected_replicate(score_pairs(halves[0].loc[pairs], halves[1].loc[pairs]))
+        scaled.append(_scaled(PAIRS, frames, COMBINATION, replicate, list(predictions), config.seed))
     if singles:
         baselines = {
             NONCONTROL: _repeat(fallback, singles),
+            LINEAR_EMBEDDING: linear_embedding_prediction(singles, single_ate),
             REGULATOR_REGRESSION: _weighted_means(singles, single_ate, fallback, regulators.get),
             GRN_NEIGHBOURS: _weighted_means(
                 singles,
@@ -206,6 +224,10 @@ def evaluate_unseen(
             frames[SINGLE, method] = single_metrics(
                 observed.loc[singles], prediction, shared_shift, config.top_de
             )
+        replicate = corrected_replicate(
+            single_metrics(halves[0].loc[singles], halves[1].loc[singles], shared_shift, config.top_de)
+        )
+        scaled.append(_scaled(SINGLES, frames, SINGLE, replicate, list(predictions), config.seed))
     scatter = None
     if pairs:
         scatter = interaction_scatter(
@@ -220,7 +242,37 @@ def evaluate_unseen(
         scatter=scatter,
         neighbours=pd.DataFrame(weight_rows) if weight_rows else None,
         cells=kept,
+        scaled=pd.concat(scaled, ignore_index=True),
     )
+
+
+def _replicate_halves(
+    data: EvaluationData, labels: Sequence[str], seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two random halves of the labels' held-out test cells (each against half the test controls)."""
+    return split_half_ate(
+        data.cells.counts,
+        data.labels,
+        data.cells.split,
+        data.control_label,
+        list(labels),
+        target_sum=data.target_sum,
+        genes=data.genes,
+        seed=seed,
+        batches=data.batches,
+    )
+
+
+def _scaled(
+    task: str,
+    frames: Mapping[tuple[str, str], pd.DataFrame],
+    kind: str,
+    replicate: pd.DataFrame,
+    models: Sequence[str],
+    seed: int,
+) -> pd.DataFrame:
+    per_label = {method: frame for (k, method), frame in frames.items() if k == kind}
+    return scaled_table(task, per_label, replicate, TRIVIAL_BASELINES[task], models, seed=seed)
 
 
 #: Weights per unseen gene and mode kept in ``unseen_neighbours.csv`` (largest ``|weight|`` first).
