@@ -92,27 +92,16 @@ def evaluate_run_task(
     return File(str(out_dir / REPORT_FILE))
 
 
-@task(version="2", cache=True)
+@task(version="3", cache=True)
 def summarise_run(report: File) -> list[str]:
-    """Where the report is and the headline table (mean Pearson r and R² of each method on the
-    held-out ATE), one line per element: the scheduler prints them at the end of every run,
+    """Where the report is and the headline (:func:`gpo_vae.evaluation.headline.run_headline`),
+    one line per element: the scheduler prints them at the end of every run,
     served from cache or not (tasks/scheduler.py)."""
-    import pandas as pd
 
-    from gpo_vae.evaluation.run import headline_table
-    from gpo_vae.evaluation.unseen_run import unseen_headline
+    from gpo_vae.evaluation.headline import run_headline
 
     folder = Path(report.path).parent
-    metrics = pd.read_csv(folder / "prediction_metrics.csv")
-    table = headline_table(metrics).to_string(index=False, float_format=lambda value: f"{value:.3f}")
-    lines = [
-        f"report: {Path(report.path).resolve()}",
-        "held-out ATE, all cells, mean over perturbations:",
-        *table.splitlines(),
-    ]
-    unseen = folder / "unseen_metrics.csv"
-    if unseen.is_file():
-        lines += unseen_headline(pd.read_csv(unseen))
+    lines = [f"report: {Path(report.path).resolve()}", *run_headline(folder)]
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
     run_dir = run.get("inputs", {}).get("run_dir")
     if run_dir:

@@ -31,10 +31,13 @@ from sklearn import metrics as skm
 from gpo_vae.data.networks import network_adjacency, read_network, union_networks
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.grn.curves import edges_from_probabilities, rank_edges
+from gpo_vae.grn.effects import effect_prior_logits, prior_logit
 from gpo_vae.grn.statistical import StatisticalEvaluator
 from gpo_vae.models import GPOVAE
 
 MODEL, SAMS_VAE = "model", "sams_vae"
+#: The evaluated model's mask as it was before training (what training added is model − this).
+MODEL_INIT = "model_init"
 UNION, TRUE_NETWORK = "union", "true_network"
 #: Points kept per precision-recall curve (the report draws at most ~2,000).
 MAX_CURVE_POINTS = 2000
@@ -83,6 +86,41 @@ def mask_tables(
     mask = pd.DataFrame(values, index=pd.Index(names, name="source"), columns=names)
     kinds = pd.DataFrame({"node": names, "kind": ["P"] * n_perturbed + ["A"] * (len(names) - n_perturbed)})
     return mask, kinds, edges_from_probabilities(probabilities, names, threshold)
+
+
+def initial_mask_probabilities(model: GPOVAE, effect_z: np.ndarray) -> np.ndarray:
+    """The mask probabilities the model started from (``mask_init``), rebuilt from the training
+    cells' effect z-scores as :func:`gpo_vae.training.train.build_model` does."""
+    config = model.config
+    shape = tuple(model.guide.mask_logits.shape)
+    if config.mask_init == "effects":
+        logits = effect_prior_logits(
+            effect_z, model.n_perturbed, config.mask_init_density, prior_logit(config.mask_prior)
+        )
+    else:
+        logits = np.full(shape, float(config.mask_init_logit))
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def training_gain(
+    statistical: pd.DataFrame, reference: pd.DataFrame | None, n_edges: int
+) -> dict[str, float]:
+    """What training added to the graph: the model minus its initial mask, on the true network's
+    AUPRC and on CausalBench's mean Wasserstein distance at the model's edge count."""
+    out: dict[str, float] = {}
+    at_k = statistical[statistical["k"].astype(str) == str(n_edges)].set_index("method")
+    if {MODEL, MODEL_INIT} <= set(at_k.index):
+        trained, start = at_k.loc[MODEL, "mean_wasserstein"], at_k.loc[MODEL_INIT, "mean_wasserstein"]
+        out["model_init_mean_wasserstein"] = float(start)
+        out["grn_gain_mean_wasserstein"] = float(trained - start)
+    if reference is not None:
+        truth = reference[reference["network"] == TRUE_NETWORK].set_index("method")
+        if {MODEL, MODEL_INIT} <= set(truth.index):
+            out["model_init_true_network_auprc"] = float(truth.loc[MODEL_INIT, "auprc"])
+            out["grn_gain_true_network_auprc"] = float(
+                truth.loc[MODEL, "auprc"] - truth.loc[MODEL_INIT, "auprc"]
+            )
+    return out
 
 
 def top_k_graph(scores: np.ndarray, k: int) -> np.ndarray:

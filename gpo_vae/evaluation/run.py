@@ -37,6 +37,7 @@ from gpo_vae.evaluation import grn_benchmark as grn
 from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.evaluation.headline import headline_table
 from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.evaluation.unseen_run import UNSEEN_HEADLINES, evaluate_unseen
 from gpo_vae.grn.baselines import correlation_scores, random_scores
@@ -107,21 +108,6 @@ def screen_tables(record: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame 
     if table is not None:
         table = table.drop(columns=[c for c in ("stats_row",) if c in table.columns])
     return screen, table
-
-
-def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean Pearson r, R² and perturbation-specific r of each method on the held-out ATE (all
-    cells), one row per method (``mean_pearson_specific`` NaN when the table has none)."""
-    held = metrics[(metrics["reference"] == pred.HELDOUT) & (metrics["subset"] == pred.ALL_CELLS)]
-    grouped = held.groupby("method", sort=False)
-    columns = {"mean_pearson": grouped["pearson"].mean(), "mean_r2": grouped["r2"].mean()}
-    columns["mean_pearson_specific"] = (
-        grouped["pearson_specific"].mean()
-        if "pearson_specific" in held.columns
-        else columns["mean_r2"] * np.nan
-    )
-    columns["n_perturbations"] = grouped["pearson"].size()
-    return pd.DataFrame(columns).reset_index()
 
 
 def _prediction(
@@ -316,6 +302,7 @@ def _grn(
             cells.batch_codes if cells.n_batches else None,
         )
     )
+    scores[grn.MODEL_INIT] = grn.initial_mask_probabilities(model, scores["effect_z"])
     scores["random"] = random_scores(len(nodes), config.seed)
     graphs = grn.method_graphs(scores, config.grn_threshold)
     with stages("grn_statistical"):
@@ -327,10 +314,10 @@ def _grn(
             data.control_label,
             config.p_value,
         )
-        _write_csv(
-            grn.statistical_table(evaluator, scores, graphs, nodes, config), out, "grn_statistical.csv"
-        )
+        statistical = grn.statistical_table(evaluator, scores, graphs, nodes, config)
+        _write_csv(statistical, out, "grn_statistical.csv")
     metrics: dict[str, float] = {"grn_edges": int(graphs[grn.MODEL].sum())}
+    reference = None
     references = grn.reference_networks(networks, nodes, cells.n_perturbed, true_network)
     if references:
         with stages("grn_reference"):
@@ -341,6 +328,7 @@ def _grn(
         if len(truth):
             metrics["true_network_auroc"] = float(truth["auroc"].iloc[0])
             metrics["true_network_auprc"] = float(truth["auprc"].iloc[0])
+    metrics.update(grn.training_gain(statistical, reference, metrics["grn_edges"]))
     return metrics
 
 

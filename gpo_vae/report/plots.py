@@ -69,6 +69,9 @@ METHOD_LABELS = {
     "model_regulators": "GPO-VAE, dosed through regulators",
     "regulator_regression": "regulator regression",
     "sams_vae_own_node": "SAMS-VAE, own untrained node",
+    "model_init": "GPO-VAE mask before training",
+    "linear_embedding": "linear model on gene embeddings",
+    "replicate": "replicate (second half of the cells)",
 }
 #: Colours of categories without a meaning of their own (e.g. one per pair).
 DISCRETE_COLORS = ("#1f5f99", "#d9822b", "#2e8540", "#8e44ad", "#c0392b", "#16a085", "#b7950b", "#34495e")

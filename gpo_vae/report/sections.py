@@ -10,6 +10,7 @@ import pandas as pd
 
 from gpo_vae.report import plots
 from gpo_vae.report.html import figure_html, format_number, html_table, not_computed, section
+from gpo_vae.report.scaled_section import scaled_headline
 from gpo_vae.report.tables import ALL_CELLS, HELDOUT, EvaluationTables, metric_columns, summarise_predictions
 from gpo_vae.report.verdict import (
     Verdict,
@@ -46,8 +47,13 @@ def _card(label: str, value: object, note: str = "") -> str:
 
 #: run.json metrics that the cards above already show, computed from the tables.
 SHOWN_ABOVE = frozenset(
-    {"model_mean_pearson", "mean_baseline_mean_pearson", "noncontrol_mean_mean_pearson", "grn_edges"}
+    {"model_mean_pearson", "mean_baseline_mean_pearson", "grn_edges", "grn_gain_true_network_auprc"}
 )
+
+
+def _scaled_key(key: str) -> bool:
+    """run.json keys of the scaled scores: the headline shows them as a table, not as cards."""
+    return "_scaled_" in key or key.endswith(("_baseline_b", "_replicate_r"))
 
 
 def headline(tables: EvaluationTables) -> str:
@@ -67,31 +73,25 @@ def headline(tables: EvaluationTables) -> str:
         ),
         _card("perturbations", n_perturbations),
     ]
-    if tables.grn_mask is not None or "n_nodes" in data:
-        n_nodes = len(tables.grn_mask) if tables.grn_mask is not None else data["n_nodes"]
-        n_p = data.get("n_perturbed_nodes")
-        if n_p is None and tables.grn_nodes is not None:
-            n_p = int((tables.grn_nodes["kind"] == "P").sum())
-        note = f"{format_number(n_p)} P + {format_number(n_nodes - n_p)} A" if n_p is not None else ""
-        cards.append(_card("GRN nodes", n_nodes, note))
-    for method, label in (
-        ("model", "model r"),
-        ("mean_baseline", "mean baseline r"),
-        ("noncontrol_mean", "non-control mean r"),
-        ("split_half_ceiling", "ceiling r"),
-    ):
-        value = _mean_metric(metrics, method)
-        if np.isfinite(value):
-            cards.append(_card(label, value, "mean Pearson, held-out"))
+    model_r, baseline_r = _mean_metric(metrics, "model"), _mean_metric(metrics, "mean_baseline")
+    if np.isfinite(model_r):
+        note = f"training mean {format_number(baseline_r)}" if np.isfinite(baseline_r) else ""
+        cards.append(_card("model r, held-out cells", model_r, note))
     scored = scored_edges(tables)
     if scored is not None:
         total, from_perturbed, _ = scored
         note = f"{format_number(from_perturbed)} from a perturbed gene" if from_perturbed != total else ""
         cards.append(_card("edges p > 0.5", total, note))
-    for key, value in run.get("metrics", {}).items():
-        if isinstance(value, int | float) and key not in SHOWN_ABOVE:
-            cards.append(_card(key.replace("_", " "), value))
-    body = f'<div class="cards">{"".join(cards)}</div>'
+    numbers = run.get("metrics", {})
+    gain = numbers.get("grn_gain_true_network_auprc")
+    if isinstance(gain, int | float):
+        cards.append(_card("AUPRC gained in training", gain, "true network, model − initial mask"))
+    rest = {
+        key.replace("_", " "): value
+        for key, value in numbers.items()
+        if isinstance(value, int | float) and key not in SHOWN_ABOVE and not _scaled_key(key)
+    }
+    body = f'<div class="cards">{"".join(cards)}</div>' + scaled_headline(tables)
     if metrics is not None:
         body += verdict_html(baseline_verdicts(metrics)[:1], anchor="verdict")
     cautions = [scarce_controls_verdict(tables.screen)]
@@ -103,6 +103,9 @@ def headline(tables: EvaluationTables) -> str:
     grn = grn_headline_verdicts(tables)
     if grn:
         body += verdict_html(grn, anchor="grn-verdict")
+    if rest:
+        frame = pd.DataFrame({"number": list(rest), "value": list(rest.values())})
+        body += f"<details><summary>Every number of run.json</summary>{html_table(frame)}</details>"
     if scored is not None and scored[1] != scored[0]:
         total, from_perturbed, between = scored
         body += (

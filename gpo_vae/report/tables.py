@@ -84,6 +84,22 @@ SPECS: dict[str, TableSpec] = {
             ("pearson", "r2"),
             number_pattern=UNSEEN_PATTERN,
         ),
+        TableSpec(
+            "scaled_scores.csv",
+            ("task", "metric", "method", "role", "baseline"),
+            (
+                "n",
+                "mean",
+                "mean_low",
+                "mean_high",
+                "b",
+                "r",
+                "headroom",
+                "scaled",
+                "scaled_low",
+                "scaled_high",
+            ),
+        ),
         TableSpec("unseen_interaction_scatter.csv", ("perturbation", "gene"), ("observed", "predicted")),
         TableSpec("unseen_neighbours.csv", ("method", "gene", "neighbour"), ("weight",)),
         TableSpec(
@@ -119,6 +135,7 @@ class EvaluationTables:
     unseen_metrics: pd.DataFrame | None = None
     unseen_interaction_scatter: pd.DataFrame | None = None
     unseen_neighbours: pd.DataFrame | None = None
+    scaled_scores: pd.DataFrame | None = None
 
     def present(self) -> dict[str, bool]:
         """Which inputs were found, by field name."""

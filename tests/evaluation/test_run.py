@@ -74,10 +74,11 @@ CONTRACT_FILES = {
     "grn.graphml",
     "predictions.h5ad",
     "real_test.h5ad",
+    "scaled_scores.csv",
     "run.json",
 }
 METHODS = {"model", "sams_vae", "mean_baseline", "noncontrol_mean", "control_baseline", "split_half_ceiling"}
-GRN_METHODS = {"model", "sams_vae", "correlation", "effect_z", "random"}
+GRN_METHODS = {"model", "model_init", "sams_vae", "correlation", "effect_z", "random"}
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +287,23 @@ def test_grn_statistical_has_matched_k_rows_for_every_method(evaluation: Path):
         assert (rows["true_positives"] + rows["false_positives"] == rows["n_tested"]).all()
 
 
+def test_the_graph_reports_what_training_added_to_its_initial_mask(evaluation: Path, runs: dict[str, Path]):
+    """model_init is the mask the run started from; run.json holds model minus it."""
+    model = GPOVAEModel.load(runs["model"])
+    metrics = json.loads((evaluation / "run.json").read_text())["metrics"]
+    reference = pd.read_csv(evaluation / "grn_reference.csv", keep_default_na=False, na_values=[""])
+    truth = reference[reference["network"] == "true_network"].set_index("method")["auprc"]
+    assert metrics["model_init_true_network_auprc"] == pytest.approx(truth["model_init"])
+    assert metrics["grn_gain_true_network_auprc"] == pytest.approx(truth["model"] - truth["model_init"])
+    statistical = pd.read_csv(evaluation / "grn_statistical.csv", dtype={"k": str})
+    at_k = statistical[statistical["k"] == str(metrics["grn_edges"])].set_index("method")["mean_wasserstein"]
+    assert metrics["grn_gain_mean_wasserstein"] == pytest.approx(at_k["model"] - at_k["model_init"])
+    if model.module.config.mask_init == "constant":
+        # every pair starts equal: the initial mask ranks nothing, its AUPRC is the positive rate
+        row = reference[(reference["network"] == "true_network") & (reference["method"] == "model_init")]
+        assert row["auprc"].iloc[0] == pytest.approx(row["positive_rate"].iloc[0])
+
+
 def test_reference_agreement_matches_curves_on_perturbed_pairs():
     rng = np.random.default_rng(3)
     n, n_perturbed = 12, 7
@@ -391,7 +409,8 @@ def test_evaluation_config_validates_and_every_shipped_yaml_spells_it_out():
 
 def test_cell_eval_scores_the_exported_cells_as_our_heldout_pearson(evaluation: Path, tmp_path: Path):
     """``cell-eval run`` reads predictions.h5ad + real_test.h5ad as written; with every generated
-    cell exported, its pearson_delta is our held-out ATE Pearson (both on log2(1 + 1e4·x/lib))."""
+    cell exported, its pearson_delta is our held-out ATE Pearson (both on log2(1 + 1e4·x/lib)) and
+    its discrimination_score_l1 our discrimination_l1."""
     if importlib.util.find_spec("cell_eval") is None:
         pytest.skip("cell-eval is not installed (pip install -e '.[dev]')")
     predicted = ad.read_h5ad(evaluation / "predictions.h5ad")
@@ -414,14 +433,16 @@ def test_cell_eval_scores_the_exported_cells_as_our_heldout_pearson(evaluation: 
     command += ["--control-pert", "non-targeting", "--profile", "minimal", "-o", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    theirs = pd.read_csv(out / "results.csv").set_index("perturbation")["pearson_delta"]
+    results = pd.read_csv(out / "results.csv").set_index("perturbation")
     ours = pd.read_csv(evaluation / "prediction_metrics.csv")
     ours = ours[
         (ours["method"] == "model") & (ours["reference"] == "heldout_test") & (ours["subset"] == "all_cells")
-    ]
-    ours = ours.set_index("perturbation")["pearson"]
-    assert set(theirs.index) == set(ours.index)
-    assert np.allclose(theirs.sort_index(), ours.sort_index(), atol=1e-6)
+    ].set_index("perturbation")
+    assert set(results.index) == set(ours.index)
+    theirs = results.loc[ours.index]
+    assert np.allclose(theirs["pearson_delta"], ours["pearson"], atol=1e-6)
+    # discrimination: the rank of the true effect by L1 distance, the target gene left out
+    assert np.allclose(theirs["discrimination_score_l1"], ours["discrimination_l1"], atol=1e-9)
 
 
 def test_the_user_model_reproduces_the_evaluated_ate_and_graph(evaluation: Path, runs: dict[str, Path]):

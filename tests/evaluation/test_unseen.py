@@ -194,6 +194,40 @@ def test_unseen_genes_are_predicted_through_their_regulators_and_scored(heldout_
     assert "Held-out single genes" in (out / "report.html").read_text()
 
 
+def test_a_heldout_gene_run_leads_with_every_method_on_the_baseline_to_replicate_scale(
+    heldout_gene_evaluation: Path,
+):
+    from gpo_vae.evaluation import scaled as sc
+    from gpo_vae.evaluation.headline import run_headline
+
+    out = heldout_gene_evaluation
+    scores = pd.read_csv(out / sc.SCALED_FILE)
+    assert set(scores["task"]) == {sc.SINGLES, sc.SEEN}
+    singles = scores[(scores["task"] == sc.SINGLES) & (scores["metric"] == "pearson_specific")]
+    rows = singles.set_index("method")
+    assert {"model", "noncontrol_mean", "linear_embedding", sc.REPLICATE} <= set(rows.index)
+    assert rows.loc["noncontrol_mean", "scaled"] == 0.0 and rows.loc[sc.REPLICATE, "scaled"] == 1.0
+    assert rows.loc["model", "role"] == "model" and rows.loc["linear_embedding", "role"] == "baseline"
+    finite = rows.dropna(subset=["scaled_low"])
+    assert (finite["scaled_low"] <= finite["scaled"] + 1e-12).all()
+    assert (finite["scaled"] <= finite["scaled_high"] + 1e-12).all()
+    # the scaled score is the formula on the raw means of unseen_metrics.csv
+    table = pd.read_csv(out / u.METRICS_FILE)
+    means = table[table["kind"] == u.SINGLE].groupby("method")["pearson_specific"].mean()
+    b, r = rows.loc["model", "b"], rows.loc["model", "r"]
+    assert rows.loc["model", "mean"] == pytest.approx(means["model"])
+    assert rows.loc["model", "scaled"] == pytest.approx((means["model"] - b) / (r - b))
+    lines = run_headline(out)
+    assert lines[0].startswith("unseen genes (") and "0 = noncontrol_mean" in lines[0]
+    verdict = next(i for i, line in enumerate(lines) if "told apart" in line or "beyond" in line)
+    shown = {line.split()[0] for line in lines[1:verdict]}
+    assert {"model", "linear_embedding", "noncontrol_mean", sc.REPLICATE} <= shown
+    assert any("a check that the model reaches the mean" in line for line in lines)
+    metrics = json.loads((out / "run.json").read_text())["metrics"]
+    assert metrics["model_scaled_unseen_singles"] == pytest.approx(rows.loc["model", "scaled"])
+    assert "linear_embedding_scaled_unseen_singles_low" in metrics
+
+
 def test_network_neighbours_take_either_direction_with_equal_weights():
     nodes = ["A", "B", "C", "D"]
     adjacency = np.zeros((4, 4), dtype=bool)
