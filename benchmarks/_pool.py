@@ -192,3 +192,105 @@ def prepare_file(
     }
     done.write_text(json.dumps(prepared))
     return prepared
+
+
+#: Metrics of ``scaled_scores.csv`` the benchmarks tabulate, per task.
+SCALED_COLUMNS = {
+    "unseen_pairs": ("pearson", "pearson_specific", "interaction_pearson", "discrimination_l1"),
+    "unseen_singles": ("pearson", "pearson_specific", "discrimination_l1", "centroid_accuracy"),
+    "heldout_cells": ("pearson", "pearson_specific", "discrimination_l1"),
+}
+
+
+def scaled_rows(eval_dir: Path, task: str, model: str, baselines: bool, base: dict) -> list[dict]:
+    """One row per (method, metric) of an evaluation's ``scaled_scores.csv`` for ``task``: the
+    model's rows renamed to its family (``model_neighbours`` → ``<family>_neighbours``), the
+    baselines' and the replicate's only when ``baselines``."""
+    scores = pd.read_csv(eval_dir / "scaled_scores.csv")
+    scores = scores[(scores["task"] == task) & scores["metric"].isin(SCALED_COLUMNS[task])]
+    rows = []
+    for _, row in scores.iterrows():
+        own = row["role"] == "model" and str(row["method"]).startswith("model")
+        if not own and (not baselines or row["role"] == "model"):
+            continue  # another model's rows (SAMS-VAE evaluated beside) belong to its own job
+        name = str(row["method"]).replace("model", model, 1) if own else str(row["method"])
+        rows.append(
+            {
+                **base,
+                "task": task,
+                "metric": row["metric"],
+                "method": name,
+                "role": row["role"],
+                "mean": row["mean"],
+                "scaled": row["scaled"],
+                "scaled_low": row["scaled_low"],
+                "scaled_high": row["scaled_high"],
+                "b": row["b"],
+                "r": row["r"],
+                "baseline": row["baseline"],
+                "n": row["n"],
+            }
+        )
+    return rows
+
+
+def _mean_sd(values: pd.Series) -> str:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return ""
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.3f} ± {spread:.3f}"
+
+
+def scaled_summary(rows: pd.DataFrame, group: str, models: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Per (``group``, task, metric, method): the scaled score and the raw mean, mean ± sd over
+    seeds, and the per-seed bootstrap interval's mean ends; and one verdict line per (group,
+    task, metric): the best model family against the best baseline, by the seeds' spread of
+    their per-seed difference."""
+    table, verdicts = [], []
+    keys = [group, "task", "metric"]
+    for (name, task, metric), part in rows.groupby(keys, sort=False):
+        for method, mine in part.groupby("method", sort=False):
+            table.append(
+                {
+                    group: name,
+                    "task": task,
+                    "metric": metric,
+                    "method": method,
+                    "seeds": mine["seed"].nunique(),
+                    "scaled": _mean_sd(mine["scaled"]),
+                    "interval (mean of seeds)": (
+                        f"[{mine['scaled_low'].mean():.2f}, {mine['scaled_high'].mean():.2f}]"
+                        if mine["scaled_low"].notna().any()
+                        else ""
+                    ),
+                    "raw": _mean_sd(mine["mean"]),
+                    "0 = baseline (raw)": f"{mine['baseline'].iloc[0]} {_mean_sd(mine['b'])}",
+                    "1 = replicate (raw)": _mean_sd(mine["r"]),
+                }
+            )
+        verdicts.append(f"{name} {task} {metric}: {scaled_verdict(part, models)}")
+    return pd.DataFrame(table), verdicts
+
+
+def scaled_verdict(part: pd.DataFrame, models: list[str]) -> str:
+    """Does the best model family beat the best baseline by more than the seeds' spread?"""
+    wide = part.pivot_table(index="seed", columns="method", values="scaled", aggfunc="first")
+    families = [m for m in models if m in wide.columns]
+    baselines = [m for m in part.loc[part["role"] == "baseline", "method"].unique() if m in wide.columns]
+    if not families or not baselines or wide[families + baselines].isna().all().all():
+        return "no scale (no headroom between baseline and replicate, or nothing scored)"
+    best_model = max(families, key=lambda m: wide[m].mean())
+    best_baseline = max(baselines, key=lambda m: wide[m].mean())
+    difference = (wide[best_model] - wide[best_baseline]).dropna()
+    mean = difference.mean()
+    spread = difference.std(ddof=1) if len(difference) > 1 else float("nan")
+    text = (
+        f"{best_model} {wide[best_model].mean():.2f} vs {best_baseline} {wide[best_baseline].mean():.2f}, "
+        f"difference {mean:+.2f} ± {spread:.2f} over {len(difference)} seeds"
+    )
+    if len(difference) > 1 and mean > spread:
+        return f"{text}: the model WINS (by more than the seeds' spread)"
+    if len(difference) > 1 and -mean > spread:
+        return f"{text}: the baseline wins"
+    return f"{text}: not told apart"

@@ -1,16 +1,21 @@
 """The unseen benchmark: predicting held-out ``A+B`` pairs and held-out single genes, over seeds.
 
-    python benchmarks/unseen.py [--scenarios pairs,singles] [--seeds 1,2,3]
+    python benchmarks/unseen.py [--scenarios pairs,singles,real_singles] [--seeds 1,2,3]
                                 [--models gpo_vae,gpo_vae_plus,sams_vae] [--workers 2]
                                 [--out DIR] [--markdown]
 
-Scenarios (each seed draws a new screen, ``SyntheticConfig.seed`` = the seed):
+Scenarios (each seed draws a new screen, ``SyntheticConfig.seed`` = the seed, or, for the real
+screen, a new split):
 
 - ``pairs``: the ``nonadditive`` screen (20 ``A+B`` pairs whose downstream effects saturate),
   split ``heldout_combinations`` with ``heldout_fraction`` 0.3: every cell of ~30 % of the pairs
   that pass the filters is in test, their singles are in training.
 - ``singles``: the ``default`` screen, split ``heldout_perturbations`` (20 % of the kept
   perturbations have no training cell).
+- ``real_singles``: the real screen in ``../shared/data/screens`` (McFaline-Figueroa et al. 2023,
+  CRISPRi in three glioma lines, read with its cell lines as batches), split
+  ``heldout_perturbations`` with ``heldout_fraction`` 0.3 drawn with the seed, run with the
+  configs a user gets (``configs/<model>_custom.yaml``); skipped with a message when absent.
 
 Each screen is preprocessed once with ``configs/gpo_vae_synthetic.yaml``'s preprocessing and
 that split, every model family trains on it with its own ``configs/<model>_synthetic.yaml``
@@ -19,7 +24,13 @@ that split, every model family trains on it with its own ``configs/<model>_synth
 first model's evaluation (they do not depend on the model, except ``grn_neighbour_mean``, which
 averages over that model's GRN neighbours).
 
-Printed: one table per scenario, mean ± sd over seeds of the per-seed means: for pairs the ATE
+Printed first: the scaled scores (``scaled_scores.csv``, :mod:`gpo_vae.evaluation.scaled`: 0 =
+the task's best trivial baseline, 1 = the replicate, a second half of the held-out cells), mean ±
+sd over seeds, with the mean of the seeds' bootstrap intervals and the raw means, for every model
+family, baseline (the linear embedding model of Ahlmann-Eltze et al. included) and the replicate;
+then, per metric, whether the best family beats the best baseline by more than the seeds' spread
+of their per-seed difference. Then one table per scenario, mean ± sd over seeds of the per-seed
+means: for pairs the ATE
 Pearson r, its top-20 DE r, the interaction Pearson r (observed − additive vs predicted −
 additive) on all and top-20 DE genes, its R², and the fraction of significantly interacting pairs
 whose interaction direction is right; for singles the Pearson r and R², the perturbation-specific
@@ -44,7 +55,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _pool import markdown, parse_seed_args, prepare_synthetic, run_jobs, seed_jobs, seed_parser  # noqa: E402
+from _pool import (  # noqa: E402
+    markdown,
+    parse_seed_args,
+    prepare_file,
+    prepare_synthetic,
+    run_jobs,
+    scaled_rows,
+    scaled_summary,
+    seed_jobs,
+    seed_parser,
+)
 
 from gpo_vae.report.unseen_section import PAIR_COLUMNS  # noqa: E402
 
@@ -53,27 +74,39 @@ MODELS = ("gpo_vae", "gpo_vae_plus", "sams_vae")
 SCENARIOS = {
     "pairs": ("nonadditive", {"mode": "heldout_combinations", "heldout_fraction": 0.3}),
     "singles": ("default", {"mode": "heldout_perturbations", "heldout_fraction": 0.2}),
+    "real_singles": ("real", {"mode": "heldout_perturbations", "heldout_fraction": 0.3}),
 }
-KIND = {"pairs": "combination", "singles": "single"}
-COLUMNS = {
-    "pairs": PAIR_COLUMNS,
-    "singles": ("pearson", "r2", "pearson_specific", "pearson_top20", "rank_normalised"),
-}
+KIND = {"pairs": "combination", "singles": "single", "real_singles": "single"}
+TASK = {"pairs": "unseen_pairs", "singles": "unseen_singles", "real_singles": "unseen_singles"}
+SINGLE_COLUMNS = ("pearson", "r2", "pearson_specific", "pearson_top20", "rank_normalised")
+COLUMNS = {"pairs": PAIR_COLUMNS, "singles": SINGLE_COLUMNS, "real_singles": SINGLE_COLUMNS}
+REAL_SCREEN = ROOT.parent / "shared" / "data" / "screens" / "mcfaline23_glioma_crispri.h5ad"
+REAL_BATCH_KEY = "cell_type"
 
 
-def config_for(model: str, scenario: str, folder: Path) -> Path:
-    """``configs/<model>_synthetic.yaml`` with the scenario's split, written into ``folder``."""
-    raw = yaml.safe_load((ROOT / "configs" / f"{model}_synthetic.yaml").read_text())
+def config_for(model: str, scenario: str, folder: Path, seed: int | None = None) -> Path:
+    """The scenario's config (``configs/<model>_synthetic.yaml``, or ``_custom`` for the real
+    screen) with its split, written into ``folder``."""
+    real = SCENARIOS[scenario][0] == "real"
+    raw = yaml.safe_load((ROOT / "configs" / f"{model}_{'custom' if real else 'synthetic'}.yaml").read_text())
     raw["preprocess"].setdefault("split", {}).update(SCENARIOS[scenario][1])
+    if real:
+        # one thread per job: two jobs of torch's default threads oversubscribe two cores
+        raw["training"]["cpu_threads"] = raw["evaluation"]["cpu_threads"] = 1
+        if seed is not None:
+            raw["preprocess"]["seed"] = seed  # a user's screen: the seed draws the split
     path = folder / f"{model}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
 def prepare(scenario: str, seed: int, folder: Path) -> dict:
-    """Simulate and preprocess one scenario's screen; its paths and sizes (reused when present)."""
+    """Simulate (or read) and preprocess one scenario's screen; its paths and sizes (reused when present)."""
     folder.mkdir(parents=True, exist_ok=True)
-    return prepare_synthetic(SCENARIOS[scenario][0], seed, folder, config_for("gpo_vae", scenario, folder))
+    config = config_for("gpo_vae", scenario, folder, seed)
+    if SCENARIOS[scenario][0] == "real":
+        return prepare_file(REAL_SCREEN, folder, config, REAL_BATCH_KEY)
+    return prepare_synthetic(SCENARIOS[scenario][0], seed, folder, config)
 
 
 def train_and_evaluate(job: dict) -> dict:
@@ -84,7 +117,7 @@ def train_and_evaluate(job: dict) -> dict:
 
     folder = Path(job["folder"])
     folder.mkdir(parents=True, exist_ok=True)
-    config = load_run_config(config_for(job["model"], job["scenario"], folder))
+    config = load_run_config(config_for(job["model"], job["scenario"], folder, job["seed"]))
     training = config.training.replace(seed=job["seed"], cpu_threads=1)
     run_dir = train_model(job["artifact"], config.model, training, folder / "run", progress=False)
     start = time.perf_counter()
@@ -116,12 +149,18 @@ def train_and_evaluate(job: dict) -> dict:
                 train_s=float(run["training_seconds"]), evaluate_s=evaluate_s, epochs=int(run["epochs"])
             )
         rows.append(row)
-    return {"rows": rows, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+    scaled = scaled_rows(
+        out, TASK[job["scenario"]], job["model"], job["baselines"], {**base, "table": "scaled"}
+    )
+    return {
+        "rows": rows + scaled,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    }
 
 
 def summary_table(rows: pd.DataFrame, scenario: str, methods: list[str]) -> pd.DataFrame:
     """mean ± sd over seeds of the per-seed means, one row per method (models first)."""
-    frame = rows[rows["scenario"] == scenario]
+    frame = rows[(rows["scenario"] == scenario) & rows.get("table", pd.Series(index=rows.index)).isna()]
     columns = [c for c in (*COLUMNS[scenario], "n", "train_s", "evaluate_s") if c in frame.columns]
     out = []
     for method, group in frame.groupby("method", sort=False):
@@ -145,6 +184,11 @@ def summary_table(rows: pd.DataFrame, scenario: str, methods: list[str]) -> pd.D
 def main() -> None:
     parser = seed_parser(__doc__.splitlines()[0], "scenarios", ",".join(SCENARIOS), ",".join(MODELS))
     args, scenarios, seeds, models = parse_seed_args(parser, "scenarios", list(SCENARIOS))
+    if "real_singles" in scenarios and not REAL_SCREEN.is_file():
+        print(
+            f"scenario real_singles skipped: {REAL_SCREEN} absent (the real screen lives in ../shared/data/screens)"
+        )
+        scenarios = [scenario for scenario in scenarios if scenario != "real_singles"]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
@@ -185,6 +229,14 @@ def main() -> None:
     if frame.empty:
         return
     methods = [*models, *(f"{m}_{v}" for v in ("neighbours", "regulators", "own_node") for m in models)]
+    if "table" in frame.columns:
+        scaled, verdicts = scaled_summary(frame[frame["table"] == "scaled"], "scenario", models)
+        print("\nscaled scores (0 = best trivial baseline, 1 = replicate), mean ± sd over seeds:")
+        print(scaled.to_string(index=False))
+        print("\n" + "\n".join(verdicts))
+        if args.markdown:
+            print()
+            print(markdown(scaled))
     for scenario in scenarios:
         table = summary_table(frame, scenario, methods)
         print(f"\n{scenario}:")

@@ -21,12 +21,15 @@ The paper fits expression and compares fold changes; fitting the ATE directly is
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from gpo_vae.data.labels import label_genes
+
+logger = logging.getLogger(__name__)
 
 LINEAR_EMBEDDING = "linear_embedding"
 #: Ahlmann-Eltze et al.'s settings: principal components of the gene embedding, ridge penalty.
@@ -47,7 +50,7 @@ def fit_linear_embedding(
     """``(G, W, b, genes)`` of the linear model fitted to ``single_ate`` (seen perturbations × genes).
 
     Perturbations whose target is not measured have no embedding and are left out of the fit
-    (they still count in ``b``). Raises ``ValueError`` without any usable perturbation.
+    (they still count in ``b``); without any that has one, ``W`` is 0 (every prediction is ``b``).
     """
     genes = pd.Index(single_ate.columns.astype(str))
     values = single_ate.to_numpy(dtype=np.float64)
@@ -62,10 +65,14 @@ def fit_linear_embedding(
         if targets:
             rows.append(G[targets].sum(axis=0))
             used.append(j)
-    if not used:
-        raise ValueError("no seen perturbation targets a measured gene: the linear model has no embedding")
-    P = np.asarray(rows)  # perturbations × K
     k = G.shape[1]
+    if not used:
+        logger.warning(
+            "linear embedding baseline: no seen perturbation targets a measured gene, so no "
+            "perturbation has an embedding; it predicts the mean of the seen perturbations"
+        )
+        return G, np.zeros((k, k)), center, genes
+    P = np.asarray(rows)  # perturbations × K
     left = np.linalg.solve(G.T @ G + ridge * np.eye(k), G.T @ Y[:, used])
     W = np.linalg.solve((P.T @ P + ridge * np.eye(k)).T, (left @ P).T).T
     return G, W, center, genes

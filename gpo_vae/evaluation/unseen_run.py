@@ -19,7 +19,14 @@ from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.generation import GeneratedSummary, generate_and_summarise
 from gpo_vae.evaluation.linear_baseline import LINEAR_EMBEDDING, linear_embedding_prediction
 from gpo_vae.evaluation.prediction import EvaluationData
-from gpo_vae.evaluation.scaled import PAIRS, SINGLES, TRIVIAL_BASELINES, corrected_replicate, scaled_table
+from gpo_vae.evaluation.scaled import (
+    NO_EFFECT,
+    PAIRS,
+    SINGLES,
+    TRIVIAL_BASELINES,
+    corrected_replicate,
+    scaled_table,
+)
 from gpo_vae.evaluation.unseen import (
     ADDITIVE,
     COMBINATION,
@@ -191,6 +198,7 @@ def evaluate_unseen(
             ADDITIVE: additive,
             MATCHING_MEAN: matching_mean_prediction(pairs, single_ate),
             NONCONTROL: _repeat(fallback, pairs),
+            NO_EFFECT: _repeat(fallback * 0.0, pairs),
             LINEAR_EMBEDDING: linear_embedding_prediction(pairs, single_ate),
         }
 
@@ -207,6 +215,7 @@ def evaluate_unseen(
     if singles:
         baselines = {
             NONCONTROL: _repeat(fallback, singles),
+            NO_EFFECT: _repeat(fallback * 0.0, singles),
             LINEAR_EMBEDDING: linear_embedding_prediction(singles, single_ate),
             REGULATOR_REGRESSION: _weighted_means(singles, single_ate, fallback, regulators.get),
             GRN_NEIGHBOURS: _weighted_means(

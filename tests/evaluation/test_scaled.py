@@ -28,6 +28,10 @@ def test_the_linear_model_predicts_unseen_genes_exactly_when_effects_are_bilinea
     np.testing.assert_allclose(predicted.loc["g20+g21"], A @ M @ (A[20] + A[21]) + c, atol=1e-6)
     # a label with no measured target falls back to the mean of the seen perturbations
     np.testing.assert_allclose(predicted.loc["unmeasured"], effect[train].mean(axis=0))
+    # a panel that measures none of the seen targets embeds nobody: every label gets that mean
+    panel = single_ate.rename(index=lambda g: f"not_{g}")
+    fallback = linear_embedding_prediction(["g20", "g21+g22"], panel)
+    np.testing.assert_allclose(fallback.to_numpy(), np.tile(effect[train].mean(axis=0), (2, 1)))
 
 
 def test_discrimination_follows_cell_evals_definition_with_the_target_left_out():
