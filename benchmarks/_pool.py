@@ -238,8 +238,9 @@ def _mean_sd(values: pd.Series) -> str:
     values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
         return ""
-    spread = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.3f} ± {spread:.3f}"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f} (1 seed)"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
 def scaled_summary(rows: pd.DataFrame, group: str, models: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -294,3 +295,12 @@ def scaled_verdict(part: pd.DataFrame, models: list[str]) -> str:
     if len(difference) > 1 and -mean > spread:
         return f"{text}: the baseline wins"
     return f"{text}: not told apart"
+
+
+def scaled_pivot(summary: pd.DataFrame, group: str) -> pd.DataFrame:
+    """:func:`scaled_summary`'s scaled column as one row per method, one column per (group, metric)."""
+    frame = summary.assign(column=summary[group] + " " + summary["metric"])
+    table = frame.pivot_table(index="method", columns="column", values="scaled", aggfunc="first", sort=False)
+    order = list(dict.fromkeys(frame["method"]))
+    table = table.reindex(order).fillna("")
+    return table.loc[:, (table != "").any(axis=0)].reset_index()  # a column no seed could scale

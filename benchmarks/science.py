@@ -57,6 +57,7 @@ from _pool import (  # noqa: E402
     prepare_file,
     prepare_synthetic,
     run_jobs,
+    scaled_pivot,
     scaled_rows,
     scaled_summary,
     seed_jobs,
@@ -269,6 +270,12 @@ def main() -> None:
         if args.markdown:
             print()
             print(markdown(summary))
+        compact = scaled_pivot(summary, "screen")
+        print("\nscaled scores, one column per screen and metric:")
+        print(compact.to_string(index=False))
+        if args.markdown:
+            print()
+            print(markdown(compact))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ from _pool import (  # noqa: E402
     prepare_file,
     prepare_synthetic,
     run_jobs,
+    scaled_pivot,
     scaled_rows,
     scaled_summary,
     seed_jobs,
@@ -237,6 +238,12 @@ def main() -> None:
         if args.markdown:
             print()
             print(markdown(scaled))
+        compact = scaled_pivot(scaled, "scenario")
+        print("\nscaled scores, one column per scenario and metric:")
+        print(compact.to_string(index=False))
+        if args.markdown:
+            print()
+            print(markdown(compact))
     for scenario in scenarios:
         table = summary_table(frame, scenario, methods)
         print(f"\n{scenario}:")

@@ -6,7 +6,8 @@
 given, ``grn_mask.csv``, ``grn_nodes.csv``, ``grn_edges.csv``, ``grn_statistical.csv``,
 ``grn_reference.csv`` and ``grn_pr_curves.csv`` when a reference or true network is given,
 ``unseen_metrics.csv``, ``unseen_interaction_scatter.csv``, ``unseen_neighbours.csv`` and
-``unseen_cells.h5ad`` when the split holds labels no training cell carries, ``predictions.h5ad``
+``unseen_cells.h5ad`` when the split holds labels no training cell carries, ``scaled_scores.csv``
+(:mod:`gpo_vae.evaluation.scaled`), ``predictions.h5ad``
 and ``real_test.h5ad`` for cell-eval (:mod:`gpo_vae.evaluation.cell_eval`), ``grn_network.tsv`` and
 ``grn.graphml`` (:mod:`gpo_vae.grn.export`), ``run.json``), then
 ``report.html``, then a ``.complete`` marker; all in a temporary sibling

@@ -46,9 +46,15 @@ empty cell (pandas' default). Name columns are text (a gene called ``NA`` stays 
     carries (:mod:`gpo_vae.evaluation.unseen`): ``kind`` ``combination`` (a held-out ``A+B``) or
     ``single`` (a held-out gene); ``method`` ``model``, ``model_own_node``, ``model_neighbours``
     (or ``model_regulators``), ``additive``, ``matching_mean``, ``noncontrol_mean``,
-    ``regulator_regression``, ``grn_neighbour_mean``, ``network_neighbour_mean``, the same for
+    ``control_baseline``, ``linear_embedding``, ``regulator_regression``, ``grn_neighbour_mean``, ``network_neighbour_mean``, the same for
     ``sams_vae``. Required: ``pearson``, ``r2``; optional numbers ``pearson_*``, ``r2_*``,
-    ``rank``, ``rank_normalised``, ``interaction_*`` (``interaction_significant`` is text).
+    ``rank``, ``rank_normalised``, ``interaction_*`` (``interaction_significant`` is text),
+    ``discrimination_l1``, ``centroid_accuracy``.
+``scaled_scores.csv``: one row per (task, metric, method) (:mod:`gpo_vae.evaluation.scaled`):
+    ``task`` ``unseen_pairs``, ``unseen_singles`` or ``heldout_cells``; ``role`` ``model``,
+    ``baseline`` or ``replicate``; ``baseline`` (the method at 0); numbers ``n``, ``mean``,
+    ``mean_low``, ``mean_high``, ``b``, ``r``, ``headroom``, ``scaled``, ``scaled_low``,
+    ``scaled_high``. The headline shows each task's headline metric.
 ``unseen_interaction_scatter.csv``: ``perturbation`` (a pair), ``gene``, ``observed``,
     ``predicted``: the model's and the data's interaction (minus the additive prediction) on
     each pair's top-20 DE genes.

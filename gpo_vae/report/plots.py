@@ -92,6 +92,8 @@ METRIC_LABELS = {
     "r2": "R²",
     "jaccard": "Jaccard",
     "pearson_specific": "Pearson r minus the shared shift",
+    "discrimination_l1": "discrimination (cell-eval, L1)",
+    "centroid_accuracy": "centroid accuracy",
 }
 R2_FLOOR = -1.0  # R² is unbounded below; clip so one bad perturbation does not flatten the plot
 
@@ -119,6 +121,8 @@ def metric_label(metric: str) -> str:
     """``pearson_top20`` → ``Pearson r, top-20 DE genes``."""
     family, _, top = metric.partition("_top")
     label = METRIC_LABELS.get(family, family)
+    if family in ("discrimination_l1", "centroid_accuracy"):
+        return label  # scored among the perturbations, not over a gene set
     return f"{label}, top-{top} DE genes" if top else f"{label}, all genes"
 
 

@@ -22,9 +22,13 @@ import pandas as pd
 
 NA_STRINGS = ["", "nan", "NaN", "NA", "N/A", "null"]
 RUN_FILE = "run.json"
-METRIC_PATTERN = re.compile(r"^(pearson|r2|jaccard)(_top\d+|_specific)?$")
+METRIC_PATTERN = re.compile(
+    r"^((pearson|r2|jaccard)(_top\d+|_specific)?|discrimination_l1|centroid_accuracy)$"
+)
 #: Number columns of ``unseen_metrics.csv`` beyond pearson and r2 (``interaction_significant`` is text).
-UNSEEN_PATTERN = re.compile(r"^(pearson|r2|rank|interaction_(?!significant)).*$")
+UNSEEN_PATTERN = re.compile(
+    r"^(pearson|r2|rank|interaction_(?!significant)|discrimination_l1|centroid_accuracy).*$"
+)
 HELDOUT = "heldout_test"
 ALL_CELLS = "all_cells"
 
@@ -238,13 +242,17 @@ def load_tables(eval_dir: str | Path) -> EvaluationTables:
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """The metric columns of a prediction table, in reading order (pearson, r2, top-k, Jaccard)."""
+    """The metric columns of a prediction table, in reading order (pearson, r2, top-k, Jaccard,
+    discrimination, centroid accuracy)."""
     found = [c for c in frame.columns if METRIC_PATTERN.match(c)]
 
-    def order(column: str) -> tuple[bool, int, bool]:
+    def order(column: str) -> tuple[int, int, bool]:
         k = int(column.rsplit("top", 1)[1]) if "_top" in column else 0
-        # pearson and r2 pair up per k; Jaccard after them
-        return (column.startswith("jaccard"), k, column.startswith("r2"))
+        # pearson and r2 pair up per k; Jaccard after them, then the cross-perturbation metrics
+        group = (
+            2 if column in ("discrimination_l1", "centroid_accuracy") else int(column.startswith("jaccard"))
+        )
+        return (group, k, column.startswith("r2"))
 
     return sorted(found, key=order)
 
