@@ -106,6 +106,11 @@ def prepare_screen(screen: str, seed: int, folder: Path) -> dict:
     return prepare_synthetic(screen, seed, folder, config, USER_SCREENS.get(screen))
 
 
+def _number(value: float | None) -> float:
+    """A run.json number; NaN where it is null (undefined)."""
+    return float("nan") if value is None else float(value)
+
+
 def train_and_evaluate(job: dict) -> dict:
     """One model family on one prepared screen: its metrics and the baselines' (a worker job)."""
     from gpo_vae.evaluation.run import evaluate_run
@@ -154,12 +159,11 @@ def train_and_evaluate(job: dict) -> dict:
         own.update(
             auroc=float(truth.loc["model", "auroc"]),
             auprc=float(truth.loc["model", "auprc"]),
-            auprc_gain=float(metrics["grn_gain_true_network_auprc"]),
+            auprc_gain=_number(metrics.get("grn_gain_true_network_auprc")),
             edges=int(metrics["grn_edges"]),
             true_edges=int(truth.loc["model", "n_positive"]),
         )
-    if "grn_gain_mean_wasserstein" in metrics:
-        own["wasserstein_gain"] = float(metrics["grn_gain_mean_wasserstein"])
+    own["wasserstein_gain"] = _number(metrics.get("grn_gain_mean_wasserstein"))
     rows.append(own)
     if job["baselines"]:
         for method in BASELINES:

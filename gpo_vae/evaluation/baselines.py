@@ -156,6 +156,7 @@ def split_half_reliability(
     top_de: int = DEFAULT_TOP_DE,
     jaccard_ks: Sequence[int] = DEFAULT_JACCARD_KS,
     batches: Sequence | np.ndarray | pd.Series | None = None,
+    shared_shift: pd.Series | None = None,
 ) -> pd.DataFrame:
     """:func:`~gpo_vae.evaluation.metrics.prediction_metrics` of half A (true) vs half B (predicted).
 
@@ -163,11 +164,14 @@ def split_half_reliability(
     has half the cells of the test set, so these numbers understate the agreement of two
     full-size estimates; with ``corrected`` the Pearson columns are Spearman-Brown corrected to
     full size (``2r / (1 + r)``). R² and Jaccard are left uncorrected (no such formula holds).
+    With ``shared_shift`` the halves' ``pearson_specific`` is scored too.
     """
     half_a, half_b = split_half_ate(
         X_counts, labels, split, control_label, perturbations, target_sum, genes, test_split, seed, batches
     )
-    metrics = prediction_metrics(half_a, half_b, top_de=top_de, jaccard_ks=jaccard_ks, across=True)
+    metrics = prediction_metrics(
+        half_a, half_b, top_de=top_de, jaccard_ks=jaccard_ks, shared_shift=shared_shift, across=True
+    )
     if corrected:
         for column in [c for c in metrics.columns if c.startswith("pearson")]:
             metrics[column] = spearman_brown(metrics[column])
