@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gpo_vae.evaluation.scaled import PAIRS, SCALED_FILE, SEEN, SINGLES, headline_lines
+from gpo_vae.report.scaled_terms import PAIRS, SCALED_FILE, SEEN, SINGLES, headline_lines
 
 
 def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -29,8 +29,9 @@ def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns).reset_index()
 
 
-def seen_check_sentence(scores: pd.DataFrame, unseen: bool) -> str:
-    """What the held-out-cells comparison measures, with the headroom between mean and replicate."""
+def seen_check_sentence(scores: pd.DataFrame, unseen: bool) -> list[str]:
+    """What the held-out-cells comparison measures (with the headroom between mean and replicate),
+    then the title of its table."""
     part = scores[(scores["task"] == SEEN) & (scores["metric"] == "pearson")]
     headroom = ""
     if len(part):
@@ -38,14 +39,18 @@ def seen_check_sentence(scores: pd.DataFrame, unseen: bool) -> str:
         headroom = (
             f" ({row['baseline']} {row['b']:.3f}, replicate {row['r']:.3f}: headroom {row['headroom']:.3f})"
         )
+    table = "held-out ATE, all cells, mean over perturbations:"
     if unseen:
-        return f"held-out cells of seen perturbations, a check that the model reaches the mean{headroom}:"
-    return (
+        return [
+            f"held-out cells of seen perturbations, a check that the model reaches the mean{headroom};",
+            table,
+        ]
+    return [
         "this split holds out cells, not perturbations: it measures how well the model reconstructs "
         f"perturbations it saw in training, where the training mean is near the data's ceiling{headroom}; "
-        "hold perturbations out (--split heldout_perturbations or heldout_combinations) to rank models. "
-        "Held-out ATE, all cells, mean over perturbations:"
-    )
+        "hold perturbations out (--split heldout_perturbations or heldout_combinations) to rank models.",
+        table,
+    ]
 
 
 def run_headline(folder: str | Path, main_method: str = "model") -> list[str]:
@@ -57,7 +62,7 @@ def run_headline(folder: str | Path, main_method: str = "model") -> list[str]:
     lines = headline_lines(unseen, main_method) if len(unseen) else []
     metrics = pd.read_csv(folder / "prediction_metrics.csv")
     table = headline_table(metrics).to_string(index=False, float_format=lambda value: f"{value:.3f}")
-    lines += [seen_check_sentence(scores, bool(len(unseen))), *table.splitlines()]
+    lines += [*seen_check_sentence(scores, bool(len(unseen))), *table.splitlines()]
     return lines
 
 

@@ -91,7 +91,6 @@ def observed_tables(
             corrected=config.split_half_corrected,
             top_de=config.top_de,
             jaccard_ks=config.jaccard_ks,
-            shared_shift=noncontrol[subset].iloc[0] if len(noncontrol[subset]) else None,
             **shared,
         )
     return ObservedTables(references, baselines, ceilings, noncontrol)

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from gpo_vae.evaluation.scaled import (
+from gpo_vae.report import plots
+from gpo_vae.report.html import figure_html, html_table
+from gpo_vae.report.scaled_terms import (
     HEADLINE_METRIC,
     PAIRS,
     REPLICATE,
@@ -19,8 +21,6 @@ from gpo_vae.evaluation.scaled import (
     headline_rows,
     task_verdict,
 )
-from gpo_vae.report import plots
-from gpo_vae.report.html import figure_html, html_table
 from gpo_vae.report.tables import EvaluationTables
 
 MODEL = "model"

@@ -9,6 +9,7 @@ import pytest
 from gpo_vae.evaluation import scaled as sc
 from gpo_vae.evaluation.linear_baseline import linear_embedding_prediction
 from gpo_vae.evaluation.metrics import centroid_accuracy, discrimination_l1, target_columns
+from gpo_vae.report import scaled_terms as terms
 
 
 def test_the_linear_model_predicts_unseen_genes_exactly_when_effects_are_bilinear_in_their_embedding():
@@ -73,7 +74,7 @@ def test_scaled_scores_put_the_best_trivial_baseline_at_zero_and_the_replicate_a
     assert row.loc["linear_embedding", "role"] == "baseline" and row.loc["model", "role"] == "model"
     assert row.loc["model", "scaled_low"] < row.loc["model", "scaled"] < row.loc["model", "scaled_high"]
     assert row.loc["model", "headroom"] == pytest.approx(0.4)
-    lines = sc.headline_lines(table, "model")
+    lines = terms.headline_lines(table, "model")
     assert "1 = replicate (0.900)" in lines[0] and "0 = additive (0.500)" in lines[0]
     assert lines[-1].strip() == "model beats the best baseline (linear_embedding) beyond its interval."
     assert sc.headline_numbers(table)["model_scaled_unseen_pairs"] == pytest.approx(0.625)
@@ -85,7 +86,7 @@ def test_a_replicate_no_better_than_the_baseline_leaves_no_scale():
     replicate = pd.DataFrame({"pearson": [0.7, 0.7]}, index=labels)
     table = sc.scaled_table(sc.SEEN, per_label, replicate, ("mean_baseline",), models=("model",))
     assert table["scaled"].isna().all() and (table["headroom"] < 0).all()
-    assert "cannot rank" in sc.task_verdict(table, "model")
+    assert "cannot rank" in terms.task_verdict(table, "model")
 
 
 def test_the_replicate_is_spearman_brown_corrected_on_pearson_columns_only():
