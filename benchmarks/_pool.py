@@ -304,3 +304,19 @@ def scaled_pivot(summary: pd.DataFrame, group: str) -> pd.DataFrame:
     order = list(dict.fromkeys(frame["method"]))
     table = table.reindex(order).fillna("")
     return table.loc[:, (table != "").any(axis=0)].reset_index()  # a column no seed could scale
+
+
+def print_scaled(rows: pd.DataFrame, group: str, models: list[str], title: str, as_markdown: bool) -> None:
+    """Print :func:`scaled_summary` (long table, verdicts) and :func:`scaled_pivot` of ``rows``."""
+    summary, verdicts = scaled_summary(rows, group, models)
+    compact = scaled_pivot(summary, group)
+    print(f"\n{title} (0 = best trivial baseline, 1 = replicate), mean ± sd over seeds:")
+    print(summary.to_string(index=False))
+    print("\n" + "\n".join(verdicts))
+    print(f"\nscaled scores, one column per {group} and metric:")
+    print(compact.to_string(index=False))
+    if as_markdown:
+        print()
+        print(markdown(summary))
+        print()
+        print(markdown(compact))

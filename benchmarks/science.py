@@ -56,10 +56,9 @@ from _pool import (  # noqa: E402
     parse_seed_args,
     prepare_file,
     prepare_synthetic,
+    print_scaled,
     run_jobs,
-    scaled_pivot,
     scaled_rows,
-    scaled_summary,
     seed_jobs,
     seed_parser,
 )
@@ -265,21 +264,7 @@ def main() -> None:
         print()
         print(markdown(table))
     if len(scaled):
-        summary, verdicts = scaled_summary(scaled, "screen", models)
-        print(
-            "\nheld-out cells on the scale (0 = best trivial baseline, 1 = replicate), mean ± sd over seeds:"
-        )
-        print(summary.to_string(index=False))
-        print("\n" + "\n".join(verdicts))
-        if args.markdown:
-            print()
-            print(markdown(summary))
-        compact = scaled_pivot(summary, "screen")
-        print("\nscaled scores, one column per screen and metric:")
-        print(compact.to_string(index=False))
-        if args.markdown:
-            print()
-            print(markdown(compact))
+        print_scaled(scaled, "screen", models, "held-out cells on the scale", args.markdown)
 
 
 if __name__ == "__main__":

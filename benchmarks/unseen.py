@@ -60,10 +60,9 @@ from _pool import (  # noqa: E402
     parse_seed_args,
     prepare_file,
     prepare_synthetic,
+    print_scaled,
     run_jobs,
-    scaled_pivot,
     scaled_rows,
-    scaled_summary,
     seed_jobs,
     seed_parser,
 )
@@ -231,19 +230,7 @@ def main() -> None:
         return
     methods = [*models, *(f"{m}_{v}" for v in ("neighbours", "regulators", "own_node") for m in models)]
     if "table" in frame.columns:
-        scaled, verdicts = scaled_summary(frame[frame["table"] == "scaled"], "scenario", models)
-        print("\nscaled scores (0 = best trivial baseline, 1 = replicate), mean ± sd over seeds:")
-        print(scaled.to_string(index=False))
-        print("\n" + "\n".join(verdicts))
-        if args.markdown:
-            print()
-            print(markdown(scaled))
-        compact = scaled_pivot(scaled, "scenario")
-        print("\nscaled scores, one column per scenario and metric:")
-        print(compact.to_string(index=False))
-        if args.markdown:
-            print()
-            print(markdown(compact))
+        print_scaled(frame[frame["table"] == "scaled"], "scenario", models, "scaled scores", args.markdown)
     for scenario in scenarios:
         table = summary_table(frame, scenario, methods)
         print(f"\n{scenario}:")

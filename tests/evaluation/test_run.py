@@ -17,23 +17,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-import yaml
 from redun import File
 from sklearn import metrics as skm
 
-from gpo_vae.config import ConfigError, from_dict, to_dict
+from gpo_vae.config import to_dict
 from gpo_vae.evaluation import generation
 from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.config import EvaluationConfig
-from gpo_vae.evaluation.grn_benchmark import pair_masks, reference_agreement, sams_vae_node_scores
+from gpo_vae.evaluation.grn_benchmark import sams_vae_node_scores
 from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.evaluation.run import COMPLETE_MARKER, evaluate_run, headline_table
-from gpo_vae.grn.curves import edge_precision_recall, ranking_metrics
 from gpo_vae.model import GPOVAEModel, PredictionError
 from gpo_vae.models import ModelConfig
 from gpo_vae.preprocessing.artifact import ARTIFACT_FILE, read_artifact
 from gpo_vae.report import load_tables
-from gpo_vae.run_config import load_run_config
 from gpo_vae.training.train import load_trained_model, train_model
 from tasks.evaluate import evaluate_run_task
 from tests.training.conftest import (  # noqa: F401  (session fixtures shared with the training tests)
@@ -304,24 +301,6 @@ def test_the_graph_reports_what_training_added_to_its_initial_mask(evaluation: P
         assert row["auprc"].iloc[0] == pytest.approx(row["positive_rate"].iloc[0])
 
 
-def test_reference_agreement_matches_curves_on_perturbed_pairs():
-    rng = np.random.default_rng(3)
-    n, n_perturbed = 12, 7
-    scores = rng.random((n, n))
-    reference = rng.random((n, n)) < 0.2
-    predicted = scores > 0.6
-    both, _ = pair_masks(n, n_perturbed)
-    row, curve = reference_agreement(scores, predicted, reference, both)
-    restrict = np.arange(n_perturbed)
-    expected = ranking_metrics(scores, reference, restrict)
-    pr = edge_precision_recall(predicted, reference, restrict)
-    assert row["auroc"] == pytest.approx(expected["auroc"]) and row["auprc"] == pytest.approx(
-        expected["auprc"]
-    )
-    assert row["precision"] == pytest.approx(pr["precision"]) and row["recall"] == pytest.approx(pr["recall"])
-    assert row["n_pairs"] == expected["n_pairs"] and len(curve) > 1
-
-
 def test_sams_vae_node_scores_are_a_similarity_over_trained_nodes(runs: dict[str, Path]):
     model, info = load_trained_model(runs["sams_vae"])
     scores = sams_vae_node_scores(model)
@@ -387,24 +366,6 @@ def test_evaluation_task_is_content_addressed(artifact_dir: Path, runs: dict[str
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [report.parent.name, f".{report.parent.name}.lock"]
     )
-
-
-def test_evaluation_config_validates_and_every_shipped_yaml_spells_it_out():
-    with pytest.raises(ValueError, match="summary_stats_cells"):
-        EvaluationConfig(n_generated_cells=10, summary_stats_cells=20)
-    with pytest.raises(ValueError, match="grn_threshold"):
-        EvaluationConfig(grn_threshold=1.0)
-    with pytest.raises(ConfigError, match=r"evaluation\.grn_ks"):
-        from_dict(EvaluationConfig, {"grn_ks": ["many"]}, "evaluation")
-    assert from_dict(EvaluationConfig, to_dict(TINY_EVAL)) == TINY_EVAL
-    for path in sorted(CONFIG_DIR.glob("*_*.yaml")):
-        raw = yaml.safe_load(path.read_text())
-        assert set(raw["evaluation"]) == set(to_dict(EvaluationConfig())), path.name
-        evaluation = load_run_config(path).evaluation
-        if "synthetic" in path.name or path.stem.endswith("_custom"):
-            assert "SCALED DOWN" in path.read_text() and evaluation.n_generated_cells < 2500
-        else:
-            assert evaluation.n_generated_cells == 2500 and evaluation.iwelbo_particles == 100
 
 
 def test_cell_eval_scores_the_exported_cells_as_our_heldout_pearson(evaluation: Path, tmp_path: Path):
