@@ -16,7 +16,7 @@ from gpo_vae.config import from_dict, load_config
 from gpo_vae.data.contract import counts_from_adata
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.preprocessing.config import PreprocessConfig
-from gpo_vae.preprocessing.pipeline import preprocess, read_screen_stats
+from gpo_vae.preprocessing.pipeline import preprocess, read_screen_stats, stats_from_cells
 from gpo_vae.run_config import RunConfig
 
 if TYPE_CHECKING:
@@ -58,7 +58,8 @@ def prepare(
         ``configs/gpo_vae_custom.yaml``), its dict, or None (the published defaults).
     summary_stats, summary_sheet
         The screen's summary statistics (``.xlsx`` or ``.csv``, Replogle's layout) and sheet;
-        None judges perturbations by their cells alone.
+        None computes them from the cells, as the workflow does for a screen given without any
+        (:func:`~gpo_vae.preprocessing.pipeline.stats_from_cells`).
     progress
         Show progress bars (OT pairing).
     print_table
@@ -78,7 +79,10 @@ def prepare(
         decision with the config and package versions.
     """
     contract = counts_from_adata(adata, ScreenLayout.from_dict(layout))
-    stats = read_screen_stats(summary_stats, summary_sheet, contract) if summary_stats is not None else None
+    if summary_stats is None:
+        stats = stats_from_cells(contract)
+    else:
+        stats = read_screen_stats(summary_stats, summary_sheet, contract)
     return preprocess(contract, stats, _preprocess_config(config), progress=progress, print_table=print_table)
 
 

@@ -82,3 +82,39 @@ def test_a_raw_screen_trains_in_one_call(screen, plain, tmp_path: Path):
     with pytest.raises(PredictionError, match="another preprocessing"):
         GPOVAEModel.train(other, config, run_dir=tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "artifact" / "artifact.h5ad").stat().st_mtime_ns == written, "left as it was"
+
+
+def test_prepare_and_the_workflow_build_the_same_artifact_from_one_crispra_file(tmp_path: Path):
+    """The workflow computes summary statistics from the cells of a screen given without any
+    (tasks/acquire.py), writes them and preprocesses the file (tasks/preprocess.py); pp.prepare on
+    the same cells must judge them by the same numbers: a CRISPRa screen stays CRISPRa."""
+    import json
+
+    import anndata as ad
+
+    from gpo_vae.data.contract import read_counts_h5ad
+    from gpo_vae.data.layout import ScreenLayout
+    from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
+    from gpo_vae.preprocessing.pipeline import preprocess_files
+
+    screen = simulate_perturbseq(
+        SyntheticConfig.preset("crispra", n_perturbations=16, n_genes=500, cells_per_perturbation=150)
+    )
+    path = tmp_path / "crispra.h5ad"
+    screen.adata.write_h5ad(path)
+    layout = ScreenLayout()
+    # the workflow's two stages, as its tasks call them
+    stats = write_summary_stats_csv(
+        compute_summary_stats(read_counts_h5ad(path, layout), progress=False), tmp_path / "stats.csv"
+    )
+    workflow = preprocess_files(path, stats, None, QUICK, layout, progress=False, print_table=False)
+    api = pp.prepare(ad.read_h5ad(path), QUICK)
+    _same_artifact(workflow, api)
+    assert (workflow.obsm["D"] != api.obsm["D"]).nnz == 0
+    assert workflow.obs.equals(api.obs) and workflow.var.equals(api.var)
+    records = [json.loads(a.uns["record"]) for a in (workflow, api)]
+    assert records[0]["modality"]["resolved"] == records[1]["modality"]["resolved"] == "crispra"
+    # everything but the file checksums (only a file has them) and the seconds each stage took
+    for record in records:
+        record.pop("input"), record.pop("timings", None)
+    assert records[0] == records[1]

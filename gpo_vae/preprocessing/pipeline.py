@@ -77,6 +77,22 @@ def read_screen_stats(
     return read_summary_stats(stats_path, sheet, gene_ids_to_symbols=id_map)
 
 
+def stats_from_cells(adata: ad.AnnData) -> pd.DataFrame:
+    """Summary statistics computed from the screen's own cells, as the workflow makes them for a
+    screen given without any: computed, written as the workflow's CSV and read back, so that
+    :func:`gpo_vae.pp.prepare` and ``main`` judge the same file by the same numbers (the modality
+    among them: a CRISPRa screen is not taken for CRISPRi)."""
+    import tempfile
+
+    from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
+
+    with tempfile.TemporaryDirectory(prefix="gpo_vae_stats_") as folder:
+        path = write_summary_stats_csv(
+            compute_summary_stats(adata, progress=False), Path(folder) / "stats.csv"
+        )
+        return read_screen_stats(path, None, adata)
+
+
 def cell_batches(adata: ad.AnnData) -> np.ndarray | None:
     return adata.obs[BATCH_KEY].astype(str).to_numpy() if BATCH_KEY in adata.obs.columns else None
 
