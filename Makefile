@@ -24,7 +24,7 @@ TEST_WORKERS ?= 2
 
 comma := ,
 
-.PHONY: install install-check demo test test-all lint format clean
+.PHONY: install install-check demo test test-all docs lint format clean
 
 install: $(VENV)/.installed
 
@@ -74,6 +74,10 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "slow or not slow"
+
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
+	@echo "docs: site/index.html"
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,5 +1,5 @@
 """The tutorial notebook runs (on a small screen, a few epochs), is stored without outputs, and the
-README's "From Python" section is its code."""
+docs' "From Python" page is its code; the README's short example is the notebook's API."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def test_the_notebook_is_stored_without_outputs():
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
-def test_the_readme_from_python_section_is_the_notebook_code():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_from_python_page_is_the_notebook_code():
+    page = (ROOT / "docs" / "python.md").read_text()
+    section = page.split("## From Python", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert blocks, "the README's From Python section has no python block"
+    assert blocks, "the docs' From Python page has no python block"
     assert "\n\n".join(block.strip() for block in blocks) == "\n\n".join(_code_cells(_notebook()))
 
 
