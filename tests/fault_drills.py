@@ -37,8 +37,8 @@ def make_sandbox(where: Path, epochs: int = 2) -> WorkflowSandbox:
     """A project copy with a tiny custom config (``epochs`` epochs, no early stop) and a
     panel-shaped screen ``screens/panel.h5ad``."""
     box = WorkflowSandbox.create(where)
-    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_custom",))
-    path = box.root / "configs" / "gpo_vae_custom.yaml"
+    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_plus_custom",))
+    path = box.root / "configs" / "gpo_vae_plus_custom.yaml"
     raw = yaml.safe_load(path.read_text())
     raw["preprocess"]["qc"]["doublets"] = False
     raw["training"].update(max_epochs=epochs, max_steps=None, early_stopping_patience=epochs)

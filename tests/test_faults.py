@@ -171,7 +171,7 @@ def test_bad_config_and_results_dir_stop_before_any_task(box, tmp_path):
     except PermissionError:
         pass  # no mount here: the file case above still ran
     cuda = box.root / "configs" / "cuda.yaml"
-    raw = yaml.safe_load((box.root / "configs" / "gpo_vae_custom.yaml").read_text())
+    raw = yaml.safe_load((box.root / "configs" / "gpo_vae_plus_custom.yaml").read_text())
     raw["training"]["device"] = "cuda"
     cuda.write_text(yaml.safe_dump(raw))
     import torch

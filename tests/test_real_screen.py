@@ -30,7 +30,7 @@ USER_ARGS = ("--perturbation-key", "gene", "--control-label", "non-targeting")
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> WorkflowSandbox:
     box = WorkflowSandbox.create(tmp_path_factory.mktemp("real"))
-    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_custom",))
+    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_plus_custom",))
     (box.root / "screens").mkdir()
     return box
 
@@ -115,7 +115,7 @@ def test_a_crispra_screen_with_100_controls_and_weak_singles_keeps_its_pairs_inp
                 assert table.loc[gene, "reason"].startswith("single of kept pair ")
     assert records[0]["singles_of_kept_pairs"]
     labels = adata.obs["gene"].astype(str).to_numpy()[mask]
-    config = load_run_config(REPO_ROOT / "configs" / "gpo_vae_custom.yaml").preprocess
+    config = load_run_config(REPO_ROOT / "configs" / "gpo_vae_plus_custom.yaml").preprocess
     held = split_heldout_combinations(labels, 0.5, seed=0)
     assert held.heldout and all("+" in label for label in held.heldout)
     split, _, _, controls = make_splits(labels, None, config, "non-targeting")
@@ -147,7 +147,7 @@ def test_too_few_perturbations_stop_with_the_table_and_the_keys_unless_told_to_p
     screen = simulate_perturbseq(config)
     screen.adata.write_h5ad(sandbox.root / "screens" / "few.h5ad")
     strict = sandbox.root / "few.yaml"
-    raw = yaml.safe_load((sandbox.root / "configs" / "gpo_vae_custom.yaml").read_text())
+    raw = yaml.safe_load((sandbox.root / "configs" / "gpo_vae_plus_custom.yaml").read_text())
     raw["preprocess"]["filters"]["min_degs"] = 10_000
     raw["preprocess"]["filters"]["keep_unknown_perturbations"] = False
     strict.write_text(yaml.safe_dump(raw))

@@ -72,7 +72,7 @@ def team(postgres, tmp_path_factory) -> WorkflowSandbox:
         postgres=postgres,
         database="gpo_vae_team",
     )
-    box.shrink_configs(ONE_EPOCH, ("gpo_vae_synthetic",))
+    box.shrink_configs(ONE_EPOCH, ("gpo_vae_plus_synthetic",))
     migrate(box)
     return box
 
@@ -160,7 +160,7 @@ def test_two_sweeps_at_once_share_configurations_and_train_each_once(team):
 
 @pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_a_killed_run_resumes_training_and_reuses_every_finished_task(team):
-    base = yaml.safe_load((team.root / "configs" / "gpo_vae_synthetic.yaml").read_text())
+    base = yaml.safe_load((team.root / "configs" / "gpo_vae_plus_synthetic.yaml").read_text())
     config = {**base, "training": {**base["training"], **KILLED_TRAINING}}
     path = team.root / "configs" / "killed.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -211,7 +211,7 @@ def test_after_losing_the_postgres_database_a_rerun_recomputes_nothing_it_has(te
 @pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_after_losing_the_sqlite_database_a_rerun_reuses_the_results(tmp_path):
     box = WorkflowSandbox.create(tmp_path)
-    box.shrink_configs(ONE_EPOCH, ("gpo_vae_synthetic",))
+    box.shrink_configs(ONE_EPOCH, ("gpo_vae_plus_synthetic",))
     box.redun("main", "--dataset", "synthetic")
     results = box.root / "results" / "synthetic"
     (run_dir,) = [path.parent for path in results.glob("runs/*/.complete")]

@@ -22,7 +22,7 @@ STAGES = {"simulate_dataset", "preprocess_dataset", "train_run", "evaluate_run_t
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> WorkflowSandbox:
     box = WorkflowSandbox.create(tmp_path_factory.mktemp("workflow"))
-    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_synthetic", "sams_vae_synthetic", "gpo_vae_custom"))
+    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_plus_synthetic", "sams_vae_synthetic", "gpo_vae_plus_custom"))
     (box.root / "networks").mkdir()
     # no edge among the screen's genes: the table must say why its precision is undefined
     (box.root / "networks" / "biogrid.csv").write_text("source,target\nNOTAGENE1,NOTAGENE2\n")
@@ -91,7 +91,7 @@ def test_main_runs_every_stage_then_serves_all_from_cache(sandbox):
     assert "mean_pearson" in output, "the headline table is part of main's printed result"
 
     # Editing the config file in place (same path, same command) is seen: only evaluation reruns.
-    path = sandbox.root / "configs" / "gpo_vae_synthetic.yaml"
+    path = sandbox.root / "configs" / "gpo_vae_plus_synthetic.yaml"
     raw = yaml.safe_load(path.read_text())
     raw["evaluation"]["n_negatives"] = 50
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -38,8 +38,8 @@ USER_ARGS = ("--perturbation-key", "gene", "--control-label", "non-targeting")
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> WorkflowSandbox:
     box = WorkflowSandbox.create(tmp_path_factory.mktemp("screens"))
-    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_custom",))
-    path = box.root / "configs" / "gpo_vae_custom.yaml"
+    box.shrink_configs(TINY_SECTIONS, ("gpo_vae_plus_custom",))
+    path = box.root / "configs" / "gpo_vae_plus_custom.yaml"
     raw = yaml.safe_load(path.read_text())
     raw["preprocess"]["qc"]["doublets"] = False  # scrublet is tested elsewhere; seconds here
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -32,7 +32,8 @@ TWO_POINTS = {
 def sandbox(tmp_path_factory) -> WorkflowSandbox:
     box = WorkflowSandbox.create(tmp_path_factory.mktemp("sweep"))
     box.shrink_configs(
-        {**TINY_SECTIONS, "training": {**TINY_SECTIONS["training"], "max_epochs": 1}}, ("gpo_vae_synthetic",)
+        {**TINY_SECTIONS, "training": {**TINY_SECTIONS["training"], "max_epochs": 1}},
+        ("gpo_vae_synthetic", "gpo_vae_plus_synthetic"),  # sweep's default family and main's
     )
     return box
 
@@ -125,7 +126,7 @@ def test_sweep_unknown_key_names_the_file_and_key(sandbox):
 
 @pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_changed_evaluation_reevaluates_changed_training_retrains_and_evaluate_run(sandbox):
-    base = yaml.safe_load((sandbox.root / "configs" / "gpo_vae_synthetic.yaml").read_text())
+    base = yaml.safe_load((sandbox.root / "configs" / "gpo_vae_plus_synthetic.yaml").read_text())
     first, _ = sandbox.redun("main", "--dataset", "synthetic")
     assert {"preprocess_dataset", "train_run", "evaluate_run_task"} <= {n for n, _ in sandbox.jobs(first)}
 
