@@ -13,7 +13,7 @@ method's mean ``u`` is placed on
 - ``r``: the replicate, the same metric with one random half of every label's held-out test cells
   as the truth and the other half as the prediction (each against its own half of the test
   controls), Pearson-type metrics Spearman–Brown corrected to full size (``2r / (1 + r)``);
-  the cross-label metrics (discrimination, centroid accuracy) and the overlaps have no such
+  the cross-label metrics (discrimination, centroid accuracy) have no such
   formula and are left at half size, which understates the replicate: 1 is "as good as a second
   experiment of half the cells".
 
