@@ -47,7 +47,7 @@ def seen_check_sentence(scores: pd.DataFrame, unseen: bool) -> list[str]:
         ]
     return [
         "this split holds out cells, not perturbations: it measures how well the model reconstructs "
-        f"perturbations it saw in training, where the training mean is at or near the data's ceiling{headroom}; "
+        f"perturbations it saw in training, where each one's training mean is the bar{headroom}; "
         "hold perturbations out (--split heldout_perturbations or heldout_combinations) to rank models.",
         table,
     ]
