@@ -480,7 +480,7 @@ def evaluate_run(
             "timings": {**stages.seconds, "total": round(time.perf_counter() - started, 3)},
         }
         write_json_atomic(record, tmp / RUN_FILE)
-        build_report(tmp, title=f"GPO-VAE report: {record['dataset']}")
+        build_report(tmp)
         (tmp / COMPLETE_MARKER).write_text(sha + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

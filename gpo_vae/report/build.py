@@ -17,6 +17,17 @@ logger = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 
 
+def model_family(model_config: dict) -> str:
+    """The family a run's model config belongs to: SAMS-VAE (a latent-sized mask), GPO-VAE+ (the
+    mask starts from or is aligned with the effect statistics) or GPO-VAE (the published model;
+    also when the config is not recorded)."""
+    if model_config.get("latent_mask"):
+        return "SAMS-VAE"
+    if "effects" in (model_config.get("mask_init"), model_config.get("grn_target")):
+        return "GPO-VAE+"
+    return "GPO-VAE"
+
+
 def build_report(eval_dir: str | Path, out_path: str | Path | None = None, title: str | None = None) -> Path:
     """Write the self-contained HTML report of an evaluation directory.
 
@@ -29,7 +40,7 @@ def build_report(eval_dir: str | Path, out_path: str | Path | None = None, title
         Where to write; default ``eval_dir / "report.html"``. Written through a temporary file
         in the same directory and a rename, so a reader never sees half a report.
     title
-        Page title; default ``"GPO-VAE report: <dataset>"``.
+        Page title; default ``"<model family> report: <dataset>"`` (:func:`model_family`).
 
     Returns
     -------
@@ -38,8 +49,9 @@ def build_report(eval_dir: str | Path, out_path: str | Path | None = None, title
     tables = load_tables(eval_dir)
     run = tables.run or {}
     dataset = str(run.get("dataset", "unknown dataset"))
-    title = title or f"GPO-VAE report: {dataset}"
-    details = [f"dataset {dataset}"]
+    family = model_family(run.get("config", {}).get("model", {}))
+    title = title or f"{family} report: {dataset}"
+    details = [f"dataset {dataset}", f"model {family}"]
     if "seed" in run:
         details.append(f"seed {run['seed']}")
     details += [str(run[key]) for key in ("created", "code_version") if run.get(key)]

@@ -51,7 +51,7 @@ METHOD_ORDER = (
     "random",
 )
 METHOD_LABELS = {
-    "model": "GPO-VAE (model)",
+    "model": "the model",
     "sams_vae": "SAMS-VAE",
     "mean_baseline": "mean baseline",
     "noncontrol_mean": "non-control mean",
@@ -64,12 +64,12 @@ METHOD_LABELS = {
     "matching_mean": "matching mean",
     "grn_neighbour_mean": "GRN-neighbour mean",
     "network_neighbour_mean": "network-neighbour mean",
-    "model_own_node": "GPO-VAE, own untrained node",
-    "model_neighbours": "GPO-VAE, dosed through GRN neighbours",
-    "model_regulators": "GPO-VAE, dosed through regulators",
+    "model_own_node": "the model, own untrained node",
+    "model_neighbours": "the model, dosed through GRN neighbours",
+    "model_regulators": "the model, dosed through regulators",
     "regulator_regression": "regulator regression",
     "sams_vae_own_node": "SAMS-VAE, own untrained node",
-    "model_init": "GPO-VAE mask before training",
+    "model_init": "the model's mask before training",
     "linear_embedding": "linear model on gene embeddings",
     "replicate": "replicate (second half of the cells)",
 }

@@ -298,7 +298,7 @@ def test_matched_k_row_is_highlighted(full_report: tuple[Path, str]) -> None:
     statistical = text[text.index('id="grn-statistical"') :]
     highlighted = re.findall(r'<tr class="highlight"><td>([^<]*)</td><td>([^<]*)</td>', statistical)
     k = len(edges)
-    assert highlighted[0] == (f"p &gt; 0.5 (K = {k})", "GPO-VAE (model)")
+    assert highlighted[0] == (f"p &gt; 0.5 (K = {k})", "the model")
     assert {label for label, _ in highlighted[1:]} == {f"top K = {k} (matched)"}
     assert len(highlighted) == 3  # one row per GRN method
     rows = re.findall(r"<tr(?: class=\"highlight\")?><td>([^<]*)</td><td>([^<]*)</td>", statistical)
@@ -448,3 +448,12 @@ def test_unseen_section_gives_the_verdict_against_each_baseline(full_report: tup
     assert "interaction Pearson r is 0.985, above the additive prediction's 0 (" in html.unescape(part)
     assert "Held-out single genes" in part and "normalised rank" in part
     assert part.count(IMG_PREFIX) == 1
+
+
+def test_the_report_names_the_family_of_the_model_it_scores():
+    from gpo_vae.report.build import model_family
+
+    assert model_family({"mask_init": "effects", "grn_target": "effects", "latent_mask": False}) == "GPO-VAE+"
+    assert model_family({"mask_init": "constant", "grn_target": "cells", "latent_mask": False}) == "GPO-VAE"
+    assert model_family({"latent_mask": True}) == "SAMS-VAE"
+    assert model_family({}) == "GPO-VAE"
