@@ -41,6 +41,19 @@ class OutputSpaceError(UserError, OSError):
     """An output does not fit where it must be written; the message names the folder and sizes."""
 
 
+def recorded_path(path: str | Path, folder: str | Path) -> str:
+    """``path`` as a record in ``folder`` keeps it: relative to ``folder``, so that moving the
+    results tree (both together) keeps the record valid."""
+    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+
+
+def resolve_recorded(path: str | Path, folder: str | Path) -> Path:
+    """A path read from a record in ``folder``: relative ones (:func:`recorded_path`) against
+    ``folder``, absolute ones (older records) as they are."""
+    path = Path(path)
+    return path if path.is_absolute() else (Path(folder) / path).resolve()
+
+
 def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -45,6 +45,7 @@ from gpo_vae.evaluation.generation import (
 )
 from gpo_vae.evaluation.prediction import EvaluationData
 from gpo_vae.grn.curves import edges_from_probabilities
+from gpo_vae.io import resolve_recorded
 from gpo_vae.models.generate import CELL_CHUNK, grn_dataframe
 from gpo_vae.preprocessing.artifact import (
     ARTIFACT_FILE,
@@ -197,7 +198,7 @@ class GPOVAEModel:
 
     @cached_property
     def _artifact(self) -> EvaluationData:
-        path = Path(self.config["artifact_path"])
+        path = resolve_recorded(self.config["artifact_path"], self.run_dir)
         if not path.exists():
             raise PredictionError(
                 f"{self.run_dir}: the artifact this run was trained on ({path}) is gone; this answer needs "

@@ -105,7 +105,9 @@ def summarise_run(report: File) -> list[str]:
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
     run_dir = run.get("inputs", {}).get("run_dir")
     if run_dir:
-        lines.append(f"from Python: gpo_vae.GPOVAEModel.load({run_dir!r})")
+        from gpo_vae.io import resolve_recorded
+
+        lines.append(f"from Python: gpo_vae.GPOVAEModel.load({str(resolve_recorded(run_dir, folder))!r})")
     if (folder / "predictions.h5ad").is_file():
         lines.append(
             f"cell-eval: cd {folder.resolve()} && cell-eval run -ap predictions.h5ad -ar real_test.h5ad "

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from gpo_vae import GPOVAEModel, pp
@@ -82,6 +83,15 @@ def test_a_raw_screen_trains_in_one_call(screen, plain, tmp_path: Path):
     with pytest.raises(PredictionError, match="another preprocessing"):
         GPOVAEModel.train(other, config, run_dir=tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "artifact" / "artifact.h5ad").stat().st_mtime_ns == written, "left as it was"
+    # the run records its artifact relative to itself: a moved run still answers from its cells
+    import json
+    import shutil
+
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["artifact_path"] == "artifact"
+    before = model.predict_shift(model.perturbations[:2], n_cells=20)
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    moved = GPOVAEModel.load(tmp_path / "moved")
+    pd.testing.assert_frame_equal(moved.predict_shift(moved.perturbations[:2], n_cells=20), before)
 
 
 def test_prepare_and_the_workflow_build_the_same_artifact_from_one_crispra_file(tmp_path: Path):

@@ -46,7 +46,14 @@ from gpo_vae.grn.effects import effect_zscores
 from gpo_vae.grn.export import write_network_files
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
 from gpo_vae.interrupt import check_stop
-from gpo_vae.io import disk_full_error, provenance, remove_stale_temps, temp_sibling, write_json_atomic
+from gpo_vae.io import (
+    disk_full_error,
+    provenance,
+    recorded_path,
+    remove_stale_temps,
+    temp_sibling,
+    write_json_atomic,
+)
 from gpo_vae.models import GPOVAE
 from gpo_vae.preprocessing.artifact import dataset_checksum, read_artifact
 from gpo_vae.report import REPORT_FILE, build_report
@@ -467,11 +474,11 @@ def evaluate_run(
             },
             "metrics": {key: _json_number(value) for key, value in metrics.items()},
             "inputs": {
-                "artifact": str(Path(artifact_dir).resolve()),
+                "artifact": recorded_path(artifact_dir, out_dir),
                 "artifact_sha256": sha,
                 "dataset_sha256": dataset_checksum(artifact_dir),
-                "run_dir": str(Path(run_dir).resolve()),
-                "sams_vae_run_dir": str(Path(sams_vae_run_dir).resolve()) if sams_vae_run_dir else None,
+                "run_dir": recorded_path(run_dir, out_dir),
+                "sams_vae_run_dir": recorded_path(sams_vae_run_dir, out_dir) if sams_vae_run_dir else None,
                 "summary_stats": str(summary_stats) if summary_stats else None,
                 "summary_sheet": summary_sheet,
                 "networks": [str(path) for path in networks],

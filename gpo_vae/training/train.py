@@ -40,6 +40,7 @@ from gpo_vae.interrupt import RunInterrupted, sigint_requests_stop
 from gpo_vae.io import (
     exclusive_lock,
     provenance,
+    recorded_path,
     temp_sibling,
     write_json_atomic,
     write_text_atomic,
@@ -340,7 +341,7 @@ def train_model(
         "model": to_dict(model_config),
         "training": to_dict(training_config),
         "artifact_sha256": sha,
-        "artifact_path": str(Path(artifact_dir).resolve()),
+        "artifact_path": recorded_path(artifact_dir, run_dir),
         "dataset_sha256": dataset_checksum(artifact_dir),
         "seed": training_config.seed,
     }
