@@ -57,7 +57,7 @@ from gpo_vae.io import (
 from gpo_vae.models import GPOVAE
 from gpo_vae.preprocessing.artifact import dataset_checksum, read_artifact
 from gpo_vae.report import REPORT_FILE, build_report
-from gpo_vae.report.tables import SCREEN_FILE
+from gpo_vae.report.tables import SCREEN_FILE, screen_tables
 from gpo_vae.training.train import artifact_checksum, cpu_threads, load_trained_model, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -105,19 +105,6 @@ def _json_number(value: Any) -> int | float | None:
 
 
 #: Entries of an artifact's record that describe the screen (copied to ``screen.json``).
-SCREEN_KEYS = ("modality", "pairing", "batches", "layout", "splits", "nodes")
-
-
-def screen_tables(record: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """``screen.json`` and ``perturbation_table.csv`` of the report, from an artifact's record."""
-    screen = {key: record.get(key) for key in SCREEN_KEYS if key in record}
-    rows = record.get("perturbation_table")
-    table = pd.DataFrame(rows) if rows else None
-    if table is not None:
-        table = table.drop(columns=[c for c in ("stats_row",) if c in table.columns])
-    return screen, table
-
-
 def _prediction(
     data: pred.EvaluationData,
     models: dict[str, tuple[GPOVAE, dict]],

@@ -116,6 +116,18 @@ SPECS: dict[str, TableSpec] = {
 }
 MASK_FILE = "grn_mask.csv"
 SCREEN_FILE = "screen.json"
+#: The artifact record's keys that ``screen.json`` carries.
+SCREEN_KEYS = ("modality", "pairing", "batches", "layout", "splits", "nodes")
+
+
+def screen_tables(record: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """``screen.json`` and ``perturbation_table.csv`` of the report, from an artifact's record."""
+    screen = {key: record.get(key) for key in SCREEN_KEYS if key in record}
+    rows = record.get("perturbation_table")
+    table = pd.DataFrame(rows) if rows else None
+    if table is not None:
+        table = table.drop(columns=[c for c in ("stats_row",) if c in table.columns])
+    return screen, table
 
 
 @dataclass(frozen=True)
