@@ -51,7 +51,6 @@ from gpo_vae.evaluation.unseen import (
     single_metrics,
     typical_own_change,
     unseen_labels,
-    unseen_summary,
     unseen_table,
     weighted_profile,
 )
@@ -335,22 +334,4 @@ UNSEEN_HEADLINES = {
 }
 
 
-def unseen_headline(table: pd.DataFrame) -> list[str]:
-    """Lines for the end of a run: each kind's mean key metrics per method (``unseen_metrics.csv``)."""
-    summary = unseen_summary(table)
-    columns = {
-        COMBINATION: ("held-out pairs A+B", ["pearson", "interaction_pearson", "interaction_r2"]),
-        SINGLE: ("unseen genes", ["pearson", "pearson_specific", "rank_normalised"]),
-    }
-    lines = []
-    for kind, (title, wanted) in columns.items():
-        part = summary[summary["kind"] == kind]
-        if part.empty:
-            continue
-        shown = part[["method", *[c for c in wanted if c in part.columns], "n"]]
-        lines.append(f"{title}, mean over {int(part['n'].max())} labels:")
-        lines += shown.to_string(index=False, float_format=lambda value: f"{value:.3f}").splitlines()
-    return lines
-
-
-__all__ = ["UNSEEN_HEADLINES", "UnseenResult", "evaluate_unseen", "unseen_headline"]
+__all__ = ["UNSEEN_HEADLINES", "UnseenResult", "evaluate_unseen"]

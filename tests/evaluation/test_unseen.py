@@ -240,25 +240,3 @@ def test_network_neighbours_take_either_direction_with_equal_weights():
     np.testing.assert_allclose(found.loc[["A", "B"]], [0.5, 0.5])
     assert "D" not in found.index
     assert u.network_neighbours(adjacency, nodes, "C", seen=["D"]).empty
-
-
-def test_the_end_of_a_run_prints_the_unseen_means_per_method():
-    from gpo_vae.evaluation.unseen_run import unseen_headline
-
-    table = pd.DataFrame(
-        {
-            "kind": ["combination"] * 4 + ["single"] * 2,
-            "method": ["model", "model", "additive", "additive", "model", "noncontrol_mean"],
-            "perturbation": ["A+B", "C+D", "A+B", "C+D", "E", "E"],
-            "pearson": [0.8, 0.6, 0.9, 0.7, 0.2, 0.1],
-            "r2": [0.5] * 6,
-            "interaction_pearson": [0.4, 0.2, 0.0, 0.0, np.nan, np.nan],
-            "pearson_specific": [np.nan] * 4 + [0.3, np.nan],
-            "rank_normalised": [np.nan] * 4 + [0.0, 0.5],
-        }
-    )
-    lines = unseen_headline(table)
-    assert lines[0] == "held-out pairs A+B, mean over 2 labels:"
-    model = next(line for line in lines[:4] if line.strip().startswith("model"))
-    assert model.split()[1:3] == ["0.700", "0.300"]
-    assert "unseen genes, mean over 1 labels:" in lines
