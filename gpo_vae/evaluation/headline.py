@@ -12,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from gpo_vae.report.scaled_terms import PAIRS, SCALED_FILE, SEEN, SINGLES, headline_lines
+from gpo_vae.report.tables import ALL_CELLS, HELDOUT
 
 
 def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean Pearson r, R² and perturbation-specific r of each method on the held-out ATE (all
     cells), one row per method (``mean_pearson_specific`` NaN when the table has none)."""
-    held = metrics[(metrics["reference"] == "heldout_test") & (metrics["subset"] == "all_cells")]
+    held = metrics[(metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)]
     grouped = held.groupby("method", sort=False)
     columns = {"mean_pearson": grouped["pearson"].mean(), "mean_r2": grouped["r2"].mean()}
     columns["mean_pearson_specific"] = (
