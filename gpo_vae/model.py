@@ -57,6 +57,7 @@ from gpo_vae.preprocessing.artifact import (
     write_artifact,
 )
 from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM
+from gpo_vae.presets import load_preset
 from gpo_vae.run_config import RunConfig
 from gpo_vae.training.run_dir import CONFIG_FILE, load_trained_model
 from gpo_vae.training.train import train_model
@@ -78,7 +79,7 @@ class PredictionError(UserError, ValueError):
 
 def _run_config(config: RunConfig | str | Path | dict[str, Any] | None) -> RunConfig:
     if config is None:
-        return RunConfig()
+        return load_preset()
     if isinstance(config, RunConfig):
         return config
     if isinstance(config, dict):
@@ -143,8 +144,10 @@ class GPOVAEModel:
             layout).
         config
             A :class:`~gpo_vae.run_config.RunConfig`, a YAML file such as
-            ``configs/gpo_vae_plus_custom.yaml``, its dict, or None (the published GPO-VAE).
-            Its ``model`` and ``training`` sections are used.
+            ``configs/gpo_vae_plus_custom.yaml``, its dict, or None: that file, GPO-VAE+ sized
+            for a laptop (:func:`gpo_vae.presets.load_preset`; ``load_preset("gpo_vae",
+            "custom_published")`` is the published method at its published size). Its ``model``
+            and ``training`` sections are used.
         run_dir
             Where the run is written (reloadable with :meth:`load`); None: a new temporary
             folder. A finished run of the same settings and data there is reused, a killed

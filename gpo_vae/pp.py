@@ -17,6 +17,7 @@ from gpo_vae.data.contract import counts_from_adata
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.pipeline import preprocess, read_screen_stats, stats_from_cells
+from gpo_vae.presets import load_preset
 from gpo_vae.run_config import RunConfig
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def _preprocess_config(
     config: PreprocessConfig | RunConfig | str | Path | dict[str, Any] | None,
 ) -> PreprocessConfig:
     if config is None:
-        return PreprocessConfig()
+        return load_preset().preprocess
     if isinstance(config, PreprocessConfig):
         return config
     if isinstance(config, RunConfig):
@@ -55,7 +56,9 @@ def prepare(
     config
         A :class:`~gpo_vae.preprocessing.config.PreprocessConfig`, a run config (its
         ``preprocess`` section; a :class:`~gpo_vae.run_config.RunConfig` or a YAML file such as
-        ``configs/gpo_vae_custom.yaml``), its dict, or None (the published defaults).
+        ``configs/gpo_vae_plus_custom.yaml``), its dict, or None: the ``preprocess`` section of
+        that file, the workflow's default for a screen of your own (filters a 100-cell screen
+        passes; :func:`gpo_vae.presets.load_preset`).
     summary_stats, summary_sheet
         The screen's summary statistics (``.xlsx`` or ``.csv``, Replogle's layout) and sheet;
         None computes them from the cells, as the workflow does for a screen given without any

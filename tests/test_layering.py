@@ -30,8 +30,9 @@ LAYERS = {
     "report": 7,
     "evaluation": 8,
     "run_config": 9,
-    "pp": 10,
-    "model": 10,
+    "presets": 10,
+    "pp": 11,
+    "model": 11,
 }
 
 
@@ -122,3 +123,12 @@ def test_no_module_imports_itself_back(graph: dict[str, set[str]]):
         if node not in index:
             visit(node)
     assert not circles, f"import circles: {circles}"
+
+
+def test_pyproject_lists_every_package():
+    """pyproject lists the packages (gpo_vae.configs is configs/): a new subpackage must be added."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found | {"gpo_vae.configs"} == listed

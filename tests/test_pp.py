@@ -128,3 +128,30 @@ def test_prepare_and_the_workflow_build_the_same_artifact_from_one_crispra_file(
     for record in records:
         record.pop("input"), record.pop("timings", None)
     assert records[0] == records[1]
+
+
+def test_without_a_config_the_api_uses_the_laptop_preset_that_a_small_screen_passes():
+    """config=None is configs/gpo_vae_plus_custom.yaml (installed as gpo_vae.configs): GPO-VAE+
+    sized for a laptop, with filters a screen of 60 cells a label passes where the published ones
+    stop it, and the stop names the key and how to change it from Python."""
+    import json
+
+    from gpo_vae.model import _run_config
+    from gpo_vae.preprocessing.filter_table import PerturbationFilterError
+    from gpo_vae.presets import load_preset, preset_path
+
+    preset = load_preset()
+    assert preset_path().name == "gpo_vae_plus_custom.yaml"
+    assert _run_config(None) == preset
+    assert preset.model.mask_init == "effects" and preset.model.n_latent <= 32  # ours, laptop-sized
+    assert preset.training.max_steps <= 4000
+    small = simulate_perturbseq(
+        SyntheticConfig.preset(
+            "default", n_perturbations=10, n_genes=400, cells_per_perturbation=60, control_fraction=0.2
+        )
+    )
+    artifact = pp.prepare(small.adata)
+    assert int(artifact.uns["n_perturbed"]) >= preset.preprocess.filters.min_perturbations
+    assert json.loads(artifact.uns["record"])["config"] == to_dict(preset.preprocess)
+    with pytest.raises(PerturbationFilterError, match=r"load_preset\(overrides=\{'preprocess\.filters\."):
+        pp.prepare(small.adata, PreprocessConfig())  # the published filters: 101 cells a label

@@ -322,7 +322,9 @@ def _filter_stop(
             headline
             + ("; failing: " + ", ".join(f"{key} {n}" for key, n in counts.items()) if len(counts) else ""),
             *lines,
-            f"Relax {key_list} in the run config (pass it with --config){proceed}; "
+            f"Relax {key_list} in the run config (pass it with --config; from Python, "
+            f"pp.prepare(adata, load_preset(overrides={{'preprocess.{keys[0]}': ...}})) with "
+            f"gpo_vae.presets.load_preset){proceed}; "
             "`redun run workflow.py inspect --dataset ...` lists every perturbation.",
         ]
     )
