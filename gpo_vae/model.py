@@ -13,8 +13,9 @@ The layout follows scvi-tools: :class:`~gpo_vae.models.GPOVAE` is the torch modu
     edges = model.grn(threshold=0.5)                  # source, target, probability
 
 A run directory written by the workflow (``results/…/runs/<key>``) loads the same way
-(:meth:`GPOVAEModel.load`). Generation is seeded exactly as in evaluation, so
-:meth:`~GPOVAEModel.predict_shift` with the evaluation's settings reproduces the report's model ATE.
+(:meth:`GPOVAEModel.load`). Generation is seeded exactly as in evaluation, and
+:meth:`~GPOVAEModel.predict_shift` defaults to the run's evaluation settings, so at its defaults it
+gives the report's model ATE.
 """
 
 from __future__ import annotations
@@ -46,17 +47,16 @@ from gpo_vae.evaluation.generation import (
 from gpo_vae.evaluation.prediction import EvaluationData
 from gpo_vae.grn.curves import edges_from_probabilities
 from gpo_vae.io import resolve_recorded
-from gpo_vae.models.generate import CELL_CHUNK, grn_dataframe
+from gpo_vae.models.generate import basal_means, grn_dataframe
+from gpo_vae.prediction_settings import PredictionSettings, resolve_settings, write_run_evaluation
 from gpo_vae.preprocessing.artifact import (
     ARTIFACT_FILE,
-    RECORD_FILE,
-    VOLATILE_RECORD_KEYS,
-    artifact_path,
+    holds_same_artifact,
+    is_artifact,
     read_artifact,
     validate_artifact,
     write_artifact,
 )
-from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM
 from gpo_vae.presets import load_preset
 from gpo_vae.run_config import RunConfig
 from gpo_vae.training.run_dir import CONFIG_FILE, load_trained_model
@@ -109,8 +109,15 @@ class GPOVAEModel:
         The batch (cell line) names the model conditions on; empty for a screen of one batch.
     """
 
-    def __init__(self, module: GPOVAE, info: dict[str, Any], run_dir: str | Path) -> None:
+    def __init__(
+        self,
+        module: GPOVAE,
+        info: dict[str, Any],
+        run_dir: str | Path,
+        evaluation: str | Path | EvaluationConfig | dict[str, Any] | None = None,
+    ) -> None:
         self.module = module
+        self._evaluation = evaluation
         self.info = info
         self.run_dir = Path(run_dir)
         self.nodes = [str(node) for node in info["node_names"]]
@@ -120,10 +127,21 @@ class GPOVAEModel:
 
     # -- building ------------------------------------------------------------------------------
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu") -> GPOVAEModel:
-        """The best-validation model of a finished run directory (the workflow's or :meth:`train`'s)."""
+    def load(
+        cls,
+        run_dir: str | Path,
+        device: str = "cpu",
+        evaluation: str | Path | EvaluationConfig | dict[str, Any] | None = None,
+    ) -> GPOVAEModel:
+        """The best-validation model of a finished run directory (the workflow's or :meth:`train`'s).
+
+        ``evaluation`` sets what :meth:`predict_shift` defaults to (:attr:`prediction_settings`):
+        an evaluation folder of the workflow or its ``run.json``, an
+        :class:`~gpo_vae.evaluation.config.EvaluationConfig` or its dict; None: the run's own
+        (:mod:`gpo_vae.prediction_settings` says where it is looked for).
+        """
         module, info = load_trained_model(run_dir, device)
-        return cls(module, info, run_dir)
+        return cls(module, info, run_dir, evaluation)
 
     @classmethod
     def train(
@@ -147,7 +165,8 @@ class GPOVAEModel:
             ``configs/gpo_vae_plus_custom.yaml``, its dict, or None: that file, GPO-VAE+ sized
             for a laptop (:func:`gpo_vae.presets.load_preset`; ``load_preset("gpo_vae",
             "custom_published")`` is the published method at its published size). Its ``model``
-            and ``training`` sections are used.
+            and ``training`` sections train; its ``evaluation`` section is recorded in the run
+            (``evaluation.json``) as what :meth:`predict_shift` defaults to.
         run_dir
             Where the run is written (reloadable with :meth:`load`); None: a new temporary
             folder. A finished run of the same settings and data there is reused, a killed
@@ -161,14 +180,14 @@ class GPOVAEModel:
             artifact_dir = Path(data)
             artifact_dir = artifact_dir.parent if artifact_dir.name == ARTIFACT_FILE else artifact_dir
         else:
-            if not _looks_like_artifact(data):
+            if not is_artifact(data):
                 # a raw screen: the preprocessing stage first, with this config's section
                 from gpo_vae.pp import prepare
 
                 data = prepare(data, config.preprocess, progress=progress)
             validate_artifact(data)
             artifact_dir = run_dir / ARTIFACT_DIR
-            if not _same_artifact(artifact_dir, data):
+            if not holds_same_artifact(artifact_dir, data):
                 if (run_dir / CONFIG_FILE).exists():
                     # never overwrite the artifact a run there was trained on
                     raise PredictionError(
@@ -178,6 +197,7 @@ class GPOVAEModel:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_artifact(data, artifact_dir)
         train_model(artifact_dir, config.model, config.training, run_dir, progress=progress)
+        write_run_evaluation(config.evaluation, run_dir)
         return cls.load(run_dir)
 
     def __repr__(self) -> str:
@@ -212,8 +232,16 @@ class GPOVAEModel:
     @cached_property
     def median_library_size(self) -> float:
         """The median UMI count of the training cells: the default depth of :meth:`predict`."""
-        cells = self._artifact.cells
-        return float(np.median(np.asarray(cells.counts[cells.rows("train")].sum(axis=1)).ravel()))
+        return self._artifact.median_training_library()
+
+    @cached_property
+    def prediction_settings(self) -> PredictionSettings:
+        """What :meth:`predict_shift` defaults to: the run's evaluation settings (cells per
+        label, seed, library size, ATE scale) and where they were read."""
+        try:
+            return resolve_settings(self.run_dir, self.median_library_size, self._evaluation)
+        except (OSError, ValueError, KeyError) as error:
+            raise PredictionError(f"{self.run_dir}: cannot read the evaluation settings: {error}") from None
 
     # -- questions -------------------------------------------------------------------------------
     def _dosage(self, label: str) -> tuple[torch.Tensor, list[int]]:
@@ -335,40 +363,42 @@ class GPOVAEModel:
     def predict_shift(
         self,
         labels: Sequence[str] | str,
-        n_cells: int = 2500,
+        n_cells: int | None = None,
         batch: str | int | None = None,
-        seed: int = 0,
-        library_size: float = 1e4,
-        target_sum: float = DEFAULT_TARGET_SUM,
+        seed: int | None = None,
+        library_size: float | None = None,
+        target_sum: float | None = None,
     ) -> pd.DataFrame:
         """The predicted average treatment effect of each label: genes × labels.
 
         ``mean log2(1 + target_sum·x/library)`` of the label's generated cells minus that of
-        generated controls of the same batch (a model with batches and ``batch=None``: the mean
-        over its batches). The defaults are the published evaluation's (``n_generated_cells``,
-        ``generated_library_size``, ``ate_target_sum``, ``seed``), so the numbers are the report's
-        model ATE; for a run evaluated at the screen's depth (``median_library``) pass the
-        ``library_size`` and ``target_sum`` its ``run.json`` records (``data``).
+        generated controls of the same batch. A model with batches and ``batch=None`` combines
+        the batches in the shares of the label's test cells, as the evaluation does (equal
+        shares for a label without test cells). Every None is the run's evaluation setting
+        (:attr:`prediction_settings`), so the defaults give the report's model ATE.
         """
         labels = _label_list(labels)
+        settings = self.prediction_settings
+        n_cells = settings.n_cells if n_cells is None else int(n_cells)
         if n_cells < 2:
             raise PredictionError(f"n_cells must be at least 2, got {n_cells}")
         dosages = {label: self._dosage(label) for label in labels if label != CONTROL_LABEL}
         if not dosages:
             raise PredictionError("predict_shift needs at least one perturbation (not only the controls)")
-        if batch is None and self.batches:
-            weights = pd.DataFrame(1.0 / len(self.batches), index=list(dosages), columns=self.batches)
-        elif self.batches:
-            b = self._batch_index(batch)
+        weights = None
+        if self.batches:
             weights = pd.DataFrame(0.0, index=list(dosages), columns=self.batches)
-            weights.iloc[:, b] = 1.0
+            if batch is None:
+                shares = self._artifact.test_batch_shares(list(dosages))
+                weights = shares.fillna(1.0 / len(self.batches)) if shares is not None else weights
+            else:
+                weights.iloc[:, self._batch_index(batch)] = 1.0
         else:
             self._batch_index(batch)
-            weights = None
         config = EvaluationConfig(
             n_generated_cells=n_cells,
-            generated_library_size=library_size,
-            seed=seed,
+            generated_library_size=settings.library_size if library_size is None else library_size,
+            seed=settings.seed if seed is None else seed,
             summary_stats_cells=2,
         )
         summary = generate_and_summarise(
@@ -381,7 +411,7 @@ class GPOVAEModel:
             batch_weights=weights,
             control_counts=self._control_counts,
             dosages=dosages,
-            target_sum=target_sum,
+            target_sum=settings.target_sum if target_sum is None else target_sum,
         )
         shift = summary.ate().T
         shift.columns.name = PREDICTION_KEY
@@ -429,7 +459,7 @@ class GPOVAEModel:
         matrix = adata.X if layer is None else adata.layers[layer]
         columns = adata.var_names.get_indexer(self.genes)
         matrix = sp.csr_matrix(matrix)[:, columns] if sp.issparse(matrix) else np.asarray(matrix)[:, columns]
-        codes = np.full(adata.n_obs, -1)
+        codes = None
         if self.batches:
             if batch_key not in adata.obs.columns:
                 raise PredictionError(
@@ -442,23 +472,7 @@ class GPOVAEModel:
                     f"obs[{batch_key!r}] holds batches the model does not know: "
                     f"{sorted(set(adata.obs[batch_key].astype(str)) - set(self.batches))[:5]}"
                 )
-        module = self.module
-        device = module.guide.mask_logits.device
-        out = []
-        for start in range(0, adata.n_obs, CELL_CHUNK):
-            block = matrix[start : start + CELL_CHUNK]
-            block = block.toarray() if sp.issparse(block) else block
-            counts = torch.as_tensor(block, dtype=torch.float32, device=device)
-            one_hot = None
-            if self.batches:
-                index = torch.as_tensor(codes[start : start + CELL_CHUNK], device=device)
-                one_hot = torch.nn.functional.one_hot(index, len(self.batches)).float()
-            projected = module.guide.project_counts(counts, one_hot)
-            zero_offset = torch.zeros(1, counts.shape[0], module.n_cols, device=device)
-            zero_qc = torch.zeros(1, counts.shape[0], module.config.n_latent, device=device)
-            loc, _ = module.guide.basal(projected, zero_offset, zero_qc)
-            out.append(loc.reshape(counts.shape[0], -1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, module.config.n_latent), dtype=np.float32)
+        return basal_means(self.module, matrix, codes if self.module.n_batches else None)
 
     def _provenance(self) -> dict[str, Any]:
         return {
@@ -473,23 +487,6 @@ class GPOVAEModel:
 def _label_list(labels: Sequence[str] | str) -> list[str]:
     """One label or several, as a list of strings."""
     return [labels] if isinstance(labels, str) else [str(label) for label in labels]
-
-
-def _looks_like_artifact(adata: ad.AnnData) -> bool:
-    return "record" in adata.uns and "nodes" in adata.uns and "D" in adata.obsm
-
-
-def _same_artifact(artifact_dir: Path, adata: ad.AnnData) -> bool:
-    """A complete artifact of the same preprocessing record (config, inputs, every count and
-    decision, code version; not the timings) is already at ``artifact_dir``: a notebook that
-    prepares the screen again trains on, or reuses, the same run."""
-    try:
-        artifact_path(artifact_dir, verify=True)
-        record = json.loads((artifact_dir / RECORD_FILE).read_text())
-    except (UserError, OSError, ValueError):
-        return False
-    new = json.loads(adata.uns["record"])
-    return all(record.get(k) == new.get(k) for k in set(record) | set(new) if k not in VOLATILE_RECORD_KEYS)
 
 
 __all__ = ["PREDICTION_KEY", "GPOVAEModel", "PredictionError"]

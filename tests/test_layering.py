@@ -31,8 +31,9 @@ LAYERS = {
     "evaluation": 8,
     "run_config": 9,
     "presets": 10,
-    "pp": 11,
-    "model": 11,
+    "prediction_settings": 11,
+    "pp": 12,
+    "model": 12,
 }
 
 
@@ -129,6 +130,8 @@ def test_pyproject_lists_every_package():
     """pyproject lists the packages (gpo_vae.configs is configs/): a new subpackage must be added."""
     import tomllib
 
-    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
     assert found | {"gpo_vae.configs"} == listed

@@ -15,6 +15,7 @@ from gpo_vae.config import to_dict
 from gpo_vae.data.contract import DataContractError
 from gpo_vae.data.layout import LayoutError
 from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
+from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.model import PredictionError
 from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig
 from tests.training.conftest import TINY_MODEL, TINY_TRAINING
@@ -74,6 +75,9 @@ def test_a_raw_screen_trains_in_one_call(screen, plain, tmp_path: Path):
     model = GPOVAEModel.train(screen.adata, config, run_dir=tmp_path / "run", progress=False)
     assert model.nodes == [str(n) for n in plain.uns["nodes"]]
     assert (tmp_path / "run" / "artifact" / "artifact.h5ad").is_file()
+    # the config's evaluation section (here its defaults) is what predict_shift defaults to
+    assert model.prediction_settings.source == str(tmp_path / "run" / "evaluation.json")
+    assert model.prediction_settings.n_cells == EvaluationConfig().n_generated_cells
     again = GPOVAEModel.train(plain, config, run_dir=tmp_path / "run", progress=False)
     assert np.array_equal(
         again.grn(as_matrix=True).to_numpy(), model.grn(as_matrix=True).to_numpy(), equal_nan=True

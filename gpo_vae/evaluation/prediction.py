@@ -130,12 +130,20 @@ class EvaluationData:
         return batch_shares(self.labels[test], batches[test], perturbations, self.cells.batch_names)
 
 
+def library_setting(setting: float | str, median_library: float) -> float:
+    """The counts ``evaluation.ate_target_sum`` or ``evaluation.generated_library_size`` stand
+    for: a number, or (``median_library``) the training cells' median library size."""
+    return float(median_library) if setting == MEDIAN_LIBRARY else float(setting)
+
+
 def resolve_library_setting(setting: float | str, data: EvaluationData, key: str) -> tuple[float, str]:
     """(counts, where they came from) for ``evaluation.ate_target_sum`` or
     ``evaluation.generated_library_size`` (``key``): a number, or the training cells' median."""
     if setting == MEDIAN_LIBRARY:
-        return data.median_training_library(), "the median library size of the training cells"
-    return float(setting), f"evaluation.{key}"
+        return library_setting(setting, data.median_training_library()), (
+            "the median library size of the training cells"
+        )
+    return library_setting(setting, 0.0), f"evaluation.{key}"
 
 
 def test_iwelbo(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 if TYPE_CHECKING:
@@ -178,13 +180,42 @@ def encode_basal(
     for start in range(0, n_cells, CELL_CHUNK):
         index = pick[start : start + CELL_CHUNK]
         cell_batch = None if one_hot is None else one_hot.expand(index.numel(), -1)
-        projected = module.guide.project_counts(counts[index], cell_batch)
-        zero_offset = torch.zeros(1, index.numel(), module.n_cols, device=device)
-        zero_qc = torch.zeros(1, index.numel(), module.config.n_latent, device=device)
-        loc, scale = module.guide.basal(projected, zero_offset, zero_qc)
-        loc, scale = loc.reshape(index.numel(), -1), scale.reshape(index.numel(), -1)
+        loc, scale = _basal_posterior(module, counts[index], cell_batch)
         chunks.append(loc + scale * noise[start : start + CELL_CHUNK])
     return torch.cat(chunks)
+
+
+def _basal_posterior(
+    module: GPOVAE, counts: torch.Tensor, batch_one_hot: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and scale of q(z_basal | x, D = 0, q = 0) of (B, G) counts, each (B, L)."""
+    n, device = counts.shape[0], counts.device
+    projected = module.guide.project_counts(counts, batch_one_hot)
+    zero_offset = torch.zeros(1, n, module.n_cols, device=device)
+    zero_qc = torch.zeros(1, n, module.config.n_latent, device=device)
+    loc, scale = module.guide.basal(projected, zero_offset, zero_qc)
+    return loc.reshape(n, -1), scale.reshape(n, -1)
+
+
+@torch.no_grad()
+def basal_means(
+    module: GPOVAE, counts: np.ndarray | sp.spmatrix, batch_codes: np.ndarray | None
+) -> np.ndarray:
+    """The posterior mean of z_basal of each cell, (cells, L): ``counts`` (cells × the module's
+    genes, dense or sparse; densified a chunk at a time), ``batch_codes`` each cell's batch index
+    (None for a module without batches). Perturbed cells are encoded as if unperturbed."""
+    device = module.guide.mask_logits.device
+    out = []
+    for start in range(0, counts.shape[0], CELL_CHUNK):
+        block = counts[start : start + CELL_CHUNK]
+        block = block.toarray() if sp.issparse(block) else np.asarray(block)
+        one_hot = None
+        if batch_codes is not None:
+            index = torch.as_tensor(batch_codes[start : start + CELL_CHUNK], device=device)
+            one_hot = torch.nn.functional.one_hot(index, module.n_batches).float()
+        loc, _ = _basal_posterior(module, torch.as_tensor(block, dtype=torch.float32, device=device), one_hot)
+        out.append(loc.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, module.config.n_latent), dtype=np.float32)
 
 
 def grn_dataframe(probabilities: torch.Tensor, node_names: Sequence[str]) -> pd.DataFrame:

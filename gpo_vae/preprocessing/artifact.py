@@ -168,6 +168,24 @@ def read_artifact(path: str | Path, verify: bool = True) -> ad.AnnData:
     return adata
 
 
+def is_artifact(adata: ad.AnnData) -> bool:
+    """``adata`` carries an artifact's fields (a preprocessed screen, not raw counts)."""
+    return "record" in adata.uns and "nodes" in adata.uns and "D" in adata.obsm
+
+
+def holds_same_artifact(artifact_dir: str | Path, adata: ad.AnnData) -> bool:
+    """A complete artifact of the same preprocessing record as ``adata`` (config, inputs, every
+    count and decision, code version; not the timings) is already at ``artifact_dir``: a notebook
+    that prepares the screen again trains on, or reuses, the same run."""
+    try:
+        artifact_path(artifact_dir, verify=True)
+        record = json.loads((Path(artifact_dir) / RECORD_FILE).read_text())
+    except (UserError, OSError, ValueError):
+        return False
+    new = json.loads(adata.uns["record"])
+    return all(record.get(k) == new.get(k) for k in set(record) | set(new) if k not in VOLATILE_RECORD_KEYS)
+
+
 def dataset_checksum(artifact_dir: str | Path) -> str | None:
     """SHA-256 of the counts file an artifact was built from (from its ``record.json``), or None."""
     record = Path(artifact_dir) / RECORD_FILE

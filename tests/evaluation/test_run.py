@@ -407,10 +407,13 @@ def test_cell_eval_scores_the_exported_cells_as_our_heldout_pearson(evaluation: 
 
 
 def test_the_user_model_reproduces_the_evaluated_ate_and_graph(evaluation: Path, runs: dict[str, Path]):
-    model = GPOVAEModel.load(runs["model"])
+    """predict_shift at its defaults reads the evaluation's settings: the report's model ATE."""
+    model = GPOVAEModel.load(runs["model"], evaluation=evaluation)
+    assert model.prediction_settings.source == str(evaluation / "run.json")
+    assert model.prediction_settings.n_cells == TINY_EVAL.n_generated_cells
     scatter = pd.read_csv(evaluation / "ate_scatter.csv")
     labels = list(dict.fromkeys(scatter["perturbation"]))
-    shift = model.predict_shift(labels, n_cells=TINY_EVAL.n_generated_cells, seed=TINY_EVAL.seed)
+    shift = model.predict_shift(labels)
     for label in labels:
         rows = scatter[scatter["perturbation"] == label].set_index("gene")["predicted"]
         assert np.allclose(shift.loc[rows.index, label], rows, atol=1e-9), label
