@@ -1,39 +1,51 @@
-"""Predicted and real test cells in the layout of cell-eval (the Virtual Cell Challenge's evaluator).
+"""Predicted, baseline and real test cells in the layout of cell-eval (the Virtual Cell
+Challenge's evaluator), written to disk a block at a time.
 
-``predictions.h5ad`` (generated cells of every test perturbation and generated controls) and
-``real_test.h5ad`` (the artifact's test cells of the same perturbations, and its test controls)
-share the genes and the perturbation column, so::
+- ``predictions.h5ad``: the generated cells of every test perturbation and the generated
+  controls, by default every cell the evaluation scored;
+- ``baseline_predictions.h5ad``: the training-mean baseline in the same layout, each test
+  perturbation's training cells and the training controls (its pseudobulk shift is the
+  baseline's ATE); written when every test perturbation has training cells;
+- ``real_test.h5ad``: the artifact's test cells of the same perturbations and its test controls.
+
+They share the genes and the perturbation column, so::
 
     cell-eval run -ap predictions.h5ad -ar real_test.h5ad --control-pert non-targeting
+    cell-eval run -ap baseline_predictions.h5ad -ar real_test.h5ad --control-pert non-targeting
 
-scores the model with no conversion (``obs["target_gene"]`` is cell-eval's default column;
-``obs["perturbation"]`` holds the same labels under our name).
+score the model and the baseline with no conversion (``obs["target_gene"]`` is cell-eval's
+default column; ``obs["perturbation"]`` holds the same labels under our name).
 
 ``X`` is ``log2(1 + target_sum·x/library)``, the scale of our ATE (``run.json`` records
-``target_sum``), so cell-eval's ``pearson_delta`` of a perturbation is our held-out ATE Pearson
-when every generated cell is exported (``evaluation.cell_eval_cells`` ≥ ``n_generated_cells``).
-The raw counts are in ``layers["counts"]`` (the generated ones at
-``evaluation.generated_library_size`` UMIs): cell-eval given counts normalises each cell to the
-median library and takes ``ln(1 + x)``, which agrees with ours when the cells are generated and
-scaled at the screen's depth (``median_library``, as ``configs/*_custom.yaml``), not at 10,000.
+``target_sum``), so on a screen without batches cell-eval's ``pearson_delta`` of a perturbation
+is our held-out ATE Pearson of the model (every scored cell exported) and of the training mean.
+With batches our ATE compares each batch with its own controls, while cell-eval pools a label's
+cells: the generated cells of a label are exported in its test cells' batch shares, so the two
+agree closely, not exactly. The raw counts are in ``layers["counts"]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
 
-import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from anndata.io import sparse_dataset, write_elem
 
 from gpo_vae.evaluation.prediction import EvaluationData
 from gpo_vae.preprocessing.normalize import library_size
 
 PREDICTIONS_FILE = "predictions.h5ad"
+BASELINE_FILE = "baseline_predictions.h5ad"
 REAL_TEST_FILE = "real_test.h5ad"
 #: cell-eval's default perturbation column, and ours.
 CELL_EVAL_KEY, PERTURBATION_KEY = "target_gene", "perturbation"
+#: Elements per HDF5 chunk of the appended arrays (4 MB of float32): few chunks on a big export.
+_CHUNK = 1 << 20
 
 
 def log2_normalised(counts: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
@@ -46,87 +58,218 @@ def log2_normalised(counts: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
     return sp.csr_matrix(out, dtype=np.float32)
 
 
-def _cells_anndata(
-    counts: sp.csr_matrix,
-    labels: np.ndarray,
-    batches: np.ndarray | None,
-    genes: pd.Index,
-    target_sum: float,
-    kind: str,
-) -> ad.AnnData:
-    order = list(dict.fromkeys(labels.tolist()))
-    obs = pd.DataFrame({PERTURBATION_KEY: pd.Categorical(labels, categories=order)})
-    obs[CELL_EVAL_KEY] = obs[PERTURBATION_KEY]
-    if batches is not None:
-        obs["batch"] = pd.Categorical(batches)
-    obs.index = [f"{kind}_{i}" for i in range(len(obs))]
-    adata = ad.AnnData(
-        X=log2_normalised(counts, target_sum), obs=obs, var=pd.DataFrame(index=genes.astype(str))
-    )
-    adata.layers["counts"] = sp.csr_matrix(counts, dtype=np.float32)
-    adata.uns["gpo_vae"] = {
-        "cells": kind,
-        "X": f"log2(1 + x * {target_sum:g} / library)",
-        "target_sum": float(target_sum),
-        "counts_layer": "counts",
-    }
-    return adata
+class CellsWriter:
+    """An ``.h5ad`` of cells in cell-eval's layout, appended a block of cells at a time.
 
-
-def real_test_cells(data: EvaluationData, perturbations: Sequence[str]) -> tuple[ad.AnnData, pd.Series]:
-    """The artifact's test cells of ``perturbations`` and its test controls; and their count per label."""
-    test = data.cells.rows("test")
-    wanted = set(perturbations) | {data.control_label}
-    rows = test[np.isin(data.labels[test], list(wanted))]
-    labels = data.labels[rows]
-    batches = None if data.batches is None else data.batches[rows]
-    adata = _cells_anndata(data.cells.counts[rows], labels, batches, data.genes, data.target_sum, "real")
-    return adata, pd.Series(labels).value_counts()
-
-
-def predicted_cells(
-    kept: ad.AnnData,
-    wanted: pd.Series,
-    batch_names: Sequence[str],
-    target_sum: float,
-    seed: int,
-) -> ad.AnnData:
-    """``wanted[label]`` generated cells of every label (at most those kept), drawn from ``seed``.
-
-    ``kept`` is :attr:`~gpo_vae.evaluation.generation.GeneratedSummary.kept`; a label's cells
-    of several batches are drawn among all of them.
+    Memory holds one block, never the file: ``X`` (log-normalised) and ``layers["counts"]`` grow
+    on disk as blocks are added; ``obs``, ``var`` and ``uns`` are written on :meth:`close`. Use
+    it as a context manager: a block that fails leaves a file the caller's temporary folder
+    discards, never one a reader takes as complete.
     """
-    labels = kept.obs["gene"].astype(str).to_numpy()
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label in [*wanted.index]:
-        mine = np.flatnonzero(labels == label)
-        take = min(int(wanted[label]), mine.size)
-        if take == mine.size:
-            rows.append(mine)
+
+    def __init__(self, path: str | Path, genes: pd.Index, target_sum: float, kind: str) -> None:
+        self.path = Path(path)
+        self.genes = pd.Index(genes).astype(str)
+        self.target_sum = float(target_sum)
+        self.kind = kind
+        self._labels: list[np.ndarray] = []
+        self._batches: list[np.ndarray] = []
+        self._file = h5py.File(self.path, "w")
+        write_elem(self._file, "layers", {})  # the group with its encoding, before its first matrix
+        self._matrices: dict[str, object] = {}
+
+    def __enter__(self) -> CellsWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
         else:
-            rows.append(np.sort(rng.choice(mine, take, replace=False)))
-    rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    codes = kept.obs["batch_index"].to_numpy()[rows]
-    batches = np.asarray(batch_names, dtype=object)[codes] if batch_names and (codes >= 0).all() else None
-    return _cells_anndata(
-        sp.csr_matrix(kept.X[rows]), labels[rows], batches, pd.Index(kept.var_names), target_sum, "predicted"
-    )
+            self.abort()
+
+    def abort(self) -> None:
+        """Close the file unfinished (a failed export: the caller discards it)."""
+        self._file.close()
+
+    @property
+    def n_cells(self) -> int:
+        return int(sum(labels.size for labels in self._labels))
+
+    def add(self, counts: sp.spmatrix | np.ndarray, label: str, batch: str | None = None) -> None:
+        """Append cells (raw counts, cells × the writer's genes) of one label (and batch)."""
+        counts = sp.csr_matrix(counts, dtype=np.float32)
+        if counts.shape[1] != len(self.genes):
+            raise ValueError(f"{counts.shape[1]} genes in a block of a file of {len(self.genes)} genes")
+        if counts.shape[0] == 0:
+            return
+        for key, block in (("X", log2_normalised(counts, self.target_sum)), ("layers/counts", counts)):
+            if key in self._matrices:
+                self._matrices[key].append(block)
+            else:
+                write_elem(self._file, key, block, dataset_kwargs={"chunks": (_CHUNK,)})
+                self._matrices[key] = sparse_dataset(self._file[key])
+        self._labels.append(np.full(counts.shape[0], label, dtype=object))
+        self._batches.append(np.full(counts.shape[0], batch, dtype=object))
+
+    def close(self) -> Path:
+        """Write ``obs``, ``var`` and ``uns`` and close the file (an empty writer writes 0 cells)."""
+        if "X" not in self._matrices:
+            self._labels, self._batches = [], []
+            empty = sp.csr_matrix((0, len(self.genes)), dtype=np.float32)
+            write_elem(self._file, "X", empty)
+            write_elem(self._file, "layers/counts", empty)
+        labels = np.concatenate(self._labels) if self._labels else np.zeros(0, dtype=object)
+        batches = np.concatenate(self._batches) if self._batches else np.zeros(0, dtype=object)
+        obs = pd.DataFrame(
+            {PERTURBATION_KEY: pd.Categorical(labels, categories=list(dict.fromkeys(labels.tolist())))}
+        )
+        obs[CELL_EVAL_KEY] = obs[PERTURBATION_KEY]
+        if any(batch is not None for batch in batches):
+            obs["batch"] = pd.Categorical(batches.astype(str))
+        obs.index = [f"{self.kind}_{i}" for i in range(len(obs))]
+        write_elem(self._file, "obs", obs)
+        write_elem(self._file, "var", pd.DataFrame(index=self.genes))
+        uns = {
+            "cells": self.kind,
+            "X": f"log2(1 + x * {self.target_sum:g} / library)",
+            "target_sum": self.target_sum,
+            "counts_layer": "counts",
+        }
+        write_elem(self._file, "uns", {"gpo_vae": uns})
+        for group in ("obsm", "varm", "obsp", "varp"):  # empty, as anndata writes them
+            write_elem(self._file, group, {})
+        self._file.attrs["encoding-type"] = "anndata"
+        self._file.attrs["encoding-version"] = "0.1.0"
+        self._file.close()
+        return self.path
 
 
-def cells_to_keep(config_cells: int | None, real_counts: pd.Series, n_generated: int) -> pd.Series:
-    """Generated cells to export per label: ``config_cells`` each, or (None) as many as the real
-    test cells of the label; never more than were generated."""
-    wanted = real_counts if config_cells is None else pd.Series(config_cells, index=real_counts.index)
-    return wanted.clip(upper=n_generated).astype(int)
+def _batch_names(data: EvaluationData, rows: np.ndarray) -> np.ndarray:
+    return np.full(rows.size, None, dtype=object) if data.batches is None else data.batches[rows]
+
+
+def _write_label_blocks(
+    writer: CellsWriter, data: EvaluationData, rows: np.ndarray, labels: Sequence[str]
+) -> None:
+    """The cells of ``rows`` of each label in ``labels`` (in that order), a label (and batch) a block."""
+    names, batches = data.labels[rows], _batch_names(data, rows)
+    for label in labels:
+        mine = rows[names == label]
+        for batch in dict.fromkeys(batches[names == label].tolist()):
+            block = mine if batch is None else mine[data.batches[mine] == batch]
+            writer.add(data.cells.counts[block], label, batch)
+
+
+def write_real_test_cells(data: EvaluationData, perturbations: Sequence[str], path: Path) -> pd.Series:
+    """``real_test.h5ad``: the test cells of ``perturbations`` and the test controls; returns the
+    cells per label."""
+    test = data.cells.rows("test")
+    labels = [*perturbations, data.control_label]
+    with CellsWriter(path, data.genes, data.target_sum, "real") as writer:
+        _write_label_blocks(writer, data, test, labels)
+    return pd.Series(data.labels[test]).value_counts().reindex(labels, fill_value=0)
+
+
+def write_baseline_cells(data: EvaluationData, perturbations: Sequence[str], path: Path) -> bool:
+    """``baseline_predictions.h5ad``: each perturbation's training cells and the training controls,
+    whose pseudobulk shift is the training-mean baseline. Written only when every perturbation
+    has training cells (cell-eval scores a file holding every real label); returns whether it was."""
+    train = data.cells.rows("train")
+    seen = set(data.labels[train].tolist())
+    if not all(label in seen for label in [*perturbations, data.control_label]):
+        return False
+    with CellsWriter(path, data.genes, data.target_sum, "baseline") as writer:
+        _write_label_blocks(writer, data, train, [*perturbations, data.control_label])
+    return True
+
+
+def batch_share_counts(n_cells: int, shares: np.ndarray) -> np.ndarray:
+    """``n_cells`` split over batches in ``shares`` (largest remainders: the counts sum to
+    ``n_cells`` when the shares sum to 1)."""
+    exact = np.asarray(shares, dtype=np.float64) * n_cells
+    counts = np.floor(exact).astype(int)
+    left = round(exact.sum()) - int(counts.sum())
+    if left > 0:
+        counts[np.argsort(-(exact - counts), kind="stable")[:left]] += 1
+    return counts
+
+
+class PredictionExport:
+    """The cell-eval files of one evaluation: generated cells streamed into ``predictions.h5ad``
+    as the evaluation makes them (:meth:`add_generated` is
+    :func:`~gpo_vae.evaluation.generation.generate_and_summarise`'s ``export``), then
+    :meth:`finish` writes the real test cells and the training-mean baseline.
+
+    ``cells`` per label are exported (None: every cell the evaluation generates, ``n_generated``);
+    with batches a label's cells are taken from each batch in its test cells' shares.
+    """
+
+    def __init__(
+        self,
+        data: EvaluationData,
+        perturbations: Sequence[str],
+        cells: int | None,
+        n_generated: int,
+        out: Path,
+    ) -> None:
+        self.data, self.out = data, Path(out)
+        self.perturbations = list(perturbations)
+        self.cells = n_generated if cells is None else min(int(cells), n_generated)
+        self.n_generated = n_generated
+        labels = [*self.perturbations, data.control_label]
+        shares = data.test_batch_shares(labels)
+        self._per_batch = None
+        if shares is not None:
+            self._per_batch = {
+                label: batch_share_counts(self.cells, shares.loc[label].fillna(0.0).to_numpy())
+                for label in labels
+            }
+        self.writer = CellsWriter(self.out / PREDICTIONS_FILE, data.genes, data.target_sum, "predicted")
+
+    def add_generated(self, label: str, batch: int | None, counts: sp.csr_matrix) -> None:
+        """Write the first of a generated block's cells (its label's share, for a batch)."""
+        take = self.cells if batch is None or self._per_batch is None else int(self._per_batch[label][batch])
+        name = None if batch is None else self.data.cells.batch_names[batch]
+        self.writer.add(counts[:take], label, name)
+
+    def abort(self) -> None:
+        """Close the file of a failed evaluation (its temporary folder is discarded)."""
+        self.writer.abort()
+
+    def finish(self) -> dict[str, object]:
+        """Close ``predictions.h5ad``, write ``real_test.h5ad`` and (when every test label has
+        training cells) ``baseline_predictions.h5ad``; return what was exported, for ``run.json``."""
+        self.writer.close()
+        real = write_real_test_cells(self.data, self.perturbations, self.out / REAL_TEST_FILE)
+        files = [PREDICTIONS_FILE, REAL_TEST_FILE]
+        if write_baseline_cells(self.data, self.perturbations, self.out / BASELINE_FILE):
+            files.insert(1, BASELINE_FILE)
+        sizes = {name: (self.out / name).stat().st_size for name in files}
+        return {
+            "cells_per_label": self.cells,
+            "scored_cells_per_label": self.n_generated,
+            "predicted_cells": self.writer.n_cells,
+            "real_test_cells": int(real.sum()),
+            "files": files,
+            "bytes": sizes,
+            # what exporting every scored cell would take, from the bytes per exported cell
+            "predictions_bytes_all_cells": round(
+                sizes[PREDICTIONS_FILE] * self.n_generated / max(self.cells, 1)
+            ),
+        }
 
 
 __all__ = [
+    "BASELINE_FILE",
     "CELL_EVAL_KEY",
     "PREDICTIONS_FILE",
     "REAL_TEST_FILE",
-    "cells_to_keep",
+    "CellsWriter",
+    "PredictionExport",
+    "batch_share_counts",
     "log2_normalised",
-    "predicted_cells",
-    "real_test_cells",
+    "write_baseline_cells",
+    "write_real_test_cells",
 ]

@@ -74,8 +74,10 @@ class EvaluationConfig:
         shallow panel is not blown up to ~90 counts. ``run.json`` records the value used.
     cell_eval_cells
         Generated cells per test perturbation (and controls) in ``predictions.h5ad`` for
-        cell-eval: None as many as the real test cells of the label, 0 writes neither file; at
-        most ``n_generated_cells`` (all of them: cell-eval's ``pearson_delta`` equals ours).
+        cell-eval: None every cell the evaluation scored (``n_generated_cells``: cell-eval's
+        ``pearson_delta`` then equals ours), a number at most that many (a smaller file, a
+        noisier estimate; ``run.json`` records the file sizes and what every cell would take),
+        0 writes no cell-eval file.
     """
 
     n_generated_cells: int = 2500

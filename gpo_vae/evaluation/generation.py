@@ -165,6 +165,7 @@ def generate_and_summarise(
     control_counts: Callable[[int | None], sp.csr_matrix] | None = None,
     dosages: Mapping[str, tuple[np.ndarray | torch.Tensor, list[int]]] | None = None,
     target_sum: float = DEFAULT_TARGET_SUM,
+    export: Callable[[str, int | None, sp.csr_matrix], None] | None = None,
 ) -> GeneratedSummary:
     """Generate ``config.n_generated_cells`` cells per perturbation and for the controls.
 
@@ -184,6 +185,9 @@ def generate_and_summarise(
     (the training control cells of batch ``b``, or of the screen for None): the same draws for
     the controls and for every perturbation of a batch, so an ATE compares the same cells with
     and without the perturbation's latent offset. Means are of ``log2(1 + target_sum·x/library)``.
+
+    ``export(label, batch, counts)`` receives every generated block (sparse, the controls'
+    label ``control_label``) as it is made, to stream cells to disk; none are kept for it.
     """
     node_index = {str(node): i for i, node in enumerate(nodes)}
     if len(node_index) != model.n_nodes:
@@ -226,10 +230,12 @@ def generate_and_summarise(
             control_by_batch[0 if b is None else b] = mean
         else:
             means[i] += mean if b is None else weights.iloc[i, b] * mean
-        if qc_thresholds is None and keep_cells == 0:
+        if qc_thresholds is None and keep_cells == 0 and export is None:
             continue
         sparse = sp.csr_matrix(counts)
         del counts
+        if export is not None:
+            export(label, b, sparse)
         if qc_thresholds is not None:
             metrics = compute_qc_metrics(ad.AnnData(X=sparse, var=var))
             ratio = qc_pass_ratio(metrics, qc_thresholds) * sparse.shape[0]

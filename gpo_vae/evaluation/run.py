@@ -113,9 +113,11 @@ def _prediction(
     out: Path,
     stages: _Stages,
     progress: bool,
-    networks: Sequence[str | Path] = (),
+    networks: Sequence[str | Path],
+    exported: dict[str, Any],
 ) -> dict[str, float]:
-    """Write the prediction tables (and the unseen ones); return the headline numbers."""
+    """Write the prediction tables (and the unseen ones) and the cell-eval files; return the
+    headline numbers (``exported`` gets what the cell-eval files hold)."""
     perturbations = data.perturbations()
     if not perturbations:
         raise ValueError("no perturbed node has test cells: nothing to evaluate")
@@ -133,39 +135,38 @@ def _prediction(
     summaries: dict[str, generation.GeneratedSummary] = {}
     export = None
     if config.cell_eval_cells != 0:
-        real, real_counts = cell_eval.real_test_cells(data, perturbations)
-        export = cell_eval.cells_to_keep(config.cell_eval_cells, real_counts, config.n_generated_cells)
-    for method, (model, info) in models.items():
-        own = method == grn.MODEL  # QC ratio and summary statistics describe the evaluated model
-        keep = config.summary_stats_cells if own and reported is not None else 0
-        if own and export is not None:
-            keep = max(keep, int(export.drop(data.control_label, errors="ignore").to_numpy().max(initial=0)))
-        with stages(f"generation_{method}"):
-            summaries[method] = generation.generate_and_summarise(
-                model,
-                info["node_names"],
-                perturbations,
-                data.genes,
-                config,
-                data.control_label,
-                qc_thresholds=data.qc_thresholds if own else None,
-                keep_cells=keep,
-                progress=progress,
-                batch_weights=data.test_batch_shares(perturbations),
-                control_counts=data.training_controls,
-                target_sum=data.target_sum,
-            )
-        ate = summaries[method].ate()
-        predictions[method] = {subset: ate for subset in pred.SUBSETS}
+        export = cell_eval.PredictionExport(
+            data, perturbations, config.cell_eval_cells, config.n_generated_cells, out
+        )
+    try:
+        for method, (model, info) in models.items():
+            own = method == grn.MODEL  # QC ratio and summary statistics describe the evaluated model
+            with stages(f"generation_{method}"):
+                summaries[method] = generation.generate_and_summarise(
+                    model,
+                    info["node_names"],
+                    perturbations,
+                    data.genes,
+                    config,
+                    data.control_label,
+                    qc_thresholds=data.qc_thresholds if own else None,
+                    keep_cells=config.summary_stats_cells if own and reported is not None else 0,
+                    progress=progress,
+                    batch_weights=data.test_batch_shares(perturbations),
+                    control_counts=data.training_controls,
+                    target_sum=data.target_sum,
+                    export=export.add_generated if own and export is not None else None,
+                )
+            ate = summaries[method].ate()
+            predictions[method] = {subset: ate for subset in pred.SUBSETS}
+    except BaseException:
+        if export is not None:
+            export.abort()
+        raise
     generated = summaries[grn.MODEL]
-    if export is not None and generated.kept is not None:
+    if export is not None:
         with stages("cell_eval_files"):
-            predicted = cell_eval.predicted_cells(
-                generated.kept, export, data.cells.batch_names, data.target_sum, config.seed
-            )
-            predicted.write_h5ad(out / cell_eval.PREDICTIONS_FILE)
-            real.write_h5ad(out / cell_eval.REAL_TEST_FILE)
-            del predicted, real
+            exported["cell_eval"] = export.finish()
     predictions["mean_baseline"] = mean_baseline
     predictions["noncontrol_mean"] = observed.noncontrol_means
     zero = control_baseline_ate(perturbations, data.genes)
@@ -424,7 +425,8 @@ def evaluate_run(
                     raise ValueError(
                         f"{sams_vae_run_dir} is not a SAMS-VAE run (its mask is not latent-sized)"
                     )
-            metrics = _prediction(data, models, config, reported, tmp, stages, progress, networks)
+            exported: dict[str, Any] = {}
+            metrics = _prediction(data, models, config, reported, tmp, stages, progress, networks, exported)
             if models[grn.MODEL][0].config.latent_mask:
                 # a SAMS-VAE evaluated on its own has no graph: its GRN sections say "not computed"
                 logger.info("evaluation: %s has a latent-sized mask; no GRN tables", run_dir)
@@ -458,6 +460,7 @@ def evaluate_run(
                 "median_training_library": data.median_training_library(),
                 "top_de": top_de,
                 "jaccard_ks": list(jaccard_ks),
+                **exported,
             },
             "metrics": {key: _json_number(value) for key, value in metrics.items()},
             "inputs": {

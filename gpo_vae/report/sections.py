@@ -175,6 +175,42 @@ def ate_scale_text(tables: EvaluationTables) -> str:
     )
 
 
+def _size(n_bytes: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes / 1e3:.0f} kB"
+
+
+def cell_eval_text(tables: EvaluationTables) -> str:
+    """What the cell-eval files hold (``run.json`` ``data.cell_eval``), as a sentence: how many of
+    the scored cells cell-eval will read, and what the files and every cell would cost on disk."""
+    export = (tables.run or {}).get("data", {}).get("cell_eval")
+    if not export:
+        return ""
+    cells, scored = export["cells_per_label"], export["scored_cells_per_label"]
+    sizes = export.get("bytes", {})
+    files = ", ".join(f"{name} {_size(size)}" for name, size in sizes.items())
+    if cells >= scored:
+        held = (
+            f"predictions.h5ad holds every one of the {format_number(scored)} generated cells per "
+            "perturbation this evaluation scored, so cell-eval's pearson_delta on it is the model's r above"
+        )
+    else:
+        held = (
+            f"predictions.h5ad holds {format_number(cells)} of the {format_number(scored)} generated cells "
+            "per perturbation this evaluation scored, so cell-eval's scores of it are noisier estimates "
+            "than this report's (every cell would take about "
+            f"{_size(export.get('predictions_bytes_all_cells', 0))}: evaluation.cell_eval_cells null)"
+        )
+    baseline = (
+        "; baseline_predictions.h5ad holds the training-mean baseline (each perturbation's training cells)"
+        if "baseline_predictions.h5ad" in sizes
+        else "; no baseline_predictions.h5ad: some test perturbations have no training cell"
+    )
+    return f"Files for cell-eval ({files}): {held}{baseline}."
+
+
 def baseline_section(tables: EvaluationTables) -> str:
     """Baseline comparison: means per method on the held-out reference, then every slice."""
     metrics = tables.prediction_metrics
@@ -209,6 +245,10 @@ def baseline_section(tables: EvaluationTables) -> str:
             "baseline: no effect (ATE 0; its Pearson r is undefined). Split-half ceiling: half of the "
             f"test cells predicting the other half. {ate_scale_text(tables)}</p>"
         )
+        exported = cell_eval_text(tables)
+        if exported:
+            body += f'<p class="note">{html.escape(exported)}</p>'
+
     pearson = summary[summary["metric"] == "pearson"].copy()
     # held-out reference and all cells first: the slice the verdict uses
     first = {"reference": HELDOUT, "subset": ALL_CELLS}

@@ -70,6 +70,7 @@ CONTRACT_FILES = {
     "grn_network.tsv",
     "grn.graphml",
     "predictions.h5ad",
+    "baseline_predictions.h5ad",
     "real_test.h5ad",
     "scaled_scores.csv",
     "run.json",
@@ -368,42 +369,52 @@ def test_evaluation_task_is_content_addressed(artifact_dir: Path, runs: dict[str
     )
 
 
-def test_cell_eval_scores_the_exported_cells_as_our_heldout_pearson(evaluation: Path, tmp_path: Path):
-    """``cell-eval run`` reads predictions.h5ad + real_test.h5ad as written; with every generated
-    cell exported, its pearson_delta is our held-out ATE Pearson (both on log2(1 + 1e4·x/lib)) and
-    its discrimination_score_l1 our discrimination_l1."""
+def _cell_eval(predictions: Path, real: Path, out: Path) -> pd.DataFrame:
+    """``cell-eval run --profile minimal`` as a user runs it; its per-perturbation results."""
+    command = [sys.executable, "-m", "cell_eval", "run", "-ap", str(predictions), "-ar", str(real)]
+    command += ["--control-pert", "non-targeting", "--profile", "minimal", "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return pd.read_csv(out / "results.csv").set_index("perturbation")
+
+
+def test_cell_eval_scores_the_exported_cells_as_the_report_does(evaluation: Path, tmp_path: Path):
+    """``cell-eval run`` reads the exported files as written: every scored cell is in
+    predictions.h5ad, so its pearson_delta is the report's held-out ATE Pearson of the model (both
+    on log2(1 + s·x/lib)) and its discrimination_score_l1 our discrimination_l1; on
+    baseline_predictions.h5ad its pearson_delta is the training mean's."""
     if importlib.util.find_spec("cell_eval") is None:
         pytest.skip("cell-eval is not installed (pip install -e '.[dev]')")
     predicted = ad.read_h5ad(evaluation / "predictions.h5ad")
     real = ad.read_h5ad(evaluation / "real_test.h5ad")
-    assert predicted.var_names.equals(real.var_names)
-    assert set(predicted.obs["target_gene"]) == set(real.obs["target_gene"])
+    baseline = ad.read_h5ad(evaluation / "baseline_predictions.h5ad")
+    assert predicted.var_names.equals(real.var_names) and baseline.var_names.equals(real.var_names)
+    assert (
+        set(predicted.obs["target_gene"]) == set(real.obs["target_gene"]) == set(baseline.obs["target_gene"])
+    )
     assert "non-targeting" in set(real.obs["perturbation"])
     assert np.array_equal(predicted.layers["counts"].sum(axis=1).A1 > 0, predicted.X.sum(axis=1).A1 > 0)
-    out = tmp_path / "cell_eval"
-    command = [
-        sys.executable,
-        "-m",
-        "cell_eval",
-        "run",
-        "-ap",
-        str(evaluation / "predictions.h5ad"),
-        "-ar",
-        str(evaluation / "real_test.h5ad"),
-    ]
-    command += ["--control-pert", "non-targeting", "--profile", "minimal", "-o", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = pd.read_csv(out / "results.csv").set_index("perturbation")
+    assert (predicted.obs["perturbation"].value_counts() == TINY_EVAL.n_generated_cells).all()
+    exported = json.loads((evaluation / "run.json").read_text())["data"]["cell_eval"]
+    assert exported["cells_per_label"] == exported["scored_cells_per_label"] == TINY_EVAL.n_generated_cells
+    assert exported["predicted_cells"] == predicted.n_obs and exported["real_test_cells"] == real.n_obs
+    assert exported["bytes"]["predictions.h5ad"] == (evaluation / "predictions.h5ad").stat().st_size
+    report = (evaluation / "report.html").read_text()
+    assert f"predictions.h5ad holds every one of the {TINY_EVAL.n_generated_cells} generated cells" in report
     ours = pd.read_csv(evaluation / "prediction_metrics.csv")
-    ours = ours[
-        (ours["method"] == "model") & (ours["reference"] == "heldout_test") & (ours["subset"] == "all_cells")
-    ].set_index("perturbation")
-    assert set(results.index) == set(ours.index)
-    theirs = results.loc[ours.index]
-    assert np.allclose(theirs["pearson_delta"], ours["pearson"], atol=1e-6)
+    ours = ours[(ours["reference"] == "heldout_test") & (ours["subset"] == "all_cells")]
+    model = ours[ours["method"] == "model"].set_index("perturbation")
+    results = _cell_eval(evaluation / "predictions.h5ad", evaluation / "real_test.h5ad", tmp_path / "model")
+    assert set(results.index) == set(model.index)
+    theirs = results.loc[model.index]
+    assert np.allclose(theirs["pearson_delta"], model["pearson"], atol=1e-6)
     # discrimination: the rank of the true effect by L1 distance, the target gene left out
-    assert np.allclose(theirs["discrimination_score_l1"], ours["discrimination_l1"], atol=1e-9)
+    assert np.allclose(theirs["discrimination_score_l1"], model["discrimination_l1"], atol=1e-9)
+    mean = ours[ours["method"] == "mean_baseline"].set_index("perturbation")
+    results = _cell_eval(
+        evaluation / "baseline_predictions.h5ad", evaluation / "real_test.h5ad", tmp_path / "mean"
+    )
+    assert np.allclose(results.loc[mean.index, "pearson_delta"], mean["pearson"], atol=1e-6)
 
 
 def test_the_user_model_reproduces_the_evaluated_ate_and_graph(evaluation: Path, runs: dict[str, Path]):

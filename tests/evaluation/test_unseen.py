@@ -192,6 +192,12 @@ def test_unseen_genes_are_predicted_through_their_regulators_and_scored(heldout_
     metrics = json.loads((out / "run.json").read_text())["metrics"]
     assert "model_unseen_singles_rank_normalised" in metrics
     assert "Held-out single genes" in (out / "report.html").read_text()
+    # the training mean predicts nothing for a gene no training cell carries: no baseline file
+    # (cell-eval scores a prediction of every real label), and run.json says which files there are
+    exported = json.loads((out / "run.json").read_text())["data"]["cell_eval"]
+    assert exported["files"] == ["predictions.h5ad", "real_test.h5ad"]
+    assert not (out / "baseline_predictions.h5ad").exists()
+    assert set(genes) <= set(ad.read_h5ad(out / "predictions.h5ad").obs["target_gene"].astype(str))
 
 
 def test_a_heldout_gene_run_leads_with_every_method_on_the_baseline_to_replicate_scale(
