@@ -2,12 +2,16 @@
 
     python benchmarks/evaluate.py [--cells 90000] [--genes 8749] [--nodes 655] [--perturbed 600]
                                   [--density 0.35] [--generated 2500] [--ks 500,2000,10000]
+                                  [--export-cells 100] [--export-dir DIR]
 
 Parts: ATE of the data (sparse counts, one pass), ATE of generated cells (``--generated`` dense
 cells per perturbation, read one perturbation at a time through a lazy mapping; the counts come
 from a small pool of pre-drawn blocks so that drawing them is not timed), prediction metrics,
 CausalBench statistics of a T × T score matrix at several K (paths up to length 3, 500
-negatives), curves and baselines. Prints seconds per part, each part's own peak resident memory
+negatives), curves and baselines, and the cell-eval files streamed to disk (``--export-cells``
+generated cells per perturbation and controls, as the published-scale configs export; the real
+test cells and the training-mean baseline's training cells of every perturbation, through
+:func:`gpo_vae.evaluation.cell_eval.write_label_cells`). Prints seconds per part, each part's own peak resident memory
 (the kernel's high-water mark, reset before the part; it includes the inputs already held) and
 the process peak, which includes drawing the synthetic inputs.
 """
@@ -16,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,6 +33,13 @@ import scipy.sparse as sp
 
 from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.evaluation.ate import ate_from_generated, ate_perturbseq
+from gpo_vae.evaluation.cell_eval import (
+    BASELINE_FILE,
+    PREDICTIONS_FILE,
+    REAL_TEST_FILE,
+    CellsWriter,
+    write_label_cells,
+)
 from gpo_vae.evaluation.metrics import prediction_metrics, summarise_metrics
 from gpo_vae.grn.baselines import correlation_scores, random_scores
 from gpo_vae.grn.curves import (
@@ -35,8 +49,20 @@ from gpo_vae.grn.curves import (
     ranking_metrics,
 )
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
+from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM
 
 T = TypeVar("T")
+
+
+def export_generated(
+    path: Path, generated: Mapping[str, np.ndarray], order: list[str], n_cells: int, genes: pd.Index
+) -> int:
+    """Stream ``n_cells`` generated cells of every label into ``path``, a label at a time, as the
+    evaluation's export does; returns the cells written."""
+    with CellsWriter(path, genes, DEFAULT_TARGET_SUM, "predicted") as writer:
+        for label in order:
+            writer.add(sp.csr_matrix(generated[label][:n_cells]), label)
+        return writer.n_cells
 
 
 def peak_rss_gb() -> float:
@@ -123,6 +149,10 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=3)
     parser.add_argument("--ks", default="500,2000,10000")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--export-cells", type=int, default=100, help="generated cells per label exported")
+    parser.add_argument(
+        "--export-dir", default=None, help="where the cell-eval files go (default: a temp dir)"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     ks = [int(k) for k in args.ks.split(",")]
@@ -160,6 +190,40 @@ def main() -> None:
     )
     metrics = timer("prediction metrics (per perturbation)", prediction_metrics, data_ate, gen_ate)
     timer("summarise metrics", summarise_metrics, metrics)
+
+    export_dir = Path(args.export_dir or tempfile.mkdtemp(prefix="gpo_vae_export_"))
+    export_dir.mkdir(parents=True, exist_ok=True)
+    split = rng.choice(np.array(["train", "val", "test"]), size=args.cells, p=[0.64, 0.16, 0.20])
+    order = [*perturbations, CONTROL_LABEL]
+    timer(
+        f"predictions.h5ad ({len(order)} labels × {args.export_cells} generated cells, streamed)",
+        export_generated,
+        export_dir / PREDICTIONS_FILE,
+        generated,
+        order,
+        args.export_cells,
+        genes,
+    )
+    for name, kind, part in ((REAL_TEST_FILE, "real", "test"), (BASELINE_FILE, "baseline", "train")):
+        rows = np.flatnonzero(split == part)
+        timer(
+            f"{name} ({rows.size} {part} cells, streamed)",
+            write_label_cells,
+            export_dir / name,
+            X,
+            labels,
+            rows,
+            order,
+            genes,
+            DEFAULT_TARGET_SUM,
+            kind,
+        )
+    sizes = {
+        name: (export_dir / name).stat().st_size for name in (PREDICTIONS_FILE, REAL_TEST_FILE, BASELINE_FILE)
+    }
+    print("   cell-eval files: " + ", ".join(f"{name} {size / 1e9:.2f} GB" for name, size in sizes.items()))
+    if args.export_dir is None:
+        shutil.rmtree(export_dir)
 
     expression = timer("CausalBench expression (median-norm log1p)", causalbench_expression, X)
     del X

@@ -44,8 +44,10 @@ BASELINE_FILE = "baseline_predictions.h5ad"
 REAL_TEST_FILE = "real_test.h5ad"
 #: cell-eval's default perturbation column, and ours.
 CELL_EVAL_KEY, PERTURBATION_KEY = "target_gene", "perturbation"
-#: Elements per HDF5 chunk of the appended arrays (4 MB of float32): few chunks on a big export.
-_CHUNK = 1 << 20
+#: Elements per HDF5 chunk of the appended arrays, between these bounds (64 kB to 4 MB of
+#: float32): the first block's size, so a small file is not padded to large chunks on disk and a
+#: big export is not cut into millions of them.
+_CHUNK_BOUNDS = (1 << 14, 1 << 20)
 
 
 def log2_normalised(counts: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
@@ -108,7 +110,8 @@ class CellsWriter:
             if key in self._matrices:
                 self._matrices[key].append(block)
             else:
-                write_elem(self._file, key, block, dataset_kwargs={"chunks": (_CHUNK,)})
+                chunk = int(np.clip(block.nnz, *_CHUNK_BOUNDS))
+                write_elem(self._file, key, block, dataset_kwargs={"chunks": (chunk,)})
                 self._matrices[key] = sparse_dataset(self._file[key])
         self._labels.append(np.full(counts.shape[0], label, dtype=object))
         self._batches.append(np.full(counts.shape[0], batch, dtype=object))
@@ -146,30 +149,46 @@ class CellsWriter:
         return self.path
 
 
-def _batch_names(data: EvaluationData, rows: np.ndarray) -> np.ndarray:
-    return np.full(rows.size, None, dtype=object) if data.batches is None else data.batches[rows]
-
-
-def _write_label_blocks(
-    writer: CellsWriter, data: EvaluationData, rows: np.ndarray, labels: Sequence[str]
-) -> None:
-    """The cells of ``rows`` of each label in ``labels`` (in that order), a label (and batch) a block."""
-    names, batches = data.labels[rows], _batch_names(data, rows)
-    for label in labels:
-        mine = rows[names == label]
-        for batch in dict.fromkeys(batches[names == label].tolist()):
-            block = mine if batch is None else mine[data.batches[mine] == batch]
-            writer.add(data.cells.counts[block], label, batch)
+def write_label_cells(
+    path: Path,
+    counts: sp.csr_matrix,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    order: Sequence[str],
+    genes: pd.Index,
+    target_sum: float,
+    kind: str,
+    batches: np.ndarray | None = None,
+) -> pd.Series:
+    """Write the cells of ``rows`` whose label is in ``order``, a label (and batch) a block, in
+    that order; returns the cells written per label. Memory holds one block's rows."""
+    names = labels[rows]
+    written = {}
+    with CellsWriter(path, genes, target_sum, kind) as writer:
+        for label in order:
+            mine = rows[names == label]
+            written[label] = mine.size
+            groups = [None] if batches is None else list(dict.fromkeys(batches[mine].tolist()))
+            for batch in groups:
+                block = mine if batch is None else mine[batches[mine] == batch]
+                writer.add(counts[block], label, batch)
+    return pd.Series(written, dtype=int)
 
 
 def write_real_test_cells(data: EvaluationData, perturbations: Sequence[str], path: Path) -> pd.Series:
     """``real_test.h5ad``: the test cells of ``perturbations`` and the test controls; returns the
     cells per label."""
-    test = data.cells.rows("test")
-    labels = [*perturbations, data.control_label]
-    with CellsWriter(path, data.genes, data.target_sum, "real") as writer:
-        _write_label_blocks(writer, data, test, labels)
-    return pd.Series(data.labels[test]).value_counts().reindex(labels, fill_value=0)
+    return write_label_cells(
+        path,
+        data.cells.counts,
+        data.labels,
+        data.cells.rows("test"),
+        [*perturbations, data.control_label],
+        data.genes,
+        data.target_sum,
+        "real",
+        data.batches,
+    )
 
 
 def write_baseline_cells(data: EvaluationData, perturbations: Sequence[str], path: Path) -> bool:
@@ -177,11 +196,20 @@ def write_baseline_cells(data: EvaluationData, perturbations: Sequence[str], pat
     whose pseudobulk shift is the training-mean baseline. Written only when every perturbation
     has training cells (cell-eval scores a file holding every real label); returns whether it was."""
     train = data.cells.rows("train")
-    seen = set(data.labels[train].tolist())
-    if not all(label in seen for label in [*perturbations, data.control_label]):
+    order = [*perturbations, data.control_label]
+    if not set(order) <= set(data.labels[train].tolist()):
         return False
-    with CellsWriter(path, data.genes, data.target_sum, "baseline") as writer:
-        _write_label_blocks(writer, data, train, [*perturbations, data.control_label])
+    write_label_cells(
+        path,
+        data.cells.counts,
+        data.labels,
+        train,
+        order,
+        data.genes,
+        data.target_sum,
+        "baseline",
+        data.batches,
+    )
     return True
 
 
@@ -271,5 +299,6 @@ __all__ = [
     "batch_share_counts",
     "log2_normalised",
     "write_baseline_cells",
+    "write_label_cells",
     "write_real_test_cells",
 ]
