@@ -58,6 +58,7 @@ from gpo_vae.preprocessing.artifact import (
     write_artifact,
 )
 from gpo_vae.presets import load_preset
+from gpo_vae.report.build import model_family
 from gpo_vae.run_config import RunConfig
 from gpo_vae.training.run_dir import CONFIG_FILE, load_trained_model
 from gpo_vae.training.train import train_model
@@ -201,7 +202,7 @@ class GPOVAEModel:
         return cls.load(run_dir)
 
     def __repr__(self) -> str:
-        kind = "SAMS-VAE" if self.module.config.latent_mask else "GPO-VAE"
+        kind = model_family(to_dict(self.module.config))
         batches = f", {len(self.batches)} batches" if self.batches else ""
         return (
             f"GPOVAEModel({kind}: {len(self.perturbations)} perturbations, {len(self.nodes)} nodes, "

@@ -10,7 +10,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "docs" / "tutorial.ipynb"
-QUICK_PARAMETERS = "N_PERTURBATIONS = 20\nMAX_EPOCHS = 3"
+QUICK_PARAMETERS = "N_PERTURBATIONS = 20\nMAX_STEPS = 1000"
+#: The model's mean held-out ATE Pearson r may trail the training mean's by at most this much: a
+#: model that tracks the data (measured on the quick screen: 0.573 against 0.608; the published
+#: model at the old tutorial's settings scored 0.03 against 0.68).
+WITHIN_REACH = 0.1
 
 
 def _notebook():
@@ -54,10 +58,17 @@ def test_the_tutorial_runs_end_to_end(tmp_path: Path):
         if cell.cell_type == "code"
         for output in cell.outputs
     )
-    assert re.search(
-        r"mean Pearson over \d+ perturbations: model -?\d\.\d{3}, training mean -?\d\.\d{3}", text
+    found = re.search(
+        r"mean Pearson over \d+ perturbations: model (-?\d\.\d{3}), training mean (-?\d\.\d{3})", text
+    )
+    assert found, text[-2000:]
+    model_r, mean_r = float(found.group(1)), float(found.group(2))
+    assert model_r >= mean_r - WITHIN_REACH, (
+        f"the model ({model_r}) does not track the data (training mean {mean_r})"
     )
     assert re.search(r"\d+ edges; \d+ in the true network", text)
+    auprc = re.search(r"AUPRC (\d\.\d{3}) against \d+ true edges \(a random ranking: (\d\.\d{3})\)", text)
+    assert auprc and float(auprc.group(1)) > float(auprc.group(2)), "the graph ranks true edges above chance"
     assert (tmp_path / "tutorial_run" / "model.pt").is_file()
     assert (tmp_path / "tutorial_run" / "grn_network.tsv").read_text().startswith("source\ttarget\tweight\n")
     images = [
@@ -67,4 +78,4 @@ def test_the_tutorial_runs_end_to_end(tmp_path: Path):
         for o in c.outputs
         if "image/png" in o.get("data", {})
     ]
-    assert len(images) == 2, "the ATE scatter and the mask heatmap are drawn"
+    assert len(images) == 3, "the ATE scatter, the ranked comparison and the mask heatmap are drawn"
