@@ -92,25 +92,24 @@ def evaluate_run_task(
     return File(str(out_dir / REPORT_FILE))
 
 
-@task(version="3", cache=True)
+@task(version="4", cache=True)
 def summarise_run(report: File) -> list[str]:
-    """Where the report is and the headline (:func:`gpo_vae.evaluation.headline.run_headline`),
-    one line per element: the scheduler prints them at the end of every run,
-    served from cache or not (tasks/scheduler.py)."""
+    """The end of a run: the headline (:func:`gpo_vae.evaluation.headline.run_headline`: one
+    table and its verdict), the report's path and the next commands, paths as seen from where the
+    run was started; the scheduler prints them once at the end of every run, cached or not
+    (tasks/scheduler.py)."""
+    import sys
 
-    from gpo_vae.evaluation.headline import run_headline
+    from gpo_vae.evaluation.headline import next_steps, run_headline
+    from gpo_vae.io import resolve_recorded
 
-    folder = Path(report.path).parent
-    lines = [f"report: {Path(report.path).resolve()}", *run_headline(folder)]
+    def shown(path: str | Path) -> str:
+        """A path relative to the working folder when it lies below it, else absolute."""
+        path = Path(path).absolute()
+        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+    folder = Path(shown(Path(report.path).parent))
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
     run_dir = run.get("inputs", {}).get("run_dir")
-    if run_dir:
-        from gpo_vae.io import resolve_recorded
-
-        lines.append(f"from Python: gpo_vae.GPOVAEModel.load({str(resolve_recorded(run_dir, folder))!r})")
-    if (folder / "predictions.h5ad").is_file():
-        lines.append(
-            f"cell-eval: cd {folder.resolve()} && cell-eval run -ap predictions.h5ad -ar real_test.h5ad "
-            "--control-pert non-targeting"
-        )
-    return lines
+    run_dir = shown(resolve_recorded(run_dir, folder)) if run_dir else None
+    return [*run_headline(folder), *next_steps(folder, run_dir, shown(sys.executable))]

@@ -12,7 +12,7 @@ databases:
   the second aborts as redun does.
 - One line per job (``Run Job 1a2b3c4d: gpo_vae.train_run``) instead of the call with every
   argument, no ``JOB STATUS`` table every 20 s, and the run's headline printed once at the
-  end of every run, served from cache or not (the printed result leaves it out). ``GPO_VAE_VERBOSE=1`` (or ``job_status_interval``
+  end of every run, served from cache or not (as the run's last lines: redun's printed result is left out). ``GPO_VAE_VERBOSE=1`` (or ``job_status_interval``
   in redun.ini's ``[scheduler]`` section) brings redun's full output back. redun (0.44)
 records values, tasks, call nodes and jobs by checking that a row is absent and then inserting
 it, in separate statements and transactions. Two runs on one database (team mode: two sweeps
@@ -234,8 +234,9 @@ class GpoVaeScheduler(Scheduler):
             headline = result.get("headline") if isinstance(result, dict) else None
             if isinstance(headline, list) and all(isinstance(line, str) for line in headline):
                 print("\n".join(headline), flush=True)
-                # redun prints what run returns: the headline once, not again as a quoted list
-                return {key: value for key, value in result.items() if key != "headline"}
+                # redun prints what run returns unless it is None: the headline is the run's end,
+                # not followed by the dict of its files (the report's path is among its lines)
+                return None
             return result
         except Exception as error:
             found = user_error(error)

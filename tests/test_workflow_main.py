@@ -8,6 +8,7 @@ runs in about a minute; the shipped configs are tested elsewhere.
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pandas as pd
 import pytest
@@ -80,7 +81,19 @@ def test_main_runs_every_stage_then_serves_all_from_cache(sandbox):
     assert set(reference["network"]) == {"biogrid", "true_network"}
     assert (reference.loc[reference["network"] == "biogrid", "reason"] != "").all()
     output = result.stdout + result.stderr
-    assert f"report: {reports[0]}" in output and "mean_pearson" in output
+    relative = reports[0].relative_to(sandbox.root)
+    assert f"report: {relative}" in output and "held-out ATE" in output
+    end = output[output.index("held-out ATE, mean over perturbations:") :].splitlines()
+    assert end[1].split() == ["method", "ATE", "r", "R²", "specific", "r"]
+    assert [line.split()[0] for line in end[2:4]] == ["model", "SAMS-VAE"]
+    verdict = next(line for line in end if line.startswith("verdict: "))
+    assert "cannot rank models" in verdict
+    assert output.count("held-out ATE, mean over perturbations:") == 1, "the headline is printed once"
+    assert "File(path=" not in output, "redun's result dict is not printed after the headline"
+    # the next commands run as printed, from where the run was started
+    python = next(line for line in end if "GPOVAEModel.load" in line).strip()
+    loaded = subprocess.run(python, shell=True, cwd=sandbox.root, capture_output=True, text=True)
+    assert loaded.returncode == 0 and loaded.stdout.startswith("GPOVAEModel(GPO-VAE+"), loaded.stderr[-2000:]
 
     second, result = sandbox.redun(*args)
     assert sandbox.jobs(second), "the second execution recorded no jobs"
@@ -88,7 +101,7 @@ def test_main_runs_every_stage_then_serves_all_from_cache(sandbox):
     assert sandbox.executed(second) == set(), f"tasks ran again: {sandbox.executed(second)}"
     output = result.stdout + result.stderr
     assert "Cached Job" in output
-    assert "mean_pearson" in output, "the headline table is part of main's printed result"
+    assert "held-out ATE, mean over perturbations:" in output, "the headline ends a cached run too"
 
     # Editing the config file in place (same path, same command) is seen: only evaluation reruns.
     path = sandbox.root / "configs" / "gpo_vae_plus_synthetic.yaml"

@@ -119,7 +119,7 @@ def main(
       --train-executor (none)      executor of training only (none: --executor), e.g. a GPU one
       --debug (false)              show the task traceback of an input error too
 
-    The result lists the report and its headline table.
+    The run ends with the headline table and its verdict, the report's path and the next commands.
     """
     debug_mode(debug)
     layout = screen_layout(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gpo_vae.report.scaled_terms import PAIRS, SCALED_FILE, SEEN, SINGLES, headline_lines
+from gpo_vae.report.scaled_terms import PAIRS, SCALED_FILE, SINGLES, headline_lines
 from gpo_vae.report.tables import ALL_CELLS, HELDOUT
 
 
@@ -30,41 +30,93 @@ def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns).reset_index()
 
 
-def seen_check_sentence(scores: pd.DataFrame, unseen: bool) -> list[str]:
-    """What the held-out-cells comparison measures (with the headroom between mean and replicate),
-    then the title of its table."""
-    part = scores[(scores["task"] == SEEN) & (scores["metric"] == "pearson")]
-    headroom = ""
-    if len(part):
-        row = part.iloc[0]
-        headroom = (
-            f" ({row['baseline']} {row['b']:.3f}, replicate {row['r']:.3f}: headroom {row['headroom']:.3f})"
-        )
-    table = "held-out ATE, all cells, mean over perturbations:"
+#: The terminal's names of the held-out-cells table's methods (the report's words).
+TERMINAL_LABELS = {
+    "model": "model",
+    "sams_vae": "SAMS-VAE",
+    "mean_baseline": "training mean",
+    "noncontrol_mean": "non-control mean",
+    "control_baseline": "no effect",
+    "split_half_ceiling": "split-half replicate",
+}
+#: The model's ATE r within this much of the training mean's "matches" it.
+MATCHES = 0.01
+
+
+def cells_table(metrics: pd.DataFrame) -> list[str]:
+    """The held-out-cells table as terminal lines: one row per method, r, R², specific r."""
+    table = headline_table(metrics)
+    shown = pd.DataFrame(
+        {
+            "method": [TERMINAL_LABELS.get(m, m) for m in table["method"]],
+            "ATE r": table["mean_pearson"],
+            "R²": table["mean_r2"],
+            "specific r": table["mean_pearson_specific"],
+        }
+    )
+    text = shown.to_string(index=False, float_format=lambda value: f"{value:.3f}", na_rep="—")
+    return text.splitlines()
+
+
+def cells_verdict(metrics: pd.DataFrame, unseen: bool) -> str:
+    """One sentence: the model against each perturbation's training mean on held-out cells, and
+    what that comparison can and cannot say."""
+    table = headline_table(metrics).set_index("method")
+    n = int(table["n_perturbations"].max())
+    model, mean = float(table.loc["model", "mean_pearson"]), float(table.loc["mean_baseline", "mean_pearson"])
+    if model >= mean - MATCHES:
+        standing = "matches it" if model <= mean + MATCHES else f"is {model - mean:.3f} above it"
+    else:
+        standing = f"trails it by {mean - model:.3f}"
+    found = (
+        f"on held-out cells of the {n} perturbations seen in training the model's ATE r is {model:.3f} "
+        f"against their training mean's {mean:.3f} ({standing})"
+    )
     if unseen:
-        return [
-            f"held-out cells of seen perturbations, a check that the model reaches the mean{headroom};",
-            table,
-        ]
-    return [
-        "this split holds out cells, not perturbations: it measures how well the model reconstructs "
-        f"perturbations it saw in training, where each one's training mean is the bar{headroom}; "
-        "hold perturbations out (--split heldout_perturbations or heldout_combinations) to rank models.",
-        table,
-    ]
+        return f"check: {found}, the bar for perturbations the model has seen."
+    return (
+        f"verdict: {found}. That mean is the bar here, and this split cannot rank models: hold "
+        "perturbations out (--split heldout_perturbations or heldout_combinations) to compare them "
+        "with the baselines on unseen labels."
+    )
 
 
 def run_headline(folder: str | Path, main_method: str = "model") -> list[str]:
-    """The end-of-run lines of the evaluation in ``folder``: unseen tasks first, then the check."""
+    """The end-of-run lines of the evaluation in ``folder``: on a split with unseen labels their
+    scaled table and verdict, then the held-out-cells check in one sentence; on a random split the
+    held-out-cells table and its verdict."""
     folder = Path(folder)
     scores_file = folder / SCALED_FILE
     scores = pd.read_csv(scores_file) if scores_file.is_file() else pd.DataFrame(columns=["task", "metric"])
     unseen = scores[scores["task"].isin([PAIRS, SINGLES])]
-    lines = headline_lines(unseen, main_method) if len(unseen) else []
     metrics = pd.read_csv(folder / "prediction_metrics.csv")
-    table = headline_table(metrics).to_string(index=False, float_format=lambda value: f"{value:.3f}")
-    lines += [*seen_check_sentence(scores, bool(len(unseen))), *table.splitlines()]
+    if len(unseen):
+        return [*headline_lines(unseen, main_method), cells_verdict(metrics, unseen=True)]
+    return [
+        "held-out ATE, mean over perturbations:",
+        *cells_table(metrics),
+        cells_verdict(metrics, unseen=False),
+    ]
+
+
+def next_steps(folder: str | Path, run_dir: str | Path | None, python: str | Path) -> list[str]:
+    """Where the report is and what to run next, each command as it runs from here (``python``:
+    the interpreter of this environment; cell-eval beside it when it is installed)."""
+    folder = Path(folder)
+    lines = [f"report: {folder / 'report.html'}  (open it in a browser)", "next:"]
+    if run_dir is not None:
+        lines.append(
+            f'  {python} -c "from gpo_vae import GPOVAEModel; print(GPOVAEModel.load({str(run_dir)!r}))"'
+        )
+    if (folder / "predictions.h5ad").is_file():
+        cell_eval = Path(python).with_name("cell-eval")
+        command = cell_eval if cell_eval.is_file() else "cell-eval"
+        install = "" if cell_eval.is_file() else f"  (first: {python} -m pip install cell-eval)"
+        lines.append(
+            f"  {command} run -ap {folder / 'predictions.h5ad'} -ar {folder / 'real_test.h5ad'} "
+            f"--control-pert non-targeting -o {folder.parent.parent / 'cell-eval' / folder.name}{install}"
+        )
     return lines
 
 
-__all__ = ["headline_table", "run_headline", "seen_check_sentence"]
+__all__ = ["cells_table", "cells_verdict", "headline_table", "next_steps", "run_headline"]
