@@ -33,6 +33,11 @@ class EvaluationConfig:
         Sizes of the top-DE sets compared by ``jaccard_top<k>``.
     grn_threshold
         An edge of the learned graph has mask probability above this.
+    grn_density
+        When every mask probability started at ``grn_threshold`` (the published start), p above
+        it would count edges that rose by noise: the model's graph is then its top
+        ``grn_density`` share of the pairs from a perturbed gene (the expected density of a sparse
+        GRN, GPO-VAE+'s ``mask_prior``), :func:`gpo_vae.grn.calibration.calibrated_threshold`.
     grn_ks
         Top-K graphs evaluated by the CausalBench statistics (the model's own edge count is
         always added, so that methods are compared at matched K).
@@ -87,6 +92,7 @@ class EvaluationConfig:
     top_de: int = 20
     jaccard_ks: tuple[int, ...] = (20, 50)
     grn_threshold: float = 0.5
+    grn_density: float = 0.05
     grn_ks: tuple[int, ...] = (100, 250, 500, 1000)
     n_negatives: int = 500
     max_path_length: int = 3
@@ -130,6 +136,8 @@ class EvaluationConfig:
                 problems.append(f"{name} must be a non-empty list of positive integers, got {list(values)}")
         if not 0.0 < self.grn_threshold < 1.0:
             problems.append(f"grn_threshold must be in (0, 1), got {self.grn_threshold}")
+        if not 0.0 < self.grn_density <= 1.0:
+            problems.append(f"grn_density must be in (0, 1], got {self.grn_density}")
         if not 0.0 < self.p_value < 1.0:
             problems.append(f"p_value must be in (0, 1), got {self.p_value}")
         if self.max_path_length < 1 and self.max_path_length != -1:

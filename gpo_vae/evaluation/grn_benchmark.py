@@ -151,7 +151,7 @@ def statistical_table(
     Rows per method: ``k = p>{threshold}`` (the graph of :func:`method_graphs`) and one per K of
     ``config.grn_ks`` plus the model's edge count (matched K).
     """
-    label = f"p>{config.grn_threshold:g}"
+    label = f"p>{config.grn_threshold:.3g}"
     n_model = int(graphs[MODEL].sum())
     ks = sorted(set(config.grn_ks) | {n_model})
     options = {
