@@ -45,6 +45,7 @@ from gpo_vae.evaluation.generation import (
     label_dosage,
 )
 from gpo_vae.evaluation.prediction import EvaluationData
+from gpo_vae.grn.calibration import calibrated_threshold
 from gpo_vae.grn.curves import edges_from_probabilities
 from gpo_vae.io import resolve_recorded
 from gpo_vae.models.generate import basal_means, grn_dataframe
@@ -418,28 +419,34 @@ class GPOVAEModel:
         shift.columns.name = PREDICTION_KEY
         return shift.reindex(columns=[label for label in labels if label in dosages])
 
-    def grn(self, threshold: float = 0.5, as_matrix: bool = False) -> pd.DataFrame:
+    def grn(self, threshold: float | None = None, as_matrix: bool = False) -> pd.DataFrame:
         """The learned gene-regulatory network.
 
-        Returns
-        -------
-        DataFrame
-            ``source``, ``target``, ``probability`` of every edge with mask probability above
-            ``threshold``, highest first, no self-loops (what the report counts); with
-            ``as_matrix``, the nodes × nodes probabilities (rows sources, columns targets), the
-            diagonal NaN (a node's edge to itself is not a regulation).
+        ``source``, ``target``, ``probability`` of every edge above ``threshold``, highest first,
+        no self-loops; with ``as_matrix`` the nodes × nodes probabilities (rows sources, diagonal
+        NaN). ``threshold`` None is the report's: 0.5, or for a mask that started at 0.5
+        everywhere (the published model) its top 5 % of pairs from a perturbed gene
+        (:func:`gpo_vae.grn.calibration.calibrated_threshold`, ``evaluation.grn_density``).
         """
         if self.module.config.latent_mask:
             raise PredictionError(
                 "a SAMS-VAE mask connects nodes to latent dimensions, not to genes: it has no GRN"
             )
-        if not 0.0 <= threshold < 1.0:
+        if threshold is not None and not 0.0 <= threshold < 1.0:
             raise PredictionError(f"threshold must be in [0, 1), got {threshold}")
         matrix = grn_dataframe(self.module.mask_probabilities(), self.nodes).astype(np.float64)
         if as_matrix:
             np.fill_diagonal(matrix.values, np.nan)
             matrix.index.name, matrix.columns.name = "source", "target"
             return matrix
+        if threshold is None:
+            defaults = EvaluationConfig()
+            threshold = defaults.grn_threshold
+            if self.module.config.mask_init != "effects":  # a uniform start at the initial logit
+                start = np.full(matrix.shape, 1.0 / (1.0 + np.exp(-self.module.config.mask_init_logit)))
+                threshold = calibrated_threshold(
+                    matrix.to_numpy(), start, threshold, defaults.grn_density, len(self.perturbations)
+                )
         edges = edges_from_probabilities(matrix.to_numpy(), self.nodes, threshold)
         return edges.rename(columns={"p": "probability"})
 

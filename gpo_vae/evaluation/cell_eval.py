@@ -64,7 +64,7 @@ class CellsWriter:
     """An ``.h5ad`` of cells in cell-eval's layout, appended a block of cells at a time.
 
     Memory holds one block, never the file: ``X`` (log-normalised) and ``layers["counts"]`` grow
-    on disk as blocks are added; ``obs``, ``var`` and ``uns`` are written on :meth:`close`. Use
+    on disk, gzip-compressed (anndata and cell-eval read it as any ``.h5ad``), as blocks are added; ``obs``, ``var`` and ``uns`` are written on :meth:`close`. Use
     it as a context manager: a block that fails leaves a file the caller's temporary folder
     discards, never one a reader takes as complete.
     """
@@ -111,7 +111,9 @@ class CellsWriter:
                 self._matrices[key].append(block)
             else:
                 chunk = int(np.clip(block.nnz, *_CHUNK_BOUNDS))
-                write_elem(self._file, key, block, dataset_kwargs={"chunks": (chunk,)})
+                # gzip: generated counts compress about 4x (450 to 107 MB on the demo) for seconds
+                options = {"chunks": (chunk,), "compression": "gzip"}
+                write_elem(self._file, key, block, dataset_kwargs=options)
                 self._matrices[key] = sparse_dataset(self._file[key])
         self._labels.append(np.full(counts.shape[0], label, dtype=object))
         self._batches.append(np.full(counts.shape[0], batch, dtype=object))

@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from gpo_vae.data.labels import label_genes
 from gpo_vae.data.summary_stats import compute_summary_stats
 from gpo_vae.data.summary_stats_io import (
     DEGS_COLUMN,
@@ -219,9 +220,14 @@ def prediction_table(
 def ate_scatter_table(
     observed: pd.DataFrame, predicted: pd.DataFrame, mean_baseline: pd.DataFrame | None, n: int
 ) -> pd.DataFrame:
-    """Every gene of the ``n`` perturbations with the largest held-out effect (sum of squared ATE)."""
-    effect = (observed**2).sum(axis=1, min_count=1).dropna()
-    chosen = effect.sort_values(ascending=False, kind="stable").index[:n]
+    """Every gene of ``n`` perturbations spread over the model's held-out Pearson r, best first:
+    the best, the worst and evenly between (not only the easiest), with each gene's target flag."""
+    r = pd.Series(
+        {label: _pearson(observed.loc[label], predicted.loc[label]) for label in observed.index}
+    ).dropna()
+    ranked = r.sort_values(ascending=False, kind="stable").index
+    positions = np.unique(np.round(np.linspace(0, len(ranked) - 1, min(n, len(ranked)))).astype(int))
+    chosen = ranked[positions] if len(ranked) else ranked
     columns = {"observed": observed, "predicted": predicted}
     if mean_baseline is not None:
         columns["mean_baseline"] = mean_baseline
@@ -230,7 +236,57 @@ def ate_scatter_table(
     }
     table = pd.DataFrame(stacked)
     table.index = table.index.set_names(["perturbation", "gene"])
-    return table.reset_index()
+    table = table.reset_index()
+    targets = {(label, gene) for label in chosen for gene in label_genes(label)}
+    table["target"] = [pair in targets for pair in zip(table["perturbation"], table["gene"], strict=True)]
+    return table
+
+
+def _pearson(x: pd.Series, y: pd.Series) -> float:
+    a, b = x.to_numpy(dtype=np.float64), y.to_numpy(dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 2 or a[keep].std() == 0 or b[keep].std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a[keep], b[keep])[0, 1])
+
+
+#: Each perturbation's held-out ATE at its own target, observed and per method.
+ON_TARGET_FILE = "on_target.csv"
+
+
+def on_target_table(observed: pd.DataFrame, predictions: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """``on_target.csv``: each perturbation's held-out ATE at its own target gene(s) when the target
+    is measured (a pair: a row per gene), observed and per method (``predictions``: method → ATE)."""
+    genes = observed.columns
+    pairs = [(label, gene) for label in observed.index for gene in label_genes(label) if gene in genes]
+    rows = observed.index.get_indexer([label for label, _ in pairs])
+    columns = genes.get_indexer([gene for _, gene in pairs])
+    table = pd.DataFrame(
+        {
+            "perturbation": [label for label, _ in pairs],
+            "target": [gene for _, gene in pairs],
+            "observed": observed.to_numpy()[rows, columns] if pairs else [],
+        }
+    )
+    for method, frame in predictions.items():
+        aligned = frame.reindex(index=observed.index, columns=genes)
+        table[method] = aligned.to_numpy()[rows, columns] if pairs else []
+    return table
+
+
+def on_target_summary(table: pd.DataFrame, method: str) -> dict[str, float]:
+    """A method's on-target change against the observed one: the median ratio predicted / observed
+    and the share of targets whose sign it gets right (over targets with an observed change)."""
+    moved = table[np.isfinite(table["observed"]) & (table["observed"] != 0) & np.isfinite(table[method])]
+    if moved.empty:
+        return {}
+    ratio = moved[method] / moved["observed"]
+    same_sign = np.sign(moved[method]) == np.sign(moved["observed"])
+    return {
+        f"{method}_on_target_ratio_median": float(ratio.median()),
+        f"{method}_on_target_sign_agreement": float(same_sign.mean()),
+        "on_target_n": len(moved),
+    }
 
 
 def qc_ratio_table(generated: pd.Series, data: EvaluationData) -> pd.DataFrame:

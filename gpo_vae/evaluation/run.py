@@ -33,15 +33,16 @@ import pandas as pd
 
 from gpo_vae.config import to_dict
 from gpo_vae.data.summary_stats_io import read_summary_stats
-from gpo_vae.evaluation import cell_eval, generation, scaled, unseen
+from gpo_vae.evaluation import cell_eval, generation, scaled
 from gpo_vae.evaluation import grn_benchmark as grn
 from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.headline import headline_table
 from gpo_vae.evaluation.observed import observed_tables
-from gpo_vae.evaluation.unseen_run import UNSEEN_HEADLINES, evaluate_unseen
+from gpo_vae.evaluation.unseen_run import write_unseen
 from gpo_vae.grn.baselines import correlation_scores, random_scores
+from gpo_vae.grn.calibration import calibrated_threshold, mask_movement
 from gpo_vae.grn.effects import effect_zscores
 from gpo_vae.grn.export import write_network_files
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
@@ -183,6 +184,13 @@ def _prediction(
             config.n_scatter,
         )
         _write_csv(scatter, out, "ate_scatter.csv")
+        held_out = references[pred.HELDOUT, pred.ALL_CELLS]
+        on_target = pred.on_target_table(
+            held_out, {method: frames[pred.ALL_CELLS] for method, frames in predictions.items()}
+        )
+        _write_csv(on_target, out, pred.ON_TARGET_FILE)
+        for method in (grn.MODEL, "mean_baseline"):
+            metrics.update(pred.on_target_summary(on_target, method))
         if generated.qc_pass_ratio is not None:
             _write_csv(pred.qc_ratio_table(generated.qc_pass_ratio, data), out, "qc_ratio.csv")
     if reported is not None and generated.kept is not None:
@@ -193,14 +201,19 @@ def _prediction(
             _write_csv(agreement, out, "summary_stats_agreement.csv")
             _write_csv(points, out, "summary_stats_points.csv")
     with stages("unseen"):
-        unseen_numbers, unseen_scaled = _unseen(
+        adjacency = None
+        if networks:
+            found = grn.reference_networks(networks, data.cells.nodes, data.cells.n_perturbed)
+            adjacency = np.any([matrix != 0 for matrix, _ in found.values()], axis=0)
+        unseen_numbers, unseen_scaled = write_unseen(
             data,
             models,
+            grn.MODEL,
             summaries,
             references[pred.HELDOUT, pred.ALL_CELLS],
-            observed,
+            observed.shared_shifts()[pred.ALL_CELLS],
             config,
-            networks,
+            adjacency,
             out,
             progress,
         )
@@ -217,53 +230,6 @@ def _prediction(
     return metrics
 
 
-def _unseen(
-    data: pred.EvaluationData,
-    models: dict[str, tuple[GPOVAE, dict]],
-    summaries: dict[str, generation.GeneratedSummary],
-    observed_ate: pd.DataFrame,
-    observed: Any,
-    config: EvaluationConfig,
-    networks: Sequence[str | Path],
-    out: Path,
-    progress: bool,
-) -> tuple[dict[str, float], pd.DataFrame | None]:
-    """Write the unseen-label tables and cells when the test split has unseen labels; return
-    their headline numbers and scaled scores."""
-    cells = data.cells
-    adjacency = None
-    if networks:
-        references = grn.reference_networks(networks, cells.nodes, cells.n_perturbed)
-        adjacency = np.any([matrix != 0 for matrix, _ in references.values()], axis=0)
-    result = evaluate_unseen(
-        data,
-        models,
-        grn.MODEL,
-        summaries,
-        observed_ate,
-        observed.shared_shifts()[pred.ALL_CELLS],
-        config,
-        adjacency,
-        progress,
-    )
-    if result is None:
-        return {}, None
-    _write_csv(result.metrics, out, unseen.METRICS_FILE)
-    if result.scatter is not None:
-        _write_csv(result.scatter, out, unseen.SCATTER_FILE)
-    if result.neighbours is not None:
-        _write_csv(result.neighbours, out, unseen.NEIGHBOURS_FILE)
-    if result.cells is not None:
-        result.cells.write_h5ad(out / unseen.CELLS_FILE)
-    summary = unseen.unseen_summary(result.metrics).set_index(["kind", "method"])
-    headline: dict[str, float] = {}
-    for (kind, method), row in summary.iterrows():
-        for (wanted, metric), stem in UNSEEN_HEADLINES.items():
-            if kind == wanted and metric in row.index:
-                headline[f"{method}_{stem}"] = float(row[metric])
-    return headline, result.scaled
-
-
 def _grn(
     data: pred.EvaluationData,
     models: dict[str, tuple[GPOVAE, dict]],
@@ -278,16 +244,7 @@ def _grn(
     nodes = cells.nodes
     model = models[grn.MODEL][0]
     probabilities = model.mask_probabilities().double().cpu().numpy()
-    mask, kinds, edges = grn.mask_tables(probabilities, nodes, cells.n_perturbed, config.grn_threshold)
-    _write_csv(mask, out, "grn_mask.csv", index=True)
-    _write_csv(kinds, out, "grn_nodes.csv")
-    _write_csv(edges, out, "grn_edges.csv")
-    write_network_files(edges, kinds, out)
-    scores = {grn.MODEL: probabilities}
-    if grn.SAMS_VAE in models:
-        scores[grn.SAMS_VAE] = grn.sams_vae_node_scores(models[grn.SAMS_VAE][0])
-    scores["correlation"] = correlation_scores(cells.delta_x[cells.rows("train")])
-    scores["effect_z"] = np.abs(
+    effect_z = np.abs(
         effect_zscores(
             cells.counts,
             cells.dosage,
@@ -298,7 +255,25 @@ def _grn(
             cells.batch_codes if cells.n_batches else None,
         )
     )
-    scores[grn.MODEL_INIT] = grn.initial_mask_probabilities(model, scores["effect_z"])
+    initial = grn.initial_mask_probabilities(model, effect_z)
+    # a mask that started uniform at the threshold keeps its top share of pairs (grn_density)
+    configured = config.grn_threshold
+    config = config.replace(
+        grn_threshold=calibrated_threshold(
+            probabilities, initial, configured, config.grn_density, cells.n_perturbed
+        )
+    )
+    mask, kinds, edges = grn.mask_tables(probabilities, nodes, cells.n_perturbed, config.grn_threshold)
+    _write_csv(mask, out, "grn_mask.csv", index=True)
+    _write_csv(kinds, out, "grn_nodes.csv")
+    _write_csv(edges, out, "grn_edges.csv")
+    write_network_files(edges, kinds, out)
+    scores = {grn.MODEL: probabilities}
+    if grn.SAMS_VAE in models:
+        scores[grn.SAMS_VAE] = grn.sams_vae_node_scores(models[grn.SAMS_VAE][0])
+    scores["correlation"] = correlation_scores(cells.delta_x[cells.rows("train")])
+    scores["effect_z"] = effect_z
+    scores[grn.MODEL_INIT] = initial
     scores["random"] = random_scores(len(nodes), config.seed)
     graphs = grn.method_graphs(scores, config.grn_threshold)
     with stages("grn_statistical"):
@@ -312,7 +287,11 @@ def _grn(
         )
         statistical = grn.statistical_table(evaluator, scores, graphs, nodes, config)
         _write_csv(statistical, out, "grn_statistical.csv")
-    metrics: dict[str, float] = {"grn_edges": int(graphs[grn.MODEL].sum())}
+    metrics: dict[str, float] = {
+        "grn_edges": int(graphs[grn.MODEL].sum()),
+        **mask_movement(probabilities, initial, config.grn_threshold),
+        "grn_threshold_calibrated": int(config.grn_threshold != configured),
+    }
     reference = None
     references = grn.reference_networks(networks, nodes, cells.n_perturbed, true_network)
     if references:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -29,13 +30,17 @@ from gpo_vae.evaluation.scaled import (
 )
 from gpo_vae.evaluation.unseen import (
     ADDITIVE,
+    CELLS_FILE,
     COMBINATION,
     GRN_NEIGHBOURS,
     MATCHING_MEAN,
+    METRICS_FILE,
+    NEIGHBOURS_FILE,
     NETWORK_NEIGHBOURS,
     NONCONTROL,
     OWN_NODE_SUFFIX,
     REGULATOR_REGRESSION,
+    SCATTER_FILE,
     SINGLE,
     UNSEEN_MODES,
     additive_prediction,
@@ -51,6 +56,7 @@ from gpo_vae.evaluation.unseen import (
     single_metrics,
     typical_own_change,
     unseen_labels,
+    unseen_summary,
     unseen_table,
     weighted_profile,
 )
@@ -334,4 +340,39 @@ UNSEEN_HEADLINES = {
 }
 
 
-__all__ = ["UNSEEN_HEADLINES", "UnseenResult", "evaluate_unseen"]
+def write_unseen(
+    data: EvaluationData,
+    models: Mapping[str, tuple[GPOVAE, dict]],
+    main: str,
+    summaries: Mapping[str, GeneratedSummary],
+    observed_ate: pd.DataFrame,
+    shared_shift: pd.Series,
+    config: EvaluationConfig,
+    adjacency: np.ndarray | None,
+    out: Path,
+    progress: bool,
+) -> tuple[dict[str, float], pd.DataFrame | None]:
+    """Write the unseen-label tables and cells into ``out`` when the test split has unseen labels
+    (:func:`evaluate_unseen`); return their headline numbers (``run.json``) and scaled scores."""
+    result = evaluate_unseen(
+        data, models, main, summaries, observed_ate, shared_shift, config, adjacency, progress
+    )
+    if result is None:
+        return {}, None
+    result.metrics.to_csv(out / METRICS_FILE, index=False)
+    if result.scatter is not None:
+        result.scatter.to_csv(out / SCATTER_FILE, index=False)
+    if result.neighbours is not None:
+        result.neighbours.to_csv(out / NEIGHBOURS_FILE, index=False)
+    if result.cells is not None:
+        result.cells.write_h5ad(out / CELLS_FILE)
+    summary = unseen_summary(result.metrics).set_index(["kind", "method"])
+    headline: dict[str, float] = {}
+    for (kind, method), row in summary.iterrows():
+        for (wanted, metric), stem in UNSEEN_HEADLINES.items():
+            if kind == wanted and metric in row.index:
+                headline[f"{method}_{stem}"] = float(row[metric])
+    return headline, result.scaled
+
+
+__all__ = ["UNSEEN_HEADLINES", "UnseenResult", "evaluate_unseen", "write_unseen"]

@@ -29,16 +29,18 @@ empty cell (pandas' default). Name columns are text (a gene called ``NA`` stays 
     index), header = target node names, same names in the same order.
 ``grn_nodes.csv``: ``node``, ``kind`` (``P`` perturbed gene, ``A`` downstream DEG node); the
     nodes of the mask. Without it the heatmap keeps the mask's order and nodes are uncoloured.
-``grn_edges.csv``: ``source``, ``target``, ``p`` (e.g. every edge with p > 0.5, as
-    :func:`gpo_vae.grn.curves.edges_from_probabilities`); the report draws the top 40 by ``p``.
+``grn_edges.csv``: ``source``, ``target``, ``p`` (every edge above the threshold, as
+    :func:`gpo_vae.grn.curves.edges_from_probabilities`: 0.5, or the calibrated threshold that
+    ``run.json`` records as ``metrics.grn_threshold``, :mod:`gpo_vae.grn.calibration`); the report
+    draws the top 40 by ``p``.
 ``grn_statistical.csv``: one row per (method, k): ``method`` (``model``, ``sams_vae``,
-    ``correlation``, ``random``, ...), ``k`` (``p>0.5`` = the method's thresholded graph, or an
-    integer K = its top-K edges; include K = the model's p > 0.5 edge count for every method
+    ``correlation``, ``random``, ...), ``k`` (``p>0.5``, or ``p>`` the calibrated threshold, = the
+    method's thresholded graph, or an integer K = its top-K edges; include K = the model's edge count for every method
     so rows match), ``n_edges``, ``n_tested``, ``true_positives``, ``false_positives``,
     ``precision``, ``mean_wasserstein``, ``path_mean_wasserstein``, ``false_omission_rate``,
     ``negative_mean_wasserstein`` (:func:`gpo_vae.grn.statistical.summarise_tests` names).
 ``grn_reference.csv``: one row per (method, network): ``precision``, ``recall`` (of the
-    p > 0.5 graph), ``auprc``, ``auroc``, ``n_positive``, ``positive_rate``, ``reason`` (empty
+    thresholded graph), ``auprc``, ``auroc``, ``n_positive``, ``positive_rate``, ``reason`` (empty
     when every value is defined); optional ``n_predicted``, ``true_positives``.
 ``grn_pr_curves.csv``: ``method``, ``network``, ``recall``, ``precision`` (at most ~2,000
     points per curve; the report thins longer ones evenly).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gpo_vae.io import write_text_atomic
 from gpo_vae.report import grn_sections, sections
-from gpo_vae.report.html import page, section
+from gpo_vae.report.html import missing_only, page, section
 from gpo_vae.report.screen_section import screen_section
 from gpo_vae.report.tables import load_tables
 from gpo_vae.report.unseen_section import unseen_section
@@ -60,7 +60,7 @@ def build_report(eval_dir: str | Path, out_path: str | Path | None = None, title
         ("headline", "Headline", section("headline", "Headline", sections.headline(tables))),
         ("screen", "Screen", screen_section(tables)),
         ("baselines", "Baselines", sections.baseline_section(tables)),
-        ("scatter", "Effects", sections.scatter_section(tables)),
+        ("scatter", "Per perturbation", sections.scatter_section(tables)),
         ("distributions", "Metrics", sections.distribution_section(tables)),
         ("unseen", "Unseen", unseen_section(tables)),
         ("qc", "QC", sections.qc_section(tables)),
@@ -71,7 +71,25 @@ def build_report(eval_dir: str | Path, out_path: str | Path | None = None, title
         ("grn-statistical", "CausalBench", grn_sections.statistical_section(tables)),
         ("provenance", "Provenance", grn_sections.provenance_section(tables)),
     ]
+    # a section with nothing to show (a random split has no unseen labels, a SAMS-VAE no graph) is
+    # left out; what it would have shown is listed once, at the end
+    shown, absent = [], []
+    for anchor, label, html_text in body:
+        notes = missing_only(html_text)
+        if notes is None:
+            shown.append((anchor, label, html_text))
+        else:
+            absent += notes
+    if absent:
+        items = "".join(f"<li>{note}</li>" for note in absent)
+        shown.append(
+            (
+                "not-shown",
+                "Not shown",
+                section("not-shown", "Not shown here", f'<ul class="missing">{items}</ul>'),
+            )
+        )
     target = Path(out_path) if out_path is not None else Path(eval_dir) / REPORT_FILE
-    write_text_atomic(page(title, subtitle, body), target)
+    write_text_atomic(page(title, subtitle, shown), target)
     logger.info("report written to %s", target)
     return target

@@ -11,10 +11,17 @@ import pandas as pd
 
 from gpo_vae.report import grn_plots, plots
 from gpo_vae.report.html import figure_html, html_table, not_computed, section
-from gpo_vae.report.tables import MASK_FILE, RUN_FILE, SCREEN_FILE, SPECS, EvaluationTables
+from gpo_vae.report.tables import (
+    MASK_FILE,
+    RUN_FILE,
+    SCREEN_FILE,
+    SPECS,
+    EvaluationTables,
+    edge_threshold,
+    own_graph_key,
+)
 from gpo_vae.report.verdict import grn_verdict
 
-OWN_GRAPH = "p>0.5"
 STAT_COLUMNS = {
     "k": "graph",
     "method": "method",
@@ -100,14 +107,17 @@ def reference_section(tables: EvaluationTables) -> str:
         ]
         table = reference.iloc[sorted(range(len(reference)), key=rank.__getitem__)]
         table = table[list(REFERENCE_COLUMNS)].assign(method=lambda f: f["method"].map(plots.method_label))
-        body += "<h3>Precision and recall of the p &gt; 0.5 graph; ranking metrics of all scores</h3>"
+        body += (
+            f"<h3>Precision and recall of the p &gt; {edge_threshold(tables):.3g} graph; ranking metrics "
+            "of all scores</h3>"
+        )
         body += html_table(table, list(REFERENCE_COLUMNS.values()))
     return section("grn-reference", title, body)
 
 
-def _k_order(k: str) -> tuple[int, float]:
-    """The thresholded graph first, then top-K rows by K, then anything else."""
-    if k == OWN_GRAPH:
+def _k_order(k: str, own: str) -> tuple[int, float]:
+    """The thresholded graph (``own``) first, then top-K rows by K, then anything else."""
+    if k == own:
         return (0, 0.0)
     return (1, float(k)) if k.isdigit() else (2, 0.0)
 
@@ -121,19 +131,23 @@ def statistical_section(tables: EvaluationTables) -> str:
             "grn-statistical", title, not_computed("CausalBench statistics", [SPECS["grn_statistical"].file])
         )
     order = {m: i for i, m in enumerate(plots.ordered_methods(stats["method"].tolist()))}
-    rank = [(*_k_order(k), order[m]) for k, m in zip(stats["k"], stats["method"], strict=True)]
+    own_key, threshold = own_graph_key(stats), edge_threshold(tables)
+    rank = [(*_k_order(k, own_key), order[m]) for k, m in zip(stats["k"], stats["method"], strict=True)]
     table = stats.iloc[sorted(range(len(stats)), key=rank.__getitem__)]
-    own = table[(table["method"] == "model") & (table["k"] == OWN_GRAPH)]["n_edges"]
+    own = table[(table["method"] == "model") & (table["k"] == own_key)]["n_edges"]
     matched = str(int(own.iloc[0])) if len(own) and pd.notna(own.iloc[0]) else None
     figure_table = table
     if matched is not None:
-        # every method's graph at the model's size is its "p > 0.5" row already (the model's own
+        # every method's graph at the model's size is its thresholded row already (the model's own
         # threshold, the others' top K at that K): the top-K row of the same K repeats it
         table = table[table["k"] != matched]
-    highlight = (table["k"] == OWN_GRAPH).to_list()
+    highlight = (table["k"] == own_key).to_list()
     shown = table[list(STAT_COLUMNS)].assign(
         method=lambda f: f["method"].map(plots.method_label),
-        k=[_graph_label(k, m, matched) for k, m in zip(table["k"], table["method"], strict=True)],
+        k=[
+            _graph_label(k, m, matched, own_key, threshold)
+            for k, m in zip(table["k"], table["method"], strict=True)
+        ],
     )
     negatives = pd.to_numeric(stats.get("n_negatives", pd.Series(dtype=float)), errors="coerce").dropna()
     n_negatives = f"{int(negatives.iloc[0]):,}" if len(negatives) else "the"
@@ -152,17 +166,17 @@ def statistical_section(tables: EvaluationTables) -> str:
     body += html_table(shown, list(STAT_COLUMNS.values()), highlight=highlight)
     if matched is not None:
         body += (
-            f'<p class="note">Highlighted: the model\'s own graph (p &gt; 0.5, K = {html.escape(matched)} '
+            f'<p class="note">Highlighted: the model\'s own graph (p &gt; {threshold:.3g}, K = {html.escape(matched)} '
             "edges) and every other method's top K at that size: the comparison at matched K.</p>"
         )
     return section("grn-statistical", title, body, lead=lead)
 
 
-def _graph_label(k: str, method: str, matched: str | None) -> str:
-    if k != OWN_GRAPH:
+def _graph_label(k: str, method: str, matched: str | None, own: str, threshold: float) -> str:
+    if k != own:
         return f"top K = {k}"
     if method == "model":
-        return f"p > 0.5 (K = {matched})" if matched is not None else "p > 0.5"
+        return f"p > {threshold:.3g} (K = {matched})" if matched is not None else f"p > {threshold:.3g}"
     return f"top K = {matched} (matched)" if matched is not None else "matched K"
 
 

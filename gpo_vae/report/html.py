@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Iterable, Sequence
 from numbers import Integral, Real
 
@@ -136,6 +137,21 @@ def not_computed(what: str, files: Sequence[str]) -> str:
     return (
         f'<p class="missing">{html.escape(what)}: not computed (no {names} in the evaluation directory).</p>'
     )
+
+
+_EMPTY_SECTION = re.compile(
+    r'^<section id="[^"]*"><h2>.*?</h2>(?:<p class="lead">.*?</p>)?((?:<p class="missing">.*?</p>)+)</section>$',
+    re.S,
+)
+
+
+def missing_only(section_html: str) -> list[str] | None:
+    """The "not computed" notes of a section that holds nothing else (None when it shows
+    something): such a section is left out of the page and its notes listed once instead."""
+    found = _EMPTY_SECTION.match(section_html)
+    if found is None:
+        return None
+    return re.findall(r'<p class="missing">(.*?)</p>', found.group(1), re.S)
 
 
 def section(anchor: str, title: str, body: str, lead: str | None = None) -> str:

@@ -23,7 +23,6 @@ DPI = 110
 #: Perturbations drawn in the ATE scatter at most.
 MAX_SCATTER_PANELS = 12
 #: The mean baseline's open rings in the ATE scatter: darker than its grey, to show over the model's points.
-BASELINE_RING = "#3e4c59"
 STYLE = {
     "font.size": 9,
     "axes.titlesize": 9.5,
@@ -73,6 +72,8 @@ METHOD_LABELS = {
     "linear_embedding": "linear model on gene embeddings",
     "replicate": "replicate (second half of the cells)",
 }
+#: The target gene of a perturbation in the per-perturbation scatter.
+TARGET_COLOR = "#c0392b"
 #: Colours of categories without a meaning of their own (e.g. one per pair).
 DISCRETE_COLORS = ("#1f5f99", "#d9822b", "#2e8540", "#8e44ad", "#c0392b", "#16a085", "#b7950b", "#34495e")
 _COLORS = {
@@ -173,13 +174,18 @@ def _identity_limits(ax: Axes, *arrays: np.ndarray) -> None:
 def ate_scatter_figure(scatter: pd.DataFrame, max_panels: int = MAX_SCATTER_PANELS) -> bytes:
     """Predicted vs observed held-out ATE per gene, one panel per perturbation (file order).
 
-    The model's points are filled; the mean baseline's (when present) are open grey rings drawn
-    over them, so both stay visible; the identity line is dashed and each panel's title gives
-    both Pearson r values.
+    The model's points only (the training mean's r is in each title: the ranked figure compares
+    the two); the target gene, when measured, is a red diamond named in the title with its
+    predicted and observed change; the identity line is dashed.
     """
     perturbations = list(dict.fromkeys(scatter["perturbation"]))[:max_panels]
     rows, columns = grid_shape(len(perturbations), 4)
     has_baseline = "mean_baseline" in scatter.columns
+    targets = (
+        scatter["target"].astype(str).str.lower().eq("true")
+        if "target" in scatter.columns
+        else pd.Series(False, index=scatter.index)
+    )
 
     def draw(figure: Figure) -> None:
         axes = figure.subplots(rows, columns, squeeze=False)
@@ -190,47 +196,53 @@ def ate_scatter_figure(scatter: pd.DataFrame, max_panels: int = MAX_SCATTER_PANE
             part = groups[name]
             observed = part["observed"].to_numpy()
             predicted = part["predicted"].to_numpy()
-            arrays = [observed, predicted]
             size, alpha = point_style(observed.size, spread=15.0)
             title = f"{name}\nmodel r = {format_number(pearson_of(observed, predicted))}"
-            ax.scatter(observed, predicted, s=size, c=method_color("model"), alpha=alpha, lw=0)
             if has_baseline:
                 baseline = part["mean_baseline"].to_numpy()
-                arrays.append(baseline)
-                ax.scatter(
-                    observed,
-                    baseline,
-                    s=size * 1.6,
-                    facecolors="none",
-                    edgecolors=BASELINE_RING,
-                    alpha=min(1.0, alpha + 0.4),
-                    lw=0.9,
-                )
-                title += f"\nmean baseline r = {format_number(pearson_of(observed, baseline))}"
-            _identity_limits(ax, *arrays)
+                title += f", training mean {format_number(pearson_of(observed, baseline))}"
+            ax.scatter(observed, predicted, s=size, c=method_color("model"), alpha=alpha, lw=0)
+            own = targets.loc[part.index].to_numpy()
+            for gene, x, y in zip(part["gene"][own], observed[own], predicted[own], strict=True):
+                ax.scatter([x], [y], s=36, marker="D", c=TARGET_COLOR, edgecolors="white", lw=0.6, zorder=3)
+                title += f"\ntarget {gene}: {format_number(y)} (observed {format_number(x)})"
+            _identity_limits(ax, observed, predicted)
             ax.set_title(title, fontsize=8.5)
         for ax in axes[-1, :]:
             ax.set_xlabel("observed ATE (held-out cells)")
         for ax in axes[:, 0]:
             ax.set_ylabel("predicted ATE")
-        if has_baseline:
-            handles = [
-                mpl.lines.Line2D(
-                    [], [], ls="", marker="o", color=method_color("model"), label=method_label("model")
-                ),
-                mpl.lines.Line2D(
-                    [],
-                    [],
-                    ls="",
-                    marker="o",
-                    mfc="none",
-                    mec=BASELINE_RING,
-                    label=method_label("mean_baseline"),
-                ),
-            ]
-            axes[0, 0].legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.85)
 
-    return render(draw, (3.0 * columns, 3.2 * rows))
+    return render(draw, (3.0 * columns, 3.4 * rows))
+
+
+def ranked_r_figure(held: pd.DataFrame, methods: Sequence[str]) -> bytes:
+    """Each perturbation's held-out ATE Pearson r for ``methods`` (rows of ``prediction_metrics.csv``
+    on one reference and subset), perturbations ranked by the first method's r: where a model
+    wins or loses against a baseline, perturbation by perturbation, with no label to overlap."""
+    wide = held.pivot_table(index="perturbation", columns="method", values="pearson", aggfunc="first")
+    methods = [m for m in methods if m in wide.columns]
+    wide = wide.sort_values(methods[0], kind="stable", na_position="first")
+    x = np.arange(len(wide))
+
+    def draw(figure: Figure) -> None:
+        ax = figure.subplots()
+        for method in methods:
+            values = wide[method].to_numpy(dtype=float)
+            style = (
+                {"marker": "o", "ms": 4.5, "ls": ""}
+                if method == "model"
+                else {"marker": "_", "ms": 9, "ls": ""}
+            )
+            ax.plot(x, values, color=method_color(method), label=method_label(method), mew=1.6, **style)
+        ax.axhline(0, color="#9aa5b1", lw=0.8)
+        ax.set_xlabel(f"perturbation, ranked by the {method_label(methods[0])}'s r ({len(wide)} in all)")
+        ax.set_ylabel("Pearson r, held-out ATE")
+        ax.set_xlim(-1, len(wide))
+        ax.set_xticks([])
+        figure.legend(loc="outside right upper", fontsize=8, frameon=False)
+
+    return render(draw, (8.0, 3.2))
 
 
 def _box_and_points(ax: Axes, data: list[np.ndarray], names: list[str], floor: float | None) -> int:
@@ -261,7 +273,10 @@ def _box_and_points(ax: Axes, data: list[np.ndarray], names: list[str], floor: f
         medianprops={"color": "#1f2933", "lw": 2.2},
         zorder=3,
     )
-    ax.set_xticks(positions, [method_label(m) for m in names], rotation=25, ha="right")
+    # 40°, anchored at the tick: each label ends under its own box, none runs into the next
+    ax.set_xticks(
+        positions, [method_label(m) for m in names], rotation=40, ha="right", rotation_mode="anchor"
+    )
     ax.grid(axis="x", visible=False)
     return clipped
 

@@ -11,11 +11,19 @@ import pandas as pd
 from gpo_vae.report import plots
 from gpo_vae.report.html import figure_html, format_number, html_table, not_computed, section
 from gpo_vae.report.scaled_section import scaled_headline
-from gpo_vae.report.tables import ALL_CELLS, HELDOUT, EvaluationTables, metric_columns, summarise_predictions
+from gpo_vae.report.tables import (
+    ALL_CELLS,
+    HELDOUT,
+    EvaluationTables,
+    edge_threshold,
+    metric_columns,
+    summarise_predictions,
+)
 from gpo_vae.report.verdict import (
     Verdict,
     baseline_verdicts,
     grn_verdict,
+    mask_verdicts,
     noise_floor_verdict,
     scarce_controls_verdict,
     statistical_verdict,
@@ -81,7 +89,7 @@ def headline(tables: EvaluationTables) -> str:
     if scored is not None:
         total, from_perturbed, _ = scored
         note = f"{format_number(from_perturbed)} from a perturbed gene" if from_perturbed != total else ""
-        cards.append(_card("edges p > 0.5", total, note))
+        cards.append(_card(f"edges p > {edge_threshold(tables):.3g}", total, note))
     numbers = run.get("metrics", {})
     gain = numbers.get("grn_gain_true_network_auprc")
     if isinstance(gain, int | float):
@@ -119,11 +127,11 @@ def headline(tables: EvaluationTables) -> str:
 
 
 def scored_edges(tables: EvaluationTables) -> tuple[int, int, int] | None:
-    """(edges p > 0.5, of them from a perturbed gene, between two perturbed genes), or None."""
+    """(edges of the model's graph, of them from a perturbed gene, between two perturbed genes), or None."""
     edges = tables.grn_edges
     if edges is None:
         return None
-    edges = edges[edges["p"] > 0.5]
+    edges = edges[edges["p"] > edge_threshold(tables)]
     if tables.grn_nodes is None:
         return len(edges), len(edges), len(edges)
     perturbed = set(tables.grn_nodes.loc[tables.grn_nodes["kind"] == "P", "node"].astype(str))
@@ -146,7 +154,11 @@ def grn_headline_verdicts(tables: EvaluationTables) -> list[Verdict]:
     found = statistical_verdict(tables.grn_statistical)
     if found is not None:
         verdicts.append(found)
-    return verdicts
+    hubs = []
+    if tables.grn_edges is not None and len(tables.grn_edges):
+        edges = tables.grn_edges[tables.grn_edges["p"] > edge_threshold(tables)]
+        hubs = edges["source"].astype(str).value_counts(sort=True).index[:2].tolist()
+    return verdicts + mask_verdicts((tables.run or {}).get("metrics", {}), hubs)
 
 
 def verdict_html(verdicts: list[Verdict], anchor: str | None = None) -> str:
@@ -275,23 +287,73 @@ def baseline_section(tables: EvaluationTables) -> str:
     return section("baselines", "Baseline comparison", body)
 
 
-def scatter_section(tables: EvaluationTables) -> str:
-    """Predicted vs observed ATE of the top perturbations."""
-    title = "Predicted vs observed effects"
-    if tables.ate_scatter is None or tables.ate_scatter.empty:
-        return section("scatter", title, not_computed("ATE scatter", ["ate_scatter.csv"]))
-    n = tables.ate_scatter["perturbation"].nunique()
-    png = plots.ate_scatter_figure(tables.ate_scatter)
-    metrics = tables.prediction_metrics
-    scored = metrics["perturbation"].nunique() if metrics is not None else None
-    shown = min(n, plots.MAX_SCATTER_PANELS)
-    of = f" of the {scored} scored" if scored is not None else ""
-    caption = (
-        f"Each point is a gene. The {shown} perturbations with the largest held-out effect{of} "
-        "(evaluation.n_scatter). Filled: the model; open rings: the training-mean baseline, drawn on "
-        "top. Dashed: identity (a perfect prediction lies on it)."
+def on_target_text(tables: EvaluationTables) -> str:
+    """The predicted against the observed change of each perturbation's own target, as a ratio and
+    a sign count beside the training mean's (``on_target.csv``); empty when no target is measured."""
+    table = tables.on_target
+    if table is None or "model" not in table.columns:
+        return ""
+    moved = table[np.isfinite(table["observed"]) & (table["observed"] != 0) & np.isfinite(table["model"])]
+    if moved.empty:
+        return ""
+
+    def said(method: str) -> tuple[float, int]:
+        ratio = (moved[method] / moved["observed"]).median()
+        return float(ratio), int((np.sign(moved[method]) == np.sign(moved["observed"])).sum())
+
+    ratio, signs = said("model")
+    text = (
+        f"On-target change ({len(moved)} perturbations whose target is measured): the model predicts a "
+        f"median {format_number(ratio)} of the observed change (predicted / observed), with the "
+        f"observed sign for {signs} of {len(moved)}"
     )
-    return section("scatter", title, figure_html(png, "predicted vs observed ATE scatter", caption))
+    if "mean_baseline" in moved.columns and moved["mean_baseline"].notna().all():
+        base_ratio, base_signs = said("mean_baseline")
+        text += f"; the training mean {format_number(base_ratio)}, {base_signs} of {len(moved)}"
+    if ratio < 0.75 or signs < len(moved):
+        text += (
+            ". The model shrinks the knockdown of the gene it targets"
+            if ratio < 0.75
+            else ". Some targets move the wrong way"
+        )
+        text += ": read its predicted effects on the target with that in mind"
+    return text + "."
+
+
+def scatter_section(tables: EvaluationTables) -> str:
+    """Perturbation by perturbation: the model's r against the training mean's (ranked), the
+    on-target change, and predicted vs observed effects of perturbations across the r range."""
+    title = "Perturbation by perturbation"
+    metrics = tables.prediction_metrics
+    body = ""
+    if metrics is not None:
+        held = metrics[(metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)]
+        methods = [m for m in ("mean_baseline", "model", "split_half_ceiling") if m in set(held["method"])]
+        if "model" in methods and len(held):
+            png = plots.ranked_r_figure(held, methods)
+            wins = held.pivot_table(index="perturbation", columns="method", values="pearson", aggfunc="first")
+            caption = "Each column is a perturbation, ranked by the training mean's r on its held-out cells."
+            if "mean_baseline" in wins.columns:
+                both = wins[["model", "mean_baseline"]].dropna()
+                ahead = int((both["model"] > both["mean_baseline"]).sum())
+                caption += f" The model is ahead of the training mean on {ahead} of {len(both)}."
+            body += figure_html(png, "per-perturbation Pearson r, model and baselines, ranked", caption)
+    target = on_target_text(tables)
+    if target:
+        body += f'<p class="note">{html.escape(target)}</p>'
+    if tables.ate_scatter is not None and not tables.ate_scatter.empty:
+        n = tables.ate_scatter["perturbation"].nunique()
+        png = plots.ate_scatter_figure(tables.ate_scatter)
+        shown = min(n, plots.MAX_SCATTER_PANELS)
+        caption = (
+            f"Each point is a gene. {shown} perturbations spread over the model's r, best first "
+            "(evaluation.n_scatter); the red diamond is the perturbation's own target when it is "
+            "measured. Dashed: identity (a perfect prediction lies on it)."
+        )
+        body += figure_html(png, "predicted vs observed ATE scatter", caption)
+    if not body:
+        return section("scatter", title, not_computed("Per-perturbation effects", ["prediction_metrics.csv"]))
+    return section("scatter", title, body)
 
 
 def distribution_section(tables: EvaluationTables) -> str:

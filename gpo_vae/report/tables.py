@@ -55,6 +55,13 @@ SPECS: dict[str, TableSpec] = {
             number_pattern=METRIC_PATTERN,
         ),
         TableSpec("ate_scatter.csv", ("perturbation", "gene"), ("observed", "predicted"), ("mean_baseline",)),
+        # observed, then one column per method (the model, baselines): every column after the names
+        TableSpec(
+            "on_target.csv",
+            ("perturbation", "target"),
+            ("observed",),
+            number_pattern=re.compile(r"^(?!perturbation$|target$)."),
+        ),
         TableSpec("qc_ratio.csv", (), ("t", "pass_ratio_generated", "pass_ratio_data")),
         TableSpec("summary_stats_agreement.csv", ("quantity",), ("spearman", "n")),
         TableSpec("summary_stats_points.csv", ("perturbation", "quantity"), ("predicted", "reported")),
@@ -152,6 +159,7 @@ class EvaluationTables:
     unseen_interaction_scatter: pd.DataFrame | None = None
     unseen_neighbours: pd.DataFrame | None = None
     scaled_scores: pd.DataFrame | None = None
+    on_target: pd.DataFrame | None = None
 
     def present(self) -> dict[str, bool]:
         """Which inputs were found, by field name."""
@@ -251,6 +259,30 @@ def load_tables(eval_dir: str | Path) -> EvaluationTables:
         if bad:
             raise ValueError(f"grn_nodes.csv: kind must be 'P' or 'A', got {sorted(bad)}")
     return EvaluationTables(**tables)
+
+
+#: The edge threshold of an evaluation that records none (the published p > 0.5).
+DEFAULT_EDGE_THRESHOLD = 0.5
+
+
+def edge_threshold(tables: EvaluationTables) -> float:
+    """The probability an edge of the model's graph exceeds (``run.json`` ``metrics.grn_threshold``:
+    calibrated when the mask started uniform at the configured one; else the configured one)."""
+    run = tables.run or {}
+    found = run.get("metrics", {}).get("grn_threshold")
+    if found is None:
+        found = run.get("config", {}).get("evaluation", {}).get("grn_threshold", DEFAULT_EDGE_THRESHOLD)
+    return float(found)
+
+
+def own_graph_key(statistical: pd.DataFrame | None) -> str:
+    """The ``k`` of the model's thresholded graph in ``grn_statistical.csv`` (``p>0.5``, or the
+    calibrated threshold's label): the one ``k`` that is no number."""
+    if statistical is not None:
+        for k in dict.fromkeys(statistical["k"].astype(str)):
+            if k.startswith("p>"):
+                return k
+    return f"p>{DEFAULT_EDGE_THRESHOLD:g}"
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:

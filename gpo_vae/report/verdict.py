@@ -14,7 +14,7 @@ import pandas as pd
 
 from gpo_vae.preprocessing.splits import scarce_controls_note
 from gpo_vae.report.html import format_number
-from gpo_vae.report.tables import ALL_CELLS, HELDOUT
+from gpo_vae.report.tables import ALL_CELLS, HELDOUT, own_graph_key
 
 PAR_TOLERANCE = 1e-3
 #: Below this mean split-half Pearson r, two halves of the same test cells share under a tenth of
@@ -228,11 +228,12 @@ def grn_verdict(reference: pd.DataFrame | None, network: str = "true_network") -
     )
 
 
-def statistical_verdict(statistical: pd.DataFrame | None, own_graph: str = "p>0.5") -> Verdict | None:
+def statistical_verdict(statistical: pd.DataFrame | None) -> Verdict | None:
     """One sentence: the model graph's mean Wasserstein distance (CausalBench's μWD, held-out
     cells) beside each baseline's top-K graph of the same size; None without a model row."""
     if statistical is None or statistical.empty:
         return None
+    own_graph = own_graph_key(statistical)
     own = statistical[(statistical["method"] == "model") & (statistical["k"] == own_graph)]
     if own.empty or not np.isfinite(float(own["mean_wasserstein"].iloc[0])):
         return None
@@ -248,6 +249,74 @@ def statistical_verdict(statistical: pd.DataFrame | None, own_graph: str = "p>0.
         f"effects along the edges): " + ", ".join(parts) + f" at the same K = {k}.",
         "good" if all(beaten) else "bad",
     )
+
+
+#: Below this median change of its probabilities the mask "barely moved" from its start.
+BARELY_MOVED = 0.05
+#: At least this share of the graph's edges kept from the start: training changed little of it.
+MOSTLY_KEPT = 0.9
+#: At least this share of edges saturated, or leaving the two biggest hubs, is said.
+SATURATED_SHARE, HUB_SHARE = 0.25, 0.25
+
+
+def mask_verdicts(metrics: dict, hubs: list[str]) -> list[Verdict]:
+    """What the learned graph is and is not (``run.json`` metrics of
+    :func:`gpo_vae.grn.calibration.mask_movement`): a graph still at its start, a threshold
+    calibrated because the start was the threshold, saturated probabilities, hubs."""
+    n = metrics.get("grn_edges")
+    threshold = metrics.get("grn_threshold")
+    if not isinstance(n, int | float) or threshold is None:
+        return []
+    n = int(n)
+    change = metrics.get("grn_mask_median_change")
+    start, kept = metrics.get("grn_edges_at_start"), metrics.get("grn_edges_kept_from_start")
+    verdicts = []
+    if metrics.get("grn_threshold_calibrated"):
+        verdicts.append(
+            Verdict(
+                "Every mask probability started at the configured threshold, so it would count every "
+                f"edge that rose by noise: the graph keeps the mask's top {n} pairs instead (p > "
+                f"{threshold:.3g}, evaluation.grn_density; median change from the start "
+                f"{format_number(change)}).",
+                "neutral",
+            )
+        )
+    elif n and start and kept is not None and kept / n >= MOSTLY_KEPT:
+        verdicts.append(
+            Verdict(
+                f"Training changed little of the graph: {int(kept)} of its {n} edges were above "
+                f"p > {threshold:.3g} before training, in the effect statistics the mask starts from "
+                f"(median change {format_number(change)}). Read it as those statistics' graph.",
+                "bad",
+            )
+        )
+    elif isinstance(change, int | float) and change < BARELY_MOVED:
+        verdicts.append(
+            Verdict(
+                f"The mask barely moved from its start (median change of its probabilities "
+                f"{format_number(change)}): its {n} edges say little beyond where it began.",
+                "bad",
+            )
+        )
+    saturated = metrics.get("grn_saturated_edges")
+    if n and isinstance(saturated, int | float) and saturated / n >= SATURATED_SHARE:
+        verdicts.append(
+            Verdict(
+                f"{int(saturated)} of the {n} edges sit at p > 0.99: there the probability no longer "
+                "ranks edges; rank them by the CausalBench statistics or the reference networks instead.",
+                "bad",
+            )
+        )
+    share = metrics.get("grn_hub_share")
+    if n >= 8 and isinstance(share, int | float) and share >= HUB_SHARE and hubs:
+        verdicts.append(
+            Verdict(
+                f"{share:.0%} of the edges leave two genes ({', '.join(hubs)}): hubs like these can "
+                "stand for one strong perturbation's many effects rather than regulation.",
+                "neutral",
+            )
+        )
+    return verdicts
 
 
 def scarce_controls_verdict(screen: dict | None) -> Verdict | None:

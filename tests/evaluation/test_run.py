@@ -58,6 +58,7 @@ CONTRACT_FILES = {
     "perturbation_table.csv",
     "prediction_metrics.csv",
     "ate_scatter.csv",
+    "on_target.csv",
     "qc_ratio.csv",
     "summary_stats_agreement.csv",
     "summary_stats_points.csv",
@@ -275,12 +276,20 @@ def test_grn_statistical_has_matched_k_rows_for_every_method(evaluation: Path):
         evaluation / "grn_statistical.csv", dtype={"k": str}, keep_default_na=False, na_values=[""]
     )
     n_model = len(pd.read_csv(evaluation / "grn_edges.csv"))
+    metrics = json.loads((evaluation / "run.json").read_text())["metrics"]
+    # the tiny model's mask started at p = 0.5 everywhere: its graph is its top grn_density share
+    # of the pairs from a perturbed gene, not every pair that rose above 0.5 by noise
+    nodes = pd.read_csv(evaluation / "grn_nodes.csv")
+    n_pairs = int((nodes["kind"] == "P").sum()) * (len(nodes) - 1)
+    assert metrics["grn_threshold_calibrated"] == 1 and metrics["grn_threshold"] > 0.5
+    assert n_model == round(TINY_EVAL.grn_density * n_pairs)
+    own = f"p>{metrics['grn_threshold']:.3g}"
     assert set(table["method"]) == GRN_METHODS
     for method in GRN_METHODS:
         rows = table[table["method"] == method].set_index("k")
-        assert {"p>0.5", str(n_model), "20", "50"} <= set(rows.index)
+        assert {own, str(n_model), "20", "50"} <= set(rows.index)
         # a method without probabilities takes its top-K at the model's size as its graph
-        assert rows.loc["p>0.5", "n_edges"] == rows.loc[str(n_model), "n_edges"] == n_model
+        assert rows.loc[own, "n_edges"] == rows.loc[str(n_model), "n_edges"] == n_model
         assert (rows["n_tested"] <= rows["n_edges"]).all()
         assert (rows["true_positives"] + rows["false_positives"] == rows["n_tested"]).all()
 
@@ -428,14 +437,16 @@ def test_the_user_model_reproduces_the_evaluated_ate_and_graph(evaluation: Path,
     for label in labels:
         rows = scatter[scatter["perturbation"] == label].set_index("gene")["predicted"]
         assert np.allclose(shift.loc[rows.index, label], rows, atol=1e-9), label
-    edges = model.grn(threshold=TINY_EVAL.grn_threshold)
+    edges = model.grn()  # the report's threshold: calibrated when the mask started at 0.5
     record = json.loads((evaluation / "run.json").read_text())
     assert len(edges) == record["metrics"]["grn_edges"] and not (edges["source"] == edges["target"]).any()
+    assert (edges["probability"] > record["metrics"]["grn_threshold"]).all()
     network = pd.read_csv(evaluation / "grn_network.tsv", sep="\t", keep_default_na=False)
     assert list(network.columns) == ["source", "target", "weight"] and len(network) == len(edges)
     assert np.allclose(network["weight"], edges["probability"])
     mask = pd.read_csv(evaluation / "grn_mask.csv", index_col=0, keep_default_na=False, na_values=[""])
-    assert np.isnan(np.diag(mask.to_numpy())).all() and int((mask.to_numpy() > 0.5).sum()) == len(edges)
+    threshold = record["metrics"]["grn_threshold"]
+    assert np.isnan(np.diag(mask.to_numpy())).all() and int((mask.to_numpy() > threshold).sum()) == len(edges)
     matrix = model.grn(as_matrix=True)
     assert np.allclose(matrix.to_numpy(), mask.to_numpy(), equal_nan=True)
     networkx = pytest.importorskip("networkx")

@@ -16,7 +16,7 @@ import pytest
 from gpo_vae.leaderboard import rank_rows, to_html
 from gpo_vae.report import build_report, load_tables
 from gpo_vae.report.html import page
-from gpo_vae.report.plots import BASELINE_RING, method_color
+from gpo_vae.report.plots import TARGET_COLOR, method_color
 from gpo_vae.report.sections import scatter_section
 from tests.report.test_report import write_eval_dir
 
@@ -67,26 +67,27 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_report(root)
 
 
-def test_the_scatter_shows_the_baseline_beside_the_model(report: Path, tmp_path: Path):
+def test_the_per_perturbation_section_ranks_the_model_and_marks_each_target(report: Path, tmp_path: Path):
+    """The ranked r figure and the scatter panels are drawn; each panel's target gene is a red
+    diamond when the table names it, and no red is drawn without it."""
     tables = load_tables(report.parent)
     counts = {}
     for name, scatter in (
         ("with", tables.ate_scatter),
-        ("without", tables.ate_scatter.drop(columns="mean_baseline")),
+        ("without", tables.ate_scatter.drop(columns="target")),
     ):
         html_path = tmp_path / f"{name}.html"
         section = scatter_section(tables.__class__(**{**tables.__dict__, "ate_scatter": scatter}))
+        assert section.count("<img") == 2, "the ranked figure and the scatter panels"
         html_path.write_text(page("scatter", "", [("scatter", "Effects", section)]))
-        pixels = screenshot(html_path, tmp_path / f"{name}.png", 1400)
+        pixels = screenshot(html_path, tmp_path / f"{name}.png", 2000)
         red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
         model_blue = (blue - red > 60) & (blue - green > 25)  # the model's points, translucent or not
-        # a tight tolerance: anti-aliased grey text passes near the rings' colour, never onto it
-        counts[name] = (_near(pixels, BASELINE_RING, tolerance=5).sum(), model_blue.sum())
-    ring_with, model_with = counts["with"]
-    ring_without, model_without = counts["without"]
+        counts[name] = (_near(pixels, TARGET_COLOR, tolerance=8).sum(), model_blue.sum())
+    target_with, model_with = counts["with"]
+    target_without, model_without = counts["without"]
     assert model_with > 300 and model_without > 300, "the model's points are drawn"
-    # the open rings are drawn over the model's points, so they show as their own colour
-    assert ring_with > 100 and ring_with > 5 * ring_without, counts
+    assert target_with > 100 and target_without < 10, counts
 
 
 def test_one_main_verdict_in_the_headline_and_a_grn_verdict(report: Path, tmp_path: Path):

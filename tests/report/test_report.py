@@ -35,9 +35,9 @@ IMG_PREFIX = '<img src="data:image/png;base64,'
 NODES = ["G0", "G1", "G2", "<script>", "G4", "D0", "D1", "D2", "D3", "D4", "D5", "D6"]
 PERTURBED = NODES[:5]
 N_GENES = 30
-FULL_FIGURES = (
-    9  # scatter, distributions, unseen interactions, QC, summary stats, heatmap, network, PR, stats vs K
-)
+#: ranked r, scatter, distributions, unseen interactions, QC, summary stats, heatmap, network, PR,
+#: stats vs K
+FULL_FIGURES = 10
 
 
 def _ate(rng: np.random.Generator, noise: float, truth: pd.DataFrame) -> pd.DataFrame:
@@ -109,10 +109,19 @@ def write_eval_dir(root: Path, model_better: bool = True, seed: int = 0) -> Path
                     "observed": truth.loc[name].to_numpy(),
                     "predicted": predictions["model"].loc[name].to_numpy(),
                     "mean_baseline": predictions["mean_baseline"].loc[name].to_numpy(),
+                    "target": [i == 0 for i in range(N_GENES)],  # the first gene stands for the target
                 }
             )
         )
     pd.concat(scatter).to_csv(root / "ate_scatter.csv", index=False)
+    pd.DataFrame(
+        {
+            "perturbation": PERTURBED,
+            "target": genes[0],
+            "observed": truth[genes[0]].to_numpy(),
+            **{method: pred[genes[0]].to_numpy() for method, pred in predictions.items()},
+        }
+    ).to_csv(root / "on_target.csv", index=False)
     write_unseen_tables(root, rng, genes)
 
     pd.DataFrame(
@@ -340,14 +349,17 @@ def test_missing_optional_tables_say_not_computed(tmp_path: Path) -> None:
     for name in ("run.json", "prediction_metrics.csv"):
         (sparse / name).write_bytes((full / name).read_bytes())
     text = build_report(sparse).read_text(encoding="utf-8")
-    assert text.count(IMG_PREFIX) == 1  # only the metric distributions
-    missing = re.findall(r'<p class="missing">(.*?)</p>', text)
-    assert (
-        len(missing) == 9
-    )  # screen, scatter, unseen, QC, summary stats, mask, edges, reference, CausalBench
+    assert text.count(IMG_PREFIX) == 2  # the ranked per-perturbation r and the metric distributions
+    # a section with nothing to show is left out, and listed once at the end with its files
+    not_shown = text.split('<section id="not-shown">', 1)[1]
+    missing = re.findall(r"<li>(.*?)</li>", not_shown)
+    assert len(missing) == 8  # screen, unseen, QC, summary stats, mask, edges, reference, CausalBench
     assert all("not computed" in m for m in missing)
-    for name in ("ate_scatter.csv", "qc_ratio.csv", "grn_mask.csv", "grn_edges.csv", "grn_statistical.csv"):
-        assert f"<code>{name}</code>" in text
+    for anchor in ("qc", "grn-mask", "grn-statistical", "unseen"):
+        assert f'id="{anchor}"' not in text and f'href="#{anchor}"' not in text
+    assert 'href="#scatter"' in text  # the ranked r is drawn from the metrics alone
+    for name in ("qc_ratio.csv", "grn_mask.csv", "grn_edges.csv", "grn_statistical.csv"):
+        assert f"<code>{name}</code>" in not_shown
     assert "is below" in _main_verdict(text) or "is above" in _main_verdict(text)
 
 
