@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import torch
 
 import gpo_vae
-from gpo_vae.config import load_config, to_dict
+from gpo_vae.config import to_dict
 from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.data.labels import label_genes
 from gpo_vae.errors import UserError
@@ -58,7 +58,7 @@ from gpo_vae.preprocessing.artifact import (
     validate_artifact,
     write_artifact,
 )
-from gpo_vae.presets import load_preset
+from gpo_vae.presets import run_config_from
 from gpo_vae.report.build import model_family
 from gpo_vae.run_config import RunConfig
 from gpo_vae.training.run_dir import CONFIG_FILE, load_trained_model
@@ -77,18 +77,6 @@ PREDICTION_KEY = "perturbation"
 
 class PredictionError(UserError, ValueError):
     """A label, batch or input the model cannot answer for; the message says why and what to do."""
-
-
-def _run_config(config: RunConfig | str | Path | dict[str, Any] | None) -> RunConfig:
-    if config is None:
-        return load_preset()
-    if isinstance(config, RunConfig):
-        return config
-    if isinstance(config, dict):
-        from gpo_vae.config import from_dict
-
-        return from_dict(RunConfig, config, "config")
-    return load_config(RunConfig, config)
 
 
 class GPOVAEModel:
@@ -176,7 +164,7 @@ class GPOVAEModel:
         progress
             Show Lightning's progress bar.
         """
-        config = _run_config(config)
+        config = run_config_from(config)
         run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="gpo_vae_run_"))
         if isinstance(data, str | Path):
             artifact_dir = Path(data)
@@ -292,9 +280,9 @@ class GPOVAEModel:
     def predict(
         self,
         labels: Sequence[str] | str,
-        n_cells: int = 500,
+        n_cells: int | None = None,
         batch: str | int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         library_size: float | None = None,
         controls: bool = True,
     ) -> ad.AnnData:
@@ -306,14 +294,16 @@ class GPOVAEModel:
             Perturbations: a gene of :attr:`perturbations`, a combination ``"A+B"`` of them, or
             the control label ``"non-targeting"``.
         n_cells
-            Cells per label.
+            Cells per label; None: the evaluation's (:attr:`prediction_settings`).
         batch
             The batch (cell line) name or index the cells come from; required by a model of a
             screen with batches.
         seed
-            The cells of a label depend on the seed, the label and the batch alone.
+            The cells of a label depend on the seed, the label and the batch alone; None: the
+            evaluation's, so a label's cells are those the evaluation generated.
         library_size
-            UMIs per generated cell; None: :attr:`median_library_size` of the training cells.
+            UMIs per generated cell; None: the evaluation's (the training cells' median for a
+            screen of your own, 10,000 on the published screens).
         controls
             Also generate ``n_cells`` control cells (zero dosage), labelled ``non-targeting``.
 
@@ -329,11 +319,14 @@ class GPOVAEModel:
         labels = _label_list(labels)
         if controls and CONTROL_LABEL not in labels:
             labels.append(CONTROL_LABEL)
+        settings = self.prediction_settings
+        n_cells = settings.n_cells if n_cells is None else int(n_cells)
+        seed = settings.seed if seed is None else int(seed)
         if n_cells < 1:
             raise PredictionError(f"n_cells must be at least 1, got {n_cells}")
         b = self._batch_index(batch)
         dosages = {label: self._dosage(label) for label in labels}  # every label checked first
-        library = float(library_size) if library_size is not None else self.median_library_size
+        library = float(library_size) if library_size is not None else settings.library_size
         basal = basal_draws(self.module, [b], n_cells, seed, self._control_counts)[b]
         blocks = [
             sp.csr_matrix(

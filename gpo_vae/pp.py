@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpo_vae.config import from_dict, load_config
+from gpo_vae.config import from_dict
 from gpo_vae.data.contract import counts_from_adata
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.pipeline import preprocess, read_screen_stats, stats_from_cells
-from gpo_vae.presets import load_preset
+from gpo_vae.presets import run_config_from
 from gpo_vae.run_config import RunConfig
 
 if TYPE_CHECKING:
@@ -27,15 +27,11 @@ if TYPE_CHECKING:
 def _preprocess_config(
     config: PreprocessConfig | RunConfig | str | Path | dict[str, Any] | None,
 ) -> PreprocessConfig:
-    if config is None:
-        return load_preset().preprocess
     if isinstance(config, PreprocessConfig):
         return config
-    if isinstance(config, RunConfig):
-        return config.preprocess
     if isinstance(config, dict):
         return from_dict(PreprocessConfig, config, "preprocess")
-    return load_config(RunConfig, config).preprocess
+    return run_config_from(config).preprocess
 
 
 def prepare(

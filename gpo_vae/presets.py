@@ -13,7 +13,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from gpo_vae.config import ConfigError, load_config
+from gpo_vae.config import ConfigError, from_dict, load_config
 from gpo_vae.run_config import RunConfig
 
 #: The config family the workflow's ``main`` and the API use by default: ours (README, "Which model").
@@ -63,4 +63,24 @@ def load_preset(
     return load_config(RunConfig, preset_path(model, dataset), overrides)
 
 
-__all__ = ["CUSTOM_DATASET", "DEFAULT_MODEL", "config_dir", "load_preset", "preset_names", "preset_path"]
+def run_config_from(config: RunConfig | str | Path | dict[str, Any] | None) -> RunConfig:
+    """A run config given as a :class:`~gpo_vae.run_config.RunConfig`, a YAML file, its dict, or
+    None: the shipped default (:func:`load_preset`), the config ``main`` uses for a screen of your own."""
+    if config is None:
+        return load_preset()
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return from_dict(RunConfig, config, "config")
+    return load_config(RunConfig, config)
+
+
+__all__ = [
+    "CUSTOM_DATASET",
+    "DEFAULT_MODEL",
+    "config_dir",
+    "load_preset",
+    "preset_names",
+    "preset_path",
+    "run_config_from",
+]

@@ -140,13 +140,12 @@ def test_without_a_config_the_api_uses_the_laptop_preset_that_a_small_screen_pas
     stop it, and the stop names the key and how to change it from Python."""
     import json
 
-    from gpo_vae.model import _run_config
     from gpo_vae.preprocessing.filter_table import PerturbationFilterError
-    from gpo_vae.presets import load_preset, preset_path
+    from gpo_vae.presets import load_preset, preset_path, run_config_from
 
     preset = load_preset()
     assert preset_path().name == "gpo_vae_plus_custom.yaml"
-    assert _run_config(None) == preset
+    assert run_config_from(None) == preset
     assert preset.model.mask_init == "effects" and preset.model.n_latent <= 32  # ours, laptop-sized
     assert preset.training.max_steps <= 4000
     small = simulate_perturbseq(

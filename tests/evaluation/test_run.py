@@ -434,6 +434,13 @@ def test_the_user_model_reproduces_the_evaluated_ate_and_graph(evaluation: Path,
     scatter = pd.read_csv(evaluation / "ate_scatter.csv")
     labels = list(dict.fromkeys(scatter["perturbation"]))
     shift = model.predict_shift(labels)
+    # predict at its defaults draws the cells the evaluation scored and exported
+    exported = ad.read_h5ad(evaluation / "predictions.h5ad")
+    cells = model.predict(labels[:1], controls=False)
+    mine = exported[exported.obs["perturbation"] == labels[0]]
+    assert (
+        cells.X != sp.csr_matrix(mine.layers["counts"])
+    ).nnz == 0 and cells.n_obs == TINY_EVAL.n_generated_cells
     for label in labels:
         rows = scatter[scatter["perturbation"] == label].set_index("gene")["predicted"]
         assert np.allclose(shift.loc[rows.index, label], rows, atol=1e-9), label
