@@ -203,7 +203,16 @@ def cell_eval_text(tables: EvaluationTables) -> str:
     cells, scored = export["cells_per_label"], export["scored_cells_per_label"]
     sizes = export.get("bytes", {})
     files = ", ".join(f"{name} {_size(size)}" for name, size in sizes.items())
-    if cells >= scored:
+    batches = bool(((tables.screen or {}).get("batches") or {}).get("key"))
+    if batches:
+        held = (
+            f"predictions.h5ad holds {format_number(cells)} of the {format_number(scored)} generated "
+            "cells per perturbation this evaluation scored, drawn from each cell line in the label's "
+            "test shares; run cell-eval with --celltype-col batch to score each line on its own (pooled "
+            "over lines, a line's share of a label's cells reads as part of its effect, and the numbers "
+            "differ from this report's per-line ATE)"
+        )
+    elif cells >= scored:
         held = (
             f"predictions.h5ad holds every one of the {format_number(scored)} generated cells per "
             "perturbation this evaluation scored, so cell-eval's pearson_delta on it is the model's r above"

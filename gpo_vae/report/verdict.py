@@ -270,6 +270,15 @@ def mask_verdicts(metrics: dict, hubs: list[str]) -> list[Verdict]:
     n = int(n)
     change = metrics.get("grn_mask_median_change")
     start, kept = metrics.get("grn_edges_at_start"), metrics.get("grn_edges_kept_from_start")
+    if n == 0:
+        return [
+            Verdict(
+                f"The graph has no edge above p > {threshold:.3g} (median change of the mask's "
+                f"probabilities in training {format_number(change)}): on this screen it reports no "
+                "regulation; the screen section says which genes are measured nodes.",
+                "neutral",
+            )
+        ]
     verdicts = []
     if metrics.get("grn_threshold_calibrated"):
         verdicts.append(
