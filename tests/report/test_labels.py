@@ -41,14 +41,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
 def test_the_box_plot_labels_of_six_methods_keep_apart(drawn: list[Figure]):
     """Parallel labels rotated by θ and anchored at ticks Δx apart are Δx·sin θ apart across their
     direction: that must exceed a label's height, or neighbours overlap."""
-    methods = [
-        "model",
-        "sams_vae",
-        "mean_baseline",
-        "noncontrol_mean",
-        "control_baseline",
-        "split_half_ceiling",
-    ]
+    methods = list(plots.METHOD_ORDER[:6])  # the model, SAMS-VAE, and the four baselines
     rng = np.random.default_rng(0)
     rows = [
         {
