@@ -298,34 +298,30 @@ def baseline_section(tables: EvaluationTables) -> str:
 
 def on_target_text(tables: EvaluationTables) -> str:
     """The predicted against the observed change of each perturbation's own target, as a ratio and
-    a sign count beside the training mean's (``on_target.csv``); empty when no target is measured."""
-    table = tables.on_target
-    if table is None or "model" not in table.columns:
+    a sign count beside the training mean's (``run.json`` metrics of ``on_target.csv``); empty when
+    no target is measured."""
+    metrics = (tables.run or {}).get("metrics", {})
+    n = metrics.get("on_target_n")
+    ratio = metrics.get("model_on_target_ratio_median")
+    if not n or ratio is None:
         return ""
-    moved = table[np.isfinite(table["observed"]) & (table["observed"] != 0) & np.isfinite(table["model"])]
-    if moved.empty:
-        return ""
+    n = int(n)
 
-    def said(method: str) -> tuple[float, int]:
-        ratio = (moved[method] / moved["observed"]).median()
-        return float(ratio), int((np.sign(moved[method]) == np.sign(moved["observed"])).sum())
+    def signs(method: str) -> int:
+        return round(float(metrics[f"{method}_on_target_sign_agreement"]) * n)
 
-    ratio, signs = said("model")
     text = (
-        f"On-target change ({len(moved)} perturbations whose target is measured): the model predicts a "
+        f"On-target change ({n} perturbations whose target is measured): the model predicts a "
         f"median {format_number(ratio)} of the observed change (predicted / observed), with the "
-        f"observed sign for {signs} of {len(moved)}"
+        f"observed sign for {signs('model')} of {n}"
     )
-    if "mean_baseline" in moved.columns and moved["mean_baseline"].notna().all():
-        base_ratio, base_signs = said("mean_baseline")
-        text += f"; the training mean {format_number(base_ratio)}, {base_signs} of {len(moved)}"
-    if ratio < 0.75 or signs < len(moved):
-        text += (
-            ". The model shrinks the knockdown of the gene it targets"
-            if ratio < 0.75
-            else ". Some targets move the wrong way"
-        )
-        text += ": read its predicted effects on the target with that in mind"
+    base = metrics.get("mean_baseline_on_target_ratio_median")
+    if base is not None:
+        text += f"; the training mean {format_number(base)}, {signs('mean_baseline')} of {n}"
+    if ratio < 0.75:
+        text += ". The model shrinks the change of the gene it targets: read its predicted effects on the target with that in mind"
+    elif signs("model") < n:
+        text += ". Some targets move the wrong way in its predictions"
     return text + "."
 
 

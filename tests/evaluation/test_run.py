@@ -271,6 +271,26 @@ def test_true_network_auroc_matches_an_independent_computation(evaluation: Path,
     )
 
 
+def test_the_on_target_change_is_scored_as_a_ratio_and_a_sign_count(evaluation: Path):
+    """on_target.csv holds each perturbation's held-out ATE at its own target; run.json and the
+    report give the median predicted / observed ratio and the signs that agree."""
+    table = pd.read_csv(evaluation / "on_target.csv")
+    metrics = pd.read_csv(evaluation / "prediction_metrics.csv")
+    assert set(table["perturbation"]) <= set(metrics["perturbation"])
+    assert (table["perturbation"] == table["target"]).all()  # singles: the target is the label
+    scatter = pd.read_csv(evaluation / "ate_scatter.csv").set_index(["perturbation", "gene"])
+    for _, row in table[table["perturbation"].isin(scatter.index.get_level_values(0))].iterrows():
+        assert row["observed"] == pytest.approx(scatter.loc[(row["perturbation"], row["target"]), "observed"])
+        assert row["model"] == pytest.approx(scatter.loc[(row["perturbation"], row["target"]), "predicted"])
+    run = json.loads((evaluation / "run.json").read_text())["metrics"]
+    moved = table[table["observed"] != 0]
+    assert run["on_target_n"] == len(moved)
+    assert run["model_on_target_ratio_median"] == pytest.approx((moved["model"] / moved["observed"]).median())
+    signs = int((np.sign(moved["model"]) == np.sign(moved["observed"])).sum())
+    assert run["model_on_target_sign_agreement"] == pytest.approx(signs / len(moved))
+    assert f"with the observed sign for {signs} of {len(moved)}" in (evaluation / "report.html").read_text()
+
+
 def test_grn_statistical_has_matched_k_rows_for_every_method(evaluation: Path):
     table = pd.read_csv(
         evaluation / "grn_statistical.csv", dtype={"k": str}, keep_default_na=False, na_values=[""]
