@@ -44,6 +44,7 @@ from gpo_vae.evaluation.generation import (
     generate_label_cells,
     label_dosage,
 )
+from gpo_vae.evaluation.grn_benchmark import initial_mask_probabilities
 from gpo_vae.evaluation.prediction import EvaluationData
 from gpo_vae.grn.calibration import calibrated_threshold
 from gpo_vae.grn.curves import edges_from_probabilities
@@ -435,8 +436,8 @@ class GPOVAEModel:
         if threshold is None:
             defaults = EvaluationConfig()
             threshold = defaults.grn_threshold
-            if self.module.config.mask_init != "effects":  # a uniform start at the initial logit
-                start = np.full(matrix.shape, 1.0 / (1.0 + np.exp(-self.module.config.mask_init_logit)))
+            if self.module.config.mask_init != "effects":  # a uniform start: no effect statistics needed
+                start = initial_mask_probabilities(self.module, None)
                 threshold = calibrated_threshold(
                     matrix.to_numpy(), start, threshold, defaults.grn_density, len(self.perturbations)
                 )

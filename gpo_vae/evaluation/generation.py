@@ -64,7 +64,7 @@ class GeneratedSummary:
     kept
         The first cells of every perturbation and of the controls (``obs["gene"]``; the batch
         code in ``obs["batch_index"]``, -1 without batches), for the predicted summary statistics
-        and ``predictions.h5ad``; None when none were kept.
+        (``predictions.h5ad`` is streamed through ``export`` instead); None when none were kept.
     control_reference
         With batches: each perturbation's control mean, the generated controls of every batch
         weighted by its batch shares (perturbations × genes); None otherwise.

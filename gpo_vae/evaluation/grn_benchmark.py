@@ -88,12 +88,15 @@ def mask_tables(
     return mask, kinds, edges_from_probabilities(probabilities, names, threshold)
 
 
-def initial_mask_probabilities(model: GPOVAE, effect_z: np.ndarray) -> np.ndarray:
+def initial_mask_probabilities(model: GPOVAE, effect_z: np.ndarray | None) -> np.ndarray:
     """The mask probabilities the model started from (``mask_init``), rebuilt from the training
-    cells' effect z-scores as :func:`gpo_vae.training.train.build_model` does."""
+    cells' effect z-scores as :func:`gpo_vae.training.train.build_model` does (``effect_z`` may be
+    None for a constant start, which needs none)."""
     config = model.config
     shape = tuple(model.guide.mask_logits.shape)
     if config.mask_init == "effects":
+        if effect_z is None:
+            raise ValueError("a mask started from effect statistics needs effect_z to be rebuilt")
         logits = effect_prior_logits(
             effect_z, model.n_perturbed, config.mask_init_density, prior_logit(config.mask_prior)
         )
