@@ -11,6 +11,7 @@ into it; every problem is a :class:`DataContractError` naming the file and the f
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gpo_vae.data.labels import LabelError, canonical_labels
-from gpo_vae.data.layout import AUTO_COUNTS_LAYERS, BATCH_KEY, CONTROL_LABEL, PERTURBATION_KEY, ScreenLayout
+from gpo_vae.data.layout import (
+    AUTO_COUNTS_LAYERS,
+    BATCH_KEY,
+    CANONICAL_SEPARATOR,
+    CONTROL_LABEL,
+    PERTURBATION_KEY,
+    ScreenLayout,
+)
 from gpo_vae.errors import UserError
 from gpo_vae.io import file_problem
 
@@ -29,6 +37,13 @@ if TYPE_CHECKING:  # anndata is imported where a file is read: the registry's co
 GENE_ID_KEY = "gene_id"
 #: var columns that hold gene symbols when the index holds Ensembl ids (Replogle, 10x, CELLxGENE).
 SYMBOL_COLUMNS = ("gene_name", "gene_symbols", "gene_symbol", "feature_name", "symbol", "gene_short_name")
+#: var columns that hold Ensembl ids beside a symbol index (10x ``gene_ids``; the GPO-VAE authors'
+#: files rename Replogle's ``gene_id`` to ``ensemble_id``).
+GENE_ID_COLUMNS = (GENE_ID_KEY, "gene_ids", "ensembl_id", "ensemble_id", "ensembl_gene_id", "gene_ensembl_id")
+#: ``uns`` key of the contract (and the artifact): target label → Ensembl id, from obs.
+TARGET_IDS_KEY = "target_gene_ids"
+#: obs columns holding the Ensembl id of each cell's target (Replogle and Adamson: ``gene_id``).
+TARGET_ID_COLUMNS = (GENE_ID_KEY, "target_gene_id", "ensembl_id", "ensemble_id", "target_id")
 #: Stored values checked at once for being counts (bounds the temporaries, not the coverage).
 _CHECK_BLOCK = 1 << 24
 
@@ -99,13 +114,27 @@ def _symbol_column(var: pd.DataFrame, index: pd.Index) -> str | None:
     return next((column for column in SYMBOL_COLUMNS if column in var.columns), None)
 
 
+def _id_column(frame: pd.DataFrame, candidates: tuple[str, ...]) -> str | None:
+    """The first of ``candidates`` in ``frame`` whose values are mostly Ensembl ids."""
+    return next(
+        (c for c in candidates if c in frame.columns and _mostly_ensembl_ids(pd.Index(frame[c].astype(str)))),
+        None,
+    )
+
+
 def normalise_var_names(adata: ad.AnnData) -> dict[str, Any]:
     """Use gene symbols as ``var_names`` and keep Ensembl ids in ``var["gene_id"]`` (in place).
 
-    A gene whose symbol is missing keeps its id. Duplicates are left for :func:`resolve_duplicate_genes`.
-    Returns what was done (the symbol column used, if any).
+    The ids come from the index when it holds them (and a symbol column exists), else from the
+    first column of :data:`GENE_ID_COLUMNS` that holds ids (``gene_ids`` of 10x, ``ensemble_id``
+    of the GPO-VAE authors' files). A gene whose symbol is missing keeps its id. Duplicates are
+    left for :func:`resolve_duplicate_genes`. Returns what was done (the symbol and id columns
+    used, if any).
     """
     index = pd.Index(adata.var_names.astype(str))
+    id_column = None
+    if GENE_ID_KEY not in adata.var.columns and (id_column := _id_column(adata.var, GENE_ID_COLUMNS)):
+        adata.var[GENE_ID_KEY] = adata.var[id_column].astype(str).to_numpy()
     column = _symbol_column(adata.var, index)
     if column is not None:
         if GENE_ID_KEY not in adata.var.columns:
@@ -120,7 +149,45 @@ def normalise_var_names(adata: ad.AnnData) -> dict[str, Any]:
         adata.var_names = pd.Index(symbols.to_numpy(dtype=str))
     elif index.str.startswith("ENSG").all() and GENE_ID_KEY not in adata.var.columns:
         adata.var[GENE_ID_KEY] = index.to_numpy()
-    return {"symbol_column": column}
+    return {"symbol_column": column, "gene_id_column": id_column}
+
+
+def target_gene_ids(obs: pd.DataFrame, labels: np.ndarray) -> dict[str, str]:
+    """Ensembl id of each single-gene label's target, from the first obs column of
+    :data:`TARGET_ID_COLUMNS` that holds ids for the perturbed cells, where the label has exactly
+    one id in it (a target that is not measured has no id in ``var``; summary statistics may name
+    it by id, as Adamson's do)."""
+    labels = np.asarray(labels).astype(str)
+    single = (labels != CONTROL_LABEL) & (np.char.find(labels, CANONICAL_SEPARATOR) < 0)
+    perturbed = obs.iloc[np.flatnonzero(single)]
+    column = _id_column(perturbed, TARGET_ID_COLUMNS)
+    if column is None:
+        return {}
+    pairs = pd.DataFrame({"label": labels[single], "id": perturbed[column].astype(str).to_numpy()})
+    pairs = pairs[pairs["id"].str.match(_ENSEMBL_ID)].drop_duplicates()
+    unique = pairs[~pairs["label"].duplicated(keep=False)]
+    return dict(zip(unique["label"], unique["id"], strict=True))
+
+
+def gene_id_lookup(
+    var: pd.DataFrame, var_names: pd.Index, target_ids: Mapping[str, str] | None = None
+) -> pd.Series | None:
+    """Gene symbol by Ensembl id (unversioned): the measured genes' ``var["gene_id"]``, then the
+    targets' ids from obs (:func:`target_gene_ids`); None when neither names an id."""
+    parts = []
+    if GENE_ID_KEY in var.columns:
+        parts.append(
+            pd.Series(
+                pd.Index(var_names).astype(str).to_numpy(), index=var[GENE_ID_KEY].astype(str).to_numpy()
+            )
+        )
+    if target_ids:
+        parts.append(pd.Series(list(target_ids.keys()), index=list(target_ids.values())))
+    if not parts:
+        return None
+    lookup = pd.concat(parts)
+    lookup.index = lookup.index.str.replace(r"\.\d+$", "", regex=True)
+    return lookup[~lookup.index.duplicated()]
 
 
 def resolve_duplicate_genes(
@@ -401,6 +468,7 @@ def counts_from_adata(
     adata, duplicates = resolve_duplicate_genes(adata, layout.duplicate_genes, source)
     record.update(duplicates)
     labels, label_record = screen_labels(full_obs, adata.var, adata.var_names, layout, source)
+    target_ids = target_gene_ids(full_obs, labels)
     if rows is not None:
         labels = labels[rows]
     record.update(label_record)
@@ -413,4 +481,6 @@ def counts_from_adata(
     resolved = ScreenLayout.from_dict({**layout.to_dict(), "counts_layer": source_name})
     adata.uns["layout"] = resolved.to_dict()
     adata.uns["layout_record"] = record
+    if target_ids:
+        adata.uns[TARGET_IDS_KEY] = target_ids
     return adata

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.config import to_dict
+from gpo_vae.data.contract import TARGET_IDS_KEY, gene_id_lookup
 from gpo_vae.data.summary_stats_io import read_summary_stats
 from gpo_vae.evaluation import cell_eval, generation, scaled
 from gpo_vae.evaluation import grn_benchmark as grn
@@ -384,8 +385,7 @@ def evaluate_run(
         reported = None
         if summary_stats is not None:
             # names that are bare Ensembl ids (Adamson) are mapped to symbols, as preprocessing does
-            ids = adata.var["gene_id"].astype(str).to_numpy() if "gene_id" in adata.var else None
-            id_map = pd.Series(adata.var_names.to_numpy(), index=ids) if ids is not None else None
+            id_map = gene_id_lookup(adata.var, adata.var_names, adata.uns.get(TARGET_IDS_KEY))
             reported = read_summary_stats(summary_stats, summary_sheet, gene_ids_to_symbols=id_map)
         screen, perturbation_table = screen_tables(json.loads(adata.uns["record"]))
         del adata
