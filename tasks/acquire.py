@@ -60,7 +60,7 @@ def _layout(options: dict[str, Any] | None, perturbation_key: str, control_label
     return ScreenLayout.from_dict(merged).to_dict()
 
 
-@task(version="2", cache=True)
+@task(version="3", cache=True)
 def fetch_published_dataset(
     name: str, data_dir: str | None = None, cache_dir: str | None = None, layout: dict[str, Any] | None = None
 ) -> DatasetSpec:
@@ -78,6 +78,7 @@ def fetch_published_dataset(
         "perturbation_key": files.perturbation_key,
         "control_label": files.control_label,
         "layout": _layout(layout, files.perturbation_key, files.control_label),
+        "summary_stats_problem": files.summary_stats_problem,
     }
 
 

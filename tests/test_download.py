@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import io
 import socket
-import tarfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,63 +11,12 @@ import pytest
 from gpo_vae.data.acquire import acquire_published_dataset
 from gpo_vae.data.download import COMPLETE_MARKER, DownloadError, download_file, extract_tarball
 from gpo_vae.data.registry import DATASETS
-
-
-def _tarball(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
-
-
-class _Server:
-    """Serves ``files`` by name; ``/truncated/NAME`` announces the full size, sends half, hangs up."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files = files
-        self.requests: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests.append(self.path)
-                truncated = self.path.startswith("/truncated/")
-                name = self.path.removeprefix("/truncated/").lstrip("/")
-                if name not in outer.files:
-                    self.send_error(404)
-                    return
-                payload = outer.files[name]
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload[: len(payload) // 2] if truncated else payload)
-                if truncated:
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from tests.http_server import LocalServer, tarball
 
 
 @pytest.fixture()
 def payload() -> bytes:
-    return _tarball({"datasets/a.txt": b"alpha" * 1000, "datasets/b.txt": b"beta" * 50_000})
+    return tarball({"datasets/a.txt": b"alpha" * 1000, "datasets/b.txt": b"beta" * 50_000})
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -87,7 +32,7 @@ def _closed_port_url() -> str:
 
 def test_download_and_extract_success(tmp_path, payload):
     digest = hashlib.sha256(payload).hexdigest()
-    with _Server({"datasets.tar.gz": payload}) as server:
+    with LocalServer({"datasets.tar.gz": payload}) as server:
         dest = download_file(f"{server.url}/datasets.tar.gz", tmp_path / "dl" / "datasets.tar.gz", digest)
     assert dest.read_bytes() == payload
     assert _leftovers(tmp_path / "dl") == ["datasets.tar.gz"]
@@ -98,7 +43,7 @@ def test_download_and_extract_success(tmp_path, payload):
 
 
 def test_existing_file_is_not_downloaded_again(tmp_path, payload):
-    with _Server({"datasets.tar.gz": payload}) as server:
+    with LocalServer({"datasets.tar.gz": payload}) as server:
         url = f"{server.url}/datasets.tar.gz"
         download_file(url, tmp_path / "datasets.tar.gz")
         download_file(url, tmp_path / "datasets.tar.gz")
@@ -106,7 +51,7 @@ def test_existing_file_is_not_downloaded_again(tmp_path, payload):
 
 
 def test_checksum_mismatch_leaves_nothing(tmp_path, payload):
-    with _Server({"datasets.tar.gz": payload}) as server:
+    with LocalServer({"datasets.tar.gz": payload}) as server:
         with pytest.raises(DownloadError, match="Checksum mismatch") as err:
             download_file(f"{server.url}/datasets.tar.gz", tmp_path / "datasets.tar.gz", "0" * 64)
     assert str(tmp_path / "datasets.tar.gz") in str(err.value)
@@ -114,7 +59,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, payload):
 
 
 def test_interrupted_transfer_leaves_nothing(tmp_path, payload):
-    with _Server({"datasets.tar.gz": payload}) as server:
+    with LocalServer({"datasets.tar.gz": payload}) as server:
         with pytest.raises(DownloadError):
             download_file(f"{server.url}/truncated/datasets.tar.gz", tmp_path / "datasets.tar.gz")
     assert _leftovers(tmp_path) == []
@@ -140,9 +85,9 @@ def test_offline_message_says_what_to_do(tmp_path):
 
 def test_published_dataset_download_through_mirror(tmp_path):
     record = DATASETS["adamson"]
-    datasets = _tarball({f"datasets/{record.counts_file}": b"counts"})
-    stats = _tarball({"summary_stats/summary_stats_adamson.csv": b"genetic perturbation\n"})
-    with _Server({"datasets.tar.gz": datasets, "summary_stats.tar.gz": stats}) as server:
+    datasets = tarball({f"datasets/{record.counts_file}": b"counts"})
+    stats = tarball({"summary_stats/summary_stats_adamson.csv": b"genetic perturbation\n"})
+    with LocalServer({"datasets.tar.gz": datasets, "summary_stats.tar.gz": stats}) as server:
         files = acquire_published_dataset(record, cache_dir=tmp_path, mirror=server.url, quiet=True)
         again = acquire_published_dataset(record, cache_dir=tmp_path, mirror=server.url, quiet=True)
     assert files.counts.read_bytes() == b"counts"
@@ -169,3 +114,32 @@ def test_offline_dataset_error_names_archive_and_id(tmp_path):
     with pytest.raises(DownloadError) as err:
         acquire_published_dataset(record, cache_dir=tmp_path, mirror=_closed_port_url().rsplit("/", 1)[0])
     assert "datasets.tar.gz" in str(err.value) and "by hand" in str(err.value)
+
+
+def test_summary_statistics_inside_the_counts_archive_need_no_second_download(tmp_path):
+    """The authors' configs read both files from ``datasets/``: statistics that come in the counts
+    archive (or beside the counts) are taken from there, and summary_stats.tar.gz is not fetched."""
+    record = DATASETS["rpe1"]
+    datasets = tarball({f"datasets/{record.counts_file}": b"counts", "datasets/summary_stats.xlsx": b"stats"})
+    with LocalServer({"datasets.tar.gz": datasets}) as server:
+        files = acquire_published_dataset(record, cache_dir=tmp_path, mirror=server.url, quiet=True)
+    assert server.requests == ["/datasets.tar.gz"]
+    assert files.summary_stats.read_bytes() == b"stats" and files.summary_stats_problem is None
+
+
+def test_unreachable_summary_statistics_are_optional_and_say_why(tmp_path):
+    """Offline with the counts at hand, the statistics archive cannot come: acquisition goes on
+    without it (a published processed file needs none) and keeps the reason for our own
+    preprocessing, which stops with it."""
+    record = DATASETS["adamson"]
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / record.counts_file).write_bytes(b"counts")
+    files = acquire_published_dataset(
+        record,
+        data_dir=tmp_path / "datasets",
+        cache_dir=tmp_path / "cache",
+        mirror=_closed_port_url().rsplit("/", 1)[0],
+    )
+    assert files.counts.read_bytes() == b"counts"
+    assert files.summary_stats is None
+    assert "summary_stats.tar.gz" in files.summary_stats_problem and "by hand" in files.summary_stats_problem

@@ -28,6 +28,8 @@ class DatasetFiles:
     summary_stats: Path | None = None
     summary_sheet: str | None = None
     network: Path | None = None
+    #: Why the summary statistics are missing (a failed download's message), or None.
+    summary_stats_problem: str | None = None
     perturbation_key: str = PERTURBATION_KEY
     control_label: str = CONTROL_LABEL
 
@@ -49,6 +51,10 @@ def _find_file(filename: str, roots: list[Path]) -> Path | None:
     return None
 
 
+def _extracted(cache_dir: Path, archive: Archive) -> Path:
+    return cache_dir / "extracted" / archive.filename.removesuffix(".tar.gz")
+
+
 def _fetch_member(
     filename: str,
     archive: Archive,
@@ -56,10 +62,12 @@ def _fetch_member(
     cache_dir: Path,
     mirror: str | None,
     quiet: bool,
+    beside: tuple[Path, ...] = (),
 ) -> Path:
-    """Path of ``filename``: found in ``data_dir`` or the cache, else downloaded and extracted."""
-    extracted = cache_dir / "extracted" / archive.filename.removesuffix(".tar.gz")
-    roots = ([data_dir] if data_dir is not None else []) + [extracted]
+    """Path of ``filename``: found in ``data_dir``, ``beside`` (other folders to look in) or the
+    cache, else downloaded and extracted."""
+    extracted = _extracted(cache_dir, archive)
+    roots = ([data_dir] if data_dir is not None else []) + [*beside, extracted]
     if (found := _find_file(filename, roots)) is not None:
         return found
     local_archive = _find_file(archive.filename, [*roots[:-1], cache_dir / "archives"])
@@ -91,7 +99,12 @@ def acquire_published_dataset(
 
     Search order for each file: ``data_dir`` (recursively), the extracted archives in
     ``cache_dir``, an archive already in ``data_dir`` or the cache, and finally a download
-    (Google Drive through gdown, or ``mirror``/``$GPO_VAE_MIRROR`` when set).
+    (Google Drive through gdown, or ``mirror``/``$GPO_VAE_MIRROR`` when set). The summary
+    statistics are also looked for beside the counts file and in the counts archive (the
+    authors' configs keep them in ``datasets/`` beside the counts). They are optional: the
+    authors' processed files need none (:mod:`gpo_vae.preprocessing.published`), so a failed
+    download leaves ``summary_stats`` None and says why in ``summary_stats_problem``; our own
+    preprocessing stops with that message.
     """
     if record.simulated or record.counts_file is None or record.counts_archive is None:
         raise ValueError(f"dataset {record.name!r} is not a downloadable dataset")
@@ -104,9 +117,14 @@ def acquire_published_dataset(
             f"{record.counts_archive.filename} or its extracted files, or leave --data-dir out to download"
         )
     counts = _fetch_member(record.counts_file, record.counts_archive, root, cache, mirror, quiet)
-    stats = None
+    stats, problem = None, None
     if record.stats_file is not None and record.stats_archive is not None:
-        stats = _fetch_member(record.stats_file, record.stats_archive, root, cache, mirror, quiet)
+        beside = (counts.parent, _extracted(cache, record.counts_archive))
+        try:
+            stats = _fetch_member(record.stats_file, record.stats_archive, root, cache, mirror, quiet, beside)
+        except DownloadError as err:
+            problem = str(err)
+            logger.warning("no summary statistics for %s: %s", record.name, problem)
     return DatasetFiles(
         name=record.name,
         counts=counts,
@@ -114,6 +132,7 @@ def acquire_published_dataset(
         summary_sheet=record.stats_sheet,
         perturbation_key=record.perturbation_key,
         control_label=record.control_label,
+        summary_stats_problem=problem,
     )
 
 
