@@ -32,7 +32,8 @@ def artifact_key(dataset: DatasetSpec, config: dict[str, Any]) -> str:
 
 
 def screen_inputs(dataset: DatasetSpec, config: dict[str, Any]) -> tuple[Any, ...]:
-    """(counts path, statistics path or None, sheet, validated preprocess config, layout) of a dataset."""
+    """(counts path, statistics path or None, sheet, validated preprocess config, layout, why the
+    statistics are missing or None) of a dataset."""
     from gpo_vae.config import from_dict
     from gpo_vae.data.layout import ScreenLayout
     from gpo_vae.preprocessing.config import PreprocessConfig
@@ -44,6 +45,7 @@ def screen_inputs(dataset: DatasetSpec, config: dict[str, Any]) -> tuple[Any, ..
         dataset["summary_sheet"],
         from_dict(PreprocessConfig, config, "preprocess"),
         ScreenLayout.from_dict(dataset["layout"]),
+        dataset.get("summary_stats_problem"),
     )
 
 
@@ -62,7 +64,10 @@ def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: s
             return File(str(artifact_path(out_dir)))
         except ArtifactError:
             pass
-        adata = preprocess_files(*screen_inputs(dataset, config), progress=False)
+        counts, stats, sheet, preprocess_config, layout, missing = screen_inputs(dataset, config)
+        adata = preprocess_files(
+            counts, stats, sheet, preprocess_config, layout, progress=False, missing_stats=missing
+        )
         return File(str(artifact_path(write_artifact(adata, out_dir), verify=False)))
 
 

@@ -33,6 +33,7 @@ from workflow.datasets import (
     read_files,
     screen_layout,
     with_min_perturbations,
+    with_preprocess_mode,
     with_split,
 )
 from workflow.review import evaluate, inspect
@@ -64,6 +65,7 @@ def main(
     synthetic_preset: str = "default",
     split: str | None = None,
     min_perturbations: int | None = None,
+    preprocess_mode: str | None = None,
     data_dir: str | None = None,
     cache_dir: str | None = None,
     perturbation_key: str = "gene",
@@ -98,6 +100,10 @@ def main(
                                    heldout_combinations (A+B pairs never seen, their singles seen)
       --min-perturbations (none)   preprocess.filters.min_perturbations (none: the config's, 3):
                                    fewer kept perturbations stop the run; 1 proceeds with any
+      --preprocess-mode (none)     preprocess.mode (none: the config's, auto): published keeps
+                                   the cells, perturbations, DE genes, split and pairing of a
+                                   file the GPO-VAE authors processed (auto does so when it
+                                   recognises one); ours runs our own preprocessing on any file
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
       --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
@@ -135,8 +141,9 @@ def main(
     check_synthetic_preset(synthetic_preset)
     check_results_dir(results_dir)
     config_files = [config_path(dataset, model, config)]
-    run_config = with_min_perturbations(
-        with_split(load_run_config(config_files[0]), split), min_perturbations
+    run_config = with_preprocess_mode(
+        with_min_perturbations(with_split(load_run_config(config_files[0]), split), min_perturbations),
+        preprocess_mode,
     )
     check_devices(run_config, config_files[0])
     sams_config = None
@@ -144,7 +151,9 @@ def main(
         if model == "sams_vae":
             raise ConfigError("--compare-sams-vae compares a GPO-VAE run with SAMS-VAE; --model is sams_vae")
         config_files.append(config_path(dataset, "sams_vae", None))
-        sams_config = with_split(load_run_config(config_files[1]), split)
+        sams_config = with_preprocess_mode(
+            with_split(load_run_config(config_files[1]), split), preprocess_mode
+        )
     references = network_files(networks)
     if is_local_dataset(dataset):
         check_local_screen(dataset, layout, summary_stats)  # seconds: labels, controls, batches

@@ -235,6 +235,18 @@ def with_split(run_config: RunConfig, mode: str | None) -> RunConfig:
     return dataclasses.replace(run_config, preprocess=dataclasses.replace(run_config.preprocess, split=split))
 
 
+PREPROCESS_MODES = ("auto", "published", "ours")
+
+
+def with_preprocess_mode(run_config: RunConfig, mode: str | None) -> RunConfig:
+    """``run_config`` with ``preprocess.mode`` set to ``mode`` (None: as configured)."""
+    if mode is None:
+        return run_config
+    if mode not in PREPROCESS_MODES:
+        raise ConfigError(f"--preprocess-mode {mode!r}: choose one of {', '.join(PREPROCESS_MODES)}")
+    return dataclasses.replace(run_config, preprocess=dataclasses.replace(run_config.preprocess, mode=mode))
+
+
 def with_min_perturbations(run_config: RunConfig, minimum: int | None) -> RunConfig:
     """``run_config`` with ``preprocess.filters.min_perturbations`` set (None: as configured)."""
     if minimum is None:

@@ -27,6 +27,7 @@ from workflow.datasets import (
     require_file,
     screen_layout,
     with_min_perturbations,
+    with_preprocess_mode,
     with_split,
 )
 from workflow.sweep_support import find_artifact, recorded_dataset_files
@@ -141,6 +142,7 @@ def inspect(
     synthetic_preset: str = "default",
     split: str | None = None,
     min_perturbations: int | None = None,
+    preprocess_mode: str | None = None,
     data_dir: str | None = None,
     cache_dir: str | None = None,
     perturbation_key: str = "gene",
@@ -176,6 +178,10 @@ def inspect(
                                    would be held out)
       --min-perturbations (none)   preprocess.filters.min_perturbations (none: the config's, 3):
                                    fewer kept perturbations stop the run; 1 proceeds with any
+      --preprocess-mode (none)     preprocess.mode (none: the config's, auto): published keeps
+                                   the cells, perturbations, DE genes, split and pairing of a
+                                   file the GPO-VAE authors processed (auto does so when it
+                                   recognises one); ours runs our own preprocessing on any file
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
       --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
@@ -204,7 +210,10 @@ def inspect(
     )
     check_results_dir(results_dir)
     config_file = config_path(dataset, model, config)
-    run_config = with_min_perturbations(with_split(load_run_config(config_file), split), min_perturbations)
+    run_config = with_preprocess_mode(
+        with_min_perturbations(with_split(load_run_config(config_file), split), min_perturbations),
+        preprocess_mode,
+    )
     if is_local_dataset(dataset):
         check_local_screen(dataset, layout, summary_stats)
     spec = acquire(

@@ -183,10 +183,20 @@ class PairingConfig:
             raise ValueError("n_pcs and min_measured_targets must be at least 1, n_hvgs at least 2")
 
 
+#: What to do with a file the GPO-VAE authors already processed (:mod:`gpo_vae.preprocessing.published`).
+PreprocessMode = Literal["auto", "published", "ours"]
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Every setting of the preprocessing stage, with the published defaults."""
+    """Every setting of the preprocessing stage, with the published defaults.
 
+    ``mode``: ``published`` keeps the cells, perturbations, DE genes, split and pairing of a file
+    the GPO-VAE authors already processed, as their code trains on it; ``ours`` runs every step
+    below on any file; ``auto`` is ``published`` for such a file and ``ours`` otherwise.
+    """
+
+    mode: PreprocessMode = "auto"
     seed: int = 0
     modality: Modality = "auto"
     target_sum: float = 1e4
@@ -198,6 +208,8 @@ class PreprocessConfig:
     pairing: PairingConfig = field(default_factory=PairingConfig)
 
     def __post_init__(self) -> None:
+        if self.mode not in ("auto", "published", "ours"):
+            raise ValueError(f"mode must be auto, published or ours, got {self.mode!r}")
         if self.modality not in ("auto", "crispri", "crispra", "knockout"):
             raise ValueError(f"modality must be auto, crispri, crispra or knockout, got {self.modality!r}")
         if self.counterfactual_cells < 1:

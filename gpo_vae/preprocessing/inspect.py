@@ -18,7 +18,8 @@ from gpo_vae.data.labels import single_genes
 from gpo_vae.data.layout import ScreenLayout, layout_notes
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.filter_table import KEPT, PerturbationFilterError, format_table
-from gpo_vae.preprocessing.pipeline import cell_batches, filter_screen, make_splits, read_screen_stats
+from gpo_vae.preprocessing.pipeline import cell_batches, filter_screen, read_screen_stats, screen_splits
+from gpo_vae.preprocessing.published import shipped_partners
 from gpo_vae.preprocessing.splits import scarce_controls_note
 
 
@@ -28,6 +29,7 @@ def inspect_screen(
     sheet: str | None,
     config: PreprocessConfig,
     layout: ScreenLayout | None = None,
+    missing_stats: str | None = None,
 ) -> list[str]:
     """The lines ``redun run workflow.py inspect`` prints (module docstring).
 
@@ -40,7 +42,7 @@ def inspect_screen(
     lines = [f"screen: {adata.n_obs:,} cells × {adata.n_vars:,} genes; " + "; ".join(layout_notes(record))]
     stats = read_screen_stats(stats_path, sheet, adata)
     try:
-        mask, filter_record, table = filter_screen(adata, stats, config)
+        mask, filter_record, table, shipped = filter_screen(adata, stats, config, counts_path, missing_stats)
     except PerturbationFilterError as err:
         if err.table is None:
             raise
@@ -49,6 +51,7 @@ def inspect_screen(
         raise PerturbationFilterError(
             "\n".join([*lines, *format_table(err.table), message[0], message[-1].split("; `redun")[0] + "."])
         ) from None
+    lines += preprocessing_lines(filter_record["preprocessing"])
     modality = filter_record["modality"]
     lines.append(f"modality: {modality['resolved']} ({modality['basis']})")
     batches = cell_batches(adata)
@@ -66,16 +69,26 @@ def inspect_screen(
     pairing = config.pairing.features
     if pairing == "auto":
         pairing = "targets" if n_measured >= config.pairing.min_measured_targets else "pca"
-    lines.append(
-        f"pairing: on {pairing} ({n_measured} of {len(genes)} perturbed genes measured; "
-        f"pairing.features {config.pairing.features}, min_measured_targets {config.pairing.min_measured_targets})"
-    )
     kept_batches = None if batches is None else batches[mask]
-    split, heldout, unseen, controls = make_splits(kept_labels, kept_batches, config, CONTROL_LABEL)
+    kept = adata if mask.all() else adata[mask]
+    split, heldout, unseen, controls, split_source = screen_splits(
+        kept, kept_labels, kept_batches, config, shipped
+    )
+    measured = f"{n_measured} of {len(genes)} perturbed genes measured"
+    partner, why = (None, "")
+    if shipped is not None:
+        partner, why = shipped_partners(kept.obs, shipped, kept_labels, split, CONTROL_LABEL, kept_batches)
+    if partner is not None:
+        lines.append(f"pairing: {why} ({measured})")
+    else:
+        lines.append(
+            f"pairing: {why + ', so computed ' if why else ''}on {pairing} ({measured}; pairing.features "
+            f"{config.pairing.features}, min_measured_targets {config.pairing.min_measured_targets})"
+        )
     test_controls = int(((kept_labels == CONTROL_LABEL) & (split == "test")).sum())
     moved = controls["moved"]
     lines.append(
-        f"splits: {config.split.mode}{' stratified' if config.split.stratify else ''}, "
+        f"splits: {config.split.mode}{' stratified' if config.split.stratify else ''} ({split_source}), "
         f"{test_controls} control cells in test (min {config.split.min_test_controls})"
         + (f"; {sum(moved.values())} moved from train" if moved else "")
     )
@@ -99,3 +112,12 @@ def inspect_screen(
         + f" on {len(genes)} perturbed-gene nodes, and {int((kept_labels == CONTROL_LABEL).sum()):,} controls"
     )
     return lines
+
+
+def preprocessing_lines(record: dict) -> list[str]:
+    """How the screen is preprocessed (published or ours, and why) and what each step kept."""
+    steps = " → ".join(
+        f"{step['step']} {step['cells']:,} cells / {step['perturbations']} perturbations"
+        for step in record["steps"]
+    )
+    return [f"preprocessing: {record['mode']}: {record['basis']}", f"steps: {steps}"]

@@ -23,10 +23,18 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.config import to_dict
-from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, read_counts_h5ad
+from gpo_vae.data.contract import (
+    BATCH_KEY,
+    CONTROL_LABEL,
+    PERTURBATION_KEY,
+    TARGET_IDS_KEY,
+    gene_id_lookup,
+    read_counts_h5ad,
+)
 from gpo_vae.data.labels import single_genes
 from gpo_vae.data.layout import CANONICAL_SEPARATOR, ScreenLayout
 from gpo_vae.data.summary_stats_io import read_summary_stats
+from gpo_vae.errors import UserError
 from gpo_vae.interrupt import check_stop
 from gpo_vae.io import provenance, sha256_of
 from gpo_vae.preprocessing.config import PreprocessConfig
@@ -37,11 +45,26 @@ from gpo_vae.preprocessing.derived import (
     delta_x,
     normalisation_stats,
 )
-from gpo_vae.preprocessing.filter_table import format_table, resolve_modality, table_record
+from gpo_vae.preprocessing.filter_table import (
+    KEPT,
+    format_table,
+    perturbation_table,
+    resolve_modality,
+    strong_decisions,
+    table_record,
+)
 from gpo_vae.preprocessing.filtering import perturbation_filter_mask
 from gpo_vae.preprocessing.nodes import dosage_matrix, treatment_nodes
 from gpo_vae.preprocessing.normalize import library_size
 from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_feature_matrix
+from gpo_vae.preprocessing.published import (
+    ShippedProcessing,
+    as_flags,
+    resolve_mode,
+    shipped_partners,
+    shipped_processing,
+    shipped_split,
+)
 from gpo_vae.preprocessing.qc import run_qc_by_batch
 from gpo_vae.preprocessing.splits import (
     ensure_test_controls,
@@ -53,6 +76,10 @@ from gpo_vae.preprocessing.splits import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class MissingSummaryStatsError(UserError, ValueError):
+    """Our own filters were asked for on a published dataset whose summary statistics are missing."""
 
 
 @contextmanager
@@ -68,12 +95,11 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
 def read_screen_stats(
     stats_path: str | Path | None, sheet: str | None, adata: ad.AnnData
 ) -> pd.DataFrame | None:
-    """The summary statistics with names mapped to the screen's symbols (Ensembl ids through var)."""
+    """The summary statistics with names mapped to the screen's symbols (Ensembl ids through the
+    measured genes' ids and the targets' ids in obs, :func:`~gpo_vae.data.contract.gene_id_lookup`)."""
     if stats_path is None:
         return None
-    id_map = None
-    if GENE_ID_KEY in adata.var.columns:
-        id_map = pd.Series(adata.var_names.to_numpy(), index=adata.var[GENE_ID_KEY].astype(str).to_numpy())
+    id_map = gene_id_lookup(adata.var, adata.var_names, adata.uns.get(TARGET_IDS_KEY))
     return read_summary_stats(stats_path, sheet, gene_ids_to_symbols=id_map)
 
 
@@ -136,21 +162,71 @@ def make_splits(
 
 
 def filter_screen(
-    adata: ad.AnnData, stats: pd.DataFrame | None, config: PreprocessConfig
-) -> tuple[np.ndarray, dict[str, Any], pd.DataFrame]:
-    """Modality and perturbation filters on the raw screen: (cells kept, record, table).
+    adata: ad.AnnData,
+    stats: pd.DataFrame | None,
+    config: PreprocessConfig,
+    source: str | Path | None = None,
+    missing_stats: str | None = None,
+) -> tuple[np.ndarray, dict[str, Any], pd.DataFrame, ShippedProcessing | None]:
+    """Modality and perturbation filters on the raw screen: (cells kept, record, table, shipped).
 
-    The record holds the modality (requested, resolved and why), each filter's counts and the
-    table's rows.
+    A file the GPO-VAE authors already processed keeps every cell and perturbation under
+    ``preprocess.mode`` ``auto`` or ``published`` (:mod:`gpo_vae.preprocessing.published`);
+    ``shipped`` then says what it ships, and is None when our filters ran. The record holds the
+    modality (requested, resolved and why), each filter's counts, the table's rows and
+    ``preprocessing`` (the mode, why, and the cells and perturbations each step kept).
+    ``missing_stats`` says why a published dataset came without its summary statistics: our own
+    filters need them, so they stop with it (a published processed file needs none).
     """
+    shipped = shipped_processing(adata.obs, adata.var, config.seed)
+    mode, why = resolve_mode(config.mode, shipped, str(source) if source else None)
+    if mode == "ours" and stats is None and missing_stats:
+        raise MissingSummaryStatsError(
+            f"our own preprocessing ({why}) filters perturbations by their summary statistics, and "
+            f"there are none: {missing_stats}"
+        )
     modality, basis = resolve_modality(config.modality, stats, adata.var_names)
-    mask, records, table = perturbation_filter_mask(adata, stats, config.filters, modality)
+    labels = adata.obs[PERTURBATION_KEY].astype(str).to_numpy()
+    steps = [_step("input", labels, np.ones(adata.n_obs, dtype=bool))]
+    if mode == "published":
+        mask = np.ones(adata.n_obs, dtype=bool)
+        table = perturbation_table(labels, stats, adata.var_names, CONTROL_LABEL)
+        if stats is not None:  # the reported values, for reading: nothing is judged by them
+            filters = config.filters
+            table = strong_decisions(table, stats, filters, modality, filters.resolved_min_degs(adata.n_vars))
+        table["status"] = KEPT
+        table["reason"] = "as shipped (preprocess.mode: published)"
+        records: list[dict[str, Any]] = []
+        steps.append(_step("kept as shipped", labels, mask))
+    else:
+        shipped = None
+        mask, records, table = perturbation_filter_mask(adata, stats, config.filters, modality)
+        steps += [
+            {"step": r["filter"], "cells": r["n_cells_after"], "perturbations": r["n_perturbations_after"]}
+            for r in records
+        ]
     record = {
         "modality": {"resolved": modality, **basis},
         "filters": records,
         "perturbation_table": table_record(table),
+        "preprocessing": {
+            "mode": mode,
+            "basis": why,
+            "shipped": shipped.to_dict() if shipped else None,
+            "steps": steps,
+        },
     }
-    return mask, record, table
+    return mask, record, table, shipped
+
+
+def _step(name: str, labels: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """Cells and perturbations a step kept (``mask``)."""
+    kept = labels[mask]
+    return {
+        "step": name,
+        "cells": int(mask.sum()),
+        "perturbations": len(set(kept.tolist()) - {CONTROL_LABEL}),
+    }
 
 
 def preprocess(
@@ -170,11 +246,12 @@ def preprocess(
     """
     timings: dict[str, float] = {}
     with _timed(timings, "filters"):
-        mask, filter_record, table = filter_screen(adata, stats, config)
+        mask, filter_record, table, shipped = filter_screen(adata, stats, config)
     if print_table:
         print("\n".join(format_table(table, modality=filter_record["modality"]["resolved"])), flush=True)
     inputs = {"cells": adata.n_obs, "genes": adata.n_vars}
-    return preprocess_filtered(adata[mask].copy(), filter_record, inputs, config, progress, timings)
+    kept = adata if mask.all() else adata[mask].copy()
+    return preprocess_filtered(kept, filter_record, inputs, config, progress, timings, shipped)
 
 
 def preprocess_filtered(
@@ -184,8 +261,14 @@ def preprocess_filtered(
     config: PreprocessConfig,
     progress: bool = True,
     timings: dict[str, float] | None = None,
+    shipped: ShippedProcessing | None = None,
 ) -> ad.AnnData:
-    """The stages after the perturbation filters, on the cells they kept (see :func:`preprocess`)."""
+    """The stages after the perturbation filters, on the cells they kept (see :func:`preprocess`).
+
+    ``shipped`` (a file the GPO-VAE authors processed, kept as published) supplies the split
+    (under ``split.mode: random``), the doublet calls, the DE genes and the pairing, each where the
+    file holds it; the record says where every one came from.
+    """
     control_label = CONTROL_LABEL
     timings = dict(timings or {})
     record: dict[str, Any] = {"input": inputs, **filter_record}
@@ -201,10 +284,13 @@ def preprocess_filtered(
     )
 
     with _timed(timings, "splits"):
-        split, heldout, unseen, controls = make_splits(labels, batches, config, control_label)
+        split, heldout, unseen, controls, split_source = screen_splits(
+            adata, labels, batches, config, shipped
+        )
         table = validate_splits(split, labels, control_label, heldout, batches)
     record["splits"] = {
         "mode": config.split.mode,
+        "source": split_source,
         "stratify": config.split.stratify,
         "heldout": heldout,
         "unseen_singles": unseen,
@@ -218,6 +304,13 @@ def preprocess_filtered(
     }
     train = split == "train"
 
+    doublet_calls, doublet_source = (
+        None,
+        "scrublet" if config.qc.doublets else "not called (qc.doublets: false)",
+    )
+    if shipped is not None and shipped.doublet_column is not None and config.qc.doublets:
+        doublet_calls = as_flags(adata.obs[shipped.doublet_column])
+        doublet_source = f"as shipped in obs[{shipped.doublet_column!r}]"
     with _timed(timings, "qc"):
         flags, thresholds, metrics, per_batch = run_qc_by_batch(
             adata,
@@ -230,22 +323,29 @@ def preprocess_filtered(
             default_nmads=config.qc.default_nmads,
             max_cells_per_chunk=config.qc.max_cells_per_chunk,
             show_progress=progress,
+            doublet_calls=doublet_calls,
         )
     record["qc"] = {f"fail_t{t:g}": int(flags[f"qc_fail_t{t:g}"].sum()) for t in config.qc.nmads}
+    record["qc"]["doublets"] = doublet_source
     if per_batch:
         record["qc"]["thresholds_by_batch"] = {name: t.to_dict() for name, t in per_batch.items()}
 
     with _timed(timings, "deg"):
-        fc3, _ = annotate_deg(
-            adata,
-            train,
-            control_label=control_label,
-            target_sum=config.target_sum,
-            lfc=config.deg.lfc,
-            pval_adj=config.deg.pval_adj,
-            restrict_to_hvg=config.deg.restrict_to_hvg,
-            tie_correct=config.deg.tie_correct,
-        )
+        if shipped is not None:
+            fc3 = pd.Series(as_flags(adata.var[shipped.deg_column]), index=adata.var_names)
+            deg_source = f"as shipped in var[{shipped.deg_column!r}]"
+        else:
+            fc3, _ = annotate_deg(
+                adata,
+                train,
+                control_label=control_label,
+                target_sum=config.target_sum,
+                lfc=config.deg.lfc,
+                pval_adj=config.deg.pval_adj,
+                restrict_to_hvg=config.deg.restrict_to_hvg,
+                tie_correct=config.deg.tie_correct,
+            )
+            deg_source = "Wilcoxon against controls on training cells"
         perturbed_labels = sorted(set(labels[~is_control]))
         nodes, n_perturbed = treatment_nodes(perturbed_labels, fc3.index[fc3.to_numpy()], control_label)
         dosage = dosage_matrix(labels, nodes, control_label, n_perturbed)
@@ -255,32 +355,48 @@ def preprocess_filtered(
         "additional": len(nodes) - n_perturbed,
         "combinations": sum("+" in label for label in perturbed_labels),
         "perturbed_not_measured": int((~measured_nodes[:n_perturbed]).sum()),
+        "deg_source": deg_source,
     }
 
     with _timed(timings, "pairing"):
-        features, pairing_record = pairing_feature_matrix(
-            adata.X,
-            adata.var_names,
-            single_genes(perturbed_labels),
-            train,
-            features=config.pairing.features,
-            min_measured_targets=config.pairing.min_measured_targets,
-            n_hvgs=config.pairing.n_hvgs,
-            n_pcs=config.pairing.n_pcs,
-            target_sum=config.target_sum,
-            seed=config.seed,
-        )
-        partner = pair_cells_ot(
-            features,
-            labels,
-            split,
-            control_label,
-            method=config.pairing.method,
-            reg=config.pairing.reg,
-            cost_scale=config.pairing.cost_scale,
-            progress=progress,
-            batches=batches,
-        )
+        partner, why = (None, "")
+        if shipped is not None:
+            partner, why = shipped_partners(adata.obs, shipped, labels, split, control_label, batches)
+        if partner is not None:
+            genes = single_genes(perturbed_labels)
+            pairing_record = {
+                "features": "shipped",
+                "requested": config.pairing.features,
+                "source": why,
+                "perturbed_genes": len(genes),
+                "measured_targets": int(adata.var_names.isin(genes).sum()),
+            }
+        else:
+            features, pairing_record = pairing_feature_matrix(
+                adata.X,
+                adata.var_names,
+                single_genes(perturbed_labels),
+                train,
+                features=config.pairing.features,
+                min_measured_targets=config.pairing.min_measured_targets,
+                n_hvgs=config.pairing.n_hvgs,
+                n_pcs=config.pairing.n_pcs,
+                target_sum=config.target_sum,
+                seed=config.seed,
+            )
+            if shipped is not None:
+                pairing_record["shipped_not_used"] = why
+            partner = pair_cells_ot(
+                features,
+                labels,
+                split,
+                control_label,
+                method=config.pairing.method,
+                reg=config.pairing.reg,
+                cost_scale=config.pairing.cost_scale,
+                progress=progress,
+                batches=batches,
+            )
     record["pairing"] = {
         **pairing_record,
         "within_batch": batches is not None,
@@ -337,6 +453,8 @@ def preprocess_filtered(
     artifact.obsm["D"] = dosage
     artifact.obsm["delta_x"] = dx
     artifact.obsm["cf_index"] = cf_index
+    if adata.uns.get(TARGET_IDS_KEY):
+        artifact.uns[TARGET_IDS_KEY] = dict(adata.uns[TARGET_IDS_KEY])
     artifact.uns.update(
         nodes=list(nodes),
         n_perturbed=int(n_perturbed),
@@ -348,6 +466,33 @@ def preprocess_filtered(
         record=json.dumps(record, default=_json_default),
     )
     return artifact
+
+
+def screen_splits(
+    adata: ad.AnnData,
+    labels: np.ndarray,
+    batches: np.ndarray | None,
+    config: PreprocessConfig,
+    shipped: ShippedProcessing | None,
+) -> tuple[np.ndarray, list[str], list[str], dict[str, dict[str, int]], str]:
+    """:func:`make_splits`, or for a file kept as published under ``split.mode: random`` the
+    split its authors trained on: the file's own split column, else their rule (two
+    ``train_test_split`` calls, seed ``config.seed``), with no control moved. The last item says which."""
+    if shipped is None or config.split.mode != "random":
+        split, heldout, unseen, controls = make_splits(labels, batches, config, CONTROL_LABEL)
+        return split, heldout, unseen, controls, "drawn (preprocess.split)"
+    none: dict[str, dict[str, int]] = {"moved": {}, "scarce": {}}
+    split = shipped_split(adata.obs, shipped)
+    if split is not None:
+        return split, [], [], none, f"as shipped in obs[{shipped.split_column!r}]"
+    split = split_random(adata.n_obs, config.seed, config.split.fractions)
+    return (
+        split,
+        [],
+        [],
+        none,
+        f"the authors' rule: random by cell, seed {config.seed} (the file has no split)",
+    )
 
 
 def _test_controls_by_batch(
@@ -377,8 +522,11 @@ def preprocess_files(
     layout: ScreenLayout | None = None,
     progress: bool = True,
     print_table: bool = True,
+    missing_stats: str | None = None,
 ) -> ad.AnnData:
     """Read a raw counts file (in ``layout``) and its summary statistics, then preprocess.
+
+    ``missing_stats``: why a published dataset has no summary statistics (:func:`filter_screen`).
 
     The filters run on the whole file; then only the kept cells are read again from disk (the
     same way: the counts layer resolved on the first read), so the full matrix and its filtered
@@ -396,9 +544,12 @@ def preprocess_files(
     }
     stats = read_screen_stats(stats_path, sheet, adata)
     with _timed(timings, "filters"):
-        mask, filter_record, table = filter_screen(adata, stats, config)
+        mask, filter_record, table, shipped = filter_screen(adata, stats, config, counts_path, missing_stats)
     if print_table:
         print("\n".join(format_table(table, modality=filter_record["modality"]["resolved"])), flush=True)
-    del adata
-    kept = read_counts_h5ad(counts_path, resolved, rows=mask)
-    return preprocess_filtered(kept, filter_record, inputs, config, progress, timings)
+    if mask.all():
+        kept = adata
+    else:
+        del adata
+        kept = read_counts_h5ad(counts_path, resolved, rows=mask)
+    return preprocess_filtered(kept, filter_record, inputs, config, progress, timings, shipped)

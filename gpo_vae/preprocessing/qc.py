@@ -369,9 +369,13 @@ def run_qc(
     backend: Backend = "auto",
     seed: int = 0,
     default_nmads: float = 3,
+    doublet_calls: np.ndarray | None = None,
     **doublet_kwargs: Any,
 ) -> tuple[pd.DataFrame, QCThresholds, pd.DataFrame]:
     """Metrics → thresholds (fitted on ``fit_mask``) → flags, plus doublets when ``doublets``.
+
+    ``doublet_calls`` (a boolean per cell) are doublet calls made before, e.g. the scrublet
+    calls a processed file ships: used instead of running scrublet again.
 
     ``total_qc`` is the verdict at ``default_nmads``; ``doublet_kwargs`` go to
     :func:`detect_doublets_report` (``n_chunks``, ``max_cells_per_chunk``, ``perturbation_key`` …).
@@ -388,7 +392,9 @@ def run_qc(
     metrics = compute_qc_metrics(adata, backend=backend)
     thresholds = fit_qc_thresholds(metrics, nmads=nmads, fit_mask=fit_mask)
     called = None
-    if doublets:
+    if doublets and doublet_calls is not None:
+        called = np.asarray(doublet_calls, dtype=bool)
+    elif doublets:
         report = detect_doublets_report(adata, seed=seed, backend=backend, **doublet_kwargs)
         called = report.predicted
         skipped_chunks = [s["chunk"] for s in report.skipped]
@@ -427,10 +433,14 @@ def run_qc_by_batch(
         return flags, thresholds, metrics, {}
     batches = np.asarray(batches).astype(str)
     fit = np.ones(adata.n_obs, dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
+    calls = kwargs.pop("doublet_calls", None)
     flag_parts, metric_parts, per_batch = [], [], {}
     for name in sorted(set(batches.tolist())):
         rows = np.flatnonzero(batches == name)
-        flags, thresholds, metrics = run_qc(adata[rows], fit_mask=fit[rows], **kwargs)
+        batch_calls = None if calls is None else np.asarray(calls, dtype=bool)[rows]
+        flags, thresholds, metrics = run_qc(
+            adata[rows], fit_mask=fit[rows], doublet_calls=batch_calls, **kwargs
+        )
         flag_parts.append(flags)
         metric_parts.append(metrics)
         per_batch[name] = thresholds

@@ -23,25 +23,45 @@ TABLE_FILE = "perturbation_table.csv"
 def _facts(screen: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows describing the screen."""
     rows: list[tuple[str, str]] = []
+    preprocessing = screen.get("preprocessing") or {}
+    if preprocessing:
+        rows.append(("preprocessing", f"{preprocessing.get('mode')}: {preprocessing.get('basis', '')}"))
+        steps = preprocessing.get("steps") or []
+        if steps:
+            rows.append(
+                (
+                    "cells and perturbations kept",
+                    " → ".join(
+                        f"{s['step']} {s['cells']:,} cells / {s['perturbations']} perturbations"
+                        for s in steps
+                    ),
+                )
+            )
     modality = screen.get("modality") or {}
     if modality:
         rows.append(("modality", f"{modality.get('resolved')} ({modality.get('basis', '')})"))
     pairing = screen.get("pairing") or {}
     if pairing:
         features = pairing.get("features")
-        detail = (
-            f"{pairing.get('n_features')} principal components of {pairing.get('n_hvgs')} variable genes"
-            if features == "pca"
-            else f"{pairing.get('n_features')} measured perturbed genes"
+        measured = (
+            f"{pairing.get('measured_targets')} of {pairing.get('perturbed_genes')} perturbed genes measured"
         )
-        rows.append(
-            (
-                "pairing features",
-                f"{features} (requested {pairing.get('requested')}): {detail}; "
-                f"{pairing.get('measured_targets')} of {pairing.get('perturbed_genes')} perturbed genes measured"
-                + ("; within batch" if pairing.get("within_batch") else ""),
+        if features == "shipped":
+            rows.append(("pairing", f"{pairing.get('source')}; {measured}"))
+        else:
+            detail = (
+                f"{pairing.get('n_features')} principal components of {pairing.get('n_hvgs')} variable genes"
+                if features == "pca"
+                else f"{pairing.get('n_features')} measured perturbed genes"
             )
-        )
+            rows.append(
+                (
+                    "pairing features",
+                    f"{features} (requested {pairing.get('requested')}): {detail}; {measured}"
+                    + ("; within batch" if pairing.get("within_batch") else "")
+                    + (f" ({pairing['shipped_not_used']})" if pairing.get("shipped_not_used") else ""),
+                )
+            )
     batches = screen.get("batches")
     rows.append(
         (
@@ -66,8 +86,9 @@ def _facts(screen: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 "splits",
-                f"{splits.get('mode')}{' (stratified)' if splits.get('stratify') else ''}; "
-                f"{splits.get('test_controls')} control cells in test{per_batch}, the controls every "
+                f"{splits.get('mode')}{' (stratified)' if splits.get('stratify') else ''}"
+                + (f", {splits['source']}" if splits.get("source") else "")
+                + f"; {splits.get('test_controls')} control cells in test{per_batch}, the controls every "
                 "held-out ATE is measured against" + (f"; {moved} moved from train" if moved else ""),
             )
         )
@@ -84,7 +105,9 @@ def _facts(screen: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 "GRN nodes",
                 f"{nodes.get('perturbed')} perturbed genes ({nodes.get('perturbed_not_measured', 0)} not measured), "
-                f"{nodes.get('additional')} DEG nodes; {nodes.get('combinations', 0)} combination labels",
+                f"{nodes.get('additional')} DEG nodes"
+                + (f" ({nodes['deg_source']})" if nodes.get("deg_source") else "")
+                + f"; {nodes.get('combinations', 0)} combination labels",
             )
         )
     return rows

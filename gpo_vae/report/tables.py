@@ -124,7 +124,7 @@ SPECS: dict[str, TableSpec] = {
 MASK_FILE = "grn_mask.csv"
 SCREEN_FILE = "screen.json"
 #: The artifact record's keys that ``screen.json`` carries.
-SCREEN_KEYS = ("modality", "pairing", "batches", "layout", "splits", "nodes")
+SCREEN_KEYS = ("preprocessing", "modality", "pairing", "batches", "layout", "splits", "nodes")
 
 
 def screen_tables(record: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame | None]:
