@@ -209,13 +209,43 @@ def test_rows_reads_only_those_cells_with_labels_decided_on_all(tmp_path):
 def test_a_separator_that_cuts_guide_labels_into_pairs_stops_with_the_parts(tmp_path):
     labels = ["NT"] * 4 + ["GENE1_1"] * 2 + ["GENE1_2"] * 2 + ["GENE2_1"] * 2 + ["GENE2_2"] * 2
     path = _write(_screen(labels=labels), tmp_path)
-    with pytest.raises(DataContractError, match=r"--combination-separator '_' cuts labels") as caught:
+    with pytest.raises(
+        DataContractError, match=r"labels cut on '_' \(--combination-separator\) give parts"
+    ) as caught:
         read_counts_h5ad(path, _layout(combination_separator="_"))
     message = str(caught.value)
-    assert "'1', '2'" in message and "leaves no single perturbation" in message
-    assert "'GENE1_1' → 'GENE1', '1'" in message or "'GENE1_1' → '1', 'GENE1'" in message
+    assert "'1' (holds no letter), '2' (holds no letter)" in message
+    assert "'GENE1_1' → '1' + 'GENE1'" in message and "--guide-pattern auto" in message
     # the default separator reads them as guides of two genes
     assert set(read_counts_h5ad(path, _layout()).obs["gene"]) == {CONTROL_LABEL, "GENE1", "GENE2"}
+
+
+def test_pairs_of_unmeasured_genes_without_their_singles_are_read(tmp_path):
+    """A targeted CRISPRa panel (Norman 2019): pairs of genes that are neither measured nor
+    assayed alone are perturbations like any other; the record says which lack a single."""
+    labels = ["NT"] * 4 + ["GENE1"] * 2 + ["BPGM+SAMD1"] * 2 + ["GENE1+CBL"] * 2 + ["CEBPE+GENE2"] * 2
+    adata = read_counts_h5ad(_write(_screen(labels=labels), tmp_path), _layout())
+    assert set(adata.obs["gene"]) == {CONTROL_LABEL, "GENE1", "BPGM+SAMD1", "CBL+GENE1", "CEBPE+GENE2"}
+    record = adata.uns["layout_record"]
+    assert record["combinations_without_singles"] == ["BPGM+SAMD1", "CBL+GENE1", "CEBPE+GENE2"]
+    assert "BPGM" in record["unmatched"] and record["combination_separator"] == "+"
+
+
+@pytest.mark.parametrize(
+    ("labels", "separator", "expected"),
+    [
+        (["GENE1|GENE2"], "+", r"'GENE1\|GENE2' \(holds '\|'\).*--combination-separator '\|' \(now '\+'\)"),
+        (["GENE1+GENE2"], "|", r"'GENE1\+GENE2' \(holds '\+'\).*--combination-separator '\+' \(now '\|'\)"),
+        (["GENE1 GENE2"], "+", r"'GENE1 GENE2' \(holds a space\)"),
+        (["42"], "+", r"'42' \(holds no letter\)"),
+    ],
+)
+def test_labels_that_cannot_name_genes_stop_with_how_they_were_cut(tmp_path, labels, separator, expected):
+    """The separator option really sets the separator: a label written with another one is not
+    cut later behind the user's back, it stops here naming the option."""
+    screen = _screen(labels=["NT"] * 6 + labels * 6)
+    with pytest.raises(DataContractError, match=expected):
+        read_counts_h5ad(_write(screen, tmp_path), _layout(combination_separator=separator))
 
 
 def test_ensembl_ids_without_a_symbol_column_stop_naming_the_fix(tmp_path):

@@ -147,40 +147,60 @@ def _match_genes(
     return spelt, record
 
 
-def _check_combination_parts(
-    parts: dict[str, tuple[str, ...]], unmatched: set[str], separator: str, where: str
-) -> None:
-    """Stop when the separator cannot be the screen's: it cuts out parts that are neither
-    measured genes nor single perturbations of the screen (``--combination-separator _`` on
-    guide labels ``GENE_1`` makes a "pair" ``1+GENE``). A screen of measured pairs alone passes."""
-    combinations = {label: pieces for label, pieces in parts.items() if len(pieces) > 1}
-    if not combinations:
+#: Characters no gene name holds: they separate genes (``A+B``, ``A|B``, ``A;B``) or words.
+_NOT_IN_GENE_NAMES = re.compile(r"[\s+,;|]")
+
+
+def _why_not_a_gene(piece: str) -> str | None:
+    """Why ``piece`` cannot name a gene in any screen's layout, or None when it can.
+
+    A gene name (HGNC, MGI ``1700001C19Rik``, an Ensembl id) holds a letter and none of the
+    characters that separate genes. Whether it is measured or perturbed alone does not matter:
+    targeted panels measure few of their targets and assay pairs without every single.
+    """
+    if not any(character.isalpha() for character in piece):
+        return "holds no letter"
+    found = _NOT_IN_GENE_NAMES.search(piece)
+    if found is not None:
+        return f"holds {found.group()!r}" if not found.group().isspace() else "holds a space"
+    return None
+
+
+def _check_gene_names(parts: dict[str, tuple[str, ...]], separator: str, where: str) -> None:
+    """Stop when a label's parts cannot be gene names (module docstring of :func:`_why_not_a_gene`),
+    naming each such part, why, how the label was cut, and the option that fixes it:
+    ``--combination-separator _`` on guide labels ``GENE_1`` makes a part ``1``; ``A|B`` read with
+    the default ``+`` is one part holding ``|``."""
+    bad = {
+        (label, piece): why
+        for label, pieces in parts.items()
+        for piece in pieces
+        if (why := _why_not_a_gene(piece)) is not None
+    }
+    if not bad:
         return
-    singles = {pieces[0] for pieces in parts.values() if len(pieces) == 1}
-    fix = (
-        "guide labels such as GENE_1 name one gene (--guide-pattern auto maps them); pass the "
-        "separator your multi-gene labels use (--combination-separator, default +)"
+    pieces = sorted({piece for _, piece in bad})
+    shown = ", ".join(f"{piece!r} ({bad[next(k for k in bad if k[1] == piece)]})" for piece in pieces[:6])
+    more = f" and {len(pieces) - 6} more" if len(pieces) > 6 else ""
+    examples = ", ".join(
+        f"{label!r} → {' + '.join(map(repr, parts[label]))}"
+        for label in sorted({label for label, _ in bad})[:3]
     )
-    strangers = sorted(
-        {
-            piece
-            for pieces in combinations.values()
-            for piece in pieces
-            if piece in unmatched and piece not in singles
-        }
+    used = sorted({c for piece in pieces for c in "+,;|" if c in piece and c != separator})
+    if used:
+        fix = (
+            f"the labels look like combinations written with {used[0]!r}: pass --combination-separator "
+            f"{used[0]!r} (now {separator!r})"
+        )
+    else:
+        fix = (
+            "guide labels such as GENE_1 name one gene (--guide-pattern auto maps them); pass the separator "
+            f"your multi-gene labels use (--combination-separator, now {separator!r}), or relabel those cells"
+        )
+    raise LabelError(
+        f"{where}labels cut on {separator!r} (--combination-separator) give parts that cannot be gene names: "
+        f"{shown}{more} (e.g. {examples}); {fix}"
     )
-    if strangers:
-        odd = [(label, pieces) for label, pieces in combinations.items() if set(pieces) & set(strangers)]
-        examples = ", ".join(f"{label!r} → {', '.join(map(repr, pieces))}" for label, pieces in odd[:3])
-        shown = ", ".join(map(repr, strangers[:8])) + (
-            f" and {len(strangers) - 8} more" if len(strangers) > 8 else ""
-        )
-        left = "" if singles else ", and leaves no single perturbation"
-        raise LabelError(
-            f"{where}--combination-separator {separator!r} cuts labels into parts that are neither genes "
-            f"of the file nor single perturbations of the screen{left}: {shown} (e.g. {examples}); "
-            f"{fix}, or relabel those cells"
-        )
 
 
 def canonical_labels(
@@ -224,8 +244,8 @@ def canonical_labels(
             )
         parts[label] = tuple(sorted(set(pieces)))
     genes = {gene for pieces in parts.values() for gene in pieces}
+    _check_gene_names(parts, separator, where)
     spelt, record = _match_genes(genes, pd.Index(var_names), gene_ids)
-    _check_combination_parts(parts, set(record["unmatched"]), separator, where)
     mapping = {
         label: CANONICAL_SEPARATOR.join(sorted({spelt[gene] for gene in pieces})) if pieces else CONTROL_LABEL
         for label, pieces in parts.items()
@@ -240,7 +260,12 @@ def canonical_labels(
             {str(k): int(v) for k, v in guides.value_counts().sort_index().items()} if len(guides) else {}
         ),
         combinations=sorted({label for label in mapping.values() if CANONICAL_SEPARATOR in label}),
+        combination_separator=separator,
     )
+    singles = {label for label in mapping.values() if CANONICAL_SEPARATOR not in label}
+    record["combinations_without_singles"] = [
+        label for label in record["combinations"] if not set(label_genes(label)) <= singles
+    ]
     return CanonicalLabels(mapping, record)
 
 

@@ -120,7 +120,20 @@ def layout_notes(record: dict[str, Any]) -> list[str]:
         genes = record.get("guides_per_gene") or {}
         notes.append(f"guide labels mapped to {len(genes)} genes with {record['guide_pattern']}")
     if record.get("combinations"):
-        notes.append(f"{len(record['combinations'])} combinations (e.g. {record['combinations'][0]})")
+        combinations = record["combinations"]
+        separator = record.get("combination_separator", CANONICAL_SEPARATOR)
+        lacking = record.get("combinations_without_singles") or []
+        example = combinations[0]
+        notes.append(
+            f"{len(combinations)} combinations cut on {separator!r} (e.g. {example} → "
+            f"{' + '.join(example.split(CANONICAL_SEPARATOR))})"
+            + (
+                f", {len(lacking)} without every single in the file (trained and predicted; left out of "
+                f"the additive baseline), e.g. {lacking[0]}"
+                if lacking
+                else ""
+            )
+        )
     if record.get("case_matched"):
         notes.append(f"{len(record['case_matched'])} target genes matched ignoring case")
     if record.get("id_matched"):
