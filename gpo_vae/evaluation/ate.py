@@ -186,11 +186,7 @@ def ate_perturbseq(
         means, counts = group_means(X_counts, codes, len(groups), target_sum)
         if counts[-1] == 0:
             raise ValueError(f"no control cell ({control_label!r}) among the {len(values)} cells given")
-        missing = rows[counts[:-1] == 0]
-        if len(missing):
-            logger.warning(
-                "%d perturbations have no cell here (NaN rows): %s", len(missing), list(missing[:5])
-            )
+        _log_missing(rows[counts[:-1] == 0])
         return pd.DataFrame(means[:-1] - means[-1], index=rows, columns=columns)
     batch = _labels(batches, X_counts.shape[0])
     names, batch_code = np.unique(batch, return_inverse=True)
@@ -211,11 +207,18 @@ def ate_perturbseq(
     ate = np.einsum("pb,pbg->pg", weights, effects)
     missing = counts[:-1].sum(axis=1) == 0
     ate[missing] = np.nan
-    if missing.any():
-        logger.warning(
-            "%d perturbations have no cell here (NaN rows): %s", missing.sum(), list(rows[missing][:5])
-        )
+    _log_missing(rows[missing])
     return pd.DataFrame(ate, index=rows, columns=columns)
+
+
+def _log_missing(missing: pd.Index) -> None:
+    """Log the requested perturbations without a cell (NaN rows). At debug level: the callers ask
+    for them on purpose (a training-cell baseline of held-out labels) and say so where it matters."""
+    if len(missing):
+        shown = ", ".join(map(str, missing[:5])) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        logger.debug("%d perturbations have no cell here (NaN rows): %s", len(missing), shown)
 
 
 def batch_shares(

@@ -12,25 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from gpo_vae.report.scaled_terms import PAIRS, SCALED_FILE, SINGLES, headline_lines
-from gpo_vae.report.tables import ALL_CELLS, HELDOUT, SCREEN_FILE
+from gpo_vae.report.scaled_terms import PAIRS, SCALED_FILE, SEEN, SINGLES, headline_lines, too_few_labels
+from gpo_vae.report.tables import SCREEN_FILE, headline_table
 from gpo_vae.report.verdict import NOISE_CEILING, ceiling_values
-
-
-def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean Pearson r, R² and perturbation-specific r of each method on the held-out ATE (all
-    cells), one row per method (``mean_pearson_specific`` NaN when the table has none)."""
-    held = metrics[(metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)]
-    grouped = held.groupby("method", sort=False)
-    columns = {"mean_pearson": grouped["pearson"].mean(), "mean_r2": grouped["r2"].mean()}
-    columns["mean_pearson_specific"] = (
-        grouped["pearson_specific"].mean()
-        if "pearson_specific" in held.columns
-        else columns["mean_r2"] * float("nan")
-    )
-    columns["n_perturbations"] = grouped["pearson"].size()
-    return pd.DataFrame(columns).reset_index()
-
 
 #: The terminal's names of the held-out-cells table's methods (the report's words).
 TERMINAL_LABELS = {
@@ -65,6 +49,9 @@ def cells_verdict(metrics: pd.DataFrame, unseen: bool) -> str:
     what that comparison can and cannot say."""
     table = headline_table(metrics).set_index("method")
     n = int(table["n_perturbations"].max())
+    few = too_few_labels(SEEN, n)
+    if few is not None:
+        return f"{'check' if unseen else 'verdict'}: on held-out cells of seen perturbations, {few}"
     model, mean = float(table.loc["model", "mean_pearson"]), float(table.loc["mean_baseline", "mean_pearson"])
     if model >= mean - MATCHES:
         standing = "matches it" if model <= mean + MATCHES else f"is {model - mean:.3f} above it"

@@ -17,10 +17,15 @@ method's mean ``u`` is placed on
   formula and are left at half size, which understates the replicate: 1 is "as good as a second
   experiment of half the cells".
 
-A method above 1 beats the replicate (possible where a model shrinks noise); ``r ≤ b`` leaves no
-headroom and ``s`` is NaN. Intervals are percentile bootstraps over labels: the labels are
-resampled jointly for ``u``, ``b`` and ``r`` (``n_boot`` resamples, seeded), the baseline's
-identity fixed. ``cell-eval``'s 2026 suite uses the same scale.
+A method above 1 beats the replicate (possible where a model shrinks noise). Every method is
+averaged over the same labels: those where every method that scores the metric at all has a value
+(a pair whose singles are not in the file has no additive prediction: it is left out of the
+task's table, ``n_left_out`` counts such labels, and its per-label row stays in the metrics
+files). Intervals are percentile bootstraps over those labels, resampled jointly for ``u``, ``b``
+and ``r`` (``n_boot`` resamples, seeded), the baseline's identity fixed. The headroom ``r − b``
+gets an interval too: where it reaches 0 (``r ≤ b``, or a replicate the labels cannot tell from
+the baseline) the scale is undefined and ``s`` is NaN, instead of a ratio of noise (scores of
+±40 on a headroom of 0.01). ``cell-eval``'s 2026 suite uses the same scale.
 """
 
 from __future__ import annotations
@@ -87,6 +92,21 @@ def _resampled_means(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
         return np.where(finite, taken, 0.0).sum(axis=2) / finite.sum(axis=2)
 
 
+def _common_labels(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """``values`` (methods × labels) on the labels where every method that scores anything has a
+    value, and how many labels that leaves out (a method with no value anywhere stays NaN)."""
+    scoring = np.isfinite(values).any(axis=1)
+    keep = np.isfinite(values[scoring]).all(axis=0) if scoring.any() else np.zeros(values.shape[1], bool)
+    return values[:, keep], int((~keep).sum())
+
+
+def _quantiles(samples: np.ndarray, alpha: float) -> tuple[float, float]:
+    finite = samples[np.isfinite(samples)]
+    if not finite.size:
+        return np.nan, np.nan
+    return float(np.quantile(finite, alpha)), float(np.quantile(finite, 1 - alpha))
+
+
 def scaled_table(
     task: str,
     per_label: Mapping[str, pd.DataFrame],
@@ -118,16 +138,16 @@ def scaled_table(
     Returns
     -------
     One row per (metric, method), the replicate included: ``task``, ``metric``, ``method``,
-    ``role`` (``model``, ``baseline``, ``replicate``), ``n``, ``mean``, ``mean_low``,
-    ``mean_high``, ``baseline`` (b's method), ``b``, ``r``, ``headroom`` (r − b), ``scaled``,
-    ``scaled_low``, ``scaled_high``.
+    ``role`` (``model``, ``baseline``, ``replicate``), ``n`` (labels averaged over, the same for
+    every method), ``n_left_out`` (labels some method has no value for), ``mean``, ``mean_low``,
+    ``mean_high``, ``baseline`` (b's method), ``b``, ``r``, ``headroom`` (r − b),
+    ``headroom_low``, ``headroom_high``, ``scaled``, ``scaled_low``, ``scaled_high``.
     """
     labels = replicate.index
     methods = [m for m in per_label if m != REPLICATE]
     wanted = metrics if metrics is not None else list(SCALED_METRICS)
     present = [m for m in wanted if m in replicate.columns and all(m in per_label[x] for x in methods)]
     alpha = (1.0 - level) / 2.0
-    indices = _bootstrap_indices(len(labels), n_boot, seed) if len(labels) else None
     rows = []
     for metric in present:
         larger = SCALED_METRICS.get(metric, True)
@@ -136,6 +156,8 @@ def scaled_table(
             [per_label[m][metric].reindex(labels).to_numpy(dtype=float) for m in methods]
             + [replicate[metric].to_numpy(dtype=float)]
         )
+        values, n_left_out = _common_labels(values)
+        indices = _bootstrap_indices(values.shape[1], n_boot, seed) if values.shape[1] else None
         with np.errstate(invalid="ignore"):
             means = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in values])
         candidates = [
@@ -149,12 +171,15 @@ def scaled_table(
             continue  # the replicate does not score this metric (held-out cells: the centred r)
         boot = _resampled_means(values, indices) if indices is not None else np.full((len(names), 1), np.nan)
         headroom = (r - b) if larger else (b - r)
+        boot_headroom = (boot[-1] - boot[best]) if larger else (boot[best] - boot[-1])
+        headroom_low, headroom_high = _quantiles(boot_headroom, alpha)
+        scale = headroom > 0 and headroom_low > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            scaled = (means - b) / (r - b) if headroom > 0 else np.full(len(names), np.nan)
+            scaled = (means - b) / (r - b) if scale else np.full(len(names), np.nan)
             boot_scaled = (boot - boot[best]) / (boot[-1] - boot[best])[None, :]
         for i, name in enumerate(names):
             finite = boot[i][np.isfinite(boot[i])]
-            finite_scaled = boot_scaled[i][np.isfinite(boot_scaled[i])] if headroom > 0 else np.array([])
+            finite_scaled = boot_scaled[i][np.isfinite(boot_scaled[i])] if scale else np.array([])
             role = REPLICATE if name == REPLICATE else ("model" if name in models else "baseline")
             rows.append(
                 {
@@ -163,6 +188,7 @@ def scaled_table(
                     "method": name,
                     "role": role,
                     "n": int(np.isfinite(values[i]).sum()),
+                    "n_left_out": n_left_out,
                     "mean": means[i],
                     "mean_low": float(np.quantile(finite, alpha)) if finite.size else np.nan,
                     "mean_high": float(np.quantile(finite, 1 - alpha)) if finite.size else np.nan,
@@ -170,6 +196,8 @@ def scaled_table(
                     "b": b,
                     "r": r,
                     "headroom": r - b,
+                    "headroom_low": headroom_low if larger else -headroom_high,
+                    "headroom_high": headroom_high if larger else -headroom_low,
                     "scaled": scaled[i],
                     "scaled_low": float(np.quantile(finite_scaled, alpha)) if finite_scaled.size else np.nan,
                     "scaled_high": float(np.quantile(finite_scaled, 1 - alpha))

@@ -63,6 +63,7 @@ from gpo_vae.evaluation.metrics import (
     target_columns,
     top_k_indices,
 )
+from gpo_vae.stats.common_labels import on_common_labels
 
 COMBINATION, SINGLE = "combination", "single"
 ADDITIVE, MATCHING_MEAN, NONCONTROL = "additive", "matching_mean", "noncontrol_mean"
@@ -406,8 +407,13 @@ def unseen_table(frames: Mapping[tuple[str, str], pd.DataFrame]) -> pd.DataFrame
 
 
 def unseen_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean of every metric per (kind, method), with the number of labels scored."""
+    """Mean of every metric per (kind, method) over the labels of the kind that every method
+    scores (:func:`~gpo_vae.stats.common_labels.on_common_labels`, by Pearson r), with their number."""
     numeric = [c for c in table.columns if c not in ("kind", "method", "perturbation")]
+    table = pd.concat(
+        [on_common_labels(part, "pearson") for _, part in table.groupby("kind", sort=False)]
+        or [table.iloc[0:0]]
+    )
     values = table[["kind", "method", *numeric]].copy()
     values[numeric] = values[numeric].astype(float)
     grouped = values.groupby(["kind", "method"], sort=False)

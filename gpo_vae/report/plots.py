@@ -70,7 +70,7 @@ METHOD_LABELS = {
     "sams_vae_own_node": "SAMS-VAE, own untrained node",
     "model_init": "the model's mask before training",
     "linear_embedding": "linear model on gene embeddings",
-    "replicate": "replicate (second half of the cells)",
+    "replicate": "replicate (full size)",
 }
 #: The target gene of a perturbation in the per-perturbation scatter.
 TARGET_COLOR = "#c0392b"

@@ -14,11 +14,13 @@ from gpo_vae.report.scaled_terms import (
     HEADLINE_METRIC,
     PAIRS,
     REPLICATE,
+    REPLICATE_TITLE,
     SEEN,
     SINGLES,
     TASK_TITLES,
     format_interval,
     headline_rows,
+    labels_phrase,
     task_verdict,
 )
 from gpo_vae.report.tables import EvaluationTables
@@ -44,7 +46,7 @@ def scaled_figure(part: pd.DataFrame) -> bytes:
         ax.set_yticks(y, [plots.method_label(str(m)) for m in shown["method"]], fontsize=8)
         ax.axvline(0.0, color="#999", lw=0.8, ls="--")
         ax.axvline(1.0, color="#2ca02c", lw=0.8, ls="--")
-        ax.set_xlabel("scaled score (0 = best trivial baseline, 1 = replicate)", fontsize=8)
+        ax.set_xlabel(f"scaled score (0 = best trivial baseline, 1 = {REPLICATE_TITLE})", fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
 
     return plots.render(draw, (6.4, height))
@@ -69,8 +71,8 @@ def task_block(part: pd.DataFrame) -> str:
         }
     )
     caption = (
-        f"{TASK_TITLES[task]}, {int(part['n'].max())} labels, {metric}: 0 = {first['baseline']} "
-        f"({first['b']:.3f}), 1 = replicate ({first['r']:.3f})"
+        f"{TASK_TITLES[task]}, {labels_phrase(part)}; {metric}: 0 = {first['baseline']} "
+        f"({first['b']:.3f}), 1 = {REPLICATE_TITLE} ({first['r']:.3f})"
     )
     verdict = task_verdict(part, MODEL)
     tone = "good" if "beats" in verdict else ("bad" if "loses" in verdict else "neutral")
@@ -102,7 +104,7 @@ def scaled_headline(tables: EvaluationTables) -> str:
                 "reconstructs perturbations it saw in training. "
             )
         lead += (
-            f"{first['baseline']} {first['b']:.3f}, replicate {first['r']:.3f}, headroom "
+            f"{first['baseline']} {first['b']:.3f}, {REPLICATE_TITLE} {first['r']:.3f}, headroom "
             f"{first['headroom']:.3f} ({HEADLINE_METRIC[SEEN]})."
         )
         blocks.append(f'<p class="note">{html.escape(lead)}</p>' + task_block(seen))

@@ -19,6 +19,21 @@ TASK_TITLES = {
 #: Pearson-delta against the perturbed centroid (most of an unseen gene's Pearson-delta is the
 #: shift every perturbation shares, Systema); seen perturbations: the Pearson-delta.
 HEADLINE_METRIC = {PAIRS: "pearson", SINGLES: "pearson_specific", SEEN: "pearson"}
+#: Fewer scored labels than this rank no methods: a mean over one to four labels is a handful of
+#: noisy numbers, and its bootstrap has no spread to speak of (one held-out pair gave the interval
+#: [0.61, 0.61] and "beats the baseline beyond its interval").
+MIN_LABELS = 5
+#: How to score more labels of a task.
+HOLD_OUT_MORE = {
+    PAIRS: "raise preprocess.split.heldout_fraction (default 0.2) in a run config (--config), so more "
+    "pairs are held out, or use a screen with more pairs",
+    SINGLES: "raise preprocess.split.heldout_fraction (default 0.2) in a run config (--config), so more "
+    "genes are held out, or use a screen with more perturbations",
+    SEEN: "use a screen with more perturbations (or lower the filters that removed them: inspect lists them)",
+}
+#: The scaled table's name of the replicate: the split-half r corrected to the full test set
+#: (the held-out cells table's "split-half replicate" is the same comparison at half size).
+REPLICATE_TITLE = "replicate (full size)"
 
 
 def headline_rows(scaled: pd.DataFrame) -> pd.DataFrame:
@@ -50,24 +65,60 @@ def headline_lines(scaled: pd.DataFrame, main_method: str) -> list[str]:
     lines = []
     for task in dict.fromkeys(rows["task"]):
         part = rows[rows["task"] == task]
-        metric, n = part["metric"].iloc[0], int(part["n"].max())
+        metric = part["metric"].iloc[0]
         first = part.iloc[0]
         lines.append(
-            f"{TASK_TITLES[task]} ({n} labels), {metric} scaled 0 = {first['baseline']} "
-            f"({first['b']:.3f}), 1 = replicate ({first['r']:.3f}):"
+            f"{TASK_TITLES[task]} ({labels_phrase(part)}), {metric} scaled 0 = {first['baseline']} "
+            f"({first['b']:.3f}), 1 = {REPLICATE_TITLE} ({first['r']:.3f}):"
         )
         for _, row in part.iterrows():
             interval = format_interval(row["scaled"], row["scaled_low"], row["scaled_high"])
-            lines.append(f"  {row['method']:<28} {interval:<24} raw {row['mean']:.3f}")
+            name = REPLICATE_TITLE if row["method"] == REPLICATE else row["method"]
+            lines.append(f"  {name:<28} {interval:<24} raw {row['mean']:.3f}")
         lines.append("  " + task_verdict(part, main_method))
     return lines
 
 
+def labels_phrase(part: pd.DataFrame) -> str:
+    """``6 labels``, or ``3 labels; 3 more left out: …`` when some method has no value for some."""
+    n = int(part["n"].max())
+    left = int(part["n_left_out"].max()) if "n_left_out" in part.columns else 0
+    phrase = f"{n} label{'s' if n != 1 else ''}"
+    if left > 0:
+        phrase += (
+            f"; {left} more left out, which some method cannot predict (a pair without both its singles "
+            "in the file has no additive prediction): every method is averaged over the same labels"
+        )
+    return phrase
+
+
+def too_few_labels(task: str, n: int) -> str | None:
+    """The sentence for a task scored on fewer than :data:`MIN_LABELS` labels, else None."""
+    if n >= MIN_LABELS:
+        return None
+    return (
+        f"only {n} label{'s' if n != 1 else ''} scored, fewer than the {MIN_LABELS} a verdict needs: "
+        f"the numbers rank no method. To score more, {HOLD_OUT_MORE[task]}."
+    )
+
+
 def task_verdict(part: pd.DataFrame, main_method: str) -> str:
-    """One sentence: does ``main_method`` beat every baseline beyond its interval on this task?"""
+    """One sentence: does ``main_method`` beat every baseline beyond its interval on this task?
+    Never from fewer than :data:`MIN_LABELS` labels, nor where the replicate is not reliably above
+    the baseline."""
+    few = too_few_labels(str(part["task"].iloc[0]), int(part["n"].max()))
+    if few is not None:
+        return few
     model = part[part["method"] == main_method]
     others = part[part["role"] == "baseline"]
     if model.empty or others.empty or not np.isfinite(model["scaled"].iloc[0]):
+        first = part.iloc[0]
+        low = first.get("headroom_low", np.nan)
+        if np.isfinite(first["headroom"]) and first["headroom"] > 0 and np.isfinite(low):
+            return (
+                f"the replicate is not reliably above the baseline (headroom {first['headroom']:.3f}, interval "
+                f"[{low:.3f}, {first['headroom_high']:.3f}]): this task cannot rank methods."
+            )
         return "no headroom between the baseline and the replicate: this task cannot rank methods."
     best = others.loc[others["scaled"].idxmax()]
     low, high = model["scaled_low"].iloc[0], model["scaled_high"].iloc[0]
@@ -80,8 +131,10 @@ def task_verdict(part: pd.DataFrame, main_method: str) -> str:
 
 __all__ = [
     "HEADLINE_METRIC",
+    "MIN_LABELS",
     "PAIRS",
     "REPLICATE",
+    "REPLICATE_TITLE",
     "SCALED_FILE",
     "SEEN",
     "SINGLES",
@@ -89,5 +142,7 @@ __all__ = [
     "format_interval",
     "headline_lines",
     "headline_rows",
+    "labels_phrase",
     "task_verdict",
+    "too_few_labels",
 ]

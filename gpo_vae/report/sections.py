@@ -16,6 +16,7 @@ from gpo_vae.report.tables import (
     HELDOUT,
     EvaluationTables,
     edge_threshold,
+    headline_table,
     metric_columns,
     summarise_predictions,
 )
@@ -33,15 +34,12 @@ REFERENCE_LABELS = {HELDOUT: "held-out test cells", ALL_CELLS: "all cells (publi
 SUBSET_LABELS = {ALL_CELLS: "all cells", "qc_pass": "QC-pass cells"}
 
 
-def _mean_metric(metrics: pd.DataFrame | None, method: str, metric: str = "pearson") -> float:
-    if metrics is None or metric not in metrics.columns:
+def _mean_metric(metrics: pd.DataFrame | None, method: str) -> float:
+    """The method's mean held-out ATE r over the perturbations every method scores (headline_table)."""
+    if metrics is None or "pearson" not in metrics.columns:
         return float("nan")
-    rows = (
-        (metrics["method"] == method) & (metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)
-    )
-    values = metrics.loc[rows, metric].to_numpy(dtype=float)
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else float("nan")
+    table = headline_table(metrics).set_index("method")
+    return float(table.loc[method, "mean_pearson"]) if method in table.index else float("nan")
 
 
 def _card(label: str, value: object, note: str = "") -> str:

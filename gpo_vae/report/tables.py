@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gpo_vae.stats.common_labels import on_common_labels
+
 NA_STRINGS = ["", "nan", "NaN", "NA", "N/A", "null"]
 RUN_FILE = "run.json"
 METRIC_PATTERN = re.compile(
@@ -135,6 +137,26 @@ def screen_tables(record: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame 
     if table is not None:
         table = table.drop(columns=[c for c in ("stats_row",) if c in table.columns])
     return screen, table
+
+
+def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean Pearson r, R² and perturbation-specific r of each method on the held-out ATE (all
+    cells), one row per method (``mean_pearson_specific`` NaN when the table has none), every
+    method averaged over the same perturbations: those every method that scores any has a value
+    for (on a held-out split the training mean has none for the held-out labels; the model's mean
+    over all of them beside the training mean's over the seen ones compared different labels)."""
+    held = on_common_labels(
+        metrics[(metrics["reference"] == HELDOUT) & (metrics["subset"] == ALL_CELLS)], "pearson"
+    )
+    grouped = held.groupby("method", sort=False)
+    columns = {"mean_pearson": grouped["pearson"].mean(), "mean_r2": grouped["r2"].mean()}
+    columns["mean_pearson_specific"] = (
+        grouped["pearson_specific"].mean()
+        if "pearson_specific" in held.columns
+        else columns["mean_r2"] * float("nan")
+    )
+    columns["n_perturbations"] = grouped["pearson"].size()
+    return pd.DataFrame(columns).reset_index()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from gpo_vae.report import plots
 from gpo_vae.report.html import figure_html, format_number, html_table, not_computed, section
 from gpo_vae.report.tables import ALL_CELLS, HELDOUT, EvaluationTables
 from gpo_vae.report.verdict import Verdict, compare
+from gpo_vae.stats.common_labels import on_common_labels
 
 TITLE = "Unseen perturbations"
 MODEL = "model"
@@ -64,7 +65,7 @@ COLUMN_LABELS = {
 
 def _comparable(metrics: pd.DataFrame, kind: str) -> pd.DataFrame:
     """One kind's rows shaped like ``prediction_metrics.csv`` so :func:`compare` can pair them."""
-    part = metrics[metrics["kind"] == kind].copy()
+    part = on_common_labels(metrics[metrics["kind"] == kind], "pearson").copy()
     part["reference"], part["subset"] = HELDOUT, ALL_CELLS
     return part
 

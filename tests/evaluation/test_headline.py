@@ -8,28 +8,44 @@ from pathlib import Path
 
 import pandas as pd
 
-from gpo_vae.evaluation.headline import cells_verdict, next_steps
+from gpo_vae.evaluation.headline import cells_verdict, headline_table, next_steps
 from gpo_vae.report.verdict import mask_verdicts
 
 
-def _metrics(model: float, mean: float, ceiling: float) -> pd.DataFrame:
+def _metrics(model: float, mean: float, ceiling: float, n: int = 6) -> pd.DataFrame:
     rows = [
         {"method": method, "perturbation": f"P{i}", "pearson": value, "r2": 0.0}
         for method, value in (("model", model), ("mean_baseline", mean), ("split_half_ceiling", ceiling))
-        for i in range(4)
+        for i in range(n)
     ]
     return pd.DataFrame(rows).assign(reference="heldout_test", subset="all_cells")
 
 
 def test_the_verdict_says_where_the_model_stands_and_when_the_data_is_noise():
     clear = cells_verdict(_metrics(0.80, 0.85, 0.9), unseen=False)
-    assert clear.startswith("verdict: on held-out cells of the 4 perturbations")
+    assert clear.startswith("verdict: on held-out cells of the 6 perturbations")
     assert "0.800 against their training mean's 0.850 (trails it by 0.050)" in clear
     assert "counting noise" not in clear and "cannot rank models" in clear
     assert "(matches it)" in cells_verdict(_metrics(0.845, 0.85, 0.9), unseen=False)
     noisy = cells_verdict(_metrics(0.05, 0.08, 0.1), unseen=False)
     assert "two halves of the test cells agree at r 0.100 only" in noisy
     assert cells_verdict(_metrics(0.8, 0.85, 0.9), unseen=True).startswith("check: ")
+    few = cells_verdict(_metrics(0.5, 0.85, 0.9, n=4), unseen=False)
+    assert "only 4 labels scored, fewer than the 5" in few and "trails" not in few
+
+
+def test_the_model_and_the_training_mean_are_averaged_over_the_same_perturbations():
+    """On a held-out split the training mean has no prediction for the held-out genes: the model's
+    mean over all of them beside the mean's over the seen ones compared different labels and the
+    sentence counted the held-out ones as seen (issue 34: "33 seen", 11 were)."""
+    metrics = _metrics(0.9, 0.85, 0.95, n=8)
+    held_out = metrics["perturbation"].isin(["P6", "P7"])
+    metrics.loc[held_out & (metrics["method"] == "model"), "pearson"] = 0.1
+    metrics.loc[held_out & (metrics["method"] == "mean_baseline"), "pearson"] = float("nan")
+    verdict = cells_verdict(metrics, unseen=True)
+    assert "of the 6 perturbations seen in training the model's ATE r is 0.900" in verdict
+    table = headline_table(metrics).set_index("method")
+    assert (table["n_perturbations"] == 6).all()
 
 
 def test_next_steps_are_commands_that_run_from_here_and_score_each_cell_line(tmp_path: Path):

@@ -52,17 +52,17 @@ def _per_label(values: dict[str, list[float]], labels: list[str]) -> dict[str, p
 
 
 def test_scaled_scores_put_the_best_trivial_baseline_at_zero_and_the_replicate_at_one():
-    labels = ["a", "b", "c", "d"]
+    labels = ["a", "b", "c", "d", "e", "f"]
     per_label = _per_label(
         {
-            "model": [0.6, 0.7, 0.8, 0.9],
-            "additive": [0.5, 0.5, 0.5, 0.5],
-            "noncontrol_mean": [0.1, 0.2, 0.3, 0.4],
-            "linear_embedding": [0.55, 0.55, 0.55, 0.55],
+            "model": [0.6, 0.7, 0.8, 0.9, 0.7, 0.8],
+            "additive": [0.5] * 6,
+            "noncontrol_mean": [0.1, 0.2, 0.3, 0.4, 0.2, 0.3],
+            "linear_embedding": [0.55] * 6,
         },
         labels,
     )
-    replicate = pd.DataFrame({"pearson": [0.9, 0.9, 0.9, 0.9]}, index=labels)
+    replicate = pd.DataFrame({"pearson": [0.9] * 6}, index=labels)
     table = sc.scaled_table(
         sc.PAIRS, per_label, replicate, ("additive", "noncontrol_mean"), models=("model",), n_boot=500
     )
@@ -75,15 +75,15 @@ def test_scaled_scores_put_the_best_trivial_baseline_at_zero_and_the_replicate_a
     assert row.loc["model", "scaled_low"] < row.loc["model", "scaled"] < row.loc["model", "scaled_high"]
     assert row.loc["model", "headroom"] == pytest.approx(0.4)
     lines = terms.headline_lines(table, "model")
-    assert "1 = replicate (0.900)" in lines[0] and "0 = additive (0.500)" in lines[0]
+    assert "1 = replicate (full size) (0.900)" in lines[0] and "0 = additive (0.500)" in lines[0]
     assert lines[-1].strip() == "model beats the best baseline (linear_embedding) beyond its interval."
     assert sc.headline_numbers(table)["model_scaled_unseen_pairs"] == pytest.approx(0.625)
 
 
 def test_a_replicate_no_better_than_the_baseline_leaves_no_scale():
-    labels = ["a", "b"]
-    per_label = _per_label({"model": [0.5, 0.6], "mean_baseline": [0.8, 0.8]}, labels)
-    replicate = pd.DataFrame({"pearson": [0.7, 0.7]}, index=labels)
+    labels = list("abcdef")
+    per_label = _per_label({"model": [0.5, 0.6] * 3, "mean_baseline": [0.8] * 6}, labels)
+    replicate = pd.DataFrame({"pearson": [0.7] * 6}, index=labels)
     table = sc.scaled_table(sc.SEEN, per_label, replicate, ("mean_baseline",), models=("model",))
     assert table["scaled"].isna().all() and (table["headroom"] < 0).all()
     assert "cannot rank" in terms.task_verdict(table, "model")
@@ -95,3 +95,58 @@ def test_the_replicate_is_spearman_brown_corrected_on_pearson_columns_only():
     np.testing.assert_allclose(out["pearson"], [2 * 0.5 / 1.5, 0.0])
     pd.testing.assert_series_equal(out["discrimination_l1"], halves["discrimination_l1"])
     pd.testing.assert_series_equal(out["r2"], halves["r2"])
+
+
+def test_every_method_is_averaged_over_the_same_labels():
+    """Three of six held-out pairs lack a single in the file: no additive prediction. The model is
+    not averaged over six pairs while additivity is over three (issue 34): all over the three."""
+    labels = list("abcdef")
+    nan = float("nan")
+    per_label = _per_label(
+        {
+            "model": [0.9, 0.9, 0.9, 0.1, 0.1, 0.1],
+            "additive": [0.5, 0.6, 0.7, nan, nan, nan],
+            "control_baseline": [nan] * 6,  # scores no Pearson anywhere: stays NaN, leaves none out
+        },
+        labels,
+    )
+    replicate = pd.DataFrame({"pearson": [0.95] * 6}, index=labels)
+    table = sc.scaled_table(sc.PAIRS, per_label, replicate, ("additive",), models=("model",)).set_index(
+        "method"
+    )
+    assert table.loc["model", "mean"] == pytest.approx(0.9) and table.loc[
+        "additive", "mean"
+    ] == pytest.approx(0.6)
+    assert (table.loc[["model", "additive", sc.REPLICATE], "n"] == 3).all() and (
+        table["n_left_out"] == 3
+    ).all()
+    assert "3 more left out" in terms.headline_lines(table.reset_index(), "model")[0]
+
+
+def test_no_verdict_from_fewer_labels_than_the_minimum():
+    """One held-out pair gave "model beats the best baseline beyond its interval" with the
+    interval [0.61, 0.61]: below MIN_LABELS the verdict says the task ranks nothing, and how to
+    score more."""
+    for n in (1, terms.MIN_LABELS - 1):
+        labels = [f"p{i}" for i in range(n)]
+        per_label = _per_label({"model": [0.9] * n, "additive": [0.2] * n}, labels)
+        replicate = pd.DataFrame({"pearson": [0.95] * n}, index=labels)
+        table = sc.scaled_table(sc.PAIRS, per_label, replicate, ("additive",), models=("model",))
+        verdict = terms.task_verdict(table, "model")
+        assert verdict.startswith(f"only {n} label") and "beats" not in verdict
+        assert "heldout_fraction" in verdict
+
+
+def test_a_headroom_the_labels_cannot_tell_from_zero_leaves_no_scale():
+    """A replicate 0.014 above the baseline on noisy labels gave scores of -40 [-59, 60]: where the
+    headroom's interval reaches 0 there is no scale, and the verdict says why."""
+    rng = np.random.default_rng(1)
+    labels = [f"g{i}" for i in range(8)]
+    baseline = rng.normal(0.55, 0.2, size=8)
+    per_label = _per_label({"model": baseline - 0.1, "control_baseline": baseline}, labels)
+    replicate = pd.DataFrame({"pearson": baseline + rng.normal(0.014, 0.2, size=8)}, index=labels)
+    table = sc.scaled_table(sc.SINGLES, per_label, replicate, ("control_baseline",), models=("model",))
+    first = table.iloc[0]
+    assert first["headroom_low"] <= 0 < first["headroom_high"]
+    assert table["scaled"].isna().all()
+    assert "not reliably above the baseline" in terms.task_verdict(table, "model")
