@@ -237,7 +237,7 @@ def test_a_touched_input_keeps_its_derived_files_and_addresses(sandbox):
     assert "train_run" not in sandbox.executed(execution)
 
 
-def test_bad_input_stops_in_one_message_and_inspect_previews_in_seconds(sandbox):
+def test_bad_input_stops_in_one_message_and_inspect_previews_without_training(sandbox):
     dataset, _ = write_preset(sandbox, "guides")
     command = sandbox.command("run", "workflow.py", "main", "--dataset", dataset, "--control-label", "NT")
     result = subprocess.run(
@@ -258,11 +258,14 @@ def test_bad_input_stops_in_one_message_and_inspect_previews_in_seconds(sandbox)
     assert debug.returncode != 0 and "Traceback" in debug.stdout + debug.stderr
     for preset, extra in (("crispra", ()), ("batches", ("--batch-key", "cell_line"))):
         dataset, _ = write_preset(sandbox, preset)
-        start = time.perf_counter()
-        _, result = sandbox.redun("inspect", "--dataset", dataset, *USER_ARGS, *extra)
-        seconds = time.perf_counter() - start
+        execution, result = sandbox.redun("inspect", "--dataset", dataset, *USER_ARGS, *extra)
         output = result.stdout + result.stderr
-        assert seconds < 30, seconds
+        # in seconds because it never preprocesses, trains or evaluates (its time is in benchmarks/)
+        assert {name.split(".")[-1] for name, _ in sandbox.jobs(execution)} <= {
+            "inspect",
+            "prepare_local_dataset",
+            "inspect_dataset",
+        }
         assert "modality: " in output and "pairing: on " in output and "main would train on" in output
         assert ("batches (obs['cell_line'])" in output) == (preset == "batches")
 
