@@ -35,7 +35,20 @@ def _numba_cache_for_shared_installs() -> None:
             return
 
 
+def _short_openmp_spin() -> None:
+    """Idle OpenMP threads spin briefly, then sleep (``GOMP_SPINCOUNT=3000``; a wait policy or spin
+    count the user set wins). torch's CPU threads otherwise spin for long between parallel regions:
+    with other processes on the same cores they burn the cores the working threads need, and a
+    training step ran 3.4–13× slower beside two busy processes; with the short spin 2.3×, at
+    9–16 % of the quiet speed of the laptop-sized model and none at RPE1 shape
+    (``benchmarks/threads.py``, docs). It takes effect when torch is imported after gpo_vae (the
+    workflow, the tutorial) and changes no number: the thread count stays as it was."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+
+
 _numba_cache_for_shared_installs()
+_short_openmp_spin()
 
 
 def __getattr__(name: str) -> object:  # PEP 562: the heavy parts load on first use
