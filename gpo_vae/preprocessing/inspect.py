@@ -22,6 +22,11 @@ from gpo_vae.preprocessing.pipeline import cell_batches, filter_screen, read_scr
 from gpo_vae.preprocessing.published import shipped_partners
 from gpo_vae.preprocessing.splits import scarce_controls_note
 
+#: Fewer measured perturbed genes than this (or under a quarter of them) and inspect warns that the
+#: graph can cover only a few nodes (a CRISPRa panel measuring 1 of its 31 targets put all 52 edges
+#: into 4 genes).
+FEW_MEASURED_NODES = 5
+
 
 def inspect_screen(
     counts_path: str | Path,
@@ -75,6 +80,12 @@ def inspect_screen(
         kept, kept_labels, kept_batches, config, shipped
     )
     measured = f"{n_measured} of {len(genes)} perturbed genes measured"
+    if genes and (n_measured < FEW_MEASURED_NODES or n_measured < len(genes) / 4):
+        lines.append(
+            f"GRN: only {measured}: an edge can only be scored and aligned where its target is measured, "
+            "so the graph's edges will point into those and the few DE-gene nodes preprocessing adds; its "
+            "network says little about the unmeasured targets (the panel's design, not the model)"
+        )
     partner, why = (None, "")
     if shipped is not None:
         partner, why = shipped_partners(kept.obs, shipped, kept_labels, split, CONTROL_LABEL, kept_batches)
