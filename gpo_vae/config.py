@@ -140,17 +140,61 @@ def to_dict(config: Any) -> dict[str, Any]:
     return plain(raw)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what a config never needs and a typo or an attack produces:
+    a key written twice in one mapping (YAML keeps the later silently) and anchors with aliases
+    (``&a`` / ``*a``: nine nested aliases expand to a billion items, exhausting memory wherever
+    the value is walked, printed or hashed)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _StrictYAMLError(
+                f"an alias *{event.anchor} at line {event.start_mark.line + 1}: anchors and aliases (&name, "
+                "*name) are not accepted in a config; write each value out"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _StrictYAMLError(
+                    f"the key {key!r} is written twice in one section (lines {seen[key]} and {line}); "
+                    "YAML would keep the later silently: keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _StrictYAMLError(yaml.YAMLError):
+    pass
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with the file named in any error."""
+    """Read a YAML mapping, with the file named in any error.
+
+    Refuses a key written twice and YAML aliases (:class:`_StrictLoader`) and an empty file: an
+    empty run config would silently run the published defaults (the paper's model at full size,
+    2,000 epochs, CausalBench's filters).
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except _StrictYAMLError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)}); fix that line") from None
     if data is None:
-        return {}
+        raise ConfigError(
+            f"{path}: the file is empty; every key would take the published defaults (the paper's model "
+            "at full size). Copy a shipped config (configs/gpo_vae_plus_custom.yaml for a screen of your "
+            "own) and change what you need, or leave --config out"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data

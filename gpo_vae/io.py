@@ -184,15 +184,23 @@ TRACKED_PACKAGES = (
 )
 
 
-def lock_path(target: str | Path) -> Path:
-    """The lock file of an output folder or file: ``.<name>.lock`` beside it."""
+#: The lock file inside a folder written in place (:func:`exclusive_lock` with ``inside``).
+INSIDE_LOCK = ".lock"
+
+
+def lock_path(target: str | Path, inside: bool = False) -> Path:
+    """The lock file of an output folder or file: ``.<name>.lock`` beside it, or ``.lock`` inside
+    a folder that is written in place (a training run: the user's own folder stays uncluttered)."""
     target = Path(target)
-    return target.parent / f".{target.name}.lock"
+    return target / INSIDE_LOCK if inside else target.parent / f".{target.name}.lock"
 
 
 @contextlib.contextmanager
-def exclusive_lock(target: str | Path) -> Iterator[Path]:
+def exclusive_lock(target: str | Path, inside: bool = False) -> Iterator[Path]:
     """Hold an exclusive lock on ``target`` (an output folder) while the block runs.
+
+    ``inside`` keeps the lock file in ``target`` itself (created when missing), for a folder that is
+    written in place rather than renamed into place; the default, beside it, survives a rename.
 
     Two processes that build the same content-addressed output (two workflow runs sharing a
     redun database, two sweeps sharing a point) take turns instead of writing into it at once:
@@ -202,7 +210,7 @@ def exclusive_lock(target: str | Path) -> Iterator[Path]:
     the message that a waiter prints. Lock files are left in place: deleting one could let a
     third process lock a different file.
     """
-    path = lock_path(target)
+    path = lock_path(target, inside)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         try:

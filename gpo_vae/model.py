@@ -62,7 +62,7 @@ from gpo_vae.preprocessing.artifact import (
 from gpo_vae.presets import run_config_from
 from gpo_vae.report.build import model_family
 from gpo_vae.run_config import RunConfig
-from gpo_vae.training.run_dir import CONFIG_FILE, load_trained_model
+from gpo_vae.training.run_dir import CONFIG_FILE, load_trained_model, require_run_folder
 from gpo_vae.training.train import train_model
 
 if TYPE_CHECKING:
@@ -167,6 +167,7 @@ class GPOVAEModel:
         """
         config = run_config_from(config)
         run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="gpo_vae_run_"))
+        require_run_folder(run_dir)
         if isinstance(data, str | Path):
             artifact_dir = Path(data)
             artifact_dir = artifact_dir.parent if artifact_dir.name == ARTIFACT_FILE else artifact_dir

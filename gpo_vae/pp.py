@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpo_vae.config import from_dict
-from gpo_vae.data.contract import counts_from_adata
+from gpo_vae.data.contract import PERTURBATION_KEY, counts_from_adata
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.preprocessing.config import PreprocessConfig
-from gpo_vae.preprocessing.pipeline import preprocess, read_screen_stats, stats_from_cells
+from gpo_vae.preprocessing.pipeline import cell_batches, preprocess, read_screen_stats, stats_from_cells
+from gpo_vae.preprocessing.splits import control_cells_by_batch, too_few_controls
 from gpo_vae.presets import run_config_from
 from gpo_vae.run_config import RunConfig
 
@@ -78,6 +79,10 @@ def prepare(
         decision with the config and package versions.
     """
     contract = counts_from_adata(adata, ScreenLayout.from_dict(layout))
+    labels, batches = contract.obs[PERTURBATION_KEY], cell_batches(contract)
+    error = too_few_controls(control_cells_by_batch(labels, batches), batches is not None)
+    if error is not None:  # before the summary statistics, which need controls too
+        raise error
     if summary_stats is None:
         stats = stats_from_cells(contract)
     else:

@@ -117,8 +117,9 @@ def _check_distribution(key: str, spec: Mapping[str, Any]) -> None:
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file; errors name the file and the key."""
+    data = load_yaml(path)  # its errors name the file already
     try:
-        return from_dict(SweepSpec, load_yaml(path))
+        return from_dict(SweepSpec, data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 

@@ -300,7 +300,18 @@ def bad_input_cases(box: WorkflowSandbox, scratch: Path) -> dict[str, tuple[str,
         screen.obs["gene"] = np.where(labels == "non-targeting", labels, labels + suffix)
         screen.write_h5ad(guides)
     panel = ("--dataset", "screens/panel.h5ad")
+    screens = _odd_screens(box, scratch)
+    configs = _odd_configs(box, scratch)
+    (scratch / "dangling").unlink(missing_ok=True)
+    (scratch / "dangling").symlink_to(scratch / "nowhere")
     return {
+        **{
+            f"screen: {name}": ("main", "--dataset", str(path), *extra)
+            for name, (path, extra) in screens.items()
+        },
+        **{f"config: {name}": (cmd, *panel, flag, str(path)) for name, (cmd, flag, path) in configs.items()},
+        "--results-dir on a dangling symlink": ("main", *panel, "--results-dir", str(scratch / "dangling")),
+        "--results-dir ''": ("main", *panel, "--results-dir", ""),
         "sweep name absolute": ("sweep", *panel, "--sweep", str(scratch / "sweep_absolute.yaml")),
         "sweep name ../../../../x": ("sweep", *panel, "--sweep", str(scratch / "sweep_dotdot.yaml")),
         "--max-concurrent 0": ("sweep", *panel, "--max-concurrent", "0"),
@@ -318,6 +329,77 @@ def bad_input_cases(box: WorkflowSandbox, scratch: Path) -> dict[str, tuple[str,
         "--data-dir missing": ("main", "--dataset", "rpe1", "--data-dir", str(scratch / "nonexistent")),
         "evaluate --run missing": ("evaluate", "--run", str(scratch / "no-run")),
     }
+
+
+def _odd_screens(box: WorkflowSandbox, scratch: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
+    """Screens cut from the panel screen that break the run's assumptions (name → file, options)."""
+    import anndata as ad
+
+    screen = ad.read_h5ad(box.root / "screens" / "panel.h5ad")
+    labels = screen.obs["gene"].astype(str).to_numpy()
+    control = np.flatnonzero(labels == "non-targeting")
+    perturbed = np.flatnonzero(labels != "non-targeting")
+    line = np.where(np.arange(screen.n_obs) % 2 == 0, "A", "B")
+    cases: dict[str, tuple[Any, tuple[str, ...]]] = {}
+
+    def cut(name: str, rows: np.ndarray, batches: bool = False, **obs: Any) -> Path:
+        part = screen[np.sort(rows)].copy()
+        if batches:
+            part.obs["line"] = line[np.sort(rows)]
+        for column, values in obs.items():
+            part.obs[column] = values
+        path = scratch / f"{name}.h5ad"
+        part.write_h5ad(path)
+        return path
+
+    by_line = ("--batch-key", "line")
+    b_controls = control[line[control] == "B"]
+    cases["a batch with no controls"] = (
+        cut("batch_no_controls", np.setdiff1d(np.arange(screen.n_obs), b_controls), True),
+        by_line,
+    )
+    cases["a batch with 2 controls"] = (
+        cut("batch_two_controls", np.setdiff1d(np.arange(screen.n_obs), b_controls[2:]), True),
+        by_line,
+    )
+    cases["4 controls in all"] = (cut("four_controls", np.r_[control[:4], perturbed]), ())
+    cases["a 2-cell screen"] = (
+        cut("two_cells", np.r_[control[:1], perturbed[:1]]),
+        ("--min-perturbations", "1"),
+    )
+    names, counts = np.unique(labels[perturbed], return_counts=True)
+    first = str(names[np.argmax(counts)])  # the largest perturbation: it passes the filters
+    cases["one perturbation held out"] = (
+        cut("one_perturbation", np.r_[control, np.flatnonzero(labels == first)]),
+        ("--min-perturbations", "1", "--split", "heldout_perturbations"),
+    )
+    nan_labels = labels.copy()
+    nan_labels[labels == first] = "nan"
+    cases["a label 'nan'"] = (cut("nan_label", np.arange(screen.n_obs), gene=nan_labels), ())
+    return cases
+
+
+def _odd_configs(box: WorkflowSandbox, scratch: Path) -> dict[str, tuple[str, str, Path]]:
+    """Config and sweep files a user may write (name → command, option, file)."""
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9)
+    )
+    files = {
+        "billion laughs": ("main", "--config", laughs + "training: {lr: 0.001}\n"),
+        "billion laughs sweep": (
+            "sweep",
+            "--sweep",
+            "name: s\n" + laughs + "parameters:\n  model.hop: [1]\n",
+        ),
+        "a key written twice": ("main", "--config", "training:\n  lr: 0.001\n  lr: 0.1\n"),
+        "an empty config": ("main", "--config", ""),
+    }
+    out = {}
+    for name, (command, flag, text) in files.items():
+        path = scratch / (name.replace(" ", "_") + ".yaml")
+        path.write_text(text)
+        out[name] = (command, flag, path)
+    return out
 
 
 def drill_bad_inputs(box: WorkflowSandbox, scratch: Path) -> list[dict[str, Any]]:

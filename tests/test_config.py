@@ -69,3 +69,31 @@ def test_load_config_names_the_file_and_applies_overrides(tmp_path):
     path.write_text("nmae: demo\n")
     with pytest.raises(ConfigError, match=r"run.yaml: unknown key nmae"):
         load_config(_Outer, path)
+
+
+def test_a_config_never_holds_a_key_twice_an_alias_or_nothing(tmp_path):
+    """YAML keeps the later of two equal keys silently, expands nine nested aliases into a billion
+    items (memory exhausted wherever the value is walked), and reads an empty file as every default
+    (the paper's model at full size): each is named with the line and the fix instead."""
+    from gpo_vae.config import load_yaml
+
+    cases = {
+        "twice.yaml": (
+            "training:\n  lr: 0.001\n  lr: 0.1\n",
+            r"the key 'lr' is written twice in one section \(lines 2 and 3\)",
+        ),
+        "laughs.yaml": ("a: &a [x, x]\nb: [*a, *a]\n", r"an alias \*a at line 2: anchors and aliases"),
+        "empty.yaml": ("", r"the file is empty; every key would take the published defaults"),
+        "comments.yaml": ("# nothing but a comment\n", r"the file is empty"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message) as caught:
+            load_yaml(path)
+        assert str(caught.value).startswith(f"{path}: ")
+    (tmp_path / "same_key_two_sections.yaml").write_text("model:\n  hop: 1\ntraining:\n  seed: 1\n")
+    assert load_yaml(tmp_path / "same_key_two_sections.yaml") == {
+        "model": {"hop": 1},
+        "training": {"seed": 1},
+    }

@@ -293,3 +293,71 @@ def test_a_damaged_artifact_is_rebuilt_byte_identical_without_retraining(box, fi
     # run of the same artifact checksum and reuses it: no new model.pt
     assert (run_dir / "model.pt").stat().st_mtime_ns == model_written
     assert '"reused"' in (run_dir / "events.jsonl").read_text().splitlines()[-1]
+
+
+#: The bad inputs of issue 34's battery that printed a traceback or ran silently, and the start of
+#: the one line each must now end with (tests/fault_drills.py: bad_input_cases).
+BATTERY = {
+    "screen: a batch with no controls": (
+        "SplitError: too few control cells: 0 in batch 'B'",
+        "--batch-key out",
+    ),
+    "screen: a batch with 2 controls": ("SplitError: too few control cells: 2 in batch 'B'", "at least 5"),
+    "screen: 4 controls in all": ("SplitError: too few control cells: 4 in all", "--control-label"),
+    "screen: a 2-cell screen": ("SplitError: too few control cells: 1 in all", "at least 5"),
+    "screen: one perturbation held out": (
+        "SplitError: preprocess.split.mode heldout_perturbations",
+        "--split",
+    ),
+    "screen: a label 'nan'": ("DataContractError: ", "holds 'nan' for"),
+    "config: billion laughs": ("ConfigError: ", "anchors and aliases"),
+    "config: billion laughs sweep": ("ConfigError: ", "anchors and aliases"),
+    "config: a key written twice": ("ConfigError: ", "the key 'lr' is written twice"),
+    "config: an empty config": ("ConfigError: ", "the file is empty"),
+    "--results-dir on a dangling symlink": ("InputFileError: --results-dir ", "which does not exist"),
+    "--results-dir ''": ("InputFileError: --results-dir ''", "give a folder"),
+}
+
+
+def test_the_battery_stops_in_one_line_naming_the_fix(box, tmp_path):
+    """Each case stops before training with its last line naming the file, key or value and the fix,
+    no traceback, and nothing written outside results (a config or a link is never followed into
+    a billion items or another folder)."""
+    from tests.fault_drills import bad_input_cases, lines_of
+
+    cases = bad_input_cases(box, tmp_path / "scratch")
+    for name, (start, phrase) in BATTERY.items():
+        before = {p.name for p in box.root.iterdir()}
+        result = run_failing(box, *cases[name])
+        assert {p.name for p in box.root.iterdir()} <= before | {"results"}, name
+        lines = lines_of(result.stdout + result.stderr)
+        assert result.returncode == 1, (name, lines[-5:])
+        assert not any(line.startswith("Traceback") for line in lines), (name, lines[-5:])
+        assert lines[-1].startswith(start) and phrase in lines[-1], (name, lines[-1])
+        assert "train_run" not in result.stdout + result.stderr, name
+
+
+def test_evaluate_on_a_read_only_results_folder_says_where_to_write(box, finished, tmp_path):
+    """A finished run on a read-only mount (a colleague's share, an archive): the evaluation
+    would be written beside it; the run names the folder and --results-dir before any task."""
+    import shutil
+
+    run_dir, _evaluation = finished
+    try:
+        with small_filesystem(20_000) as mount:
+            shutil.copytree(box.root / "results", mount / "results")
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True, capture_output=True)
+            copied = mount / "results" / "panel" / "runs" / run_dir.name
+            result = run_failing(box, "evaluate", "--run", str(copied))
+            last = _last_line(result)
+            assert result.returncode == 1 and last.startswith(
+                f"InputFileError: --run {copied}: the evaluation"
+            )
+            assert "Read-only file system" in last and "pass --results-dir" in last
+            elsewhere = run_failing(
+                box, "evaluate", "--run", str(copied), "--results-dir", str(tmp_path / "mine")
+            )
+            assert elsewhere.returncode == 0, _last_line(elsewhere)
+            assert next((tmp_path / "mine" / "panel" / "evaluation").glob("*/report.html"))
+    except (PermissionError, subprocess.CalledProcessError):
+        pytest.skip("no tmpfs mount here")

@@ -91,7 +91,14 @@ def check_results_dir(results_dir: str) -> None:
     on a later check leaves no empty results folder behind (the stages make it when they write)."""
     import tempfile
 
+    if not str(results_dir).strip():
+        raise InputFileError("--results-dir '': give a folder for the results (default: results)")
     path = Path(results_dir)
+    if path.is_symlink() and not path.exists():
+        raise InputFileError(
+            f"--results-dir {results_dir}: a link to {os.readlink(path)}, which does not exist; create "
+            "that folder or choose another --results-dir"
+        )
     if path.exists() and not path.is_dir():
         raise InputFileError(
             f"--results-dir {results_dir}: a file, not a folder; choose another --results-dir"
@@ -178,15 +185,21 @@ def check_local_screen(dataset: str, layout: ScreenLayout, summary_stats: str | 
     """Read the labels of a user's screen (obs and var only, seconds) before anything runs.
 
     Raises the contract's error (no such column, no controls with the label's suggestion, a
-    missing batch column, a label that names no gene) and checks ``--summary-stats`` exists.
+    missing batch column, a label that names no gene), a :class:`SplitError` for a batch with fewer
+    control cells than any run needs, and checks ``--summary-stats`` exists.
     Returns what :func:`gpo_vae.data.acquire.describe_counts` reports.
     """
     from gpo_vae.data.acquire import describe_counts
+    from gpo_vae.preprocessing.splits import too_few_controls
 
     path = require_file("--dataset", dataset)
     if summary_stats:
         require_file("--summary-stats", summary_stats)
-    return describe_counts(path, layout)
+    summary = describe_counts(path, layout)
+    error = too_few_controls(summary["control_cells_by_batch"], layout.batch_key is not None)
+    if error is not None:
+        raise error
+    return summary
 
 
 def acquire(

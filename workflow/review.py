@@ -106,6 +106,14 @@ def evaluate(
         evaluation = to_dict(EvaluationConfig())
     if results_dir:
         check_results_dir(results_dir)
+    else:
+        try:
+            check_results_dir(str(run_dir.parent.parent))
+        except InputFileError as err:
+            raise InputFileError(
+                f"--run {run}: the evaluation goes beside the run, in {run_dir.parent.parent / 'evaluation'}, and "
+                f"{str(err).split(': ', 1)[-1].split(';')[0]}; pass --results-dir to write it elsewhere"
+            ) from None
     out = Path(results_dir, dataset) if results_dir else run_dir.parent.parent
     recorded_files = recorded_dataset_files(run_dir.parent.parent)
     if summary_stats is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY, DataContractError
@@ -174,6 +175,14 @@ def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dic
         }
         if batches is not None:
             summary["batches"] = sorted(set(batches.tolist()))
+        by_batch = (
+            pd.Series(is_control).groupby(batches if batches is not None else np.zeros(len(labels))).sum()
+        )
+        summary["control_cells_by_batch"] = (
+            {str(k): int(v) for k, v in by_batch.items()}
+            if batches is not None
+            else {"all": int(is_control.sum())}
+        )
         return summary
     finally:
         adata.file.close()

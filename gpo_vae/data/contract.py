@@ -40,6 +40,8 @@ SYMBOL_COLUMNS = ("gene_name", "gene_symbols", "gene_symbol", "feature_name", "s
 #: var columns that hold Ensembl ids beside a symbol index (10x ``gene_ids``; the GPO-VAE authors'
 #: files rename Replogle's ``gene_id`` to ``ensemble_id``).
 GENE_ID_COLUMNS = (GENE_ID_KEY, "gene_ids", "ensembl_id", "ensemble_id", "ensembl_gene_id", "gene_ensembl_id")
+#: Labels that are a missing value written out as text (``str(nan)``, ``str(None)``, pandas' NA).
+MISSING_AS_TEXT = ("nan", "none", "<na>", "")
 #: ``uns`` key of the contract (and the artifact): target label → Ensembl id, from obs.
 TARGET_IDS_KEY = "target_gene_ids"
 #: obs columns holding the Ensembl id of each cell's target (Replogle and Adamson: ``gene_id``).
@@ -337,6 +339,18 @@ def _check_labels_column(obs: pd.DataFrame, key: str, control_label: str, where:
             f"{where}obs[{key!r}] is missing for {int(labels.isna().sum())} cells; "
             f"label controls {control_label!r} and drop unassigned cells."
         )
+    distinct = (
+        labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else pd.Index(labels.unique())
+    )
+    text = pd.Index(distinct.astype(str))
+    odd = text[text.str.strip().str.lower().isin(MISSING_AS_TEXT)]
+    if len(odd):
+        n_cells = int(labels.astype(str).isin(odd).sum())
+        raise DataContractError(
+            f"{where}obs[{key!r}] holds {odd[0]!r} for {n_cells} cells: a missing label saved "
+            f"as text (a column of NaN cast to str), not a gene; label controls {control_label!r} and drop "
+            "unassigned cells."
+        )
 
 
 def screen_labels(
@@ -460,6 +474,8 @@ def counts_from_adata(
     where = _where(source)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise DataContractError(f"{where}the dataset is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
+    if adata.isbacked:  # read_h5ad(..., backed="r"): its matrix is read from the file once, here
+        adata = adata.to_memory()
     full_obs = adata.obs if full_obs is None else full_obs
     source_name = _counts_source(adata, layout, source)
     adata = _as_counts_adata(adata, source_name)

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from scipy import stats
 from tqdm.auto import tqdm
 
-from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY
+from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, DataContractError
 from gpo_vae.data.labels import label_genes
 from gpo_vae.stats.anderson_darling import sort_reference, two_sample_tests
 from gpo_vae.stats.mad import mad_threshold, outside_threshold
@@ -174,8 +174,10 @@ def compute_summary_stats(
     is_control = labels == control_label
     controls = np.flatnonzero(is_control & passed)
     if controls.size < 2:
-        raise ValueError(
-            f"need at least 2 QC-passing control cells ({control_label!r}), found {controls.size}"
+        raise DataContractError(
+            f"the screen has {controls.size} QC-passing control cells ({control_label!r}); its summary "
+            "statistics (on-target change, DEGs) need at least 2: add control cells, or check "
+            "--control-label (inspect shows the labels read)"
         )
     target_sum = float(np.median(totals[controls]))
     control_mean = np.asarray(

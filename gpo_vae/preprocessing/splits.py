@@ -137,6 +137,60 @@ class TestControls(NamedTuple):
     scarce: dict[str, int]
 
 
+#: Control cells every run needs per batch, per split: two in test (the split-half replicate
+#: gives each half its own controls), one in validation, two in training (pairing and the basal
+#: state need some); :data:`MIN_CONTROLS` in all.
+CONTROL_FLOORS = {"test": 2, "val": 1, "train": 2}
+MIN_CONTROLS = sum(CONTROL_FLOORS.values())
+#: Where a split short of its floor takes control cells from (never from test: no test cell is
+#: ever seen in training or validation).
+_DONORS = {"test": ("train", "val"), "val": ("train",), "train": ("val",)}
+
+
+def control_cells_by_batch(
+    labels: Sequence[str] | np.ndarray,
+    batches: Sequence[str] | np.ndarray | None,
+    control_label: str = CONTROL_LABEL,
+) -> dict[str, int]:
+    """Control cells per batch (``{"all": n}`` without batches)."""
+    is_control = np.asarray(labels).astype(str) == control_label
+    if batches is None:
+        return {"all": int(is_control.sum())}
+    batch = np.asarray(batches).astype(str)
+    return {str(name): int((is_control & (batch == name)).sum()) for name in sorted(set(batch.tolist()))}
+
+
+def too_few_controls(counts: dict[str, int], batched: bool) -> SplitError | None:
+    """The error for batches (``all`` without batches) holding fewer than :data:`MIN_CONTROLS`
+    control cells (batch → control cells), or None."""
+    short = {name: n for name, n in sorted(counts.items()) if n < MIN_CONTROLS}
+    if not short:
+        return None
+    where = ", ".join(f"{n} in batch {name!r}" for name, n in short.items()) if batched else f"{short['all']} in all"
+    fix = (
+        "add control cells to those batches, remove their cells from the file, or leave --batch-key out "
+        "(pairing and ATEs use a batch's own controls)"
+        if batched
+        else "add control cells, or check --control-label (inspect shows the labels read)"
+    )
+    return SplitError(
+        f"too few control cells: {where}; a run needs at least {MIN_CONTROLS} per batch (2 in test: "
+        f"the split-half replicate gives each half its own; 1 in validation; 2 in training): {fix}"
+    )
+
+
+def _control_floors(split: np.ndarray, controls: np.ndarray, rng: np.random.Generator) -> None:
+    """Move control cells (in place) until every split holds its :data:`CONTROL_FLOORS`, taking
+    them from the splits :data:`_DONORS` allows, each kept at its own floor."""
+    for part, floor in CONTROL_FLOORS.items():
+        for donor in _DONORS[part]:
+            short = floor - int((controls & (split == part)).sum())
+            spare = np.flatnonzero(controls & (split == donor))
+            take = min(max(short, 0), spare.size - CONTROL_FLOORS[donor])
+            if take > 0:
+                split[rng.choice(spare, take, replace=False)] = part
+
+
 def ensure_test_controls(
     split: np.ndarray,
     labels: Sequence[str] | np.ndarray,
@@ -155,7 +209,9 @@ def ensure_test_controls(
     ``scarce="balance"``, as many moved as keep train and test equal, and is reported in
     ``scarce``; with ``scarce="stop"`` it raises :class:`SplitError` saying how many controls it
     has and what to change. Cells only ever move from train to test, so no test cell is seen in
-    training.
+    training. Every batch also keeps the :data:`CONTROL_FLOORS` of each split (controls move from
+    train or validation, never out of test); a batch with fewer than :data:`MIN_CONTROLS` control
+    cells raises :class:`SplitError` naming it and the fix.
     """
     if scarce not in ("balance", "stop"):
         raise ValueError(f"scarce must be balance or stop, got {scarce!r}")
@@ -165,12 +221,17 @@ def ensure_test_controls(
         np.full(labels.size, "all", dtype=object) if batches is None else np.asarray(batches, dtype=object)
     )
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    names = sorted(set(batch.tolist()))
+    error = too_few_controls(control_cells_by_batch(labels, batches, control_label), batches is not None)
+    if error is not None:
+        raise error
     moved: dict[str, int] = {}
     short: dict[str, int] = {}
-    for name in sorted(set(batch.tolist())):
+    for name in names:
         controls = (labels == control_label) & (batch == name)
         in_test = int((controls & (split == "test")).sum())
         if in_test >= minimum:
+            _control_floors(split, controls, rng)
             continue
         train = np.flatnonzero(controls & (split == "train"))
         need = minimum - in_test
@@ -201,6 +262,7 @@ def ensure_test_controls(
             logger.info(
                 "moved %d control cells%s from train to test (min_test_controls %d)", need, where, minimum
             )
+        _control_floors(split, controls, rng)
     return TestControls(split, moved, short)
 
 
@@ -272,9 +334,10 @@ def split_heldout_perturbations(
     labels = np.asarray(perturbation_labels).astype(str)
     perturbations = np.unique(labels[labels != control_label])
     if perturbations.size < 2:
-        raise ValueError(
-            f"need at least two perturbations to hold some out, found {perturbations.size} "
-            f"(besides {control_label!r})"
+        raise SplitError(
+            f"preprocess.split.mode heldout_perturbations needs at least two perturbations (one to hold "
+            f"out, one to train on), and the screen keeps {perturbations.size}: use --split random, or "
+            "keep more perturbations (inspect lists what the filters removed)"
         )
     n_heldout = int(np.clip(round(heldout_fraction * perturbations.size), 1, perturbations.size - 1))
     rng = np.random.default_rng(seed)
@@ -427,7 +490,10 @@ def validate_splits(
                 + " (pairing and ATEs use the controls of the cell's own batch: every batch needs controls)"
             )
     if problems:
-        raise ValueError("invalid splits: " + "; ".join(problems))
+        raise SplitError(
+            "invalid splits: " + "; ".join(problems) + ". Check preprocess.split (mode, fractions, "
+            "heldout_fraction) and the screen's control cells (inspect shows them per split)"
+        )
 
     perturbed = counts.drop(index=[control_label, *heldout], errors="ignore")
     missing = [str(p) for p in perturbed.index[perturbed["train"] == 0]]

@@ -33,6 +33,12 @@ COMPLETE_MARKER = ".complete"
 IDENTITY_KEYS = ("model", "training", "artifact_sha256")
 
 
+def require_run_folder(run_dir: Path) -> None:
+    """A run directory must be a folder (or not exist yet): a file there is named, not mkdir'd into."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputFileError(f"run_dir {run_dir}: a file, not a folder; give a folder for the run")
+
+
 def check_or_write_config(run_dir: Path, config: dict[str, Any]) -> None:
     path = run_dir / CONFIG_FILE
     if path.exists():
@@ -133,19 +139,40 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE
             "still running); run the same main command (or GPOVAEModel.train) again to finish it"
         )
     payload = _load_model_file(run_dir)
-    model = GPOVAE(
-        payload["n_genes"],
-        payload["n_nodes"],
-        payload["n_perturbed"],
-        payload["node_cell_counts"],
-        float(payload["qc_count"]),
-        payload["mean_log"],
-        payload["std_log"],
-        from_dict(ModelConfig, payload["model_config"], "model"),
-        node_measured=payload.get("node_measured"),
-        n_batches=len(payload.get("batch_names", [])),
-    )
-    model.load_state_dict(payload["state_dict"])
+    retrain = f"delete the run directory {run_dir} and run main (or GPOVAEModel.train) again to retrain it"
+    try:
+        model = GPOVAE(
+            payload["n_genes"],
+            payload["n_nodes"],
+            payload["n_perturbed"],
+            payload["node_cell_counts"],
+            float(payload["qc_count"]),
+            payload["mean_log"],
+            payload["std_log"],
+            from_dict(ModelConfig, payload["model_config"], "model"),
+            node_measured=payload.get("node_measured"),
+            n_batches=len(payload.get("batch_names", [])),
+        )
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        if "state_dict" in first and isinstance(err, RuntimeError):
+            first = "; ".join(line.strip() for line in str(err).splitlines()[1:3])
+        raise DamagedFileError(
+            f"{run_dir / MODEL_FILE}: does not match this version's model ({first[:200]}): it was written by "
+            f"another gpo-vae version, or changed; {retrain}."
+        ) from None
+    broken = [
+        name
+        for name, value in model.state_dict().items()
+        if value.is_floating_point() and not value.isfinite().all()
+    ]
+    if broken:
+        raise DamagedFileError(
+            f"{run_dir / MODEL_FILE}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}): "
+            f"the training diverged or the file was changed, so nothing it predicts means anything; {retrain} "
+            "(a lower training.lr steadies a diverging run)."
+        )
     model.to(device).eval()
     info = {
         key: payload[key]

@@ -67,6 +67,7 @@ from gpo_vae.training.run_dir import (
     load_trained_model,
     read_events,
     record_event,
+    require_run_folder,
     resumable_epoch,
 )
 from gpo_vae.wandb_logging import require_wandb
@@ -347,7 +348,8 @@ def train_model(
     }
     # One writer per run directory: a concurrent call (another workflow on the same shared
     # results) waits here, then finds the finished run and reuses it.
-    with exclusive_lock(run_dir):
+    require_run_folder(run_dir)
+    with exclusive_lock(run_dir, inside=True):
         if (run_dir / COMPLETE_MARKER).exists():
             check_or_write_config(run_dir, config)  # never hand back a run of other settings
             check_model_file(run_dir)

@@ -230,3 +230,28 @@ def test_heldout_perturbations_hold_out_the_pairs_of_a_heldout_gene(pair_labels_
         result = split_heldout_perturbations(pair_labels_case, heldout_fraction=0.2, seed=seed)
         trained = {g for label in set(pair_labels_case[result.labels != "test"]) for g in label.split("+")}
         assert not trained & set(result.unseen_singles), seed
+
+
+def test_every_split_keeps_its_control_floor_and_fewer_controls_stop_with_the_batch_named():
+    """The split-half replicate gives each half of the test set its own controls, validation needs
+    one, training two: a batch of 4 controls ended in a traceback after training (issue 34)."""
+    from gpo_vae.preprocessing.splits import CONTROL_FLOORS, MIN_CONTROLS, SplitError, ensure_test_controls
+
+    labels = np.array([CONTROL] * 5 + ["A"] * 20 + [CONTROL] * 9 + ["B"] * 20)
+    batches = np.array(["x"] * 25 + ["y"] * 29)
+    # every control of batch x drawn into validation, of y into training: the floors move them
+    split = np.array(
+        ["val"] * 5 + ["train"] * 10 + ["test"] * 10 + ["train"] * 9 + ["train"] * 10 + ["test"] * 10
+    )
+    new, _, _ = ensure_test_controls(split, labels, 50, CONTROL, batches=batches)
+    for name in ("x", "y"):
+        controls = (labels == CONTROL) & (batches == name)
+        for part, floor in CONTROL_FLOORS.items():
+            assert int((controls & (new == part)).sum()) >= floor, (name, part)
+    assert not ((split == "test") & (new != "test")).any(), "no test cell ever leaves test"
+    few = labels.copy()
+    few[:2] = "A"  # batch x keeps 3 control cells
+    with pytest.raises(
+        SplitError, match=rf"too few control cells: 3 in batch 'x'; a run needs at least {MIN_CONTROLS}"
+    ):
+        ensure_test_controls(split, few, 50, CONTROL, batches=batches)
