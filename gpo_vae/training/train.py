@@ -48,7 +48,7 @@ from gpo_vae.io import (
 from gpo_vae.models import GPOVAE, ModelConfig
 from gpo_vae.preprocessing.artifact import MARKER_FILE, artifact_path, dataset_checksum
 from gpo_vae.training.callbacks import EpochProgress, StopOnRequest
-from gpo_vae.training.config import TrainingConfig
+from gpo_vae.training.config import TrainingConfig, patience_epochs
 from gpo_vae.training.data import ArtifactCells, CellDataModule, TrainingStatistics
 from gpo_vae.training.lightning import GPOVAETrainingPlan
 from gpo_vae.training.run_dir import (
@@ -237,7 +237,7 @@ def _fit(
         early = EarlyStopping(
             monitor="val/loss",
             mode="min",
-            patience=training.early_stopping_patience,
+            patience=patience_epochs(training, -(-cells.rows("train").size // training.batch_size)),
             check_on_train_epoch_end=False,
         )
         extra: list[Callback] = [StopOnRequest()]
