@@ -8,7 +8,7 @@ one line naming the fix.
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from redun import File
 
@@ -16,6 +16,7 @@ from gpo_vae.config import ConfigError
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.registry import get_dataset_record, is_local_dataset
 from gpo_vae.errors import InputFileError
+from gpo_vae.preprocessing.config import PreprocessMode, SplitConfig
 from gpo_vae.run_config import RunConfig
 from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset
 
@@ -235,7 +236,20 @@ def acquire(
     return fetch_published_dataset(dataset, data_dir, cache_dir, options)
 
 
-SPLIT_MODES = ("random", "heldout_perturbations", "heldout_combinations")
+SPLIT_MODES = get_args(get_type_hints(SplitConfig)["mode"])
+PREPROCESS_MODES = get_args(PreprocessMode)
+
+
+def _with_preprocess(run_config: RunConfig, dotted: str, value: Any) -> RunConfig:
+    """``run_config`` with ``preprocess.<dotted>`` (``key`` or ``section.key``) set to ``value``."""
+    *section, key = dotted.split(".")
+    preprocess = run_config.preprocess
+    if section:
+        inner = dataclasses.replace(getattr(preprocess, section[0]), **{key: value})
+        preprocess = dataclasses.replace(preprocess, **{section[0]: inner})
+    else:
+        preprocess = dataclasses.replace(preprocess, **{key: value})
+    return dataclasses.replace(run_config, preprocess=preprocess)
 
 
 def with_split(run_config: RunConfig, mode: str | None) -> RunConfig:
@@ -244,11 +258,7 @@ def with_split(run_config: RunConfig, mode: str | None) -> RunConfig:
         return run_config
     if mode not in SPLIT_MODES:
         raise ConfigError(f"--split {mode!r}: choose one of {', '.join(SPLIT_MODES)}")
-    split = dataclasses.replace(run_config.preprocess.split, mode=mode)
-    return dataclasses.replace(run_config, preprocess=dataclasses.replace(run_config.preprocess, split=split))
-
-
-PREPROCESS_MODES = ("auto", "published", "ours")
+    return _with_preprocess(run_config, "split.mode", mode)
 
 
 def with_preprocess_mode(run_config: RunConfig, mode: str | None) -> RunConfig:
@@ -257,7 +267,7 @@ def with_preprocess_mode(run_config: RunConfig, mode: str | None) -> RunConfig:
         return run_config
     if mode not in PREPROCESS_MODES:
         raise ConfigError(f"--preprocess-mode {mode!r}: choose one of {', '.join(PREPROCESS_MODES)}")
-    return dataclasses.replace(run_config, preprocess=dataclasses.replace(run_config.preprocess, mode=mode))
+    return _with_preprocess(run_config, "mode", mode)
 
 
 def with_min_perturbations(run_config: RunConfig, minimum: int | None) -> RunConfig:
@@ -266,7 +276,4 @@ def with_min_perturbations(run_config: RunConfig, minimum: int | None) -> RunCon
         return run_config
     if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
         raise ConfigError(f"--min-perturbations {minimum!r}: give a whole number of at least 1")
-    filters = dataclasses.replace(run_config.preprocess.filters, min_perturbations=minimum)
-    return dataclasses.replace(
-        run_config, preprocess=dataclasses.replace(run_config.preprocess, filters=filters)
-    )
+    return _with_preprocess(run_config, "filters.min_perturbations", minimum)

@@ -23,6 +23,7 @@ PRESETS = (
     "low_cells",
     "nonadditive",
     "glioma",
+    "crispra_panel",
 )
 #: How a screen's counts file can be saved (:func:`saved_layout`).
 LAYOUTS = ("plain", "counts_layer", "guides")
@@ -132,6 +133,10 @@ class SyntheticConfig:
         500 variable genes, ~130 UMIs per cell; ``benchmarks/realism.py`` holds it to that screen's
         figures): shallow, overdispersed counts, weak effects that few perturbations have, no
         target measured, three cell lines that differ far more than any perturbation moves them.
+        ``crispra_panel``: shaped and calibrated like the real CRISPRa singles of Norman et al. 2019
+        (18 activations of ~100 cells, 100 controls, 500 variable genes, ~111 UMIs per cell, one
+        target measured; ``benchmarks/realism.py --real <file> --batch-key ''``): its depth, zero
+        shares and DEG counts match, its ATE is less reliable than the real one (docs: Real cells).
         """
         presets = {
             "default": {},
@@ -200,6 +205,24 @@ class SyntheticConfig:
                 "basal_sd": 0.7,
                 "effect_scale": 0.2,
                 "weak_fraction": 0.3,
+            },
+            "crispra_panel": {
+                "modality": "crispra",
+                "n_perturbations": 18,
+                "n_genes": 500,
+                "unmeasured_fraction": 0.95,
+                "n_ribo_genes": 10,
+                "mt_fraction": 0.01,
+                "cells_per_perturbation": 100.0,
+                "cells_sigma": 0.0,
+                "control_fraction": 0.053,
+                "median_umi": 111.0,
+                "umi_sigma": 0.6,
+                "dispersion": 0.3,
+                "expression_sigma": 1.6,
+                "basal_sd": 0.3,
+                "effect_scale": 1.0,
+                "weak_fraction": 0.4,
             },
         }
         if name not in presets:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Backend = Literal["auto", "cpu", "rapids"]
 #: How the screen perturbs its targets; ``auto`` reads it from the measured targets' change.
@@ -208,8 +208,8 @@ class PreprocessConfig:
     pairing: PairingConfig = field(default_factory=PairingConfig)
 
     def __post_init__(self) -> None:
-        if self.mode not in ("auto", "published", "ours"):
-            raise ValueError(f"mode must be auto, published or ours, got {self.mode!r}")
+        if self.mode not in get_args(PreprocessMode):
+            raise ValueError(f"mode must be one of {', '.join(get_args(PreprocessMode))}, got {self.mode!r}")
         if self.modality not in ("auto", "crispri", "crispra", "knockout"):
             raise ValueError(f"modality must be auto, crispri, crispra or knockout, got {self.modality!r}")
         if self.counterfactual_cells < 1:

@@ -19,12 +19,13 @@ step of our own pipeline on it as on a raw file; ``auto`` (the default) is ``pub
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 
 from gpo_vae.errors import UserError
+from gpo_vae.preprocessing.config import PreprocessMode
 from gpo_vae.preprocessing.splits import SPLITS
 
 #: var columns of the authors' DE-gene flags (the extra GRN nodes): FC3 (RPE1, K562), FC2 (Adamson).
@@ -36,7 +37,7 @@ SPLIT_COLUMN = "split"
 #: The pairing column their OT matching writes for a seed (``get_pair_mode: ot``).
 PAIR_COLUMN = "matched_ctrl_idx_{seed}_ot"
 
-MODES = ("auto", "published", "ours")
+MODES = get_args(PreprocessMode)
 
 
 class ShippedProcessingError(UserError, ValueError):

@@ -113,11 +113,11 @@ def task_verdict(part: pd.DataFrame, main_method: str) -> str:
     others = part[part["role"] == "baseline"]
     if model.empty or others.empty or not np.isfinite(model["scaled"].iloc[0]):
         first = part.iloc[0]
-        low = first.get("headroom_low", np.nan)
-        if np.isfinite(first["headroom"]) and first["headroom"] > 0 and np.isfinite(low):
+        headroom, low = float(first["headroom"]), float(first.get("headroom_low", np.nan))
+        if np.isfinite(headroom) and headroom > 0 and np.isfinite(low):
             return (
-                f"the replicate is not reliably above the baseline (headroom {first['headroom']:.3f}, interval "
-                f"[{low:.3f}, {first['headroom_high']:.3f}]): this task cannot rank methods."
+                f"the replicate is not reliably above the baseline (headroom {headroom:.3f}, interval "
+                f"[{low:.3f}, {float(first['headroom_high']):.3f}]): this task cannot rank methods."
             )
         return "no headroom between the baseline and the replicate: this task cannot rank methods."
     best = others.loc[others["scaled"].idxmax()]

@@ -264,6 +264,9 @@ def baseline_section(tables: EvaluationTables) -> str:
             "baseline: no effect (ATE 0; its Pearson r is undefined). Split-half ceiling: half of the "
             f"test cells predicting the other half. {ate_scale_text(tables)}</p>"
         )
+        disagreement = metrics_disagree_text(means)
+        if disagreement:
+            body += f'<p class="verdict neutral">{html.escape(disagreement)}</p>'
         exported = cell_eval_text(tables)
         if exported:
             body += f'<p class="note">{html.escape(exported)}</p>'
@@ -292,6 +295,32 @@ def baseline_section(tables: EvaluationTables) -> str:
         f"<details><summary>All summary numbers (mean, median, count)</summary>{html_table(full)}</details>"
     )
     return section("baselines", "Baseline comparison", body)
+
+
+def metrics_disagree_text(means: pd.DataFrame, margin: float = 0.01) -> str:
+    """When the model and the training mean rank one way by Pearson r and the other by R², which
+    to trust and why ('' when they agree or a number is missing). ``means``: method × metric."""
+    try:
+        r_model, r_mean = means.loc["model", "pearson"], means.loc["mean_baseline", "pearson"]
+        q_model, q_mean = means.loc["model", "r2"], means.loc["mean_baseline", "r2"]
+    except KeyError:
+        return ""
+    if not np.isfinite([r_model, r_mean, q_model, q_mean]).all():
+        return ""
+    if not (
+        (r_model < r_mean - margin and q_model > q_mean + margin)
+        or (r_model > r_mean + margin and q_model < q_mean - margin)
+    ):
+        return ""
+    return (
+        f"The metrics disagree: Pearson r puts the model at {format_number(r_model)} against the training "
+        f"mean's {format_number(r_mean)}, R² at {format_number(q_model)} against {format_number(q_mean)}. "
+        "Pearson r asks whether each predicted effect profile has the observed shape (which genes move, "
+        "which way), R² whether its values are right, and it counts noise at full size as error: a mean of "
+        "a few shallow cells has the right shape plus its noise (an R² below 0), a model that predicts weak "
+        "effects smaller has a better R² and, if it also blurs their shape, a lower r. Trust r for the "
+        "question this benchmark asks (does it know the effect?) and R² for the size of its effects."
+    )
 
 
 def on_target_text(tables: EvaluationTables) -> str:

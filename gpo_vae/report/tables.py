@@ -112,6 +112,7 @@ SPECS: dict[str, TableSpec] = {
                 "scaled_low",
                 "scaled_high",
             ),
+            ("n_left_out", "headroom_low", "headroom_high"),
         ),
         TableSpec("unseen_interaction_scatter.csv", ("perturbation", "gene"), ("observed", "predicted")),
         TableSpec("unseen_neighbours.csv", ("method", "gene", "neighbour"), ("weight",)),

@@ -150,3 +150,21 @@ def test_a_headroom_the_labels_cannot_tell_from_zero_leaves_no_scale():
     assert first["headroom_low"] <= 0 < first["headroom_high"]
     assert table["scaled"].isna().all()
     assert "not reliably above the baseline" in terms.task_verdict(table, "model")
+
+
+def test_the_verdict_reads_the_scaled_file_as_the_report_does(tmp_path):
+    """The report reads scaled_scores.csv back: a task without a scale must still get its sentence
+    (the headroom's interval came back as text and the report failed)."""
+    from gpo_vae.report.tables import SPECS, _read_csv
+
+    rng = np.random.default_rng(1)
+    labels = [f"g{i}" for i in range(8)]
+    baseline = rng.normal(0.55, 0.2, size=8)
+    per_label = _per_label({"model": baseline - 0.1, "control_baseline": baseline}, labels)
+    replicate = pd.DataFrame({"pearson": baseline + rng.normal(0.014, 0.2, size=8)}, index=labels)
+    table = sc.scaled_table(sc.SINGLES, per_label, replicate, ("control_baseline",), models=("model",))
+    path = tmp_path / sc.SCALED_FILE
+    table.to_csv(path, index=False)
+    read = _read_csv(path, SPECS["scaled_scores"])
+    assert "not reliably above the baseline" in terms.task_verdict(read, "model")
+    assert "8 labels" in terms.labels_phrase(read)

@@ -201,3 +201,16 @@ def test_k_column_is_canonical(tmp_path: Path) -> None:
     rows = "model,p>0.5,3,3,1,2,0.33,0.1,0.1,0.0,0.1\nmodel,250.0,250,250,9,241,0.036,0.1,0.1,0.0,0.1\n"
     (tmp_path / "grn_statistical.csv").write_text(header + rows)
     assert load_tables(tmp_path).grn_statistical["k"].tolist() == ["p>0.5", "250"]
+
+
+def test_the_report_says_which_metric_to_trust_when_r_and_r2_disagree():
+    import pandas as pd
+
+    from gpo_vae.report.sections import metrics_disagree_text
+
+    disagree = pd.DataFrame({"pearson": [0.15, 0.31], "r2": [0.05, -0.39]}, index=["model", "mean_baseline"])
+    text = metrics_disagree_text(disagree)
+    assert text.startswith("The metrics disagree: Pearson r puts the model at 0.15") and "Trust r" in text
+    agree = pd.DataFrame({"pearson": [0.30, 0.31], "r2": [0.05, 0.06]}, index=["model", "mean_baseline"])
+    assert metrics_disagree_text(agree) == ""
+    assert metrics_disagree_text(disagree.drop(index="mean_baseline")) == ""
