@@ -5,12 +5,15 @@
   workflow.py main help`` prints);
 - ``index.md``: ``{{ readme }}`` becomes the README, so the site's first page is the README;
 - ``python.md`` is written in the repository already; the tutorial notebook is its code
-  (``tests/test_tutorial.py``).
+  (``tests/test_tutorial.py``);
+- every page: the Sphinx roles of the docstrings (``:func:`~gpo_vae.pp.prepare```), which
+  mkdocstrings leaves as text, become plain code (``prepare``; the full path without ``~``).
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -41,3 +44,16 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if page.file.src_uri == "index.md":
         return markdown.replace("{{ readme }}", (ROOT / "README.md").read_text())
     return markdown
+
+
+#: A Sphinx cross-reference role as mkdocstrings renders it: the role as text, the target as code.
+SPHINX_ROLE = re.compile(
+    r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):<code>(~?)([\w.]+)</code>"
+)
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Sphinx roles in rendered docstrings as plain code (``~`` keeps the last name, as Sphinx does)."""
+    return SPHINX_ROLE.sub(
+        lambda m: f"<code>{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}</code>", html
+    )
