@@ -119,8 +119,9 @@ def prediction_metrics(
 
     Returns
     -------
-    One row per common perturbation (true's order), columns ``pearson``, ``r2``,
-    ``pearson_top{top_de}``, ``r2_top{top_de}``, ``jaccard_top{k}`` for each k.
+    DataFrame
+        One row per common perturbation (true's order), columns ``pearson``, ``r2``,
+        ``pearson_top{top_de}``, ``r2_top{top_de}``, ``jaccard_top{k}`` for each k.
     """
     true_df, pred_df = _aligned(true_ate, pred_ate)
     true = true_df.to_numpy(dtype=np.float64)

@@ -24,8 +24,8 @@ task's table, ``n_left_out`` counts such labels, and its per-label row stays in 
 files). Intervals are percentile bootstraps over those labels, resampled jointly for ``u``, ``b``
 and ``r`` (``n_boot`` resamples, seeded), the baseline's identity fixed. The headroom ``r − b``
 gets an interval too: where it reaches 0 (``r ≤ b``, or a replicate the labels cannot tell from
-the baseline) the scale is undefined and ``s`` is NaN, instead of a ratio of noise (scores of
-±40 on a headroom of 0.01). ``cell-eval``'s 2026 suite uses the same scale.
+the baseline), or where fewer than ``MIN_LABELS`` labels are scored, the scale is undefined and
+``s`` is NaN, instead of a ratio of noise (scores of ±40 on a headroom of 0.01). ``cell-eval``'s 2026 suite uses the same scale.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import pandas as pd
 from gpo_vae.evaluation.baselines import spearman_brown
 from gpo_vae.report.scaled_terms import (
     HEADLINE_METRIC,
+    MIN_LABELS,
     PAIRS,
     REPLICATE,
     SCALED_FILE,
@@ -137,11 +138,12 @@ def scaled_table(
 
     Returns
     -------
-    One row per (metric, method), the replicate included: ``task``, ``metric``, ``method``,
-    ``role`` (``model``, ``baseline``, ``replicate``), ``n`` (labels averaged over, the same for
-    every method), ``n_left_out`` (labels some method has no value for), ``mean``, ``mean_low``,
-    ``mean_high``, ``baseline`` (b's method), ``b``, ``r``, ``headroom`` (r − b),
-    ``headroom_low``, ``headroom_high``, ``scaled``, ``scaled_low``, ``scaled_high``.
+    DataFrame
+        One row per (metric, method), the replicate included: ``task``, ``metric``, ``method``,
+        ``role`` (``model``, ``baseline``, ``replicate``), ``n`` (labels averaged over, the same for
+        every method), ``n_left_out`` (labels some method has no value for), ``mean``, ``mean_low``,
+        ``mean_high``, ``baseline`` (b's method), ``b``, ``r``, ``headroom`` (r − b),
+        ``headroom_low``, ``headroom_high``, ``scaled``, ``scaled_low``, ``scaled_high``.
     """
     labels = replicate.index
     methods = [m for m in per_label if m != REPLICATE]
@@ -173,7 +175,8 @@ def scaled_table(
         headroom = (r - b) if larger else (b - r)
         boot_headroom = (boot[-1] - boot[best]) if larger else (boot[best] - boot[-1])
         headroom_low, headroom_high = _quantiles(boot_headroom, alpha)
-        scale = headroom > 0 and headroom_low > 0
+        # fewer labels than a verdict needs: the raw means only (a bootstrap of one label is no interval)
+        scale = headroom > 0 and headroom_low > 0 and values.shape[1] >= MIN_LABELS
         with np.errstate(invalid="ignore", divide="ignore"):
             scaled = (means - b) / (r - b) if scale else np.full(len(names), np.nan)
             boot_scaled = (boot - boot[best]) / (boot[-1] - boot[best])[None, :]

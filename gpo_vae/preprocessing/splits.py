@@ -166,7 +166,11 @@ def too_few_controls(counts: dict[str, int], batched: bool) -> SplitError | None
     short = {name: n for name, n in sorted(counts.items()) if n < MIN_CONTROLS}
     if not short:
         return None
-    where = ", ".join(f"{n} in batch {name!r}" for name, n in short.items()) if batched else f"{short['all']} in all"
+    where = (
+        ", ".join(f"{n} in batch {name!r}" for name, n in short.items())
+        if batched
+        else f"{short['all']} in all"
+    )
     fix = (
         "add control cells to those batches, remove their cells from the file, or leave --batch-key out "
         "(pairing and ATEs use a batch's own controls)"

@@ -86,8 +86,8 @@ def labels_phrase(part: pd.DataFrame) -> str:
     phrase = f"{n} label{'s' if n != 1 else ''}"
     if left > 0:
         phrase += (
-            f"; {left} more left out, which some method cannot predict (a pair without both its singles "
-            "in the file has no additive prediction): every method is averaged over the same labels"
+            f"; {left} more left out, since some method cannot predict them (a pair without both singles "
+            "in the file has no additive prediction) and every method is averaged over the same labels"
         )
     return phrase
 

@@ -134,6 +134,7 @@ def test_no_verdict_from_fewer_labels_than_the_minimum():
         table = sc.scaled_table(sc.PAIRS, per_label, replicate, ("additive",), models=("model",))
         verdict = terms.task_verdict(table, "model")
         assert verdict.startswith(f"only {n} label") and "beats" not in verdict
+        assert table["scaled"].isna().all() and table["mean"].notna().all()  # the raw numbers only
         assert "heldout_fraction" in verdict
 
 
