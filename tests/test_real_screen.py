@@ -97,7 +97,7 @@ def test_a_crispra_screen_with_100_controls_and_weak_singles_keeps_its_pairs_inp
     from gpo_vae.data.summary_stats_io import read_summary_stats
     from gpo_vae.preprocessing.config import PerturbationFilterConfig
     from gpo_vae.preprocessing.filtering import perturbation_filter_mask
-    from gpo_vae.preprocessing.pipeline import make_splits
+    from gpo_vae.preprocessing.split_plan import make_splits
     from gpo_vae.run_config import load_run_config
     from tests.workflow_sandbox import REPO_ROOT
 

@@ -191,7 +191,7 @@ def check_local_screen(dataset: str, layout: ScreenLayout, summary_stats: str | 
     Returns what :func:`gpo_vae.data.acquire.describe_counts` reports.
     """
     from gpo_vae.data.acquire import describe_counts
-    from gpo_vae.preprocessing.splits import too_few_controls
+    from gpo_vae.preprocessing.split_plan import too_few_controls
 
     path = require_file("--dataset", dataset)
     if summary_stats:

@@ -11,7 +11,6 @@ into it; every problem is a :class:`DataContractError` naming the file and the f
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +18,19 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from gpo_vae.data.gene_ids import (
+    ENSEMBL_ID_PATTERN,
+    GENE_ID_COLUMNS,
+    GENE_ID_KEY,
+    TARGET_IDS_KEY,
+    id_column,
+    mostly_ensembl_ids,
+    target_gene_ids,
+)
 from gpo_vae.data.labels import LabelError, canonical_labels
 from gpo_vae.data.layout import (
     AUTO_COUNTS_LAYERS,
     BATCH_KEY,
-    CANONICAL_SEPARATOR,
     CONTROL_LABEL,
     PERTURBATION_KEY,
     ScreenLayout,
@@ -34,18 +41,10 @@ from gpo_vae.io import file_problem
 if TYPE_CHECKING:  # anndata is imported where a file is read: the registry's constants stay light
     import anndata as ad
 
-GENE_ID_KEY = "gene_id"
 #: var columns that hold gene symbols when the index holds Ensembl ids (Replogle, 10x, CELLxGENE).
 SYMBOL_COLUMNS = ("gene_name", "gene_symbols", "gene_symbol", "feature_name", "symbol", "gene_short_name")
-#: var columns that hold Ensembl ids beside a symbol index (10x ``gene_ids``; the GPO-VAE authors'
-#: files rename Replogle's ``gene_id`` to ``ensemble_id``).
-GENE_ID_COLUMNS = (GENE_ID_KEY, "gene_ids", "ensembl_id", "ensemble_id", "ensembl_gene_id", "gene_ensembl_id")
 #: Labels that are a missing value written out as text (``str(nan)``, ``str(None)``, pandas' NA).
 MISSING_AS_TEXT = ("nan", "none", "<na>", "")
-#: ``uns`` key of the contract (and the artifact): target label → Ensembl id, from obs.
-TARGET_IDS_KEY = "target_gene_ids"
-#: obs columns holding the Ensembl id of each cell's target (Replogle and Adamson: ``gene_id``).
-TARGET_ID_COLUMNS = (GENE_ID_KEY, "target_gene_id", "ensembl_id", "ensemble_id", "target_id")
 #: Stored values checked at once for being counts (bounds the temporaries, not the coverage).
 _CHECK_BLOCK = 1 << 24
 
@@ -98,30 +97,14 @@ def is_integer_valued(matrix: sp.spmatrix | sp.sparray | np.ndarray) -> bool:
     return first_non_count(matrix) is None
 
 
-_ENSEMBL_ID = r"^ENS[A-Z]*G\d{6,}"
-
-
-def _mostly_ensembl_ids(index: pd.Index) -> bool:
-    """Whether more than 90 % of the gene names are Ensembl ids."""
-    return bool(len(index)) and index.astype(str).str.match(_ENSEMBL_ID).mean() > 0.9
-
-
 def _symbol_column(var: pd.DataFrame, index: pd.Index) -> str | None:
     """The var column to take symbols from: ``gene_name`` when present (Replogle), else a known
     symbol column when the index holds Ensembl ids."""
     if "gene_name" in var.columns:
         return "gene_name"
-    if not _mostly_ensembl_ids(index):
+    if not mostly_ensembl_ids(index):
         return None
     return next((column for column in SYMBOL_COLUMNS if column in var.columns), None)
-
-
-def _id_column(frame: pd.DataFrame, candidates: tuple[str, ...]) -> str | None:
-    """The first of ``candidates`` in ``frame`` whose values are mostly Ensembl ids."""
-    return next(
-        (c for c in candidates if c in frame.columns and _mostly_ensembl_ids(pd.Index(frame[c].astype(str)))),
-        None,
-    )
 
 
 def normalise_var_names(adata: ad.AnnData) -> dict[str, Any]:
@@ -134,9 +117,9 @@ def normalise_var_names(adata: ad.AnnData) -> dict[str, Any]:
     used, if any).
     """
     index = pd.Index(adata.var_names.astype(str))
-    id_column = None
-    if GENE_ID_KEY not in adata.var.columns and (id_column := _id_column(adata.var, GENE_ID_COLUMNS)):
-        adata.var[GENE_ID_KEY] = adata.var[id_column].astype(str).to_numpy()
+    ids_from = None
+    if GENE_ID_KEY not in adata.var.columns and (ids_from := id_column(adata.var, GENE_ID_COLUMNS)):
+        adata.var[GENE_ID_KEY] = adata.var[ids_from].astype(str).to_numpy()
     column = _symbol_column(adata.var, index)
     if column is not None:
         if GENE_ID_KEY not in adata.var.columns:
@@ -151,45 +134,7 @@ def normalise_var_names(adata: ad.AnnData) -> dict[str, Any]:
         adata.var_names = pd.Index(symbols.to_numpy(dtype=str))
     elif index.str.startswith("ENSG").all() and GENE_ID_KEY not in adata.var.columns:
         adata.var[GENE_ID_KEY] = index.to_numpy()
-    return {"symbol_column": column, "gene_id_column": id_column}
-
-
-def target_gene_ids(obs: pd.DataFrame, labels: np.ndarray) -> dict[str, str]:
-    """Ensembl id of each single-gene label's target, from the first obs column of
-    :data:`TARGET_ID_COLUMNS` that holds ids for the perturbed cells, where the label has exactly
-    one id in it (a target that is not measured has no id in ``var``; summary statistics may name
-    it by id, as Adamson's do)."""
-    labels = np.asarray(labels).astype(str)
-    single = (labels != CONTROL_LABEL) & (np.char.find(labels, CANONICAL_SEPARATOR) < 0)
-    perturbed = obs.iloc[np.flatnonzero(single)]
-    column = _id_column(perturbed, TARGET_ID_COLUMNS)
-    if column is None:
-        return {}
-    pairs = pd.DataFrame({"label": labels[single], "id": perturbed[column].astype(str).to_numpy()})
-    pairs = pairs[pairs["id"].str.match(_ENSEMBL_ID)].drop_duplicates()
-    unique = pairs[~pairs["label"].duplicated(keep=False)]
-    return dict(zip(unique["label"], unique["id"], strict=True))
-
-
-def gene_id_lookup(
-    var: pd.DataFrame, var_names: pd.Index, target_ids: Mapping[str, str] | None = None
-) -> pd.Series | None:
-    """Gene symbol by Ensembl id (unversioned): the measured genes' ``var["gene_id"]``, then the
-    targets' ids from obs (:func:`target_gene_ids`); None when neither names an id."""
-    parts = []
-    if GENE_ID_KEY in var.columns:
-        parts.append(
-            pd.Series(
-                pd.Index(var_names).astype(str).to_numpy(), index=var[GENE_ID_KEY].astype(str).to_numpy()
-            )
-        )
-    if target_ids:
-        parts.append(pd.Series(list(target_ids.keys()), index=list(target_ids.values())))
-    if not parts:
-        return None
-    lookup = pd.concat(parts)
-    lookup.index = lookup.index.str.replace(r"\.\d+$", "", regex=True)
-    return lookup[~lookup.index.duplicated()]
+    return {"symbol_column": column, "gene_id_column": ids_from}
 
 
 def resolve_duplicate_genes(
@@ -382,9 +327,9 @@ def _check_targets_named_like_genes(var_names: pd.Index, unmatched: list[str], w
     symbol: every target would read as "not measured" (no on-target filter, PCA pairing) though
     it is measured under its id."""
     names = pd.Index(var_names.astype(str))
-    if not _mostly_ensembl_ids(names):
+    if not mostly_ensembl_ids(names):
         return
-    symbols = [gene for gene in unmatched if not re.match(_ENSEMBL_ID, gene)]
+    symbols = [gene for gene in unmatched if not re.match(ENSEMBL_ID_PATTERN, gene)]
     if not symbols:
         return
     raise DataContractError(

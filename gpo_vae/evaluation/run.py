@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.config import to_dict
-from gpo_vae.data.contract import TARGET_IDS_KEY, gene_id_lookup
+from gpo_vae.data.gene_ids import TARGET_IDS_KEY, gene_id_lookup
 from gpo_vae.data.summary_stats_io import read_summary_stats
 from gpo_vae.evaluation import cell_eval, generation, scaled
 from gpo_vae.evaluation import grn_benchmark as grn

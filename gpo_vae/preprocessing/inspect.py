@@ -18,9 +18,9 @@ from gpo_vae.data.labels import single_genes
 from gpo_vae.data.layout import ScreenLayout, layout_notes
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.filter_table import KEPT, PerturbationFilterError, format_table
-from gpo_vae.preprocessing.pipeline import cell_batches, filter_screen, read_screen_stats, screen_splits
+from gpo_vae.preprocessing.pipeline import cell_batches, filter_screen, read_screen_stats
 from gpo_vae.preprocessing.published import shipped_partners
-from gpo_vae.preprocessing.splits import scarce_controls_note
+from gpo_vae.preprocessing.split_plan import scarce_controls_note, screen_splits
 
 #: Fewer measured perturbed genes than this (or under a quarter of them) and inspect warns that the
 #: graph can cover only a few nodes (a CRISPRa panel measuring 1 of its 31 targets put all 52 edges

@@ -23,14 +23,8 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.config import to_dict
-from gpo_vae.data.contract import (
-    BATCH_KEY,
-    CONTROL_LABEL,
-    PERTURBATION_KEY,
-    TARGET_IDS_KEY,
-    gene_id_lookup,
-    read_counts_h5ad,
-)
+from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, PERTURBATION_KEY, read_counts_h5ad
+from gpo_vae.data.gene_ids import TARGET_IDS_KEY, gene_id_lookup
 from gpo_vae.data.labels import single_genes
 from gpo_vae.data.layout import CANONICAL_SEPARATOR, ScreenLayout
 from gpo_vae.data.summary_stats_io import read_summary_stats
@@ -63,15 +57,10 @@ from gpo_vae.preprocessing.published import (
     resolve_mode,
     shipped_partners,
     shipped_processing,
-    shipped_split,
 )
 from gpo_vae.preprocessing.qc import run_qc_by_batch
+from gpo_vae.preprocessing.split_plan import screen_splits, test_controls_by_batch
 from gpo_vae.preprocessing.splits import (
-    ensure_test_controls,
-    split_heldout_combinations,
-    split_heldout_perturbations,
-    split_random,
-    split_stratified,
     validate_splits,
 )
 
@@ -121,44 +110,6 @@ def stats_from_cells(adata: ad.AnnData) -> pd.DataFrame:
 
 def cell_batches(adata: ad.AnnData) -> np.ndarray | None:
     return adata.obs[BATCH_KEY].astype(str).to_numpy() if BATCH_KEY in adata.obs.columns else None
-
-
-def make_splits(
-    labels: np.ndarray, batches: np.ndarray | None, config: PreprocessConfig, control_label: str
-) -> tuple[np.ndarray, list[str], list[str], dict[str, dict[str, int]]]:
-    """(split per cell, held-out labels, unseen single genes, test controls: ``moved`` to test
-    and ``scarce`` batches with fewer than ``min_test_controls``, each per batch)."""
-    split_config = config.split
-    groups = (
-        labels if batches is None else np.char.add(np.char.add(labels.astype(str), "|"), batches.astype(str))
-    )
-    if split_config.mode == "random":
-        if split_config.stratify:
-            split = split_stratified(groups, config.seed, split_config.fractions)
-        else:
-            split = split_random(len(labels), config.seed, split_config.fractions)
-        heldout: list[str] = []
-        unseen: list[str] = []
-    else:
-        stratify = groups if split_config.stratify else None
-        args = (labels, split_config.heldout_fraction, control_label, config.seed, split_config.fractions)
-        if split_config.mode == "heldout_combinations":
-            result = split_heldout_combinations(
-                *args, stratify_groups=stratify, unseen_single=split_config.unseen_single
-            )
-        else:
-            result = split_heldout_perturbations(*args, stratify_groups=stratify)
-        split, heldout, unseen = result.labels, sorted(result.heldout), list(result.unseen_singles)
-    controls = ensure_test_controls(
-        split,
-        labels,
-        split_config.min_test_controls,
-        control_label,
-        batches,
-        config.seed,
-        split_config.scarce_controls,
-    )
-    return controls.split, heldout, unseen, {"moved": controls.moved, "scarce": controls.scarce}
 
 
 def filter_screen(
@@ -297,7 +248,7 @@ def preprocess_filtered(
         "heldout_combinations": [p for p in heldout if CANONICAL_SEPARATOR in p],
         "cells": table.sum().to_dict(),
         "test_controls": int((is_control & (split == "test")).sum()),
-        "test_controls_by_batch": _test_controls_by_batch(is_control, split, batches),
+        "test_controls_by_batch": test_controls_by_batch(is_control, split, batches),
         "controls_moved_to_test": controls["moved"],
         "min_test_controls": config.split.min_test_controls,
         "scarce_controls": controls["scarce"],
@@ -466,44 +417,6 @@ def preprocess_filtered(
         record=json.dumps(record, default=_json_default),
     )
     return artifact
-
-
-def screen_splits(
-    adata: ad.AnnData,
-    labels: np.ndarray,
-    batches: np.ndarray | None,
-    config: PreprocessConfig,
-    shipped: ShippedProcessing | None,
-) -> tuple[np.ndarray, list[str], list[str], dict[str, dict[str, int]], str]:
-    """:func:`make_splits`, or for a file kept as published under ``split.mode: random`` the
-    split its authors trained on: the file's own split column, else their rule (two
-    ``train_test_split`` calls, seed ``config.seed``), with no control moved. The last item says which."""
-    if shipped is None or config.split.mode != "random":
-        split, heldout, unseen, controls = make_splits(labels, batches, config, CONTROL_LABEL)
-        return split, heldout, unseen, controls, "drawn (preprocess.split)"
-    none: dict[str, dict[str, int]] = {"moved": {}, "scarce": {}}
-    split = shipped_split(adata.obs, shipped)
-    if split is not None:
-        return split, [], [], none, f"as shipped in obs[{shipped.split_column!r}]"
-    split = split_random(adata.n_obs, config.seed, config.split.fractions)
-    return (
-        split,
-        [],
-        [],
-        none,
-        f"the authors' rule: random by cell, seed {config.seed} (the file has no split)",
-    )
-
-
-def _test_controls_by_batch(
-    is_control: np.ndarray, split: np.ndarray, batches: np.ndarray | None
-) -> dict[str, int]:
-    """Control cells in test per batch (``all`` for a screen of one batch)."""
-    test = is_control & (split == "test")
-    if batches is None:
-        return {"all": int(test.sum())}
-    names, counts = np.unique(batches[test], return_counts=True)
-    return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
 
 
 def _json_default(value: Any) -> Any:

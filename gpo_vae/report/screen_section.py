@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from gpo_vae.data.layout import layout_notes
-from gpo_vae.preprocessing.splits import scarce_controls_note
+from gpo_vae.preprocessing.split_plan import scarce_controls_note
 from gpo_vae.report.html import escape, html_table, not_computed, section
 from gpo_vae.report.tables import SCREEN_FILE, EvaluationTables
 

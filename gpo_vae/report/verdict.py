@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from gpo_vae.preprocessing.splits import scarce_controls_note
+from gpo_vae.preprocessing.split_plan import scarce_controls_note
 from gpo_vae.report.html import format_number
 from gpo_vae.report.tables import ALL_CELLS, HELDOUT, own_graph_key
 

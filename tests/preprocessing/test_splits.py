@@ -123,7 +123,7 @@ def test_stratified_split_cuts_every_group_in_the_fractions() -> None:
 
 
 def test_too_few_test_controls_are_topped_up_from_train_or_refused() -> None:
-    from gpo_vae.preprocessing.splits import SplitError, ensure_test_controls
+    from gpo_vae.preprocessing.split_plan import SplitError, ensure_test_controls
 
     labels = np.array([CONTROL] * 200 + ["G"] * 100)
     split = np.array(["train"] * 190 + ["test"] * 10 + ["train"] * 80 + ["test"] * 20, dtype=object)
@@ -141,7 +141,8 @@ def test_too_few_test_controls_are_topped_up_from_train_or_refused() -> None:
 def test_scarce_controls_are_shared_equally_between_train_and_test_by_default() -> None:
     """100 controls cannot give train and test 50 each: the default balances them (42/42 of a
     64/16/20 split) and reports the batch, only train controls move, and val keeps its own."""
-    from gpo_vae.preprocessing.splits import ensure_test_controls, split_stratified
+    from gpo_vae.preprocessing.split_plan import ensure_test_controls
+    from gpo_vae.preprocessing.splits import split_stratified
 
     labels = np.array([CONTROL] * 100 + ["G"] * 100)
     split = split_stratified(labels, seed=0)
@@ -235,7 +236,12 @@ def test_heldout_perturbations_hold_out_the_pairs_of_a_heldout_gene(pair_labels_
 def test_every_split_keeps_its_control_floor_and_fewer_controls_stop_with_the_batch_named():
     """The split-half replicate gives each half of the test set its own controls, validation needs
     one, training two: a batch of 4 controls ended in a traceback after training (issue 34)."""
-    from gpo_vae.preprocessing.splits import CONTROL_FLOORS, MIN_CONTROLS, SplitError, ensure_test_controls
+    from gpo_vae.preprocessing.split_plan import (
+        CONTROL_FLOORS,
+        MIN_CONTROLS,
+        SplitError,
+        ensure_test_controls,
+    )
 
     labels = np.array([CONTROL] * 5 + ["A"] * 20 + [CONTROL] * 9 + ["B"] * 20)
     batches = np.array(["x"] * 25 + ["y"] * 29)
