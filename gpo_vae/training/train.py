@@ -349,14 +349,14 @@ def train_model(
     # One writer per run directory: a concurrent call (another workflow on the same shared
     # results) waits here, then finds the finished run and reuses it.
     require_run_folder(run_dir)
+    if training_config.wandb and not (run_dir / COMPLETE_MARKER).exists():
+        require_wandb(WANDB_REASON)  # before any work (or folder), not after an epoch
     with exclusive_lock(run_dir, inside=True):
         if (run_dir / COMPLETE_MARKER).exists():
             check_or_write_config(run_dir, config)  # never hand back a run of other settings
             check_model_file(run_dir)
             record_event(run_dir, "reused")
             return run_dir
-        if training_config.wandb:
-            require_wandb(WANDB_REASON)  # before any work, not after an epoch
         run_dir.mkdir(parents=True, exist_ok=True)
         check_or_write_config(run_dir, config)
         cells = ArtifactCells.read(artifact_dir)

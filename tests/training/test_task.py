@@ -8,6 +8,7 @@ import pytest
 from redun import File
 
 from gpo_vae.config import to_dict
+from gpo_vae.io import INSIDE_LOCK
 from gpo_vae.preprocessing.artifact import ARTIFACT_FILE, MARKER_FILE
 from tasks.train import run_key, train_run
 from tests.training.conftest import TINY_MODEL, TINY_TRAINING
@@ -41,9 +42,9 @@ def test_train_run_trains_once_and_reuses_the_run(artifact_dir, tmp_path):
     }
     assert Path(train_run.func(artifact, sparse, str(tmp_path)).path) == path
     assert path.stat().st_mtime_ns == written
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [path.parent.name, f".{path.parent.name}.lock"]
-    )
+    # the run's lock lives inside it: nothing else beside the run
+    assert [p.name for p in tmp_path.iterdir()] == [path.parent.name]
+    assert (path.parent / INSIDE_LOCK).is_file()
 
 
 def test_train_run_rejects_other_sections(artifact_dir, tmp_path):
