@@ -85,11 +85,19 @@ def labels_phrase(part: pd.DataFrame) -> str:
     left = int(part["n_left_out"].max()) if "n_left_out" in part.columns else 0
     phrase = f"{n} label{'s' if n != 1 else ''}"
     if left > 0:
+        why = LEFT_OUT_BECAUSE.get(str(part["task"].iloc[0]), "")
         phrase += (
-            f"; {left} more left out, since some method cannot predict them (a pair without both singles "
-            "in the file has no additive prediction) and every method is averaged over the same labels"
+            f"; {left} more left out, since some method cannot predict them{why} and every method is "
+            "averaged over the same labels"
         )
     return phrase
+
+
+#: Why a task's labels lack some method's prediction (for :func:`labels_phrase`).
+LEFT_OUT_BECAUSE = {
+    PAIRS: " (a pair without both singles in the file has no additive prediction)",
+    SEEN: " (a held-out perturbation has no training cells, so no training mean)",
+}
 
 
 def too_few_labels(task: str, n: int) -> str | None:
