@@ -240,6 +240,13 @@ SPLIT_MODES = get_args(get_type_hints(SplitConfig)["mode"])
 PREPROCESS_MODES = get_args(PreprocessMode)
 
 
+def _choice(flag: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices``; else a :class:`ConfigError` naming the option."""
+    if value not in choices:
+        raise ConfigError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
+    return value
+
+
 def _with_preprocess(run_config: RunConfig, dotted: str, value: Any) -> RunConfig:
     """``run_config`` with ``preprocess.<dotted>`` (``key`` or ``section.key``) set to ``value``."""
     *section, key = dotted.split(".")
@@ -254,20 +261,20 @@ def _with_preprocess(run_config: RunConfig, dotted: str, value: Any) -> RunConfi
 
 def with_split(run_config: RunConfig, mode: str | None) -> RunConfig:
     """``run_config`` with ``preprocess.split.mode`` set to ``mode`` (None: as configured)."""
-    if mode is None:
-        return run_config
-    if mode not in SPLIT_MODES:
-        raise ConfigError(f"--split {mode!r}: choose one of {', '.join(SPLIT_MODES)}")
-    return _with_preprocess(run_config, "split.mode", mode)
+    return (
+        run_config
+        if mode is None
+        else _with_preprocess(run_config, "split.mode", _choice("--split", mode, SPLIT_MODES))
+    )
 
 
 def with_preprocess_mode(run_config: RunConfig, mode: str | None) -> RunConfig:
     """``run_config`` with ``preprocess.mode`` set to ``mode`` (None: as configured)."""
-    if mode is None:
-        return run_config
-    if mode not in PREPROCESS_MODES:
-        raise ConfigError(f"--preprocess-mode {mode!r}: choose one of {', '.join(PREPROCESS_MODES)}")
-    return _with_preprocess(run_config, "mode", mode)
+    return (
+        run_config
+        if mode is None
+        else _with_preprocess(run_config, "mode", _choice("--preprocess-mode", mode, PREPROCESS_MODES))
+    )
 
 
 def with_min_perturbations(run_config: RunConfig, minimum: int | None) -> RunConfig:

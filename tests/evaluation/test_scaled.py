@@ -138,15 +138,20 @@ def test_no_verdict_from_fewer_labels_than_the_minimum():
         assert "heldout_fraction" in verdict
 
 
-def test_a_headroom_the_labels_cannot_tell_from_zero_leaves_no_scale():
-    """A replicate 0.014 above the baseline on noisy labels gave scores of -40 [-59, 60]: where the
-    headroom's interval reaches 0 there is no scale, and the verdict says why."""
+def _noisy_headroom_table() -> pd.DataFrame:
+    """Eight unseen genes whose replicate is 0.014 above the baseline, both noisy at ±0.2."""
     rng = np.random.default_rng(1)
     labels = [f"g{i}" for i in range(8)]
     baseline = rng.normal(0.55, 0.2, size=8)
     per_label = _per_label({"model": baseline - 0.1, "control_baseline": baseline}, labels)
     replicate = pd.DataFrame({"pearson": baseline + rng.normal(0.014, 0.2, size=8)}, index=labels)
-    table = sc.scaled_table(sc.SINGLES, per_label, replicate, ("control_baseline",), models=("model",))
+    return sc.scaled_table(sc.SINGLES, per_label, replicate, ("control_baseline",), models=("model",))
+
+
+def test_a_headroom_the_labels_cannot_tell_from_zero_leaves_no_scale():
+    """A replicate 0.014 above the baseline on noisy labels gave scores of -40 [-59, 60]: where the
+    headroom's interval reaches 0 there is no scale, and the verdict says why."""
+    table = _noisy_headroom_table()
     first = table.iloc[0]
     assert first["headroom_low"] <= 0 < first["headroom_high"]
     assert table["scaled"].isna().all()
@@ -158,12 +163,7 @@ def test_the_verdict_reads_the_scaled_file_as_the_report_does(tmp_path):
     (the headroom's interval came back as text and the report failed)."""
     from gpo_vae.report.tables import SPECS, _read_csv
 
-    rng = np.random.default_rng(1)
-    labels = [f"g{i}" for i in range(8)]
-    baseline = rng.normal(0.55, 0.2, size=8)
-    per_label = _per_label({"model": baseline - 0.1, "control_baseline": baseline}, labels)
-    replicate = pd.DataFrame({"pearson": baseline + rng.normal(0.014, 0.2, size=8)}, index=labels)
-    table = sc.scaled_table(sc.SINGLES, per_label, replicate, ("control_baseline",), models=("model",))
+    table = _noisy_headroom_table()
     path = tmp_path / sc.SCALED_FILE
     table.to_csv(path, index=False)
     read = _read_csv(path, SPECS["scaled_scores"])
