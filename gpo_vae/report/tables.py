@@ -325,13 +325,22 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def summarise_predictions(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean, median and count (non-NaN) of each metric per (method, reference, subset).
+    """Mean, median and count (non-NaN) of each metric per (method, reference, subset), every
+    method of a (reference, subset) over the same perturbations (those all of them score by Pearson
+    r: :func:`~gpo_vae.stats.common_labels.on_common_labels`).
 
     Returns
     -------
     Long table: ``method``, ``reference``, ``subset``, ``metric``, ``mean``, ``median``, ``n``.
     """
     columns = metric_columns(metrics)
+    if "pearson" in metrics.columns and len(metrics):
+        metrics = pd.concat(
+            [
+                on_common_labels(part, "pearson")
+                for _, part in metrics.groupby(["reference", "subset"], sort=False)
+            ]
+        )
     long = metrics.melt(
         id_vars=["method", "reference", "subset"], value_vars=columns, var_name="metric", value_name="value"
     )

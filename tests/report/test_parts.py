@@ -214,3 +214,33 @@ def test_the_report_says_which_metric_to_trust_when_r_and_r2_disagree():
     agree = pd.DataFrame({"pearson": [0.30, 0.31], "r2": [0.05, 0.06]}, index=["model", "mean_baseline"])
     assert metrics_disagree_text(agree) == ""
     assert metrics_disagree_text(disagree.drop(index="mean_baseline")) == ""
+
+
+def test_the_baseline_table_averages_every_method_over_the_same_perturbations():
+    """On a held-out split the training mean has no prediction for the held-out genes: the table
+    showed the model over 18 perturbations beside the mean over 14 (issue 34)."""
+    import pandas as pd
+
+    from gpo_vae.report.tables import summarise_predictions
+
+    rows = []
+    for i in range(6):
+        held_out = i >= 4
+        rows.append(
+            {"method": "model", "perturbation": f"P{i}", "pearson": 0.1 if held_out else 0.6, "r2": 0.0}
+        )
+        rows.append(
+            {
+                "method": "mean_baseline",
+                "perturbation": f"P{i}",
+                "pearson": float("nan") if held_out else 0.5,
+                "r2": 0.0,
+            }
+        )
+    metrics = pd.DataFrame(rows).assign(reference="heldout_test", subset="all_cells")
+    summary = summarise_predictions(metrics)
+    pearson = summary[summary["metric"] == "pearson"].set_index("method")
+    assert (pearson["n"] == 4).all()
+    assert pearson.loc["model", "mean"] == pytest.approx(0.6) and pearson.loc[
+        "mean_baseline", "mean"
+    ] == pytest.approx(0.5)
