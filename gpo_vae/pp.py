@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpo_vae.config import from_dict
-from gpo_vae.data.contract import PERTURBATION_KEY, counts_from_adata
+from gpo_vae.data.contract import PERTURBATION_KEY, control_cells_by_batch, counts_from_adata
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.pipeline import cell_batches, preprocess, read_screen_stats, stats_from_cells
-from gpo_vae.preprocessing.split_plan import control_cells_by_batch, too_few_controls
+from gpo_vae.preprocessing.split_plan import too_few_controls
 from gpo_vae.presets import run_config_from
 from gpo_vae.run_config import RunConfig
 

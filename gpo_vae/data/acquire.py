@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY, DataContractError
@@ -140,7 +139,12 @@ def acquire_published_dataset(
 def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dict[str, Any]:
     """Cells, genes, perturbations (canonical labels), combinations, control cells and batches
     of a counts ``.h5ad`` (reads obs and var only)."""
-    from gpo_vae.data.contract import normalise_var_names, screen_batches, screen_labels
+    from gpo_vae.data.contract import (
+        control_cells_by_batch,
+        normalise_var_names,
+        screen_batches,
+        screen_labels,
+    )
 
     path = Path(path)
     layout = layout or ScreenLayout()
@@ -175,14 +179,7 @@ def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dic
         }
         if batches is not None:
             summary["batches"] = sorted(set(batches.tolist()))
-        by_batch = (
-            pd.Series(is_control).groupby(batches if batches is not None else np.zeros(len(labels))).sum()
-        )
-        summary["control_cells_by_batch"] = (
-            {str(k): int(v) for k, v in by_batch.items()}
-            if batches is not None
-            else {"all": int(is_control.sum())}
-        )
+        summary["control_cells_by_batch"] = control_cells_by_batch(labels, batches)
         return summary
     finally:
         adata.file.close()

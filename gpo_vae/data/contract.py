@@ -359,6 +359,17 @@ def screen_batches(obs: pd.DataFrame, layout: ScreenLayout, source: str | Path |
     return values.astype(str).to_numpy(dtype=object)
 
 
+def control_cells_by_batch(
+    labels: np.ndarray | pd.Series, batches: np.ndarray | pd.Series | None, control_label: str = CONTROL_LABEL
+) -> dict[str, int]:
+    """Control cells per batch (``{"all": n}`` without batches)."""
+    is_control = np.asarray(labels).astype(str) == control_label
+    if batches is None:
+        return {"all": int(is_control.sum())}
+    batch = np.asarray(batches).astype(str)
+    return {str(name): int((is_control & (batch == name)).sum()) for name in sorted(set(batch.tolist()))}
+
+
 def read_counts_h5ad(
     path: str | Path,
     layout: ScreenLayout | None = None,

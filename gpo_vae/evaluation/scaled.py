@@ -47,6 +47,7 @@ from gpo_vae.report.scaled_terms import (
     TASK_TITLES,
     headline_rows,
 )
+from gpo_vae.stats.common_labels import common_label_mask
 
 #: The no-effect prediction (ATE 0): its Pearson-delta is undefined, but against the perturbed
 #: centroid it scores well wherever a label moves less than the average perturbation, so it is a
@@ -91,14 +92,6 @@ def _resampled_means(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
     finite = np.isfinite(taken)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(finite, taken, 0.0).sum(axis=2) / finite.sum(axis=2)
-
-
-def _common_labels(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """``values`` (methods × labels) on the labels where every method that scores anything has a
-    value, and how many labels that leaves out (a method with no value anywhere stays NaN)."""
-    scoring = np.isfinite(values).any(axis=1)
-    keep = np.isfinite(values[scoring]).all(axis=0) if scoring.any() else np.zeros(values.shape[1], bool)
-    return values[:, keep], int((~keep).sum())
 
 
 def _quantiles(samples: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -158,7 +151,8 @@ def scaled_table(
             [per_label[m][metric].reindex(labels).to_numpy(dtype=float) for m in methods]
             + [replicate[metric].to_numpy(dtype=float)]
         )
-        values, n_left_out = _common_labels(values)
+        keep = common_label_mask(values)
+        values, n_left_out = values[:, keep], int((~keep).sum())
         indices = _bootstrap_indices(values.shape[1], n_boot, seed) if values.shape[1] else None
         with np.errstate(invalid="ignore"):
             means = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in values])

@@ -85,7 +85,7 @@ def read_screen_stats(
     stats_path: str | Path | None, sheet: str | None, adata: ad.AnnData
 ) -> pd.DataFrame | None:
     """The summary statistics with names mapped to the screen's symbols (Ensembl ids through the
-    measured genes' ids and the targets' ids in obs, :func:`~gpo_vae.data.contract.gene_id_lookup`)."""
+    measured genes' ids and the targets' ids in obs, :func:`~gpo_vae.data.gene_ids.gene_id_lookup`)."""
     if stats_path is None:
         return None
     id_map = gene_id_lookup(adata.var, adata.var_names, adata.uns.get(TARGET_IDS_KEY))

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import anndata as ad
 import numpy as np
 
-from gpo_vae.data.contract import CONTROL_LABEL
+from gpo_vae.data.contract import CONTROL_LABEL, control_cells_by_batch
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.published import ShippedProcessing, shipped_split
 from gpo_vae.preprocessing.splits import (
@@ -47,19 +47,6 @@ MIN_CONTROLS = sum(CONTROL_FLOORS.values())
 #: Where a split short of its floor takes control cells from (never from test: no test cell is
 #: ever seen in training or validation).
 _DONORS = {"test": ("train", "val"), "val": ("train",), "train": ("val",)}
-
-
-def control_cells_by_batch(
-    labels: Sequence[str] | np.ndarray,
-    batches: Sequence[str] | np.ndarray | None,
-    control_label: str = CONTROL_LABEL,
-) -> dict[str, int]:
-    """Control cells per batch (``{"all": n}`` without batches)."""
-    is_control = np.asarray(labels).astype(str) == control_label
-    if batches is None:
-        return {"all": int(is_control.sum())}
-    batch = np.asarray(batches).astype(str)
-    return {str(name): int((is_control & (batch == name)).sum()) for name in sorted(set(batch.tolist()))}
 
 
 def too_few_controls(counts: dict[str, int], batched: bool) -> SplitError | None:

@@ -7,7 +7,18 @@ model beside it: the two means would describe different perturbations.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+
+
+def common_label_mask(values: np.ndarray) -> np.ndarray:
+    """Columns (labels) of ``values`` (methods × labels) where every method (row) that scores any
+    label has a finite value; a row with no value anywhere leaves none out (and where no row scores
+    any, every label stays)."""
+    scoring = np.isfinite(values).any(axis=1)
+    if not scoring.any():
+        return np.ones(values.shape[1], dtype=bool)
+    return np.isfinite(values[scoring]).all(axis=0)
 
 
 def common_labels(
@@ -18,10 +29,7 @@ def common_labels(
     (and where no method scores it, every label stays)."""
     wide = table.pivot_table(index=label, columns=method, values=metric, aggfunc="first", dropna=False)
     wide = wide.reindex(pd.Index(table[label].unique(), name=label))
-    scoring = wide.columns[wide.notna().any()]
-    if not len(scoring):
-        return wide.index
-    return wide.index[wide[scoring].notna().all(axis=1)]
+    return wide.index[common_label_mask(wide.to_numpy(dtype=float).T)]
 
 
 def on_common_labels(
@@ -33,4 +41,4 @@ def on_common_labels(
     return table[table[label].isin(common_labels(table, metric, method, label))]
 
 
-__all__ = ["common_labels", "on_common_labels"]
+__all__ = ["common_label_mask", "common_labels", "on_common_labels"]
