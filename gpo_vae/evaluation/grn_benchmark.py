@@ -12,6 +12,12 @@ Methods are T × T score matrices over the treatment nodes:
   training cells (:func:`gpo_vae.grn.effects.effect_zscores`; directed, total effects, not
   direct ones). ``gpo_vae_plus`` starts its mask from it: the model must beat it to have
   learnt anything about the graph.
+- ``deconvolution``: network deconvolution of |effect z| (Feizi et al. 2013), the direct part of
+  the total effects (:func:`gpo_vae.grn.baselines.deconvolution_scores`).
+- ``sparse_inverse``: an inspre-style sparse approximate inverse of the signed effect z-scores
+  (Brown et al. 2025; :func:`gpo_vae.grn.baselines.sparse_inverse_scores`).
+- ``network:<name>``: each known network given with ``--networks``, scored as a predicted graph
+  (the prior-knowledge baseline; not scored against itself or a union that holds it).
 - ``random``: seeded uniform scores (chance level).
 
 A method without probabilities is turned into a graph by its top-K edges with K = the model's
@@ -30,8 +36,15 @@ from sklearn import metrics as skm
 
 from gpo_vae.data.networks import network_adjacency, read_network, union_networks
 from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.grn.baselines import (
+    correlation_scores,
+    deconvolution_scores,
+    network_scores,
+    sparse_inverse_scores,
+)
 from gpo_vae.grn.curves import edges_from_probabilities, rank_edges
 from gpo_vae.grn.effects import effect_prior_logits, prior_logit
+from gpo_vae.grn.ranking import WIDE_K, top_k_precision
 from gpo_vae.grn.statistical import StatisticalEvaluator
 from gpo_vae.models import GPOVAE
 
@@ -39,6 +52,8 @@ MODEL, SAMS_VAE = "model", "sams_vae"
 #: The evaluated model's mask as it was before training (what training added is model − this).
 MODEL_INIT = "model_init"
 UNION, TRUE_NETWORK = "union", "true_network"
+#: Prefix of a known network scored as a method (``network:<name>``).
+KNOWN_PREFIX = "network:"
 #: Points kept per precision-recall curve (the report draws at most ~2,000).
 MAX_CURVE_POINTS = 2000
 #: Value columns of :func:`reference_agreement`, in ``grn_reference.csv`` order.
@@ -52,6 +67,7 @@ REFERENCE_COLUMNS = (
     "n_predicted",
     "true_positives",
     "n_pairs",
+    f"precision_at_{WIDE_K}",
     "reason",
 )
 
@@ -86,6 +102,51 @@ def mask_tables(
     mask = pd.DataFrame(values, index=pd.Index(names, name="source"), columns=names)
     kinds = pd.DataFrame({"node": names, "kind": ["P"] * n_perturbed + ["A"] * (len(names) - n_perturbed)})
     return mask, kinds, edges_from_probabilities(probabilities, names, threshold)
+
+
+def baseline_scores(
+    delta_x_train: np.ndarray, effect_z: np.ndarray, n_perturbed: int
+) -> dict[str, np.ndarray]:
+    """The cheap GRN baselines of every evaluation from the training cells' |ΔX| and signed
+    effect z-scores: ``correlation``, ``effect_z``, ``deconvolution`` and ``sparse_inverse``."""
+    magnitude = np.abs(effect_z)
+    return {
+        "correlation": correlation_scores(delta_x_train),
+        "effect_z": magnitude,
+        "deconvolution": deconvolution_scores(magnitude),
+        "sparse_inverse": sparse_inverse_scores(effect_z, n_perturbed),
+    }
+
+
+def known_network_scores(references: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``network:<name>`` → the known network's adjacency as scores (not the simulator's truth,
+    nor the union, which is only the known networks together)."""
+    return {
+        f"{KNOWN_PREFIX}{name}": network_scores(adjacency)
+        for name, (adjacency, _) in references.items()
+        if name not in (TRUE_NETWORK, UNION)
+    }
+
+
+def scored_against_itself(method: str, network: str, networks: Sequence[str]) -> bool:
+    """Whether ``method`` is a known network that ``network`` is (or, the union, holds)."""
+    if not method.startswith(KNOWN_PREFIX):
+        return False
+    name = method[len(KNOWN_PREFIX) :]
+    return network == name or (network == UNION and name in networks)
+
+
+def network_method(info: Mapping[str, object], config: EvaluationConfig) -> str:
+    """What ``grn_network.tsv`` holds: the trained model's mask, with its GRN settings."""
+    model = info.get("model_config") or {}
+    settings = ", ".join(
+        f"{key} {model[key]}"
+        for key in ("mask_init", "effect_statistic", "grn_target", "hop")
+        if key in model
+    )
+    return f"trained GRN mask, probability > {config.grn_threshold:.3g}" + (
+        f" ({settings})" if settings else ""
+    )
 
 
 def initial_mask_probabilities(model: GPOVAE, effect_z: np.ndarray | None) -> np.ndarray:
@@ -258,6 +319,7 @@ def reference_agreement(
         "n_predicted": n_pred,
         "true_positives": tp,
         "n_pairs": int(truth.size),
+        f"precision_at_{WIDE_K}": top_k_precision(scores, reference, pairs, WIDE_K) if n_pos else np.nan,
         "reason": "; ".join(reasons),
     }
     return row, curve
@@ -272,6 +334,8 @@ def reference_tables(
     rows, curves = [], []
     for network, (reference, pairs) in networks.items():
         for method, matrix in scores.items():
+            if scored_against_itself(method, network, list(networks)):
+                continue
             row, curve = reference_agreement(matrix, graphs[method], reference, pairs)
             rows.append({"method": method, "network": network, **row})
             curves.append(curve.assign(method=method, network=network))

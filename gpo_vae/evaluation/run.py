@@ -5,6 +5,7 @@
 ``summary_stats_agreement.csv`` and ``summary_stats_points.csv`` when summary statistics are
 given, ``grn_mask.csv``, ``grn_nodes.csv``, ``grn_edges.csv``, ``grn_statistical.csv``,
 ``grn_reference.csv`` and ``grn_pr_curves.csv`` when a reference or true network is given,
+``grn_ranking.csv`` (every GRN method at the model's edge count, :mod:`gpo_vae.grn.ranking`),
 ``unseen_metrics.csv``, ``unseen_interaction_scatter.csv``, ``unseen_neighbours.csv`` and
 ``unseen_cells.h5ad`` when the split holds labels no training cell carries, ``scaled_scores.csv``
 (:mod:`gpo_vae.evaluation.scaled`), ``predictions.h5ad``
@@ -42,10 +43,11 @@ from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.headline import headline_table
 from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.evaluation.unseen_run import write_unseen
-from gpo_vae.grn.baselines import correlation_scores, random_scores
+from gpo_vae.grn.baselines import random_scores
 from gpo_vae.grn.calibration import calibrated_threshold, mask_movement
 from gpo_vae.grn.effects import effect_zscores
 from gpo_vae.grn.export import write_network_files
+from gpo_vae.grn.ranking import RANKING_FILE, matched_k_ranking, ranking_numbers
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
 from gpo_vae.interrupt import check_stop
 from gpo_vae.io import (
@@ -245,18 +247,16 @@ def _grn(
     nodes = cells.nodes
     model = models[grn.MODEL][0]
     probabilities = model.mask_probabilities().double().cpu().numpy()
-    effect_z = np.abs(
-        effect_zscores(
-            cells.counts,
-            cells.dosage,
-            cells.rows("train"),
-            nodes,
-            cells.genes,
-            cells.n_perturbed,
-            cells.batch_codes if cells.n_batches else None,
-        )
+    signed_z = effect_zscores(
+        cells.counts,
+        cells.dosage,
+        cells.rows("train"),
+        nodes,
+        cells.genes,
+        cells.n_perturbed,
+        cells.batch_codes if cells.n_batches else None,
     )
-    initial = grn.initial_mask_probabilities(model, effect_z)
+    initial = grn.initial_mask_probabilities(model, signed_z)
     # a mask that started uniform at the threshold keeps its top share of pairs (grn_density)
     configured = config.grn_threshold
     config = config.replace(
@@ -268,14 +268,15 @@ def _grn(
     _write_csv(mask, out, "grn_mask.csv", index=True)
     _write_csv(kinds, out, "grn_nodes.csv")
     _write_csv(edges, out, "grn_edges.csv")
-    write_network_files(edges, kinds, out)
+    write_network_files(edges, kinds, out, method=grn.network_method(models[grn.MODEL][1], config))
+    references = grn.reference_networks(networks, nodes, cells.n_perturbed, true_network)
     scores = {grn.MODEL: probabilities}
     if grn.SAMS_VAE in models:
         scores[grn.SAMS_VAE] = grn.sams_vae_node_scores(models[grn.SAMS_VAE][0])
-    scores["correlation"] = correlation_scores(cells.delta_x[cells.rows("train")])
-    scores["effect_z"] = effect_z
+    scores.update(grn.baseline_scores(cells.delta_x[cells.rows("train")], signed_z, cells.n_perturbed))
     scores[grn.MODEL_INIT] = initial
     scores["random"] = random_scores(len(nodes), config.seed)
+    scores.update(grn.known_network_scores(references))
     graphs = grn.method_graphs(scores, config.grn_threshold)
     with stages("grn_statistical"):
         test = cells.rows("test")
@@ -294,7 +295,6 @@ def _grn(
         "grn_threshold_calibrated": int(config.grn_threshold != configured),
     }
     reference = None
-    references = grn.reference_networks(networks, nodes, cells.n_perturbed, true_network)
     if references:
         with stages("grn_reference"):
             reference, curves = grn.reference_tables(scores, graphs, references)
@@ -305,6 +305,9 @@ def _grn(
             metrics["true_network_auroc"] = float(truth["auroc"].iloc[0])
             metrics["true_network_auprc"] = float(truth["auprc"].iloc[0])
     metrics.update(grn.training_gain(statistical, reference, metrics["grn_edges"]))
+    ranking = matched_k_ranking(statistical, reference, metrics["grn_edges"])
+    _write_csv(ranking, out, RANKING_FILE)
+    metrics.update(ranking_numbers(ranking))
     return metrics
 
 

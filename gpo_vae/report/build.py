@@ -65,6 +65,7 @@ def build_report(eval_dir: str | Path, out_path: str | Path | None = None, title
         ("unseen", "Unseen", unseen_section(tables)),
         ("qc", "QC", sections.qc_section(tables)),
         ("summary-stats", "Summary statistics", sections.summary_stats_section(tables)),
+        ("grn-ranking", "GRN ranking", grn_sections.ranking_section(tables)),
         ("grn-mask", "GRN mask", grn_sections.heatmap_section(tables)),
         ("grn-network", "Edges", grn_sections.network_section(tables)),
         ("grn-reference", "Reference networks", grn_sections.reference_section(tables)),

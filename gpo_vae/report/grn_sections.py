@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from gpo_vae.grn.ranking import WIDE_K, ranking_sentence
 from gpo_vae.report import grn_plots, plots
 from gpo_vae.report.html import figure_html, html_table, not_computed, section
 from gpo_vae.report.tables import (
@@ -47,6 +48,47 @@ REFERENCE_COLUMNS = {
     "reason": "note",
 }
 TOP_EDGE_ROWS = 20
+RANKING_COLUMNS = {
+    "rank": "rank",
+    "method": "method",
+    "auprc": "AUPRC",
+    "precision_at_k": "precision at K",
+    f"precision_at_{WIDE_K}": f"precision at K = {WIDE_K:,}",
+    "mean_wasserstein": "mean Wasserstein distance",
+    "false_omission_rate": "FOR",
+}
+
+
+def ranking_section(tables: EvaluationTables) -> str:
+    """Every GRN method at the model's edge count, ranked, with the verdict sentence."""
+    title = "GRN methods at matched K"
+    ranking = tables.grn_ranking
+    if ranking is None or ranking.empty:
+        return section("grn-ranking", title, not_computed("GRN ranking", [SPECS["grn_ranking"].file]))
+    labels = {m: plots.method_label(m) for m in ranking["method"]}
+    body = ""
+    sentence = ranking_sentence(ranking, labels)
+    if sentence is not None:
+        body += f'<p class="verdict {sentence[1]}">{html.escape(sentence[0])}</p>'
+    k = int(ranking["k"].iloc[0])
+    by = str(ranking["ranked_by"].iloc[0])
+    reference = str(ranking["reference"].iloc[0]).replace("_", " ")
+    shown = ranking[list(RANKING_COLUMNS)].assign(method=lambda f: f["method"].map(plots.method_label))
+    body += html_table(shown, list(RANKING_COLUMNS.values()))
+    ranked = (
+        f"AUPRC against {reference}" if by == "auprc" else "mean Wasserstein distance (no reference network)"
+    )
+    lead = (
+        f"Each method's graph cut to the model's size, K = {k:,} edges (its top-K scores), so every column "
+        f"but AUPRC compares graphs of one size; ranked by {ranked}. Precision at K counts reference edges "
+        f"among the K; at K = {WIDE_K:,} where the pairs allow it. Mean Wasserstein distance and FOR are "
+        "CausalBench's, on held-out cells (section below). Baselines: network deconvolution (Feizi et al. "
+        "2013) and an inspre-style sparse inverse (Brown et al. 2025) of the training cells' effect "
+        "z-scores, |effect z| itself, |corr ΔX|, the model's mask before training, random scores and each "
+        "known network given with --networks; GRNBoost2 and GIES are in benchmarks/grn.py (minutes, not "
+        "every run)."
+    )
+    return section("grn-ranking", title, body, lead=lead)
 
 
 def heatmap_section(tables: EvaluationTables) -> str:

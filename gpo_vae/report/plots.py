@@ -47,6 +47,9 @@ METHOD_ORDER = (
     "split_half_ceiling",
     "correlation",
     "effect_z",
+    "deconvolution",
+    "sparse_inverse",
+    "model_init",
     "random",
 )
 METHOD_LABELS = {
@@ -58,6 +61,8 @@ METHOD_LABELS = {
     "split_half_ceiling": "split-half ceiling",
     "correlation": "|corr ΔX| baseline",
     "effect_z": "|effect z| baseline",
+    "deconvolution": "network deconvolution of |effect z|",
+    "sparse_inverse": "sparse inverse of effect z (inspre-style)",
     "random": "random graph",
     "additive": "additive (A + B)",
     "matching_mean": "matching mean",
@@ -85,6 +90,9 @@ _COLORS = {
     "split_half_ceiling": "#2e8540",
     "correlation": "#8e44ad",
     "effect_z": "#16a085",
+    "deconvolution": "#c0392b",
+    "sparse_inverse": "#f1c40f",
+    "model_init": "#34495e",
     "random": "#a0aab4",
 }
 _EXTRA_COLORS = ("#c0392b", "#16a085", "#f1c40f", "#34495e", "#e67e22")
@@ -100,7 +108,9 @@ R2_FLOOR = -1.0  # R² is unbounded below; clip so one bad perturbation does not
 
 
 def method_label(method: str) -> str:
-    """Readable name of a method key (unknown keys as given)."""
+    """Readable name of a method key (unknown keys as given; ``network:<name>``: a known network)."""
+    if method.startswith("network:"):
+        return f"known network {method.removeprefix('network:')}"
     return METHOD_LABELS.get(method, method)
 
 

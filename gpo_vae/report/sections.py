@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gpo_vae.grn.ranking import ranking_sentence
 from gpo_vae.report import plots
 from gpo_vae.report.html import figure_html, format_number, html_table, not_computed, section
 from gpo_vae.report.scaled_section import scaled_headline
@@ -152,6 +153,11 @@ def grn_headline_verdicts(tables: EvaluationTables) -> list[Verdict]:
     found = statistical_verdict(tables.grn_statistical)
     if found is not None:
         verdicts.append(found)
+    if tables.grn_ranking is not None and not tables.grn_ranking.empty:
+        labels = {m: plots.method_label(m) for m in tables.grn_ranking["method"]}
+        ranked = ranking_sentence(tables.grn_ranking, labels)
+        if ranked is not None:
+            verdicts.append(Verdict(*ranked))
     hubs = []
     if tables.grn_edges is not None and len(tables.grn_edges):
         edges = tables.grn_edges[tables.grn_edges["p"] > edge_threshold(tables)]

@@ -88,9 +88,15 @@ SPECS: dict[str, TableSpec] = {
             "grn_reference.csv",
             ("method", "network", "reason"),
             ("precision", "recall", "auprc", "auroc", "n_positive", "positive_rate"),
-            ("n_predicted", "true_positives"),
+            ("n_predicted", "true_positives", "precision_at_1000"),
         ),
         TableSpec("grn_pr_curves.csv", ("method", "network"), ("recall", "precision")),
+        TableSpec(
+            "grn_ranking.csv",
+            ("method", "reference", "ranked_by"),
+            ("rank", "k", "auprc", "precision_at_k", "mean_wasserstein", "false_omission_rate"),
+            number_pattern=re.compile(r"^precision_at_\d+$"),
+        ),
         TableSpec(
             "unseen_metrics.csv",
             ("kind", "method", "perturbation"),
@@ -176,6 +182,7 @@ class EvaluationTables:
     grn_statistical: pd.DataFrame | None
     grn_reference: pd.DataFrame | None
     grn_pr_curves: pd.DataFrame | None
+    grn_ranking: pd.DataFrame | None = None
     perturbation_table: pd.DataFrame | None = None
     screen: dict[str, Any] | None = None
     unseen_metrics: pd.DataFrame | None = None

@@ -64,6 +64,7 @@ CONTRACT_FILES = {
     "grn_statistical.csv",
     "grn_reference.csv",
     "grn_pr_curves.csv",
+    "grn_ranking.csv",
     "grn_network.tsv",
     "grn.graphml",
     "predictions.h5ad",
@@ -72,8 +73,19 @@ CONTRACT_FILES = {
     "scaled_scores.csv",
     "run.json",
 }
+#: The --networks files of the evaluation fixture, scored as methods too.
+KNOWN_NETWORKS = {"network:biogrid_edges", "network:trrust_test"}
 METHODS = {"model", "sams_vae", "mean_baseline", "noncontrol_mean", "control_baseline", "split_half_ceiling"}
-GRN_METHODS = {"model", "model_init", "sams_vae", "correlation", "effect_z", "random"}
+GRN_METHODS = {
+    "model",
+    "model_init",
+    "sams_vae",
+    "correlation",
+    "effect_z",
+    "deconvolution",
+    "sparse_inverse",
+    "random",
+}
 
 
 @pytest.fixture(scope="module")
@@ -252,15 +264,27 @@ def test_true_network_auroc_matches_an_independent_computation(evaluation: Path,
     ] == pytest.approx(expected_auroc)
     n_perturbed = int((kinds["kind"] == "P").sum())
     assert set(reference["network"]) == {"biogrid_edges", "trrust_test", "union", "true_network"}
-    for network in ("biogrid_edges", "trrust_test", "union"):
+    # each known network is also a method (the prior-knowledge baseline), never scored against
+    # itself or the union that holds it
+    others = {
+        "biogrid_edges": {"network:trrust_test"},
+        "trrust_test": {"network:biogrid_edges"},
+        "union": set(),
+    }
+    for network, known in others.items():
         part = reference[reference["network"] == network]
-        assert set(part["method"]) == GRN_METHODS
+        assert set(part["method"]) == GRN_METHODS | known
         assert (part["n_pairs"] == n_perturbed * (n_perturbed - 1)).all()
-    union = reference[reference["network"] == "union"].set_index("method")["n_positive"]
-    halves = reference[reference["network"].isin(["biogrid_edges", "trrust_test"])].groupby("method")[
-        "n_positive"
-    ]
+    ours = reference[reference["method"].isin(GRN_METHODS)]
+    union = ours[ours["network"] == "union"].set_index("method")["n_positive"]
+    halves = ours[ours["network"].isin(["biogrid_edges", "trrust_test"])].groupby("method")["n_positive"]
     assert union.to_dict() == halves.sum().to_dict()  # the two halves are disjoint
+    prior = reference[
+        (reference["method"] == "network:trrust_test") & (reference["network"] == "biogrid_edges")
+    ]
+    # disjoint halves: the trrust edges hold no biogrid edge, so ranking by them is chance or worse
+    assert prior["true_positives"].iloc[0] <= row["n_predicted"]
+    assert prior["auprc"].iloc[0] <= prior["positive_rate"].iloc[0] + 1e-12
     curves = pd.read_csv(evaluation / "grn_pr_curves.csv", keep_default_na=False)
     assert set(zip(curves["method"], curves["network"], strict=True)) == set(
         zip(reference["method"], reference["network"], strict=True)
@@ -300,14 +324,46 @@ def test_grn_statistical_has_matched_k_rows_for_every_method(evaluation: Path):
     assert metrics["grn_threshold_calibrated"] == 1 and metrics["grn_threshold"] > 0.5
     assert n_model == round(TINY_EVAL.grn_density * n_pairs)
     own = f"p>{metrics['grn_threshold']:.3g}"
-    assert set(table["method"]) == GRN_METHODS
-    for method in GRN_METHODS:
+    assert set(table["method"]) == GRN_METHODS | KNOWN_NETWORKS
+    for method in GRN_METHODS | KNOWN_NETWORKS:
         rows = table[table["method"] == method].set_index("k")
         assert {own, str(n_model), "20", "50"} <= set(rows.index)
         # a method without probabilities takes its top-K at the model's size as its graph
         assert rows.loc[own, "n_edges"] == rows.loc[str(n_model), "n_edges"] == n_model
         assert (rows["n_tested"] <= rows["n_edges"]).all()
         assert (rows["true_positives"] + rows["false_positives"] == rows["n_tested"]).all()
+
+
+def test_every_grn_method_is_ranked_at_the_models_edge_count(evaluation: Path):
+    """grn_ranking.csv: one row per method at the model's K, ranked by AUPRC against the true
+    network, values copied from the reference and statistical tables; run.json carries them and
+    grn_network.tsv says which method made the graph."""
+    ranking = pd.read_csv(evaluation / "grn_ranking.csv")
+    statistical = pd.read_csv(evaluation / "grn_statistical.csv", dtype={"k": str})
+    reference = pd.read_csv(evaluation / "grn_reference.csv")
+    n_model = len(pd.read_csv(evaluation / "grn_edges.csv"))
+    assert set(ranking["method"]) == GRN_METHODS | KNOWN_NETWORKS
+    assert (ranking["k"] == n_model).all() and (ranking["reference"] == "true_network").all()
+    assert ranking["auprc"].is_monotonic_decreasing
+    assert ranking["rank"].tolist() == list(range(1, len(ranking) + 1))
+    truth = reference[reference["network"] == "true_network"].set_index("method")
+    at_k = statistical[statistical["k"] == str(n_model)].set_index("method")
+    metrics = json.loads((evaluation / "run.json").read_text())["metrics"]
+    for row in ranking.itertuples():
+        assert row.auprc == pytest.approx(truth.loc[row.method, "auprc"])
+        assert row.precision_at_k == pytest.approx(truth.loc[row.method, "precision"])
+        assert row.mean_wasserstein == pytest.approx(at_k.loc[row.method, "mean_wasserstein"], nan_ok=True)
+        key = row.method.replace(":", "_")
+        assert metrics[f"grn_{key}_auprc"] == pytest.approx(row.auprc)
+    model = ranking.set_index("method").loc["model"]
+    assert metrics["grn_model_rank"] == model["rank"]
+    best = ranking[~ranking["method"].isin(["model", "sams_vae"])].iloc[0]
+    assert metrics["grn_model_minus_best_baseline"] == pytest.approx(model["auprc"] - best["auprc"])
+    network = pd.read_csv(evaluation / "grn_network.tsv", sep="\t")
+    assert list(network.columns) == ["source", "target", "weight", "method"]
+    assert network["method"].str.startswith("trained GRN mask, probability > ").all()
+    report = (evaluation / "report.html").read_text()
+    assert 'id="grn-ranking"' in report and f"At matched K = {n_model} edges the model ranks" in report
 
 
 def test_the_graph_reports_what_training_added_to_its_initial_mask(evaluation: Path, runs: dict[str, Path]):

@@ -1,4 +1,5 @@
-"""Baseline score matrices: |corr(ΔX)| equals numpy's, random is seeded, masks are checked."""
+"""Baseline score matrices: |corr(ΔX)| equals numpy's, random is seeded, masks are checked, and
+network deconvolution and the sparse inverse recover the direct edges of known total effects."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import numpy as np
 import pytest
 
 from gpo_vae.grn import baselines
-from gpo_vae.grn.baselines import correlation_scores, mask_scores, random_scores
+from gpo_vae.grn.baselines import (
+    correlation_scores,
+    deconvolution_scores,
+    mask_scores,
+    network_scores,
+    random_scores,
+    sparse_inverse_scores,
+)
 
 
 def test_correlation_scores_equal_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,3 +57,53 @@ def test_mask_scores_checks() -> None:
         mask_scores(probabilities, n_nodes=4)
     with pytest.raises(ValueError, match="NaN"):
         mask_scores(np.full((2, 2), np.nan))
+
+
+def _total_effects(direct: np.ndarray) -> np.ndarray:
+    """Sum over paths of every length: D + D² + … = D (I − D)⁻¹."""
+    return direct @ np.linalg.inv(np.eye(len(direct)) - direct)
+
+
+def test_deconvolution_recovers_the_direct_edges_of_an_acyclic_graph():
+    direct = np.zeros((5, 5))
+    direct[0, 1], direct[1, 2], direct[2, 3], direct[0, 4] = 0.6, 0.5, 0.7, 0.3
+    total = _total_effects(direct)
+    assert total[0, 3] > 0  # the indirect path 0 → 1 → 2 → 3 shows in the total
+    np.testing.assert_allclose(deconvolution_scores(total), direct, atol=1e-12)
+
+
+def test_deconvolution_of_a_cyclic_graph_does_not_depend_on_the_totals_units():
+    """With a feedback loop the paths' spectral radius is positive: the total is scaled to
+    β / (1 − β) first, so multiplying it by 3 changes nothing; self-loops are never scored."""
+    direct = np.zeros((4, 4))
+    direct[0, 1], direct[1, 0], direct[1, 2], direct[2, 3] = 0.5, 0.4, 0.6, 0.5
+    total = _total_effects(direct)
+    scores = deconvolution_scores(total)
+    np.testing.assert_allclose(deconvolution_scores(3.0 * total), scores, atol=1e-12)
+    assert (np.diag(scores) == 0).all()
+    assert not np.allclose(scores, deconvolution_scores(total, beta=0.3))
+
+
+def test_sparse_inverse_ranks_direct_edges_above_indirect_ones():
+    """Signed total effects R = (I − W)⁻¹ of a cascade, each row scaled by its own knock-down
+    strength (unknown to the method): the inverse removes the paths, so every direct edge
+    outranks every indirect pair, among perturbed nodes and towards unperturbed ones."""
+    n, p = 6, 4
+    w = np.zeros((n, n))
+    w[0, 1], w[1, 2], w[2, 3], w[0, 4], w[3, 5], w[1, 4] = 0.7, -0.6, 0.5, 0.4, -0.8, 0.5
+    total = np.linalg.inv(np.eye(n) - w)
+    effects = np.zeros((n, n))
+    effects[:p] = np.array([1.5, 0.7, 2.0, 1.1])[:, None] * total[:p]
+    scores = sparse_inverse_scores(effects, p, alpha=1e-6)
+    pairs = np.zeros((n, n), dtype=bool)
+    pairs[:p] = True
+    np.fill_diagonal(pairs, False)
+    edges = (w != 0) & pairs
+    assert scores[edges].min() > scores[pairs & ~edges].max()
+    np.testing.assert_allclose(scores[edges], np.abs(w[edges]), atol=1e-3)
+    assert (scores[p:] == 0).all()  # unperturbed nodes have no rows
+
+
+def test_network_scores_are_the_adjacency():
+    adjacency = np.array([[False, True], [False, False]])
+    np.testing.assert_array_equal(network_scores(adjacency), [[0.0, 1.0], [0.0, 0.0]])

@@ -27,6 +27,7 @@ from gpo_vae.grn.curves import (
     precision_recall_table,
     ranking_metrics,
 )
+from gpo_vae.grn.ranking import matched_k_ranking
 from gpo_vae.report import build_report, load_tables
 from gpo_vae.report.html import format_number
 
@@ -187,6 +188,10 @@ def write_eval_dir(root: Path, model_better: bool = True, seed: int = 0) -> Path
     pd.DataFrame(reference_rows).to_csv(root / "grn_reference.csv", index=False)
     pd.concat(curve_rows).to_csv(root / "grn_pr_curves.csv", index=False)
     pd.DataFrame(stat_rows).to_csv(root / "grn_statistical.csv", index=False)
+    ranking = matched_k_ranking(
+        pd.DataFrame(stat_rows).astype({"k": str}), pd.DataFrame(reference_rows), len(edges)
+    )
+    ranking.to_csv(root / "grn_ranking.csv", index=False)
 
     run = {
         "dataset": "synthetic",
@@ -353,7 +358,9 @@ def test_missing_optional_tables_say_not_computed(tmp_path: Path) -> None:
     # a section with nothing to show is left out, and listed once at the end with its files
     not_shown = text.split('<section id="not-shown">', 1)[1]
     missing = re.findall(r"<li>(.*?)</li>", not_shown)
-    assert len(missing) == 8  # screen, unseen, QC, summary stats, mask, edges, reference, CausalBench
+    assert (
+        len(missing) == 9
+    )  # screen, unseen, QC, summary stats, ranking, mask, edges, reference, CausalBench
     assert all("not computed" in m for m in missing)
     for anchor in ("qc", "grn-mask", "grn-statistical", "unseen"):
         assert f'id="{anchor}"' not in text and f'href="#{anchor}"' not in text
@@ -367,7 +374,7 @@ def test_run_json_alone_builds(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"dataset": "x"}))
     text = build_report(tmp_path).read_text(encoding="utf-8")
     assert IMG_PREFIX not in text
-    assert text.count("not computed") == 11
+    assert text.count("not computed") == 12
 
 
 def test_out_path_title_and_byte_identical_rebuild(tmp_path: Path, full_report: tuple[Path, str]) -> None:
