@@ -72,10 +72,16 @@ SCREEN_FILTERS = {
     "panel": {"min_degs": "auto"},
     "glioma": {},
     "real": {},
+    "cascade": {},
+    "feedback": {},
+    "norman": {},
 }
-#: The user's screens: run with the custom configs, their cell lines read as batches.
-USER_SCREENS = {"glioma": "cell_type", "real": "cell_type"}
-REAL_SCREEN = ROOT.parent / "shared" / "data" / "screens" / "mcfaline23_glioma_crispri.h5ad"
+#: The user's screens: run with the custom configs, their cell lines (if any) read as batches.
+USER_SCREENS = {"glioma": "cell_type", "real": "cell_type", "norman": None}
+SCREENS_DIR = ROOT.parent / "shared" / "data" / "screens"
+REAL_SCREEN = SCREENS_DIR / "mcfaline23_glioma_crispri.h5ad"
+#: The real screens in ../shared (absent: skipped with a message).
+REAL_SCREENS = {"real": REAL_SCREEN, "norman": SCREENS_DIR / "norman19_k562_crispra_singles.h5ad"}
 BASELINES = ("mean_baseline", "noncontrol_mean", "control_baseline", "split_half_ceiling")
 GRN_BASELINES = ("correlation", "effect_z", "random")
 PREDICTION_COLUMNS = ("pearson", "r2", "pearson_top20", "r2_top20", "pearson_specific")
@@ -100,8 +106,8 @@ def prepare_screen(screen: str, seed: int, folder: Path) -> dict:
     """Simulate, compute the summary statistics and preprocess one screen; its paths and timings."""
     folder.mkdir(parents=True, exist_ok=True)
     config = _config_for("gpo_vae", screen, folder, seed)
-    if screen == "real":
-        return prepare_file(REAL_SCREEN, folder, config, USER_SCREENS[screen])
+    if screen in REAL_SCREENS:
+        return prepare_file(REAL_SCREENS[screen], folder, config, USER_SCREENS[screen])
     return prepare_synthetic(screen, seed, folder, config, USER_SCREENS.get(screen))
 
 
@@ -219,9 +225,11 @@ def summary_table(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 def main() -> None:
     parser = seed_parser(__doc__.splitlines()[0], "screens", ",".join(SCREENS), ",".join(MODELS))
     args, screens, seeds, models = parse_seed_args(parser, "screens", list(SCREEN_FILTERS))
-    if "real" in screens and not REAL_SCREEN.is_file():
-        print(f"screen real skipped: {REAL_SCREEN} absent (the real screen lives in ../shared/data/screens)")
-        screens = [screen for screen in screens if screen != "real"]
+    for screen in [s for s in screens if s in REAL_SCREENS and not REAL_SCREENS[s].is_file()]:
+        print(
+            f"screen {screen} skipped: {REAL_SCREENS[screen]} absent (real screens live in ../shared/data/screens)"
+        )
+        screens.remove(screen)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)

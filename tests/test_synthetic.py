@@ -363,3 +363,35 @@ def test_the_interaction_knobs_leave_other_presets_unchanged():
     assert (a.X != b.X).nnz == 0
     with pytest.raises(ValueError, match="interaction"):
         SyntheticConfig(interaction="multiplicative")
+
+
+def _regulator_edges(network: pd.DataFrame, targets: pd.Series) -> pd.DataFrame:
+    regulators = set(targets)
+    return network[network.source.isin(regulators) & network.target.isin(regulators)]
+
+
+def test_feedback_loops_close_cycles_and_the_total_effects_sum_every_path_around_them():
+    """``feedback``: child → parent edges of the opposite sign; the design's total effects are
+    the direct edges' path sums step·(I − W)⁻¹ (an independent dense computation), finite because
+    the spectral radius is below 1; the cascade preset has more regulator → regulator edges."""
+    config = dataclasses.replace(TINY, feedback_fraction=0.5, regulator_children=1.5)
+    design = draw_design(config)
+    net = design.network
+    between = _regulator_edges(net, design.targets.gene)
+    pairs = set(zip(between.source, between.target, strict=True))
+    loops = [(a, b) for a, b in pairs if (b, a) in pairs]
+    assert loops
+    signs = net.set_index(["source", "target"]).weight
+    assert all(np.sign(signs[(a, b)]) == -np.sign(signs[(b, a)]) for a, b in loops)
+    nodes = pd.Index(pd.unique(pd.concat([design.genes.index.to_series(), net.source, net.target])))
+    w = np.zeros((nodes.size, nodes.size))
+    w[nodes.get_indexer(net.source), nodes.get_indexer(net.target)] = net.weight
+    assert np.abs(np.linalg.eigvals(w)).max() < 1
+    total = np.linalg.inv(np.eye(nodes.size) - w) - np.eye(nodes.size)
+    expected = total[nodes.get_indexer(design.targets.gene)][:, nodes.get_indexer(design.genes.index)]
+    np.testing.assert_allclose(design.effect[:-1], expected * config.effect_scale, atol=1e-5)
+    cascade = draw_design(SyntheticConfig.preset("cascade", seed=3))
+    plain = draw_design(SyntheticConfig.preset("default", seed=3))
+    assert len(_regulator_edges(cascade.network, cascade.targets.gene)) > len(
+        _regulator_edges(plain.network, plain.targets.gene)
+    )

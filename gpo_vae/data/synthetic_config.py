@@ -24,6 +24,8 @@ PRESETS = (
     "nonadditive",
     "glioma",
     "crispra_panel",
+    "cascade",
+    "feedback",
 )
 #: How a screen's counts file can be saved (:func:`saved_layout`).
 LAYOUTS = ("plain", "counts_layer", "guides")
@@ -38,7 +40,8 @@ class SyntheticConfig:
     Fractions of perturbations: ``weak_fraction`` (includes ``poor_knockdown_fraction``),
     ``unmeasured_fraction`` (target not in ``var``). Fractions of measured genes:
     ``unreached_fraction``, ``hub_fraction``; ``hub_children`` and ``direct_children`` are median
-    out-degrees as fractions of the reachable genes. Fractions of cells: ``control_fraction``,
+    out-degrees as fractions of the reachable genes; ``feedback_fraction`` of the regulator →
+    regulator edges get a negative feedback edge back (0: an acyclic GRN). Fractions of cells: ``control_fraction``,
     ``escape_fraction``, ``low_umi_fraction``, ``high_mt_fraction``, ``doublet_fraction``.
 
     Shapes of real screens (off by default; see :meth:`preset`): ``modality`` ``crispra``
@@ -68,6 +71,7 @@ class SyntheticConfig:
     direct_children: float = 0.03
     regulator_children: float = 1.0
     regulator_hubs: float = 2.0
+    feedback_fraction: float = 0.0
     mt_link_probability: float = 0.3
     median_umi: float = 11_600.0
     umi_sigma: float = 0.3
@@ -108,6 +112,8 @@ class SyntheticConfig:
             raise ValueError(f"interaction must be 'additive' or 'saturating', got {self.interaction!r}")
         if self.saturation <= 0:
             raise ValueError(f"saturation must be positive, got {self.saturation}")
+        if not 0.0 <= self.feedback_fraction <= 1.0:
+            raise ValueError(f"feedback_fraction must be in [0, 1], got {self.feedback_fraction}")
         if self.n_combinations < 0:
             raise ValueError(f"n_combinations must be >= 0, got {self.n_combinations}")
         if self.dispersion <= 0 or self.effect_scale < 0 or self.batch_umi_sigma < 0:
@@ -137,6 +143,11 @@ class SyntheticConfig:
         (18 activations of ~100 cells, 100 controls, 500 variable genes, ~111 UMIs per cell, one
         target measured; ``benchmarks/realism.py --real <file> --batch-key ''``): its depth, zero
         shares and DEG counts match, its ATE is less reliable than the real one (docs: Real cells).
+        Screens that tell GRN methods apart (``benchmarks/grn.py``): ``cascade``, the default screen
+        whose regulators regulate each other more (``regulator_children`` 2.5: chains
+        regulator → regulator → … where total and direct effects differ most), and ``feedback``,
+        the default screen with negative feedback loops closing 40 % of the regulator → regulator
+        edges (``feedback_fraction``): a graph with cycles, as real networks have.
         """
         presets = {
             "default": {},
@@ -206,6 +217,8 @@ class SyntheticConfig:
                 "effect_scale": 0.2,
                 "weak_fraction": 0.3,
             },
+            "cascade": {"regulator_children": 2.5},
+            "feedback": {"regulator_children": 1.5, "feedback_fraction": 0.4},
             "crispra_panel": {
                 "modality": "crispra",
                 "n_perturbations": 18,

@@ -8,7 +8,8 @@ Used by :func:`gpo_vae.data.synthetic.simulate_perturbseq`, which then samples t
   essential screen and other expressed genes. Baseline shares: ``MT-`` genes ``mt_fraction`` of
   the counts, ribosomal genes ``ribo_fraction``, haemoglobins almost none, the rest log-normal
   (heavy-tailed, floored at 0.03 UMI per cell), targets twice as high.
-- GRN: a DAG over genes in three tiers, regulators (the perturbed genes) → hubs (unperturbed
+- GRN: a DAG over genes in three tiers (with ``feedback_fraction`` > 0, negative feedback loops
+  between regulators close cycles), regulators (the perturbed genes) → hubs (unperturbed
   transcription factors; ``TFAM`` drives the ``MT-`` genes) → leaves. "Active" regulators have
   edges to later regulators, to hubs and to leaves; hubs to leaves and later hubs; signed
   weights. The total effect of regulator p on gene g is the sum over paths of the product of
@@ -183,14 +184,56 @@ def _grn(
         strength = np.clip(rng.lognormal(np.log(0.3), 0.5, n), 0.08, 1.2)
         connect(hub, rng.choice(leaves, n, replace=False), _signed(rng, strength))
 
+    if config.feedback_fraction > 0:  # drawn last: a screen without loops keeps every draw above
+        _feedback_loops(config, rng, set(regulators.tolist()), src, dst, weight)
     w = sp.csr_matrix((weight, (src, dst)), shape=(nodes.size, nodes.size))
     step = w[node[targets.gene].to_numpy()]
-    total = step.copy()
-    while step.nnz:  # sum over paths of every length; ends because the graph is acyclic
-        step = step @ w
-        total = total + step
+    if config.feedback_fraction > 0:
+        # paths of every length around the loops: step (I − W)⁻¹, finite as W's spectral radius < 1
+        total = sp.csr_matrix(np.linalg.solve((np.eye(nodes.size) - w.toarray()).T, step.toarray().T).T)
+    else:
+        total = step.copy()
+        while step.nnz:  # sum over paths of every length; ends because the graph is acyclic
+            step = step @ w
+            total = total + step
     network = pd.DataFrame({"source": nodes[src], "target": nodes[dst], "weight": weight})
     return network.sort_values(["source", "target"], ignore_index=True), total[:, : len(genes)].toarray()
+
+
+#: Largest spectral radius of a GRN with feedback loops (the path sums must converge).
+MAX_LOOP_RADIUS = 0.8
+
+
+def _feedback_loops(
+    config: SyntheticConfig,
+    rng: np.random.Generator,
+    regulators: set[int],
+    src: list[int],
+    dst: list[int],
+    weight: list[float],
+) -> None:
+    """Close a share ``feedback_fraction`` of the regulator → regulator edges into negative
+    feedback loops (child → parent, the opposite sign), appended to the edge lists; the loop
+    weights shrink until the graph's spectral radius is at most :data:`MAX_LOOP_RADIUS`."""
+    forward = [
+        i for i, (a, b) in enumerate(zip(src, dst, strict=True)) if a in regulators and b in regulators
+    ]
+    chosen = [i for i in forward if rng.random() < config.feedback_fraction]
+    if not chosen:
+        return
+    start = len(src)
+    for i in chosen:
+        src.append(dst[i])
+        dst.append(src[i])
+        weight.append(-np.sign(weight[i]) * rng.uniform(0.3, 0.6))
+    n = max(max(src), max(dst)) + 1
+    dense = np.zeros((n, n))
+    np.add.at(dense, (np.array(src), np.array(dst)), np.array(weight))
+    radius = float(np.abs(np.linalg.eigvals(dense)).max())
+    if radius > MAX_LOOP_RADIUS:
+        factor = MAX_LOOP_RADIUS / radius
+        for i in range(start, len(weight)):
+            weight[i] *= factor
 
 
 def _baseline(config: SyntheticConfig, rng: np.random.Generator, genes: pd.DataFrame) -> np.ndarray:

@@ -36,6 +36,7 @@ from sklearn import metrics as skm
 
 from gpo_vae.data.networks import network_adjacency, read_network, union_networks
 from gpo_vae.evaluation.config import EvaluationConfig
+from gpo_vae.evaluation.prediction import EvaluationData
 from gpo_vae.grn.baselines import (
     correlation_scores,
     deconvolution_scores,
@@ -43,9 +44,9 @@ from gpo_vae.grn.baselines import (
     sparse_inverse_scores,
 )
 from gpo_vae.grn.curves import edges_from_probabilities, rank_edges
-from gpo_vae.grn.effects import effect_prior_logits, prior_logit
+from gpo_vae.grn.effects import effect_prior_logits, effect_statistic, prior_logit
 from gpo_vae.grn.ranking import WIDE_K, top_k_precision
-from gpo_vae.grn.statistical import StatisticalEvaluator
+from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
 from gpo_vae.models import GPOVAE
 
 MODEL, SAMS_VAE = "model", "sams_vae"
@@ -159,7 +160,10 @@ def initial_mask_probabilities(model: GPOVAE, effect_z: np.ndarray | None) -> np
         if effect_z is None:
             raise ValueError("a mask started from effect statistics needs effect_z to be rebuilt")
         logits = effect_prior_logits(
-            effect_z, model.n_perturbed, config.mask_init_density, prior_logit(config.mask_prior)
+            effect_statistic(effect_z, config.effect_statistic),
+            model.n_perturbed,
+            config.mask_init_density,
+            prior_logit(config.mask_prior),
         )
     else:
         logits = np.full(shape, float(config.mask_init_logit))
@@ -232,6 +236,18 @@ def statistical_table(
         rows.extend({"method": method, **row} for row in at_k.to_dict("records"))
     table = pd.DataFrame(rows)
     return table[["method", "k", *(c for c in table.columns if c not in ("method", "k"))]]
+
+
+def held_out_evaluator(data: EvaluationData, p_value: float) -> StatisticalEvaluator:
+    """CausalBench's statistical evaluator on the test cells of ``data``."""
+    test = data.cells.rows("test")
+    return StatisticalEvaluator(
+        causalbench_expression(data.cells.counts[test]),
+        data.labels[test],
+        data.genes,
+        data.control_label,
+        p_value,
+    )
 
 
 def pair_masks(n_nodes: int, n_perturbed: int) -> tuple[np.ndarray, np.ndarray]:

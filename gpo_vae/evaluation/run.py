@@ -48,7 +48,6 @@ from gpo_vae.grn.calibration import calibrated_threshold, mask_movement
 from gpo_vae.grn.effects import effect_zscores
 from gpo_vae.grn.export import write_network_files
 from gpo_vae.grn.ranking import RANKING_FILE, matched_k_ranking, ranking_numbers
-from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
 from gpo_vae.interrupt import check_stop
 from gpo_vae.io import (
     disk_full_error,
@@ -279,14 +278,7 @@ def _grn(
     scores.update(grn.known_network_scores(references))
     graphs = grn.method_graphs(scores, config.grn_threshold)
     with stages("grn_statistical"):
-        test = cells.rows("test")
-        evaluator = StatisticalEvaluator(
-            causalbench_expression(cells.counts[test]),
-            data.labels[test],
-            data.genes,
-            data.control_label,
-            config.p_value,
-        )
+        evaluator = grn.held_out_evaluator(data, config.p_value)
         statistical = grn.statistical_table(evaluator, scores, graphs, nodes, config)
         _write_csv(statistical, out, "grn_statistical.csv")
     metrics: dict[str, float] = {

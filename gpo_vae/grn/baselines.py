@@ -122,14 +122,11 @@ def sparse_inverse_scores(
     if scale == 0.0:
         return out
     block = matrix[:p] / scale
-    inverse = np.zeros((p, p))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a weak knock-down leaves a column barely determined
-        for j in range(p):
-            target = np.zeros(p)
-            target[j] = 1.0
-            fit = Lasso(alpha=alpha, fit_intercept=False, max_iter=10_000).fit(block[:, :p], target)
-            inverse[:, j] = fit.coef_
+        # one lasso per column of the identity (sklearn fits the targets independently)
+        fit = Lasso(alpha=alpha, fit_intercept=False, max_iter=10_000).fit(block[:, :p], np.eye(p))
+    inverse = np.asarray(fit.coef_, dtype=np.float64).reshape(p, p).T
     diagonal = np.diag(inverse).copy()
     usable = np.abs(diagonal) > 1e-12
     safe = np.where(usable, diagonal, 1.0)

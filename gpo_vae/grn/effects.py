@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from gpo_vae.grn.baselines import deconvolution_scores
 from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr
 
 #: Logit of the diagonal (a perturbation acts on its own latent dimension) in the effect prior.
@@ -92,6 +93,16 @@ def effect_zscores(
     block[n == 0] = 0.0
     z[:, measured] = block
     return z
+
+
+def effect_statistic(zscores: np.ndarray, statistic: str = "zscore") -> np.ndarray:
+    """The statistic an effect-based mask starts from: ``zscore`` (the z-scores as they are) or
+    ``deconvolved`` (network deconvolution of |z|: total effects with the paths removed)."""
+    if statistic == "zscore":
+        return np.asarray(zscores, dtype=np.float64)
+    if statistic == "deconvolved":
+        return deconvolution_scores(np.abs(zscores))
+    raise ValueError(f"effect statistic {statistic!r} is not 'zscore' or 'deconvolved'")
 
 
 def effect_prior_logits(

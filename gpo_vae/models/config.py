@@ -11,6 +11,7 @@ LatentMode = Literal["concat", "sum"]
 GrnVariant = Literal["logits", "probs"]
 MaskInit = Literal["constant", "effects"]
 GrnTarget = Literal["cells", "effects"]
+EffectStatistic = Literal["zscore", "deconvolved"]
 PredictionBasal = Literal["prior", "encoded_controls"]
 UnmeasuredColumns = Literal["skip", "zero"]
 
@@ -23,6 +24,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "grn_variant": get_args(GrnVariant),
     "mask_init": get_args(MaskInit),
     "grn_target": get_args(GrnTarget),
+    "effect_statistic": get_args(EffectStatistic),
     "prediction_basal": get_args(PredictionBasal),
 }
 
@@ -87,6 +89,10 @@ class ModelConfig:
     grn_target
         What term 4 aligns D S with: ``cells`` (per-cell |ΔX| − c, published) or ``effects``
         (the cell's perturbation's effect-prior logits, its noise averaged over its cells).
+    effect_statistic
+        The effect statistic ``mask_init`` and ``grn_target`` ``effects`` read: ``zscore`` (|effect
+        z|, total effects) or ``deconvolved`` (its network deconvolution: the direct part of the
+        total effects, :func:`gpo_vae.grn.effects.effect_statistic`).
     prediction_basal
         Where generated cells take z_basal from: ``prior`` (N(0, I), published) or
         ``encoded_controls`` (q(z_basal | x) of the training control cells, the counterfactual
@@ -120,6 +126,7 @@ class ModelConfig:
     mask_init: MaskInit = "constant"
     mask_init_density: float = 0.05
     grn_target: GrnTarget = "cells"
+    effect_statistic: EffectStatistic = "zscore"
     prediction_basal: PredictionBasal = "prior"
 
     @property

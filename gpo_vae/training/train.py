@@ -35,7 +35,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 from gpo_vae.config import to_dict
-from gpo_vae.grn.effects import effect_prior_logits, effect_zscores, prior_logit
+from gpo_vae.grn.effects import effect_prior_logits, effect_statistic, effect_zscores, prior_logit
 from gpo_vae.interrupt import RunInterrupted, sigint_requests_stop
 from gpo_vae.io import (
     exclusive_lock,
@@ -111,7 +111,7 @@ def build_model(model_config: ModelConfig, cells: ArtifactCells, statistics: Tra
         )
         effect_logits = torch.as_tensor(
             effect_prior_logits(
-                zscores,
+                effect_statistic(zscores, model_config.effect_statistic),
                 cells.n_perturbed,
                 model_config.mask_init_density,
                 prior_logit(model_config.mask_prior),

@@ -236,3 +236,33 @@ def test_plus_run_starts_from_the_effect_prior_and_reloads_its_target(artifact_d
     assert np.abs(logits - expected).max() < 0.05
     off = ~np.eye(len(logits), dtype=bool)
     assert ((logits > 0) & off).sum() == ((expected > 0) & off).sum()
+
+
+def test_a_deconvolved_start_is_network_deconvolution_of_the_effects_and_evaluation_rebuilds_it(
+    artifact_dir, tmp_path
+):
+    """``effect_statistic: deconvolved``: the mask starts from, and the GRN term aligns with, the
+    effect prior of the deconvolved |effect z|; the evaluation's ``model_init`` is that start."""
+    from gpo_vae.evaluation.grn_benchmark import initial_mask_probabilities
+    from gpo_vae.grn.baselines import deconvolution_scores
+    from gpo_vae.grn.effects import effect_prior_logits, effect_zscores, prior_logit
+    from gpo_vae.training.data import ArtifactCells
+
+    config = TINY_MODEL.replace(
+        mask_init="effects", grn_target="effects", hop=0, mask_prior=0.05, effect_statistic="deconvolved"
+    )
+    cells = ArtifactCells.read(artifact_dir)
+    z = effect_zscores(
+        cells.counts, cells.dosage, cells.rows("train"), cells.nodes, cells.genes, cells.n_perturbed
+    )
+    direct = deconvolution_scores(np.abs(z))
+    expected = effect_prior_logits(direct, cells.n_perturbed, config.mask_init_density, prior_logit(0.05))
+    assert not np.allclose(expected, effect_prior_logits(z, cells.n_perturbed, 0.05, prior_logit(0.05)))
+    run = train_model(
+        artifact_dir, config, TINY_TRAINING.replace(max_epochs=1), tmp_path / "plus", progress=False
+    )
+    model, info = load_trained_model(run)
+    assert info["model_config"]["effect_statistic"] == "deconvolved"
+    np.testing.assert_allclose(model.grn_effect_target.numpy(), expected, rtol=1e-5, atol=1e-5)
+    start = 1.0 / (1.0 + np.exp(-expected))
+    np.testing.assert_allclose(initial_mask_probabilities(model, z), start, rtol=1e-6, atol=1e-6)
