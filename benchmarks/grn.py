@@ -103,19 +103,16 @@ def train_model_job(job: dict) -> dict:
 def method_job(job: dict) -> dict:
     """One GRN method on a prepared screen's training cells, in a process of its own."""
     from gpo_vae.evaluation import grn_benchmark as grn
-    from gpo_vae.grn.effects import effect_zscores
+    from gpo_vae.grn.effects import training_effect_zscores
     from gpo_vae.training.data import ArtifactCells
 
     cells = ArtifactCells.read(job["artifact"])
     train = cells.rows("train")
-    batches = cells.batch_codes if cells.n_batches else None
     tracemalloc.start()
     start = time.perf_counter()
     method = job["method"]
     if method in CHEAP:
-        z = effect_zscores(
-            cells.counts, cells.dosage, train, cells.nodes, cells.genes, cells.n_perturbed, batches
-        )
+        z = training_effect_zscores(cells)
         scores = grn.baseline_scores(cells.delta_x[train], z, cells.n_perturbed)[method]
     else:
         from grn_methods import gies_scores, grnboost2_scores, node_expression
@@ -155,7 +152,8 @@ def score_screen(screen: dict, models: dict[str, dict], methods: dict[str, dict]
     from gpo_vae.evaluation import grn_benchmark as grn
     from gpo_vae.evaluation.config import EvaluationConfig
     from gpo_vae.evaluation.prediction import EvaluationData
-    from gpo_vae.grn.effects import effect_zscores
+    from gpo_vae.grn.baselines import random_scores
+    from gpo_vae.grn.effects import training_effect_zscores
     from gpo_vae.grn.ranking import matched_k_ranking
     from gpo_vae.preprocessing.artifact import read_artifact
     from gpo_vae.training.run_dir import load_trained_model
@@ -166,15 +164,7 @@ def score_screen(screen: dict, models: dict[str, dict], methods: dict[str, dict]
     evaluation = Path(models[first]["run"]).parent / "evaluation"
     metrics = json.loads((evaluation / "run.json").read_text())["metrics"]
     config = EvaluationConfig(grn_threshold=float(metrics["grn_threshold"]))
-    z = effect_zscores(
-        cells.counts,
-        cells.dosage,
-        cells.rows("train"),
-        cells.nodes,
-        cells.genes,
-        cells.n_perturbed,
-        cells.batch_codes if cells.n_batches else None,
-    )
+    z = training_effect_zscores(cells)
     scores, cost = {}, {}
     for i, (name, result) in enumerate(models.items()):
         model, _ = load_trained_model(result["run"])
@@ -187,7 +177,7 @@ def score_screen(screen: dict, models: dict[str, dict], methods: dict[str, dict]
     for name, result in methods.items():
         scores[name] = result["scores"]
         cost[name] = (result["seconds"], result["peak_gb"], result["own_gb"])
-    scores["random"] = np.random.default_rng(config.seed).random((cells.n_nodes, cells.n_nodes))
+    scores["random"] = random_scores(cells.n_nodes, config.seed)
     cost["random"] = (np.nan,) * 3
     references = grn.reference_networks(screen["networks"], cells.nodes, cells.n_perturbed, screen["truth"])
     graphs = grn.method_graphs(scores, config.grn_threshold)

@@ -45,7 +45,7 @@ from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.evaluation.unseen_run import write_unseen
 from gpo_vae.grn.baselines import random_scores
 from gpo_vae.grn.calibration import calibrated_threshold, mask_movement
-from gpo_vae.grn.effects import effect_zscores
+from gpo_vae.grn.effects import training_effect_zscores
 from gpo_vae.grn.export import write_network_files
 from gpo_vae.grn.ranking import RANKING_FILE, matched_k_ranking, ranking_numbers
 from gpo_vae.interrupt import check_stop
@@ -246,15 +246,7 @@ def _grn(
     nodes = cells.nodes
     model = models[grn.MODEL][0]
     probabilities = model.mask_probabilities().double().cpu().numpy()
-    signed_z = effect_zscores(
-        cells.counts,
-        cells.dosage,
-        cells.rows("train"),
-        nodes,
-        cells.genes,
-        cells.n_perturbed,
-        cells.batch_codes if cells.n_batches else None,
-    )
+    signed_z = training_effect_zscores(cells)
     initial = grn.initial_mask_probabilities(model, signed_z)
     # a mask that started uniform at the threshold keeps its top share of pairs (grn_density)
     configured = config.grn_threshold

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -93,6 +94,20 @@ def effect_zscores(
     block[n == 0] = 0.0
     z[:, measured] = block
     return z
+
+
+def training_effect_zscores(cells: Any) -> np.ndarray:
+    """:func:`effect_zscores` of an artifact's training cells (an ``ArtifactCells``: its counts,
+    dosage, nodes, genes and batches), the statistic training and evaluation both read."""
+    return effect_zscores(
+        cells.counts,
+        cells.dosage,
+        cells.rows("train"),
+        cells.nodes,
+        cells.genes,
+        cells.n_perturbed,
+        cells.batch_codes if cells.n_batches else None,
+    )
 
 
 def effect_statistic(zscores: np.ndarray, statistic: str = "zscore") -> np.ndarray:

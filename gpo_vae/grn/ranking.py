@@ -60,6 +60,11 @@ def ranking_reference(reference: pd.DataFrame | None) -> str | None:
     return names[0]
 
 
+def reference_name(network: str) -> str:
+    """How a sentence names a reference network (``true_network`` → ``the true network``)."""
+    return "the true network" if network == "true_network" else f"the {network} network"
+
+
 def matched_k_ranking(statistical: pd.DataFrame, reference: pd.DataFrame | None, k: int) -> pd.DataFrame:
     """``grn_ranking.csv``: one row per method at the model's edge count ``k`` (:data:`COLUMNS`).
 
@@ -109,7 +114,7 @@ def ranking_sentence(ranking: pd.DataFrame, label: dict[str, str] | None = None)
         return None
     name = (label or {}).get(str(best["method"]), str(best["method"]))
     metric = "AUPRC" if by == "auprc" else "mean Wasserstein distance (held-out cells)"
-    against = f" against {model['reference'].replace('_', ' ')}" if by == "auprc" else ""
+    against = f" against {reference_name(str(model['reference']))}" if by == "auprc" else ""
     gap = float(model[by]) - float(best[by])
     n = int(ranking[by].notna().sum())
     if round(gap, 3) == 0:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from gpo_vae.grn.ranking import WIDE_K, ranking_sentence
+from gpo_vae.grn.ranking import WIDE_K, ranking_sentence, reference_name
 from gpo_vae.report import grn_plots, plots
 from gpo_vae.report.html import figure_html, html_table, not_computed, section
 from gpo_vae.report.tables import (
@@ -72,7 +72,7 @@ def ranking_section(tables: EvaluationTables) -> str:
         body += f'<p class="verdict {sentence[1]}">{html.escape(sentence[0])}</p>'
     k = int(ranking["k"].iloc[0])
     by = str(ranking["ranked_by"].iloc[0])
-    reference = str(ranking["reference"].iloc[0]).replace("_", " ")
+    reference = reference_name(str(ranking["reference"].iloc[0]))
     shown = ranking[list(RANKING_COLUMNS)].assign(method=lambda f: f["method"].map(plots.method_label))
     body += html_table(shown, list(RANKING_COLUMNS.values()))
     ranked = (

@@ -35,7 +35,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 from gpo_vae.config import to_dict
-from gpo_vae.grn.effects import effect_prior_logits, effect_statistic, effect_zscores, prior_logit
+from gpo_vae.grn.effects import effect_prior_logits, effect_statistic, prior_logit, training_effect_zscores
 from gpo_vae.interrupt import RunInterrupted, sigint_requests_stop
 from gpo_vae.io import (
     exclusive_lock,
@@ -100,15 +100,7 @@ def build_model(model_config: ModelConfig, cells: ArtifactCells, statistics: Tra
     """
     effect_logits = None
     if model_config.needs_effects:
-        zscores = effect_zscores(
-            cells.counts,
-            cells.dosage,
-            cells.rows("train"),
-            cells.nodes,
-            cells.genes,
-            cells.n_perturbed,
-            cells.batch_codes if cells.n_batches else None,
-        )
+        zscores = training_effect_zscores(cells)
         effect_logits = torch.as_tensor(
             effect_prior_logits(
                 effect_statistic(zscores, model_config.effect_statistic),

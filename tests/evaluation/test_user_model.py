@@ -97,7 +97,8 @@ def test_the_user_model_reproduces_the_evaluated_ate_and_graph(evaluation: Path,
     assert len(edges) == record["metrics"]["grn_edges"] and not (edges["source"] == edges["target"]).any()
     assert (edges["probability"] > record["metrics"]["grn_threshold"]).all()
     network = pd.read_csv(evaluation / "grn_network.tsv", sep="\t", keep_default_na=False)
-    assert list(network.columns) == ["source", "target", "weight"] and len(network) == len(edges)
+    assert list(network.columns) == ["source", "target", "weight", "method"] and len(network) == len(edges)
+    assert network["method"].str.startswith("trained GRN mask").all()
     assert np.allclose(network["weight"], edges["probability"])
     mask = pd.read_csv(evaluation / "grn_mask.csv", index_col=0, keep_default_na=False, na_values=[""])
     threshold = record["metrics"]["grn_threshold"]
@@ -109,8 +110,9 @@ def test_the_user_model_reproduces_the_evaluated_ate_and_graph(evaluation: Path,
     assert (
         graph.is_directed() and graph.number_of_nodes() == len(mask) and graph.number_of_edges() == len(edges)
     )
-    source, target, weight = network.iloc[0]
+    source, target, weight, method = network.iloc[0]
     assert graph.edges[source, target]["weight"] == pytest.approx(weight)
+    assert graph.graph["method"] == method  # the GraphML says which method made it, as the TSV
     kinds = pd.read_csv(evaluation / "grn_nodes.csv", keep_default_na=False).set_index("node")["kind"]
     assert {graph.nodes[n]["kind"] for n in kinds.index[kinds == "P"]} == {"perturbed"}
 

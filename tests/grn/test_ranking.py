@@ -64,7 +64,7 @@ def test_the_sentence_says_beats_ties_or_loses_against_the_best_baseline(model_a
     text, found = ranking_sentence(matched_k_ranking(statistical, reference, 40), {"deconvolution": "ND"})
     assert found == tone
     assert f"it {verb} the best baseline, ND (0.650)" in text
-    assert "At matched K = 40 edges" in text and "against true network" in text
+    assert "At matched K = 40 edges" in text and "against the true network" in text
 
 
 def test_without_a_reference_network_methods_are_ranked_by_mean_wasserstein():
