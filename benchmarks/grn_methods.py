@@ -52,7 +52,11 @@ def node_expression(
 def grnboost2_scores(
     expression: np.ndarray, measured: np.ndarray, n_nodes: int, n_perturbed: int
 ) -> np.ndarray:
-    """GRNBoost2 importances: entry (s, t) = importance of source s (a perturbed node) for target t."""
+    """GRNBoost2 importances: entry (s, t) = importance of source s (a perturbed node) for target t.
+
+    A regulator is a feature only when its gene is measured: on a screen whose targets are not
+    measured (a panel) GRNBoost2 has no regulator, and every score is 0.
+    """
     from arboreto.core import EARLY_STOP_WINDOW_LENGTH, SGBM_KWARGS, infer_partial_network
 
     sources = [i for i, node in enumerate(measured) if node < n_perturbed]
@@ -61,6 +65,8 @@ def grnboost2_scores(
     tf_names = [names[i] for i in sources]
     scores = np.zeros((n_nodes, n_nodes))
     for column, node in enumerate(measured):
+        if not [i for i in sources if i != column]:
+            continue  # no measured regulator but itself: nothing to regress on (its scores stay 0)
         links = infer_partial_network(
             "GBM",
             SGBM_KWARGS,

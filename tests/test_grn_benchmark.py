@@ -117,3 +117,13 @@ def test_the_docs_block_is_replaced_and_the_rest_of_the_page_kept(tmp_path: Path
     page.write_text("no block")
     with pytest.raises(SystemExit, match="no <!-- grn-benchmark:start -->"):
         grn.write_docs_block(page, grn.summary_table(_rows()), [], "")
+
+
+def test_grnboost2_without_a_measured_regulator_scores_nothing():
+    """A panel that measures none of the perturbed genes leaves GRNBoost2 no feature: all 0."""
+    pytest.importorskip("arboreto")
+    methods = _load("grn_methods")
+    expression = np.random.default_rng(0).normal(1.0, 0.5, (200, 4))
+    # nodes 0-1 perturbed but unmeasured; the measured columns are the downstream nodes 2-5
+    scores = methods.grnboost2_scores(expression, np.array([2, 3, 4, 5]), n_nodes=6, n_perturbed=2)
+    assert scores.shape == (6, 6) and not scores.any()

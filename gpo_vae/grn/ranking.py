@@ -86,6 +86,8 @@ def matched_k_ranking(statistical: pd.DataFrame, reference: pd.DataFrame | None,
         table["precision_at_k"] = pd.to_numeric(rows["precision"], errors="coerce").to_numpy()
         wide = rows.get(f"precision_at_{WIDE_K}", pd.Series(np.nan, index=rows.index))
         table[f"precision_at_{WIDE_K}"] = pd.to_numeric(wide, errors="coerce").to_numpy()
+        # without a reference edge among the pairs, a precision of 0 says nothing about a method
+        table.loc[table["auprc"].isna(), "precision_at_k"] = np.nan
     by = "auprc" if network is not None and table["auprc"].notna().any() else "mean_wasserstein"
     table["reference"] = network if by == "auprc" else ""
     table["ranked_by"] = by

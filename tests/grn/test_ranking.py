@@ -74,3 +74,12 @@ def test_without_a_reference_network_methods_are_ranked_by_mean_wasserstein():
     assert (ranking["ranked_by"] == "mean_wasserstein").all() and ranking["auprc"].isna().all()
     text, tone = ranking_sentence(ranking)
     assert "mean Wasserstein distance" in text and tone == "good"
+
+
+def test_a_reference_without_edges_among_the_pairs_gives_no_precision():
+    statistical, reference = _tables(0.7)
+    reference["auprc"] = np.nan  # no reference edge among the pairs scored
+    reference["precision"] = 0.0
+    ranking = matched_k_ranking(statistical, reference, 40)
+    assert ranking["precision_at_k"].isna().all()
+    assert (ranking["ranked_by"] == "mean_wasserstein").all()
