@@ -94,7 +94,7 @@ def main(
       --seed (0)                   seed of the synthetic screen (training seeds are in the config)
       --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
                                    combinatorial, nonadditive, batches, counts_layer, guides,
-                                   low_cells, glioma, crispra_panel
+                                   low_cells, glioma, crispra_panel, cascade, feedback
       --split (none)               preprocess.split.mode (none: the config's): random,
                                    heldout_perturbations (genes never seen in training) or
                                    heldout_combinations (A+B pairs never seen, their singles seen)
@@ -238,7 +238,7 @@ def sweep(
       --seed (0)                   seed of the synthetic screen
       --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
                                    combinatorial, nonadditive, batches, counts_layer, guides,
-                                   low_cells, glioma, crispra_panel
+                                   low_cells, glioma, crispra_panel, cascade, feedback
       --data-dir (none)            folder holding downloaded archives or their files
       --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
       --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)

@@ -180,7 +180,7 @@ def inspect(
       --seed (0)                   seed of the synthetic screen
       --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
                                    combinatorial, nonadditive, batches, counts_layer, guides,
-                                   low_cells, glioma, crispra_panel
+                                   low_cells, glioma, crispra_panel, cascade, feedback
       --split (none)               preprocess.split.mode (none: the config's): random,
                                    heldout_perturbations or heldout_combinations (lists what
                                    would be held out)
