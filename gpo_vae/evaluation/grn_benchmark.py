@@ -45,11 +45,11 @@ from gpo_vae.grn.baselines import (
 )
 from gpo_vae.grn.curves import edges_from_probabilities, rank_edges
 from gpo_vae.grn.effects import effect_prior_logits, effect_statistic, prior_logit
-from gpo_vae.grn.ranking import WIDE_K, top_k_precision
+from gpo_vae.grn.ranking import MODEL, WIDE_K, top_k_precision
+from gpo_vae.grn.ranking import SAMS_VAE as SAMS_VAE  # re-exported: grn.SAMS_VAE in the evaluation
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
 from gpo_vae.models import GPOVAE
 
-MODEL, SAMS_VAE = "model", "sams_vae"
 #: The evaluated model's mask as it was before training (what training added is model − this).
 MODEL_INIT = "model_init"
 UNION, TRUE_NETWORK = "union", "true_network"

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 RANKING_FILE = "grn_ranking.csv"
-MODEL = "model"
+#: The evaluated model's and SAMS-VAE's method keys in every GRN table.
+MODEL, SAMS_VAE = "model", "sams_vae"
 #: Methods that are models, not baselines (the verdict compares the model with the rest).
-MODELS = ("model", "sams_vae")
+MODELS = (MODEL, SAMS_VAE)
 #: The fixed wide edge count of the comparison (CausalBench's 2023 challenge scored ≥ 1,000 edges).
 WIDE_K = 1000
 #: References in the order the ranking prefers them.
