@@ -2,7 +2,8 @@
 
     python benchmarks/grn.py [--screens default,cascade,feedback,panel,glioma,real,norman]
                              [--seeds 1,2,3] [--models gpo_vae_plus,gpo_vae_plus_deconvolved]
-                             [--methods grnboost2,gies] [--workers 2] [--out DIR] [--markdown]
+                             [--methods grnboost2,gies] [--method-timeout 3600] [--workers 2]
+                             [--out DIR] [--markdown]
                              [--rows DIR/grn_rows.csv] [--docs docs/grn.md]
 
 Every screen and seed is prepared as ``benchmarks/science.py`` prepares it (a new simulated screen
@@ -22,7 +23,10 @@ K562), CausalBench's mean Wasserstein distance and false omission rate on held-o
 Printed: per screen and method, mean ± sd over seeds, and the rank by AUPRC (by mean Wasserstein
 without a reference network); then per screen one verdict: the best model family against the best
 baseline, with the paired difference over seeds and whether it exceeds their spread (|mean| > sd).
-``--out`` keeps every file and the per-seed rows (``grn_rows.csv``); ``--rows`` prints the tables of
+``--out`` keeps every file and the per-seed rows (``grn_rows.csv``), and a rerun into the same
+folder reuses every complete trained run (the evaluation and the methods run again), so
+``--methods gies`` adds one method without training again; a method that takes longer than
+``--method-timeout`` seconds on a screen is stopped and listed as failed; ``--rows`` prints the tables of
 such a file again without running anything; ``--docs`` writes the Markdown table and verdicts into
 the page between its ``<!-- grn-benchmark:start -->`` and ``<!-- grn-benchmark:end -->`` lines.
 """
@@ -33,6 +37,7 @@ import json
 import multiprocessing
 import os
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -100,6 +105,16 @@ def train_model_job(job: dict) -> dict:
     }
 
 
+def _stop_after(seconds: int) -> None:
+    """Raise TimeoutError in this (worker) process after ``seconds``: one slow method, not the run."""
+
+    def stop(signum, frame) -> None:
+        raise TimeoutError(f"stopped after {seconds} s (--method-timeout)")
+
+    signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+
+
 def method_job(job: dict) -> dict:
     """One GRN method on a prepared screen's training cells, in a process of its own."""
     from gpo_vae.evaluation import grn_benchmark as grn
@@ -108,6 +123,8 @@ def method_job(job: dict) -> dict:
 
     cells = ArtifactCells.read(job["artifact"])
     train = cells.rows("train")
+    if job.get("timeout"):
+        _stop_after(int(job["timeout"]))
     tracemalloc.start()
     start = time.perf_counter()
     method = job["method"]
@@ -211,6 +228,8 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
         entry["rank"] = _mean_sd(group["rank"], 1)
         for column in COLUMNS:
             entry[column] = _mean_sd(group[column], 3)
+        if "tied_at_k" in group:  # rows of a run before the column existed have none
+            entry["tied_at_k"] = _mean_sd(group["tied_at_k"], 0)
         entry["seconds"] = _mean_sd(group["seconds"], 1)
         entry["peak_gb"] = _mean_sd(group["peak_gb"], 2)
         entry["own_gb"] = _mean_sd(group.get("own_gb", pd.Series(dtype=float)), 3)
@@ -289,6 +308,12 @@ def main() -> None:
         __doc__.splitlines()[0], "screens", ",".join(SCREENS), "gpo_vae_plus,gpo_vae_plus_deconvolved"
     )
     parser.add_argument("--methods", default=",".join(FIELD), help=f"field methods, of {list(FIELD)}")
+    parser.add_argument(
+        "--method-timeout",
+        type=int,
+        default=3600,
+        help="seconds one method may take on one screen before it is stopped and listed as failed",
+    )
     parser.add_argument("--rows", type=Path, help="print the tables of an earlier run's grn_rows.csv")
     parser.add_argument("--docs", type=Path, help="write the table into this page's benchmark block")
     args = parser.parse_args()
@@ -331,7 +356,7 @@ def main() -> None:
                     flush=True,
                 )
         model_jobs = [{**p, "model": m, "folder": str(p["folder"] / m)} for p in prepared for m in models]
-        method_jobs = [{**p, "method": m} for p in prepared for m in methods]
+        method_jobs = [{**p, "method": m, "timeout": args.method_timeout} for p in prepared for m in methods]
         model_results = _run_isolated(train_model_job, model_jobs, args.workers)
         print(f"models trained and evaluated: {time.perf_counter() - started:.0f} s", flush=True)
         method_results = _run_isolated(method_job, method_jobs, args.workers)

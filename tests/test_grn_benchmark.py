@@ -127,3 +127,20 @@ def test_grnboost2_without_a_measured_regulator_scores_nothing():
     # nodes 0-1 perturbed but unmeasured; the measured columns are the downstream nodes 2-5
     scores = methods.grnboost2_scores(expression, np.array([2, 3, 4, 5]), n_nodes=6, n_perturbed=2)
     assert scores.shape == (6, 6) and not scores.any()
+
+
+def test_a_method_past_its_timeout_is_stopped_with_the_reason():
+    """--method-timeout: the alarm raises in the method's process, so the run lists it as failed."""
+    import signal
+    import time
+
+    grn = _load("grn")
+    previous = signal.getsignal(signal.SIGALRM)
+    try:
+        grn._stop_after(1)
+        with pytest.raises(TimeoutError, match=r"stopped after 1 s \(--method-timeout\)"):
+            for _ in range(100):  # 10 s at most: the alarm must end this loop after about 1 s
+                time.sleep(0.1)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

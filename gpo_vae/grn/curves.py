@@ -42,6 +42,18 @@ def rank_edges(scores: np.ndarray, n_nodes: int | None = None) -> np.ndarray:
     return candidates[np.argsort(-flat[candidates], kind="stable")]
 
 
+def tied_at_k(values: np.ndarray, k: int) -> int:
+    """How many of the ``k`` highest ``values`` tie with the best value left out.
+
+    Those edges were picked among equal scores by pair order, not by the method: 0 when the top
+    ``k`` is set by the scores alone, ``k`` when it says nothing (e.g. a constant score).
+    """
+    ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())[::-1]
+    if k <= 0 or k >= ordered.size:
+        return 0
+    return int(np.count_nonzero(ordered[:k] == ordered[k]))
+
+
 def edges_from_probabilities(
     probabilities: np.ndarray, nodes: Sequence[str] | pd.Index, threshold: float | None = 0.5
 ) -> pd.DataFrame:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from gpo_vae.grn.curves import tied_at_k
+
 RANKING_FILE = "grn_ranking.csv"
 #: The evaluated model's and SAMS-VAE's method keys in every GRN table.
 MODEL, SAMS_VAE = "model", "sams_vae"
@@ -22,6 +24,8 @@ MODEL, SAMS_VAE = "model", "sams_vae"
 MODELS = (MODEL, SAMS_VAE)
 #: The fixed wide edge count of the comparison (CausalBench's 2023 challenge scored ≥ 1,000 edges).
 WIDE_K = 1000
+#: Columns measured on the top K (left out where the scores do not choose it).
+AT_K = ("precision_at_k", "mean_wasserstein", "false_omission_rate")
 #: References in the order the ranking prefers them.
 PREFERRED_REFERENCES = ("true_network", "union")
 COLUMNS = (
@@ -33,6 +37,7 @@ COLUMNS = (
     f"precision_at_{WIDE_K}",
     "mean_wasserstein",
     "false_omission_rate",
+    "tied_at_k",
     "reference",
     "ranked_by",
 )
@@ -41,10 +46,11 @@ COLUMNS = (
 def top_k_precision(scores: np.ndarray, reference: np.ndarray, pairs: np.ndarray, k: int) -> float:
     """Share of reference edges among the ``k`` highest-scored pairs (NaN when fewer pairs than ``k``).
 
-    Ties are broken by the pairs' row-major order, as :func:`~gpo_vae.grn.curves.rank_edges`.
+    Ties are broken by the pairs' row-major order, as :func:`~gpo_vae.grn.curves.rank_edges`;
+    NaN when all ``k`` were picked that way (:func:`~gpo_vae.grn.curves.tied_at_k` is ``k``).
     """
     values = np.asarray(scores, dtype=np.float64)[pairs]
-    if k <= 0 or values.size < k:
+    if k <= 0 or values.size < k or tied_at_k(values, k) == k:
         return float("nan")
     order = np.argsort(-values, kind="stable")[:k]
     return float(np.asarray(reference)[pairs][order].mean())
@@ -70,13 +76,17 @@ def matched_k_ranking(statistical: pd.DataFrame, reference: pd.DataFrame | None,
     """``grn_ranking.csv``: one row per method at the model's edge count ``k`` (:data:`COLUMNS`).
 
     ``statistical`` is ``grn_statistical.csv`` (rows ``k`` = ``str(k)`` are each method's top K);
-    ``reference`` is ``grn_reference.csv`` or None.
+    ``reference`` is ``grn_reference.csv`` or None. ``tied_at_k`` counts the top-K edges picked
+    among equal scores by pair order; where it is K (no ranking at this K) the method's
+    :data:`AT_K` columns are NaN.
     """
     at_k = statistical[statistical["k"].astype(str) == str(k)].drop_duplicates("method").set_index("method")
     methods = list(at_k.index)
     table = pd.DataFrame({"method": methods, "k": k})
     table["mean_wasserstein"] = pd.to_numeric(at_k["mean_wasserstein"], errors="coerce").to_numpy()
     table["false_omission_rate"] = pd.to_numeric(at_k["false_omission_rate"], errors="coerce").to_numpy()
+    tied = at_k["tied"] if "tied" in at_k else pd.Series(0, index=at_k.index)
+    table["tied_at_k"] = pd.to_numeric(tied, errors="coerce").fillna(0).astype(int).to_numpy()
     network = ranking_reference(reference)
     for column in ("auprc", "precision_at_k", f"precision_at_{WIDE_K}"):
         table[column] = np.nan
@@ -89,6 +99,9 @@ def matched_k_ranking(statistical: pd.DataFrame, reference: pd.DataFrame | None,
         table[f"precision_at_{WIDE_K}"] = pd.to_numeric(wide, errors="coerce").to_numpy()
         # without a reference edge among the pairs, a precision of 0 says nothing about a method
         table.loc[table["auprc"].isna(), "precision_at_k"] = np.nan
+    # a top K picked wholly by pair order among equal scores (a constant score) is no graph of
+    # the method's: its matched-K numbers would measure the pairs' order
+    table.loc[(table["tied_at_k"] >= k) & (k > 0), list(AT_K)] = np.nan
     by = "auprc" if network is not None and table["auprc"].notna().any() else "mean_wasserstein"
     table["reference"] = network if by == "auprc" else ""
     table["ranked_by"] = by

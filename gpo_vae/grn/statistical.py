@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from gpo_vae.data.contract import CONTROL_LABEL
-from gpo_vae.grn.curves import Graph, graph_adjacency, rank_edges
+from gpo_vae.grn.curves import Graph, graph_adjacency, rank_edges, tied_at_k
 from gpo_vae.grn.two_sample import ControlColumn, two_sample_tests
 from gpo_vae.preprocessing.normalize import as_csr, library_size, normalize_log1p
 
@@ -384,7 +384,8 @@ class StatisticalEvaluator:
         Returns
         -------
         One row per K (index ``k``): ``n_edges`` may be below K when fewer scores exist,
-        ``min_score`` is the K-th score, then the columns of :func:`summarise_tests`.
+        ``min_score`` is the K-th score, ``tied`` how many of the K tie with the best score left
+        out (:func:`~gpo_vae.grn.curves.tied_at_k`), then the columns of :func:`summarise_tests`.
         """
         index = pd.Index(nodes).astype(str)
         ranked = rank_edges(scores, len(index))
@@ -404,7 +405,11 @@ class StatisticalEvaluator:
         flat_scores = np.asarray(scores, dtype=np.float64).ravel()
         for k, plan in zip(ks, plans, strict=True):
             top = ranked[: int(k)]
-            head = {"k": int(k), "min_score": float(flat_scores[top[-1]]) if top.size else np.nan}
+            head = {
+                "k": int(k),
+                "min_score": float(flat_scores[top[-1]]) if top.size else np.nan,
+                "tied": tied_at_k(flat_scores[ranked], int(k)),
+            }
             rows.append({**head, **self._finish(plan).summary.to_dict()})
         return pd.DataFrame(rows).set_index("k")
 

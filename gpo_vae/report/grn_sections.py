@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gpo_vae.grn.ranking import WIDE_K, ranking_sentence, reference_name
@@ -56,6 +57,7 @@ RANKING_COLUMNS = {
     f"precision_at_{WIDE_K}": f"precision at K = {WIDE_K:,}",
     "mean_wasserstein": "mean Wasserstein distance",
     "false_omission_rate": "FOR",
+    "tied_at_k": "tied at K",
 }
 
 
@@ -73,6 +75,8 @@ def ranking_section(tables: EvaluationTables) -> str:
     k = int(ranking["k"].iloc[0])
     by = str(ranking["ranked_by"].iloc[0])
     reference = reference_name(str(ranking["reference"].iloc[0]))
+    if "tied_at_k" not in ranking:  # a grn_ranking.csv written before the column existed
+        ranking = ranking.assign(tied_at_k=np.nan)
     shown = ranking[list(RANKING_COLUMNS)].assign(method=lambda f: f["method"].map(plots.method_label))
     body += html_table(shown, list(RANKING_COLUMNS.values()))
     ranked = (
@@ -82,7 +86,10 @@ def ranking_section(tables: EvaluationTables) -> str:
         f"Each method's graph cut to the model's size, K = {k:,} edges (its top-K scores), so every column "
         f"but AUPRC compares graphs of one size; ranked by {ranked}. Precision at K counts reference edges "
         f"among the K; at K = {WIDE_K:,} where the pairs allow it. Mean Wasserstein distance and FOR are "
-        "CausalBench's, on held-out cells (section below). Baselines: network deconvolution (Feizi et al. "
+        "CausalBench's, on held-out cells (section below). Tied at K counts the top-K edges picked among "
+        "equal scores by pair order; where that is all K (a constant score, e.g. GRNBoost2 without a "
+        "measured regulator) the method has no graph of its own at this K and its K columns are left "
+        "blank. Baselines: network deconvolution (Feizi et al. "
         "2013) and an inspre-style sparse inverse (Brown et al. 2025) of the training cells' effect "
         "z-scores, |effect z| itself, |corr ΔX|, the model's mask before training, random scores and each "
         "known network given with --networks; GRNBoost2 and GIES are in benchmarks/grn.py (minutes, not "

@@ -95,6 +95,7 @@ SPECS: dict[str, TableSpec] = {
             "grn_ranking.csv",
             ("method", "reference", "ranked_by"),
             ("rank", "k", "auprc", "precision_at_k", "mean_wasserstein", "false_omission_rate"),
+            optional_numbers=("tied_at_k",),
             number_pattern=re.compile(r"^precision_at_\d+$"),
         ),
         TableSpec(

@@ -351,6 +351,10 @@ def test_every_grn_method_is_ranked_at_the_models_edge_count(evaluation: Path):
     metrics = json.loads((evaluation / "run.json").read_text())["metrics"]
     for row in ranking.itertuples():
         assert row.auprc == pytest.approx(truth.loc[row.method, "auprc"])
+        assert row.tied_at_k == at_k.loc[row.method, "tied"]
+        if row.tied_at_k == n_model:  # a constant score (the paper's equal initial logits): no top K
+            assert np.isnan(row.precision_at_k) and np.isnan(row.mean_wasserstein)
+            continue
         assert row.precision_at_k == pytest.approx(truth.loc[row.method, "precision"])
         assert row.mean_wasserstein == pytest.approx(at_k.loc[row.method, "mean_wasserstein"], nan_ok=True)
         key = row.method.replace(":", "_")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpo_vae.grn.curves import tied_at_k
 from gpo_vae.grn.ranking import matched_k_ranking, ranking_numbers, ranking_sentence, top_k_precision
 
 
@@ -83,3 +84,25 @@ def test_a_reference_without_edges_among_the_pairs_gives_no_precision():
     ranking = matched_k_ranking(statistical, reference, 40)
     assert ranking["precision_at_k"].isna().all()
     assert (ranking["ranked_by"] == "mean_wasserstein").all()
+
+
+def test_tied_at_k_counts_the_top_k_edges_picked_by_pair_order():
+    assert tied_at_k(np.array([0.9, 0.5, 0.5, 0.5, 0.1]), 1) == 0  # 0.9 is chosen by its score
+    assert tied_at_k(np.array([0.9, 0.5, 0.5, 0.5, 0.1]), 2) == 1  # one of three 0.5s, by order
+    assert tied_at_k(np.array([0.9, 0.5, 0.5, 0.5, 0.1]), 4) == 0  # all three 0.5s are in
+    assert tied_at_k(np.zeros(10), 3) == 3  # a constant score chooses nothing
+    assert tied_at_k(np.zeros(10), 10) == 0  # every pair is kept: nothing was chosen
+
+
+def test_a_constant_score_gets_no_top_k_numbers_and_no_rank_without_a_reference():
+    scores = np.zeros((4, 4))
+    reference = np.zeros((4, 4), dtype=bool)
+    reference[0, 1] = True  # the first pair in row-major order: order alone would score 1.0
+    assert np.isnan(top_k_precision(scores, reference, ~np.eye(4, dtype=bool), 1))
+    statistical, _ = _tables(0.7)
+    statistical["tied"] = 0
+    statistical.loc[(statistical["method"] == "effect_z") & (statistical["k"] == "40"), "tied"] = 40
+    ranking = matched_k_ranking(statistical, None, 40).set_index("method")
+    assert ranking.loc["effect_z", ["mean_wasserstein", "false_omission_rate"]].isna().all()
+    assert np.isnan(ranking.loc["effect_z", "rank"]) and ranking.loc["effect_z", "tied_at_k"] == 40
+    assert ranking.loc["deconvolution", "mean_wasserstein"] == 0.25  # the others keep theirs

@@ -168,7 +168,10 @@ def test_statistics_at_k_equals_evaluating_each_top_k_graph() -> None:
     assert table.loc[1, "min_score"] == off.max()
     top5 = off >= np.sort(off.ravel())[-5]
     direct = evaluate_network(X, labels, genes, top5, genes, n_negatives=20).summary
-    pd.testing.assert_series_equal(table.loc[5].drop("min_score"), direct, check_names=False)
+    pd.testing.assert_series_equal(table.loc[5].drop(["min_score", "tied"]), direct, check_names=False)
+    assert (table["tied"] == 0).all()  # distinct random scores: every top K is the scores' own
+    flat = statistics_at_k(np.ones_like(scores), genes, X, labels, genes, ks=(5,), n_negatives=20)
+    assert flat.loc[5, "tied"] == 5  # a constant score: the 5 are picked by pair order alone
 
 
 def test_true_graph_beats_random_graph() -> None:
