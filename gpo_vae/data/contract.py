@@ -41,6 +41,8 @@ from gpo_vae.io import file_problem
 if TYPE_CHECKING:  # anndata is imported where a file is read: the registry's constants stay light
     import anndata as ad
 
+    from gpo_vae.data.on_disk import CountsOnDisk
+
 #: var columns that hold gene symbols when the index holds Ensembl ids (Replogle, 10x, CELLxGENE).
 SYMBOL_COLUMNS = ("gene_name", "gene_symbols", "gene_symbol", "feature_name", "symbol", "gene_short_name")
 #: Labels that are a missing value written out as text (``str(nan)``, ``str(None)``, pandas' NA).
@@ -154,20 +156,36 @@ def resolve_duplicate_genes(
             f"{_where(source)}{len(genes)} gene symbols name more than one column: {shown}{more}. "
             "Pass --duplicate-genes sum (add their counts) or --duplicate-genes first (keep the first)."
         )
-    first = ~names.duplicated(keep="first")
-    if how == "first":
-        out = adata[:, first].copy()
-    else:
-        codes = pd.Index(names[first]).get_indexer(names)
-        join = sp.csr_matrix((np.ones(len(names), np.float32), (np.arange(len(names)), codes)))
-        var = adata.var.loc[first].copy()
-        if GENE_ID_KEY in adata.var.columns:
-            ids = adata.var[GENE_ID_KEY].astype(str).groupby(codes, sort=True).agg(";".join)
-            var[GENE_ID_KEY] = ids.to_numpy()
-        import anndata as ad
+    columns, var = duplicate_column_plan(names, adata.var, how)
+    import anndata as ad
 
-        out = ad.AnnData(X=sp.csr_matrix(adata.X) @ join, obs=adata.obs, var=var)
+    if adata.X is None:  # obs and var of a file whose counts stay on disk
+        X = None
+    else:
+        X = adata.X[:, columns] if how == "first" else sp.csr_matrix(adata.X) @ columns
+    out = ad.AnnData(X=X, obs=adata.obs, var=var)
     return out, {"duplicate_genes": genes, "duplicate_genes_resolved": how}
+
+
+def duplicate_column_plan(
+    names: pd.Index, var: pd.DataFrame, how: str
+) -> tuple[np.ndarray | sp.csr_matrix, pd.DataFrame]:
+    """How duplicate symbols become one column each, and the var that results.
+
+    ``first``: the stored columns to keep (an index array); ``sum``: a stored-columns × genes
+    CSR matrix of ones that a block of counts is multiplied by. Gene ids of summed columns are
+    joined with ``;``.
+    """
+    first = ~names.duplicated(keep="first")
+    out = var.loc[first].copy()
+    if how == "first":
+        return np.flatnonzero(first), out
+    codes = pd.Index(names[first]).get_indexer(names)
+    join = sp.csr_matrix((np.ones(len(names), np.float32), (np.arange(len(names)), codes)))
+    if GENE_ID_KEY in var.columns:
+        ids = var[GENE_ID_KEY].astype(str).groupby(codes, sort=True).agg(";".join)
+        out[GENE_ID_KEY] = ids.to_numpy()
+    return join, out
 
 
 def _counts_source(adata: ad.AnnData, layout: ScreenLayout, source: str | Path | None) -> str:
@@ -240,6 +258,23 @@ def validate_counts_adata(
     cell and one perturbed cell, unique cell and gene names, counts that are non-negative
     integers (every value), and at least one gene and cell.
     """
+    validate_labels_and_names(adata, source, perturbation_key, control_label)
+    found = first_non_count(adata.X)
+    if found is not None:
+        row, value = found
+        raise DataContractError(
+            f"{_where(source)}X does not hold raw UMI counts: cell {adata.obs_names[row]!r} (row {row:,}) holds "
+            f"{value:.4g}. Store the raw counts in X or a layer (--counts-layer), not normalised data."
+        )
+
+
+def validate_labels_and_names(
+    adata: ad.AnnData,
+    source: str | Path | None = None,
+    perturbation_key: str = PERTURBATION_KEY,
+    control_label: str = CONTROL_LABEL,
+) -> None:
+    """The checks of :func:`validate_counts_adata` that need no count (obs and var alone)."""
     where = _where(source)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise DataContractError(f"{where}the dataset is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
@@ -261,13 +296,6 @@ def validate_counts_adata(
         dup = adata.var_names[adata.var_names.duplicated()][:3].tolist()
         raise DataContractError(
             f"{where}duplicate gene names, e.g. {dup}; pass --duplicate-genes sum or first."
-        )
-    found = first_non_count(adata.X)
-    if found is not None:
-        row, value = found
-        raise DataContractError(
-            f"{where}X does not hold raw UMI counts: cell {adata.obs_names[row]!r} (row {row:,}) holds "
-            f"{value:.4g}. Store the raw counts in X or a layer (--counts-layer), not normalised data."
         )
 
 
@@ -439,6 +467,20 @@ def counts_from_adata(
     record.update(normalise_var_names(adata))
     adata, duplicates = resolve_duplicate_genes(adata, layout.duplicate_genes, source)
     record.update(duplicates)
+    return _label_contract(adata, record, layout, source, full_obs, rows)
+
+
+def _label_contract(
+    adata: ad.AnnData,
+    record: dict[str, Any],
+    layout: ScreenLayout,
+    source: str | Path | None,
+    full_obs: pd.DataFrame,
+    rows: np.ndarray | None,
+) -> ad.AnnData:
+    """Labels, batches, checks and ``uns`` of the contract, on counts already resolved (``adata.X``
+    None: counts on disk, checked where they were found)."""
+    source_name = record["counts"]
     labels, label_record = screen_labels(full_obs, adata.var, adata.var_names, layout, source)
     target_ids = target_gene_ids(full_obs, labels)
     if rows is not None:
@@ -449,10 +491,131 @@ def counts_from_adata(
     if batches is not None:
         adata.obs[BATCH_KEY] = pd.Categorical(batches)
         record["batches"] = sorted(set(batches.tolist()))
-    validate_counts_adata(adata, source, PERTURBATION_KEY, CONTROL_LABEL)
+    if adata.X is None:
+        validate_labels_and_names(adata, source, PERTURBATION_KEY, CONTROL_LABEL)
+    else:
+        validate_counts_adata(adata, source, PERTURBATION_KEY, CONTROL_LABEL)
     resolved = ScreenLayout.from_dict({**layout.to_dict(), "counts_layer": source_name})
     adata.uns["layout"] = resolved.to_dict()
     adata.uns["layout_record"] = record
     if target_ids:
         adata.uns[TARGET_IDS_KEY] = target_ids
     return adata
+
+
+def _first_non_count_on_disk(node: Any) -> tuple[int, float] | None:
+    """:func:`first_non_count` of a stored matrix, read a block of values at a time."""
+    import h5py
+
+    if isinstance(node, h5py.Dataset):  # dense: blocks of rows
+        step = max(1, _CHECK_BLOCK // max(int(node.shape[1]), 1))
+        for start in range(0, int(node.shape[0]), step):
+            found = first_non_count(np.asarray(node[start : start + step]))
+            if found is not None:
+                return start + found[0], found[1]
+        return None
+    data = node["data"]
+    indptr = None
+    for start in range(0, int(data.shape[0]), _CHECK_BLOCK):
+        block = np.asarray(data[start : start + _CHECK_BLOCK])
+        bad = np.flatnonzero((block < 0) | ~np.isfinite(block) | (block != np.floor(block)))
+        if bad.size:
+            if indptr is None:
+                indptr = np.asarray(node["indptr"])
+            position = start + int(bad[0])
+            return int(np.searchsorted(indptr, position, side="right") - 1), float(block[bad[0]])
+    return None
+
+
+def _counts_element(file: Any, layout: ScreenLayout, path: Path, obs_names: pd.Index) -> tuple[str, str]:
+    """(element, counts source) of :func:`_counts_source`, for a file whose matrices stay on disk."""
+    layers = list(file["layers"].keys()) if "layers" in file else []
+    has_raw = "raw" in file and "X" in file["raw"]
+    options = f"layers: {layers}" if layers else "no layers"
+    if has_raw:
+        options += ", .raw"
+
+    def bad(element: str, what: str) -> str | None:
+        found = _first_non_count_on_disk(file[element])
+        if found is None:
+            return None
+        row, value = found
+        return f"{what} is not raw counts: cell {obs_names[row]!r} (row {row:,}) holds {value:.4g}"
+
+    choice = layout.counts_layer
+    if choice == "auto":
+        problem = bad("X", "X") if "X" in file else "X is absent"
+        if problem is None:
+            return "X", "X"
+        for name in AUTO_COUNTS_LAYERS:
+            if name in layers and bad(f"layers/{name}", name) is None:
+                return f"layers/{name}", name
+        if has_raw and bad("raw/X", ".raw") is None:
+            return "raw/X", "raw"
+        raise DataContractError(
+            f"{path}: {problem}, and no layer holds counts ({options}). The pipeline needs raw UMI "
+            "counts: store them in X or in a layer and pass --counts-layer NAME."
+        )
+    if choice == "X":
+        element = "X"
+    elif choice == "raw":
+        if not has_raw:
+            raise DataContractError(f"{path}: --counts-layer raw, but the file has no .raw ({options}).")
+        element = "raw/X"
+    else:
+        if choice not in layers:
+            raise DataContractError(f"{path}: --counts-layer {choice!r}: no such layer ({options}).")
+        element = f"layers/{choice}"
+    problem = bad(element, choice)
+    if problem is not None:
+        raise DataContractError(f"{path}: {problem}. Pass the layer that holds raw UMI counts ({options}).")
+    return element, choice
+
+
+def open_counts_h5ad(path: str | Path, layout: ScreenLayout | None = None) -> tuple[ad.AnnData, CountsOnDisk]:
+    """:func:`read_counts_h5ad` with the counts left on disk: (contract AnnData without X, counts).
+
+    The AnnData holds obs, var and uns as :func:`read_counts_h5ad` makes them; the counts are a
+    :class:`~gpo_vae.data.on_disk.CountsOnDisk` over the element that holds them (checked to be
+    raw counts a block at a time), in the contract's columns. Nothing the size of the matrix is
+    read.
+    """
+    import anndata as ad
+    import h5py
+    from anndata.io import read_elem
+
+    from gpo_vae.data.on_disk import CountsFormatError, CountsOnDisk
+
+    path = Path(path)
+    layout = layout or ScreenLayout()
+    problem = file_problem(path)
+    if problem:
+        raise DataContractError(f"{path}: {problem}; give the path of an .h5ad file.")
+    try:
+        with h5py.File(path, "r") as file:
+            obs = read_elem(file["obs"])
+            element, source_name = _counts_element(file, layout, path, pd.Index(obs.index))
+            var = read_elem(file["raw/var"] if element == "raw/X" else file["var"])
+    except DataContractError:
+        raise
+    except Exception as err:  # h5py/anndata raise many types for a corrupt file
+        raise DataContractError(f"{path}: not a readable .h5ad file ({type(err).__name__}: {err}).") from err
+    adata = ad.AnnData(obs=obs, var=var)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise DataContractError(f"{path}: the dataset is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
+    full_obs = adata.obs.copy()
+    record: dict[str, Any] = {"counts": source_name}
+    record.update(normalise_var_names(adata))
+    names = pd.Index(adata.var_names.astype(str))
+    adata, duplicates = resolve_duplicate_genes(adata, layout.duplicate_genes, path)
+    record.update(duplicates)
+    columns = (
+        duplicate_column_plan(names, pd.DataFrame(index=names), layout.duplicate_genes)[0]
+        if (duplicates["duplicate_genes"])
+        else None
+    )
+    try:
+        counts = CountsOnDisk(path, element, columns=columns)
+    except CountsFormatError as err:
+        raise DataContractError(str(err)) from err
+    return _label_contract(adata, record, layout, path, full_obs, None), counts

@@ -36,7 +36,7 @@ from gpo_vae.preprocessing.filter_table import (
     strong_decisions,
     too_few_error,
 )
-from gpo_vae.preprocessing.normalize import as_csr, library_size
+from gpo_vae.preprocessing.normalize import as_csr, library_size, on_disk, rows_and_columns
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +112,15 @@ def _record(
 
 
 def _gather(X: sp.spmatrix | np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``X[rows[i], cols[i]]`` for every i, one sparse lookup per pair (no densifying)."""
+    """``X[rows[i], cols[i]]`` for every i, one sparse lookup per pair (no densifying); an
+    on-disk matrix is read a block of rows at a time, only the columns asked for kept."""
     if rows.size == 0:  # scipy returns a 1 × 0 matrix, not an empty array, for empty fancy indices
         return np.zeros(0, dtype=np.float64)
+    if on_disk(X):
+        wanted = np.unique(cols)
+        unique_rows, row_of = np.unique(rows, return_inverse=True)
+        sub = rows_and_columns(X, unique_rows, wanted)
+        return np.asarray(sub[row_of, np.searchsorted(wanted, cols)], dtype=np.float64).ravel()
     if sp.issparse(X):
         return np.asarray(as_csr(X)[rows, cols], dtype=np.float64).ravel()
     return np.asarray(X)[rows, cols].astype(np.float64)
@@ -124,7 +130,7 @@ def _control_percentiles(
     X: sp.spmatrix | np.ndarray, control_rows: np.ndarray, cols: np.ndarray, scale: np.ndarray, q: float
 ) -> np.ndarray:
     """The ``q``-th percentile of each column of ``cols`` over the control rows (normalised)."""
-    values = X[control_rows][:, cols]
+    values = rows_and_columns(X, control_rows, cols)
     out = np.empty(len(cols))
     for left in range(0, len(cols), _PERCENTILE_BLOCK):
         block = values[:, left : left + _PERCENTILE_BLOCK]
@@ -144,8 +150,12 @@ def on_target_filter(
     perturbation_key: str = PERTURBATION_KEY,
     target_sum: float = DEFAULT_TARGET_SUM,
     obs_mask: np.ndarray | None = None,
+    counts: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Keep a perturbed cell only if each of its measured targets moved as the modality moves it.
+
+    ``counts``: the count matrix when it is not ``adata.X`` (e.g. a
+    :class:`~gpo_vae.data.on_disk.CountsOnDisk`, read a block of cells at a time).
 
     CRISPRi: the target's library-normalised expression (counts scaled to ``target_sum``, no
     log) is at most the ``percentile``-th percentile of that gene in control cells; CRISPRa:
@@ -173,7 +183,7 @@ def on_target_filter(
         raise PerturbationFilterError(
             f"on-target filter: no control cell ({control_label!r}) to set thresholds"
         )
-    X = adata.X
+    X = adata.X if counts is None else counts
     lib = library_size(X)
     scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
     q = percentile if modality == "crispri" else 100.0 - percentile
@@ -248,6 +258,7 @@ def perturbation_filter_mask(
     *,
     control_label: str = CONTROL_LABEL,
     perturbation_key: str = PERTURBATION_KEY,
+    counts: Any = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]], pd.DataFrame]:
     """Strong perturbations → on-target → min cells (design order): cells kept, records, table.
 
@@ -256,14 +267,15 @@ def perturbation_filter_mask(
     alone). The singles of every kept pair ``A+B`` are kept whatever their strength and cell
     count (a second pass with them protected; the table marks them), since the pair's
     prediction is built from them. Nothing is copied, so a caller can read only the kept rows
-    of a large file afterwards. A filter that leaves no perturbation, or fewer than
+    of a large file afterwards; ``counts`` (when not ``adata.X``, e.g. on disk) is read a block of
+    cells at a time. A filter that leaves no perturbation, or fewer than
     ``min_perturbations``, raises :class:`PerturbationFilterError` with the table and the config
     keys to change.
     """
     cfg = (
         config if isinstance(config, PerturbationFilterConfig) else PerturbationFilterConfig.from_dict(config)
     )
-    common = {"control_label": control_label, "perturbation_key": perturbation_key}
+    common = {"control_label": control_label, "perturbation_key": perturbation_key, "counts": counts}
     mask, records, table = _filter_pass(adata, stats, cfg, modality, {}, **common)
     protected = singles_of_kept_pairs(table)
     if protected:
@@ -282,6 +294,7 @@ def _filter_pass(
     *,
     control_label: str,
     perturbation_key: str,
+    counts: Any = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]], pd.DataFrame]:
     """One pass of the three filters; ``protected`` (single → its kept pair) passes the strong
     and min-cells filters whatever its values."""
@@ -313,7 +326,13 @@ def _filter_pass(
         raise filter_error(table, "strong_perturbations")
     common = {"control_label": control_label, "perturbation_key": perturbation_key}
     mask, on_target = on_target_filter(
-        adata, modality, cfg.knockdown_percentile, target_sum=cfg.target_sum, obs_mask=mask, **common
+        adata,
+        modality,
+        cfg.knockdown_percentile,
+        target_sum=cfg.target_sum,
+        obs_mask=mask,
+        counts=counts,
+        **common,
     )
     table["cells_on_target"] = _counts(labels, mask).reindex(table.index).fillna(0).astype(int)
     lost = (table["status"] == KEPT) & (table["cells_on_target"] == 0)

@@ -8,6 +8,9 @@ rounding (we accumulate library sizes in float64).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -40,8 +43,39 @@ def _row_blocks(X: sp.csr_matrix, max_nnz: int = _BLOCK_NNZ) -> list[tuple[int, 
     return [(start, min(start + rows_per_block, n_rows)) for start in range(0, n_rows, rows_per_block)]
 
 
+def on_disk(X: object) -> bool:
+    """Whether ``X`` is a :class:`~gpo_vae.data.on_disk.CountsOnDisk` (read a block at a time)."""
+    return hasattr(X, "row_blocks")
+
+
+def row_blocks(X: Any, size: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
+    """(start, stop, rows start:stop as CSR) over an in-memory or on-disk count matrix."""
+    if on_disk(X):
+        yield from X.row_blocks(size)
+        return
+    X = as_csr(X)
+    for start in range(0, X.shape[0], size):
+        stop = min(start + size, X.shape[0])
+        yield start, stop, X[start:stop]
+
+
+def rows_and_columns(X: Any, rows: np.ndarray, columns: np.ndarray, block_cells: int = 4096) -> sp.csr_matrix:
+    """``X[rows][:, columns]`` as CSR, reading an on-disk matrix ``block_cells`` rows at a time
+    (only the columns kept), so the rows' other genes are never held together."""
+    rows = np.asarray(rows, dtype=np.int64)
+    columns = np.asarray(columns, dtype=np.int64)
+    if not on_disk(X):
+        return as_csr(X[rows] if sp.issparse(X) else np.asarray(X)[rows])[:, columns]
+    parts = [X[rows[start : start + block_cells]][:, columns] for start in range(0, rows.size, block_cells)]
+    if not parts:
+        return sp.csr_matrix((0, columns.size), dtype=np.float32)
+    return sp.vstack(parts, format="csr")
+
+
 def library_size(X: sp.spmatrix | sp.sparray | np.ndarray) -> np.ndarray:
-    """Total counts per row (cell), accumulated in float64."""
+    """Total counts per row (cell), accumulated in float64 (an on-disk matrix a block at a time)."""
+    if on_disk(X):
+        return np.concatenate([library_size(block) for _, _, block in X.row_blocks()] or [np.zeros(0)])
     if not sp.issparse(X):
         return np.asarray(X, dtype=np.float64).sum(axis=1)
     X = as_csr(X)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.config import to_dict
-from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, PERTURBATION_KEY, read_counts_h5ad
+from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, PERTURBATION_KEY, open_counts_h5ad
 from gpo_vae.data.gene_ids import TARGET_IDS_KEY, gene_id_lookup
 from gpo_vae.data.labels import single_genes
 from gpo_vae.data.layout import CANONICAL_SEPARATOR, ScreenLayout
@@ -118,6 +118,7 @@ def filter_screen(
     config: PreprocessConfig,
     source: str | Path | None = None,
     missing_stats: str | None = None,
+    counts: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any], pd.DataFrame, ShippedProcessing | None]:
     """Modality and perturbation filters on the raw screen: (cells kept, record, table, shipped).
 
@@ -128,6 +129,7 @@ def filter_screen(
     ``preprocessing`` (the mode, why, and the cells and perturbations each step kept).
     ``missing_stats`` says why a published dataset came without its summary statistics: our own
     filters need them, so they stop with it (a published processed file needs none).
+    ``counts``: the count matrix when it is not ``adata.X`` (on disk: read a block at a time).
     """
     shipped = shipped_processing(adata.obs, adata.var, config.seed)
     mode, why = resolve_mode(config.mode, shipped, str(source) if source else None)
@@ -151,7 +153,7 @@ def filter_screen(
         steps.append(_step("kept as shipped", labels, mask))
     else:
         shipped = None
-        mask, records, table = perturbation_filter_mask(adata, stats, config.filters, modality)
+        mask, records, table = perturbation_filter_mask(adata, stats, config.filters, modality, counts=counts)
         steps += [
             {"step": r["filter"], "cells": r["n_cells_after"], "perturbations": r["n_perturbations_after"]}
             for r in records
@@ -441,14 +443,13 @@ def preprocess_files(
 
     ``missing_stats``: why a published dataset has no summary statistics (:func:`filter_screen`).
 
-    The filters run on the whole file; then only the kept cells are read again from disk (the
-    same way: the counts layer resolved on the first read), so the full matrix and its filtered
-    copy are never in memory together. ``print_table`` prints the perturbation table.
+    The counts stay on disk (:func:`~gpo_vae.data.contract.open_counts_h5ad`): the filters read
+    them a block of cells at a time, then only the kept cells are read into memory, so the whole
+    file's matrix is never held. ``print_table`` prints the perturbation table.
     """
     timings: dict[str, float] = {}
     layout = layout or ScreenLayout()
-    adata = read_counts_h5ad(counts_path, layout)
-    resolved = ScreenLayout.from_dict(dict(adata.uns["layout"]))
+    adata, counts = open_counts_h5ad(counts_path, layout)
     inputs = {
         "cells": adata.n_obs,
         "genes": adata.n_vars,
@@ -457,12 +458,11 @@ def preprocess_files(
     }
     stats = read_screen_stats(stats_path, sheet, adata)
     with _timed(timings, "filters"):
-        mask, filter_record, table, shipped = filter_screen(adata, stats, config, counts_path, missing_stats)
+        mask, filter_record, table, shipped = filter_screen(
+            adata, stats, config, counts_path, missing_stats, counts=counts
+        )
     if print_table:
         print("\n".join(format_table(table, modality=filter_record["modality"]["resolved"])), flush=True)
-    if mask.all():
-        kept = adata
-    else:
-        del adata
-        kept = read_counts_h5ad(counts_path, resolved, rows=mask)
+    kept = adata[mask].copy()
+    kept.X = counts.subset(mask).to_memory()
     return preprocess_filtered(kept, filter_record, inputs, config, progress, timings, shipped)

@@ -1,0 +1,122 @@
+"""Counts left on disk: the same contract, rows and filters as the in-memory read, a block at a time."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from gpo_vae.data.contract import DataContractError, open_counts_h5ad, read_counts_h5ad
+from gpo_vae.data.layout import ScreenLayout
+from gpo_vae.data.on_disk import CountsOnDisk
+from gpo_vae.preprocessing.filtering import perturbation_filter_mask
+from gpo_vae.preprocessing.normalize import library_size
+
+GENES = ["GENE1", "GENE2", "GENE3", "MT-CO1", "RPS3", "HBB"]
+
+
+def _screen(n_cells: int = 300, seed: int = 0) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    X = rng.poisson(2.0, size=(n_cells, len(GENES))).astype(np.float32)
+    labels = rng.choice(["NT", "GENE1", "GENE2", "GENE3", "GENE1+GENE2"], size=n_cells)
+    X[labels == "GENE1", 0] = 0  # knocked down: the on-target filter keeps these
+    obs = pd.DataFrame(
+        {"target": labels, "lane": rng.choice(["a", "b"], size=n_cells)},
+        index=[f"c{i}" for i in range(n_cells)],
+    )
+    return ad.AnnData(X=sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=GENES))
+
+
+def _layout(**options) -> ScreenLayout:
+    return ScreenLayout(**{"perturbation_key": "target", "control_label": "NT", **options})
+
+
+def _saved(kind: str, tmp_path) -> tuple[str, ScreenLayout]:
+    """The screen saved as other tools save them."""
+    screen = _screen()
+    layout = _layout(batch_key="lane")
+    if kind == "dense":
+        screen.X = screen.X.toarray()
+    elif kind == "layer":
+        screen.layers["counts"] = screen.X.copy()
+        screen.X = sp.csr_matrix(np.log1p(screen.X.toarray()))
+    elif kind == "raw":
+        screen.raw = screen.copy()
+        screen.X = sp.csr_matrix(np.log1p(screen.X.toarray()))
+    elif kind in ("duplicates_sum", "duplicates_first"):
+        screen.var_names = ["GENE1", "GENE2", "GENE3", "MT-CO1", "GENE3", "HBB"]
+        layout = _layout(duplicate_genes=kind.split("_")[1])
+    elif kind == "int_counts":
+        screen.X = sp.csr_matrix(screen.X.toarray().astype(np.int64))
+    path = tmp_path / f"{kind}.h5ad"
+    screen.write_h5ad(path)
+    return str(path), layout
+
+
+@pytest.mark.parametrize(
+    "kind", ["csr", "dense", "layer", "raw", "duplicates_sum", "duplicates_first", "int_counts"]
+)
+def test_the_contract_on_disk_equals_the_contract_in_memory(tmp_path, kind):
+    path, layout = _saved(kind, tmp_path)
+    memory = read_counts_h5ad(path, layout)
+    shell, counts = open_counts_h5ad(path, layout)
+    assert shell.X is None and counts.shape == memory.shape
+    pd.testing.assert_frame_equal(shell.obs, memory.obs)
+    pd.testing.assert_frame_equal(shell.var, memory.var)
+    assert shell.uns["layout"] == memory.uns["layout"]
+    assert shell.uns["layout_record"] == memory.uns["layout_record"]
+    disk = counts.to_memory()
+    assert disk.dtype == np.float32 and (disk != memory.X).nnz == 0
+
+
+def test_rows_are_read_by_slice_by_index_and_in_blocks(tmp_path):
+    path, layout = _saved("dense", tmp_path)  # a dense element: h5py reads, runs split on gaps
+    memory = read_counts_h5ad(path, layout).X.toarray()
+    _, counts = open_counts_h5ad(path, layout)
+    assert np.array_equal(counts[10:20].toarray(), memory[10:20])
+    index = np.array([299, 3, 3, 0, -1, 150])  # unsorted, repeated, negative; far apart
+    assert np.array_equal(counts[index].toarray(), memory[index])
+    kept = np.arange(300) % 7 != 0
+    sub = counts.subset(kept)
+    assert np.array_equal(sub.to_memory().toarray(), memory[kept])
+    assert np.array_equal(sub.subset(np.array([0, 5]))[0:2].toarray(), memory[kept][[0, 5]])
+    small = CountsOnDisk(counts.path, counts.element, rows=sub.rows, block_cells=37)
+    blocks = list(small.row_blocks())
+    assert [b[0] for b in blocks] == list(range(0, sub.shape[0], 37))
+    assert np.array_equal(sp.vstack([b[2] for b in blocks]).toarray(), memory[kept])
+    np.testing.assert_array_equal(library_size(small), memory[kept].sum(axis=1))
+    with pytest.raises(TypeError, match="read by rows"):
+        counts[0:2, 0]
+
+
+def test_a_column_major_file_and_normalised_values_stop_with_the_fix(tmp_path):
+    screen = _screen()
+    screen.X = sp.csc_matrix(screen.X)
+    screen.write_h5ad(tmp_path / "csc.h5ad")
+    with pytest.raises(DataContractError, match=r"CSC.*adata.X = adata.X.tocsr\(\)"):
+        open_counts_h5ad(tmp_path / "csc.h5ad", _layout())
+    screen = _screen()
+    screen.X = sp.csr_matrix(screen.X.toarray() / 3.0)
+    path = tmp_path / "normalised.h5ad"
+    screen.write_h5ad(path)
+    with pytest.raises(DataContractError) as memory:
+        read_counts_h5ad(path, _layout())
+    with pytest.raises(DataContractError) as disk:
+        open_counts_h5ad(path, _layout())
+    assert str(disk.value) == str(memory.value) and "cell 'c" in str(disk.value)
+
+
+def test_the_perturbation_filters_read_on_disk_keep_the_same_cells(tmp_path):
+    path, layout = _saved("csr", tmp_path)
+    memory = read_counts_h5ad(path, layout)
+    shell, counts = open_counts_h5ad(path, layout)
+    small = CountsOnDisk(counts.path, counts.element, block_cells=16)  # many blocks
+    config = {"min_cells": 5, "min_filtered_cells": 1, "min_perturbations": 1, "knockdown_percentile": 30.0}
+    mask, records, table = perturbation_filter_mask(memory, None, config)
+    mask_disk, records_disk, table_disk = perturbation_filter_mask(shell, None, config, counts=small)
+    np.testing.assert_array_equal(mask, mask_disk)
+    assert records == records_disk
+    pd.testing.assert_frame_equal(table, table_disk)
+    assert 0 < mask.sum() < mask.size  # the on-target filter dropped some cells: it read counts
