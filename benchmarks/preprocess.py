@@ -1,12 +1,15 @@
-"""Time the preprocessing stage on the synthetic screen (default or RPE1 size).
+"""Time the preprocessing stage on the synthetic screen (default or RPE1 size), with its memory.
 
-    python benchmarks/preprocess.py [--preset rpe1|default] [--data DIR] [--no-doublets]
+    python benchmarks/preprocess.py [--preset rpe1|default] [--data DIR] [--no-doublets] [--in-memory]
 
-Simulates the screen into ``--data`` (reused when it already holds one), then runs the whole
-preprocessing stage (filters, splits, QC with scrublet, DE nodes, OT pairing, ΔX, counterfactual
-medians, normalisation statistics, writing the artifact) and prints seconds per sub-stage, the
-peak resident memory of the process, and the artifact's shape. Simulation is not timed here
-(``benchmarks/simulate.py`` does that).
+Simulates the screen into ``--data`` (reused when it already holds one), then builds the artifact
+(filters, splits, QC with scrublet, DE nodes, OT pairing, ΔX, counterfactual medians,
+normalisation statistics, writing it) and prints seconds and the peak resident memory of each
+sub-stage (sampled every 0.2 s by a thread), the whole run's peak RSS, and the artifact's shape.
+By default as ``main`` builds it (:func:`~gpo_vae.preprocessing.pipeline.build_artifact`: counts
+read from disk a block of cells at a time); ``--in-memory`` as the Python API's
+``preprocess_files`` + ``write_artifact`` (the kept cells' counts in memory). Simulation is not
+timed here (``benchmarks/simulate.py`` does that).
 """
 
 from __future__ import annotations
@@ -18,17 +21,64 @@ import multiprocessing
 import os
 import resource
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gpo_vae.data.synthetic import SUMMARY_SHEET, SyntheticConfig, write_synthetic_dataset
-from gpo_vae.preprocessing.artifact import write_artifact
+from gpo_vae.preprocessing import pipeline
+from gpo_vae.preprocessing.artifact import RECORD_FILE, read_artifact, write_artifact
 from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig
-from gpo_vae.preprocessing.pipeline import preprocess_files
+from gpo_vae.preprocessing.pipeline import build_artifact, preprocess_files
+
+_pipeline_timed = pipeline._timed
+
+#: (stage, start, end) in perf_counter seconds, as the pipeline's stage timer saw them.
+STAGES: list[tuple[str, float, float]] = []
+
+
+@contextmanager
+def _recorded(timings: dict[str, float], name: str) -> Iterator[None]:
+    begin = time.perf_counter()
+    with _pipeline_timed(timings, name):
+        yield
+    STAGES.append((name, begin, time.perf_counter()))
+
+
+# the benchmark reads each stage's start and end off the pipeline's own stage timer
+pipeline._timed = _recorded
 
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux reports KiB
+
+
+class RssSampler(threading.Thread):
+    """Resident memory of this process every ``interval`` seconds: (seconds since start, GB)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.interval, self.samples, self._stop_event = interval, [], threading.Event()
+        self.start_time = time.perf_counter()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def run(self) -> None:
+        with open("/proc/self/statm") as statm:
+            while not self._stop_event.is_set():
+                statm.seek(0)
+                rss = int(statm.read().split()[1]) * self._page / 1024**3
+                self.samples.append((time.perf_counter() - self.start_time, rss))
+                time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def peak(self, start: float, stop: float) -> float:
+        inside = [gb for t, gb in self.samples if start <= t <= stop]
+        return max(inside) if inside else float("nan")
 
 
 def main() -> None:
@@ -36,6 +86,7 @@ def main() -> None:
     parser.add_argument("--preset", choices=["default", "rpe1"], default="rpe1")
     parser.add_argument("--data", type=Path, help="dataset folder (simulated there when absent)")
     parser.add_argument("--no-doublets", action="store_true", help="skip scrublet")
+    parser.add_argument("--in-memory", action="store_true", help="preprocess_files + write_artifact")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -55,32 +106,39 @@ def main() -> None:
                 f"simulated {args.preset} screen into {data} in {time.perf_counter() - start:.1f} s (not timed)"
             )
         config = PreprocessConfig(qc=QCConfig(doublets=not args.no_doublets))
+        inputs = (data / "counts.h5ad", data / "summary_stats.xlsx", SUMMARY_SHEET, config)
+        sampler = RssSampler()
+        sampler.start()
         start = time.perf_counter()
-        read_start = time.perf_counter()
-        artifact = preprocess_files(data / "counts.h5ad", data / "summary_stats.xlsx", SUMMARY_SHEET, config)
-        total_preprocess = time.perf_counter() - read_start
-        write_start = time.perf_counter()
-        out = write_artifact(artifact, Path(scratch) / "artifact")
-        write_seconds = time.perf_counter() - write_start
+        if args.in_memory:
+            out = write_artifact(preprocess_files(*inputs, print_table=False), Path(scratch) / "artifact")
+        else:
+            out = build_artifact(*inputs, Path(scratch) / "artifact", print_table=False)
         total = time.perf_counter() - start
+        sampler.stop()
 
-        record = json.loads(artifact.uns["record"])
-        timings = record["timings"]
-        print(f"\n== preprocessing, {args.preset} preset, {os.cpu_count()} CPU cores")
+        record = json.loads((out / RECORD_FILE).read_text())
+        artifact = read_artifact(out)
+        path = "in memory (preprocess_files)" if args.in_memory else "from disk (build_artifact)"
+        print(f"\n== preprocessing {path}, {args.preset} preset, {os.cpu_count()} CPU cores")
         print(f"input  {record['input']['cells']:,} cells x {record['input']['genes']:,} genes")
         print(
             f"output {artifact.n_obs:,} cells x {artifact.n_vars:,} genes, {len(artifact.uns['nodes'])} nodes "
             f"({artifact.uns['n_perturbed']} perturbed)"
         )
-        other = total_preprocess - sum(timings.values())
-        for name, seconds in timings.items():
-            print(f"{name:<16}{seconds:8.1f} s")
-        print(f"{'read + other':<16}{other:8.1f} s")
-        print(
-            f"{'write artifact':<16}{write_seconds:8.1f} s  ({sum(f.stat().st_size for f in out.iterdir()) / 1e9:.2f} GB)"
-        )
-        print(f"{'total':<16}{total:8.1f} s")
-        print(f"peak RSS {peak_rss_gb():.2f} GB")
+        print(f"{'stage':<16}{'seconds':>8}  peak RSS")
+        clock, last = sampler.start_time, start - sampler.start_time
+        for name, began, ended in STAGES:
+            began, ended = began - clock, ended - clock
+            if began > last + 0.5:  # reading, or writing the artifact: between the timed stages
+                print(f"{'(read/write)':<16}{began - last:8.1f}  {sampler.peak(last, began):.2f} GB")
+            print(f"{name:<16}{ended - began:8.1f}  {sampler.peak(began, ended):.2f} GB")
+            last = ended
+        end = start + total - clock
+        print(f"{'(read/write)':<16}{end - last:8.1f}  {sampler.peak(last, end):.2f} GB")
+        size = sum(f.stat().st_size for f in out.iterdir()) / 1e9
+        print(f"{'total':<16}{total:8.1f}  artifact {size:.2f} GB")
+        print(f"peak RSS {peak_rss_gb():.2f} GB (sampled {max(gb for _, gb in sampler.samples):.2f} GB)")
 
 
 if __name__ == "__main__":

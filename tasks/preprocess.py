@@ -49,12 +49,12 @@ def screen_inputs(dataset: DatasetSpec, config: dict[str, Any]) -> tuple[Any, ..
     )
 
 
-@task(version="3", cache=True)
+@task(version="4", cache=True)
 def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: str) -> File:
     """Build (or reuse, when a complete copy exists) the preprocessed artifact of ``dataset``."""
     from gpo_vae.io import exclusive_lock
-    from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path, write_artifact
-    from gpo_vae.preprocessing.pipeline import preprocess_files
+    from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
+    from gpo_vae.preprocessing.pipeline import build_artifact
 
     out_dir = Path(out_root) / artifact_key(dataset, config)
     with exclusive_lock(out_dir):  # a concurrent run of the same artifact waits, then reuses it
@@ -65,10 +65,10 @@ def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: s
         except ArtifactError:
             pass
         counts, stats, sheet, preprocess_config, layout, missing = screen_inputs(dataset, config)
-        adata = preprocess_files(
-            counts, stats, sheet, preprocess_config, layout, progress=False, missing_stats=missing
+        built = build_artifact(
+            counts, stats, sheet, preprocess_config, out_dir, layout, progress=False, missing_stats=missing
         )
-        return File(str(artifact_path(write_artifact(adata, out_dir), verify=False)))
+        return File(str(artifact_path(built, verify=False)))
 
 
 @task(version="2", cache=False)

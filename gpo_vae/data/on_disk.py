@@ -170,12 +170,17 @@ class CountsOnDisk:
                 node = file[self.element]
                 reader = node if self._kind == "dense" else _sparse(node)
                 for run in np.split(file_rows, breaks):
-                    first, last = int(run[0]), int(run[-1]) + 1
-                    part = reader[first:last]
-                    part = sp.csr_matrix(part, dtype=np.float32) if not sp.issparse(part) else part
-                    if run.size != last - first:
-                        part = part[run - first]
-                    parts.append(part)
+                    # a run spans at most block_cells file rows per read: memory holds one block
+                    for lo in range(int(run[0]), int(run[-1]) + 1, self.block_cells):
+                        wanted = run[(run >= lo) & (run < lo + self.block_cells)]
+                        if wanted.size == 0:
+                            continue
+                        first, last = int(wanted[0]), int(wanted[-1]) + 1
+                        part = reader[first:last]
+                        part = sp.csr_matrix(part, dtype=np.float32) if not sp.issparse(part) else part
+                        if wanted.size != last - first:
+                            part = part[wanted - first]
+                        parts.append(part)
             block = parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
             block = sp.csr_matrix(block, dtype=np.float32)
         if self.columns is not None:
@@ -189,3 +194,45 @@ def _sparse(node: h5py.Group):
     from anndata.io import sparse_dataset
 
     return sparse_dataset(node)
+
+
+def stored_values(X: object) -> int:
+    """Stored values of an in-memory sparse matrix, or (at most) those of an on-disk one's rows."""
+    if isinstance(X, CountsOnDisk):
+        with h5py.File(X.path, "r") as file:
+            node = file[X.element]
+            if X._kind == "dense":
+                return X.shape[0] * X.shape[1]
+            indptr = np.asarray(node["indptr"])
+        rows = np.arange(indptr.size - 1) if X.rows is None else X.rows
+        return int((indptr[rows + 1] - indptr[rows]).sum())
+    return int(X.nnz) if sp.issparse(X) else int(np.count_nonzero(X))
+
+
+def write_counts(file: h5py.File, key: str, X: object, block_cells: int = BLOCK_CELLS) -> None:
+    """Write ``X`` (in memory or :class:`CountsOnDisk`) as a CSR element ``key`` of an open
+    ``.h5ad``, a block of cells at a time: the same bytes whichever ``X`` holds the values.
+
+    The row pointers are 64-bit when the values could exceed 2³¹ (anndata cannot widen them
+    while appending).
+    """
+    from anndata.io import sparse_dataset, write_elem
+
+    wide = stored_values(X) >= np.iinfo(np.int32).max
+    if isinstance(X, CountsOnDisk):
+        blocks = (block for _, _, block in X.row_blocks(block_cells))
+    else:
+        X = sp.csr_matrix(X, dtype=np.float32)
+        blocks = (X[start : start + block_cells] for start in range(0, max(X.shape[0], 1), block_cells))
+    written = None
+    for block in blocks:
+        block = sp.csr_matrix(block, dtype=np.float32)
+        block.sort_indices()
+        if written is None:
+            if wide:
+                block.indptr = block.indptr.astype(np.int64)
+                block.indices = block.indices.astype(np.int64)
+            write_elem(file, key, block)
+            written = sparse_dataset(file[key])
+        else:
+            written.append(block)

@@ -47,13 +47,19 @@ def top_k_precision(scores: np.ndarray, reference: np.ndarray, pairs: np.ndarray
     """Share of reference edges among the ``k`` highest-scored pairs (NaN when fewer pairs than ``k``).
 
     Ties are broken by the pairs' row-major order, as :func:`~gpo_vae.grn.curves.rank_edges`;
-    NaN when all ``k`` were picked that way (:func:`~gpo_vae.grn.curves.tied_at_k` is ``k``).
+    NaN when most of the ``k`` were picked that way (:func:`picked_by_order`).
     """
     values = np.asarray(scores, dtype=np.float64)[pairs]
-    if k <= 0 or values.size < k or tied_at_k(values, k) == k:
+    if k <= 0 or values.size < k or picked_by_order(tied_at_k(values, k), k):
         return float("nan")
     order = np.argsort(-values, kind="stable")[:k]
     return float(np.asarray(reference)[pairs][order].mean())
+
+
+def picked_by_order(tied: int | np.ndarray, k: int) -> bool | np.ndarray:
+    """Whether more than half of a top ``k`` was picked among equal scores by pair order: such a
+    "graph" measures the pairs' order more than the method (a constant score picks all ``k``)."""
+    return (np.asarray(tied) * 2 > k) & (k > 0)
 
 
 def ranking_reference(reference: pd.DataFrame | None) -> str | None:
@@ -77,8 +83,8 @@ def matched_k_ranking(statistical: pd.DataFrame, reference: pd.DataFrame | None,
 
     ``statistical`` is ``grn_statistical.csv`` (rows ``k`` = ``str(k)`` are each method's top K);
     ``reference`` is ``grn_reference.csv`` or None. ``tied_at_k`` counts the top-K edges picked
-    among equal scores by pair order; where it is K (no ranking at this K) the method's
-    :data:`AT_K` columns are NaN.
+    among equal scores by pair order; where that is more than half of K (:func:`picked_by_order`)
+    the method's :data:`AT_K` columns are NaN.
     """
     at_k = statistical[statistical["k"].astype(str) == str(k)].drop_duplicates("method").set_index("method")
     methods = list(at_k.index)
@@ -99,9 +105,9 @@ def matched_k_ranking(statistical: pd.DataFrame, reference: pd.DataFrame | None,
         table[f"precision_at_{WIDE_K}"] = pd.to_numeric(wide, errors="coerce").to_numpy()
         # without a reference edge among the pairs, a precision of 0 says nothing about a method
         table.loc[table["auprc"].isna(), "precision_at_k"] = np.nan
-    # a top K picked wholly by pair order among equal scores (a constant score) is no graph of
-    # the method's: its matched-K numbers would measure the pairs' order
-    table.loc[(table["tied_at_k"] >= k) & (k > 0), list(AT_K)] = np.nan
+    # a top K picked mostly by pair order among equal scores (a constant score: all of it) is no
+    # graph of the method's: its matched-K numbers would measure the pairs' order
+    table.loc[picked_by_order(table["tied_at_k"].to_numpy(), k), list(AT_K)] = np.nan
     by = "auprc" if network is not None and table["auprc"].notna().any() else "mean_wasserstein"
     table["reference"] = network if by == "auprc" else ""
     table["ranked_by"] = by

@@ -29,11 +29,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
+import h5py
 import numpy as np
 import scipy.sparse as sp
 
+from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
 from gpo_vae.errors import UserError
 from gpo_vae.io import (
     disk_full_error,
@@ -68,8 +71,10 @@ class ArtifactError(UserError, ValueError):
     """A preprocessed artifact is missing a field or is inconsistent; the message names it."""
 
 
-def validate_artifact(adata: ad.AnnData, source: str | Path | None = None) -> None:
-    """Check the fields and shapes listed in the module docstring; raise :class:`ArtifactError`."""
+def validate_artifact(adata: ad.AnnData, source: str | Path | None = None, counts: Any = None) -> None:
+    """Check the fields and shapes listed in the module docstring; raise :class:`ArtifactError`.
+
+    ``counts``: the counts when ``adata`` holds none (in memory or on disk)."""
     where = f"{source}: " if source is not None else ""
     missing = (
         [f"obs[{c!r}]" for c in OBS_COLUMNS if c not in adata.obs.columns]
@@ -85,7 +90,8 @@ def validate_artifact(adata: ad.AnnData, source: str | Path | None = None) -> No
     n_nodes = len(adata.uns["nodes"])
     if adata.obsm["D"].shape[1] != n_nodes or adata.obsm["delta_x"].shape[1] != n_nodes:
         raise ArtifactError(f"{where}obsm['D']/obsm['delta_x'] do not have one column per node ({n_nodes}).")
-    if not sp.issparse(adata.X):
+    X = adata.X if counts is None else counts
+    if not (sp.issparse(X) or isinstance(X, CountsOnDisk)):
         raise ArtifactError(f"{where}X must be sparse counts.")
     splits = set(adata.obs["split"].astype(str).unique())
     if not splits <= set(SPLITS):
@@ -101,8 +107,12 @@ def validate_artifact(adata: ad.AnnData, source: str | Path | None = None) -> No
 VOLATILE_RECORD_KEYS = ("timings", "platform")
 
 
-def write_artifact(adata: ad.AnnData, out_dir: str | Path) -> Path:
+def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None) -> Path:
     """Write ``adata`` as an artifact directory atomically; return the directory.
+
+    The counts (``adata.X``, or ``counts`` where ``adata`` has no X: a
+    :class:`~gpo_vae.data.on_disk.CountsOnDisk` the preprocessing read from) are written a block
+    of cells at a time, so the same artifact has the same bytes whichever held them.
 
     The ``.h5ad`` holds the record without its :data:`VOLATILE_RECORD_KEYS` (``record.json``
     beside it has them), so two builds of the same input are byte-identical. Everything is
@@ -112,25 +122,32 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path) -> Path:
     naming the folder and the sizes, before HDF5 starts writing), and temporaries that a killed
     run left beside it are removed.
     """
-    validate_artifact(adata)
+    X = adata.X if adata.X is not None else counts
+    if X is None:
+        raise ArtifactError("the artifact has no counts: pass them as adata.X or counts=")
+    shell = ad.AnnData(obs=adata.obs, var=adata.var, obsm=dict(adata.obsm), uns=dict(adata.uns))
+    validate_artifact(shell, counts=X)
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir.parent)
-    require_space(out_dir.parent, estimated_bytes(adata), "the preprocessed artifact")
+    need = estimated_bytes(shell) + int(stored_values(X) * 8 * 1.1)
+    require_space(out_dir.parent, need, "the preprocessed artifact")
     tmp = temp_sibling(out_dir, is_dir=True)
     full_record = adata.uns["record"]
     record = json.loads(full_record)
     stable = {key: value for key, value in record.items() if key not in VOLATILE_RECORD_KEYS}
     try:
-        adata.uns["record"] = json.dumps(stable, sort_keys=True)
+        shell.uns["record"] = json.dumps(stable, sort_keys=True)
         try:
-            adata.write_h5ad(tmp / ARTIFACT_FILE)
+            shell.write_h5ad(tmp / ARTIFACT_FILE)
+            with h5py.File(tmp / ARTIFACT_FILE, "a") as file:
+                write_counts(file, "X", X)
         except (OSError, RuntimeError) as err:
             full = disk_full_error(err, out_dir)
             if full is not None:
                 raise full from None
             raise
         finally:
-            adata.uns["record"] = full_record
+            shell.uns["record"] = full_record
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         (tmp / MARKER_FILE).write_text(sha256_of(tmp / ARTIFACT_FILE) + "\n")
         if out_dir.exists():

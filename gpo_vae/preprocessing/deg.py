@@ -12,7 +12,8 @@ computed on the cells of ``fit_mask`` only (training cells: no test leakage, des
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -23,7 +24,14 @@ from scipy import special
 from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
-from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr, normalize_log1p
+from gpo_vae.preprocessing.normalize import (
+    DEFAULT_TARGET_SUM,
+    as_csr,
+    library_size,
+    normalize_log1p,
+    on_disk,
+    scale_rows,
+)
 from gpo_vae.stats.rank_tests import (
     key_genes,
     key_is_positive,
@@ -153,10 +161,34 @@ def rank_genes_vs_reference(
         raise ValueError(f"{len(genes)} gene names for a matrix with {X.shape[1]} columns")
     if X.nnz and np.isnan(X.data).any():
         raise ValueError("X_log holds NaN values; the rank test needs finite expression values")
+    order, bounds, group_names = _grouped_rows(groups, X.shape[0], reference_label, fit_mask)
+    tested = np.arange(X.shape[1]) if gene_mask is None else np.flatnonzero(np.asarray(gene_mask, dtype=bool))
+    if len(tested) == 0:
+        raise ValueError("gene_mask selects no gene to test")
+    X_fit = X[order]
+    if gene_mask is not None:
+        X_fit = X_fit[:, tested]
+    return _rank_gene_blocks(
+        lambda left, right: as_csr(X_fit[:, left:right]),
+        bounds,
+        genes[tested],
+        group_names,
+        tie_correct,
+        block_genes,
+        show_progress,
+    )
+
+
+def _grouped_rows(
+    groups: Sequence | np.ndarray | pd.Series, n_rows: int, reference_label: str, fit_mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(rows, bounds, group names): the fitted rows grouped contiguously, reference first, so a
+    group is a slice ``bounds[i + 1]:bounds[i + 2]`` of each gene block; groups without a fitted
+    cell are left out."""
     labels = pd.Categorical(np.asarray(groups).astype(str))
-    if len(labels) != X.shape[0]:
-        raise ValueError(f"{len(labels)} group labels for a matrix with {X.shape[0]} rows")
-    fit = np.ones(X.shape[0], dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
+    if len(labels) != n_rows:
+        raise ValueError(f"{len(labels)} group labels for a matrix with {n_rows} rows")
+    fit = np.ones(n_rows, dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
     codes = np.where(fit, labels.codes, -1)
     categories = list(labels.categories)
     if reference_label not in categories or not (codes == categories.index(reference_label)).any():
@@ -172,25 +204,71 @@ def rank_genes_vs_reference(
         logger.info(
             "%d groups have no fitted cell and are not tested", len(categories) - 1 - len(group_codes)
         )
-
-    # rows grouped contiguously, reference first, so a group is a slice of each gene block
     order = [np.flatnonzero(codes == ref_code)] + [np.flatnonzero(codes == c) for c in group_codes]
     bounds = np.cumsum([0] + [len(rows) for rows in order])
-    X_fit = X[np.concatenate(order)]
-    tested = np.arange(X.shape[1]) if gene_mask is None else np.flatnonzero(np.asarray(gene_mask, dtype=bool))
-    if gene_mask is not None:
-        X_fit = X_fit[:, tested]
-    n_tested, n_groups = len(tested), len(group_codes)
-    if n_tested == 0:
-        raise ValueError("gene_mask selects no gene to test")
+    return np.concatenate(order), bounds, [categories[c] for c in group_codes]
 
+
+def rank_genes_on_disk(
+    counts: Any,
+    groups: Sequence | np.ndarray | pd.Series,
+    reference_label: str,
+    genes: Sequence[str] | pd.Index,
+    target_sum: float = DEFAULT_TARGET_SUM,
+    *,
+    tie_correct: bool = True,
+    passes: int = 4,
+    show_progress: bool = False,
+) -> pd.DataFrame:
+    """:func:`rank_genes_vs_reference` of ``normalize_log1p(counts)``, reading an on-disk count
+    matrix once per block of genes (``passes`` blocks), never every gene of every cell at once.
+
+    The values tested are those of :func:`~gpo_vae.preprocessing.normalize.normalize_log1p`
+    (library sizes over all genes, float32), so the table equals the in-memory one.
+    """
+    genes = pd.Index(genes).astype(str)
+    if len(genes) != counts.shape[1]:
+        raise ValueError(f"{len(genes)} gene names for a matrix with {counts.shape[1]} columns")
+    order, bounds, group_names = _grouped_rows(groups, counts.shape[0], reference_label, None)
+    factor = library_size(counts)
+    factor = np.divide(target_sum, factor, out=np.zeros_like(factor), where=factor > 0)
+
+    def column_block(left: int, right: int) -> sp.csr_matrix:
+        parts = []
+        for start, stop, block in counts.row_blocks():
+            part = scale_rows(block[:, left:right], factor[start:stop])
+            np.log1p(part.data, out=part.data)
+            parts.append(part)
+        return sp.vstack(parts, format="csr")[order]
+
+    block_genes = max(1, -(-len(genes) // max(passes, 1)))
+    return _rank_gene_blocks(
+        column_block, bounds, genes, group_names, tie_correct, block_genes, show_progress
+    )
+
+
+def _rank_gene_blocks(
+    column_block: Callable[[int, int], sp.csr_matrix],
+    bounds: np.ndarray,
+    genes: pd.Index,
+    group_names: Sequence[str],
+    tie_correct: bool,
+    block_genes: int,
+    show_progress: bool,
+) -> pd.DataFrame:
+    """The Wilcoxon table of :func:`rank_genes_vs_reference` from blocks of tested genes.
+
+    ``column_block(left, right)`` gives tested genes ``left:right`` of every fitted cell, rows
+    grouped (reference first, then each group) at ``bounds``.
+    """
+    n_tested, n_groups = len(genes), len(group_names)
     scores = np.empty((n_groups, n_tested))
     mean_grp = np.empty((n_groups, n_tested))
     mean_ref = np.empty(n_tested)
     blocks = range(0, n_tested, block_genes)
     for left in tqdm(blocks, desc="wilcoxon gene blocks", disable=not show_progress):
         right = min(left + block_genes, n_tested)
-        Xb = as_csr(X_fit[:, left:right])
+        Xb = column_block(left, right)
         reference = _Reference(Xb, int(bounds[1]))
         mean_ref[left:right] = reference.mean
         for i in range(n_groups):
@@ -205,11 +283,11 @@ def rank_genes_vs_reference(
 
     rank_order = np.argsort(-scores, axis=1, kind="stable")
     take = lambda a: np.take_along_axis(a, rank_order, axis=1).ravel()  # noqa: E731
-    group_names = np.asarray(categories, dtype=object)[group_codes]
+    group_names = np.asarray(group_names, dtype=object)
     return pd.DataFrame(
         {
             "group": pd.Categorical(np.repeat(group_names, n_tested), categories=list(group_names)),
-            "gene": genes.to_numpy()[tested][rank_order].ravel(),
+            "gene": genes.to_numpy()[rank_order].ravel(),
             "rank": np.tile(np.arange(n_tested), n_groups),
             "score": take(scores),
             "logfoldchange": take(lfc),
@@ -278,11 +356,15 @@ def annotate_deg(
     n_top_hvg: int | None = None,
     tie_correct: bool = True,
     block_genes: int = 2048,
+    counts: Any = None,
 ) -> tuple[pd.Series, pd.DataFrame]:
     """FC3 genes from training cells only: normalise → (HVG) → rank vs controls → FC3 (design §4).
 
     ``restrict_to_hvg`` tests only HVGs (batch_key = perturbation); the reference computes HVGs
     but ranks all genes, which is the default here. Nothing is written to ``adata_counts``.
+    ``counts``: the count matrix when it is not ``adata_counts.X``; on disk the test reads it once
+    per block of genes (:func:`rank_genes_on_disk`), except with ``restrict_to_hvg``, whose HVGs
+    need the training cells' log values in memory.
 
     Returns
     -------
@@ -292,9 +374,22 @@ def annotate_deg(
     train = np.flatnonzero(np.asarray(split_mask_train, dtype=bool))
     if train.size == 0:
         raise ValueError("split_mask_train selects no cell")
-    # normalisation is per cell, so normalising only the training rows changes nothing else
-    X_log = normalize_log1p(as_csr(adata_counts.X)[train], target_sum)
     labels = adata_counts.obs[perturbation_key].astype(str).to_numpy()[train]
+    X = adata_counts.X if counts is None else counts
+    if on_disk(X) and not restrict_to_hvg:
+        de_table = rank_genes_on_disk(
+            X.subset(train),
+            labels,
+            control_label,
+            adata_counts.var_names,
+            target_sum,
+            tie_correct=tie_correct,
+        )
+        return _fc3(de_table, adata_counts.var_names, lfc, pval_adj, train.size)
+    # normalisation is per cell, so normalising only the training rows changes nothing else
+    train_counts = X.subset(train).to_memory() if on_disk(X) else as_csr(X)[train]
+    X_log = normalize_log1p(train_counts, target_sum)
+    del train_counts
     gene_mask = None
     if restrict_to_hvg:
         adata_log = ad.AnnData(
@@ -312,6 +407,12 @@ def annotate_deg(
         tie_correct=tie_correct,
         block_genes=block_genes,
     )
+    return _fc3(de_table, adata_counts.var_names, lfc, pval_adj, train.size)
+
+
+def _fc3(
+    de_table: pd.DataFrame, var_names: pd.Index, lfc: float, pval_adj: float, n_train: int
+) -> tuple[pd.Series, pd.DataFrame]:
     union, picks = fc3_genes(de_table, lfc=lfc, pval_adj=pval_adj)
     logger.info(
         "FC3: %d genes picked by %d of %d perturbations (|lfc| > %g, adjusted p < %g, %d training cells)",
@@ -320,7 +421,7 @@ def annotate_deg(
         de_table["group"].nunique(),
         lfc,
         pval_adj,
-        train.size,
+        n_train,
     )
-    fc3 = pd.Series(adata_counts.var_names.isin(union), index=adata_counts.var_names, name="FC3")
+    fc3 = pd.Series(var_names.isin(union), index=var_names, name="FC3")
     return fc3, de_table

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import is_integer_valued
+from gpo_vae.preprocessing.normalize import map_row_blocks, on_disk
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ _MEDIAN_BLOCK_BYTES = 64 * 2**20
 
 
 def _as_csr(X: Matrix) -> sp.csr_matrix:
-    return X if isinstance(X, sp.csr_matrix) else sp.csr_matrix(X)
+    """CSR in memory; an on-disk matrix (read by rows, a block at a time) is passed through."""
+    return X if isinstance(X, sp.csr_matrix) or on_disk(X) else sp.csr_matrix(X)
 
 
 def log1p_normalised_columns(
@@ -43,6 +45,8 @@ def log1p_normalised_columns(
     columns = np.asarray(columns, dtype=np.int64)
     if columns.ndim != 1 or np.any(columns >= X.shape[1]) or np.any(columns < -1):
         raise ValueError(f"column indices must be −1 or in [0, {X.shape[1]}), got {columns}")
+    if on_disk(X):  # row-wise: each block of rows on its own
+        return map_row_blocks(X, lambda block: log1p_normalised_columns(block, columns, target_sum))
     library = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
     scale = np.divide(target_sum, library, out=np.zeros_like(library), where=library > 0)
     measured = np.flatnonzero(columns >= 0)
@@ -80,7 +84,7 @@ def delta_x(
     Dense float32 ``N × T``.
     """
     X = _as_csr(X_counts)
-    if not is_integer_valued(X):
+    if not on_disk(X) and not is_integer_valued(X):  # on disk: checked when the file was opened
         raise ValueError("delta_x expects raw counts (it normalises them itself); X has non-integer values")
     partner = np.asarray(partner, dtype=np.int64)
     if partner.shape != (X.shape[0],) or partner.min(initial=0) < 0 or partner.max(initial=0) >= X.shape[0]:
@@ -221,6 +225,12 @@ def counterfactual_table(
     """
     X = _as_csr(X_counts)
     cf_index = _check_index(cf_index, X.shape[0])
+    if on_disk(X):
+        # the counterfactual cells (at most max_cells QC-fail cells per group) are read once, in
+        # file order, and the indices point into that subset: the same medians, no random reads
+        pool = np.unique(cf_index[cf_index >= 0])
+        local = np.where(cf_index >= 0, np.searchsorted(pool, cf_index), -1)
+        return counterfactual_table(X[pool], local, batch_size=batch_size, progress=progress)
     # Sorting each row (padding last) makes equal sets equal rows, whatever the draw order.
     sentinel = np.iinfo(np.int64).max
     canonical = np.sort(np.where(cf_index >= 0, cf_index, sentinel), axis=1)

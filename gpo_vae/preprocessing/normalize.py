@@ -8,10 +8,11 @@ rounding (we accumulate library sizes in float64).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from gpo_vae.preprocessing.config import DEFAULT_TARGET_SUM
@@ -57,6 +58,26 @@ def row_blocks(X: Any, size: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
     for start in range(0, X.shape[0], size):
         stop = min(start + size, X.shape[0])
         yield start, stop, X[start:stop]
+
+
+def map_row_blocks(X: Any, function: Callable[[Any], Any]) -> Any:
+    """``function(X)`` for a row-wise function; on an on-disk matrix, applied to each block of
+    rows and the results stacked (CSR, DataFrame or array), so the whole matrix is never held."""
+    if not on_disk(X):
+        return function(X)
+    parts = [function(block) for _, _, block in X.row_blocks()]
+    if not parts:
+        return function(sp.csr_matrix((0, X.shape[1]), dtype=np.float32))
+    if sp.issparse(parts[0]):
+        return sp.vstack(parts, format="csr")
+    if isinstance(parts[0], pd.DataFrame):
+        return pd.concat(parts)
+    return np.concatenate(parts)
+
+
+def take_rows(X: Any, rows: np.ndarray) -> Any:
+    """Rows ``rows`` (increasing): an on-disk matrix stays on disk (a view of those rows)."""
+    return X.subset(rows) if on_disk(X) else as_csr(X)[rows]
 
 
 def rows_and_columns(X: Any, rows: np.ndarray, columns: np.ndarray, block_cells: int = 4096) -> sp.csr_matrix:

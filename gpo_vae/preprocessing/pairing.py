@@ -100,17 +100,20 @@ def pca_features(
     from sklearn.decomposition import PCA
 
     from gpo_vae.preprocessing.deg import highly_variable_genes
-    from gpo_vae.preprocessing.normalize import normalize_log1p
+    from gpo_vae.preprocessing.normalize import as_csr, normalize_log1p, on_disk
 
     names = pd.Index(var_names)
     fit_rows = np.flatnonzero(np.asarray(fit_mask, dtype=bool))
     rng = np.random.default_rng(seed)
     if fit_rows.size > max_fit_cells:
         fit_rows = np.sort(rng.choice(fit_rows, max_fit_cells, replace=False))
-    logged = normalize_log1p(X_counts, target_sum)
+    # normalisation is per cell: the fitted cells and each block are normalised on their own, so
+    # an on-disk matrix is read a block at a time and never held whole
+    X = X_counts if on_disk(X_counts) else as_csr(X_counts)
+    fit_logged = normalize_log1p(X[fit_rows], target_sum)
     n_top = min(n_hvgs, names.size)
     if n_top < names.size:
-        sub = ad.AnnData(X=logged[fit_rows], var=pd.DataFrame(index=names.astype(str)))
+        sub = ad.AnnData(X=fit_logged, var=pd.DataFrame(index=names.astype(str)))
         hvg = highly_variable_genes(sub, batch_key=None, n_top=n_top).to_numpy()
     else:
         hvg = np.ones(names.size, dtype=bool)
@@ -119,11 +122,13 @@ def pca_features(
     if n_components < 1:
         raise ValueError("too few genes or training cells for PCA pairing features")
     pca = PCA(n_components=n_components, random_state=seed)
-    pca.fit(logged[fit_rows][:, columns].toarray())
-    features = np.empty((logged.shape[0], n_components), dtype=np.float32)
+    pca.fit(fit_logged[:, columns].toarray())
+    del fit_logged
+    features = np.empty((X.shape[0], n_components), dtype=np.float32)
     block = max(1, 50_000_000 // max(columns.size, 1) // 8)
-    for start in range(0, logged.shape[0], block):
-        features[start : start + block] = pca.transform(logged[start : start + block][:, columns].toarray())
+    for start in range(0, X.shape[0], block):
+        logged = normalize_log1p(X[start : start + block], target_sum)
+        features[start : start + block] = pca.transform(logged[:, columns].toarray())
     return features, {"n_hvgs": int(columns.size), "n_components": n_components}
 
 

@@ -10,6 +10,7 @@ the record stored with the artifact.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 
@@ -27,6 +29,7 @@ from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, PERTURBATION_KEY, op
 from gpo_vae.data.gene_ids import TARGET_IDS_KEY, gene_id_lookup
 from gpo_vae.data.labels import single_genes
 from gpo_vae.data.layout import CANONICAL_SEPARATOR, ScreenLayout
+from gpo_vae.data.on_disk import BLOCK_CELLS
 from gpo_vae.data.summary_stats_io import read_summary_stats
 from gpo_vae.errors import UserError
 from gpo_vae.interrupt import check_stop
@@ -49,7 +52,7 @@ from gpo_vae.preprocessing.filter_table import (
 )
 from gpo_vae.preprocessing.filtering import perturbation_filter_mask
 from gpo_vae.preprocessing.nodes import dosage_matrix, treatment_nodes
-from gpo_vae.preprocessing.normalize import library_size
+from gpo_vae.preprocessing.normalize import library_size, on_disk
 from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_feature_matrix
 from gpo_vae.preprocessing.published import (
     ShippedProcessing,
@@ -215,8 +218,14 @@ def preprocess_filtered(
     progress: bool = True,
     timings: dict[str, float] | None = None,
     shipped: ShippedProcessing | None = None,
+    counts: Any = None,
 ) -> ad.AnnData:
     """The stages after the perturbation filters, on the cells they kept (see :func:`preprocess`).
+
+    ``counts``: the kept cells' counts when they are not ``adata.X`` — on disk
+    (:class:`~gpo_vae.data.on_disk.CountsOnDisk`) every stage reads them a block at a time and
+    the artifact returned has no X (:func:`~gpo_vae.preprocessing.artifact.write_artifact` then
+    copies it from ``counts``).
 
     ``shipped`` (a file the GPO-VAE authors processed, kept as published) supplies the split
     (under ``split.mode: random``), the doublet calls, the DE genes and the pairing, each where the
@@ -224,6 +233,7 @@ def preprocess_filtered(
     """
     control_label = CONTROL_LABEL
     timings = dict(timings or {})
+    X = adata.X if counts is None else counts
     record: dict[str, Any] = {"input": inputs, **filter_record}
     if "layout" in adata.uns:
         record["layout"] = {**dict(adata.uns["layout"]), **dict(adata.uns.get("layout_record", {}))}
@@ -277,6 +287,7 @@ def preprocess_filtered(
             max_cells_per_chunk=config.qc.max_cells_per_chunk,
             show_progress=progress,
             doublet_calls=doublet_calls,
+            counts=counts,
         )
     record["qc"] = {f"fail_t{t:g}": int(flags[f"qc_fail_t{t:g}"].sum()) for t in config.qc.nmads}
     record["qc"]["doublets"] = doublet_source
@@ -297,6 +308,7 @@ def preprocess_filtered(
                 pval_adj=config.deg.pval_adj,
                 restrict_to_hvg=config.deg.restrict_to_hvg,
                 tie_correct=config.deg.tie_correct,
+                counts=counts,
             )
             deg_source = "Wilcoxon against controls on training cells"
         perturbed_labels = sorted(set(labels[~is_control]))
@@ -326,7 +338,7 @@ def preprocess_filtered(
             }
         else:
             features, pairing_record = pairing_feature_matrix(
-                adata.X,
+                X,
                 adata.var_names,
                 single_genes(perturbed_labels),
                 train,
@@ -359,20 +371,20 @@ def preprocess_filtered(
     with _timed(timings, "delta_x"):
         gene_pos = pd.Series(np.arange(adata.n_vars), index=adata.var_names)
         node_gene_index = gene_pos.reindex(nodes).fillna(-1).astype(np.int64).to_numpy()
-        dx = delta_x(adata.X, partner, node_gene_index, config.target_sum)
+        dx = delta_x(X, partner, node_gene_index, config.target_sum)
 
     with _timed(timings, "counterfactual"):
         qc_fail = flags["total_qc"].to_numpy().astype(bool)
         cf_groups = labels if batches is None else np.char.add(np.char.add(labels.astype(str), "|"), batches)
         cf_index = counterfactual_indices(cf_groups, split, qc_fail, config.counterfactual_cells, config.seed)
-        cf_medians, cf_row = counterfactual_table(adata.X, cf_index, progress=progress)
+        cf_medians, cf_row = counterfactual_table(X, cf_index, progress=progress)
     record["counterfactual"] = {
         "cells_with_cf": int((cf_row >= 0).sum()),
         "distinct": int(cf_medians.shape[0]),
     }
 
     with _timed(timings, "normalisation"):
-        stats = normalisation_stats(adata.X, train)
+        stats = normalisation_stats(X, train)
 
     obs = pd.DataFrame(index=adata.obs_names)
     obs[PERTURBATION_KEY] = pd.Categorical(labels)
@@ -380,7 +392,7 @@ def preprocess_filtered(
     if batches is not None:
         obs[BATCH_KEY] = pd.Categorical(batches)
     obs["partner"] = partner.astype(np.int64)
-    obs["library_size"] = library_size(adata.X).astype(np.float32)
+    obs["library_size"] = library_size(X).astype(np.float32)
     obs["cf_row"] = cf_row.astype(np.int64)
     for column in flags.columns:
         obs[column] = flags[column].to_numpy()
@@ -402,7 +414,7 @@ def preprocess_filtered(
     record.update(qc_thresholds=thresholds.to_dict(), timings=timings)
     record["output"] = {"cells": int(adata.n_obs), "genes": int(adata.n_vars), "nodes": len(nodes)}
     record.update(provenance(to_dict(config)))
-    artifact = ad.AnnData(X=adata.X, obs=obs, var=var)
+    artifact = ad.AnnData(X=None if on_disk(X) else X, obs=obs, var=var)
     artifact.obsm["D"] = dosage
     artifact.obsm["delta_x"] = dx
     artifact.obsm["cf_index"] = cf_index
@@ -429,6 +441,38 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _filtered_file(
+    counts_path: str | Path,
+    stats_path: str | Path | None,
+    sheet: str | None,
+    config: PreprocessConfig,
+    layout: ScreenLayout | None,
+    print_table: bool,
+    missing_stats: str | None,
+    block_cells: int | None = None,
+) -> tuple[ad.AnnData, Any, dict[str, Any], dict[str, Any], dict[str, float], ShippedProcessing | None]:
+    """The filters on a counts file left on disk: (kept cells without X, their counts on disk,
+    filter record, inputs, timings, shipped)."""
+    timings: dict[str, float] = {}
+    adata, counts = open_counts_h5ad(counts_path, layout or ScreenLayout())
+    if block_cells:
+        counts = dataclasses.replace(counts, block_cells=block_cells)
+    inputs = {
+        "cells": adata.n_obs,
+        "genes": adata.n_vars,
+        "counts_sha256": sha256_of(Path(counts_path)),
+        "summary_stats_sha256": sha256_of(Path(stats_path)) if stats_path else None,
+    }
+    stats = read_screen_stats(stats_path, sheet, adata)
+    with _timed(timings, "filters"):
+        mask, filter_record, table, shipped = filter_screen(
+            adata, stats, config, counts_path, missing_stats, counts=counts
+        )
+    if print_table:
+        print("\n".join(format_table(table, modality=filter_record["modality"]["resolved"])), flush=True)
+    return adata[mask].copy(), counts.subset(mask), filter_record, inputs, timings, shipped
+
+
 def preprocess_files(
     counts_path: str | Path,
     stats_path: str | Path | None,
@@ -443,26 +487,56 @@ def preprocess_files(
 
     ``missing_stats``: why a published dataset has no summary statistics (:func:`filter_screen`).
 
-    The counts stay on disk (:func:`~gpo_vae.data.contract.open_counts_h5ad`): the filters read
-    them a block of cells at a time, then only the kept cells are read into memory, so the whole
-    file's matrix is never held. ``print_table`` prints the perturbation table.
+    The counts stay on disk (:func:`~gpo_vae.data.contract.open_counts_h5ad`) while the filters
+    read them a block of cells at a time; then the kept cells are read into memory and the
+    artifact is returned in memory. :func:`build_artifact` writes the same artifact with memory
+    bounded by a block of cells instead. ``print_table`` prints the perturbation table.
     """
-    timings: dict[str, float] = {}
-    layout = layout or ScreenLayout()
-    adata, counts = open_counts_h5ad(counts_path, layout)
-    inputs = {
-        "cells": adata.n_obs,
-        "genes": adata.n_vars,
-        "counts_sha256": sha256_of(Path(counts_path)),
-        "summary_stats_sha256": sha256_of(Path(stats_path)) if stats_path else None,
-    }
-    stats = read_screen_stats(stats_path, sheet, adata)
-    with _timed(timings, "filters"):
-        mask, filter_record, table, shipped = filter_screen(
-            adata, stats, config, counts_path, missing_stats, counts=counts
-        )
-    if print_table:
-        print("\n".join(format_table(table, modality=filter_record["modality"]["resolved"])), flush=True)
-    kept = adata[mask].copy()
-    kept.X = counts.subset(mask).to_memory()
+    kept, counts, filter_record, inputs, timings, shipped = _filtered_file(
+        counts_path, stats_path, sheet, config, layout, print_table, missing_stats
+    )
+    kept.X = counts.to_memory()
     return preprocess_filtered(kept, filter_record, inputs, config, progress, timings, shipped)
+
+
+def build_artifact(
+    counts_path: str | Path,
+    stats_path: str | Path | None,
+    sheet: str | None,
+    config: PreprocessConfig,
+    out_dir: str | Path,
+    layout: ScreenLayout | None = None,
+    progress: bool = True,
+    print_table: bool = True,
+    missing_stats: str | None = None,
+    block_cells: int = BLOCK_CELLS,
+) -> Path:
+    """:func:`preprocess_files` written straight to the artifact directory ``out_dir``, reading
+    the counts from disk a block of cells at a time in every stage; return ``out_dir``.
+
+    The kept cells' counts are first copied, a block at a time, into a scratch file beside
+    ``out_dir`` (contiguous rows, so each later pass reads only them); every stage then reads
+    that file, and the artifact's X is copied from it. Peak memory is set by the genes, the
+    perturbations and ``block_cells`` (cells read at a time), not by the number of cells. The
+    artifact has the same bytes as ``write_artifact(preprocess_files(...))``.
+    """
+    from gpo_vae.data.on_disk import CountsOnDisk, write_counts
+    from gpo_vae.io import remove_stale_temps, temp_sibling
+    from gpo_vae.preprocessing.artifact import write_artifact
+
+    kept, counts, filter_record, inputs, timings, shipped = _filtered_file(
+        counts_path, stats_path, sheet, config, layout, print_table, missing_stats, block_cells
+    )
+    out_dir = Path(out_dir)
+    remove_stale_temps(out_dir.parent)
+    scratch = temp_sibling(out_dir, is_dir=False)  # removed by remove_stale_temps if we are killed
+    try:
+        with _timed(timings, "copy_kept"), h5py.File(scratch, "w") as file:
+            write_counts(file, "X", counts)
+        kept_counts = CountsOnDisk(scratch, "X", block_cells=block_cells)
+        artifact = preprocess_filtered(
+            kept, filter_record, inputs, config, progress, timings, shipped, counts=kept_counts
+        )
+        return write_artifact(artifact, out_dir, counts=kept_counts)
+    finally:
+        scratch.unlink(missing_ok=True)

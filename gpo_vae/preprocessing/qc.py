@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import PERTURBATION_KEY
 from gpo_vae.preprocessing.config import DEFAULT_NMADS, Backend
-from gpo_vae.preprocessing.normalize import as_csr
+from gpo_vae.preprocessing.normalize import as_csr, on_disk, take_rows
 from gpo_vae.stats.mad import Side, mad_threshold, outside_threshold
 
 logger = logging.getLogger(__name__)
@@ -89,19 +89,37 @@ def qc_gene_sets(var_names: Iterable[str]) -> pd.DataFrame:
 
 
 def compute_qc_metrics(
-    adata: ad.AnnData, backend: Backend = "auto", gpu_block_cells: int = 100_000
+    adata: ad.AnnData, backend: Backend = "auto", gpu_block_cells: int = 100_000, counts: Any = None
 ) -> pd.DataFrame:
     """Per-cell QC metrics (index = ``obs_names``), columns :data:`QC_METRICS`.
 
     ``scanpy.pp.calculate_qc_metrics`` on CPU, ``rapids_singlecell.pp.calculate_qc_metrics`` on GPU
     (in blocks of ``gpu_block_cells`` cells to bound GPU memory). ``adata`` is not modified.
-    Percentages are NaN for cells with no counts.
+    Percentages are NaN for cells with no counts. ``counts``: the count matrix when it is not
+    ``adata.X`` (on disk: every metric is per cell, so it is computed a block of cells at a time).
     """
     var = qc_gene_sets(adata.var_names)
-    obs = pd.DataFrame(index=adata.obs_names)
+    X = adata.X if counts is None else counts
     if resolve_backend(backend) == "rapids":
-        return _compute_qc_metrics_rapids(as_csr(adata.X), obs, var, gpu_block_cells)
-    light = ad.AnnData(X=as_csr(adata.X), obs=obs, var=var)
+        if on_disk(X):
+            parts = [
+                _compute_qc_metrics_rapids(
+                    block, pd.DataFrame(index=adata.obs_names[a:b]), var, gpu_block_cells
+                )
+                for a, b, block in X.row_blocks()
+            ]
+            return pd.concat(parts)
+        return _compute_qc_metrics_rapids(
+            as_csr(X), pd.DataFrame(index=adata.obs_names), var, gpu_block_cells
+        )
+    if on_disk(X):
+        parts = [_qc_metrics_cpu(block, adata.obs_names[a:b], var) for a, b, block in X.row_blocks()]
+        return pd.concat(parts)
+    return _qc_metrics_cpu(as_csr(X), adata.obs_names, var)
+
+
+def _qc_metrics_cpu(X: sp.csr_matrix, obs_names: pd.Index, var: pd.DataFrame) -> pd.DataFrame:
+    light = ad.AnnData(X=X, obs=pd.DataFrame(index=obs_names), var=var)
     metrics, _ = sc.pp.calculate_qc_metrics(
         light, qc_vars=list(var.columns), percent_top=None, log1p=False, inplace=False
     )
@@ -310,6 +328,7 @@ def detect_doublets_report(
     perturbation_key: str = PERTURBATION_KEY,
     expected_doublet_rate: float = 0.05,
     show_progress: bool = True,
+    counts: Any = None,
 ) -> DoubletReport:
     """Scrublet on chunks of cells, each a stratified slice of every perturbation (for memory).
 
@@ -327,7 +346,7 @@ def detect_doublets_report(
         logger.info("obs has no %r column: doublet chunks are random, not stratified", perturbation_key)
         labels = np.zeros(n)
     chunk = stratified_chunks(labels, n_chunks, seed)
-    X = as_csr(adata.X)
+    X = as_csr(adata.X) if counts is None else counts  # on disk: each chunk's cells are read alone
     run = _scrublet_cpu if use == "cpu" else _scrublet_rapids
     predicted = np.zeros(n, dtype=bool)
     scores = np.full(n, np.nan)
@@ -370,6 +389,7 @@ def run_qc(
     seed: int = 0,
     default_nmads: float = 3,
     doublet_calls: np.ndarray | None = None,
+    counts: Any = None,
     **doublet_kwargs: Any,
 ) -> tuple[pd.DataFrame, QCThresholds, pd.DataFrame]:
     """Metrics → thresholds (fitted on ``fit_mask``) → flags, plus doublets when ``doublets``.
@@ -389,13 +409,13 @@ def run_qc(
     ``doublet_score`` (NaN where a chunk was skipped), ``doublet_chunk`` and
     ``doublet_chunk_skipped``.
     """
-    metrics = compute_qc_metrics(adata, backend=backend)
+    metrics = compute_qc_metrics(adata, backend=backend, counts=counts)
     thresholds = fit_qc_thresholds(metrics, nmads=nmads, fit_mask=fit_mask)
     called = None
     if doublets and doublet_calls is not None:
         called = np.asarray(doublet_calls, dtype=bool)
     elif doublets:
-        report = detect_doublets_report(adata, seed=seed, backend=backend, **doublet_kwargs)
+        report = detect_doublets_report(adata, seed=seed, backend=backend, counts=counts, **doublet_kwargs)
         called = report.predicted
         skipped_chunks = [s["chunk"] for s in report.skipped]
         metrics = metrics.assign(
@@ -434,12 +454,14 @@ def run_qc_by_batch(
     batches = np.asarray(batches).astype(str)
     fit = np.ones(adata.n_obs, dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
     calls = kwargs.pop("doublet_calls", None)
+    counts = kwargs.pop("counts", None)
     flag_parts, metric_parts, per_batch = [], [], {}
     for name in sorted(set(batches.tolist())):
         rows = np.flatnonzero(batches == name)
         batch_calls = None if calls is None else np.asarray(calls, dtype=bool)[rows]
+        batch_counts = None if counts is None else take_rows(counts, rows)
         flags, thresholds, metrics = run_qc(
-            adata[rows], fit_mask=fit[rows], doublet_calls=batch_calls, **kwargs
+            adata[rows], fit_mask=fit[rows], doublet_calls=batch_calls, counts=batch_counts, **kwargs
         )
         flag_parts.append(flags)
         metric_parts.append(metrics)

@@ -352,7 +352,7 @@ def test_every_grn_method_is_ranked_at_the_models_edge_count(evaluation: Path):
     for row in ranking.itertuples():
         assert row.auprc == pytest.approx(truth.loc[row.method, "auprc"])
         assert row.tied_at_k == at_k.loc[row.method, "tied"]
-        if row.tied_at_k == n_model:  # a constant score (the paper's equal initial logits): no top K
+        if row.tied_at_k * 2 > n_model:  # mostly picked by pair order (the paper's equal initial logits)
             assert np.isnan(row.precision_at_k) and np.isnan(row.mean_wasserstein)
             continue
         assert row.precision_at_k == pytest.approx(truth.loc[row.method, "precision"])

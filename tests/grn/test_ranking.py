@@ -106,3 +106,7 @@ def test_a_constant_score_gets_no_top_k_numbers_and_no_rank_without_a_reference(
     assert ranking.loc["effect_z", ["mean_wasserstein", "false_omission_rate"]].isna().all()
     assert np.isnan(ranking.loc["effect_z", "rank"]) and ranking.loc["effect_z", "tied_at_k"] == 40
     assert ranking.loc["deconvolution", "mean_wasserstein"] == 0.25  # the others keep theirs
+    statistical.loc[statistical["k"] == "40", "tied"] = [20, 21, 0, 0]  # model, effect_z, …
+    ranking = matched_k_ranking(statistical, None, 40).set_index("method")
+    assert ranking.loc["model", "mean_wasserstein"] == 0.3  # half by order: still its own graph
+    assert np.isnan(ranking.loc["effect_z", "mean_wasserstein"])  # most of it by order: none

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from gpo_vae.data.contract import CONTROL_LABEL, read_counts_h5ad
+from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from gpo_vae.preprocessing.artifact import (
     MARKER_FILE,
@@ -19,7 +20,13 @@ from gpo_vae.preprocessing.artifact import (
     validate_artifact,
     write_artifact,
 )
-from gpo_vae.preprocessing.pipeline import PreprocessConfig, preprocess, preprocess_files, read_screen_stats
+from gpo_vae.preprocessing.pipeline import (
+    PreprocessConfig,
+    build_artifact,
+    preprocess,
+    preprocess_files,
+    read_screen_stats,
+)
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +167,30 @@ def test_two_builds_of_the_same_input_are_byte_identical(pipe_dataset, pipe_inpu
     assert "timings" in record and "platform" in record  # kept beside the artifact
     inside = json.loads(read_artifact(first).uns["record"])
     assert "timings" not in inside and inside["config"] == record["config"]
+
+
+@pytest.mark.parametrize("preset", ["default", "batches"])
+def test_the_artifact_built_from_disk_has_the_bytes_of_the_one_built_in_memory(
+    preset, pipe_dataset, tmp_path
+):
+    """build_artifact reads the counts a block of cells at a time in every stage (here blocks of
+    500 cells: the filters, QC metrics, scrublet's chunks, the Wilcoxon gene blocks, pairing
+    features, ΔX, the cfX medians and the statistics all span several blocks); the artifact is
+    the same file as the in-memory path's, so its checksum keys the same training runs."""
+    dataset = pipe_dataset
+    if preset != "default":  # cell lines: QC and scrublet per batch, on a view of the disk rows
+        dataset = write_synthetic_dataset(tmp_path / "data", SyntheticConfig.preset(preset))
+    layout = (
+        ScreenLayout(batch_key=SyntheticConfig.preset(preset).batch_column) if preset == "batches" else None
+    )
+    inputs = (dataset["counts"], dataset["summary_stats"], "TabS_synthetic_summary_stat", PreprocessConfig())
+    memory = write_artifact(
+        preprocess_files(*inputs, layout, progress=False, print_table=False), tmp_path / "memory"
+    )
+    disk = build_artifact(
+        *inputs, tmp_path / "disk", layout, progress=False, print_table=False, block_cells=500
+    )
+    record = json.loads((disk / "record.json").read_text())
+    assert record["output"]["cells"] > 4 * 500 and "copy_kept" in record["timings"]
+    assert (disk / "artifact.h5ad").read_bytes() == (memory / "artifact.h5ad").read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the scratch copy is gone
