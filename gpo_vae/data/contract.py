@@ -11,6 +11,7 @@ into it; every problem is a :class:`DataContractError` naming the file and the f
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -190,44 +191,63 @@ def duplicate_column_plan(
 
 def _counts_source(adata: ad.AnnData, layout: ScreenLayout, source: str | Path | None) -> str:
     """Where the raw counts are (``X``, ``raw`` or a layer name), per ``layout.counts_layer``."""
-    where = _where(source)
-    layers = list(adata.layers.keys())
+
+    def matrix(name: str) -> Any:
+        return adata.X if name == "X" else adata.raw.X if name == "raw" else adata.layers[name]
+
+    return _choose_counts(
+        layout.counts_layer,
+        _where(source),
+        list(adata.layers.keys()),
+        adata.raw is not None,
+        lambda name: first_non_count(matrix(name)),
+        adata.obs_names,
+    )
+
+
+def _choose_counts(
+    choice: str,
+    where: str,
+    layers: list[str],
+    has_raw: bool,
+    first_bad: Callable[[str], tuple[int, float] | None],
+    obs_names: pd.Index,
+) -> str:
+    """The counts source (``X``, ``raw`` or a layer) that ``choice`` names or ``auto`` finds:
+    ``first_bad(source)`` is the first value there that is not a count (:func:`first_non_count`;
+    row −1: the source is absent)."""
     options = f"layers: {layers}" if layers else "no layers"
-    if adata.raw is not None:
+    if has_raw:
         options += ", .raw"
 
-    def bad(matrix: Any, what: str) -> str | None:
-        found = first_non_count(matrix)
+    def bad(name: str) -> str | None:
+        found = first_bad(name)
         if found is None:
             return None
         row, value = found
-        return f"{what} is not raw counts: cell {adata.obs_names[row]!r} (row {row:,}) holds {value:.4g}"
+        what = ".raw" if name == "raw" and choice == "auto" else name
+        if row < 0:
+            return f"{what} is absent"
+        return f"{what} is not raw counts: cell {obs_names[row]!r} (row {row:,}) holds {value:.4g}"
 
-    choice = layout.counts_layer
     if choice == "auto":
-        problem = bad(adata.X, "X")
+        problem = bad("X")
         if problem is None:
             return "X"
         for name in AUTO_COUNTS_LAYERS:
-            if name in adata.layers and bad(adata.layers[name], name) is None:
+            if name in layers and bad(name) is None:
                 return name
-        if adata.raw is not None and bad(adata.raw.X, ".raw") is None:
+        if has_raw and bad("raw") is None:
             return "raw"
         raise DataContractError(
             f"{where}{problem}, and no layer holds counts ({options}). The pipeline needs raw UMI "
             "counts: store them in X or in a layer and pass --counts-layer NAME."
         )
-    if choice == "X":
-        matrix = adata.X
-    elif choice == "raw":
-        if adata.raw is None:
-            raise DataContractError(f"{where}--counts-layer raw, but the file has no .raw ({options}).")
-        matrix = adata.raw.X
-    else:
-        if choice not in adata.layers:
-            raise DataContractError(f"{where}--counts-layer {choice!r}: no such layer ({options}).")
-        matrix = adata.layers[choice]
-    problem = bad(matrix, choice if choice != "X" else "X")
+    if choice == "raw" and not has_raw:
+        raise DataContractError(f"{where}--counts-layer raw, but the file has no .raw ({options}).")
+    if choice not in ("X", "raw") and choice not in layers:
+        raise DataContractError(f"{where}--counts-layer {choice!r}: no such layer ({options}).")
+    problem = bad(choice)
     if problem is not None:
         raise DataContractError(f"{where}{problem}. Pass the layer that holds raw UMI counts ({options}).")
     return choice
@@ -529,47 +549,17 @@ def _first_non_count_on_disk(node: Any) -> tuple[int, float] | None:
 
 def _counts_element(file: Any, layout: ScreenLayout, path: Path, obs_names: pd.Index) -> tuple[str, str]:
     """(element, counts source) of :func:`_counts_source`, for a file whose matrices stay on disk."""
+
+    def element(name: str) -> str:
+        return "X" if name == "X" else "raw/X" if name == "raw" else f"layers/{name}"
+
+    def first_bad(name: str) -> tuple[int, float] | None:
+        return _first_non_count_on_disk(file[element(name)]) if element(name) in file else (-1, float("nan"))
+
     layers = list(file["layers"].keys()) if "layers" in file else []
     has_raw = "raw" in file and "X" in file["raw"]
-    options = f"layers: {layers}" if layers else "no layers"
-    if has_raw:
-        options += ", .raw"
-
-    def bad(element: str, what: str) -> str | None:
-        found = _first_non_count_on_disk(file[element])
-        if found is None:
-            return None
-        row, value = found
-        return f"{what} is not raw counts: cell {obs_names[row]!r} (row {row:,}) holds {value:.4g}"
-
-    choice = layout.counts_layer
-    if choice == "auto":
-        problem = bad("X", "X") if "X" in file else "X is absent"
-        if problem is None:
-            return "X", "X"
-        for name in AUTO_COUNTS_LAYERS:
-            if name in layers and bad(f"layers/{name}", name) is None:
-                return f"layers/{name}", name
-        if has_raw and bad("raw/X", ".raw") is None:
-            return "raw/X", "raw"
-        raise DataContractError(
-            f"{path}: {problem}, and no layer holds counts ({options}). The pipeline needs raw UMI "
-            "counts: store them in X or in a layer and pass --counts-layer NAME."
-        )
-    if choice == "X":
-        element = "X"
-    elif choice == "raw":
-        if not has_raw:
-            raise DataContractError(f"{path}: --counts-layer raw, but the file has no .raw ({options}).")
-        element = "raw/X"
-    else:
-        if choice not in layers:
-            raise DataContractError(f"{path}: --counts-layer {choice!r}: no such layer ({options}).")
-        element = f"layers/{choice}"
-    problem = bad(element, choice)
-    if problem is not None:
-        raise DataContractError(f"{path}: {problem}. Pass the layer that holds raw UMI counts ({options}).")
-    return element, choice
+    source = _choose_counts(layout.counts_layer, _where(path), layers, has_raw, first_bad, obs_names)
+    return element(source), source
 
 
 def open_counts_h5ad(path: str | Path, layout: ScreenLayout | None = None) -> tuple[ad.AnnData, CountsOnDisk]:
