@@ -258,7 +258,7 @@ def verdicts(rows: pd.DataFrame, models: list[str]) -> list[str]:
             continue
         sd = gap.std(ddof=1) if len(gap) > 1 else np.nan
         beyond = np.isfinite(sd) and abs(gap.mean()) > sd
-        verb = "beats" if gap.mean() > 0 else "loses to"
+        verb = "ties with" if round(gap.mean(), 3) == 0 else "beats" if gap.mean() > 0 else "loses to"
         spread = "beyond" if beyond else "within"
         lines.append(
             f"{screen}: {best_family} {verb} the best baseline {best_baseline} by {gap.mean():+.3f} {by} "

@@ -185,6 +185,26 @@ def read_artifact(path: str | Path, verify: bool = True) -> ad.AnnData:
     return adata
 
 
+def read_artifact_on_disk(path: str | Path, verify: bool = True) -> tuple[ad.AnnData, CountsOnDisk]:
+    """:func:`read_artifact` with the counts left on disk: (the artifact without X, its counts).
+
+    obs, var, obsm and uns are read into memory; the counts are a
+    :class:`~gpo_vae.data.on_disk.CountsOnDisk` over the file's X, read a block of cells at a time.
+    """
+    from anndata.io import read_elem
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such artifact; run the preprocessing stage first.")
+    path = artifact_path(path if path.is_dir() else path.parent, verify)
+    with h5py.File(path, "r") as file:
+        parts = {key: read_elem(file[key]) for key in ("obs", "var", "obsm", "uns") if key in file}
+    adata = ad.AnnData(**parts)
+    counts = CountsOnDisk(path, "X")
+    validate_artifact(adata, path, counts=counts)
+    return adata, counts
+
+
 def is_artifact(adata: ad.AnnData) -> bool:
     """``adata`` carries an artifact's fields (a preprocessed screen, not raw counts)."""
     return "record" in adata.uns and "nodes" in adata.uns and "D" in adata.obsm

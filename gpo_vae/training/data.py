@@ -8,10 +8,13 @@ cell, and its order is a function of (seed, epoch) alone: a resumed run sees the
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -21,7 +24,27 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gpo_vae.preprocessing.artifact import read_artifact
+from gpo_vae.data.on_disk import CountsOnDisk, stored_values
+from gpo_vae.preprocessing.artifact import artifact_path, read_artifact, read_artifact_on_disk
+
+logger = logging.getLogger(__name__)
+
+
+CountsPlace = Literal["auto", "memory", "disk"]
+#: ``auto`` keeps the counts in memory while they take at most this share of the memory available.
+MEMORY_SHARE = 0.25
+
+
+def counts_place(artifact_dir: str | Path, share: float = MEMORY_SHARE) -> Literal["memory", "disk"]:
+    """``memory`` when the artifact's counts (8 bytes a stored value: CSR float32, 32-bit
+    indices) take at most ``share`` of the memory available now, else ``disk``."""
+    need = stored_values(CountsOnDisk(artifact_path(Path(artifact_dir), verify=False), "X")) * 8
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    place = "memory" if need <= share * available else "disk"
+    logger.info(
+        "counts %.2f GB, %.2f GB available: training reads them from %s", need / 1e9, available / 1e9, place
+    )
+    return place
 
 
 @dataclass(frozen=True)
@@ -31,7 +54,8 @@ class ArtifactCells:
     Attributes
     ----------
     counts
-        (N, G) CSR float32 raw counts.
+        (N, G) CSR float32 raw counts, or a :class:`~gpo_vae.data.on_disk.CountsOnDisk` over
+        the artifact's X (:meth:`read` with ``counts="disk"``).
     dosage
         (N, T) CSR float32 dosage D.
     delta_x
@@ -72,8 +96,9 @@ class ArtifactCells:
     batch_names: list[str]
 
     @classmethod
-    def from_anndata(cls, adata: ad.AnnData) -> ArtifactCells:
-        """Take the training fields of a (validated) artifact AnnData, without copying X."""
+    def from_anndata(cls, adata: ad.AnnData, counts: Any = None) -> ArtifactCells:
+        """Take the training fields of a (validated) artifact AnnData, without copying X
+        (``counts``: the counts when ``adata`` has no X, e.g. on disk)."""
         n_nodes = len(adata.uns["nodes"])
         batch_names = [str(b) for b in adata.uns.get("batches", [])]
         if batch_names and "batch" in adata.obs.columns:
@@ -81,7 +106,7 @@ class ArtifactCells:
         else:
             batch_codes = np.zeros(adata.n_obs, dtype=np.int64)
         return cls(
-            counts=sp.csr_matrix(adata.X, dtype=np.float32),
+            counts=sp.csr_matrix(adata.X, dtype=np.float32) if counts is None else counts,
             dosage=sp.csr_matrix(adata.obsm["D"], dtype=np.float32),
             delta_x=np.asarray(adata.obsm["delta_x"], dtype=np.float32),
             qc=adata.obs["total_qc"].to_numpy(dtype=np.float32),
@@ -100,8 +125,20 @@ class ArtifactCells:
         )
 
     @classmethod
-    def read(cls, artifact_dir: str | Path) -> ArtifactCells:
-        """Read a complete artifact directory (checksum verified)."""
+    def read(cls, artifact_dir: str | Path, counts: CountsPlace = "memory") -> ArtifactCells:
+        """Read a complete artifact directory (checksum verified).
+
+        ``counts``: ``memory`` reads the count matrix into memory; ``disk`` leaves it in the file
+        (each batch reads its cells: memory no longer grows with the cells); ``auto`` is
+        :func:`counts_place`. The batches hold the same numbers either way.
+        """
+        if counts == "auto":
+            counts = counts_place(artifact_dir)
+        if counts == "disk":
+            adata, on_disk = read_artifact_on_disk(artifact_dir)
+            return cls.from_anndata(adata, counts=on_disk)
+        if counts != "memory":
+            raise ValueError(f"counts must be 'auto', 'memory' or 'disk', got {counts!r}")
         return cls.from_anndata(read_artifact(artifact_dir))
 
     @property

@@ -49,7 +49,7 @@ from gpo_vae.models import GPOVAE, ModelConfig
 from gpo_vae.preprocessing.artifact import MARKER_FILE, artifact_path, dataset_checksum
 from gpo_vae.training.callbacks import EpochProgress, StopOnRequest
 from gpo_vae.training.config import TrainingConfig, patience_epochs
-from gpo_vae.training.data import ArtifactCells, CellDataModule, TrainingStatistics
+from gpo_vae.training.data import ArtifactCells, CellDataModule, CountsPlace, TrainingStatistics, counts_place
 from gpo_vae.training.lightning import GPOVAETrainingPlan
 from gpo_vae.training.run_dir import (
     BEST_CHECKPOINT,
@@ -296,6 +296,7 @@ def train_model(
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
     progress_line: bool = False,
+    counts: CountsPlace = "auto",
 ) -> Path:
     """Train on a preprocessed artifact into ``run_dir`` (layout in the module docstring).
 
@@ -318,6 +319,11 @@ def train_model(
         Extra Lightning callbacks (monitoring, or a test's simulated interruption).
     progress_line
         Without ``progress``: one line on standard error (epochs, steps, validation loss).
+    counts
+        Where the count matrix is read from (:meth:`~gpo_vae.training.data.ArtifactCells.read`):
+        ``auto`` keeps it in memory while it takes at most a quarter of the memory available,
+        else each batch reads its cells from the artifact; the run is the same either way, so it
+        is no setting of the run (the ``fit`` event in ``events.jsonl`` says which was used).
 
     A Ctrl-C (or :func:`gpo_vae.interrupt.request_stop`) stops training before the next batch:
     nothing is finalised (no ``model.pt``, no ``.complete``), ``checkpoints/last.ckpt`` of the
@@ -351,10 +357,11 @@ def train_model(
             return run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         check_or_write_config(run_dir, config)
-        cells = ArtifactCells.read(artifact_dir)
+        place = counts_place(artifact_dir) if counts == "auto" else counts
+        cells = ArtifactCells.read(artifact_dir, counts=place)
         fit_file = run_dir / CHECKPOINT_DIR / FIT_FILE
         if not fit_file.exists():
-            record_event(run_dir, "fit", resume_from_epoch=resumable_epoch(run_dir))
+            record_event(run_dir, "fit", resume_from_epoch=resumable_epoch(run_dir), counts=place)
             stopping = "Ctrl-C: training stops before the next batch (Ctrl-C again aborts at once)."
             try:
                 with sigint_requests_stop(stopping):

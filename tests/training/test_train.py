@@ -266,3 +266,32 @@ def test_a_deconvolved_start_is_network_deconvolution_of_the_effects_and_evaluat
     np.testing.assert_allclose(model.grn_effect_target.numpy(), expected, rtol=1e-5, atol=1e-5)
     start = 1.0 / (1.0 + np.exp(-expected))
     np.testing.assert_allclose(initial_mask_probabilities(model, z), start, rtol=1e-6, atol=1e-6)
+
+
+def test_training_with_the_counts_on_disk_gives_the_same_run(four_epochs, artifact_dir, tmp_path):
+    """counts="disk": each batch reads its cells from the artifact (memory no longer grows with
+    the cells); same seed, same batches, same weights and losses, bit for bit."""
+    run_dir = train_model(
+        artifact_dir, TINY_MODEL, TINY_TRAINING, tmp_path / "run", progress=False, counts="disk"
+    )
+    assert_bitwise_equal(state_dict(four_epochs / "model.pt"), state_dict(run_dir / "model.pt"))
+    pd.testing.assert_frame_equal(val_rows(run_dir), val_rows(four_epochs))
+    fits = [e for e in read_events(run_dir) if e["event"] == "fit"]
+    assert [e["counts"] for e in fits] == ["disk"]
+    assert [e["counts"] for e in read_events(four_epochs) if e["event"] == "fit"] == ["memory"]  # auto, small
+
+
+def test_auto_keeps_the_counts_in_memory_while_they_take_a_share_of_what_is_free(artifact_dir):
+    from gpo_vae.data.on_disk import CountsOnDisk
+    from gpo_vae.training.data import ArtifactCells, counts_place
+
+    assert counts_place(artifact_dir) == "memory"  # a few MB
+    assert counts_place(artifact_dir, share=0.0) == "disk"
+    cells = ArtifactCells.read(artifact_dir, counts="disk")
+    assert isinstance(cells.counts, CountsOnDisk)
+    memory = ArtifactCells.read(artifact_dir)
+    rows = np.array([7, 3, 3, 120])
+    for key, value in memory.batch(rows).items():
+        assert torch.equal(value, cells.batch(rows)[key]), key
+    with pytest.raises(ValueError, match="'auto', 'memory' or 'disk'"):
+        ArtifactCells.read(artifact_dir, counts="gpu")
