@@ -236,3 +236,32 @@ def write_counts(file: h5py.File, key: str, X: object, block_cells: int = BLOCK_
             written = sparse_dataset(file[key])
         else:
             written.append(block)
+    if written is None:  # no rows: an empty matrix of the right width
+        write_elem(file, key, sp.csr_matrix((0, X.shape[1]), dtype=np.float32))
+
+
+class CsrAppender:
+    """A CSR element of an open ``.h5ad`` written a block of rows at a time (64-bit row pointers,
+    as the total is not known in advance); :meth:`finish` gives it as a :class:`CountsOnDisk`."""
+
+    def __init__(self, file: h5py.File, key: str, n_cols: int) -> None:
+        self.file, self.key, self.n_cols, self._written = file, key, n_cols, None
+
+    def append(self, block: sp.spmatrix | np.ndarray) -> None:
+        from anndata.io import sparse_dataset, write_elem
+
+        block = sp.csr_matrix(block, dtype=np.float32)
+        block.sort_indices()
+        if self._written is None:
+            block.indptr = block.indptr.astype(np.int64)
+            block.indices = block.indices.astype(np.int64)
+            write_elem(self.file, self.key, block)
+            self._written = sparse_dataset(self.file[self.key])
+        else:
+            self._written.append(block)
+
+    def finish(self) -> CountsOnDisk:
+        if self._written is None:
+            self.append(sp.csr_matrix((0, self.n_cols), dtype=np.float32))
+        self.file.flush()
+        return CountsOnDisk(Path(self.file.filename), self.key)

@@ -127,9 +127,11 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None) -
         raise ArtifactError("the artifact has no counts: pass them as adata.X or counts=")
     shell = ad.AnnData(obs=adata.obs, var=adata.var, obsm=dict(adata.obsm), uns=dict(adata.uns))
     validate_artifact(shell, counts=X)
+    # the two matrices that grow with the cells are written a block at a time, after the rest
+    medians = shell.uns.pop("cf_medians")
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir.parent)
-    need = estimated_bytes(shell) + int(stored_values(X) * 8 * 1.1)
+    need = estimated_bytes(shell) + int((stored_values(X) + stored_values(medians)) * 8 * 1.1)
     require_space(out_dir.parent, need, "the preprocessed artifact")
     tmp = temp_sibling(out_dir, is_dir=True)
     full_record = adata.uns["record"]
@@ -141,6 +143,7 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None) -
             shell.write_h5ad(tmp / ARTIFACT_FILE)
             with h5py.File(tmp / ARTIFACT_FILE, "a") as file:
                 write_counts(file, "X", X)
+                write_counts(file, "uns/cf_medians", medians)
         except (OSError, RuntimeError) as err:
             full = disk_full_error(err, out_dir)
             if full is not None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import is_integer_valued
+from gpo_vae.data.on_disk import CsrAppender
 from gpo_vae.preprocessing.normalize import map_row_blocks, on_disk
 
 logger = logging.getLogger(__name__)
@@ -211,12 +214,18 @@ def counterfactual_median(X_counts: Matrix, cf_index_rows: np.ndarray) -> np.nda
 
 
 def counterfactual_table(
-    X_counts: Matrix, cf_index: np.ndarray, batch_size: int = 512, progress: bool = True
+    X_counts: Matrix,
+    cf_index: np.ndarray,
+    batch_size: int = 512,
+    progress: bool = True,
+    out: str | Path | None = None,
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Precompute cfX once: the distinct medians as CSR plus a row of that table per cell.
 
     Cells with the same set of counterfactual cells share a row (e.g. all QC-pass cells of a
     group with at most ``max_cells`` QC-fail cells), so each distinct median is computed once.
+    ``out``: an ``.h5`` scratch file the medians are appended to a batch at a time (element
+    ``cf_medians``), returned as a :class:`~gpo_vae.data.on_disk.CountsOnDisk` instead of held.
 
     Returns
     -------
@@ -230,24 +239,34 @@ def counterfactual_table(
         # file order, and the indices point into that subset: the same medians, no random reads
         pool = np.unique(cf_index[cf_index >= 0])
         local = np.where(cf_index >= 0, np.searchsorted(pool, cf_index), -1)
-        return counterfactual_table(X[pool], local, batch_size=batch_size, progress=progress)
+        return counterfactual_table(X[pool], local, batch_size=batch_size, progress=progress, out=out)
     # Sorting each row (padding last) makes equal sets equal rows, whatever the draw order.
     sentinel = np.iinfo(np.int64).max
     canonical = np.sort(np.where(cf_index >= 0, cf_index, sentinel), axis=1)
     canonical[canonical == sentinel] = -1
     has_cf = canonical[:, 0] >= 0 if canonical.shape[1] else np.zeros(canonical.shape[0], dtype=bool)
     unique, inverse = np.unique(canonical[has_cf], axis=0, return_inverse=True)
-    blocks = [
-        sp.csr_matrix(counterfactual_median(X, unique[start : start + batch_size]))
-        for start in tqdm(range(0, unique.shape[0], batch_size), desc="cfX medians", disable=not progress)
-    ]
-    medians = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, X.shape[1]), dtype=np.float32)
+    starts = tqdm(range(0, unique.shape[0], batch_size), desc="cfX medians", disable=not progress)
+    if out is not None:
+        with h5py.File(out, "a") as file:
+            appender = CsrAppender(file, "cf_medians", X.shape[1])
+            for start in starts:
+                appender.append(counterfactual_median(X, unique[start : start + batch_size]))
+            medians = appender.finish()
+    else:
+        blocks = [
+            sp.csr_matrix(counterfactual_median(X, unique[start : start + batch_size])) for start in starts
+        ]
+        medians = (
+            sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, X.shape[1]), dtype=np.float32)
+        )
+        medians = medians.astype(np.float32)
     row = np.full(cf_index.shape[0], -1, dtype=np.int64)
     row[has_cf] = inverse.ravel()
     logger.info(
         "cfX: %d distinct medians for %d cells with counterfactual cells", unique.shape[0], has_cf.sum()
     )
-    return medians.astype(np.float32), row
+    return medians, row
 
 
 def counterfactual_matrix(

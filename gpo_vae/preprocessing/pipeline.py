@@ -219,13 +219,15 @@ def preprocess_filtered(
     timings: dict[str, float] | None = None,
     shipped: ShippedProcessing | None = None,
     counts: Any = None,
+    scratch: Path | None = None,
 ) -> ad.AnnData:
     """The stages after the perturbation filters, on the cells they kept (see :func:`preprocess`).
 
     ``counts``: the kept cells' counts when they are not ``adata.X`` — on disk
     (:class:`~gpo_vae.data.on_disk.CountsOnDisk`) every stage reads them a block at a time and
     the artifact returned has no X (:func:`~gpo_vae.preprocessing.artifact.write_artifact` then
-    copies it from ``counts``).
+    copies it from ``counts``). ``scratch``: an ``.h5`` file the counterfactual medians are
+    written to as they are computed (``uns["cf_medians"]`` is then on disk too).
 
     ``shipped`` (a file the GPO-VAE authors processed, kept as published) supplies the split
     (under ``split.mode: random``), the doublet calls, the DE genes and the pairing, each where the
@@ -377,7 +379,7 @@ def preprocess_filtered(
         qc_fail = flags["total_qc"].to_numpy().astype(bool)
         cf_groups = labels if batches is None else np.char.add(np.char.add(labels.astype(str), "|"), batches)
         cf_index = counterfactual_indices(cf_groups, split, qc_fail, config.counterfactual_cells, config.seed)
-        cf_medians, cf_row = counterfactual_table(X, cf_index, progress=progress)
+        cf_medians, cf_row = counterfactual_table(X, cf_index, progress=progress, out=scratch)
     record["counterfactual"] = {
         "cells_with_cf": int((cf_row >= 0).sum()),
         "distinct": int(cf_medians.shape[0]),
@@ -535,7 +537,15 @@ def build_artifact(
             write_counts(file, "X", counts)
         kept_counts = CountsOnDisk(scratch, "X", block_cells=block_cells)
         artifact = preprocess_filtered(
-            kept, filter_record, inputs, config, progress, timings, shipped, counts=kept_counts
+            kept,
+            filter_record,
+            inputs,
+            config,
+            progress,
+            timings,
+            shipped,
+            counts=kept_counts,
+            scratch=scratch,
         )
         return write_artifact(artifact, out_dir, counts=kept_counts)
     finally:
