@@ -91,12 +91,20 @@ def test_rows_are_read_by_slice_by_index_and_in_blocks(tmp_path):
         counts[0:2, 0]
 
 
-def test_a_column_major_file_and_normalised_values_stop_with_the_fix(tmp_path):
+def test_a_column_major_file_is_read_whole_with_a_warning_and_normalised_values_stop(tmp_path, caplog):
     screen = _screen()
     screen.X = sp.csc_matrix(screen.X)
     screen.write_h5ad(tmp_path / "csc.h5ad")
-    with pytest.raises(DataContractError, match=r"CSC.*adata.X = adata.X.tocsr\(\)"):
-        open_counts_h5ad(tmp_path / "csc.h5ad", _layout())
+    _, counts = open_counts_h5ad(tmp_path / "csc.h5ad", _layout())
+    assert "CSC" in caplog.text and "adata.X = adata.X.tocsr()" in caplog.text
+    assert (counts.subset(np.arange(300) % 2 == 0).to_memory() != screen.X.tocsr()[::2]).nnz == 0
+    screen.X = sp.csc_matrix(screen.X.toarray() / 3.0)  # column-major and normalised: the row named
+    screen.write_h5ad(tmp_path / "csc_normalised.h5ad")
+    with pytest.raises(DataContractError) as memory:
+        read_counts_h5ad(tmp_path / "csc_normalised.h5ad", _layout())
+    with pytest.raises(DataContractError) as disk:
+        open_counts_h5ad(tmp_path / "csc_normalised.h5ad", _layout())
+    assert str(disk.value) == str(memory.value)
     screen = _screen()
     screen.X = sp.csr_matrix(screen.X.toarray() / 3.0)
     path = tmp_path / "normalised.h5ad"

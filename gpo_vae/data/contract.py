@@ -543,6 +543,9 @@ def _first_non_count_on_disk(node: Any) -> tuple[int, float] | None:
             if indptr is None:
                 indptr = np.asarray(node["indptr"])
             position = start + int(bad[0])
+            encoding = node.attrs.get("encoding-type", "")
+            if str(encoding.decode() if isinstance(encoding, bytes) else encoding).startswith("csc"):
+                return int(node["indices"][position]), float(block[bad[0]])  # column-major: indices are rows
             return int(np.searchsorted(indptr, position, side="right") - 1), float(block[bad[0]])
     return None
 

@@ -13,6 +13,7 @@ blocks, and blocks of our own make the on-disk and in-memory paths give identica
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import scipy.sparse as sp
+
+logger = logging.getLogger(__name__)
 
 #: Cells read at a time by :meth:`CountsOnDisk.row_blocks` (about 100 MB at 8,700 genes and a
 #: third of the values non-zero).
@@ -29,7 +32,7 @@ _MAX_GAP = 64
 
 
 class CountsFormatError(ValueError):
-    """The counts element of a file cannot be read by rows (e.g. stored column-major)."""
+    """The counts element of a file is no matrix."""
 
 
 def _element_kind(node: h5py.Group | h5py.Dataset) -> str:
@@ -77,11 +80,20 @@ class CountsOnDisk:
             node = file[self.element]
             kind = _element_kind(node)
             shape = tuple(int(n) for n in (node.shape if kind == "dense" else node.attrs["shape"]))
-        if kind == "csc":
-            raise CountsFormatError(
-                f"{self.path}: {self.element} is stored column by column (CSC), which cannot be read a block "
-                "of cells at a time; save it as CSR (adata.X = adata.X.tocsr(); adata.write_h5ad(...))."
+        memory = None
+        if kind == "csc":  # cannot be read by rows: held in memory as CSR, as a whole read would
+            from anndata.io import read_elem
+
+            logger.warning(
+                "%s: %s is stored column by column (CSC), which cannot be read a block of cells at a time: "
+                "it is read into memory whole. Save it as CSR to keep memory bounded "
+                "(adata.X = adata.X.tocsr(); adata.write_h5ad(...)).",
+                self.path,
+                self.element,
             )
+            with h5py.File(self.path, "r") as file:
+                memory = sp.csr_matrix(read_elem(file[self.element]), dtype=np.float32)
+        object.__setattr__(self, "_memory", memory)
         if self.rows is not None:
             rows = np.asarray(self.rows, dtype=np.int64)
             if rows.ndim != 1 or (
@@ -162,6 +174,8 @@ class CountsOnDisk:
         n_stored = self._stored_shape[1]
         if file_rows.size == 0:
             block = sp.csr_matrix((0, n_stored), dtype=np.float32)
+        elif self._memory is not None:
+            block = self._memory[file_rows]
         else:
             # runs of nearby rows are read as one slice each, the rows between them dropped
             breaks = np.flatnonzero(np.diff(file_rows) > _MAX_GAP) + 1
@@ -199,6 +213,8 @@ def _sparse(node: h5py.Group):
 def stored_values(X: object) -> int:
     """Stored values of an in-memory sparse matrix, or (at most) those of an on-disk one's rows."""
     if isinstance(X, CountsOnDisk):
+        if X._memory is not None:
+            return int(np.diff(X._memory.indptr)[X.file_rows(slice(None))].sum())
         with h5py.File(X.path, "r") as file:
             node = file[X.element]
             if X._kind == "dense":
