@@ -522,8 +522,8 @@ def build_artifact(
     perturbations and ``block_cells`` (cells read at a time), not by the number of cells. The
     artifact has the same bytes as ``write_artifact(preprocess_files(...))``.
     """
-    from gpo_vae.data.on_disk import CountsOnDisk, write_counts
-    from gpo_vae.io import remove_stale_temps, temp_sibling
+    from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
+    from gpo_vae.io import disk_full_error, remove_stale_temps, require_space, temp_sibling
     from gpo_vae.preprocessing.artifact import write_artifact
 
     kept, counts, filter_record, inputs, timings, shipped = _filtered_file(
@@ -531,10 +531,21 @@ def build_artifact(
     )
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir.parent)
+    # the scratch copy and the artifact (the counts, then about a third of them again in the
+    # counterfactual medians, twice: scratch and artifact), before HDF5 meets a full disk
+    values = stored_values(counts)
+    require_space(out_dir.parent, int(values * 8 * 2 * 1.5) + (1 << 20), "the preprocessed artifact")
     scratch = temp_sibling(out_dir, is_dir=False)  # removed by remove_stale_temps if we are killed
     try:
-        with _timed(timings, "copy_kept"), h5py.File(scratch, "w") as file:
-            write_counts(file, "X", counts)
+        with _timed(timings, "copy_kept"):
+            try:
+                with h5py.File(scratch, "w") as file:
+                    write_counts(file, "X", counts)
+            except (OSError, RuntimeError) as err:
+                full = disk_full_error(err, out_dir)
+                if full is not None:
+                    raise full from None
+                raise
         kept_counts = CountsOnDisk(scratch, "X", block_cells=block_cells)
         artifact = preprocess_filtered(
             kept,
