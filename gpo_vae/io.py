@@ -168,6 +168,21 @@ def disk_full_error(error: BaseException, where: str | Path) -> OutputSpaceError
     return None
 
 
+@contextlib.contextmanager
+def full_disk_as_error(
+    where: str | Path, errors: tuple[type[BaseException], ...] = (OSError,)
+) -> Iterator[None]:
+    """Re-raise a write that failed on a full disk as one :class:`OutputSpaceError` naming
+    ``where`` (HDF5 reports it as a RuntimeError: pass it in ``errors``); other errors pass."""
+    try:
+        yield
+    except errors as err:
+        full = disk_full_error(err, where)
+        if full is not None:
+            raise full from None
+        raise
+
+
 #: Distributions whose versions go into every provenance record.
 TRACKED_PACKAGES = (
     "numpy",

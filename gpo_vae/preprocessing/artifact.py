@@ -39,8 +39,8 @@ import scipy.sparse as sp
 from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
 from gpo_vae.errors import UserError
 from gpo_vae.io import (
-    disk_full_error,
     estimated_bytes,
+    full_disk_as_error,
     remove_stale_temps,
     require_space,
     sha256_of,
@@ -140,15 +140,11 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None) -
     try:
         shell.uns["record"] = json.dumps(stable, sort_keys=True)
         try:
-            shell.write_h5ad(tmp / ARTIFACT_FILE)
-            with h5py.File(tmp / ARTIFACT_FILE, "a") as file:
-                write_counts(file, "X", X)
-                write_counts(file, "uns/cf_medians", medians)
-        except (OSError, RuntimeError) as err:
-            full = disk_full_error(err, out_dir)
-            if full is not None:
-                raise full from None
-            raise
+            with full_disk_as_error(out_dir, (OSError, RuntimeError)):
+                shell.write_h5ad(tmp / ARTIFACT_FILE)
+                with h5py.File(tmp / ARTIFACT_FILE, "a") as file:
+                    write_counts(file, "X", X)
+                    write_counts(file, "uns/cf_medians", medians)
         finally:
             shell.uns["record"] = full_record
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

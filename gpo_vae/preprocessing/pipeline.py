@@ -523,7 +523,7 @@ def build_artifact(
     artifact has the same bytes as ``write_artifact(preprocess_files(...))``.
     """
     from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
-    from gpo_vae.io import disk_full_error, remove_stale_temps, require_space, temp_sibling
+    from gpo_vae.io import full_disk_as_error, remove_stale_temps, require_space, temp_sibling
     from gpo_vae.preprocessing.artifact import write_artifact
 
     kept, counts, filter_record, inputs, timings, shipped = _filtered_file(
@@ -537,15 +537,9 @@ def build_artifact(
     require_space(out_dir.parent, int(values * 8 * 2 * 1.5) + (1 << 20), "the preprocessed artifact")
     scratch = temp_sibling(out_dir, is_dir=False)  # removed by remove_stale_temps if we are killed
     try:
-        with _timed(timings, "copy_kept"):
-            try:
-                with h5py.File(scratch, "w") as file:
-                    write_counts(file, "X", counts)
-            except (OSError, RuntimeError) as err:
-                full = disk_full_error(err, out_dir)
-                if full is not None:
-                    raise full from None
-                raise
+        with _timed(timings, "copy_kept"), full_disk_as_error(out_dir, (OSError, RuntimeError)):
+            with h5py.File(scratch, "w") as file:
+                write_counts(file, "X", counts)
         kept_counts = CountsOnDisk(scratch, "X", block_cells=block_cells)
         artifact = preprocess_filtered(
             kept,
