@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from gpo_vae.data.contract import DataContractError, open_counts_h5ad, read_counts_h5ad
+from gpo_vae.data.contract import DataContractError, read_counts_h5ad
+from gpo_vae.data.contract_on_disk import open_counts_h5ad
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import CountsOnDisk
 from gpo_vae.preprocessing.filtering import perturbation_filter_mask

@@ -42,8 +42,6 @@ from gpo_vae.io import file_problem
 if TYPE_CHECKING:  # anndata is imported where a file is read: the registry's constants stay light
     import anndata as ad
 
-    from gpo_vae.data.on_disk import CountsOnDisk
-
 #: var columns that hold gene symbols when the index holds Ensembl ids (Replogle, 10x, CELLxGENE).
 SYMBOL_COLUMNS = ("gene_name", "gene_symbols", "gene_symbol", "feature_name", "symbol", "gene_short_name")
 #: Labels that are a missing value written out as text (``str(nan)``, ``str(None)``, pandas' NA).
@@ -521,94 +519,3 @@ def _label_contract(
     if target_ids:
         adata.uns[TARGET_IDS_KEY] = target_ids
     return adata
-
-
-def _first_non_count_on_disk(node: Any) -> tuple[int, float] | None:
-    """:func:`first_non_count` of a stored matrix, read a block of values at a time."""
-    import h5py
-
-    if isinstance(node, h5py.Dataset):  # dense: blocks of rows
-        step = max(1, _CHECK_BLOCK // max(int(node.shape[1]), 1))
-        for start in range(0, int(node.shape[0]), step):
-            found = first_non_count(np.asarray(node[start : start + step]))
-            if found is not None:
-                return start + found[0], found[1]
-        return None
-    data = node["data"]
-    indptr = None
-    for start in range(0, int(data.shape[0]), _CHECK_BLOCK):
-        block = np.asarray(data[start : start + _CHECK_BLOCK])
-        bad = np.flatnonzero((block < 0) | ~np.isfinite(block) | (block != np.floor(block)))
-        if bad.size:
-            if indptr is None:
-                indptr = np.asarray(node["indptr"])
-            position = start + int(bad[0])
-            encoding = node.attrs.get("encoding-type", "")
-            if str(encoding.decode() if isinstance(encoding, bytes) else encoding).startswith("csc"):
-                return int(node["indices"][position]), float(block[bad[0]])  # column-major: indices are rows
-            return int(np.searchsorted(indptr, position, side="right") - 1), float(block[bad[0]])
-    return None
-
-
-def _counts_element(file: Any, layout: ScreenLayout, path: Path, obs_names: pd.Index) -> tuple[str, str]:
-    """(element, counts source) of :func:`_counts_source`, for a file whose matrices stay on disk."""
-
-    def element(name: str) -> str:
-        return "X" if name == "X" else "raw/X" if name == "raw" else f"layers/{name}"
-
-    def first_bad(name: str) -> tuple[int, float] | None:
-        return _first_non_count_on_disk(file[element(name)]) if element(name) in file else (-1, float("nan"))
-
-    layers = list(file["layers"].keys()) if "layers" in file else []
-    has_raw = "raw" in file and "X" in file["raw"]
-    source = _choose_counts(layout.counts_layer, _where(path), layers, has_raw, first_bad, obs_names)
-    return element(source), source
-
-
-def open_counts_h5ad(path: str | Path, layout: ScreenLayout | None = None) -> tuple[ad.AnnData, CountsOnDisk]:
-    """:func:`read_counts_h5ad` with the counts left on disk: (contract AnnData without X, counts).
-
-    The AnnData holds obs, var and uns as :func:`read_counts_h5ad` makes them; the counts are a
-    :class:`~gpo_vae.data.on_disk.CountsOnDisk` over the element that holds them (checked to be
-    raw counts a block at a time), in the contract's columns. Nothing the size of the matrix is
-    read.
-    """
-    import anndata as ad
-    import h5py
-    from anndata.io import read_elem
-
-    from gpo_vae.data.on_disk import CountsFormatError, CountsOnDisk
-
-    path = Path(path)
-    layout = layout or ScreenLayout()
-    problem = file_problem(path)
-    if problem:
-        raise DataContractError(f"{path}: {problem}; give the path of an .h5ad file.")
-    try:
-        with h5py.File(path, "r") as file:
-            obs = read_elem(file["obs"])
-            element, source_name = _counts_element(file, layout, path, pd.Index(obs.index))
-            var = read_elem(file["raw/var"] if element == "raw/X" else file["var"])
-    except DataContractError:
-        raise
-    except Exception as err:  # h5py/anndata raise many types for a corrupt file
-        raise DataContractError(f"{path}: not a readable .h5ad file ({type(err).__name__}: {err}).") from err
-    adata = ad.AnnData(obs=obs, var=var)
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise DataContractError(f"{path}: the dataset is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
-    full_obs = adata.obs.copy()
-    record: dict[str, Any] = {"counts": source_name}
-    record.update(normalise_var_names(adata))
-    names = pd.Index(adata.var_names.astype(str))
-    adata, duplicates = resolve_duplicate_genes(adata, layout.duplicate_genes, path)
-    record.update(duplicates)
-    columns = (
-        duplicate_column_plan(names, pd.DataFrame(index=names), layout.duplicate_genes)[0]
-        if (duplicates["duplicate_genes"])
-        else None
-    )
-    try:
-        counts = CountsOnDisk(path, element, columns=columns)
-    except CountsFormatError as err:
-        raise DataContractError(str(err)) from err
-    return _label_contract(adata, record, layout, path, full_obs, None), counts

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.config import to_dict
-from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, PERTURBATION_KEY, open_counts_h5ad
+from gpo_vae.data.contract import BATCH_KEY, CONTROL_LABEL, PERTURBATION_KEY
+from gpo_vae.data.contract_on_disk import open_counts_h5ad
 from gpo_vae.data.gene_ids import TARGET_IDS_KEY, gene_id_lookup
 from gpo_vae.data.labels import single_genes
 from gpo_vae.data.layout import CANONICAL_SEPARATOR, ScreenLayout
@@ -489,7 +490,7 @@ def preprocess_files(
 
     ``missing_stats``: why a published dataset has no summary statistics (:func:`filter_screen`).
 
-    The counts stay on disk (:func:`~gpo_vae.data.contract.open_counts_h5ad`) while the filters
+    The counts stay on disk (:func:`~gpo_vae.data.contract_on_disk.open_counts_h5ad`) while the filters
     read them a block of cells at a time; then the kept cells are read into memory and the
     artifact is returned in memory. :func:`build_artifact` writes the same artifact with memory
     bounded by a block of cells instead. ``print_table`` prints the perturbation table.
