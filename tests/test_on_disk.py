@@ -99,6 +99,10 @@ def test_a_column_major_file_is_read_whole_with_a_warning_and_normalised_values_
     _, counts = open_counts_h5ad(tmp_path / "csc.h5ad", _layout())
     assert "CSC" in caplog.text and "adata.X = adata.X.tocsr()" in caplog.text
     assert (counts.subset(np.arange(300) % 2 == 0).to_memory() != screen.X.tocsr()[::2]).nnz == 0
+    counts.subset(np.arange(10)).with_fields(block_cells=3).subset(np.array([1, 2]))
+    assert sum("CSC" in r.message for r in caplog.records) == 1  # read once, not again per view
+    with pytest.raises(ValueError, match="increasing"):
+        counts.subset(np.array([5, 2]))
     screen.X = sp.csc_matrix(screen.X.toarray() / 3.0)  # column-major and normalised: the row named
     screen.write_h5ad(tmp_path / "csc_normalised.h5ad")
     with pytest.raises(DataContractError) as memory:

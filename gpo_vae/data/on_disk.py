@@ -13,9 +13,10 @@ blocks, and blocks of our own make the on-disk and in-memory paths give identica
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -132,7 +133,18 @@ class CountsOnDisk:
         positions = np.asarray(positions)
         if positions.dtype == bool:
             positions = np.flatnonzero(positions)
-        return replace(self, rows=self.file_rows(positions))
+        rows = self.file_rows(positions.astype(np.int64))
+        if rows.size > 1 and np.any(np.diff(rows) <= 0):
+            raise ValueError("subset takes increasing positions")
+        return self.with_fields(rows=rows)
+
+    def with_fields(self, **fields: object) -> CountsOnDisk:
+        """A copy with these fields changed, sharing what was read when this one was opened (the
+        file's layout; a CSC matrix held in memory is not read again)."""
+        new = copy.copy(self)
+        for name, value in fields.items():
+            object.__setattr__(new, name, value)
+        return new
 
     def __len__(self) -> int:
         return self.shape[0]

@@ -10,7 +10,6 @@ the record stored with the artifact.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -459,7 +458,7 @@ def _filtered_file(
     timings: dict[str, float] = {}
     adata, counts = open_counts_h5ad(counts_path, layout or ScreenLayout())
     if block_cells:
-        counts = dataclasses.replace(counts, block_cells=block_cells)
+        counts = counts.with_fields(block_cells=block_cells)
     inputs = {
         "cells": adata.n_obs,
         "genes": adata.n_vars,
