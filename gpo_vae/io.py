@@ -248,11 +248,16 @@ def exclusive_lock(target: str | Path, inside: bool = False) -> Iterator[Path]:
 def write_text_atomic(text: str, path: str | Path) -> Path:
     """Write ``text`` through a temporary file in the same folder and a rename, so a reader (or a
     concurrent writer) never sees a half-written file; a full disk is an :class:`OutputSpaceError`."""
+    return write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
+    """:func:`write_text_atomic` for bytes."""
     path = Path(path)
     tmp = temp_sibling(path, is_dir=False, suffix=".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)
     except OSError as err:
         full = disk_full_error(err, path)

@@ -49,9 +49,14 @@ def screen_inputs(dataset: DatasetSpec, config: dict[str, Any]) -> tuple[Any, ..
     )
 
 
-@task(version="4", cache=True)
-def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: str) -> File:
-    """Build (or reuse, when a complete copy exists) the preprocessed artifact of ``dataset``."""
+@task(version="5", cache=True)
+def preprocess_dataset(
+    dataset: DatasetSpec, config: dict[str, Any], out_root: str, deg_picks: dict[str, str] | None = None
+) -> File:
+    """Build (or reuse, when a complete copy exists) the preprocessed artifact of ``dataset``.
+
+    ``deg_picks``: the DE test's picks from :func:`deg_in_chunks` (the artifact is the same
+    either way, so it is not part of its content address)."""
     from gpo_vae.io import exclusive_lock
     from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
     from gpo_vae.preprocessing.pipeline import build_artifact
@@ -66,9 +71,78 @@ def preprocess_dataset(dataset: DatasetSpec, config: dict[str, Any], out_root: s
             pass
         counts, stats, sheet, preprocess_config, layout, missing = screen_inputs(dataset, config)
         built = build_artifact(
-            counts, stats, sheet, preprocess_config, out_dir, layout, progress=False, missing_stats=missing
+            counts,
+            stats,
+            sheet,
+            preprocess_config,
+            out_dir,
+            layout,
+            progress=False,
+            missing_stats=missing,
+            deg_picks=deg_picks,
         )
         return File(str(artifact_path(built, verify=False)))
+
+
+@task(version="1", cache=True)
+def plan_deg_chunks(
+    dataset: DatasetSpec, config: dict[str, Any], out_root: str, perturbations_per_chunk: int
+) -> list[list[str]]:
+    """The DE test of ``dataset`` as chunks of perturbations: ``[fingerprint, spec path]`` each
+    (:func:`gpo_vae.preprocessing.pipeline.plan_deg_of_file`); empty when preprocessing tests
+    nothing itself (DE genes shipped with the file)."""
+    from gpo_vae.preprocessing.pipeline import plan_deg_of_file
+
+    counts, stats, sheet, preprocess_config, layout, missing = screen_inputs(dataset, config)
+    chunks = plan_deg_of_file(
+        counts,
+        stats,
+        sheet,
+        preprocess_config,
+        perturbations_per_chunk,
+        Path(out_root) / "deg_chunks",
+        layout,
+        missing,
+    )
+    return [[chunk.fingerprint, str(chunk.spec)] for chunk in chunks]
+
+
+# Cached on the chunk's fingerprint (the content of its cells, the controls and the settings);
+# the spec's path is derived from it, so a screen changed elsewhere leaves this chunk cached.
+@task(version="1", cache=True)
+def deg_chunk(fingerprint: str, spec: str) -> dict[str, str]:
+    """The FC3 picks of one chunk of perturbations (perturbation → gene)."""
+    from gpo_vae.preprocessing.deg_chunks import deg_chunk_picks
+
+    return deg_chunk_picks(spec)
+
+
+@task()
+def merge_deg_picks(parts: list[dict[str, str]]) -> dict[str, str]:
+    """One perturbation → gene table from the chunks' picks."""
+    return {group: gene for part in parts for group, gene in part.items()}
+
+
+@task()
+def run_deg_chunks(plan: list[list[str]], executor: str = "default") -> dict[str, str] | None:
+    """Every chunk of ``plan`` as its own :func:`deg_chunk` job on ``executor``; None when the
+    plan is empty (preprocessing then runs its own test)."""
+    if not plan:
+        return None
+    return merge_deg_picks([deg_chunk.options(executor=executor)(fp, spec) for fp, spec in plan])
+
+
+def deg_in_chunks(
+    dataset: DatasetSpec,
+    config: dict[str, Any],
+    out_root: str,
+    perturbations_per_chunk: int,
+    executor: str = "default",
+) -> Any:
+    """The DE picks of ``dataset`` computed as redun jobs of ``perturbations_per_chunk``
+    perturbations each on ``executor`` (a lazy value for :func:`preprocess_dataset`)."""
+    plan = plan_deg_chunks.options(executor=executor)(dataset, config, out_root, perturbations_per_chunk)
+    return run_deg_chunks(plan, executor)
 
 
 @task(version="2", cache=False)

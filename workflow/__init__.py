@@ -16,11 +16,12 @@ from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_id, point_
 from gpo_vae.wandb_logging import require_wandb
 from tasks.acquire import summarise_dataset
 from tasks.evaluate import evaluate_run_task, summarise_run
-from tasks.preprocess import preprocess_dataset
+from tasks.preprocess import deg_in_chunks, preprocess_dataset
 from tasks.sweep import leaderboard, sweep_wave
 from tasks.train import train_run
 from workflow.datasets import (
     acquire,
+    check_deg_chunk_size,
     check_devices,
     check_executors,
     check_local_screen,
@@ -81,6 +82,7 @@ def main(
     compare_sams_vae: bool = False,
     executor: str = "default",
     train_executor: str | None = None,
+    deg_chunk_size: int = 0,
     debug: bool = False,
 ) -> dict[str, Any]:
     """Run the pipeline: acquire → preprocess → train → evaluate (+ GRN benchmark) → report.
@@ -123,6 +125,9 @@ def main(
       --executor (default)         redun executor of the heavy stages (preprocess, train,
                                    evaluate): default (threads), process, or one of redun.ini
       --train-executor (none)      executor of training only (none: --executor), e.g. a GPU one
+      --deg-chunk-size (0)         0: the DE test runs inside preprocessing; N: as redun jobs of N
+                                   perturbations each on --executor (the same artifact; a rerun
+                                   tests again only the chunks whose cells changed)
       --debug (false)              show the task traceback of an input error too
 
     The run ends with the headline table and its verdict, the report's path and the next commands.
@@ -140,6 +145,7 @@ def main(
     check_executors(executor=executor, train_executor=train_executor)
     check_synthetic_preset(synthetic_preset)
     check_results_dir(results_dir)
+    check_deg_chunk_size(deg_chunk_size)
     config_files = [config_path(dataset, model, config)]
     run_config = with_preprocess_mode(
         with_min_perturbations(with_split(load_run_config(config_files[0]), split), min_perturbations),
@@ -170,8 +176,12 @@ def main(
     )
     out = Path(results_dir, dataset_slug(dataset))
     summary = summarise_dataset(spec, str(out / "dataset_summary.json"))
+    preprocess = to_dict(run_config.preprocess)
+    picks = None
+    if deg_chunk_size:
+        picks = deg_in_chunks(spec, preprocess, str(out / "preprocessed"), deg_chunk_size, executor)
     artifact = preprocess_dataset.options(executor=executor)(
-        spec, to_dict(run_config.preprocess), str(out / "preprocessed")
+        spec, preprocess, str(out / "preprocessed"), picks
     )
     train = train_run.options(executor=train_executor or executor)
     trained = train(artifact, training_sections(run_config), str(out / "runs"))

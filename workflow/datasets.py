@@ -130,6 +130,15 @@ def check_synthetic_preset(preset: str) -> None:
         )
 
 
+def check_deg_chunk_size(size: int) -> None:
+    """``--deg-chunk-size`` is 0 (off) or a number of perturbations per DE job."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ConfigError(
+            f"--deg-chunk-size {size!r}: give 0 (the DE test inside preprocessing) or the number of "
+            "perturbations per DE job, e.g. 50"
+        )
+
+
 def check_executors(**options: str | None) -> None:
     """Every executor named on the command line (``executor="batch"``) is one the redun config
     defines: checked before any task, so a typo fails even when every stage is cached."""

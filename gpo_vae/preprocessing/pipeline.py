@@ -220,6 +220,7 @@ def preprocess_filtered(
     shipped: ShippedProcessing | None = None,
     counts: Any = None,
     scratch: Path | None = None,
+    deg_picks: dict[str, str] | None = None,
 ) -> ad.AnnData:
     """The stages after the perturbation filters, on the cells they kept (see :func:`preprocess`).
 
@@ -227,7 +228,9 @@ def preprocess_filtered(
     (:class:`~gpo_vae.data.on_disk.CountsOnDisk`) every stage reads them a block at a time and
     the artifact returned has no X (:func:`~gpo_vae.preprocessing.artifact.write_artifact` then
     copies it from ``counts``). ``scratch``: an ``.h5`` file the counterfactual medians are
-    written to as they are computed (``uns["cf_medians"]`` is then on disk too).
+    written to as they are computed (``uns["cf_medians"]`` is then on disk too). ``deg_picks``:
+    each perturbation's FC3 gene computed beforehand, chunk by chunk
+    (:mod:`gpo_vae.preprocessing.deg_chunks`); the DE test is then not run here.
 
     ``shipped`` (a file the GPO-VAE authors processed, kept as published) supplies the split
     (under ``split.mode: random``), the doublet calls, the DE genes and the pairing, each where the
@@ -300,6 +303,11 @@ def preprocess_filtered(
         if shipped is not None:
             fc3 = pd.Series(as_flags(adata.var[shipped.deg_column]), index=adata.var_names)
             deg_source = f"as shipped in var[{shipped.deg_column!r}]"
+        elif deg_picks is not None:
+            fc3 = pd.Series(adata.var_names.isin(sorted(set(deg_picks.values()))), index=adata.var_names)
+            deg_source = "Wilcoxon against controls on training cells"
+            # not in the record: the artifact is the one the unchunked test gives (same checksum)
+            logger.info("FC3 from the DE test run in chunks: %d genes picked", int(fc3.sum()))
         else:
             fc3, _ = annotate_deg(
                 adata,
@@ -512,6 +520,7 @@ def build_artifact(
     print_table: bool = True,
     missing_stats: str | None = None,
     block_cells: int = BLOCK_CELLS,
+    deg_picks: dict[str, str] | None = None,
 ) -> Path:
     """:func:`preprocess_files` written straight to the artifact directory ``out_dir``, reading
     the counts from disk a block of cells at a time in every stage; return ``out_dir``.
@@ -520,7 +529,8 @@ def build_artifact(
     ``out_dir`` (contiguous rows, so each later pass reads only them); every stage then reads
     that file, and the artifact's X is copied from it. Peak memory is set by the genes, the
     perturbations and ``block_cells`` (cells read at a time), not by the number of cells. The
-    artifact has the same bytes as ``write_artifact(preprocess_files(...))``.
+    artifact has the same bytes as ``write_artifact(preprocess_files(...))``. ``deg_picks``: the
+    DE test's picks computed beforehand (:func:`plan_deg_of_file`), as :func:`preprocess_filtered`.
     """
     from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
     from gpo_vae.io import full_disk_as_error, remove_stale_temps, require_space, temp_sibling
@@ -551,7 +561,53 @@ def build_artifact(
             shipped,
             counts=kept_counts,
             scratch=scratch,
+            deg_picks=deg_picks,
         )
         return write_artifact(artifact, out_dir, counts=kept_counts)
     finally:
         scratch.unlink(missing_ok=True)
+
+
+def plan_deg_of_file(
+    counts_path: str | Path,
+    stats_path: str | Path | None,
+    sheet: str | None,
+    config: PreprocessConfig,
+    perturbations_per_chunk: int,
+    out_dir: str | Path,
+    layout: ScreenLayout | None = None,
+    missing_stats: str | None = None,
+    block_cells: int = BLOCK_CELLS,
+) -> list[Any]:
+    """The DE test of a counts file as chunks of perturbations
+    (:func:`~gpo_vae.preprocessing.deg_chunks.plan_deg_chunks`), their specs saved in ``out_dir``.
+
+    The filters and splits are those :func:`build_artifact` computes. Empty when the DE genes are
+    not tested here: shipped with a published file, or ``deg.restrict_to_hvg`` (its HVGs need
+    every training cell at once); :func:`build_artifact` then runs its own test.
+    """
+    from gpo_vae.preprocessing.deg_chunks import plan_deg_chunks
+
+    kept, counts, _, _, _, shipped = _filtered_file(
+        counts_path, stats_path, sheet, config, layout, False, missing_stats, block_cells
+    )
+    if (shipped is not None and shipped.deg_column is not None) or config.deg.restrict_to_hvg:
+        return []
+    labels = kept.obs[PERTURBATION_KEY].astype(str).to_numpy()
+    split = screen_splits(kept, labels, cell_batches(kept), config, shipped)[0]
+    settings = {
+        "target_sum": float(config.target_sum),
+        "tie_correct": bool(config.deg.tie_correct),
+        "lfc": float(config.deg.lfc),
+        "pval_adj": float(config.deg.pval_adj),
+    }
+    return plan_deg_chunks(
+        counts,
+        labels,
+        split == "train",
+        CONTROL_LABEL,
+        kept.var_names,
+        settings,
+        perturbations_per_chunk,
+        out_dir,
+    )

@@ -1,0 +1,154 @@
+"""The DE test split into chunks of perturbations, each a unit of work a scheduler can spread.
+
+The Wilcoxon test of one perturbation against the controls needs only that perturbation's
+training cells and the training controls, and Benjamini–Hochberg adjusts each perturbation's
+p-values on their own, so the FC3 pick of every perturbation computed chunk by chunk is the one
+the whole test gives (test). A chunk is named by a fingerprint of what its picks depend on: the
+counts of its cells and of the controls, its labels, the genes and the test's settings. A
+scheduler that caches on that fingerprint (the workflow's redun tasks) recomputes, after the
+screen changed, only the chunks whose cells changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gpo_vae.data.on_disk import CountsOnDisk
+from gpo_vae.io import write_bytes_atomic
+from gpo_vae.preprocessing.deg import fc3_genes, rank_genes_on_disk
+
+logger = logging.getLogger(__name__)
+
+#: Part of every fingerprint: raise it when a change to the test changes its picks.
+DEG_CHUNK_VERSION = 1
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def row_fingerprints(counts: CountsOnDisk) -> np.ndarray:
+    """A 64-bit content hash of every row's (column, value) pairs, read a block of cells at a time.
+
+    Each stored entry is mixed (splitmix64 of its column and its value's float64 bits) and a
+    row's hash is the sum of its entries' (zeros are not stored, so equal rows hash equal however
+    they were saved).
+    """
+    hashes = np.zeros(counts.shape[0], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for start, stop, block in counts.row_blocks():
+            block = block.tocsr()
+            block.eliminate_zeros()
+            values = np.ascontiguousarray(block.data, dtype=np.float64).view(np.uint64)
+            mixed = _splitmix(block.indices.astype(np.uint64) * _MIX[0] ^ _splitmix(values))
+            per_row = np.zeros(stop - start, dtype=np.uint64)
+            filled = np.diff(block.indptr) > 0
+            if filled.any():
+                per_row[filled] = np.add.reduceat(mixed, block.indptr[:-1][filled])
+            hashes[start:stop] = per_row
+    return hashes
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = (x + _MIX[0]).astype(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * _MIX[1]
+    x = (x ^ (x >> np.uint64(27))) * _MIX[2]
+    return x ^ (x >> np.uint64(31))
+
+
+@dataclass(frozen=True)
+class DegChunk:
+    """One chunk of the DE test: its perturbations and where the spec to run it is saved."""
+
+    groups: tuple[str, ...]
+    fingerprint: str
+    spec: Path
+
+
+def plan_deg_chunks(
+    counts: CountsOnDisk,
+    labels: np.ndarray,
+    train: np.ndarray,
+    control_label: str,
+    genes: Sequence[str] | pd.Index,
+    settings: dict[str, Any],
+    perturbations_per_chunk: int,
+    out_dir: str | Path,
+) -> list[DegChunk]:
+    """Split the DE test of the training cells into chunks of ``perturbations_per_chunk``
+    perturbations (sorted by label) and save each chunk's spec to ``out_dir/<fingerprint>.pkl``.
+
+    ``counts`` are the kept cells' counts (on disk), ``labels`` and ``train`` their labels and
+    training mask; ``settings`` are :func:`deg_chunk_picks`' ``target_sum``, ``tie_correct``,
+    ``lfc`` and ``pval_adj``. One pass over the training cells computes the fingerprints.
+    """
+    if perturbations_per_chunk < 1:
+        raise ValueError(f"perturbations_per_chunk must be ≥ 1, got {perturbations_per_chunk}")
+    train_positions = np.flatnonzero(np.asarray(train, dtype=bool))
+    train_labels = np.asarray(labels).astype(str)[train_positions]
+    train_counts = counts.subset(train_positions)
+    hashes = row_fingerprints(train_counts)
+    genes = [str(g) for g in genes]
+    shared = hashlib.sha256()
+    shared.update(repr((DEG_CHUNK_VERSION, control_label, sorted(settings.items()))).encode())
+    shared.update("\0".join(genes).encode())
+    groups = sorted(set(train_labels) - {control_label})
+    # rows grouped by label (controls first), each group in file order: one sort, no scan per group
+    codes = pd.Categorical(train_labels, categories=[control_label, *groups]).codes
+    by_label = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[by_label], np.arange(len(groups) + 2))
+    shared.update(hashes[by_label[bounds[0] : bounds[1]]].tobytes())
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for left in range(0, len(groups), perturbations_per_chunk):
+        chunk = groups[left : left + perturbations_per_chunk]
+        digest = shared.copy()
+        for i, group in enumerate(chunk, start=left + 1):
+            digest.update(b"\0" + group.encode() + b"\0")
+            digest.update(hashes[by_label[bounds[i] : bounds[i + 1]]].tobytes())
+        fingerprint = digest.hexdigest()[:24]
+        rows = np.isin(train_labels, [control_label, *chunk])
+        cells = train_counts.subset(np.flatnonzero(rows))
+        spec = {
+            "counts": {
+                "path": str(cells.path),
+                "element": cells.element,
+                "rows": cells.file_rows(slice(None)),
+                "columns": cells.columns,
+                "block_cells": cells.block_cells,
+            },
+            "labels": train_labels[rows],
+            "groups": chunk,
+            "control_label": control_label,
+            "genes": genes,
+            "settings": dict(settings),
+        }
+        path = out_dir / f"{fingerprint}.pkl"
+        write_bytes_atomic(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL), path)
+        chunks.append(DegChunk(tuple(chunk), fingerprint, path))
+    logger.info("DE test planned as %d chunks of ≤ %d perturbations", len(chunks), perturbations_per_chunk)
+    return chunks
+
+
+def deg_chunk_picks(spec_path: str | Path) -> dict[str, str]:
+    """The FC3 pick of every perturbation of one chunk (those without a pick are absent)."""
+    spec = pickle.loads(Path(spec_path).read_bytes())
+    counts = CountsOnDisk(**spec["counts"])
+    settings = spec["settings"]
+    table = rank_genes_on_disk(
+        counts,
+        spec["labels"],
+        spec["control_label"],
+        spec["genes"],
+        settings["target_sum"],
+        tie_correct=settings["tie_correct"],
+    )
+    _, picks = fc3_genes(table, lfc=settings["lfc"], pval_adj=settings["pval_adj"])
+    return {str(group): str(gene) for group, gene in picks.items()}
