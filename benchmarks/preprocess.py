@@ -1,6 +1,7 @@
 """Time the preprocessing stage on the synthetic screen (default or RPE1 size), with its memory.
 
     python benchmarks/preprocess.py [--preset rpe1|default] [--data DIR] [--no-doublets] [--in-memory]
+                                    [--deg-chunk-size N]
 
 Simulates the screen into ``--data`` (reused when it already holds one), then builds the artifact
 (filters, splits, QC with scrublet, DE nodes, OT pairing, ΔX, counterfactual medians,
@@ -8,8 +9,11 @@ normalisation statistics, writing it) and prints seconds and the peak resident m
 sub-stage (sampled every 0.2 s by a thread), the whole run's peak RSS, and the artifact's shape.
 By default as ``main`` builds it (:func:`~gpo_vae.preprocessing.pipeline.build_artifact`: counts
 read from disk a block of cells at a time); ``--in-memory`` as the Python API's
-``preprocess_files`` + ``write_artifact`` (the kept cells' counts in memory). Simulation is not
-timed here (``benchmarks/simulate.py`` does that).
+``preprocess_files`` + ``write_artifact`` (the kept cells' counts in memory); ``--deg-chunk-size N``
+as ``main --deg-chunk-size N`` builds it: the DE test planned in chunks of N perturbations
+(``plan_deg_of_file``, timed as ``deg plan``), the chunks run one after another here (``deg
+chunks``: their total, the longest, the peak), then the artifact from their picks. Simulation is
+not timed here (``benchmarks/simulate.py`` does that).
 """
 
 from __future__ import annotations
@@ -87,6 +91,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="dataset folder (simulated there when absent)")
     parser.add_argument("--no-doublets", action="store_true", help="skip scrublet")
     parser.add_argument("--in-memory", action="store_true", help="preprocess_files + write_artifact")
+    parser.add_argument(
+        "--deg-chunk-size", type=int, default=0, help="the DE test in chunks of N perturbations"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -110,10 +117,13 @@ def main() -> None:
         sampler = RssSampler()
         sampler.start()
         start = time.perf_counter()
+        picks = None
+        if args.deg_chunk_size:
+            picks = _deg_in_chunks(inputs, args.deg_chunk_size, Path(scratch) / "deg_chunks", sampler, start)
         if args.in_memory:
             out = write_artifact(preprocess_files(*inputs, print_table=False), Path(scratch) / "artifact")
         else:
-            out = build_artifact(*inputs, Path(scratch) / "artifact", print_table=False)
+            out = build_artifact(*inputs, Path(scratch) / "artifact", print_table=False, deg_picks=picks)
         total = time.perf_counter() - start
         sampler.stop()
 
@@ -139,6 +149,27 @@ def main() -> None:
         size = sum(f.stat().st_size for f in out.iterdir()) / 1e9
         print(f"{'total':<16}{total:8.1f}  artifact {size:.2f} GB")
         print(f"peak RSS {peak_rss_gb():.2f} GB (sampled {max(gb for _, gb in sampler.samples):.2f} GB)")
+
+
+def _deg_in_chunks(inputs: tuple, size: int, out: Path, sampler: RssSampler, start: float) -> dict:
+    """Plan the DE chunks and run them in turn, printing their seconds and peaks; their picks."""
+    from gpo_vae.preprocessing.deg_chunks import deg_chunk_picks
+
+    clock = sampler.start_time
+    chunks = pipeline.plan_deg_of_file(*inputs, size, out)
+    planned = time.perf_counter()
+    picks, seconds = {}, []
+    for chunk in chunks:
+        began = time.perf_counter()
+        picks.update(deg_chunk_picks(chunk.spec))
+        seconds.append(time.perf_counter() - began)
+    done = time.perf_counter()
+    print(
+        f"deg plan: {planned - start:.1f} s, {sampler.peak(start - clock, planned - clock):.2f} GB; "
+        f"deg chunks: {len(chunks)} of ≤ {size} perturbations, {done - planned:.1f} s "
+        f"(longest {max(seconds, default=0):.1f} s), {sampler.peak(planned - clock, done - clock):.2f} GB"
+    )
+    return picks
 
 
 if __name__ == "__main__":

@@ -145,3 +145,14 @@ def test_the_process_executor_spreads_the_chunks_and_a_changed_chunk_reruns_alon
     assert "plan_deg_chunks" in ran  # the file changed: the plan is made again ...
     assert ran.count("deg_chunk") == 1  # ... and only the changed chunk is tested again
     assert set(second) <= set(first) | {label}
+
+
+@pytest.mark.parametrize("size", [-1, 2.5, True])
+def test_a_bad_chunk_size_names_the_option(size):
+    from gpo_vae.config import ConfigError
+    from workflow.datasets import check_deg_chunk_size
+
+    with pytest.raises(ConfigError, match=r"--deg-chunk-size .*perturbations per DE job"):
+        check_deg_chunk_size(size)
+    check_deg_chunk_size(0)
+    check_deg_chunk_size(50)
