@@ -86,7 +86,7 @@ def fetch_published_dataset(
 COMPUTED_STATS_FILE = "summary_stats.csv"
 
 
-@task(version="2", cache=True)
+@task(version="3", cache=True)
 def prepare_local_dataset(
     counts: File,
     out_dir: str,
@@ -95,16 +95,18 @@ def prepare_local_dataset(
     summary_sheet: str | None = None,
 ) -> DatasetSpec:
     """Read a user's counts file in its ``layout``; compute summary statistics from its cells when
-    none are given (the same file gives the same bytes, so a touched input keeps its artifacts)."""
-    from gpo_vae.data.contract import read_counts_h5ad
+    none are given (the same file gives the same bytes, so a touched input keeps its artifacts),
+    reading the counts a batch of perturbations at a time (the same numbers as in memory)."""
+    from gpo_vae.data.contract_on_disk import open_counts_h5ad
     from gpo_vae.data.layout import ScreenLayout
     from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
 
     screen_layout = ScreenLayout.from_dict(layout)
-    adata = read_counts_h5ad(counts.path, screen_layout)
+    adata, on_disk = open_counts_h5ad(counts.path, screen_layout)  # the counts stay on disk
     resolved = dict(adata.uns["layout"])
     if summary_stats is None:
-        stats = compute_summary_stats(adata, progress=False)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        stats = compute_summary_stats(adata, progress=False, counts=on_disk, scratch_dir=out_dir)
         path = write_summary_stats_csv(stats, Path(out_dir) / COMPUTED_STATS_FILE)
         summary_stats, summary_sheet = File(str(path)), None
     return {

@@ -293,3 +293,62 @@ class CsrAppender:
             self.append(sp.csr_matrix((0, self.n_cols), dtype=np.float32))
         self.file.flush()
         return CountsOnDisk(Path(self.file.filename), self.key)
+
+
+def rows_by_group(
+    counts: CountsOnDisk | sp.spmatrix,
+    codes: np.ndarray,
+    max_cells: int | None = None,
+    scratch_dir: str | Path | None = None,
+) -> Iterator[tuple[int, np.ndarray, sp.csr_matrix]]:
+    """``(code, positions, rows)`` for every group code 0, 1, … in turn: the positions of its
+    cells (increasing) and their rows as CSR; rows with a negative code are skipped.
+
+    In memory the rows are indexed directly. On disk, reading each group's scattered rows would
+    read the file many times over, so one pass sorts the rows into batches of whole consecutive
+    groups (at most ``max_cells`` cells each, default five of its blocks, or one larger group) in a scratch file in
+    ``scratch_dir`` (default: the system's temporary folder; it takes about the file's counts
+    again, and is removed after), and each batch is read back whole. Memory is then one batch.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    n_groups = int(codes.max()) + 1 if codes.size and codes.max() >= 0 else 0
+    keyed = np.where(codes < 0, n_groups, codes)  # skipped rows sort last
+    order = np.argsort(keyed, kind="stable")
+    bounds = np.searchsorted(keyed[order], np.arange(n_groups + 1))
+    if not isinstance(counts, CountsOnDisk):
+        matrix = sp.csr_matrix(counts)
+        for code in range(n_groups):
+            positions = order[bounds[code] : bounds[code + 1]]
+            yield code, positions, matrix[positions]
+        return
+    import tempfile
+
+    max_cells = max_cells or 5 * counts.block_cells
+    # batches of whole consecutive groups
+    batch_of_group = np.zeros(n_groups, dtype=np.int64)
+    batch, filled = 0, 0
+    for code in range(n_groups):
+        size = int(bounds[code + 1] - bounds[code])
+        if filled and filled + size > max_cells:
+            batch, filled = batch + 1, 0
+        batch_of_group[code], filled = batch, filled + size
+    batch_of_row = np.where(codes >= 0, batch_of_group[np.clip(codes, 0, None)], -1) if n_groups else codes
+    n_batches = batch + 1 if n_groups else 0
+    with tempfile.TemporaryDirectory(prefix="gpo_vae_groups_", dir=scratch_dir) as folder:
+        path = Path(folder) / "groups.h5"
+        with h5py.File(path, "w") as file:
+            writers = [CsrAppender(file, f"batch{b}", counts.shape[1]) for b in range(n_batches)]
+            for start, stop, block in counts.row_blocks():
+                in_block = batch_of_row[start:stop]
+                for b in np.unique(in_block[in_block >= 0]):
+                    writers[b].append(block[np.flatnonzero(in_block == b)])
+            for writer in writers:
+                writer.finish()
+        code = 0
+        for b in range(n_batches):
+            positions = np.flatnonzero(batch_of_row == b)  # file order, as written
+            rows = CountsOnDisk(path, f"batch{b}").to_memory()
+            while code < n_groups and batch_of_group[code] == b:
+                mine = np.flatnonzero(codes[positions] == code)
+                yield code, positions[mine], rows[mine]
+                code += 1

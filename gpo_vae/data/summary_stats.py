@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -127,6 +128,8 @@ def compute_summary_stats(
     max_control_cells: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    counts: Any = None,
+    scratch_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Replogle summary statistics of every perturbation, computed from a counts AnnData.
 
@@ -150,6 +153,10 @@ def compute_summary_stats(
         Seed of the control subsample.
     progress
         Show a progress bar over perturbations.
+    counts
+        The counts when they are not ``adata.X``: a :class:`~gpo_vae.data.on_disk.CountsOnDisk`
+        is read a batch of perturbations at a time (:func:`~gpo_vae.data.on_disk.rows_by_group`,
+        its scratch copy in ``scratch_dir``), with the same statistics as in memory.
 
     Returns
     -------
@@ -161,11 +168,20 @@ def compute_summary_stats(
         alone and are NaN; ``core_control`` is False. The controls' row has no knockdown or
         DEG counts.
     """
-    counts = adata.X if sp.isspmatrix_csr(adata.X) else sp.csr_matrix(adata.X)
+    from gpo_vae.data.on_disk import CountsOnDisk, rows_by_group
+
+    if counts is None:
+        counts = adata.X if sp.isspmatrix_csr(adata.X) else sp.csr_matrix(adata.X)
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
-    totals = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
     is_mt = np.asarray(adata.var_names.str.startswith("MT-"))
-    mt_counts = counts @ is_mt.astype(counts.dtype)  # a mat-vec: no copy of the MT columns
+    if isinstance(counts, CountsOnDisk):  # row sums a block at a time: the same per-row values
+        totals, mt_counts = np.empty(counts.shape[0]), np.empty(counts.shape[0])
+        for start, stop, block in counts.row_blocks():
+            totals[start:stop] = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
+            mt_counts[start:stop] = np.asarray(block @ is_mt.astype(block.dtype), dtype=np.float64).ravel()
+    else:
+        totals = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+        mt_counts = counts @ is_mt.astype(counts.dtype)  # a mat-vec: no copy of the MT columns
     mt_fraction = np.asarray(mt_counts, dtype=np.float64).ravel() / np.maximum(totals, 1)
     low_umi = outside_threshold(totals, mad_threshold(totals, qc_nmads, "low"), "low")
     high_mt = outside_threshold(mt_fraction, mad_threshold(mt_fraction, qc_nmads, "high"), "high")
@@ -180,31 +196,37 @@ def compute_summary_stats(
             "--control-label (inspect shows the labels read)"
         )
     target_sum = float(np.median(totals[controls]))
+    umi_mean, umi_std = totals[controls].mean(), totals[controls].std(ddof=1)
+
+    perturbations = np.unique(labels)
+    gene_index = pd.Series(np.arange(adata.n_vars), index=adata.var_names)
+    gene_ids = _target_ids(adata, labels, perturbations)
+    targets = [p for p in perturbations if p != control_label]
+    # the controls are group 0 (their mean and reference come first), then the targets in order
+    codes = pd.Categorical(labels, categories=[control_label, *targets]).codes
+    rows = []
+    groups = rows_by_group(counts, codes, scratch_dir=scratch_dir)
+    _, control_cells, control_counts = next(groups)
+    in_controls = np.searchsorted(control_cells, controls)
     control_mean = np.asarray(
-        normalise_rows(counts[controls], totals[controls], target_sum).mean(axis=0)
+        normalise_rows(control_counts[in_controls], totals[controls], target_sum).mean(axis=0)
     ).ravel()
     chosen = np.random.default_rng(seed).choice(
         controls, min(max_control_cells, controls.size), replace=False
     )
     chosen.sort()
-    reference = sort_reference(normalise_rows(counts[chosen], totals[chosen], target_sum))
-    umi_mean, umi_std = totals[controls].mean(), totals[controls].std(ddof=1)
-
-    perturbations, codes = np.unique(labels, return_inverse=True)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=perturbations.size))))
-    gene_index = pd.Series(np.arange(adata.n_vars), index=adata.var_names)
-    gene_ids = _target_ids(adata, labels, perturbations)
-    rows = []
-    targets = [p for p in perturbations if p != control_label]
-    for number, symbol in enumerate(tqdm(targets, desc="summary statistics", disable=not progress), 1):
-        code = int(np.searchsorted(perturbations, symbol))
-        cells = order[bounds[code] : bounds[code + 1]]
+    chosen_counts = control_counts[np.searchsorted(control_cells, chosen)]
+    del control_counts
+    reference = sort_reference(normalise_rows(chosen_counts, totals[chosen], target_sum))
+    for code, cells, cell_counts in tqdm(
+        groups, total=len(targets), desc="summary statistics", disable=not progress
+    ):
+        symbol = targets[code - 1]
         kept = cells[passed[cells]]
         row = dict.fromkeys(REPLOGLE_COLUMNS, np.nan)
         row.update(
             {
-                "genetic perturbation": _perturbation_label(number, symbol, gene_ids[symbol]),
+                "genetic perturbation": _perturbation_label(code, symbol, gene_ids[symbol]),
                 "mean UMI count": totals[cells].mean(),
                 "number of cells (unfiltered)": cells.size,
                 "number of cells (filtered)": kept.size,
@@ -212,7 +234,7 @@ def compute_summary_stats(
             }
         )
         if kept.size > 0:
-            sample = normalise_rows(counts[kept], totals[kept], target_sum)
+            sample = normalise_rows(cell_counts[passed[cells]], totals[kept], target_sum)
             tests = two_sample_tests(sample, reference)
             row["Number of DEGs (anderson-darling)"] = count_significant(tests.ad_pvalue, fdr)
             row["Number of DEGs (Mann-Whitney)"] = count_significant(tests.mw_pvalue, fdr)
