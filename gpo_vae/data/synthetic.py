@@ -30,12 +30,14 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -99,19 +101,50 @@ def simulate_perturbseq(
         Threads drawing counts (numpy releases the GIL); does not change the result.
         Defaults to the CPU count, at most 4.
     """
-    config = config or SyntheticConfig.preset("default")
+    plan = _plan(config or SyntheticConfig.preset("default"))
+    counts = assemble_csr(_count_pieces(plan, n_threads), plan.n_cells, len(plan.design.genes))
+    screen = _screen_without_counts(plan)
+    screen.adata.X = counts
+    validate_counts_adata(screen.adata, "simulated screen")
+    return screen
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every chunk of counts is drawn from: the design, the per-cell draws and the seeds."""
+
+    config: SyntheticConfig
+    design: object
+    cells: object
+    n_cells: int
+    is_mt: np.ndarray
+    chunks: list[np.ndarray]
+    seeds: list[np.random.SeedSequence]
+
+
+def _plan(config: SyntheticConfig) -> _Plan:
     design = draw_design(config)
     cells = draw_cells(config, design)
     n_cells = cells.qc_kind.size
     is_mt = np.asarray(design.genes.index.str.startswith("MT-"))
     chunks = [np.arange(s, min(s + _CHUNK_CELLS, n_cells)) for s in range(0, n_cells, _CHUNK_CELLS)]
     seeds = np.random.SeedSequence(config.seed).spawn(3)[2].spawn(len(chunks))
+    return _Plan(config, design, cells, n_cells, is_mt, chunks, seeds)
+
+
+def _count_pieces(plan: _Plan, n_threads: int | None) -> Iterator[tuple[np.ndarray, ...]]:
+    """Each chunk's counts as CSR pieces (values, columns, per-row counts), in order."""
     workers = n_threads or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pieces = pool.map(
-            lambda a: sample_chunk(design, cells, a[0], is_mt, a[1]), zip(chunks, seeds, strict=True)
+        yield from pool.map(
+            lambda a: sample_chunk(plan.design, plan.cells, a[0], plan.is_mt, a[1]),
+            zip(plan.chunks, plan.seeds, strict=True),
         )
-        counts = assemble_csr(pieces, n_cells, len(design.genes))
+
+
+def _screen_without_counts(plan: _Plan) -> SyntheticScreen:
+    """The screen's obs, var, network and truth tables; its AnnData has no X yet."""
+    config, design, cells, n_cells = plan.config, plan.design, plan.cells, plan.n_cells
 
     targets = design.targets
     groups = cells.group[:n_cells]
@@ -137,9 +170,8 @@ def simulate_perturbseq(
             np.asarray(BATCH_NAMES)[cells.batch[:n_cells]], categories=list(BATCH_NAMES[: config.n_batches])
         )
     obs = pd.DataFrame(columns, index=pd.Index([f"cell{i:07d}" for i in range(n_cells)]))
-    adata = ad.AnnData(X=counts, obs=obs, var=design.genes.copy())
+    adata = ad.AnnData(obs=obs, var=design.genes.copy())
     adata.uns["synthetic_config"] = dataclasses.asdict(config)
-    validate_counts_adata(adata, "simulated screen")
 
     per_target = (
         pd.DataFrame({"code": groups, "efficiency": cells.efficiency[:n_cells]}).groupby("code").efficiency
@@ -202,16 +234,45 @@ def write_synthetic_dataset(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    on_disk: bool = False,
+    n_threads: int | None = None,
 ) -> dict[str, Path]:
     """Simulate a screen, compute its summary statistics from the cells and save it.
 
     See :func:`save_synthetic_dataset` for the files; the folder appears atomically.
+    ``on_disk``: for screens larger than memory, each chunk of cells is written to the counts
+    file as it is drawn and the statistics are read back from it
+    (:func:`~gpo_vae.data.summary_stats.compute_summary_stats` on disk); the same files as in
+    memory (the ``plain`` layout only).
     """
     config = config or SyntheticConfig.preset("default")
     _check_target(Path(out_dir), overwrite)
-    screen = simulate_perturbseq(config)
-    stats = report_unmeasured_knockdown(compute_summary_stats(screen.adata, progress=progress), screen)
-    return save_synthetic_dataset(screen, stats, out_dir, overwrite=overwrite)
+    if not on_disk:
+        screen = simulate_perturbseq(config, n_threads)
+        stats = report_unmeasured_knockdown(compute_summary_stats(screen.adata, progress=progress), screen)
+        return save_synthetic_dataset(screen, stats, out_dir, overwrite=overwrite)
+    if config.layout != "plain":
+        raise ValueError(f"on_disk writes the plain layout only, not {config.layout!r}")
+    plan = _plan(config)
+    screen = _screen_without_counts(plan)
+
+    def fill(folder: Path) -> pd.DataFrame:
+        from gpo_vae.data.on_disk import CsrAppender
+
+        path = folder / DATASET_FILES["counts"]
+        screen.adata.write_h5ad(path)  # obs, var and uns; X is appended below
+        with h5py.File(path, "a") as file:
+            writer = CsrAppender(file, "X", len(plan.design.genes))
+            for values, columns, per_row in _count_pieces(plan, n_threads):
+                indptr = np.r_[0, np.cumsum(per_row)]
+                writer.append(sp.csr_matrix((values, columns, indptr), shape=(per_row.size, writer.n_cols)))
+            counts = writer.finish()
+        stats = compute_summary_stats(screen.adata, progress=progress, counts=counts, scratch_dir=folder)
+        return report_unmeasured_knockdown(stats, screen)
+
+    n_values = int(config.n_genes * 0.5 * screen.adata.n_obs)  # at most half the entries stored
+    require_space(Path(out_dir).parent, 8 * n_values, "the simulated screen")
+    return _write_dataset_folder(screen, Path(out_dir), overwrite, fill)
 
 
 def report_unmeasured_knockdown(stats: pd.DataFrame, screen: SyntheticScreen) -> pd.DataFrame:
@@ -288,13 +349,27 @@ def save_synthetic_dataset(
         File role (``counts``, ``summary_stats``, ``network``, ``perturbations``, ``metadata``) to
         its final path.
     """
-    out_dir = Path(out_dir)
+    _check_target(Path(out_dir), overwrite)
+    saved = saved_layout(screen.adata, screen.config.layout, screen.config.seed)
+    require_space(Path(out_dir).parent, estimated_bytes(saved), "the simulated screen")
+
+    def fill(folder: Path) -> pd.DataFrame:
+        saved.write_h5ad(folder / DATASET_FILES["counts"])
+        return summary_stats
+
+    return _write_dataset_folder(screen, Path(out_dir), overwrite, fill)
+
+
+def _write_dataset_folder(
+    screen: SyntheticScreen, out_dir: Path, overwrite: bool, fill: Callable[[Path], pd.DataFrame]
+) -> dict[str, Path]:
+    """Write the dataset folder through a temporary one: ``fill(folder)`` writes the counts file
+    and returns the summary statistics; the other files follow from ``screen``."""
     _check_target(out_dir, overwrite)
     remove_stale_temps(out_dir.parent)
     names = DATASET_FILES
     adata = screen.adata
     labels = adata.obs[PERTURBATION_KEY].astype(str)
-    saved = saved_layout(adata, screen.config.layout, screen.config.seed)
     metadata = {
         "config": dataclasses.asdict(screen.config),
         "seed": screen.config.seed,
@@ -307,10 +382,9 @@ def save_synthetic_dataset(
         "n_edges": len(screen.network),
         "summary_stats_sheet": SUMMARY_SHEET,
     }
-    require_space(out_dir.parent, estimated_bytes(saved), "the simulated screen")
     tmp = temp_sibling(out_dir, is_dir=True)
     try:
-        saved.write_h5ad(tmp / names["counts"])
+        summary_stats = fill(tmp)
         write_summary_stats_xlsx(summary_stats, tmp / names["summary_stats"], SUMMARY_SHEET)
         screen.network.to_csv(tmp / names["network"], index=False)
         screen.perturbations.to_csv(tmp / names["perturbations"], index=False)
