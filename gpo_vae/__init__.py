@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__version__ = "0.1.0"
+from gpo_vae.version import __version__
 
 
 def _numba_cache_for_shared_installs() -> None:

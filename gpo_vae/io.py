@@ -28,8 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import gpo_vae
 from gpo_vae.errors import DamagedFileError, UserError
+from gpo_vae.version import __version__
 
 #: Temporary siblings: ``.<name>.<host>.<pid>.<token><suffix>``.
 _TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[a-z0-9_]+(\.partial|\.tmp)$")
@@ -329,13 +329,13 @@ def _git(root: Path, *args: str) -> str:
 
 def code_version() -> str:
     """The package version, plus the git commit of the source tree when it is a checkout."""
-    root = Path(gpo_vae.__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]
     try:
         commit = _git(root, "rev-parse", "--short", "HEAD")
         dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return gpo_vae.__version__
-    return f"{gpo_vae.__version__}+g{commit}{'.dirty' if dirty else ''}"
+        return __version__
+    return f"{__version__}+g{commit}{'.dirty' if dirty else ''}"
 
 
 def provenance(config: dict[str, Any] | None = None) -> dict[str, Any]:

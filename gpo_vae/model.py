@@ -32,7 +32,6 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-import gpo_vae
 from gpo_vae.config import to_dict
 from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.data.labels import label_genes
@@ -64,6 +63,7 @@ from gpo_vae.report.build import model_family
 from gpo_vae.run_config import RunConfig
 from gpo_vae.training.run_dir import CONFIG_FILE, load_trained_model, require_run_folder
 from gpo_vae.training.train import train_model
+from gpo_vae.version import __version__
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -483,7 +483,7 @@ class GPOVAEModel:
             "model": to_dict(self.module.config),
             "artifact_sha256": self.info.get("artifact_sha256"),
             "best_epoch": self.info.get("best_epoch"),
-            "gpo_vae_version": gpo_vae.__version__,
+            "gpo_vae_version": __version__,
         }
 
 

@@ -42,7 +42,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-import gpo_vae
 from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, validate_counts_adata
 from gpo_vae.data.layout import CANONICAL_SEPARATOR
 from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_xlsx
@@ -51,6 +50,7 @@ from gpo_vae.data.synthetic_config import BATCH_NAMES, LAYOUTS, PRESETS, Synthet
 from gpo_vae.data.synthetic_design import draw_design, read_gene_symbols
 from gpo_vae.data.synthetic_interactions import interaction_truth, true_interactions
 from gpo_vae.io import estimated_bytes, remove_stale_temps, require_space, temp_sibling
+from gpo_vae.version import __version__
 
 __all__ = [
     "PRESETS",
@@ -322,7 +322,7 @@ def existing_synthetic_dataset(out_dir: str | Path, config: SyntheticConfig) -> 
     except json.JSONDecodeError:
         return None
     wanted = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
-    same_code = recorded.get("versions", {}).get("gpo_vae") == gpo_vae.__version__
+    same_code = recorded.get("versions", {}).get("gpo_vae") == __version__
     return paths if recorded.get("config") == wanted and same_code else None
 
 
@@ -373,7 +373,7 @@ def _write_dataset_folder(
     metadata = {
         "config": dataclasses.asdict(screen.config),
         "seed": screen.config.seed,
-        "versions": {"gpo_vae": gpo_vae.__version__}
+        "versions": {"gpo_vae": __version__}
         | {name: version(name) for name in ("numpy", "scipy", "anndata")},
         "n_cells": adata.n_obs,
         "n_genes": adata.n_vars,
