@@ -86,6 +86,30 @@ def temp_sibling(target: str | Path, is_dir: bool, suffix: str = ".partial") -> 
     return path
 
 
+@contextlib.contextmanager
+def folder_swapped_in(target: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to fill; when the block ends without an error it
+    replaces ``target`` (an existing one is moved aside first and removed after, so a crash never
+    loses both), otherwise it is removed and ``target`` is left as it was.
+
+    Temporaries that a dead process of this host left beside ``target`` are removed first.
+    """
+    target = Path(target)
+    remove_stale_temps(target.parent)
+    tmp = temp_sibling(target, is_dir=True)
+    try:
+        yield tmp
+        if target.exists():
+            old = temp_sibling(target, is_dir=True, suffix=".partial")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -99,6 +99,7 @@ def prepare_local_dataset(
     reading the counts a batch of perturbations at a time (the same numbers as in memory)."""
     from gpo_vae.data.contract_on_disk import open_counts_h5ad
     from gpo_vae.data.layout import ScreenLayout
+    from gpo_vae.data.on_disk import fits_in_memory
     from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
 
     screen_layout = ScreenLayout.from_dict(layout)
@@ -106,7 +107,10 @@ def prepare_local_dataset(
     resolved = dict(adata.uns["layout"])
     if summary_stats is None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        stats = compute_summary_stats(adata, progress=False, counts=on_disk, scratch_dir=out_dir)
+        # counts that fit are read whole; larger ones a batch of perturbations at a time (the
+        # same numbers), through a grouped copy in out_dir
+        cells = on_disk.to_memory() if fits_in_memory(on_disk) else on_disk
+        stats = compute_summary_stats(adata, progress=False, counts=cells, scratch_dir=out_dir)
         path = write_summary_stats_csv(stats, Path(out_dir) / COMPUTED_STATS_FILE)
         summary_stats, summary_sheet = File(str(path)), None
     return {

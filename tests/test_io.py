@@ -72,3 +72,20 @@ def test_the_lock_is_released_on_error(tmp_path):
     with exclusive_lock(tmp_path / "out"):
         pass
     assert Path(lock_path(tmp_path / "out")).exists()
+
+
+def test_folder_swapped_in_replaces_the_target_only_when_the_block_ends(tmp_path):
+    from gpo_vae.io import folder_swapped_in
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), folder_swapped_in(target) as tmp:
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError("killed while writing")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]  # untouched
+    with folder_swapped_in(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert not (target / "new.txt").exists()  # nothing visible before the block ends
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left beside it

@@ -133,3 +133,36 @@ def test_the_perturbation_filters_read_on_disk_keep_the_same_cells(tmp_path):
     assert records == records_disk
     pd.testing.assert_frame_equal(table, table_disk)
     assert 0 < mask.sum() < mask.size  # the on-target filter dropped some cells: it read counts
+
+
+def test_rows_by_group_in_memory_and_on_disk_give_the_same_groups(tmp_path):
+    from gpo_vae.data.on_disk import rows_by_group
+
+    rng = np.random.default_rng(0)
+    X = sp.random(500, 30, density=0.3, format="csr", dtype=np.float32, random_state=1)
+    codes = rng.integers(-1, 7, 500)  # -1: skipped
+    ad.AnnData(X=X).write_h5ad(tmp_path / "a.h5ad")
+    memory = list(rows_by_group(X, codes))
+    # batches of at most 150 cells, read in blocks of 64: several batches, groups never split
+    disk = list(rows_by_group(CountsOnDisk(tmp_path / "a.h5ad", block_cells=64), codes, 150, tmp_path))
+    assert [c for c, _, _ in memory] == [c for c, _, _ in disk] == list(range(7))
+    for (code, positions, rows), (_, disk_positions, disk_rows) in zip(memory, disk, strict=True):
+        np.testing.assert_array_equal(positions, np.flatnonzero(codes == code))
+        np.testing.assert_array_equal(disk_positions, positions)
+        assert (rows != disk_rows).nnz == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["a.h5ad"]  # the grouped copy is gone
+
+
+def test_rows_by_group_checks_the_space_for_its_copy_first(tmp_path, monkeypatch):
+    import shutil
+
+    from gpo_vae.data.on_disk import rows_by_group
+    from gpo_vae.io import OutputSpaceError
+
+    ad.AnnData(X=sp.random(100, 10, density=0.5, format="csr", dtype=np.float32)).write_h5ad(
+        tmp_path / "a.h5ad"
+    )
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(OutputSpaceError, match="the counts grouped by perturbation"):
+        next(rows_by_group(CountsOnDisk(tmp_path / "a.h5ad"), np.zeros(100, int), scratch_dir=tmp_path))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpo_vae.errors import UserError
-from gpo_vae.io import remove_stale_temps, sha256_of, temp_sibling
+from gpo_vae.io import folder_swapped_in, remove_stale_temps, sha256_of, temp_sibling
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +128,7 @@ def extract_tarball(archive: Path, dest_dir: Path) -> Path:
     archive, dest_dir = Path(archive), Path(dest_dir)
     if (dest_dir / COMPLETE_MARKER).exists():
         return dest_dir
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(dest_dir.parent)
-    tmp_dir = temp_sibling(dest_dir, is_dir=True)
-    try:
+    with folder_swapped_in(dest_dir) as tmp_dir:
         try:
             with tarfile.open(archive, "r:*") as tar:
                 # The "data" filter refuses absolute paths, links outside the tree and devices.
@@ -142,10 +139,4 @@ def extract_tarball(archive: Path, dest_dir: Path) -> Path:
                 "Delete it and download it again."
             ) from err
         (tmp_dir / COMPLETE_MARKER).write_text(archive.name + "\n")
-        if dest_dir.exists():  # a stale, unmarked directory from an older layout
-            shutil.rmtree(dest_dir)
-        os.replace(tmp_dir, dest_dir)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
     return dest_dir

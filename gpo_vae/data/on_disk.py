@@ -222,6 +222,21 @@ def _sparse(node: h5py.Group):
     return sparse_dataset(node)
 
 
+#: Counts are held in memory while they take at most this share of the memory available.
+MEMORY_SHARE = 0.25
+
+
+def fits_in_memory(counts: CountsOnDisk, share: float = MEMORY_SHARE) -> bool:
+    """Whether ``counts`` (8 bytes a stored value: CSR float32, 32-bit indices) take at most
+    ``share`` of the memory available now."""
+    import os
+
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    need = stored_values(counts) * 8
+    logger.info("counts %.2f GB, %.2f GB available", need / 1e9, available / 1e9)
+    return need <= share * available
+
+
 def stored_values(X: object) -> int:
     """Stored values of an in-memory sparse matrix, or (at most) those of an on-disk one's rows."""
     if isinstance(X, CountsOnDisk):
@@ -334,7 +349,16 @@ def rows_by_group(
         batch_of_group[code], filled = batch, filled + size
     batch_of_row = np.where(codes >= 0, batch_of_group[np.clip(codes, 0, None)], -1) if n_groups else codes
     n_batches = batch + 1 if n_groups else 0
-    with tempfile.TemporaryDirectory(prefix="gpo_vae_groups_", dir=scratch_dir) as folder:
+    from gpo_vae.io import full_disk_as_error, require_space
+
+    where = Path(scratch_dir or tempfile.gettempdir())
+    require_space(
+        where, int(stored_values(counts) * 8 * 1.1) + (1 << 20), "the counts grouped by perturbation"
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="gpo_vae_groups_", dir=where) as folder,
+        full_disk_as_error(where, (OSError, RuntimeError)),
+    ):
         path = Path(folder) / "groups.h5"
         with h5py.File(path, "w") as file:
             writers = [CsrAppender(file, f"batch{b}", counts.shape[1]) for b in range(n_batches)]

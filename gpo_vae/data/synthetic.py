@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from gpo_vae.data.synthetic_cells import assemble_csr, draw_cells, sample_chunk
 from gpo_vae.data.synthetic_config import BATCH_NAMES, LAYOUTS, PRESETS, SyntheticConfig
 from gpo_vae.data.synthetic_design import draw_design, read_gene_symbols
 from gpo_vae.data.synthetic_interactions import interaction_truth, true_interactions
-from gpo_vae.io import estimated_bytes, remove_stale_temps, require_space, temp_sibling
+from gpo_vae.io import estimated_bytes, folder_swapped_in, require_space
 from gpo_vae.version import __version__
 
 __all__ = [
@@ -366,7 +365,6 @@ def _write_dataset_folder(
     """Write the dataset folder through a temporary one: ``fill(folder)`` writes the counts file
     and returns the summary statistics; the other files follow from ``screen``."""
     _check_target(out_dir, overwrite)
-    remove_stale_temps(out_dir.parent)
     names = DATASET_FILES
     adata = screen.adata
     labels = adata.obs[PERTURBATION_KEY].astype(str)
@@ -382,23 +380,12 @@ def _write_dataset_folder(
         "n_edges": len(screen.network),
         "summary_stats_sheet": SUMMARY_SHEET,
     }
-    tmp = temp_sibling(out_dir, is_dir=True)
-    try:
+    with folder_swapped_in(out_dir) as tmp:
         summary_stats = fill(tmp)
         write_summary_stats_xlsx(summary_stats, tmp / names["summary_stats"], SUMMARY_SHEET)
         screen.network.to_csv(tmp / names["network"], index=False)
         screen.perturbations.to_csv(tmp / names["perturbations"], index=False)
         (tmp / names["metadata"]).write_text(json.dumps(metadata, indent=2, default=_json_default) + "\n")
-        if out_dir.exists():  # move the old folder aside first: a crash never loses both
-            old = temp_sibling(out_dir, is_dir=True, suffix=".partial")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {role: out_dir / name for role, name in names.items()}
 
 

@@ -22,8 +22,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,10 +49,9 @@ from gpo_vae.grn.ranking import RANKING_FILE, matched_k_ranking, ranking_numbers
 from gpo_vae.interrupt import check_stop
 from gpo_vae.io import (
     disk_full_error,
+    folder_swapped_in,
     provenance,
     recorded_path,
-    remove_stale_temps,
-    temp_sibling,
     write_json_atomic,
 )
 from gpo_vae.models import GPOVAE
@@ -377,84 +374,82 @@ def evaluate_run(
         screen, perturbation_table = screen_tables(json.loads(adata.uns["record"]))
         del adata
     device = resolve_device(config.device)
-    remove_stale_temps(out_dir.parent)
-    tmp = temp_sibling(out_dir, is_dir=True)
     try:
-        write_json_atomic(screen, tmp / SCREEN_FILE)
-        if perturbation_table is not None:
-            _write_csv(perturbation_table, tmp, "perturbation_table.csv")
-        with cpu_threads(config.cpu_threads):
-            models = {grn.MODEL: _load_run(run_dir, device, sha, data)}
-            if sams_vae_run_dir is not None:
-                models[grn.SAMS_VAE] = _load_run(sams_vae_run_dir, device, sha, data)
-                if not models[grn.SAMS_VAE][0].config.latent_mask:
-                    raise ValueError(
-                        f"{sams_vae_run_dir} is not a SAMS-VAE run (its mask is not latent-sized)"
-                    )
-            exported: dict[str, Any] = {}
-            metrics = _prediction(data, models, config, reported, tmp, stages, progress, networks, exported)
-            if models[grn.MODEL][0].config.latent_mask:
-                # a SAMS-VAE evaluated on its own has no graph: its GRN sections say "not computed"
-                logger.info("evaluation: %s has a latent-sized mask; no GRN tables", run_dir)
-            else:
-                metrics.update(_grn(data, models, config, networks, true_network, tmp, stages))
-        info = models[grn.MODEL][1]
-        metrics["best_val_loss"] = float(info["best_val_loss"])
-        test = data.cells.rows("test")
-        record = {
-            **provenance(
-                {
-                    "evaluation": to_dict(asked),
-                    "model": info["model_config"],
-                    "training": info["training_config"],
-                }
-            ),
-            "dataset": dataset or "unknown",
-            "seed": config.seed,
-            "device": device,
-            "data": {
-                "n_cells": int(data.cells.counts.shape[0]),
-                "n_test_cells": int(test.size),
-                "n_genes": int(data.cells.n_genes),
-                "n_perturbations": len(data.perturbations()),
-                "n_nodes": int(data.cells.n_nodes),
-                "n_perturbed_nodes": int(data.cells.n_perturbed),
-                "ate_target_sum": target_sum,
-                "ate_target_sum_from": target_sum_source,
-                "generated_library_size": library,
-                "generated_library_size_from": library_source,
-                "median_training_library": data.median_training_library(),
-                "top_de": top_de,
-                "jaccard_ks": list(jaccard_ks),
-                **exported,
-            },
-            "metrics": {key: _json_number(value) for key, value in metrics.items()},
-            "inputs": {
-                "artifact": recorded_path(artifact_dir, out_dir),
-                "artifact_sha256": sha,
-                "dataset_sha256": dataset_checksum(artifact_dir),
-                "run_dir": recorded_path(run_dir, out_dir),
-                "sams_vae_run_dir": recorded_path(sams_vae_run_dir, out_dir) if sams_vae_run_dir else None,
-                "summary_stats": str(summary_stats) if summary_stats else None,
-                "summary_sheet": summary_sheet,
-                "networks": [str(path) for path in networks],
-                "true_network": str(true_network) if true_network else None,
-            },
-            "timings": {**stages.seconds, "total": round(time.perf_counter() - started, 3)},
-        }
-        write_json_atomic(record, tmp / RUN_FILE)
-        build_report(tmp)
-        (tmp / COMPLETE_MARKER).write_text(sha + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        with folder_swapped_in(out_dir) as tmp:
+            write_json_atomic(screen, tmp / SCREEN_FILE)
+            if perturbation_table is not None:
+                _write_csv(perturbation_table, tmp, "perturbation_table.csv")
+            with cpu_threads(config.cpu_threads):
+                models = {grn.MODEL: _load_run(run_dir, device, sha, data)}
+                if sams_vae_run_dir is not None:
+                    models[grn.SAMS_VAE] = _load_run(sams_vae_run_dir, device, sha, data)
+                    if not models[grn.SAMS_VAE][0].config.latent_mask:
+                        raise ValueError(
+                            f"{sams_vae_run_dir} is not a SAMS-VAE run (its mask is not latent-sized)"
+                        )
+                exported: dict[str, Any] = {}
+                metrics = _prediction(
+                    data, models, config, reported, tmp, stages, progress, networks, exported
+                )
+                if models[grn.MODEL][0].config.latent_mask:
+                    # a SAMS-VAE evaluated on its own has no graph: its GRN sections say "not computed"
+                    logger.info("evaluation: %s has a latent-sized mask; no GRN tables", run_dir)
+                else:
+                    metrics.update(_grn(data, models, config, networks, true_network, tmp, stages))
+            info = models[grn.MODEL][1]
+            metrics["best_val_loss"] = float(info["best_val_loss"])
+            test = data.cells.rows("test")
+            record = {
+                **provenance(
+                    {
+                        "evaluation": to_dict(asked),
+                        "model": info["model_config"],
+                        "training": info["training_config"],
+                    }
+                ),
+                "dataset": dataset or "unknown",
+                "seed": config.seed,
+                "device": device,
+                "data": {
+                    "n_cells": int(data.cells.counts.shape[0]),
+                    "n_test_cells": int(test.size),
+                    "n_genes": int(data.cells.n_genes),
+                    "n_perturbations": len(data.perturbations()),
+                    "n_nodes": int(data.cells.n_nodes),
+                    "n_perturbed_nodes": int(data.cells.n_perturbed),
+                    "ate_target_sum": target_sum,
+                    "ate_target_sum_from": target_sum_source,
+                    "generated_library_size": library,
+                    "generated_library_size_from": library_source,
+                    "median_training_library": data.median_training_library(),
+                    "top_de": top_de,
+                    "jaccard_ks": list(jaccard_ks),
+                    **exported,
+                },
+                "metrics": {key: _json_number(value) for key, value in metrics.items()},
+                "inputs": {
+                    "artifact": recorded_path(artifact_dir, out_dir),
+                    "artifact_sha256": sha,
+                    "dataset_sha256": dataset_checksum(artifact_dir),
+                    "run_dir": recorded_path(run_dir, out_dir),
+                    "sams_vae_run_dir": recorded_path(sams_vae_run_dir, out_dir)
+                    if sams_vae_run_dir
+                    else None,
+                    "summary_stats": str(summary_stats) if summary_stats else None,
+                    "summary_sheet": summary_sheet,
+                    "networks": [str(path) for path in networks],
+                    "true_network": str(true_network) if true_network else None,
+                },
+                "timings": {**stages.seconds, "total": round(time.perf_counter() - started, 3)},
+            }
+            write_json_atomic(record, tmp / RUN_FILE)
+            build_report(tmp)
+            (tmp / COMPLETE_MARKER).write_text(sha + "\n")
     except OSError as err:
         full = disk_full_error(err, out_dir)
         if full is not None:
             raise full from None
         raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("evaluation written to %s (%s)", out_dir, out_dir / REPORT_FILE)
     return out_dir
 

@@ -26,8 +26,6 @@ a matching marker, so a half-written artifact is never taken as complete.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +38,11 @@ from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
 from gpo_vae.errors import UserError
 from gpo_vae.io import (
     estimated_bytes,
+    folder_swapped_in,
     full_disk_as_error,
     remove_stale_temps,
     require_space,
     sha256_of,
-    temp_sibling,
 )
 
 OBS_COLUMNS = (
@@ -133,11 +131,10 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None) -
     remove_stale_temps(out_dir.parent)
     need = estimated_bytes(shell) + int((stored_values(X) + stored_values(medians)) * 8 * 1.1)
     require_space(out_dir.parent, need, "the preprocessed artifact")
-    tmp = temp_sibling(out_dir, is_dir=True)
     full_record = adata.uns["record"]
     record = json.loads(full_record)
     stable = {key: value for key, value in record.items() if key not in VOLATILE_RECORD_KEYS}
-    try:
+    with folder_swapped_in(out_dir) as tmp:
         shell.uns["record"] = json.dumps(stable, sort_keys=True)
         try:
             with full_disk_as_error(out_dir, (OSError, RuntimeError)):
@@ -149,11 +146,6 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None) -
             shell.uns["record"] = full_record
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         (tmp / MARKER_FILE).write_text(sha256_of(tmp / ARTIFACT_FILE) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

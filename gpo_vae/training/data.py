@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,26 +23,21 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gpo_vae.data.on_disk import CountsOnDisk, stored_values
+from gpo_vae.data.on_disk import MEMORY_SHARE, CountsOnDisk, fits_in_memory
 from gpo_vae.preprocessing.artifact import artifact_path, read_artifact, read_artifact_on_disk
 
 logger = logging.getLogger(__name__)
 
 
 CountsPlace = Literal["auto", "memory", "disk"]
-#: ``auto`` keeps the counts in memory while they take at most this share of the memory available.
-MEMORY_SHARE = 0.25
 
 
 def counts_place(artifact_dir: str | Path, share: float = MEMORY_SHARE) -> Literal["memory", "disk"]:
-    """``memory`` when the artifact's counts (8 bytes a stored value: CSR float32, 32-bit
-    indices) take at most ``share`` of the memory available now, else ``disk``."""
-    need = stored_values(CountsOnDisk(artifact_path(Path(artifact_dir), verify=False), "X")) * 8
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    place = "memory" if need <= share * available else "disk"
-    logger.info(
-        "counts %.2f GB, %.2f GB available: training reads them from %s", need / 1e9, available / 1e9, place
-    )
+    """``memory`` when the artifact's counts take at most ``share`` of the memory available now
+    (:func:`~gpo_vae.data.on_disk.fits_in_memory`), else ``disk``."""
+    counts = CountsOnDisk(artifact_path(Path(artifact_dir), verify=False), "X")
+    place = "memory" if fits_in_memory(counts, share) else "disk"
+    logger.info("training reads the counts from %s", place)
     return place
 
 
