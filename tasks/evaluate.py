@@ -57,8 +57,8 @@ def evaluate_run_task(
     from gpo_vae.evaluation.config import EvaluationConfig
     from gpo_vae.evaluation.run import COMPLETE_MARKER, evaluate_run
     from gpo_vae.io import exclusive_lock
+    from gpo_vae.preprocessing.artifact import artifact_checksum
     from gpo_vae.report import REPORT_FILE
-    from gpo_vae.training.train import artifact_checksum
 
     evaluation = from_dict(EvaluationConfig, config, "evaluation")
     artifact_dir = Path(artifact.path).parent

@@ -35,8 +35,9 @@ def train_run(artifact: File, config: dict[str, Any], out_root: str) -> File:
     """
     from gpo_vae.config import from_dict, to_dict
     from gpo_vae.models import ModelConfig
+    from gpo_vae.preprocessing.artifact import artifact_checksum
     from gpo_vae.training.config import TrainingConfig
-    from gpo_vae.training.train import MODEL_FILE, artifact_checksum, train_model
+    from gpo_vae.training.train import MODEL_FILE, train_model
 
     unknown = sorted(set(config) - {"model", "training"})
     if unknown:

@@ -20,6 +20,7 @@ LAYERS = {
     "config": 1,
     "interrupt": 1,
     "io": 1,
+    "runtime": 1,
     "sweeps": 2,
     "data": 2,
     "preprocessing": 3,

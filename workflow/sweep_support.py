@@ -41,8 +41,7 @@ def preprocess_groups(run_configs: list[RunConfig]) -> list[int]:
 def find_artifact(run_dir: Path, checksum: str) -> Path:
     """The complete artifact whose checksum is ``checksum``, under the run's dataset results
     (``<results>/<dataset>/preprocessed/*/``; the run dir is ``<results>/<dataset>/runs/<key>``)."""
-    from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
-    from gpo_vae.training.train import artifact_checksum
+    from gpo_vae.preprocessing.artifact import ArtifactError, artifact_checksum, artifact_path
 
     root = run_dir.parent.parent / "preprocessed"
     for candidate in sorted(root.glob("*/")):

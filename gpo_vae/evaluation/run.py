@@ -55,10 +55,11 @@ from gpo_vae.io import (
     write_json_atomic,
 )
 from gpo_vae.models import GPOVAE
-from gpo_vae.preprocessing.artifact import dataset_checksum, read_artifact
+from gpo_vae.preprocessing.artifact import artifact_checksum, dataset_checksum, read_artifact
 from gpo_vae.report import REPORT_FILE, build_report
 from gpo_vae.report.tables import SCREEN_FILE, screen_tables
-from gpo_vae.training.train import artifact_checksum, cpu_threads, load_trained_model, resolve_device
+from gpo_vae.runtime import cpu_threads, resolve_device
+from gpo_vae.training.train import load_trained_model
 
 logger = logging.getLogger(__name__)
 

@@ -214,6 +214,12 @@ def holds_same_artifact(artifact_dir: str | Path, adata: ad.AnnData) -> bool:
     return all(record.get(k) == new.get(k) for k in set(record) | set(new) if k not in VOLATILE_RECORD_KEYS)
 
 
+def artifact_checksum(artifact_dir: str | Path) -> str:
+    """SHA-256 of a complete artifact's ``.h5ad``, as recorded by its completeness marker."""
+    artifact_path(artifact_dir, verify=False)  # a clear error for an incomplete artifact
+    return (Path(artifact_dir) / MARKER_FILE).read_text().strip()
+
+
 def dataset_checksum(artifact_dir: str | Path) -> str | None:
     """SHA-256 of the counts file an artifact was built from (from its ``record.json``), or None."""
     record = Path(artifact_dir) / RECORD_FILE

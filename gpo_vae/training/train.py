@@ -34,6 +34,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 
+from gpo_vae import runtime
 from gpo_vae.config import to_dict
 from gpo_vae.grn.effects import effect_prior_logits, effect_statistic, prior_logit, training_effect_zscores
 from gpo_vae.interrupt import RunInterrupted, sigint_requests_stop
@@ -46,7 +47,8 @@ from gpo_vae.io import (
     write_text_atomic,
 )
 from gpo_vae.models import GPOVAE, ModelConfig
-from gpo_vae.preprocessing.artifact import MARKER_FILE, artifact_path, dataset_checksum
+from gpo_vae.preprocessing import artifact
+from gpo_vae.preprocessing.artifact import dataset_checksum
 from gpo_vae.training.callbacks import EpochProgress, StopOnRequest
 from gpo_vae.training.config import TrainingConfig, patience_epochs
 from gpo_vae.training.data import ArtifactCells, CellDataModule, CountsPlace, TrainingStatistics, counts_place
@@ -75,21 +77,6 @@ from gpo_vae.wandb_logging import require_wandb
 WANDB_REASON = "training.wandb is true"
 
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed"}
-
-
-def resolve_device(device: str) -> str:
-    """``cpu`` or ``cuda`` for a config's ``auto`` / ``cpu`` / ``cuda`` (an error if CUDA is missing)."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return device
-
-
-def artifact_checksum(artifact_dir: str | Path) -> str:
-    """SHA-256 of a complete artifact's ``.h5ad``, as recorded by its completeness marker."""
-    artifact_path(artifact_dir, verify=False)  # a clear error for an incomplete artifact
-    return (Path(artifact_dir) / MARKER_FILE).read_text().strip()
 
 
 def build_model(model_config: ModelConfig, cells: ArtifactCells, statistics: TrainingStatistics) -> GPOVAE:
@@ -138,25 +125,13 @@ def _wandb_logger(training: TrainingConfig, run_dir: Path) -> Logger:
 
 
 @contextlib.contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """Use ``threads`` torch CPU threads inside the block (None: leave as is), then restore."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
 def _torch_globals_restored(threads: int | None) -> Iterator[None]:
     """Set the CPU thread count for training; afterwards restore it and the deterministic-algorithms
     flag, which the Trainer switches process-wide."""
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        with cpu_threads(threads):
+        with runtime.cpu_threads(threads):
             yield
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
@@ -185,7 +160,7 @@ def _fit(
     progress_line: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) trainer.fit; return what run.json reports about it."""
-    device = resolve_device(training.device)
+    device = runtime.resolve_device(training.device)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     last = checkpoint_dir / LAST_CHECKPOINT
     resume = last.exists()
@@ -335,7 +310,7 @@ def train_model(
         ``run_dir``.
     """
     run_dir = Path(run_dir)
-    sha = artifact_checksum(artifact_dir)
+    sha = artifact.artifact_checksum(artifact_dir)
     config = {
         "model": to_dict(model_config),
         "training": to_dict(training_config),
@@ -419,12 +394,32 @@ __all__ = [
     "LAST_CHECKPOINT",
     "MODEL_FILE",
     "RUN_FILE",
-    "artifact_checksum",
     "build_model",
-    "cpu_threads",
     "load_trained_model",
     "read_events",
     "record_event",
-    "resolve_device",
     "train_model",
 ]
+
+
+#: Names that moved in 0.2: the old import still works, with a warning, for one release.
+_MOVED = {
+    "artifact_checksum": "gpo_vae.preprocessing.artifact",
+    "cpu_threads": "gpo_vae.runtime",
+    "resolve_device": "gpo_vae.runtime",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"gpo_vae.training.train.{name} moved to {_MOVED[name]}.{name}; import it from there "
+            "(the old name goes in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
