@@ -94,14 +94,14 @@ def evaluate_run_task(
 
 @task(version="4", cache=True)
 def summarise_run(report: File) -> list[str]:
-    """The end of a run: the headline (:func:`gpo_vae.evaluation.headline.run_headline`: one
+    """The end of a run: the headline (:func:`gpo_vae.report.headline.run_headline`: one
     table and its verdict), the report's path and the next commands, paths as seen from where the
     run was started; the scheduler prints them once at the end of every run, cached or not
     (tasks/scheduler.py)."""
     import sys
 
-    from gpo_vae.evaluation.headline import next_steps, run_headline
     from gpo_vae.io import resolve_recorded
+    from gpo_vae.report.headline import next_steps, run_headline
 
     def shown(path: str | Path) -> str:
         """A path relative to the working folder when it lies below it, else absolute."""

@@ -38,7 +38,6 @@ from gpo_vae.evaluation import grn_benchmark as grn
 from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.baselines import control_baseline_ate
 from gpo_vae.evaluation.config import EvaluationConfig
-from gpo_vae.evaluation.headline import headline_table
 from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.evaluation.unseen_run import write_unseen
 from gpo_vae.grn.baselines import random_scores
@@ -57,6 +56,7 @@ from gpo_vae.io import (
 from gpo_vae.models import GPOVAE
 from gpo_vae.preprocessing.artifact import artifact_checksum, dataset_checksum, read_artifact
 from gpo_vae.report import REPORT_FILE, build_report
+from gpo_vae.report.headline import headline_table
 from gpo_vae.report.tables import SCREEN_FILE, screen_tables
 from gpo_vae.runtime import cpu_threads, resolve_device
 from gpo_vae.training.train import load_trained_model

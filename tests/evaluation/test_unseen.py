@@ -204,7 +204,7 @@ def test_a_heldout_gene_run_leads_with_every_method_on_the_baseline_to_replicate
     heldout_gene_evaluation: Path,
 ):
     from gpo_vae.evaluation import scaled as sc
-    from gpo_vae.evaluation.headline import run_headline
+    from gpo_vae.report.headline import run_headline
 
     out = heldout_gene_evaluation
     scores = pd.read_csv(out / sc.SCALED_FILE)

@@ -1,4 +1,4 @@
-"""The end of a run as lines (gpo_vae.evaluation.headline): one table and its verdict, the
+"""The end of a run as lines (gpo_vae.report.headline): one table and its verdict, the
 report's path and the next commands as they run from where the run started."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from gpo_vae.evaluation.headline import cells_verdict, headline_table, next_steps
+from gpo_vae.report.headline import cells_verdict, headline_table, next_steps
 from gpo_vae.report.verdict import mask_verdicts
 
 
@@ -75,3 +76,11 @@ def test_a_graph_without_edges_says_so_once():
         {"grn_edges": 40, "grn_threshold": 0.5, "grn_edges_at_start": 42, "grn_edges_kept_from_start": 38}, []
     )
     assert kept[0].text.startswith("Training changed little of the graph: 38 of its 40 edges")
+
+
+def test_the_old_module_still_gives_the_headline_with_a_warning():
+    import gpo_vae.evaluation.headline as old
+    import gpo_vae.report.headline as new
+
+    with pytest.warns(DeprecationWarning, match="moved to gpo_vae.report.headline.run_headline"):
+        assert old.run_headline is new.run_headline
