@@ -27,22 +27,37 @@ def config_dir() -> Traversable:
     return files("gpo_vae.configs")
 
 
-def preset_names() -> list[str]:
-    """The shipped run configs' names, ``<model>_<dataset>`` (sweeps not included)."""
+def preset_names(folder: Traversable | Path | None = None) -> list[str]:
+    """The run configs' names in ``folder`` (default: the shipped ones), ``<model>_<dataset>``
+    (sweeps not included)."""
+    folder = config_dir() if folder is None else folder
     return sorted(
-        entry.name.removesuffix(".yaml") for entry in config_dir().iterdir() if entry.name.endswith(".yaml")
+        entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml")
     )
 
 
-def preset_path(model: str = DEFAULT_MODEL, dataset: str = CUSTOM_DATASET) -> Path:
-    """The file of ``configs/<model>_<dataset>.yaml``; a :class:`ConfigError` lists the names."""
-    entry = config_dir() / f"{model}_{dataset}.yaml"
-    if not entry.is_file():
+def find_preset(model: str, dataset: str, folder: Traversable | Path | None = None) -> Path | None:
+    """``<model>_<dataset>.yaml`` in ``folder`` (default: the shipped configs), or None.
+
+    The one lookup of run configs by name: the API, ``main``, ``sweep``, ``inspect`` and
+    ``evaluate`` all find them here (the workflow passes the ``configs/`` beside it).
+    """
+    entry = (config_dir() if folder is None else folder) / f"{model}_{dataset}.yaml"
+    return Path(str(entry)) if entry.is_file() else None
+
+
+def preset_path(
+    model: str = DEFAULT_MODEL, dataset: str = CUSTOM_DATASET, folder: Traversable | Path | None = None
+) -> Path:
+    """:func:`find_preset`, or a :class:`ConfigError` that lists the names."""
+    found = find_preset(model, dataset, folder)
+    if found is None:
         raise ConfigError(
             f"no shipped config {model}_{dataset}.yaml for model {model!r} and dataset {dataset!r}; "
-            f"the shipped ones are {preset_names()}, or pass a config file of your own"
+            f"the shipped ones are {preset_names(folder)}; pass a config file of your own "
+            "(--config FILE on the command line)"
         )
-    return Path(str(entry))
+    return found
 
 
 def load_preset(
@@ -79,6 +94,7 @@ __all__ = [
     "CUSTOM_DATASET",
     "DEFAULT_MODEL",
     "config_dir",
+    "find_preset",
     "load_preset",
     "preset_names",
     "preset_path",

@@ -38,14 +38,9 @@ def config_path(dataset: str, model: str, config: str | None) -> Path:
         return Path(config)
     if not is_local_dataset(dataset):
         get_dataset_record(dataset)  # an unknown name fails here, listing the choices
-    name = "custom" if is_local_dataset(dataset) else dataset
-    path = CONFIG_DIR / f"{model}_{name}.yaml"
-    if not path.exists():
-        choices = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(
-            f"no config {path.name} for --model {model!r}; configs/ holds {choices}, or pass --config"
-        )
-    return path
+    from gpo_vae.presets import CUSTOM_DATASET, preset_path
+
+    return preset_path(model, CUSTOM_DATASET if is_local_dataset(dataset) else dataset, CONFIG_DIR)
 
 
 def require_file(option: str, value: str | Path) -> Path:

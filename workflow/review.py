@@ -11,6 +11,7 @@ from gpo_vae.config import to_dict
 from gpo_vae.data.registry import is_local_dataset
 from gpo_vae.errors import DamagedFileError, InputFileError
 from gpo_vae.io import read_json
+from gpo_vae.presets import find_preset
 from gpo_vae.run_config import load_run_config
 from tasks.evaluate import evaluate_run_task, summarise_run
 from tasks.preprocess import inspect_dataset
@@ -98,8 +99,7 @@ def evaluate(
         artifact_file = require_file("--artifact", artifact).resolve()
     else:
         artifact_file = find_artifact(run_dir, recorded["artifact_sha256"])
-    shipped = CONFIG_DIR / f"gpo_vae_{dataset}.yaml"
-    config_file = Path(config) if config else shipped if shipped.exists() else None
+    config_file = Path(config) if config else find_preset("gpo_vae", dataset, CONFIG_DIR)
     if config_file is not None:
         evaluation = to_dict(load_run_config(config_file).evaluation)
     else:
