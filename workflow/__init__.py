@@ -10,38 +10,31 @@ from typing import Any
 from redun import task
 
 from gpo_vae.config import ConfigError, to_dict
-from gpo_vae.data.registry import is_local_dataset
-from gpo_vae.run_config import RunConfig, load_run_config
-from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_id, point_label
-from gpo_vae.wandb_logging import require_wandb
+from gpo_vae.run_config import RunConfig
+from gpo_vae.sweeps import point_id, point_label
 from tasks.acquire import summarise_dataset
 from tasks.evaluate import evaluate_run_task, summarise_run
 from tasks.preprocess import deg_in_chunks, preprocess_dataset
 from tasks.sweep import leaderboard, sweep_wave
 from tasks.train import train_run
 from workflow.datasets import (
-    acquire,
+    Screen,
     check_deg_chunk_size,
     check_devices,
     check_executors,
-    check_local_screen,
-    check_results_dir,
-    check_synthetic_preset,
     config_path,
     dataset_slug,
     debug_mode,
+    entry_run_config,
     network_files,
     read_files,
-    screen_layout,
-    with_min_perturbations,
-    with_preprocess_mode,
-    with_split,
+    shared_options_doc,
 )
 from workflow.review import evaluate, inspect
 from workflow.sweep_support import (
+    SweepPlan,
     chunks,
     preprocess_groups,
-    sweep_point_configs,
 )
 
 redun_namespace = "gpo_vae"
@@ -57,6 +50,7 @@ def training_sections(run_config: RunConfig) -> dict[str, Any]:
 # An entry point returns the files its body read by path (configs, sweep file, run records) as
 # Files: redun re-runs the body when one of them changed and serves it from cache otherwise.
 @task()
+@shared_options_doc
 def main(
     dataset: str = "synthetic",
     model: str = "gpo_vae_plus",
@@ -106,20 +100,7 @@ def main(
                                    the cells, perturbations, DE genes, split and pairing of a
                                    file the GPO-VAE authors processed (auto does so when it
                                    recognises one); ours runs our own preprocessing on any file
-      --data-dir (none)            folder holding downloaded archives or their files
-      --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
-      --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
-      --control-label (non-targeting)  label of control cells, matched ignoring case (own .h5ad)
-      --counts-layer (auto)        where the raw counts are: auto (X if counts, else a counts
-                                   layer, else .raw), X, raw, or a layer name
-      --batch-key (none)           obs column of the batch / cell line: QC, pairing and ATEs
-                                   within batch, the batch a covariate of the model
-      --guide-pattern (auto)       regex mapping guide labels to genes (group 'gene'); auto
-                                   maps GENE_1, GENE_2 when every label has such a suffix; none
-      --combination-separator (+)  separates the genes of a multi-gene label (A+B)
-      --duplicate-genes (sum)      a symbol on several columns: sum, first, or error
-      --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
-      --summary-sheet (none)       its sheet, for a workbook with several
+      {screen_options}
       --networks (none)            comma-separated reference network files for the GRN benchmark
       --compare-sams-vae (false)   also train configs/sams_vae_<dataset>.yaml and compare it
       --executor (default)         redun executor of the heavy stages (preprocess, train,
@@ -133,48 +114,27 @@ def main(
     The run ends with the headline table and its verdict, the report's path and the next commands.
     """
     debug_mode(debug)
-    layout = screen_layout(
-        perturbation_key,
-        control_label,
-        counts_layer,
-        batch_key,
-        guide_pattern,
-        combination_separator,
-        duplicate_genes,
-    )
+    screen = Screen.from_options(
+        dataset, results_dir, seed, synthetic_preset, data_dir, cache_dir, perturbation_key, control_label,
+        counts_layer, batch_key, guide_pattern, combination_separator, duplicate_genes, summary_stats,
+        summary_sheet,
+    )  # fmt: skip
     check_executors(executor=executor, train_executor=train_executor)
-    check_synthetic_preset(synthetic_preset)
-    check_results_dir(results_dir)
     check_deg_chunk_size(deg_chunk_size)
-    config_files = [config_path(dataset, model, config)]
-    run_config = with_preprocess_mode(
-        with_min_perturbations(with_split(load_run_config(config_files[0]), split), min_perturbations),
-        preprocess_mode,
+    config_file, run_config = entry_run_config(
+        dataset, model, config, split, min_perturbations, preprocess_mode
     )
-    check_devices(run_config, config_files[0])
+    config_files = [config_file]
+    check_devices(run_config, config_file)
     sams_config = None
     if compare_sams_vae:
         if model == "sams_vae":
             raise ConfigError("--compare-sams-vae compares a GPO-VAE run with SAMS-VAE; --model is sams_vae")
-        config_files.append(config_path(dataset, "sams_vae", None))
-        sams_config = with_preprocess_mode(
-            with_split(load_run_config(config_files[1]), split), preprocess_mode
-        )
+        sams_file, sams_config = entry_run_config(dataset, "sams_vae", None, split, None, preprocess_mode)
+        config_files.append(sams_file)
     references = network_files(networks)
-    if is_local_dataset(dataset):
-        check_local_screen(dataset, layout, summary_stats)  # seconds: labels, controls, batches
-    spec = acquire(
-        dataset,
-        results_dir,
-        seed,
-        synthetic_preset,
-        data_dir,
-        cache_dir,
-        layout,
-        summary_stats,
-        summary_sheet,
-    )
-    out = Path(results_dir, dataset_slug(dataset))
+    spec = screen.acquire()
+    out = screen.out
     summary = summarise_dataset(spec, str(out / "dataset_summary.json"))
     preprocess = to_dict(run_config.preprocess)
     picks = None
@@ -211,6 +171,7 @@ def main(
 # An entry point returns the files its body read by path (configs, sweep file, run records) as
 # Files: redun re-runs the body when one of them changed and serves it from cache otherwise.
 @task()
+@shared_options_doc
 def sweep(
     dataset: str = "synthetic",
     sweep: str = "configs/sweeps/grn_loss.yaml",
@@ -249,20 +210,7 @@ def sweep(
       --synthetic-preset (default) a simulated screen: default, rpe1, panel, crispra,
                                    combinatorial, nonadditive, batches, counts_layer, guides,
                                    low_cells, glioma, crispra_panel, cascade, feedback
-      --data-dir (none)            folder holding downloaded archives or their files
-      --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
-      --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
-      --control-label (non-targeting)  label of control cells, matched ignoring case (own .h5ad)
-      --counts-layer (auto)        where the raw counts are: auto (X if counts, else a counts
-                                   layer, else .raw), X, raw, or a layer name
-      --batch-key (none)           obs column of the batch / cell line: QC, pairing and ATEs
-                                   within batch, the batch a covariate of the model
-      --guide-pattern (auto)       regex mapping guide labels to genes (group 'gene'); auto
-                                   maps GENE_1, GENE_2 when every label has such a suffix; none
-      --combination-separator (+)  separates the genes of a multi-gene label (A+B)
-      --duplicate-genes (sum)      a symbol on several columns: sum, first, or error
-      --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
-      --summary-sheet (none)       its sheet, for a workbook with several
+      {screen_options}
       --networks (none)            comma-separated reference network files for the GRN benchmark
       --executor (default)         redun executor of preprocess, train and evaluate calls
       --train-executor (none)      executor of training only (none: --executor), e.g. a GPU one
@@ -277,46 +225,17 @@ def sweep(
     evaluations are content-addressed and cached, so extending a sweep trains only new points.
     """
     debug_mode(debug)
-    layout = screen_layout(
-        perturbation_key,
-        control_label,
-        counts_layer,
-        batch_key,
-        guide_pattern,
-        combination_separator,
-        duplicate_genes,
-    )
-    check_executors(executor=executor, train_executor=train_executor)
-    check_synthetic_preset(synthetic_preset)
-    check_results_dir(results_dir)
-    spec: SweepSpec = load_sweep(sweep)
-    points = expand_sweep(spec)
-    base = config_path(dataset, model, config)
-    run_configs = sweep_point_configs(base, sweep, points)
-    for point_config in run_configs:
-        check_devices(point_config, base)
-    width = spec.max_concurrent if max_concurrent is None else max_concurrent
-    project = wandb_project or spec.wandb_project
-    if project:
-        require_wandb("--wandb-project / the sweep's wandb_project is set")  # before any training
-    if width < 1:
-        given = "--max-concurrent" if max_concurrent is not None else f"{sweep}: max_concurrent"
-        raise ConfigError(f"{given} {width}: give at least 1 (the points trained at once)")
-    references = network_files(networks)
-    if is_local_dataset(dataset):
-        check_local_screen(dataset, layout, summary_stats)
-    data = acquire(
-        dataset,
-        results_dir,
-        seed,
-        synthetic_preset,
-        data_dir,
-        cache_dir,
-        layout,
-        summary_stats,
+    screen = Screen.from_options(
+        dataset, results_dir, seed, synthetic_preset, data_dir, cache_dir, perturbation_key, control_label,
+        counts_layer, batch_key, guide_pattern, combination_separator, duplicate_genes, summary_stats,
         summary_sheet,
-    )
-    out = Path(results_dir, dataset_slug(dataset))
+    )  # fmt: skip
+    check_executors(executor=executor, train_executor=train_executor)
+    plan = SweepPlan.from_options(sweep, config_path(dataset, model, config), max_concurrent, wandb_project)
+    spec, points, base, run_configs = plan.spec, plan.points, plan.base, plan.run_configs
+    references = network_files(networks)
+    data = screen.acquire()
+    out = screen.out
     summary = summarise_dataset(data, str(out / "dataset_summary.json"))
     groups = preprocess_groups(run_configs)  # one preprocessing per distinct preprocess section
     firsts = [groups.index(group) for group in range(max(groups) + 1)]
@@ -336,7 +255,7 @@ def sweep(
     }
     results: list[Any] = []
     previous: Any = None
-    for wave in chunks(list(range(len(points))), width):
+    for wave in chunks(list(range(len(points))), plan.width):
         previous = sweep_wave(
             [point_artifacts[i] for i in wave],
             [training_sections(run_configs[i]) for i in wave],
@@ -356,7 +275,9 @@ def sweep(
         "goal": spec.goal,
         "description": spec.description,
     }
-    board = leaderboard(sweep_info, described, flatten(results), str(out / "sweeps" / spec.name), project)
+    board = leaderboard(
+        sweep_info, described, flatten(results), str(out / "sweeps" / spec.name), plan.project
+    )
     return {
         "points": len(points),
         "waves": len(results),

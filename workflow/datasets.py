@@ -17,7 +17,7 @@ from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.registry import get_dataset_record, is_local_dataset
 from gpo_vae.errors import InputFileError
 from gpo_vae.preprocessing.config import PreprocessMode, SplitConfig
-from gpo_vae.run_config import RunConfig
+from gpo_vae.run_config import RunConfig, load_run_config
 from tasks.acquire import fetch_published_dataset, prepare_local_dataset, simulate_dataset
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -288,3 +288,131 @@ def with_min_perturbations(run_config: RunConfig, minimum: int | None) -> RunCon
     if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
         raise ConfigError(f"--min-perturbations {minimum!r}: give a whole number of at least 1")
     return _with_preprocess(run_config, "filters.min_perturbations", minimum)
+
+
+@dataclasses.dataclass(frozen=True)
+class Screen:
+    """The screen an entry point was asked for, resolved once from its options.
+
+    ``main``, ``sweep`` and ``inspect`` build it first (:meth:`from_options`: the layout and the
+    results folder checked before anything runs) and read the dataset through it.
+    """
+
+    dataset: str
+    results_dir: str
+    seed: int
+    synthetic_preset: str
+    data_dir: str | None
+    cache_dir: str | None
+    layout: ScreenLayout
+    summary_stats: str | None
+    summary_sheet: str | None
+
+    @classmethod
+    def from_options(
+        cls,
+        dataset: str,
+        results_dir: str,
+        seed: int,
+        synthetic_preset: str,
+        data_dir: str | None,
+        cache_dir: str | None,
+        perturbation_key: str,
+        control_label: str,
+        counts_layer: str,
+        batch_key: str | None,
+        guide_pattern: str,
+        combination_separator: str,
+        duplicate_genes: str,
+        summary_stats: str | None,
+        summary_sheet: str | None,
+    ) -> "Screen":
+        layout = screen_layout(
+            perturbation_key,
+            control_label,
+            counts_layer,
+            batch_key,
+            guide_pattern,
+            combination_separator,
+            duplicate_genes,
+        )
+        check_synthetic_preset(synthetic_preset)
+        check_results_dir(results_dir)
+        return cls(
+            dataset,
+            results_dir,
+            seed,
+            synthetic_preset,
+            data_dir,
+            cache_dir,
+            layout,
+            summary_stats,
+            summary_sheet,
+        )
+
+    @property
+    def out(self) -> Path:
+        """``<results-dir>/<dataset>/``: where every stage of this screen writes."""
+        return Path(self.results_dir, dataset_slug(self.dataset))
+
+    def acquire(self) -> Any:
+        """The dataset's files (a lazy redun value); a screen of the user's own is read first
+        (labels, controls, batches: seconds), so a wrong option stops before any stage runs."""
+        if is_local_dataset(self.dataset):
+            check_local_screen(self.dataset, self.layout, self.summary_stats)
+        return acquire(
+            self.dataset,
+            self.results_dir,
+            self.seed,
+            self.synthetic_preset,
+            self.data_dir,
+            self.cache_dir,
+            self.layout,
+            self.summary_stats,
+            self.summary_sheet,
+        )
+
+
+def entry_run_config(
+    dataset: str,
+    model: str,
+    config: str | None,
+    split: str | None,
+    min_perturbations: int | None,
+    preprocess_mode: str | None,
+) -> tuple[Path, RunConfig]:
+    """The run config file of an entry point (``--config`` or the shipped one) and its validated
+    contents with ``--split``, ``--min-perturbations`` and ``--preprocess-mode`` applied."""
+    path = config_path(dataset, model, config)
+    run_config = with_split(load_run_config(path), split)
+    run_config = with_preprocess_mode(with_min_perturbations(run_config, min_perturbations), preprocess_mode)
+    return path, run_config
+
+
+#: The options ``main``, ``sweep`` and ``inspect`` share, as their docstrings list them
+#: (:func:`shared_options_doc` puts them where a docstring says ``{screen_options}``).
+SCREEN_OPTIONS = """\
+      --data-dir (none)            folder holding downloaded archives or their files
+      --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
+      --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
+      --control-label (non-targeting)  label of control cells, matched ignoring case (own .h5ad)
+      --counts-layer (auto)        where the raw counts are: auto (X if counts, else a counts
+                                   layer, else .raw), X, raw, or a layer name
+      --batch-key (none)           obs column of the batch / cell line: QC, pairing and ATEs
+                                   within batch, the batch a covariate of the model
+      --guide-pattern (auto)       regex mapping guide labels to genes (group 'gene'); auto
+                                   maps GENE_1, GENE_2 when every label has such a suffix; none
+      --combination-separator (+)  separates the genes of a multi-gene label (A+B)
+      --duplicate-genes (sum)      a symbol on several columns: sum, first, or error
+      --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
+      --summary-sheet (none)       its sheet, for a workbook with several
+"""
+
+
+def shared_options_doc(func: Any) -> Any:
+    """``func`` with :data:`SCREEN_OPTIONS` in its docstring where it says ``{screen_options}``."""
+    marker = "      {screen_options}\n"
+    if marker not in (func.__doc__ or ""):
+        raise ValueError(f"{func.__name__}'s docstring has no {marker.strip()} line")
+    func.__doc__ = func.__doc__.replace(marker, SCREEN_OPTIONS)
+    return func

@@ -8,7 +8,6 @@ from typing import Any
 from redun import File, task
 
 from gpo_vae.config import to_dict
-from gpo_vae.data.registry import is_local_dataset
 from gpo_vae.errors import DamagedFileError, InputFileError
 from gpo_vae.io import read_json
 from gpo_vae.presets import find_preset
@@ -17,19 +16,15 @@ from tasks.evaluate import evaluate_run_task, summarise_run
 from tasks.preprocess import inspect_dataset
 from workflow.datasets import (
     CONFIG_DIR,
-    acquire,
+    Screen,
     check_executors,
-    check_local_screen,
     check_results_dir,
-    config_path,
     debug_mode,
+    entry_run_config,
     network_files,
     read_files,
     require_file,
-    screen_layout,
-    with_min_perturbations,
-    with_preprocess_mode,
-    with_split,
+    shared_options_doc,
 )
 from workflow.sweep_support import find_artifact, recorded_dataset_files
 
@@ -141,6 +136,7 @@ def evaluate(
 
 
 @task()
+@shared_options_doc
 def inspect(
     dataset: str = "synthetic",
     model: str = "gpo_vae_plus",
@@ -190,51 +186,19 @@ def inspect(
                                    the cells, perturbations, DE genes, split and pairing of a
                                    file the GPO-VAE authors processed (auto does so when it
                                    recognises one); ours runs our own preprocessing on any file
-      --data-dir (none)            folder holding downloaded archives or their files
-      --cache-dir (none)           download cache ($GPO_VAE_CACHE or ~/.cache/gpo_vae)
-      --perturbation-key (gene)    obs column naming each cell's perturbation (own .h5ad)
-      --control-label (non-targeting)  label of control cells, matched ignoring case (own .h5ad)
-      --counts-layer (auto)        where the raw counts are: auto (X if counts, else a counts
-                                   layer, else .raw), X, raw, or a layer name
-      --batch-key (none)           obs column of the batch / cell line: QC, pairing and ATEs
-                                   within batch, the batch a covariate of the model
-      --guide-pattern (auto)       regex mapping guide labels to genes (group 'gene'); auto
-                                   maps GENE_1, GENE_2 when every label has such a suffix; none
-      --combination-separator (+)  separates the genes of a multi-gene label (A+B)
-      --duplicate-genes (sum)      a symbol on several columns: sum, first, or error
-      --summary-stats (none)       summary statistics file (own .h5ad; else computed from cells)
-      --summary-sheet (none)       its sheet, for a workbook with several
+      {screen_options}
       --debug (false)              show the task traceback of an input error too
     """
     debug_mode(debug)
-    layout = screen_layout(
-        perturbation_key,
-        control_label,
-        counts_layer,
-        batch_key,
-        guide_pattern,
-        combination_separator,
-        duplicate_genes,
-    )
-    check_results_dir(results_dir)
-    config_file = config_path(dataset, model, config)
-    run_config = with_preprocess_mode(
-        with_min_perturbations(with_split(load_run_config(config_file), split), min_perturbations),
-        preprocess_mode,
-    )
-    if is_local_dataset(dataset):
-        check_local_screen(dataset, layout, summary_stats)
-    spec = acquire(
-        dataset,
-        results_dir,
-        seed,
-        synthetic_preset,
-        data_dir,
-        cache_dir,
-        layout,
-        summary_stats,
+    screen = Screen.from_options(
+        dataset, results_dir, seed, synthetic_preset, data_dir, cache_dir, perturbation_key, control_label,
+        counts_layer, batch_key, guide_pattern, combination_separator, duplicate_genes, summary_stats,
         summary_sheet,
+    )  # fmt: skip
+    config_file, run_config = entry_run_config(
+        dataset, model, config, split, min_perturbations, preprocess_mode
     )
+    spec = screen.acquire()
     return {
         "inspect": inspect_dataset(spec, to_dict(run_config.preprocess)),
         "inputs": read_files([config_file]),

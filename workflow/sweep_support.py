@@ -1,5 +1,8 @@
 """Helpers of the ``sweep`` and ``evaluate`` entry points (plain functions, no redun tasks)."""
 
+from __future__ import annotations
+
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -7,7 +10,8 @@ from typing import Any
 from gpo_vae.config import ConfigError, to_dict
 from gpo_vae.errors import InputFileError
 from gpo_vae.run_config import RunConfig, load_run_config
-from gpo_vae.sweeps import point_label
+from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_label
+from gpo_vae.wandb_logging import require_wandb
 
 
 def sweep_point_configs(base: Path, sweep_path: str, points: list[dict[str, Any]]) -> list[RunConfig]:
@@ -73,3 +77,36 @@ def recorded_dataset_files(dataset_results: Path) -> dict[str, Any]:
         elif value and Path(value).is_file():
             found[key] = value
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """A sweep file read and checked before anything runs: its points' run configs (from the
+    base config ``base``), the points trained at once, and the wandb project (or None)."""
+
+    spec: SweepSpec
+    points: list[dict[str, Any]]
+    base: Path
+    run_configs: list[RunConfig]
+    width: int
+    project: str | None
+
+    @classmethod
+    def from_options(
+        cls, sweep: str, base: Path, max_concurrent: int | None, wandb_project: str | None
+    ) -> SweepPlan:
+        from workflow.datasets import check_devices
+
+        spec = load_sweep(sweep)
+        points = expand_sweep(spec)
+        run_configs = sweep_point_configs(base, sweep, points)
+        for point_config in run_configs:
+            check_devices(point_config, base)
+        width = spec.max_concurrent if max_concurrent is None else max_concurrent
+        project = wandb_project or spec.wandb_project
+        if project:
+            require_wandb("--wandb-project / the sweep's wandb_project is set")  # before any training
+        if width < 1:
+            given = "--max-concurrent" if max_concurrent is not None else f"{sweep}: max_concurrent"
+            raise ConfigError(f"{given} {width}: give at least 1 (the points trained at once)")
+        return cls(spec, points, base, run_configs, width, project)
