@@ -150,10 +150,12 @@ def main() -> None:
                     }
                 cells = _input_cells(folder)
                 rows.append({"factor": factor, "cells": cells, "stage": stage, **result})
-                error = f"  FAILED {result['error']}" if "error" in result else ""
+                note = f"  FAILED {result['error']}" if "error" in result else ""
+                if stage == "preprocess" and not note:
+                    note = _kept(folder)
                 print(
                     f"x{factor:<5g} {cells:>10,} cells  {stage:<11}{result['seconds']:9.1f} s"
-                    f"{result['peak_gb']:8.2f} GB{error}",
+                    f"{result['peak_gb']:8.2f} GB{note}",
                     flush=True,
                 )
     print(_growth(rows))
@@ -164,6 +166,18 @@ def _input_cells(folder: Path) -> int:
 
     metadata = folder / "data" / "dataset.json"
     return int(json.loads(metadata.read_text())["n_cells"]) if metadata.is_file() else 0
+
+
+def _kept(folder: Path) -> str:
+    """Cells and nodes the preprocessing kept (the filters drop more perturbations when each has
+    fewer cells, so kept cells do not grow in proportion)."""
+    import json
+
+    record = folder / "artifact" / "record.json"
+    if not record.is_file():
+        return ""
+    output = json.loads(record.read_text())["output"]
+    return f"  (kept {output['cells']:,} cells, {output['nodes']} nodes)"
 
 
 def _growth(rows: list[dict]) -> str:
