@@ -165,27 +165,6 @@ def check_devices(run_config: RunConfig, path: Path) -> None:
         )
 
 
-def screen_layout(
-    perturbation_key: str,
-    control_label: str,
-    counts_layer: str,
-    batch_key: str | None,
-    guide_pattern: str,
-    combination_separator: str,
-    duplicate_genes: str,
-) -> ScreenLayout:
-    """The layout options of an entry point, validated (an impossible value names the option)."""
-    return ScreenLayout(
-        perturbation_key=perturbation_key,
-        control_label=control_label,
-        counts_layer=counts_layer,
-        batch_key=batch_key or None,
-        guide_pattern=guide_pattern,
-        combination_separator=combination_separator,
-        duplicate_genes=duplicate_genes,  # type: ignore[arg-type]
-    )
-
-
 def check_local_screen(dataset: str, layout: ScreenLayout, summary_stats: str | None) -> dict[str, Any]:
     """Read the labels of a user's screen (obs and var only, seconds) before anything runs.
 
@@ -205,39 +184,6 @@ def check_local_screen(dataset: str, layout: ScreenLayout, summary_stats: str | 
     if error is not None:
         raise error
     return summary
-
-
-def acquire(
-    dataset: str,
-    results_dir: str,
-    seed: int,
-    synthetic_preset: str,
-    data_dir: str | None,
-    cache_dir: str | None,
-    layout: ScreenLayout,
-    summary_stats: str | None,
-    summary_sheet: str | None,
-) -> Any:
-    """The acquisition stage for any kind of dataset (a lazy redun expression)."""
-    if is_local_dataset(dataset):
-        return prepare_local_dataset(
-            File(str(Path(dataset).resolve())),
-            str(Path(results_dir, dataset_slug(dataset), "data")),
-            layout.to_dict(),
-            File(str(Path(summary_stats).resolve())) if summary_stats else None,
-            summary_sheet,
-        )
-    record = get_dataset_record(dataset)
-    # a registered dataset names its own column and control label; the other options apply
-    options = {
-        **layout.to_dict(),
-        "perturbation_key": record.perturbation_key,
-        "control_label": record.control_label,
-    }
-    if record.simulated:
-        out_dir = Path(results_dir, "synthetic", f"data-{synthetic_preset}-seed{seed}")
-        return simulate_dataset(str(out_dir), synthetic_preset, seed, options)
-    return fetch_published_dataset(dataset, data_dir, cache_dir, options)
 
 
 SPLIT_MODES = get_args(get_type_hints(SplitConfig)["mode"])
@@ -327,14 +273,14 @@ class Screen:
         summary_stats: str | None,
         summary_sheet: str | None,
     ) -> "Screen":
-        layout = screen_layout(
-            perturbation_key,
-            control_label,
-            counts_layer,
-            batch_key,
-            guide_pattern,
-            combination_separator,
-            duplicate_genes,
+        layout = ScreenLayout(  # validated: an impossible value names the option
+            perturbation_key=perturbation_key,
+            control_label=control_label,
+            counts_layer=counts_layer,
+            batch_key=batch_key or None,
+            guide_pattern=guide_pattern,
+            combination_separator=combination_separator,
+            duplicate_genes=duplicate_genes,  # type: ignore[arg-type]
         )
         check_synthetic_preset(synthetic_preset)
         check_results_dir(results_dir)
@@ -360,17 +306,24 @@ class Screen:
         (labels, controls, batches: seconds), so a wrong option stops before any stage runs."""
         if is_local_dataset(self.dataset):
             check_local_screen(self.dataset, self.layout, self.summary_stats)
-        return acquire(
-            self.dataset,
-            self.results_dir,
-            self.seed,
-            self.synthetic_preset,
-            self.data_dir,
-            self.cache_dir,
-            self.layout,
-            self.summary_stats,
-            self.summary_sheet,
-        )
+            return prepare_local_dataset(
+                File(str(Path(self.dataset).resolve())),
+                str(self.out / "data"),
+                self.layout.to_dict(),
+                File(str(Path(self.summary_stats).resolve())) if self.summary_stats else None,
+                self.summary_sheet,
+            )
+        record = get_dataset_record(self.dataset)
+        # a registered dataset names its own column and control label; the other options apply
+        options = {
+            **self.layout.to_dict(),
+            "perturbation_key": record.perturbation_key,
+            "control_label": record.control_label,
+        }
+        if record.simulated:
+            out_dir = Path(self.results_dir, "synthetic", f"data-{self.synthetic_preset}-seed{self.seed}")
+            return simulate_dataset(str(out_dir), self.synthetic_preset, self.seed, options)
+        return fetch_published_dataset(self.dataset, self.data_dir, self.cache_dir, options)
 
 
 def entry_run_config(
