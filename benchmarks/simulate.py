@@ -30,6 +30,7 @@ from gpo_vae.data.synthetic import (
     PRESETS,
     SyntheticConfig,
     SyntheticScreen,
+    report_unmeasured_knockdown,
     save_synthetic_dataset,
     saved_layout,
     simulate_perturbseq,
@@ -82,7 +83,8 @@ def run(preset: str, out: Path | None, seed: int, overrides: dict | None = None)
     start = time.perf_counter()
     screen = simulate_perturbseq(config)
     simulated = time.perf_counter()
-    stats = compute_summary_stats(screen.adata, progress=False)
+    # as write_synthetic_dataset makes them, so a dataset saved with --out is the workflow's
+    stats = report_unmeasured_knockdown(compute_summary_stats(screen.adata, progress=False), screen)
     summarised = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out.parent if out else None) as scratch:
         target = out if out else Path(scratch) / "synthetic"
