@@ -61,7 +61,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             sqlite = WorkflowSandbox.create(Path(scratch))
             if options.tiny:
-                from tests.test_workflow_main import TINY_SECTIONS
+                from tests.workflow_sandbox import TINY_SECTIONS
 
                 sqlite.shrink_configs(TINY_SECTIONS, ("gpo_vae_synthetic",))
             report("sqlite: cold", *timed(sqlite, args))
