@@ -145,6 +145,19 @@ def deg_in_chunks(
     return run_deg_chunks(plan, executor)
 
 
+def preprocessed(
+    dataset: DatasetSpec,
+    config: dict[str, Any],
+    out_root: str,
+    deg_chunk_size: int = 0,
+    executor: str = "default",
+) -> Any:
+    """The artifact of ``dataset`` (a lazy value): :func:`preprocess_dataset` on ``executor``,
+    its DE test first spread as jobs of ``deg_chunk_size`` perturbations when that is > 0."""
+    picks = deg_in_chunks(dataset, config, out_root, deg_chunk_size, executor) if deg_chunk_size else None
+    return preprocess_dataset.options(executor=executor)(dataset, config, out_root, picks)
+
+
 @task(version="2", cache=False)
 def inspect_dataset(dataset: DatasetSpec, config: dict[str, Any]) -> str:
     """Print what preprocessing would do with ``dataset`` (never cached: it prints); return its

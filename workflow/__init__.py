@@ -14,7 +14,7 @@ from gpo_vae.run_config import RunConfig
 from gpo_vae.sweeps import point_id, point_label
 from tasks.acquire import summarise_dataset
 from tasks.evaluate import evaluate_run_task, summarise_run
-from tasks.preprocess import deg_in_chunks, preprocess_dataset
+from tasks.preprocess import preprocessed
 from tasks.sweep import leaderboard, sweep_wave
 from tasks.train import train_run
 from workflow.datasets import (
@@ -137,12 +137,7 @@ def main(
     out = screen.out
     summary = summarise_dataset(spec, str(out / "dataset_summary.json"))
     preprocess = to_dict(run_config.preprocess)
-    picks = None
-    if deg_chunk_size:
-        picks = deg_in_chunks(spec, preprocess, str(out / "preprocessed"), deg_chunk_size, executor)
-    artifact = preprocess_dataset.options(executor=executor)(
-        spec, preprocess, str(out / "preprocessed"), picks
-    )
+    artifact = preprocessed(spec, preprocess, str(out / "preprocessed"), deg_chunk_size, executor)
     train = train_run.options(executor=train_executor or executor)
     trained = train(artifact, training_sections(run_config), str(out / "runs"))
     sams = train(artifact, training_sections(sams_config), str(out / "runs")) if sams_config else None
@@ -195,6 +190,7 @@ def sweep(
     executor: str = "default",
     train_executor: str | None = None,
     max_concurrent: int | None = None,
+    deg_chunk_size: int = 0,
     wandb_project: str | None = None,
     debug: bool = False,
 ) -> dict[str, Any]:
@@ -216,6 +212,8 @@ def sweep(
       --train-executor (none)      executor of training only (none: --executor), e.g. a GPU one
       --max-concurrent (none)      points trained at once (none: the sweep file's max_concurrent);
                                    the points run in waves of this size, a wave after the last
+      --deg-chunk-size (0)         0: the DE test runs inside preprocessing; N: as redun jobs of N
+                                   perturbations each on --executor (as main's option)
       --wandb-project (none)       also log points and leaderboard to this wandb project (none:
                                    the sweep file's wandb_project; needs the wandb extra;
                                    $WANDB_MODE, default offline); the sweep never needs wandb
@@ -231,6 +229,7 @@ def sweep(
         summary_sheet,
     )  # fmt: skip
     check_executors(executor=executor, train_executor=train_executor)
+    check_deg_chunk_size(deg_chunk_size)
     plan = SweepPlan.from_options(sweep, config_path(dataset, model, config), max_concurrent, wandb_project)
     spec, points, base, run_configs = plan.spec, plan.points, plan.base, plan.run_configs
     references = network_files(networks)
@@ -240,8 +239,8 @@ def sweep(
     groups = preprocess_groups(run_configs)  # one preprocessing per distinct preprocess section
     firsts = [groups.index(group) for group in range(max(groups) + 1)]
     group_artifacts = [
-        preprocess_dataset.options(executor=executor)(
-            data, to_dict(run_configs[first].preprocess), str(out / "preprocessed")
+        preprocessed(
+            data, to_dict(run_configs[first].preprocess), str(out / "preprocessed"), deg_chunk_size, executor
         )
         for first in firsts
     ]
