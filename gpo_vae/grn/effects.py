@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gpo_vae.grn.baselines import deconvolution_scores
-from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr
+from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr, on_disk
 
 #: Logit of the diagonal (a perturbation acts on its own latent dimension) in the effect prior.
 SELF_LOGIT = 3.0
@@ -41,6 +41,16 @@ def _log_normalised(counts: sp.csr_matrix, columns: np.ndarray, target_sum: floa
     scale = np.divide(target_sum, library, out=np.zeros_like(library), where=library > 0)
     block = counts[:, columns].toarray().astype(np.float64)
     return np.log2(1.0 + block * scale[:, None])
+
+
+def _log_normalised_rows(counts: Any, rows: np.ndarray, columns: np.ndarray, target_sum: float) -> np.ndarray:
+    """:func:`_log_normalised` of ``counts[rows]``; counts left on disk are read a block of rows at
+    a time (the values are per row, so the same)."""
+    if not on_disk(counts):
+        return _log_normalised(as_csr(counts)[rows], columns, target_sum)
+    size = counts.block_cells
+    parts = [_log_normalised(counts[rows[i : i + size]], columns, target_sum) for i in range(0, rows.size, size)]
+    return np.vstack(parts) if parts else np.zeros((0, columns.size))
 
 
 def effect_zscores(
@@ -70,7 +80,7 @@ def effect_zscores(
         return z
     dose = as_csr(dosage)[rows]
     doses_per_cell = np.diff(dose.indptr)
-    expression = _log_normalised(as_csr(counts)[rows], columns[measured], target_sum)
+    expression = _log_normalised_rows(counts, rows, columns[measured], target_sum)
     codes = np.zeros(rows.size, dtype=np.int64) if batch_codes is None else np.asarray(batch_codes)[rows]
     control = doses_per_cell == 0
     standardised = np.zeros_like(expression)
