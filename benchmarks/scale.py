@@ -12,7 +12,8 @@ included):
   as drawn, the summary statistics read back from disk;
 - preprocess: ``build_artifact`` as ``main`` runs it (counts read a block of cells at a time);
 - epoch: one training epoch of ``configs/gpo_vae_plus_rpe1.yaml`` (``max_epochs: 1``), its counts
-  placed by ``--counts`` (``auto``: in memory while they take ≤ 1/4 of the memory available);
+  placed by ``--counts`` (``auto``: in memory while they take ≤ 1/4 of the memory available;
+  ``disk``: each batch read from the artifact, memory bounded), in ``run-<counts>``;
 - evaluate: ``evaluate_run`` of that run with the config's evaluation settings except
   ``--generated`` cells per perturbation (the published 2,500 make it a generation benchmark).
 
@@ -85,14 +86,14 @@ def epoch(folder: str, counts: str) -> dict:
         Path(folder) / "artifact",
         config.model,
         config.training,
-        Path(folder) / "run",
+        Path(folder) / f"run-{counts}",
         progress=False,
         counts=counts,
     )
     return {"seconds": time.perf_counter() - start, "peak_gb": _peak_gb()}
 
 
-def evaluate(folder: str, generated: int) -> dict:
+def evaluate(folder: str, generated: int, counts: str) -> dict:
     from gpo_vae.evaluation.run import evaluate_run
     from gpo_vae.run_config import load_run_config
 
@@ -100,9 +101,9 @@ def evaluate(folder: str, generated: int) -> dict:
     start = time.perf_counter()
     evaluate_run(
         Path(folder) / "artifact",
-        Path(folder) / "run",
+        Path(folder) / f"run-{counts}",
         config.evaluation,
-        Path(folder) / "evaluation",
+        Path(folder) / f"evaluation-{counts}",
         progress=False,
     )
     return {"seconds": time.perf_counter() - start, "peak_gb": _peak_gb()}
@@ -137,7 +138,7 @@ def main() -> None:
                 "simulate": (simulate, str(folder), factor),
                 "preprocess": (preprocess, str(folder)),
                 "epoch": (epoch, str(folder), args.counts),
-                "evaluate": (evaluate, str(folder), args.generated),
+                "evaluate": (evaluate, str(folder), args.generated, args.counts),
             }
             for stage in stages:
                 try:
