@@ -49,7 +49,9 @@ def _log_normalised_rows(counts: Any, rows: np.ndarray, columns: np.ndarray, tar
     if not on_disk(counts):
         return _log_normalised(as_csr(counts)[rows], columns, target_sum)
     size = counts.block_cells
-    parts = [_log_normalised(counts[rows[i : i + size]], columns, target_sum) for i in range(0, rows.size, size)]
+    parts = [
+        _log_normalised(counts[rows[i : i + size]], columns, target_sum) for i in range(0, rows.size, size)
+    ]
     return np.vstack(parts) if parts else np.zeros((0, columns.size))
 
 
