@@ -153,10 +153,10 @@ def main() -> None:
 
 def _deg_in_chunks(inputs: tuple, size: int, out: Path, sampler: RssSampler, start: float) -> dict:
     """Plan the DE chunks and run them in turn, printing their seconds and peaks; their picks."""
-    from gpo_vae.preprocessing.deg_chunks import deg_chunk_picks
+    from gpo_vae.preprocessing.deg_chunks import deg_chunk_picks, plan_deg_of_file
 
     clock = sampler.start_time
-    chunks = pipeline.plan_deg_of_file(*inputs, size, out)
+    chunks = plan_deg_of_file(*inputs, size, out)
     planned = time.perf_counter()
     picks, seconds = {}, []
     for chunk in chunks:

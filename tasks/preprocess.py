@@ -89,9 +89,9 @@ def plan_deg_chunks(
     dataset: DatasetSpec, config: dict[str, Any], out_root: str, perturbations_per_chunk: int
 ) -> list[list[str]]:
     """The DE test of ``dataset`` as chunks of perturbations: ``[fingerprint, spec path]`` each
-    (:func:`gpo_vae.preprocessing.pipeline.plan_deg_of_file`); empty when preprocessing tests
+    (:func:`gpo_vae.preprocessing.deg_chunks.plan_deg_of_file`); empty when preprocessing tests
     nothing itself (DE genes shipped with the file)."""
-    from gpo_vae.preprocessing.pipeline import plan_deg_of_file
+    from gpo_vae.preprocessing.deg_chunks import plan_deg_of_file
 
     counts, stats, sheet, preprocess_config, layout, missing = screen_inputs(dataset, config)
     chunks = plan_deg_of_file(

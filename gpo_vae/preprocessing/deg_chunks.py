@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gpo_vae.data.on_disk import CountsOnDisk
+from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
+from gpo_vae.data.layout import ScreenLayout
+from gpo_vae.data.on_disk import BLOCK_CELLS, CountsOnDisk
 from gpo_vae.io import write_bytes_atomic
+from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.deg import fc3_genes, rank_genes_on_disk
 
 logger = logging.getLogger(__name__)
@@ -152,3 +155,48 @@ def deg_chunk_picks(spec_path: str | Path) -> dict[str, str]:
     )
     _, picks = fc3_genes(table, lfc=settings["lfc"], pval_adj=settings["pval_adj"])
     return {str(group): str(gene) for group, gene in picks.items()}
+
+
+def plan_deg_of_file(
+    counts_path: str | Path,
+    stats_path: str | Path | None,
+    sheet: str | None,
+    config: PreprocessConfig,
+    perturbations_per_chunk: int,
+    out_dir: str | Path,
+    layout: ScreenLayout | None = None,
+    missing_stats: str | None = None,
+    block_cells: int = BLOCK_CELLS,
+) -> list[Any]:
+    """The DE test of a counts file as chunks of perturbations
+    (:func:`plan_deg_chunks`), their specs saved in ``out_dir``.
+
+    The filters and splits are those :func:`~gpo_vae.preprocessing.pipeline.build_artifact` computes. Empty when the DE genes are
+    not tested here: shipped with a published file, or ``deg.restrict_to_hvg`` (its HVGs need
+    every training cell at once); :func:`~gpo_vae.preprocessing.pipeline.build_artifact` then runs its own test.
+    """
+    from gpo_vae.preprocessing.pipeline import _filtered_file, cell_batches, screen_splits
+
+    kept, counts, _, _, _, shipped = _filtered_file(
+        counts_path, stats_path, sheet, config, layout, False, missing_stats, block_cells
+    )
+    if (shipped is not None and shipped.deg_column is not None) or config.deg.restrict_to_hvg:
+        return []
+    labels = kept.obs[PERTURBATION_KEY].astype(str).to_numpy()
+    split = screen_splits(kept, labels, cell_batches(kept), config, shipped)[0]
+    settings = {
+        "target_sum": float(config.target_sum),
+        "tie_correct": bool(config.deg.tie_correct),
+        "lfc": float(config.deg.lfc),
+        "pval_adj": float(config.deg.pval_adj),
+    }
+    return plan_deg_chunks(
+        counts,
+        labels,
+        split == "train",
+        CONTROL_LABEL,
+        kept.var_names,
+        settings,
+        perturbations_per_chunk,
+        out_dir,
+    )

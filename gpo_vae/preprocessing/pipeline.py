@@ -530,7 +530,7 @@ def build_artifact(
     that file, and the artifact's X is copied from it. Peak memory is set by the genes, the
     perturbations and ``block_cells`` (cells read at a time), not by the number of cells. The
     artifact has the same bytes as ``write_artifact(preprocess_files(...))``. ``deg_picks``: the
-    DE test's picks computed beforehand (:func:`plan_deg_of_file`), as :func:`preprocess_filtered`.
+    DE test's picks computed beforehand (:func:`~gpo_vae.preprocessing.deg_chunks.plan_deg_of_file`), as :func:`preprocess_filtered`.
     """
     from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
     from gpo_vae.io import full_disk_as_error, remove_stale_temps, require_space, temp_sibling
@@ -566,48 +566,3 @@ def build_artifact(
         return write_artifact(artifact, out_dir, counts=kept_counts)
     finally:
         scratch.unlink(missing_ok=True)
-
-
-def plan_deg_of_file(
-    counts_path: str | Path,
-    stats_path: str | Path | None,
-    sheet: str | None,
-    config: PreprocessConfig,
-    perturbations_per_chunk: int,
-    out_dir: str | Path,
-    layout: ScreenLayout | None = None,
-    missing_stats: str | None = None,
-    block_cells: int = BLOCK_CELLS,
-) -> list[Any]:
-    """The DE test of a counts file as chunks of perturbations
-    (:func:`~gpo_vae.preprocessing.deg_chunks.plan_deg_chunks`), their specs saved in ``out_dir``.
-
-    The filters and splits are those :func:`build_artifact` computes. Empty when the DE genes are
-    not tested here: shipped with a published file, or ``deg.restrict_to_hvg`` (its HVGs need
-    every training cell at once); :func:`build_artifact` then runs its own test.
-    """
-    from gpo_vae.preprocessing.deg_chunks import plan_deg_chunks
-
-    kept, counts, _, _, _, shipped = _filtered_file(
-        counts_path, stats_path, sheet, config, layout, False, missing_stats, block_cells
-    )
-    if (shipped is not None and shipped.deg_column is not None) or config.deg.restrict_to_hvg:
-        return []
-    labels = kept.obs[PERTURBATION_KEY].astype(str).to_numpy()
-    split = screen_splits(kept, labels, cell_batches(kept), config, shipped)[0]
-    settings = {
-        "target_sum": float(config.target_sum),
-        "tie_correct": bool(config.deg.tie_correct),
-        "lfc": float(config.deg.lfc),
-        "pval_adj": float(config.deg.pval_adj),
-    }
-    return plan_deg_chunks(
-        counts,
-        labels,
-        split == "train",
-        CONTROL_LABEL,
-        kept.var_names,
-        settings,
-        perturbations_per_chunk,
-        out_dir,
-    )

@@ -13,8 +13,8 @@ import scipy.sparse as sp
 from gpo_vae.data.on_disk import CountsOnDisk
 from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from gpo_vae.preprocessing.config import PreprocessConfig
-from gpo_vae.preprocessing.deg_chunks import deg_chunk_picks, row_fingerprints
-from gpo_vae.preprocessing.pipeline import build_artifact, plan_deg_of_file
+from gpo_vae.preprocessing.deg_chunks import deg_chunk_picks, plan_deg_of_file, row_fingerprints
+from gpo_vae.preprocessing.pipeline import build_artifact
 
 SHEET = "TabS_synthetic_summary_stat"
 
