@@ -142,6 +142,11 @@ def plan_deg_chunks(
 
 def deg_chunk_picks(spec_path: str | Path) -> dict[str, str]:
     """The FC3 pick of every perturbation of one chunk (those without a pick are absent)."""
+    if not Path(spec_path).is_file():
+        raise FileNotFoundError(
+            f"{spec_path}: the spec of this DE chunk is gone (its results folder was cleaned after the "
+            "plan was cached); run the same command again with `redun run --no-cache ...`"
+        )
     spec = pickle.loads(Path(spec_path).read_bytes())
     counts = CountsOnDisk(**spec["counts"])
     settings = spec["settings"]
@@ -167,13 +172,14 @@ def plan_deg_of_file(
     layout: ScreenLayout | None = None,
     missing_stats: str | None = None,
     block_cells: int = BLOCK_CELLS,
-) -> list[Any]:
-    """The DE test of a counts file as chunks of perturbations
-    (:func:`plan_deg_chunks`), their specs saved in ``out_dir``.
+) -> list[DegChunk]:
+    """The DE test of a counts file as chunks of perturbations (:func:`plan_deg_chunks`), their
+    specs saved in ``out_dir``.
 
-    The filters and splits are those :func:`~gpo_vae.preprocessing.pipeline.build_artifact` computes. Empty when the DE genes are
+    The filters and splits are those
+    :func:`~gpo_vae.preprocessing.pipeline.build_artifact` computes. Empty when the DE genes are
     not tested here: shipped with a published file, or ``deg.restrict_to_hvg`` (its HVGs need
-    every training cell at once); :func:`~gpo_vae.preprocessing.pipeline.build_artifact` then runs its own test.
+    every training cell at once); ``build_artifact`` then runs its own test.
     """
     from gpo_vae.preprocessing.pipeline import _filtered_file, cell_batches, screen_splits
 

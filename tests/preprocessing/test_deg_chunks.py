@@ -156,3 +156,8 @@ def test_a_bad_chunk_size_names_the_option(size):
         check_deg_chunk_size(size)
     check_deg_chunk_size(0)
     check_deg_chunk_size(50)
+
+
+def test_a_missing_spec_says_how_to_recover(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the same command again with `redun run --no-cache"):
+        deg_chunk_picks(tmp_path / "gone.pkl")
