@@ -321,9 +321,10 @@ def rows_by_group(
 
     In memory the rows are indexed directly. On disk, reading each group's scattered rows would
     read the file many times over, so one pass sorts the rows into batches of whole consecutive
-    groups (at most ``max_cells`` cells each, default five of its blocks, or one larger group) in a scratch file in
-    ``scratch_dir`` (default: the system's temporary folder; it takes about the file's counts
-    again, and is removed after), and each batch is read back whole. Memory is then one batch.
+    groups (at most ``max_cells`` cells each, default five of its blocks, or one larger group)
+    in a scratch file in ``scratch_dir`` (default: the system's temporary folder; it takes about
+    the file's counts again, and is removed after), and each batch is read back whole. Memory is
+    then one batch.
     """
     codes = np.asarray(codes, dtype=np.int64)
     n_groups = int(codes.max()) + 1 if codes.size and codes.max() >= 0 else 0

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import CONTROL_LABEL, GENE_ID_KEY, PERTURBATION_KEY, DataContractError
 from gpo_vae.data.labels import label_genes
+from gpo_vae.data.on_disk import CountsOnDisk, rows_by_group
 from gpo_vae.stats.anderson_darling import sort_reference, two_sample_tests
 from gpo_vae.stats.mad import mad_threshold, outside_threshold
 
@@ -168,8 +169,6 @@ def compute_summary_stats(
         alone and are NaN; ``core_control`` is False. The controls' row has no knockdown or
         DEG counts.
     """
-    from gpo_vae.data.on_disk import CountsOnDisk, rows_by_group
-
     if counts is None:
         counts = adata.X if sp.isspmatrix_csr(adata.X) else sp.csr_matrix(adata.X)
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
