@@ -23,7 +23,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gpo_vae.data.contract import CONTROL_LABEL
-from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr, library_size
+from gpo_vae.data.on_disk import stored_values
+from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr, library_size, on_disk, take_rows
 
 logger = logging.getLogger(__name__)
 
@@ -60,59 +61,110 @@ def group_means(
     to ``target_sum`` counts, then ``log2(1 + x)`` when ``log`` (else left linear), then squared
     when ``square`` (the second moment, for variances). A group without cells has NaN means.
     ``columns`` restricts the output to those genes (library sizes still count every gene).
+    ``X`` may be on disk (:class:`~gpo_vae.data.on_disk.CountsOnDisk`): its rows are read in the
+    blocks an in-memory matrix is cut into, so both give the same sums, bit for bit.
     """
     codes = np.asarray(codes, dtype=np.int64)
     if codes.shape != (X.shape[0],):
         raise ValueError(f"need one group code per cell: {codes.shape} codes for {X.shape[0]} cells")
-    dense_lib_in_blocks = not sp.issparse(X) and columns is None
-    factors = None if dense_lib_in_blocks else _scale_factors(library_size(X), target_sum)
+    if sp.issparse(X) or on_disk(X):
+        sums = _sparse_group_sums(X, codes, n_groups, target_sum, log, columns, square)
+    else:
+        sums = _dense_group_sums(np.asarray(X), codes, n_groups, target_sum, log, columns, square)
+    counts = np.bincount(codes[codes >= 0], minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    means[counts == 0] = np.nan
+    return means, counts
+
+
+def _indicator(block_codes: np.ndarray, keep: np.ndarray, n_groups: int) -> sp.csr_matrix:
+    return sp.csr_matrix((np.ones(keep.size), (block_codes[keep], keep)), shape=(n_groups, block_codes.size))
+
+
+def _sparse_group_sums(
+    X: Counts,
+    codes: np.ndarray,
+    n_groups: int,
+    target_sum: float,
+    log: bool,
+    columns: np.ndarray | None,
+    square: bool,
+) -> np.ndarray:
+    """Per-group sums of the transformed values of a sparse (in memory or on disk) matrix, one
+    block of about ``_BLOCK_NNZ`` stored values at a time."""
+    disk = on_disk(X)
+    if not disk:
+        X = as_csr(X)
+    n_cells = X.shape[0]
+    # in memory the scale factors come from the whole matrix, as they always have; on disk from
+    # each block (the same numbers for counts, whose row sums are exact)
+    factors = None if disk else _scale_factors(library_size(X), target_sum)
+    n_genes = X.shape[1] if columns is None else len(columns)
+    sums = np.zeros((n_groups, n_genes))
+    rows_per_block = max(1, int(_BLOCK_NNZ * n_cells // max(stored_values(X), 1)))
+    for start in range(0, n_cells, rows_per_block):
+        stop = min(start + rows_per_block, n_cells)
+        block_codes = codes[start:stop]
+        keep = np.flatnonzero(block_codes >= 0)
+        if keep.size == 0:
+            continue  # never read
+        if disk:
+            block = X[start:stop]
+            scale = _scale_factors(library_size(block), target_sum)
+            indices, indptr = block.indices, block.indptr
+            values = block.data
+        else:
+            lo, hi = X.indptr[start], X.indptr[stop]
+            scale = factors[start:stop]
+            # the block shares X's index arrays: only the transformed values are new
+            indices, indptr = X.indices[lo:hi], X.indptr[start : stop + 1] - lo
+            values = X.data[lo:hi]
+        data = _transform_inplace(values * np.repeat(scale, np.diff(indptr)), log)
+        if square:
+            data *= data
+        block = sp.csr_matrix((data, indices, indptr), shape=(stop - start, X.shape[1]))
+        if columns is not None:
+            block = block[:, columns]
+        sums += (_indicator(block_codes, keep, n_groups) @ block).toarray()
+    return sums
+
+
+def _dense_group_sums(
+    X: np.ndarray,
+    codes: np.ndarray,
+    n_groups: int,
+    target_sum: float,
+    log: bool,
+    columns: np.ndarray | None,
+    square: bool,
+) -> np.ndarray:
+    """Per-group sums of the transformed values of a dense matrix (a model's generated cells)."""
+    factors = None
     if columns is not None:
-        X = as_csr(X)[:, columns] if sp.issparse(X) else np.asarray(X)[:, columns]
+        factors = _scale_factors(library_size(X), target_sum)
+        X = X[:, columns]
     n_genes = X.shape[1]
     sums = np.zeros((n_groups, n_genes))
-    if sp.issparse(X):
-        X = as_csr(X)
-        rows_per_block = max(1, int(_BLOCK_NNZ * X.shape[0] // max(X.nnz, 1)))
-    else:
-        X = np.asarray(X)
-        rows_per_block = max(1, _DENSE_BLOCK_VALUES // max(n_genes, 1))
+    rows_per_block = max(1, _DENSE_BLOCK_VALUES // max(n_genes, 1))
     for start in range(0, X.shape[0], rows_per_block):
         stop = min(start + rows_per_block, X.shape[0])
         block_codes = codes[start:stop]
         keep = np.flatnonzero(block_codes >= 0)
         if keep.size == 0:
             continue
-        indicator = sp.csr_matrix(
-            (np.ones(keep.size), (block_codes[keep], keep)), shape=(n_groups, stop - start)
-        )
-        if sp.issparse(X):
-            lo, hi = X.indptr[start], X.indptr[stop]
-            scale = np.repeat(factors[start:stop], np.diff(X.indptr[start : stop + 1]))
-            data = _transform_inplace(X.data[lo:hi] * scale, log)
-            if square:
-                data *= data
-            # the block shares X's index arrays: only the transformed values are new
-            block = sp.csr_matrix(
-                (data, X.indices[lo:hi], X.indptr[start : stop + 1] - lo), shape=(stop - start, n_genes)
-            )
-            sums += (indicator @ block).toarray()
+        block = X[start:stop].astype(np.float64)  # a copy: the input is never modified
+        # library sizes from the block itself spare a float64 pass over the whole input
+        scale = _scale_factors(block.sum(axis=1), target_sum) if factors is None else factors[start:stop]
+        block *= scale[:, None]
+        block = _transform_inplace(block, log)
+        if square:
+            block *= block
+        if keep.size == block.shape[0] and (block_codes == block_codes[0]).all():
+            sums[block_codes[0]] += block.sum(axis=0)  # one group (generated cells): no product
         else:
-            block = X[start:stop].astype(np.float64)  # a copy: the input is never modified
-            # library sizes from the block itself spare a float64 pass over the whole input
-            scale = _scale_factors(block.sum(axis=1), target_sum) if factors is None else factors[start:stop]
-            block *= scale[:, None]
-            block = _transform_inplace(block, log)
-            if square:
-                block *= block
-            if keep.size == block.shape[0] and (block_codes == block_codes[0]).all():
-                sums[block_codes[0]] += block.sum(axis=0)  # one group (generated cells): no product
-            else:
-                sums += indicator @ block
-    counts = np.bincount(codes[codes >= 0], minlength=n_groups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts[:, None]
-    means[counts == 0] = np.nan
-    return means, counts
+            sums += _indicator(block_codes, keep, n_groups) @ block
+    return sums
 
 
 def mean_log2_expression(counts: Counts, target_sum: float = DEFAULT_TARGET_SUM) -> np.ndarray:
@@ -324,7 +376,7 @@ def ate_on_split(
     rows = split_rows(split, which, X_counts.shape[0])
     values = _labels(labels, X_counts.shape[0])[rows]
     assert (_labels(split, X_counts.shape[0])[rows] == which).all()
-    X_sub = as_csr(X_counts)[rows] if sp.issparse(X_counts) else np.asarray(X_counts)[rows]
+    X_sub = take_rows(X_counts, rows)
     sub_batches = None if batches is None else np.asarray(batches)[rows]
     return ate_perturbseq(X_sub, values, control_label, perturbations, target_sum, genes, sub_batches)
 

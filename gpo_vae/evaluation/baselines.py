@@ -24,12 +24,11 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.evaluation.ate import Counts, ate_on_split, ate_perturbseq, split_rows
 from gpo_vae.evaluation.metrics import DEFAULT_JACCARD_KS, DEFAULT_TOP_DE, prediction_metrics
-from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr
+from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, take_rows
 
 
 def mean_baseline_ate(
@@ -105,7 +104,7 @@ def split_half_ate(
     rows = split_rows(split, test_split, X_counts.shape[0])
     values = np.asarray(labels).astype(str)[rows]
     batch = None if batches is None else np.asarray(batches).astype(str)[rows]
-    X_test = as_csr(X_counts)[rows] if sp.issparse(X_counts) else np.asarray(X_counts)[rows]
+    X_test = take_rows(X_counts, rows)
     if perturbations is None:
         perturbations = sorted(set(values.tolist()) - {control_label})
     perturbations = list(perturbations)
@@ -125,7 +124,7 @@ def split_half_ate(
     for mask in (in_a, ~in_a):
         halves.append(
             ate_perturbseq(
-                X_test[np.flatnonzero(mask)],
+                take_rows(X_test, np.flatnonzero(mask)),
                 values[mask],
                 control_label,
                 perturbations,

@@ -36,6 +36,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata.io import sparse_dataset, write_elem
 
+from gpo_vae.data.on_disk import BLOCK_CELLS
 from gpo_vae.evaluation.prediction import EvaluationData
 from gpo_vae.preprocessing.normalize import library_size
 
@@ -173,7 +174,9 @@ def write_label_cells(
             groups = [None] if batches is None else list(dict.fromkeys(batches[mine].tolist()))
             for batch in groups:
                 block = mine if batch is None else mine[batches[mine] == batch]
-                writer.add(counts[block], label, batch)
+                # a label of many cells (the controls) is read a block of cells at a time
+                for start in range(0, block.size, BLOCK_CELLS):
+                    writer.add(counts[block[start : start + BLOCK_CELLS]], label, batch)
     return pd.Series(written, dtype=int)
 
 

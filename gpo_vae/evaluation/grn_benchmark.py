@@ -49,6 +49,7 @@ from gpo_vae.grn.ranking import MODEL, WIDE_K, top_k_precision
 from gpo_vae.grn.ranking import SAMS_VAE as SAMS_VAE  # re-exported: grn.SAMS_VAE in the evaluation
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
 from gpo_vae.models import GPOVAE
+from gpo_vae.preprocessing.normalize import take_rows
 
 #: The evaluated model's mask as it was before training (what training added is model − this).
 MODEL_INIT = "model_init"
@@ -239,12 +240,18 @@ def statistical_table(
 
 
 def held_out_evaluator(data: EvaluationData, p_value: float) -> StatisticalEvaluator:
-    """CausalBench's statistical evaluator on the test cells of ``data``."""
+    """CausalBench's statistical evaluator on the test cells of ``data``.
+
+    Its pairs end on node genes, so only the measured node genes' columns are kept (the
+    library sizes still count every gene): memory holds test cells × nodes, not × genes.
+    """
     test = data.cells.rows("test")
+    columns = np.sort(data.genes.get_indexer(pd.Index(data.cells.nodes)))
+    columns = columns[columns >= 0]
     return StatisticalEvaluator(
-        causalbench_expression(data.cells.counts[test]),
+        causalbench_expression(take_rows(data.cells.counts, test), columns),
         data.labels[test],
-        data.genes,
+        data.genes[columns],
         data.control_label,
         p_value,
     )

@@ -14,6 +14,7 @@ from gpo_vae.evaluation.ate import ate_reference_all_cells, ate_reference_heldou
 from gpo_vae.evaluation.baselines import mean_baseline_ate, noncontrol_mean_ate, split_half_reliability
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.prediction import ALL_CELLS, HELDOUT, SUBSETS, EvaluationData
+from gpo_vae.preprocessing.normalize import take_rows
 
 
 def _subset_arrays(
@@ -24,7 +25,7 @@ def _subset_arrays(
         return cells.counts, data.labels, cells.split, batches
     rows = np.flatnonzero(data.qc_pass)
     return (
-        cells.counts[rows],
+        take_rows(cells.counts, rows),
         data.labels[rows],
         cells.split[rows],
         None if batches is None else batches[rows],

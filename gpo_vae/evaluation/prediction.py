@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from gpo_vae.data.labels import label_genes
+from gpo_vae.data.on_disk import CountsOnDisk
 from gpo_vae.data.summary_stats import compute_summary_stats
 from gpo_vae.data.summary_stats_io import (
     DEGS_COLUMN,
@@ -35,7 +36,7 @@ from gpo_vae.evaluation.ate import batch_shares
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.metrics import prediction_metrics, qc_pass_ratio, summary_stats_agreement
 from gpo_vae.models import GPOVAE
-from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM
+from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, library_size, take_rows
 from gpo_vae.preprocessing.qc import QC_METRICS, QCThresholds
 from gpo_vae.training.data import ArtifactCells
 
@@ -86,10 +87,11 @@ class EvaluationData:
         return np.asarray(self.cells.batch_names, dtype=object)[self.cells.batch_codes]
 
     @classmethod
-    def from_anndata(cls, adata: ad.AnnData) -> EvaluationData:
-        """Take the fields of a (validated) artifact AnnData."""
+    def from_anndata(cls, adata: ad.AnnData, counts: CountsOnDisk | None = None) -> EvaluationData:
+        """Take the fields of a (validated) artifact AnnData (``counts``: its counts left on
+        disk, for an AnnData read without X)."""
         return cls(
-            cells=ArtifactCells.from_anndata(adata),
+            cells=ArtifactCells.from_anndata(adata, counts=counts),
             labels=adata.obs["gene"].astype(str).to_numpy(),
             control_label=str(adata.uns["control_label"]),
             qc_pass=adata.obs["total_qc"].to_numpy() == 0,
@@ -99,8 +101,7 @@ class EvaluationData:
 
     def median_training_library(self) -> float:
         """Median UMIs per training cell."""
-        counts = self.cells.counts[self.cells.rows("train")]
-        return float(np.median(np.asarray(counts.sum(axis=1)).ravel()))
+        return float(np.median(library_size(take_rows(self.cells.counts, self.cells.rows("train")))))
 
     @property
     def genes(self) -> pd.Index:

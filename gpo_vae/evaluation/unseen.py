@@ -63,6 +63,7 @@ from gpo_vae.evaluation.metrics import (
     target_columns,
     top_k_indices,
 )
+from gpo_vae.preprocessing.normalize import take_rows
 from gpo_vae.stats.common_labels import on_common_labels
 
 COMBINATION, SINGLE = "combination", "single"
@@ -257,10 +258,12 @@ def interaction_standard_errors(
     """
     test, train = split == "test", split == "train"
     test_mean, test_var, test_n = group_moments(
-        counts[test], labels[test], [*pairs, control_label], target_sum
+        take_rows(counts, np.flatnonzero(test)), labels[test], [*pairs, control_label], target_sum
     )
     singles = sorted({g for p in pairs for g in label_genes(p) if g in set(single_ate_genes)})
-    _, train_var, train_n = group_moments(counts[train], labels[train], [*singles, control_label], target_sum)
+    _, train_var, train_n = group_moments(
+        take_rows(counts, np.flatnonzero(train)), labels[train], [*singles, control_label], target_sum
+    )
     del test_mean
     with np.errstate(divide="ignore", invalid="ignore"):
         test_term = test_var[:-1] / test_n[:-1, None] + test_var[-1] / test_n[-1]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,17 +39,28 @@ from scipy import stats
 from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.grn.curves import Graph, graph_adjacency, rank_edges, tied_at_k
 from gpo_vae.grn.two_sample import ControlColumn, two_sample_tests
-from gpo_vae.preprocessing.normalize import as_csr, library_size, normalize_log1p
+from gpo_vae.preprocessing.normalize import as_csr, library_size, map_row_blocks, normalize_log1p
 
 DEFAULT_P_VALUE = 0.05
 # scipy's mannwhitneyu(method="auto") uses the exact distribution below this many values per sample
 _EXACT_MAX = 8
 
 
-def causalbench_expression(X_counts: sp.spmatrix | sp.sparray | np.ndarray) -> sp.csr_matrix:
-    """CausalBench's expression values: counts scaled to the median library size, then log1p."""
+def causalbench_expression(X_counts: Any, columns: np.ndarray | None = None) -> sp.csr_matrix:
+    """CausalBench's expression values: counts scaled to the median library size, then log1p.
+
+    ``columns``: keep only those genes (the library sizes still count every gene). Counts on
+    disk (:class:`~gpo_vae.data.on_disk.CountsOnDisk`) are read a block of cells at a time, so
+    only the kept columns of all cells are ever held.
+    """
     lib = library_size(X_counts)
-    return normalize_log1p(X_counts, target_sum=float(np.median(lib[lib > 0])))
+    target_sum = float(np.median(lib[lib > 0]))
+
+    def expression(block: Any) -> sp.csr_matrix:
+        values = normalize_log1p(block, target_sum=target_sum)
+        return values if columns is None else values[:, np.asarray(columns)]
+
+    return map_row_blocks(X_counts, expression)
 
 
 SKIP_SOURCE = "source has no perturbed cell"

@@ -76,8 +76,11 @@ def map_row_blocks(X: Any, function: Callable[[Any], Any]) -> Any:
 
 
 def take_rows(X: Any, rows: np.ndarray) -> Any:
-    """Rows ``rows`` (increasing): an on-disk matrix stays on disk (a view of those rows)."""
-    return X.subset(rows) if on_disk(X) else as_csr(X)[rows]
+    """Rows ``rows`` (increasing): an on-disk matrix stays on disk (a view of those rows), a
+    sparse one is CSR, a dense one stays dense."""
+    if on_disk(X):
+        return X.subset(rows)
+    return as_csr(X)[rows] if sp.issparse(X) else np.asarray(X)[rows]
 
 
 def rows_and_columns(X: Any, rows: np.ndarray, columns: np.ndarray, block_cells: int = 4096) -> sp.csr_matrix:

@@ -37,7 +37,7 @@ def counts_place(artifact_dir: str | Path, share: float = MEMORY_SHARE) -> Liter
     (:func:`~gpo_vae.data.on_disk.fits_in_memory`), else ``disk``."""
     counts = CountsOnDisk(artifact_path(Path(artifact_dir), verify=False), "X")
     place = "memory" if fits_in_memory(counts, share) else "disk"
-    logger.info("training reads the counts from %s", place)
+    logger.info("the counts are read from %s", place)
     return place
 
 

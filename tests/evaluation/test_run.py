@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -472,3 +473,48 @@ def test_a_top_de_beyond_the_screens_genes_is_capped_and_labelled_so(
     assert record["config"]["evaluation"]["top_de"] == n_genes + 5000  # the setting as given
     html = (out / "report.html").read_text()
     assert f"top-{n_genes + 5000}" not in html and f"top-{n_genes} DE genes" in html
+
+
+def test_an_evaluation_reading_the_counts_from_disk_gives_the_same_tables(
+    evaluation: Path,
+    artifact_dir: Path,  # noqa: F811
+    synthetic_dataset: dict[str, Path],  # noqa: F811
+    runs: dict[str, Path],
+    networks: list[Path],
+    tmp_path: Path,
+):
+    """``counts="disk"`` reads the artifact's cells a block at a time in every stage; every table,
+    number and cell file is the same as the in-memory evaluation's (the module fixture)."""
+    out = evaluate_run(
+        artifact_dir,
+        runs["model"],
+        TINY_EVAL,
+        tmp_path / "eval",
+        summary_stats=synthetic_dataset["summary_stats"],
+        summary_sheet="TabS_synthetic_summary_stat",
+        networks=networks,
+        true_network=synthetic_dataset["network"],
+        sams_vae_run_dir=runs["sams_vae"],
+        dataset="synthetic",
+        progress=False,
+        counts="disk",
+    )
+    tables = sorted(p.name for p in evaluation.iterdir() if p.suffix in (".csv", ".tsv", ".graphml", ".json"))
+    assert len(tables) > 15
+    for name in tables:
+        if name == "run.json":
+            continue
+        assert (out / name).read_bytes() == (evaluation / name).read_bytes(), name
+    memory, disk = (json.loads((folder / "run.json").read_text()) for folder in (evaluation, out))
+    assert disk["metrics"] == memory["metrics"]
+    assert disk["data"] == memory["data"]
+    for name in ("predictions.h5ad", "baseline_predictions.h5ad", "real_test.h5ad"):
+        a, b = (ad.read_h5ad(folder / name) for folder in (evaluation, out))
+        assert (a.X != b.X).nnz == 0 and (a.layers["counts"] != b.layers["counts"]).nnz == 0, name
+        pd.testing.assert_frame_equal(a.obs, b.obs)
+
+
+def test_an_unknown_counts_place_is_refused(artifact_dir: Path, runs: dict[str, Path], tmp_path: Path):  # noqa: F811
+    with pytest.raises(ValueError, match="counts must be 'auto', 'memory' or 'disk'"):
+        evaluate_run(artifact_dir, runs["model"], TINY_EVAL, tmp_path / "eval", progress=False, counts="gpu")
+    assert not (tmp_path / "eval").exists()
