@@ -15,7 +15,9 @@ included):
   placed by ``--counts`` (``auto``: in memory while they take ≤ 1/4 of the memory available;
   ``disk``: each batch read from the artifact, memory bounded), in ``run-<counts>``;
 - evaluate: ``evaluate_run`` of that run with the config's evaluation settings except
-  ``--generated`` cells per perturbation (the published 2,500 make it a generation benchmark).
+  ``--generated`` cells per perturbation (the published 2,500 make it a generation benchmark),
+  its counts placed by ``--counts`` as well (``disk``: every stage reads the cells it needs a
+  block at a time), in ``evaluation-<counts>``.
 
 Prints per factor and stage: input cells, seconds, peak GB; then per stage how seconds and peak
 grow from the smallest factor to the largest (a ratio near the cells' ratio is linear, near 1 is
@@ -105,6 +107,7 @@ def evaluate(folder: str, generated: int, counts: str) -> dict:
         config.evaluation,
         Path(folder) / f"evaluation-{counts}",
         progress=False,
+        counts=counts,
     )
     return {"seconds": time.perf_counter() - start, "peak_gb": _peak_gb()}
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from gpo_vae.data.on_disk import BLOCK_CELLS
 from gpo_vae.grn.baselines import deconvolution_scores
 from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, as_csr, on_disk
 
@@ -80,26 +81,36 @@ def effect_zscores(
     z = np.zeros((n_nodes, n_nodes))
     if rows.size == 0 or not measured.any():
         return z
+    wanted = columns[measured]
     dose = as_csr(dosage)[rows]
     doses_per_cell = np.diff(dose.indptr)
-    expression = _log_normalised_rows(counts, rows, columns[measured], target_sum)
     codes = np.zeros(rows.size, dtype=np.int64) if batch_codes is None else np.asarray(batch_codes)[rows]
-    control = doses_per_cell == 0
-    standardised = np.zeros_like(expression)
+    # the controls' expression is held (a small share of the cells); the perturbed cells are
+    # read a block at a time, so memory does not grow with them
+    control = np.flatnonzero(doses_per_cell == 0)
+    reference = _log_normalised_rows(counts, rows[control], wanted, target_sum)
+    moments = {}
     for code in np.unique(codes):
-        in_batch = codes == code
-        reference = expression[in_batch & control]
-        if reference.shape[0] < 2:
+        batch_reference = reference[codes[control] == code]
+        if batch_reference.shape[0] < 2:
             continue  # a batch without controls has no reference: its cells stay at 0
-        mu = reference.mean(axis=0)
-        sd = np.maximum(reference.std(axis=0, ddof=1), MIN_CONTROL_SD)
-        standardised[in_batch] = (expression[in_batch] - mu) / sd
+        sd = np.maximum(batch_reference.std(axis=0, ddof=1), MIN_CONTROL_SD)
+        moments[code] = (batch_reference.mean(axis=0), sd)
+    del reference
     single = np.flatnonzero(doses_per_cell == 1)
     node_of_cell = dose.indices[dose.indptr[single]]
     keep = node_of_cell < n_perturbed
     single, node_of_cell = single[keep], node_of_cell[keep]
-    sums = np.zeros((n_nodes, int(measured.sum())))
-    np.add.at(sums, node_of_cell, standardised[single])
+    sums = np.zeros((n_nodes, wanted.size))
+    for start in range(0, single.size, BLOCK_CELLS):
+        part = single[start : start + BLOCK_CELLS]
+        expression = _log_normalised_rows(counts, rows[part], wanted, target_sum)
+        standardised = np.zeros_like(expression)
+        for code, (mu, sd) in moments.items():
+            mine = codes[part] == code
+            standardised[mine] = (expression[mine] - mu) / sd
+        # np.add.at adds row after row, so block by block gives the same sums as all at once
+        np.add.at(sums, node_of_cell[start : start + BLOCK_CELLS], standardised)
     n = np.bincount(node_of_cell, minlength=n_nodes).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         block = sums / np.sqrt(n)[:, None]
