@@ -63,6 +63,8 @@ from _pool import (  # noqa: E402
     seed_parser,
 )
 
+from gpo_vae.config import load_yaml  # noqa: E402
+
 SCREENS = ("default", "low_cells", "panel", "glioma", "real")
 MODELS = ("gpo_vae", "gpo_vae_plus", "sams_vae")
 #: Preprocessing changes a screen needs beyond the synthetic config (the screen, not the model).
@@ -89,7 +91,7 @@ PREDICTION_COLUMNS = ("pearson", "r2", "pearson_top20", "r2_top20", "pearson_spe
 
 def _config_for(model: str, screen: str, folder: Path, seed: int | None = None) -> Path:
     family = "custom" if screen in USER_SCREENS else "synthetic"
-    raw = yaml.safe_load((ROOT / "configs" / f"{model}_{family}.yaml").read_text())
+    raw = load_yaml(ROOT / "configs" / f"{model}_{family}.yaml")
     raw["preprocess"]["filters"].update(SCREEN_FILTERS[screen])
     if screen in USER_SCREENS:
         # one thread per job, as the synthetic configs: two jobs of torch's default threads on

@@ -67,6 +67,7 @@ from _pool import (  # noqa: E402
     seed_parser,
 )
 
+from gpo_vae.config import load_yaml  # noqa: E402
 from gpo_vae.report.unseen_section import PAIR_COLUMNS  # noqa: E402
 
 MODELS = ("gpo_vae", "gpo_vae_plus", "sams_vae")
@@ -88,7 +89,7 @@ def config_for(model: str, scenario: str, folder: Path, seed: int | None = None)
     """The scenario's config (``configs/<model>_synthetic.yaml``, or ``_custom`` for the real
     screen) with its split, written into ``folder``."""
     real = SCENARIOS[scenario][0] == "real"
-    raw = yaml.safe_load((ROOT / "configs" / f"{model}_{'custom' if real else 'synthetic'}.yaml").read_text())
+    raw = load_yaml(ROOT / "configs" / f"{model}_{'custom' if real else 'synthetic'}.yaml")
     raw["preprocess"].setdefault("split", {}).update(SCENARIOS[scenario][1])
     if real:
         # one thread per job: two jobs of torch's default threads oversubscribe two cores

@@ -173,14 +173,24 @@ class _StrictYAMLError(yaml.YAMLError):
     pass
 
 
+#: A config's key naming the files it is composed from (``extends: [families/gpo_vae_plus.yaml,
+#: datasets/rpe1.yaml]``): each is read in turn, later ones and then the config's own keys win.
+EXTENDS = "extends"
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with the file named in any error.
+    """Read a YAML mapping, with the file named in any error, composed from the files its
+    ``extends`` list names (:data:`EXTENDS`; a part is looked up beside the file, then among the
+    shipped configs).
 
     Refuses a key written twice and YAML aliases (:class:`_StrictLoader`) and an empty file: an
     empty run config would silently run the published defaults (the paper's model at full size,
     2,000 epochs, CausalBench's filters).
     """
-    path = Path(path)
+    return _load_composed(Path(path), ())
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
     try:
@@ -198,6 +208,53 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def _load_composed(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in chain:
+        names = " → ".join(str(p) for p in (*chain, path.resolve()))
+        raise ConfigError(f"{path}: its {EXTENDS} list leads back to itself ({names}); remove the loop")
+    data = _read_mapping(path)
+    parents = data.pop(EXTENDS, None)
+    if parents is None:
+        return data
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(f"{path}: {EXTENDS} must be a list of config files, got {parents!r}")
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        part = _load_composed(_part_path(path, parent), (*chain, path.resolve()))
+        merged = merge_mappings(merged, part)
+    return merge_mappings(merged, data)
+
+
+def _part_path(path: Path, part: str) -> Path:
+    """``part`` beside ``path``, else among the shipped configs (a shipped config copied elsewhere
+    to be edited still finds the family and dataset files it is composed from)."""
+    beside = path.parent / part
+    if beside.exists():
+        return beside
+    from importlib.resources import files
+
+    shipped = Path(str(files("gpo_vae.configs"))) / part
+    if shipped.exists():
+        return shipped
+    raise ConfigError(
+        f"{path}: {EXTENDS} names {part!r}, which is neither beside it ({beside}) nor among the "
+        f"shipped configs ({shipped}); fix the path"
+    )
+
+
+def merge_mappings(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``, section by section (a list or value is replaced whole)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_mappings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -231,4 +288,13 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-__all__ = ["ConfigError", "from_dict", "load_config", "load_yaml", "set_dotted", "to_dict"]
+__all__ = [
+    "EXTENDS",
+    "ConfigError",
+    "from_dict",
+    "load_config",
+    "load_yaml",
+    "merge_mappings",
+    "set_dotted",
+    "to_dict",
+]

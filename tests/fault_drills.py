@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from gpo_vae.config import load_yaml
 from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
 from tests.workflow_sandbox import REPO_ROOT, TINY_SECTIONS, WorkflowSandbox
 
@@ -39,7 +40,7 @@ def make_sandbox(where: Path, epochs: int = 2) -> WorkflowSandbox:
     box = WorkflowSandbox.create(where)
     box.shrink_configs(TINY_SECTIONS, ("gpo_vae_plus_custom",))
     path = box.root / "configs" / "gpo_vae_plus_custom.yaml"
-    raw = yaml.safe_load(path.read_text())
+    raw = load_yaml(path)
     raw["preprocess"]["qc"]["doublets"] = False
     raw["training"].update(max_epochs=epochs, max_steps=None, early_stopping_patience=epochs)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

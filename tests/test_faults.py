@@ -9,6 +9,7 @@ import subprocess
 import pytest
 import yaml
 
+from gpo_vae.config import load_yaml
 from tests.fault_drills import (
     MAIN,
     drill_full_disk,
@@ -170,7 +171,7 @@ def test_bad_config_and_results_dir_stop_before_any_task(box, tmp_path):
     except PermissionError:
         pass  # no mount here: the file case above still ran
     cuda = box.root / "configs" / "cuda.yaml"
-    raw = yaml.safe_load((box.root / "configs" / "gpo_vae_plus_custom.yaml").read_text())
+    raw = load_yaml(box.root / "configs" / "gpo_vae_plus_custom.yaml")
     raw["training"]["device"] = "cuda"
     cuda.write_text(yaml.safe_dump(raw))
     import torch

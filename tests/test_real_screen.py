@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gpo_vae.config import load_yaml
 from gpo_vae.data.synthetic import SyntheticConfig, simulate_perturbseq
 from gpo_vae.preprocessing.artifact import read_artifact
 from gpo_vae.preprocessing.splits import split_heldout_combinations
@@ -147,7 +148,7 @@ def test_too_few_perturbations_stop_with_the_table_and_the_keys_unless_told_to_p
     screen = simulate_perturbseq(config)
     screen.adata.write_h5ad(sandbox.root / "screens" / "few.h5ad")
     strict = sandbox.root / "few.yaml"
-    raw = yaml.safe_load((sandbox.root / "configs" / "gpo_vae_plus_custom.yaml").read_text())
+    raw = load_yaml(sandbox.root / "configs" / "gpo_vae_plus_custom.yaml")
     raw["preprocess"]["filters"]["min_degs"] = 10_000
     raw["preprocess"]["filters"]["keep_unknown_perturbations"] = False
     strict.write_text(yaml.safe_dump(raw))

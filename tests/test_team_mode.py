@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gpo_vae.config import load_yaml
 from gpo_vae.training.train import read_events
 from tests.postgres_server import ROLE, LocalPostgres, PostgresUnavailable
 from tests.workflow_sandbox import REPO_ROOT, TINY_SECTIONS, WorkflowSandbox
@@ -160,7 +161,7 @@ def test_two_sweeps_at_once_share_configurations_and_train_each_once(team):
 
 @pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_a_killed_run_resumes_training_and_reuses_every_finished_task(team):
-    base = yaml.safe_load((team.root / "configs" / "gpo_vae_plus_synthetic.yaml").read_text())
+    base = load_yaml(team.root / "configs" / "gpo_vae_plus_synthetic.yaml")
     config = {**base, "training": {**base["training"], **KILLED_TRAINING}}
     path = team.root / "configs" / "killed.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

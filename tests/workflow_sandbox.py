@@ -71,9 +71,11 @@ class WorkflowSandbox:
         """Update sections of the sandbox's ``configs/<name>.yaml`` files (tiny models for tests)."""
         import yaml
 
+        from gpo_vae.config import load_yaml
+
         for name in names:
             path = self.root / "configs" / f"{name}.yaml"
-            raw = yaml.safe_load(path.read_text())
+            raw = load_yaml(path)
             for section, values in sections.items():
                 raw[section].update(values)
             path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
-from gpo_vae.config import ConfigError, from_dict, to_dict
+from gpo_vae.config import ConfigError, from_dict, load_yaml, to_dict
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.grn_benchmark import pair_masks, reference_agreement
 from gpo_vae.grn.curves import edge_precision_recall, ranking_metrics
@@ -42,10 +41,11 @@ def test_evaluation_config_validates_and_every_shipped_yaml_spells_it_out():
         from_dict(EvaluationConfig, {"grn_ks": ["many"]}, "evaluation")
     assert from_dict(EvaluationConfig, to_dict(TINY_EVAL)) == TINY_EVAL
     for path in sorted(CONFIG_DIR.glob("*_*.yaml")):
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path)
         assert set(raw["evaluation"]) == set(to_dict(EvaluationConfig())), path.name
         evaluation = load_run_config(path).evaluation
         if "synthetic" in path.name or path.stem.endswith("_custom"):
-            assert "SCALED DOWN" in path.read_text() and evaluation.n_generated_cells < 2500
+            part = CONFIG_DIR / "datasets" / ("synthetic.yaml" if "synthetic" in path.name else "custom.yaml")
+            assert "SCALED DOWN" in part.read_text() and evaluation.n_generated_cells < 2500
         else:
             assert evaluation.n_generated_cells == 2500 and evaluation.iwelbo_particles == 100

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from gpo_vae.config import ConfigError, from_dict, to_dict
+from gpo_vae.config import ConfigError, from_dict, load_yaml, to_dict
 from gpo_vae.models import ModelConfig
 from gpo_vae.run_config import RunConfig, load_run_config
 from gpo_vae.training.config import TrainingConfig
@@ -63,7 +62,7 @@ def test_impossible_values_name_the_field(changes, field):
 def test_every_shipped_config_loads(model, dataset):
     config = load_run_config(CONFIG_DIR / f"{model}_{dataset}.yaml")
     assert isinstance(config.training, TrainingConfig)
-    raw = yaml.safe_load((CONFIG_DIR / f"{model}_{dataset}.yaml").read_text())
+    raw = load_yaml(CONFIG_DIR / f"{model}_{dataset}.yaml")
     assert set(raw) == {"preprocess", "model", "training", "evaluation"}
     # every key is spelled out, so a reader sees the whole configuration
     assert set(raw["training"]) == set(to_dict(TrainingConfig()))

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gpo_vae.config import load_yaml
 from gpo_vae.preprocessing.artifact import read_artifact
 from tests.workflow_sandbox import TINY_SECTIONS, WorkflowSandbox
 
@@ -105,7 +106,7 @@ def test_main_runs_every_stage_then_serves_all_from_cache(sandbox):
 
     # Editing the config file in place (same path, same command) is seen: only evaluation reruns.
     path = sandbox.root / "configs" / "gpo_vae_plus_synthetic.yaml"
-    raw = yaml.safe_load(path.read_text())
+    raw = load_yaml(path)
     raw["evaluation"]["n_negatives"] = 50
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     third, _ = sandbox.redun(*args)

@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from gpo_vae.config import load_yaml
 from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
 from gpo_vae.preprocessing.artifact import read_artifact
 from tests.workflow_sandbox import REPO_ROOT, TINY_SECTIONS, WorkflowSandbox
@@ -40,7 +41,7 @@ def sandbox(tmp_path_factory) -> WorkflowSandbox:
     box = WorkflowSandbox.create(tmp_path_factory.mktemp("screens"))
     box.shrink_configs(TINY_SECTIONS, ("gpo_vae_plus_custom",))
     path = box.root / "configs" / "gpo_vae_plus_custom.yaml"
-    raw = yaml.safe_load(path.read_text())
+    raw = load_yaml(path)
     raw["preprocess"]["qc"]["doublets"] = False  # scrublet is tested elsewhere; seconds here
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     (box.root / "screens").mkdir()

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gpo_vae.config import load_yaml
 from gpo_vae.leaderboard import point_metrics, rank_rows, to_csv, to_html
 from tests.workflow_sandbox import REPO_ROOT, TINY_SECTIONS, WorkflowSandbox
 
@@ -126,7 +127,7 @@ def test_sweep_unknown_key_names_the_file_and_key(sandbox):
 
 @pytest.mark.slow  # over a minute on 2 cores: `make test-all`
 def test_changed_evaluation_reevaluates_changed_training_retrains_and_evaluate_run(sandbox):
-    base = yaml.safe_load((sandbox.root / "configs" / "gpo_vae_plus_synthetic.yaml").read_text())
+    base = load_yaml(sandbox.root / "configs" / "gpo_vae_plus_synthetic.yaml")
     first, _ = sandbox.redun("main", "--dataset", "synthetic")
     assert {"preprocess_dataset", "train_run", "evaluate_run_task"} <= {n for n, _ in sandbox.jobs(first)}
 
