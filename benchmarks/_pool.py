@@ -167,7 +167,7 @@ def prepare_file(
     from gpo_vae.data.layout import ScreenLayout
     from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
     from gpo_vae.preprocessing.artifact import write_artifact
-    from gpo_vae.preprocessing.pipeline import preprocess_files
+    from gpo_vae.preprocessing.from_file import preprocess_files
     from gpo_vae.run_config import load_run_config
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ Simulates the screen into ``--data`` (reused when it already holds one), then bu
 (filters, splits, QC with scrublet, DE nodes, OT pairing, ΔX, counterfactual medians,
 normalisation statistics, writing it) and prints seconds and the peak resident memory of each
 sub-stage (sampled every 0.2 s by a thread), the whole run's peak RSS, and the artifact's shape.
-By default as ``main`` builds it (:func:`~gpo_vae.preprocessing.pipeline.build_artifact`: counts
+By default as ``main`` builds it (:func:`~gpo_vae.preprocessing.from_file.build_artifact`: counts
 read from disk a block of cells at a time); ``--in-memory`` as the Python API's
 ``preprocess_files`` + ``write_artifact`` (the kept cells' counts in memory); ``--deg-chunk-size N``
 as ``main --deg-chunk-size N`` builds it: the DE test planned in chunks of N perturbations
@@ -32,12 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gpo_vae.data.synthetic import SUMMARY_SHEET, SyntheticConfig, write_synthetic_dataset
-from gpo_vae.preprocessing import pipeline
+from gpo_vae.preprocessing import from_file, steps
 from gpo_vae.preprocessing.artifact import RECORD_FILE, read_artifact, write_artifact
 from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig
-from gpo_vae.preprocessing.pipeline import build_artifact, preprocess_files
+from gpo_vae.preprocessing.from_file import build_artifact, preprocess_files
 
-_pipeline_timed = pipeline._timed
+_pipeline_timed = steps._timed
 
 #: (stage, start, end) in perf_counter seconds, as the pipeline's stage timer saw them.
 STAGES: list[tuple[str, float, float]] = []
@@ -52,7 +52,7 @@ def _recorded(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 # the benchmark reads each stage's start and end off the pipeline's own stage timer
-pipeline._timed = _recorded
+steps._timed = from_file._timed = _recorded
 
 
 def peak_rss_gb() -> float:

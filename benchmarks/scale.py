@@ -62,7 +62,7 @@ def simulate(folder: str, factor: float) -> dict:
 def preprocess(folder: str) -> dict:
     from gpo_vae.data.synthetic import SUMMARY_SHEET
     from gpo_vae.preprocessing.config import PreprocessConfig
-    from gpo_vae.preprocessing.pipeline import build_artifact
+    from gpo_vae.preprocessing.from_file import build_artifact
 
     data = Path(folder) / "data"
     start = time.perf_counter()

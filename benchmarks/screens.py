@@ -31,8 +31,8 @@ from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stat
 from gpo_vae.data.synthetic import SyntheticConfig, saved_layout, simulate_perturbseq
 from gpo_vae.evaluation.run import evaluate_run
 from gpo_vae.preprocessing.artifact import write_artifact
+from gpo_vae.preprocessing.from_file import preprocess_files
 from gpo_vae.preprocessing.inspect import inspect_screen
-from gpo_vae.preprocessing.pipeline import preprocess_files
 from gpo_vae.run_config import load_run_config
 from gpo_vae.training.train import train_model
 

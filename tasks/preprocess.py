@@ -59,7 +59,7 @@ def preprocess_dataset(
     either way, so it is not part of its content address)."""
     from gpo_vae.io import exclusive_lock
     from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
-    from gpo_vae.preprocessing.pipeline import build_artifact
+    from gpo_vae.preprocessing.from_file import build_artifact
 
     out_dir = Path(out_root) / artifact_key(dataset, config)
     with exclusive_lock(out_dir):  # a concurrent run of the same artifact waits, then reuses it

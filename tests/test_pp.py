@@ -109,7 +109,7 @@ def test_prepare_and_the_workflow_build_the_same_artifact_from_one_crispra_file(
     from gpo_vae.data.contract import read_counts_h5ad
     from gpo_vae.data.layout import ScreenLayout
     from gpo_vae.data.summary_stats import compute_summary_stats, write_summary_stats_csv
-    from gpo_vae.preprocessing.pipeline import preprocess_files
+    from gpo_vae.preprocessing.from_file import preprocess_files
 
     screen = simulate_perturbseq(
         SyntheticConfig.preset("crispra", n_perturbations=16, n_genes=500, cells_per_perturbation=150)

@@ -177,13 +177,15 @@ def plan_deg_of_file(
     specs saved in ``out_dir``.
 
     The filters and splits are those
-    :func:`~gpo_vae.preprocessing.pipeline.build_artifact` computes. Empty when the DE genes are
+    :func:`~gpo_vae.preprocessing.from_file.build_artifact` computes. Empty when the DE genes are
     not tested here: shipped with a published file, or ``deg.restrict_to_hvg`` (its HVGs need
     every training cell at once); ``build_artifact`` then runs its own test.
     """
-    from gpo_vae.preprocessing.pipeline import _filtered_file, cell_batches, screen_splits
+    from gpo_vae.preprocessing.from_file import filtered_file
+    from gpo_vae.preprocessing.split_plan import screen_splits
+    from gpo_vae.preprocessing.steps import cell_batches
 
-    kept, counts, _, _, _, shipped = _filtered_file(
+    kept, counts, _, _, _, shipped = filtered_file(
         counts_path, stats_path, sheet, config, layout, False, missing_stats, block_cells
     )
     if (shipped is not None and shipped.deg_column is not None) or config.deg.restrict_to_hvg:

@@ -15,7 +15,7 @@ from gpo_vae.evaluation import unseen as u
 from gpo_vae.evaluation.run import evaluate_run
 from gpo_vae.preprocessing.artifact import write_artifact
 from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig, SplitConfig
-from gpo_vae.preprocessing.pipeline import preprocess_files
+from gpo_vae.preprocessing.from_file import preprocess_files
 from gpo_vae.training.train import train_model
 from tests.evaluation.test_run import TINY_EVAL
 from tests.training.conftest import TINY_MODEL, TINY_TRAINING, synthetic_dataset  # noqa: F401

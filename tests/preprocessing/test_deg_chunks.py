@@ -14,7 +14,7 @@ from gpo_vae.data.on_disk import CountsOnDisk
 from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.deg_chunks import deg_chunk_picks, plan_deg_of_file, row_fingerprints
-from gpo_vae.preprocessing.pipeline import build_artifact
+from gpo_vae.preprocessing.from_file import build_artifact
 
 SHEET = "TabS_synthetic_summary_stat"
 
@@ -26,7 +26,7 @@ def screen(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def whole_test_artifact(screen):
-    from gpo_vae.preprocessing.pipeline import preprocess_files
+    from gpo_vae.preprocessing.from_file import preprocess_files
 
     return preprocess_files(*_inputs(screen), progress=False, print_table=False)
 

@@ -20,13 +20,8 @@ from gpo_vae.preprocessing.artifact import (
     validate_artifact,
     write_artifact,
 )
-from gpo_vae.preprocessing.pipeline import (
-    PreprocessConfig,
-    build_artifact,
-    preprocess,
-    preprocess_files,
-    read_screen_stats,
-)
+from gpo_vae.preprocessing.from_file import build_artifact, preprocess_files
+from gpo_vae.preprocessing.pipeline import PreprocessConfig, preprocess, read_screen_stats
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ from sklearn.model_selection import train_test_split
 
 from gpo_vae import pp
 from gpo_vae.data.registry import DATASETS
+from gpo_vae.preprocessing.from_file import preprocess_files
 from gpo_vae.preprocessing.inspect import inspect_screen
-from gpo_vae.preprocessing.pipeline import MissingSummaryStatsError, preprocess_files
+from gpo_vae.preprocessing.pipeline import MissingSummaryStatsError
 from gpo_vae.preprocessing.published import ShippedProcessingError
 from gpo_vae.presets import load_preset
 from tests.published_files import CONTROL, DEG_COLUMN, write_authors_files

@@ -10,7 +10,7 @@ from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from gpo_vae.models import ModelConfig
 from gpo_vae.preprocessing.artifact import write_artifact
 from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig
-from gpo_vae.preprocessing.pipeline import preprocess_files
+from gpo_vae.preprocessing.from_file import preprocess_files
 from gpo_vae.training.config import TrainingConfig
 
 #: Small enough for seconds per run on 2 shared cores, big enough to learn the mask.
