@@ -23,6 +23,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -325,13 +326,40 @@ def write_json_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     return write_text_atomic(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
+def file_identity(path: str | Path) -> tuple[str, int, int, int, int]:
+    """(resolved path, device, inode, size, modification time in ns): a file rewritten or
+    replaced in place gets another identity (the test redun's own file hashing makes)."""
+    path = Path(path).resolve()
+    info = path.stat()
+    return str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+#: Digests of files already read in this process, by :func:`file_identity`: a run hashes a
+#: multi-GB screen once, not at every stage that records it.
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+_DIGESTS_LOCK = threading.Lock()
+_MAX_DIGESTS = 256
+
+
 def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+    """Hex SHA-256 of a file, read in chunks; a file unchanged since this process hashed it
+    (:func:`file_identity`) is not read again."""
+    key = file_identity(path)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key)
+    if known is not None:
+        return known
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk_size):
             digest.update(block)
-    return digest.hexdigest()
+    value = digest.hexdigest()
+    if file_identity(path) == key:  # not changed while it was read
+        with _DIGESTS_LOCK:
+            if len(_DIGESTS) >= _MAX_DIGESTS:
+                _DIGESTS.pop(next(iter(_DIGESTS)))
+            _DIGESTS[key] = value
+    return value
 
 
 def package_versions() -> dict[str, str | None]:

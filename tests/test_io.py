@@ -89,3 +89,62 @@ def test_folder_swapped_in_replaces_the_target_only_when_the_block_ends(tmp_path
         assert not (target / "new.txt").exists()  # nothing visible before the block ends
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left beside it
+
+
+def test_a_file_is_hashed_once_per_process_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every stage that records the screen's checksum asks for it; the file is read once, and
+    read again when it is rewritten (another identity: size, inode or modification time)."""
+    import hashlib
+    import os
+
+    from gpo_vae import io
+
+    path = tmp_path / "screen.h5ad"
+    path.write_bytes(b"cells" * 1000)
+    opened: list[Path] = []
+    real_open = open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(Path(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open, raising=False)
+    first = io.sha256_of(path)
+    assert first == hashlib.sha256(b"cells" * 1000).hexdigest()
+    assert io.sha256_of(path) == first and opened == [path]
+    path.write_bytes(b"other" * 1000)  # same size, rewritten in place
+    os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert io.sha256_of(path) == hashlib.sha256(b"other" * 1000).hexdigest()
+    assert opened == [path, path]
+
+
+def test_a_screen_is_described_once_per_process_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """main checks a user's screen and the dataset summary describes it: obs and var are read
+    once; another layout or a changed file reads them again."""
+    import anndata as ad
+
+    from gpo_vae.data import acquire
+    from gpo_vae.data.layout import ScreenLayout
+    from gpo_vae.data.synthetic import SyntheticConfig, simulate_perturbseq
+
+    path = tmp_path / "screen.h5ad"
+    screen = simulate_perturbseq(SyntheticConfig.preset("default", n_perturbations=6, n_genes=200, cells_per_perturbation=20.0))
+    screen.adata.write_h5ad(path)
+    reads: list[str] = []
+    real = ad.read_h5ad
+
+    def counting_read(file, *args, **kwargs):
+        reads.append(str(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(acquire.ad, "read_h5ad", counting_read)
+    first = acquire.describe_counts(path)
+    first["cells"] = -1  # a caller changing its copy changes no one else's
+    again = acquire.describe_counts(path)
+    assert len(reads) == 1 and again["cells"] == screen.adata.n_obs
+    acquire.describe_counts(path, ScreenLayout(control_label="non-targeting", batch_key=None))
+    assert len(reads) == 1  # the same layout, spelled out
+    screen.adata[: screen.adata.n_obs // 2].copy().write_h5ad(path)
+    assert acquire.describe_counts(path)["cells"] == screen.adata.n_obs // 2 and len(reads) == 2

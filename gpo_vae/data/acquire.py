@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from gpo_vae.data.download import DownloadError, default_cache_dir, download_fil
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.registry import Archive, DatasetRecord
 from gpo_vae.errors import InputFileError
+from gpo_vae.io import file_identity
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +139,35 @@ def acquire_published_dataset(
     )
 
 
+#: :func:`describe_counts` of files unchanged since this process read them (main's check and the
+#: dataset summary read a screen's labels once per run).
+_DESCRIBED: dict[tuple[Any, ScreenLayout], dict[str, Any]] = {}
+_DESCRIBED_LOCK = threading.Lock()
+
+
 def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dict[str, Any]:
     """Cells, genes, perturbations (canonical labels), combinations, control cells and batches
-    of a counts ``.h5ad`` (reads obs and var only)."""
+    of a counts ``.h5ad`` (reads obs and var only; a file unchanged since this process described
+    it, :func:`~gpo_vae.io.file_identity`, is not read again)."""
+    layout = layout or ScreenLayout()
+    try:
+        key = (file_identity(path), layout)
+    except OSError:
+        key = None
+    with _DESCRIBED_LOCK:
+        known = _DESCRIBED.get(key) if key is not None else None
+    if known is not None:
+        return copy.deepcopy(known)
+    summary = _read_description(Path(path), layout)
+    if key is not None:
+        with _DESCRIBED_LOCK:
+            if len(_DESCRIBED) >= 64:
+                _DESCRIBED.pop(next(iter(_DESCRIBED)))
+            _DESCRIBED[key] = copy.deepcopy(summary)
+    return summary
+
+
+def _read_description(path: Path, layout: ScreenLayout) -> dict[str, Any]:
     from gpo_vae.data.contract import (
         control_cells_by_batch,
         normalise_var_names,
@@ -146,8 +175,6 @@ def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dic
         screen_labels,
     )
 
-    path = Path(path)
-    layout = layout or ScreenLayout()
     try:
         adata = ad.read_h5ad(path, backed="r")
     except Exception as err:
