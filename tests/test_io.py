@@ -126,6 +126,7 @@ def test_a_screen_is_described_once_per_process_until_it_changes(
     import anndata as ad
 
     from gpo_vae.data import acquire
+    from gpo_vae.data.contract import DataContractError
     from gpo_vae.data.layout import ScreenLayout
     from gpo_vae.data.synthetic import SyntheticConfig, simulate_perturbseq
 
@@ -144,7 +145,9 @@ def test_a_screen_is_described_once_per_process_until_it_changes(
     first["cells"] = -1  # a caller changing its copy changes no one else's
     again = acquire.describe_counts(path)
     assert len(reads) == 1 and again["cells"] == screen.adata.n_obs
-    acquire.describe_counts(path, ScreenLayout(control_label="non-targeting", batch_key=None))
-    assert len(reads) == 1  # the same layout, spelled out
+    acquire.describe_counts(path, ScreenLayout(control_label="non-targeting", counts_layer="X"))
+    assert len(reads) == 1  # the layout as the contract resolved it (the dataset summary's)
+    with pytest.raises(DataContractError, match="--counts-layer 'umis': no such layer"):
+        acquire.describe_counts(path, ScreenLayout(counts_layer="umis"))
     screen.adata[: screen.adata.n_obs // 2].copy().write_h5ad(path)
     assert acquire.describe_counts(path)["cells"] == screen.adata.n_obs // 2 and len(reads) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import threading
 from dataclasses import asdict, dataclass
@@ -139,9 +140,10 @@ def acquire_published_dataset(
     )
 
 
-#: :func:`describe_counts` of files unchanged since this process read them (main's check and the
-#: dataset summary read a screen's labels once per run).
-_DESCRIBED: dict[tuple[Any, ScreenLayout], dict[str, Any]] = {}
+#: :func:`describe_counts` of files unchanged since this process read them, with the file's layers:
+#: main's check and the dataset summary (which gets the resolved counts layer) read a screen's
+#: labels once per run.
+_DESCRIBED: dict[tuple[Any, ScreenLayout], tuple[dict[str, Any], list[str]]] = {}
 _DESCRIBED_LOCK = threading.Lock()
 
 
@@ -151,23 +153,28 @@ def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dic
     it, :func:`~gpo_vae.io.file_identity`, is not read again)."""
     layout = layout or ScreenLayout()
     try:
-        key = (file_identity(path), layout)
+        # the description does not depend on which element holds the counts, once it exists
+        key = (file_identity(path), dataclasses.replace(layout, counts_layer="auto"))
     except OSError:
         key = None
     with _DESCRIBED_LOCK:
         known = _DESCRIBED.get(key) if key is not None else None
-    if known is not None:
-        return copy.deepcopy(known)
-    summary = _read_description(Path(path), layout)
-    if key is not None:
-        with _DESCRIBED_LOCK:
-            if len(_DESCRIBED) >= 64:
-                _DESCRIBED.pop(next(iter(_DESCRIBED)))
-            _DESCRIBED[key] = copy.deepcopy(summary)
-    return summary
+    if known is None:
+        known = _read_description(Path(path), layout)
+        if key is not None:
+            with _DESCRIBED_LOCK:
+                if len(_DESCRIBED) >= 64:
+                    _DESCRIBED.pop(next(iter(_DESCRIBED)))
+                _DESCRIBED[key] = known
+    summary, layers = known
+    if layout.counts_layer not in ("auto", "X", "raw") and layout.counts_layer not in layers:
+        raise DataContractError(
+            f"{path}: --counts-layer {layout.counts_layer!r}: no such layer (layers: {layers or 'none'})."
+        )
+    return copy.deepcopy(summary)
 
 
-def _read_description(path: Path, layout: ScreenLayout) -> dict[str, Any]:
+def _read_description(path: Path, layout: ScreenLayout) -> tuple[dict[str, Any], list[str]]:
     from gpo_vae.data.contract import (
         control_cells_by_batch,
         normalise_var_names,
@@ -191,10 +198,6 @@ def _read_description(path: Path, layout: ScreenLayout) -> dict[str, Any]:
         labels, _ = screen_labels(adata.obs, light.var, light.var_names, layout, path)
         batches = screen_batches(adata.obs, layout, path)
         layers = list(adata.layers.keys())
-        if layout.counts_layer not in ("auto", "X", "raw") and layout.counts_layer not in layers:
-            raise DataContractError(
-                f"{path}: --counts-layer {layout.counts_layer!r}: no such layer (layers: {layers or 'none'})."
-            )
         is_control = labels == CONTROL_LABEL
         perturbations = pd.Series(labels[~is_control]).unique()
         summary: dict[str, Any] = {
@@ -207,6 +210,6 @@ def _read_description(path: Path, layout: ScreenLayout) -> dict[str, Any]:
         if batches is not None:
             summary["batches"] = sorted(set(batches.tolist()))
         summary["control_cells_by_batch"] = control_cells_by_batch(labels, batches)
-        return summary
+        return summary, layers
     finally:
         adata.file.close()
