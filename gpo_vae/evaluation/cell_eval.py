@@ -36,9 +36,9 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata.io import sparse_dataset, write_elem
 
-from gpo_vae.data.on_disk import BLOCK_CELLS
+from gpo_vae.data.on_disk import BLOCK_CELLS, rows_by_group
 from gpo_vae.evaluation.prediction import EvaluationData
-from gpo_vae.preprocessing.normalize import library_size
+from gpo_vae.preprocessing.normalize import library_size, on_disk
 
 PREDICTIONS_FILE = "predictions.h5ad"
 BASELINE_FILE = "baseline_predictions.h5ad"
@@ -164,19 +164,31 @@ def write_label_cells(
     batches: np.ndarray | None = None,
 ) -> pd.Series:
     """Write the cells of ``rows`` whose label is in ``order``, a label (and batch) a block, in
-    that order; returns the cells written per label. Memory holds one block's rows."""
+    that order; returns the cells written per label. Counts on disk are first copied grouped by
+    label (:func:`~gpo_vae.data.on_disk.rows_by_group`, a scratch file beside ``path``), so each
+    label is read back whole rather than row by row; memory holds one batch of labels."""
     names = labels[rows]
     written = {}
+    groups: list[tuple[str, str | None]] = []
+    codes = np.full(counts.shape[0], -1, dtype=np.int64)
+    for label in order:
+        mine = rows[names == label]
+        written[label] = mine.size
+        for batch in [None] if batches is None else list(dict.fromkeys(batches[mine].tolist())):
+            block = mine if batch is None else mine[batches[mine] == batch]
+            if block.size:
+                codes[block] = len(groups)
+                groups.append((label, batch))
+    if on_disk(counts):  # only the chosen rows are copied
+        chosen = np.flatnonzero(codes >= 0)
+        counts, codes = counts.subset(chosen), codes[chosen]
+    grouped = rows_by_group(counts, codes, scratch_dir=path.parent)
     with CellsWriter(path, genes, target_sum, kind) as writer:
-        for label in order:
-            mine = rows[names == label]
-            written[label] = mine.size
-            groups = [None] if batches is None else list(dict.fromkeys(batches[mine].tolist()))
-            for batch in groups:
-                block = mine if batch is None else mine[batches[mine] == batch]
-                # a label of many cells (the controls) is read a block of cells at a time
-                for start in range(0, block.size, BLOCK_CELLS):
-                    writer.add(counts[block[start : start + BLOCK_CELLS]], label, batch)
+        for code, _, block in grouped:
+            label, batch = groups[code]
+            # a label of many cells (the controls) is written a block of cells at a time
+            for start in range(0, block.shape[0], BLOCK_CELLS):
+                writer.add(block[start : start + BLOCK_CELLS], label, batch)
     return pd.Series(written, dtype=int)
 
 
