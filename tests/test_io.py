@@ -131,7 +131,9 @@ def test_a_screen_is_described_once_per_process_until_it_changes(
     from gpo_vae.data.synthetic import SyntheticConfig, simulate_perturbseq
 
     path = tmp_path / "screen.h5ad"
-    screen = simulate_perturbseq(SyntheticConfig.preset("default", n_perturbations=6, n_genes=200, cells_per_perturbation=20.0))
+    screen = simulate_perturbseq(
+        SyntheticConfig.preset("default", n_perturbations=6, n_genes=200, cells_per_perturbation=20.0)
+    )
     screen.adata.write_h5ad(path)
     reads: list[str] = []
     real = ad.read_h5ad

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gpo_vae.models import grn
+from gpo_vae.models import grn_loss
 from gpo_vae.models.config import ModelConfig
 from gpo_vae.models.decoder import Decoder
 from gpo_vae.models.distributions import (
@@ -305,19 +305,19 @@ class GPOVAE(nn.Module):
             logits = self.guide.mask_logits
             terms["grn"] = zero
             if cfg.grn_coeff > 0:
-                accumulation = grn.grn_accumulation(logits, cfg.hop, cfg.grn_variant)
+                accumulation = grn_loss.grn_accumulation(logits, cfg.hop, cfg.grn_variant)
                 columns = self.node_measured if cfg.grn_unmeasured == "skip" else None
                 if cfg.grn_target == "effects":
                     # the target D·Y is what the ΔX − c of the cells would be without their noise
                     delta_x = dosage.float() @ self.grn_effect_target + cfg.fc_criteria
                 else:
                     delta_x = batch["delta_x"].float()
-                alignment = grn.grn_alignment_loss(
+                alignment = grn_loss.grn_alignment_loss(
                     accumulation, dosage.float(), delta_x, cfg.fc_criteria, cfg.grn_variant, columns=columns
                 )
                 terms["grn"] = cfg.grn_coeff * alignment
             terms["sparsity"] = (
-                cfg.sparsity_coeff * grn.sparsity_penalty(logits) if cfg.sparsity_coeff > 0 else zero
+                cfg.sparsity_coeff * grn_loss.sparsity_penalty(logits) if cfg.sparsity_coeff > 0 else zero
             )
         terms = {name: terms[name] for name in LOSS_TERMS}
         return LossOutput(loss=torch.stack(list(terms.values())).sum(), terms=terms)

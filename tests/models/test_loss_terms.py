@@ -7,7 +7,7 @@ import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from gpo_vae.models import LOSS_TERMS
-from gpo_vae.models.grn import grn_accumulation, grn_alignment_loss
+from gpo_vae.models.grn_loss import grn_accumulation, grn_alignment_loss
 from gpo_vae.models.guide import PlatedSample
 from tests.models import N_LATENT, N_NODES, N_QC_FAIL, NODE_COUNTS, tiny_batch, tiny_config, tiny_module
 

@@ -194,7 +194,7 @@ def test_config_validation_and_the_sams_vae_preset() -> None:
 
 
 def test_unmeasured_nodes_are_left_out_of_the_grn_term_when_skipped() -> None:
-    from gpo_vae.models import grn
+    from gpo_vae.models import grn_loss as grn
 
     batch = tiny_batch()
     measured = torch.tensor([True, False, True, True, True])

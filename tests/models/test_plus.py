@@ -7,7 +7,7 @@ import torch
 
 from gpo_vae.models import GPOVAE
 from gpo_vae.models.generate import encode_basal, sample_cells
-from gpo_vae.models.grn import grn_accumulation
+from gpo_vae.models.grn_loss import grn_accumulation
 from gpo_vae.training.config import TrainingConfig
 from gpo_vae.training.lightning import GPOVAETrainingPlan
 from tests.models import N_GENES, N_LATENT, N_NODES, tiny_batch, tiny_config, tiny_module

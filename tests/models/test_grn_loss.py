@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpo_vae.models.grn import (
+from gpo_vae.models.grn_loss import (
     grn_accumulation,
     grn_alignment_loss,
     khop_accumulation,
@@ -86,3 +86,15 @@ def test_alignment_skips_unmeasured_node_columns() -> None:
         s.requires_grad_(), dosage, delta_x, 0.5, "logits", columns=torch.tensor([False, False])
     )
     assert none.item() == 0.0 and none.requires_grad
+
+
+def test_the_old_module_name_still_imports_with_a_warning():
+    import importlib
+    import sys
+
+    import gpo_vae.models.grn_loss as grn_loss
+
+    sys.modules.pop("gpo_vae.models.grn", None)
+    with pytest.warns(DeprecationWarning, match="moved to gpo_vae.models.grn_loss"):
+        old = importlib.import_module("gpo_vae.models.grn")
+    assert old.grn_alignment_loss is grn_loss.grn_alignment_loss
