@@ -122,11 +122,25 @@ def evaluation(
     networks: list[Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
+    return _full_evaluation(
+        artifact_dir, synthetic_dataset, runs, networks, tmp_path_factory.mktemp("evaluation") / "eval"
+    )
+
+
+def _full_evaluation(
+    artifact_dir: Path,  # noqa: F811
+    synthetic_dataset: dict[str, Path],  # noqa: F811
+    runs: dict[str, Path],
+    networks: list[Path],
+    out: Path,
+    counts: str = "auto",
+) -> Path:
+    """The module's evaluation: both runs, the summary statistics, the networks and the truth."""
     return evaluate_run(
         artifact_dir,
         runs["model"],
         TINY_EVAL,
-        tmp_path_factory.mktemp("evaluation") / "eval",
+        out,
         summary_stats=synthetic_dataset["summary_stats"],
         summary_sheet="TabS_synthetic_summary_stat",
         networks=networks,
@@ -134,6 +148,7 @@ def evaluation(
         sams_vae_run_dir=runs["sams_vae"],
         dataset="synthetic",
         progress=False,
+        counts=counts,
     )
 
 
@@ -485,20 +500,7 @@ def test_an_evaluation_reading_the_counts_from_disk_gives_the_same_tables(
 ):
     """``counts="disk"`` reads the artifact's cells a block at a time in every stage; every table,
     number and cell file is the same as the in-memory evaluation's (the module fixture)."""
-    out = evaluate_run(
-        artifact_dir,
-        runs["model"],
-        TINY_EVAL,
-        tmp_path / "eval",
-        summary_stats=synthetic_dataset["summary_stats"],
-        summary_sheet="TabS_synthetic_summary_stat",
-        networks=networks,
-        true_network=synthetic_dataset["network"],
-        sams_vae_run_dir=runs["sams_vae"],
-        dataset="synthetic",
-        progress=False,
-        counts="disk",
-    )
+    out = _full_evaluation(artifact_dir, synthetic_dataset, runs, networks, tmp_path / "eval", counts="disk")
     tables = sorted(p.name for p in evaluation.iterdir() if p.suffix in (".csv", ".tsv", ".graphml", ".json"))
     assert len(tables) > 15
     for name in tables:
