@@ -369,6 +369,7 @@ def preprocess_filtered(
                 progress=progress,
                 batches=batches,
             )
+            del features  # cells × measured targets, dense: not held through ΔX and the medians
     record["pairing"] = {
         **pairing_record,
         "within_batch": batches is not None,
