@@ -1,17 +1,25 @@
-"""Pieces of the evaluation that need no trained run: the reference-network agreement and the
-evaluation config (the trained-run tests are in test_run.py)."""
+"""Pieces of the evaluation that need no trained run: the reference-network agreement, the
+evaluation config and the held-out reference (the trained-run tests are in test_run.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from gpo_vae.config import ConfigError, from_dict, load_yaml, to_dict
+from gpo_vae.evaluation import prediction as pred
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.grn_benchmark import pair_masks, reference_agreement
+from gpo_vae.evaluation.observed import observed_tables
 from gpo_vae.grn.curves import edge_precision_recall, ranking_metrics
+from gpo_vae.preprocessing.artifact import read_artifact
 from gpo_vae.run_config import load_run_config
 from tests.evaluation.test_run import CONFIG_DIR, TINY_EVAL
+from tests.training.conftest import artifact_dir, synthetic_dataset  # noqa: F401  (session fixtures)
 
 
 def test_reference_agreement_matches_curves_on_perturbed_pairs():
@@ -49,3 +57,40 @@ def test_evaluation_config_validates_and_every_shipped_yaml_spells_it_out():
             assert "SCALED DOWN" in part.read_text() and evaluation.n_generated_cells < 2500
         else:
             assert evaluation.n_generated_cells == 2500 and evaluation.iwelbo_particles == 100
+
+
+def _scrambled_training_cells(adata):
+    """The artifact with every training cell's counts permuted across genes (test cells kept)."""
+    train = np.flatnonzero(adata.obs["split"].to_numpy() == "train")
+    dense = adata.X.toarray()
+    dense[train] = dense[train][:, np.random.default_rng(1).permutation(dense.shape[1])]
+    scrambled = adata.copy()
+    scrambled.X = sp.csr_matrix(dense)
+    return scrambled
+
+
+def test_heldout_reference_reads_only_test_cells(artifact_dir: Path):  # noqa: F811
+    adata = read_artifact(artifact_dir)
+    original = pred.EvaluationData.from_anndata(adata)
+    scrambled = pred.EvaluationData.from_anndata(_scrambled_training_cells(adata))
+    perturbations = original.perturbations()
+    before = observed_tables(original, perturbations, TINY_EVAL)
+    after = observed_tables(scrambled, perturbations, TINY_EVAL)
+    rng = np.random.default_rng(0)
+    fixed = pd.DataFrame(
+        rng.normal(size=before.references["heldout_test", "all_cells"].shape), index=perturbations
+    )
+    fixed.columns = original.genes
+    predictions = {"model": {"all_cells": fixed, "qc_pass": fixed}}
+    table_before = pred.prediction_table(before.references, predictions, before.ceilings, TINY_EVAL)
+    table_after = pred.prediction_table(after.references, predictions, after.ceilings, TINY_EVAL)
+    held = table_before["reference"] == "heldout_test"
+    # observed ATE, model rows and the split-half ceiling: test cells only, so unchanged
+    pd.testing.assert_frame_equal(table_before[held], table_after[held])
+    assert not np.allclose(
+        table_before.loc[~held, "pearson"].to_numpy(),
+        table_after.loc[~held, "pearson"].to_numpy(),
+        equal_nan=True,
+    ), "the all-cells reference should see the training cells"
+    # and the training-cell baseline does change: the scramble reached the data
+    assert not before.mean_baselines["all_cells"].equals(after.mean_baselines["all_cells"])
