@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,9 +107,7 @@ def mask_tables(
     return mask, kinds, edges_from_probabilities(probabilities, names, threshold)
 
 
-def baseline_scores(
-    delta_x_train: np.ndarray, effect_z: np.ndarray, n_perturbed: int
-) -> dict[str, np.ndarray]:
+def baseline_scores(delta_x_train: Any, effect_z: np.ndarray, n_perturbed: int) -> dict[str, np.ndarray]:
     """The cheap GRN baselines of every evaluation from the training cells' |ΔX| and signed
     effect z-scores: ``correlation``, ``effect_z``, ``deconvolution`` and ``sparse_inverse``."""
     magnitude = np.abs(effect_z)

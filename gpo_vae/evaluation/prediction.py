@@ -23,7 +23,6 @@ import scipy.sparse as sp
 import torch
 
 from gpo_vae.data.labels import label_genes
-from gpo_vae.data.on_disk import CountsOnDisk
 from gpo_vae.data.summary_stats import compute_summary_stats
 from gpo_vae.data.summary_stats_io import (
     DEGS_COLUMN,
@@ -36,6 +35,7 @@ from gpo_vae.evaluation.ate import batch_shares
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.metrics import prediction_metrics, qc_pass_ratio, summary_stats_agreement
 from gpo_vae.models import GPOVAE
+from gpo_vae.preprocessing.artifact import ArtifactOnDisk
 from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, library_size, take_rows
 from gpo_vae.preprocessing.qc import QC_METRICS, QCThresholds
 from gpo_vae.training.data import ArtifactCells
@@ -87,11 +87,11 @@ class EvaluationData:
         return np.asarray(self.cells.batch_names, dtype=object)[self.cells.batch_codes]
 
     @classmethod
-    def from_anndata(cls, adata: ad.AnnData, counts: CountsOnDisk | None = None) -> EvaluationData:
-        """Take the fields of a (validated) artifact AnnData (``counts``: its counts left on
-        disk, for an AnnData read without X)."""
+    def from_anndata(cls, adata: ad.AnnData, on_disk: ArtifactOnDisk | None = None) -> EvaluationData:
+        """Take the fields of a (validated) artifact AnnData (``on_disk``: the matrices left in
+        the file, for an AnnData read without them)."""
         return cls(
-            cells=ArtifactCells.from_anndata(adata, counts=counts),
+            cells=ArtifactCells.from_anndata(adata, on_disk=on_disk),
             labels=adata.obs["gene"].astype(str).to_numpy(),
             control_label=str(adata.uns["control_label"]),
             qc_pass=adata.obs["total_qc"].to_numpy() == 0,

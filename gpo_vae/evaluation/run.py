@@ -60,6 +60,7 @@ from gpo_vae.preprocessing.artifact import (
     read_artifact,
     read_artifact_on_disk,
 )
+from gpo_vae.preprocessing.normalize import take_rows
 from gpo_vae.report import REPORT_FILE, build_report
 from gpo_vae.report.headline import headline_table
 from gpo_vae.report.tables import SCREEN_FILE, screen_tables
@@ -268,7 +269,9 @@ def _grn(
     scores = {grn.MODEL: probabilities}
     if grn.SAMS_VAE in models:
         scores[grn.SAMS_VAE] = grn.sams_vae_node_scores(models[grn.SAMS_VAE][0])
-    scores.update(grn.baseline_scores(cells.delta_x[cells.rows("train")], signed_z, cells.n_perturbed))
+    scores.update(
+        grn.baseline_scores(take_rows(cells.delta_x, cells.rows("train")), signed_z, cells.n_perturbed)
+    )
     scores[grn.MODEL_INIT] = initial
     scores["random"] = random_scores(len(nodes), config.seed)
     scores.update(grn.known_network_scores(references))
@@ -364,7 +367,7 @@ def evaluate_run(
         else:
             raise ValueError(f"counts must be 'auto', 'memory' or 'disk', got {counts!r}")
         sha = artifact_checksum(artifact_dir)
-        data = pred.EvaluationData.from_anndata(adata, counts=on_disk)
+        data = pred.EvaluationData.from_anndata(adata, on_disk=on_disk)
         target_sum, target_sum_source = pred.resolve_library_setting(
             config.ate_target_sum, data, "ate_target_sum"
         )

@@ -16,31 +16,40 @@ Every evaluation ignores the diagonal (self-loops), so the baselines leave it as
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 # ΔX rows converted to float64 at once: bounds the temporaries (~4M values ≈ 32 MB).
 _BLOCK_VALUES = 1 << 22
 
 
-def correlation_scores(delta_x: np.ndarray) -> np.ndarray:
+def correlation_scores(delta_x: Any) -> np.ndarray:
     """``|corr(ΔX[:, i], ΔX[:, j])|`` over cells (N × T in, T × T out, float64).
 
-    Two passes over row blocks (means, then the centred cross-products) in float64, so an
-    N × T float32 matrix is never copied whole. A constant column correlates 0 with everything.
+    ``delta_x``: an array, or a matrix read by row slices whose blocks may come back sparse (a
+    :class:`~gpo_vae.data.on_disk.CountsOnDisk`). Two passes over row blocks (means, then the
+    centred cross-products) in float64, so an N × T float32 matrix is never copied whole, and
+    one on disk is never read whole. A constant column correlates 0 with everything.
     """
-    X = np.asarray(delta_x)
-    if X.ndim != 2 or X.shape[0] < 2:
+    X = delta_x if hasattr(delta_x, "row_blocks") else np.asarray(delta_x)
+    if len(X.shape) != 2 or X.shape[0] < 2:
         raise ValueError(f"need an N × T matrix with N ≥ 2, got shape {X.shape}")
     n, t = X.shape
     step = max(1, _BLOCK_VALUES // max(t, 1))
+
+    def rows(start: int) -> np.ndarray:
+        block = X[start : start + step]
+        return block.toarray() if sp.issparse(block) else block
+
     mean = np.zeros(t)
     for start in range(0, n, step):
-        mean += X[start : start + step].sum(axis=0, dtype=np.float64)
+        mean += rows(start).sum(axis=0, dtype=np.float64)
     mean /= n
     cross = np.zeros((t, t))
     for start in range(0, n, step):
-        block = X[start : start + step].astype(np.float64) - mean
+        block = rows(start).astype(np.float64) - mean
         cross += block.T @ block
     scale = np.sqrt(np.diag(cross))
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -26,6 +26,7 @@ a matching marker, so a half-written artifact is never taken as complete.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +70,47 @@ class ArtifactError(UserError, ValueError):
     """A preprocessed artifact is missing a field or is inconsistent; the message names it."""
 
 
-def validate_artifact(adata: ad.AnnData, source: str | Path | None = None, counts: Any = None) -> None:
+@dataclass(frozen=True)
+class ArtifactOnDisk:
+    """The artifact's matrices that grow with the cells, left in its file and read a block of
+    rows at a time (:func:`read_artifact_on_disk`).
+
+    Attributes
+    ----------
+    counts
+        ``X``: N × G raw counts.
+    delta_x
+        ``obsm/delta_x``: N × T |ΔX| (dense in the file; its rows are read as CSR).
+    cf_medians
+        ``uns/cf_medians``: U × G distinct counterfactual medians.
+    """
+
+    counts: CountsOnDisk
+    delta_x: CountsOnDisk
+    cf_medians: CountsOnDisk
+
+
+def validate_artifact(
+    adata: ad.AnnData,
+    source: str | Path | None = None,
+    counts: Any = None,
+    on_disk: ArtifactOnDisk | None = None,
+) -> None:
     """Check the fields and shapes listed in the module docstring; raise :class:`ArtifactError`.
 
-    ``counts``: the counts when ``adata`` holds none (in memory or on disk)."""
+    ``counts``: the counts when ``adata`` holds none (in memory or on disk); ``on_disk``: the
+    matrices left in the file, in place of ``adata``'s X, ``obsm['delta_x']`` and
+    ``uns['cf_medians']``."""
     where = f"{source}: " if source is not None else ""
+    obsm_keys, uns_keys = set(adata.obsm), set(adata.uns)
+    if on_disk is not None:
+        obsm_keys.add("delta_x")
+        uns_keys.add("cf_medians")
     missing = (
         [f"obs[{c!r}]" for c in OBS_COLUMNS if c not in adata.obs.columns]
-        + [f"obsm[{k!r}]" for k in OBSM_KEYS if k not in adata.obsm]
+        + [f"obsm[{k!r}]" for k in OBSM_KEYS if k not in obsm_keys]
         + [f"var[{c!r}]" for c in VAR_COLUMNS if c not in adata.var.columns]
-        + [f"uns[{k!r}]" for k in UNS_KEYS if k not in adata.uns]
+        + [f"uns[{k!r}]" for k in UNS_KEYS if k not in uns_keys]
     )
     if missing:
         raise ArtifactError(
@@ -86,8 +118,21 @@ def validate_artifact(adata: ad.AnnData, source: str | Path | None = None, count
             "Rebuild it with the preprocessing stage."
         )
     n_nodes = len(adata.uns["nodes"])
-    if adata.obsm["D"].shape[1] != n_nodes or adata.obsm["delta_x"].shape[1] != n_nodes:
+    delta_x = adata.obsm["delta_x"] if on_disk is None else on_disk.delta_x
+    if adata.obsm["D"].shape[1] != n_nodes or delta_x.shape[1] != n_nodes:
         raise ArtifactError(f"{where}obsm['D']/obsm['delta_x'] do not have one column per node ({n_nodes}).")
+    if on_disk is not None:
+        counts = on_disk.counts
+        rows = {"X": counts.shape[0], "obsm['delta_x']": delta_x.shape[0]}
+        if any(n != adata.n_obs for n in rows.values()):
+            raise ArtifactError(
+                f"{where}{rows} rows where obs has {adata.n_obs} cells; rebuild the artifact."
+            )
+        if on_disk.cf_medians.shape[1] != counts.shape[1]:
+            raise ArtifactError(
+                f"{where}uns['cf_medians'] has {on_disk.cf_medians.shape[1]} genes and X "
+                f"{counts.shape[1]}; rebuild the artifact."
+            )
     X = adata.X if counts is None else counts
     if not (sp.issparse(X) or isinstance(X, CountsOnDisk)):
         raise ArtifactError(f"{where}X must be sparse counts.")
@@ -176,11 +221,13 @@ def read_artifact(path: str | Path, verify: bool = True) -> ad.AnnData:
     return adata
 
 
-def read_artifact_on_disk(path: str | Path, verify: bool = True) -> tuple[ad.AnnData, CountsOnDisk]:
-    """:func:`read_artifact` with the counts left on disk: (the artifact without X, its counts).
+def read_artifact_on_disk(path: str | Path, verify: bool = True) -> tuple[ad.AnnData, ArtifactOnDisk]:
+    """:func:`read_artifact` with the matrices that grow with the cells left on disk: (the
+    artifact without X, ``obsm['delta_x']`` and ``uns['cf_medians']``; those three as
+    :class:`ArtifactOnDisk`).
 
-    obs, var, obsm and uns are read into memory; the counts are a
-    :class:`~gpo_vae.data.on_disk.CountsOnDisk` over the file's X, read a block of cells at a time.
+    obs, var, the rest of obsm and uns are read into memory; each matrix left in the file is a
+    :class:`~gpo_vae.data.on_disk.CountsOnDisk`, read a block of rows at a time.
     """
     from anndata.io import read_elem
 
@@ -188,12 +235,25 @@ def read_artifact_on_disk(path: str | Path, verify: bool = True) -> tuple[ad.Ann
     if not path.exists():
         raise ArtifactError(f"{path}: no such artifact; run the preprocessing stage first.")
     path = artifact_path(path if path.is_dir() else path.parent, verify)
+    left = {element: field for field, element in _ON_DISK.items()}
     with h5py.File(path, "r") as file:
-        parts = {key: read_elem(file[key]) for key in ("obs", "var", "obsm", "uns") if key in file}
+        parts = {key: read_elem(file[key]) for key in ("obs", "var") if key in file}
+        for key in ("obsm", "uns"):
+            if key in file:
+                group = file[key]
+                parts[key] = {name: read_elem(group[name]) for name in group if f"{key}/{name}" not in left}
+        present = [element for element in left if element in file]
     adata = ad.AnnData(**parts)
-    counts = CountsOnDisk(path, "X")
-    validate_artifact(adata, path, counts=counts)
-    return adata, counts
+    if len(present) < len(left):
+        # a file without them: the usual message names what is missing
+        validate_artifact(adata, path)
+    on_disk = ArtifactOnDisk(**{field: CountsOnDisk(path, element) for element, field in left.items()})
+    validate_artifact(adata, path, on_disk=on_disk)
+    return adata, on_disk
+
+
+#: The fields of :class:`ArtifactOnDisk` and the elements of the file they read.
+_ON_DISK = {"counts": "X", "delta_x": "obsm/delta_x", "cf_medians": "uns/cf_medians"}
 
 
 def is_artifact(adata: ad.AnnData) -> bool:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -24,7 +24,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gpo_vae.data.on_disk import MEMORY_SHARE, CountsOnDisk, fits_in_memory
-from gpo_vae.preprocessing.artifact import artifact_path, read_artifact, read_artifact_on_disk
+from gpo_vae.preprocessing.artifact import (
+    ArtifactOnDisk,
+    artifact_path,
+    read_artifact,
+    read_artifact_on_disk,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +54,18 @@ class ArtifactCells:
     ----------
     counts
         (N, G) CSR float32 raw counts, or a :class:`~gpo_vae.data.on_disk.CountsOnDisk` over
-        the artifact's X (:meth:`read` with ``counts="disk"``).
+        the artifact's X (:meth:`read` with ``counts="disk"``; then ``delta_x`` and
+        ``cf_medians`` are left in the file too).
     dosage
         (N, T) CSR float32 dosage D.
     delta_x
-        (N, T) float32 |ΔX| on the node genes.
+        (N, T) float32 |ΔX| on the node genes (or on disk: :meth:`delta_x_rows` reads either).
     qc, library_size
         (N,) float32 QC-fail flag (``total_qc``) and total counts.
     cf_row
         (N,) int64 row of ``cf_medians`` holding the cell's cfX, −1 when it has none.
     cf_medians
-        (U, G) CSR float32 distinct counterfactual medians.
+        (U, G) CSR float32 distinct counterfactual medians (or on disk).
     split
         (N,) ``train`` / ``val`` / ``test``.
     nodes, n_perturbed, genes
@@ -72,13 +78,13 @@ class ArtifactCells:
         (N,) batch index of every cell and the batch names ([] and zeros without batches).
     """
 
-    counts: sp.csr_matrix
+    counts: sp.csr_matrix | CountsOnDisk
     dosage: sp.csr_matrix
-    delta_x: np.ndarray
+    delta_x: np.ndarray | CountsOnDisk
     qc: np.ndarray
     library_size: np.ndarray
     cf_row: np.ndarray
-    cf_medians: sp.csr_matrix
+    cf_medians: sp.csr_matrix | CountsOnDisk
     split: np.ndarray
     nodes: list[str]
     n_perturbed: int
@@ -90,9 +96,10 @@ class ArtifactCells:
     batch_names: list[str]
 
     @classmethod
-    def from_anndata(cls, adata: ad.AnnData, counts: Any = None) -> ArtifactCells:
+    def from_anndata(cls, adata: ad.AnnData, on_disk: ArtifactOnDisk | None = None) -> ArtifactCells:
         """Take the training fields of a (validated) artifact AnnData, without copying X
-        (``counts``: the counts when ``adata`` has no X, e.g. on disk)."""
+        (``on_disk``: the matrices :func:`~gpo_vae.preprocessing.artifact.read_artifact_on_disk`
+        left in the file, for an AnnData read without them)."""
         n_nodes = len(adata.uns["nodes"])
         batch_names = [str(b) for b in adata.uns.get("batches", [])]
         if batch_names and "batch" in adata.obs.columns:
@@ -100,13 +107,19 @@ class ArtifactCells:
         else:
             batch_codes = np.zeros(adata.n_obs, dtype=np.int64)
         return cls(
-            counts=sp.csr_matrix(adata.X, dtype=np.float32) if counts is None else counts,
+            counts=sp.csr_matrix(adata.X, dtype=np.float32) if on_disk is None else on_disk.counts,
             dosage=sp.csr_matrix(adata.obsm["D"], dtype=np.float32),
-            delta_x=np.asarray(adata.obsm["delta_x"], dtype=np.float32),
+            delta_x=np.asarray(adata.obsm["delta_x"], dtype=np.float32)
+            if on_disk is None
+            else on_disk.delta_x,
             qc=adata.obs["total_qc"].to_numpy(dtype=np.float32),
             library_size=adata.obs["library_size"].to_numpy(dtype=np.float32),
             cf_row=adata.obs["cf_row"].to_numpy(dtype=np.int64),
-            cf_medians=sp.csr_matrix(adata.uns["cf_medians"], dtype=np.float32),
+            cf_medians=(
+                sp.csr_matrix(adata.uns["cf_medians"], dtype=np.float32)
+                if on_disk is None
+                else on_disk.cf_medians
+            ),
             split=adata.obs["split"].astype(str).to_numpy(),
             nodes=[str(node) for node in adata.uns["nodes"]],
             n_perturbed=int(adata.uns["n_perturbed"]),
@@ -122,15 +135,16 @@ class ArtifactCells:
     def read(cls, artifact_dir: str | Path, counts: CountsPlace = "memory") -> ArtifactCells:
         """Read a complete artifact directory (checksum verified).
 
-        ``counts``: ``memory`` reads the count matrix into memory; ``disk`` leaves it in the file
-        (each batch reads its cells: memory no longer grows with the cells); ``auto`` is
-        :func:`counts_place`. The batches hold the same numbers either way.
+        ``counts``: ``memory`` reads the count matrix into memory; ``disk`` leaves it, ΔX and the
+        counterfactual medians in the file (each batch reads its cells: memory no longer grows
+        with the cells); ``auto`` is :func:`counts_place`. The batches hold the same numbers
+        either way.
         """
         if counts == "auto":
             counts = counts_place(artifact_dir)
         if counts == "disk":
             adata, on_disk = read_artifact_on_disk(artifact_dir)
-            return cls.from_anndata(adata, counts=on_disk)
+            return cls.from_anndata(adata, on_disk=on_disk)
         if counts != "memory":
             raise ValueError(f"counts must be 'auto', 'memory' or 'disk', got {counts!r}")
         return cls.from_anndata(read_artifact(artifact_dir))
@@ -152,6 +166,11 @@ class ArtifactCells:
         """Artifact rows of the cells of one split."""
         return np.flatnonzero(self.split == split)
 
+    def delta_x_rows(self, rows: np.ndarray | slice) -> np.ndarray:
+        """|ΔX| of these rows, dense float32, from memory or from the file."""
+        block = self.delta_x[rows]
+        return block.toarray() if sp.issparse(block) else block
+
     def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """The model's batch dict for these rows (see :mod:`gpo_vae.models.module`)."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -167,7 +186,7 @@ class ArtifactCells:
             "D": torch.from_numpy(self.dosage[rows].toarray()),
             "qc": torch.from_numpy(self.qc[rows]),
             "library_size": torch.from_numpy(self.library_size[rows]),
-            "delta_x": torch.from_numpy(self.delta_x[rows]),
+            "delta_x": torch.from_numpy(self.delta_x_rows(rows)),
             "cf_X": torch.from_numpy(cf_x),
             # as the module's default: an all-zero cfX (no QC-fail cells) is no counterfactual
             "has_cf": torch.from_numpy(cf_x.sum(axis=1) != 0),

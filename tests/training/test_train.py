@@ -289,11 +289,14 @@ def test_auto_keeps_the_counts_in_memory_while_they_take_a_share_of_what_is_free
     assert counts_place(artifact_dir) == "memory"  # a few MB
     assert counts_place(artifact_dir, share=0.0) == "disk"
     cells = ArtifactCells.read(artifact_dir, counts="disk")
-    assert isinstance(cells.counts, CountsOnDisk)
+    # the three matrices that grow with the cells stay in the file
+    assert all(isinstance(m, CountsOnDisk) for m in (cells.counts, cells.delta_x, cells.cf_medians))
     memory = ArtifactCells.read(artifact_dir)
-    rows = np.array([7, 3, 3, 120])
+    with_cf, without_cf = np.flatnonzero(memory.cf_row >= 0), np.flatnonzero(memory.cf_row < 0)
+    rows = np.array([7, 3, 3, 120, with_cf[5], with_cf[0], with_cf[5], without_cf[-1]])
     for key, value in memory.batch(rows).items():
         assert torch.equal(value, cells.batch(rows)[key]), key
+    assert memory.batch(rows)["has_cf"][4:].tolist() == [True, True, True, False]
     with pytest.raises(ValueError, match="'auto', 'memory' or 'disk'"):
         ArtifactCells.read(artifact_dir, counts="gpu")
 
