@@ -19,3 +19,7 @@ class InputFileError(UserError, FileNotFoundError):
 
 class DamagedFileError(UserError, ValueError):
     """A file the pipeline wrote (or was given) cannot be read; the message says to restore or delete it."""
+
+
+class DataContractError(UserError, ValueError):
+    """A dataset does not meet the raw-data contract; the message names the file and the fix."""

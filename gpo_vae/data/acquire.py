@@ -175,12 +175,8 @@ def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dic
 
 
 def _read_description(path: Path, layout: ScreenLayout) -> tuple[dict[str, Any], list[str]]:
-    from gpo_vae.data.contract import (
-        control_cells_by_batch,
-        normalise_var_names,
-        screen_batches,
-        screen_labels,
-    )
+    from gpo_vae.data.contract import control_cells_by_batch, screen_batches, screen_labels
+    from gpo_vae.data.gene_columns import normalise_var_names
 
     try:
         adata = ad.read_h5ad(path, backed="r")

@@ -22,11 +22,9 @@ from gpo_vae.data.contract import (
     _choose_counts,
     _label_contract,
     _where,
-    duplicate_column_plan,
     first_non_count,
-    normalise_var_names,
-    resolve_duplicate_genes,
 )
+from gpo_vae.data.gene_columns import duplicate_column_plan, normalise_var_names, resolve_duplicate_genes
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import CountsFormatError, CountsOnDisk
 from gpo_vae.io import file_problem
