@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -83,12 +84,15 @@ def epoch(folder: str, counts: str) -> dict:
     from gpo_vae.training.train import train_model
 
     config = load_run_config(CONFIG, {"training.max_epochs": 1, "training.wandb": False})
+    run = Path(folder) / f"run-{counts}"
+    # train_model reuses a finished run of the same settings: measuring means training again
+    shutil.rmtree(run, ignore_errors=True)
     start = time.perf_counter()
     train_model(
         Path(folder) / "artifact",
         config.model,
         config.training,
-        Path(folder) / f"run-{counts}",
+        run,
         progress=False,
         counts=counts,
     )
