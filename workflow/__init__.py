@@ -11,7 +11,6 @@ from redun import task
 
 from gpo_vae.config import ConfigError, to_dict
 from gpo_vae.run_config import RunConfig
-from gpo_vae.sweeps import point_id, point_label
 from tasks.acquire import summarise_dataset
 from tasks.evaluate import evaluate_run_task, summarise_run
 from tasks.preprocess import preprocessed
@@ -34,7 +33,6 @@ from workflow.review import evaluate, inspect
 from workflow.sweep_support import (
     SweepPlan,
     chunks,
-    preprocess_groups,
 )
 
 redun_namespace = "gpo_vae"
@@ -231,20 +229,15 @@ def sweep(
     check_executors(executor=executor, train_executor=train_executor)
     check_deg_chunk_size(deg_chunk_size)
     plan = SweepPlan.from_options(sweep, config_path(dataset, model, config), max_concurrent, wandb_project)
-    spec, points, base, run_configs = plan.spec, plan.points, plan.base, plan.run_configs
     references = network_files(networks)
     data = screen.acquire()
     out = screen.out
     summary = summarise_dataset(data, str(out / "dataset_summary.json"))
-    groups = preprocess_groups(run_configs)  # one preprocessing per distinct preprocess section
-    firsts = [groups.index(group) for group in range(max(groups) + 1)]
-    group_artifacts = [
-        preprocessed(
-            data, to_dict(run_configs[first].preprocess), str(out / "preprocessed"), deg_chunk_size, executor
-        )
-        for first in firsts
+    sections, groups = plan.preprocess_sections()  # one preprocessing per distinct section
+    artifacts = [
+        preprocessed(data, section, str(out / "preprocessed"), deg_chunk_size, executor)
+        for section in sections
     ]
-    point_artifacts = [group_artifacts[group] for group in groups]
     evaluation_inputs = {
         "summary_stats": data["summary_stats"],
         "summary_sheet": data["summary_sheet"],
@@ -254,11 +247,11 @@ def sweep(
     }
     results: list[Any] = []
     previous: Any = None
-    for wave in chunks(list(range(len(points))), plan.width):
+    for wave in chunks(list(range(len(plan.points))), plan.width):
         previous = sweep_wave(
-            [point_artifacts[i] for i in wave],
-            [training_sections(run_configs[i]) for i in wave],
-            [to_dict(run_configs[i].evaluation) for i in wave],
+            [artifacts[groups[i]] for i in wave],
+            [training_sections(plan.run_configs[i]) for i in wave],
+            [to_dict(plan.run_configs[i].evaluation) for i in wave],
             str(out / "runs"),
             str(out / "evaluation"),
             evaluation_inputs,
@@ -267,22 +260,19 @@ def sweep(
             train_executor,
         )
         results.append(previous)
-    described = [{"id": point_id(p), "label": point_label(p), "parameters": p} for p in points]
-    sweep_info = {
-        "name": spec.name,
-        "metric": spec.metric,
-        "goal": spec.goal,
-        "description": spec.description,
-    }
     board = leaderboard(
-        sweep_info, described, flatten(results), str(out / "sweeps" / spec.name), plan.project
+        plan.info(),
+        plan.described_points(),
+        flatten(results),
+        str(out / "sweeps" / plan.spec.name),
+        plan.project,
     )
     return {
-        "points": len(points),
+        "points": len(plan.points),
         "waves": len(results),
         "summary": summary,
         "leaderboard": board,
-        "inputs": read_files([Path(sweep), base]),
+        "inputs": read_files([Path(sweep), plan.base]),
     }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from gpo_vae.config import ConfigError, to_dict
 from gpo_vae.errors import InputFileError
 from gpo_vae.run_config import RunConfig, load_run_config
-from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_label
+from gpo_vae.sweeps import SweepSpec, expand_sweep, load_sweep, point_id, point_label
 from gpo_vae.wandb_logging import require_wandb
 
 
@@ -110,3 +110,19 @@ class SweepPlan:
             given = "--max-concurrent" if max_concurrent is not None else f"{sweep}: max_concurrent"
             raise ConfigError(f"{given} {width}: give at least 1 (the points trained at once)")
         return cls(spec, points, base, run_configs, width, project)
+
+    def preprocess_sections(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """The distinct ``preprocess`` sections of the points (one preprocessing each), and for
+        every point the index of its section."""
+        groups = preprocess_groups(self.run_configs)
+        firsts = [groups.index(group) for group in range(max(groups) + 1)]
+        return [to_dict(self.run_configs[first].preprocess) for first in firsts], groups
+
+    def described_points(self) -> list[dict[str, Any]]:
+        """Each point's id, label and parameters, as the leaderboard lists them."""
+        return [{"id": point_id(p), "label": point_label(p), "parameters": p} for p in self.points]
+
+    def info(self) -> dict[str, Any]:
+        """The sweep's name, metric, goal and description, as the leaderboard heads them."""
+        spec = self.spec
+        return {"name": spec.name, "metric": spec.metric, "goal": spec.goal, "description": spec.description}
