@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -166,3 +168,40 @@ def test_rows_by_group_checks_the_space_for_its_copy_first(tmp_path, monkeypatch
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))
     with pytest.raises(OutputSpaceError, match="the counts grouped by perturbation"):
         next(rows_by_group(CountsOnDisk(tmp_path / "a.h5ad"), np.zeros(100, int), scratch_dir=tmp_path))
+
+
+def test_a_screen_opened_again_unchanged_is_not_read_or_checked_again(tmp_path, monkeypatch):
+    """The statistics and preprocessing stages of one run open the same screen: its labels and
+    every stored count are checked once; each caller gets its own copy; a rewritten file or
+    another layout is read again."""
+    from gpo_vae.data import contract_on_disk
+
+    path, layout = _saved("csr", tmp_path)
+    reads = []
+    real = contract_on_disk._open_counts_h5ad
+    monkeypatch.setattr(contract_on_disk, "_open_counts_h5ad", lambda *a: reads.append(a) or real(*a))
+    monkeypatch.setattr(contract_on_disk, "_OPENED", {})
+    first, counts = open_counts_h5ad(path, layout)
+    first.obs["target"] = "changed"  # a caller's edits stay its own
+    second, again = open_counts_h5ad(path, layout)
+    assert len(reads) == 1 and again is counts
+    pd.testing.assert_frame_equal(second.obs, open_counts_h5ad(path, layout)[0].obs)
+    assert (second.obs["target"] != "changed").all()
+    # the layout as resolved (what the preprocessing stage is given) reads nothing, and the
+    # same as reading with it would
+    resolved = ScreenLayout.from_dict(first.uns["layout"])
+    assert resolved != layout
+    shared, _ = open_counts_h5ad(path, resolved)
+    fresh, _ = real(Path(path), resolved)
+    assert len(reads) == 1
+    pd.testing.assert_frame_equal(shared.obs, fresh.obs)
+    pd.testing.assert_frame_equal(shared.var, fresh.var)
+    assert shared.uns["layout"] == fresh.uns["layout"]
+    assert shared.uns["layout_record"] == fresh.uns["layout_record"]
+    open_counts_h5ad(path, _layout())  # another layout (no batch column)
+    assert len(reads) == 2
+    screen = _screen(seed=1)
+    screen.write_h5ad(path)  # the same path rewritten
+    _, counts = open_counts_h5ad(path, layout)
+    assert len(reads) == 3
+    assert (counts.to_memory() != sp.csr_matrix(screen.X)).nnz == 0

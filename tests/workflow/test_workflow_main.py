@@ -8,7 +8,9 @@ runs in about a minute; the shipped configs are tested elsewhere.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -131,8 +133,10 @@ def test_main_help_lists_every_option_with_its_default():
         assert f"{flag} ({default})" in doc, f"{flag} ({default}) missing from main's docstring"
 
 
-def test_main_on_a_users_own_screen(sandbox):
-    """`--dataset path.h5ad` with its own column and control label; statistics from the cells."""
+def test_main_on_a_users_own_screen(sandbox, tmp_path):
+    """`--dataset path.h5ad` with its own column and control label; statistics from the cells.
+    The run opens the screen's labels and checks its counts once: the description, the summary
+    statistics and the preprocessing (threads of one process) share what was read."""
     from gpo_vae.data.synthetic import SyntheticConfig, simulate_perturbseq
 
     adata = simulate_perturbseq(SyntheticConfig.preset("default")).adata
@@ -151,7 +155,19 @@ def test_main_on_a_users_own_screen(sandbox):
         "--control-label",
         "NT",
     )
-    execution, result = sandbox.redun(*args)
+    trace = tmp_path / "opens.log"
+    tracing = str(Path(__file__).resolve().parents[1] / "tracing")
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [tracing, os.environ.get("PYTHONPATH")])),
+        "TRACE_H5_LOG": str(trace),
+        "TRACE_H5_FILE": str(sandbox.root / "screens" / "my_screen.h5ad"),
+    }
+    execution, result = sandbox.redun(*args, env=env)
+    opens = trace.read_text().splitlines()
+    described = [line for line in opens if "_read_description" in line]
+    checked = [line for line in opens if line.startswith("contract_on_disk.py:_open_counts_h5ad")]
+    assert len(described) == 1 and len(checked) == 1, "\n".join(opens)
+    assert any("preprocess_dataset" in line for line in opens), "the trace saw no preprocessing"
     assert {
         "prepare_local_dataset",
         "preprocess_dataset",
