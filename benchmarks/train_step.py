@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from gpo_vae.models import GPOVAE, ModelConfig
+from gpo_vae.module import GPOVAE, ModelConfig
 
 #: The published training step at this shape on the project's 2-core CPU (notes.md).
 ANCHOR_STEPS_PER_S = 0.088

@@ -1,6 +1,6 @@
 """The model a user holds: train or load a run, then ask it questions in AnnData and DataFrames.
 
-The layout follows scvi-tools: :class:`~gpo_vae.models.GPOVAE` is the torch module,
+The layout follows scvi-tools: :class:`~gpo_vae.module.GPOVAE` is the torch module,
 :class:`~gpo_vae.training.GPOVAETrainingPlan` the Lightning training plan, and
 :class:`GPOVAEModel` what a notebook uses::
 
@@ -48,7 +48,7 @@ from gpo_vae.evaluation.prediction import EvaluationData
 from gpo_vae.grn.calibration import calibrated_threshold
 from gpo_vae.grn.curves import edges_from_probabilities
 from gpo_vae.io import resolve_recorded
-from gpo_vae.models.generate import basal_means, grn_dataframe
+from gpo_vae.module.generate import basal_means, grn_dataframe
 from gpo_vae.prediction_settings import PredictionSettings, resolve_settings, write_run_evaluation
 from gpo_vae.preprocessing.artifact import (
     ARTIFACT_FILE,
@@ -68,7 +68,7 @@ from gpo_vae.version import __version__
 if TYPE_CHECKING:
     import anndata as ad
 
-    from gpo_vae.models.module import GPOVAE
+    from gpo_vae.module.module import GPOVAE
 
 #: Where :meth:`GPOVAEModel.train` writes an in-memory artifact, inside the run directory.
 ARTIFACT_DIR = "artifact"
@@ -88,7 +88,7 @@ class GPOVAEModel:
     Attributes
     ----------
     module
-        The torch module (:class:`~gpo_vae.models.GPOVAE`), in eval mode.
+        The torch module (:class:`~gpo_vae.module.GPOVAE`), in eval mode.
     run_dir
         The run directory (``model.pt``, ``config.json``, ``run.json``, checkpoints).
     nodes

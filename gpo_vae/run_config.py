@@ -8,7 +8,7 @@ from typing import Any
 
 from gpo_vae.config import load_config
 from gpo_vae.evaluation.config import EvaluationConfig
-from gpo_vae.models.config import ModelConfig
+from gpo_vae.module.config import ModelConfig
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.training.config import TrainingConfig
 

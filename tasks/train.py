@@ -34,7 +34,7 @@ def train_run(artifact: File, config: dict[str, Any], out_root: str) -> File:
     directory holds the completeness marker whose checksum enters the run's address.
     """
     from gpo_vae.config import from_dict, to_dict
-    from gpo_vae.models import ModelConfig
+    from gpo_vae.module import ModelConfig
     from gpo_vae.preprocessing.artifact import artifact_checksum
     from gpo_vae.training.config import TrainingConfig
     from gpo_vae.training.train import MODEL_FILE, train_model

@@ -24,7 +24,8 @@ LAYERS = {
     "sweeps": 2,
     "data": 2,
     "preprocessing": 3,
-    "models": 4,
+    "module": 4,
+    "models": 4,  # the old name of module, re-exported for one release
     "grn": 5,
     "leaderboard": 5,
     "wandb_logging": 6,

@@ -21,8 +21,8 @@ from gpo_vae.data.labels import label_genes
 from gpo_vae.evaluation.ate import mean_log2_expression
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.metrics import qc_pass_ratio
-from gpo_vae.models import GPOVAE
-from gpo_vae.models.generate import encode_basal, sample_cells
+from gpo_vae.module import GPOVAE
+from gpo_vae.module.generate import encode_basal, sample_cells
 from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM
 from gpo_vae.preprocessing.qc import QCThresholds, compute_qc_metrics
 

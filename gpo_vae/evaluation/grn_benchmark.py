@@ -49,7 +49,7 @@ from gpo_vae.grn.effects import effect_prior_logits, effect_statistic, prior_log
 from gpo_vae.grn.ranking import MODEL, WIDE_K, top_k_precision
 from gpo_vae.grn.ranking import SAMS_VAE as SAMS_VAE  # re-exported: grn.SAMS_VAE in the evaluation
 from gpo_vae.grn.statistical import StatisticalEvaluator, causalbench_expression
-from gpo_vae.models import GPOVAE
+from gpo_vae.module import GPOVAE
 from gpo_vae.preprocessing.normalize import take_rows
 
 #: The evaluated model's mask as it was before training (what training added is model − this).

@@ -34,7 +34,7 @@ from gpo_vae.data.summary_stats_io import (
 from gpo_vae.evaluation.ate import batch_shares
 from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.metrics import prediction_metrics, qc_pass_ratio, summary_stats_agreement
-from gpo_vae.models import GPOVAE
+from gpo_vae.module import GPOVAE
 from gpo_vae.preprocessing.artifact import ArtifactOnDisk
 from gpo_vae.preprocessing.normalize import DEFAULT_TARGET_SUM, library_size, take_rows
 from gpo_vae.preprocessing.qc import QC_METRICS, QCThresholds

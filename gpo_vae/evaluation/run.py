@@ -53,7 +53,7 @@ from gpo_vae.io import (
     recorded_path,
     write_json_atomic,
 )
-from gpo_vae.models import GPOVAE
+from gpo_vae.module import GPOVAE
 from gpo_vae.preprocessing.artifact import (
     artifact_checksum,
     dataset_checksum,

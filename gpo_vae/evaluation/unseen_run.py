@@ -60,7 +60,7 @@ from gpo_vae.evaluation.unseen import (
     unseen_table,
     weighted_profile,
 )
-from gpo_vae.models import GPOVAE
+from gpo_vae.module import GPOVAE
 
 
 @dataclass(frozen=True)

@@ -1,42 +1,23 @@
-"""GPO-VAE model: generative model, guide, ELBO loss and generation in plain torch (design §6).
+"""Moved to :mod:`gpo_vae.module` (the torch modules; :mod:`gpo_vae.model` is the Python API);
+this name goes in the next release. ``gpo_vae.models.<name>`` is ``gpo_vae.module.<name>``."""
 
-``GPOVAE`` is the module (``inference`` / ``generative`` / ``loss`` → ``LossOutput``, ``iwelbo``,
-``mask_probabilities``); :mod:`gpo_vae.models.generate` draws cells from it (``sample_cells``,
-``encode_basal``) and tabulates its graph (``grn_dataframe``). ``ModelConfig`` holds the
-published hyperparameters, ``ModelConfig.sams_vae()`` the SAMS-VAE baseline. What a user holds
-is :class:`gpo_vae.GPOVAEModel`.
+from __future__ import annotations
 
-Where this differs from the published research code, on purpose:
+import importlib
+import sys
+import warnings
+from typing import Any
 
-- the counterfactual KL is the exact Gaussian KL (the reference omits 1/σ₂² on (μ₁ − μ₂)²);
-- the counterfactual encoder pass reuses the particle's M, E and qc_E draw (the reference draws
-  them again), and runs on the cells with a counterfactual only;
-- each cell is decoded once, under its own QC branch, and x is never sampled during training
-  (the reference decodes and samples both branches for every cell): the loss is the same;
-- only the mask/embedding rows of nodes dosed in the batch are drawn: the others carry zero
-  weight in every term, so the loss has the same distribution;
-- the ``probs`` GRN variant keeps the logit parameterisation of q(M) and uses sigmoid(logits)
-  (the reference then parameterises q(M) by clamped probabilities, which stall at 0 and 1).
-"""
+warnings.warn(
+    "gpo_vae.models moved to gpo_vae.module; the old name goes in the next release",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
-from gpo_vae._lazy import lazy_attributes
-from gpo_vae.models.config import ModelConfig
-
-# Only the config is imported eagerly: the run config (and so the workflow) reads it without
-# importing torch; the module and its helpers load on first use.
-_LAZY = {
-    "GPOVAE": "gpo_vae.models.module",
-    "LOSS_TERMS": "gpo_vae.models.module",
-    "InferenceOutputs": "gpo_vae.models.module",
-    "LossOutput": "gpo_vae.models.module",
-    "PlatedSample": "gpo_vae.models.guide",
-    "encode_basal": "gpo_vae.models.generate",
-    "grn_dataframe": "gpo_vae.models.generate",
-    "sample_cells": "gpo_vae.models.generate",
-}
+# the old submodule paths name the new modules themselves (one class, not two copies)
+for _name in ("config", "decoder", "distributions", "generate", "grn_loss", "guide", "layers", "module"):
+    sys.modules[f"{__name__}.{_name}"] = importlib.import_module(f"gpo_vae.module.{_name}")
 
 
-__getattr__ = lazy_attributes(__name__, _LAZY)
-
-
-__all__ = ["ModelConfig", *_LAZY]
+def __getattr__(name: str) -> Any:
+    return getattr(importlib.import_module("gpo_vae.module"), name)

@@ -172,7 +172,7 @@ class ArtifactCells:
         return block.toarray() if sp.issparse(block) else block
 
     def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        """The model's batch dict for these rows (see :mod:`gpo_vae.models.module`)."""
+        """The model's batch dict for these rows (see :mod:`gpo_vae.module.module`)."""
         rows = np.asarray(rows, dtype=np.int64)
         cf_row = self.cf_row[rows]
         if self.cf_medians.shape[0] > 0:

@@ -10,7 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from gpo_vae.models import GPOVAE, LossOutput
+from gpo_vae.module import GPOVAE, LossOutput
 from gpo_vae.training.config import TrainingConfig
 
 #: Keys of the random-number-generator states and of the training seconds in a checkpoint.
@@ -47,7 +47,7 @@ class GPOVAETrainingPlan(pl.LightningModule):
     """Adam on the module's loss; logs every loss term of training and validation cells.
 
     Logged per epoch (means over cells): ``train/loss``, ``train/<term>``, ``val/loss``,
-    ``val/<term>`` for each of :data:`gpo_vae.models.LOSS_TERMS`; per step: ``train/step_loss``.
+    ``val/<term>`` for each of :data:`gpo_vae.module.LOSS_TERMS`; per step: ``train/step_loss``.
     Validation uses the same loss, plate weights included, so ``val/loss`` estimates the
     per-cell training objective on held-out cells. Gradient clipping is the Trainer's.
 

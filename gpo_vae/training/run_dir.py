@@ -18,7 +18,7 @@ import torch
 from gpo_vae.config import from_dict
 from gpo_vae.errors import DamagedFileError, InputFileError
 from gpo_vae.io import read_json, write_json_atomic
-from gpo_vae.models import GPOVAE, ModelConfig
+from gpo_vae.module import GPOVAE, ModelConfig
 
 CONFIG_FILE = "config.json"
 EVENTS_FILE = "events.jsonl"
@@ -121,7 +121,7 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPOVAE
     Returns
     -------
     model
-        :class:`~gpo_vae.models.GPOVAE` on ``device`` (``mask_probabilities``; :mod:`gpo_vae.models.generate`
+        :class:`~gpo_vae.module.GPOVAE` on ``device`` (``mask_probabilities``; :mod:`gpo_vae.module.generate`
         draws cells from it; :class:`gpo_vae.GPOVAEModel` wraps both).
     info
         ``node_names``, ``gene_names``, ``n_perturbed``, ``model_config`` and ``training_config``

@@ -46,7 +46,7 @@ from gpo_vae.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from gpo_vae.models import GPOVAE, ModelConfig
+from gpo_vae.module import GPOVAE, ModelConfig
 from gpo_vae.preprocessing import artifact
 from gpo_vae.preprocessing.artifact import dataset_checksum
 from gpo_vae.training.callbacks import EpochProgress, StopOnRequest

@@ -23,7 +23,7 @@ from gpo_vae.evaluation.config import EvaluationConfig
 from gpo_vae.evaluation.grn_benchmark import sams_vae_node_scores
 from gpo_vae.evaluation.run import COMPLETE_MARKER, evaluate_run, headline_table
 from gpo_vae.model import GPOVAEModel
-from gpo_vae.models import ModelConfig
+from gpo_vae.module import ModelConfig
 from gpo_vae.preprocessing.artifact import ARTIFACT_FILE, read_artifact
 from gpo_vae.report import load_tables
 from gpo_vae.training.train import load_trained_model, train_model

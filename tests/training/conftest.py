@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
-from gpo_vae.models import ModelConfig
+from gpo_vae.module import ModelConfig
 from gpo_vae.preprocessing.artifact import write_artifact
 from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig
 from gpo_vae.preprocessing.from_file import preprocess_files

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gpo_vae.config import ConfigError, from_dict, load_yaml, to_dict
-from gpo_vae.models import ModelConfig
+from gpo_vae.module import ModelConfig
 from gpo_vae.run_config import RunConfig, load_run_config
 from gpo_vae.training.config import TrainingConfig
 

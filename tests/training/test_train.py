@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 from sklearn.metrics import roc_auc_score
 
-from gpo_vae.models import GPOVAE, LOSS_TERMS
-from gpo_vae.models.generate import grn_dataframe, sample_cells
+from gpo_vae.module import GPOVAE, LOSS_TERMS
+from gpo_vae.module.generate import grn_dataframe, sample_cells
 from gpo_vae.preprocessing.artifact import MARKER_FILE
 from gpo_vae.training.train import load_trained_model, read_events, train_model
 from tests.training.conftest import TINY_MODEL, TINY_TRAINING

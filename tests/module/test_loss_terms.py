@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from gpo_vae.models import LOSS_TERMS
-from gpo_vae.models.grn_loss import grn_accumulation, grn_alignment_loss
-from gpo_vae.models.guide import PlatedSample
-from tests.models import N_LATENT, N_NODES, N_QC_FAIL, NODE_COUNTS, tiny_batch, tiny_config, tiny_module
+from gpo_vae.module import LOSS_TERMS
+from gpo_vae.module.grn_loss import grn_accumulation, grn_alignment_loss
+from gpo_vae.module.guide import PlatedSample
+from tests.module import N_LATENT, N_NODES, N_QC_FAIL, NODE_COUNTS, tiny_batch, tiny_config, tiny_module
 
 
 def _fixed_plated(module, n_particles: int = 2) -> PlatedSample:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from gpo_vae.models.config import GrnVariant
+from gpo_vae.module.config import GrnVariant
 
 #: Added to the denominator of the per-column min-max scaling of the "probs" variant.
 MIN_MAX_EPS = 1e-8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gpo_vae.models import GPOVAE, ModelConfig
+from gpo_vae.module import GPOVAE, ModelConfig
 
 N_GENES, N_NODES, N_PERTURBED, N_LATENT = 12, 5, 3, 4
 NODE_COUNTS = torch.tensor([10.0, 4.0, 2.0, 0.0, 0.0])

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gpo_vae.models.config import ModelConfig
-from gpo_vae.models.distributions import relaxed_bernoulli_straight_through
-from gpo_vae.models.layers import GaussianMLP, linear_columns
+from gpo_vae.module.config import ModelConfig
+from gpo_vae.module.distributions import relaxed_bernoulli_straight_through
+from gpo_vae.module.layers import GaussianMLP, linear_columns
 
 #: Prior-network probabilities are clamped to [eps, 1 − eps] before taking logits.
 PRIOR_PROB_EPS = 1e-6

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gpo_vae.models.distributions import VAR_EPS
+from gpo_vae.module.distributions import VAR_EPS
 
 
 def linear_columns(layer: nn.Linear, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:

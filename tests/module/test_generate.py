@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpo_vae.models import ModelConfig
-from gpo_vae.models.generate import grn_dataframe, sample_cells
-from tests.models import N_GENES, N_NODES, TINY, tiny_module
+from gpo_vae.module import ModelConfig
+from gpo_vae.module.generate import grn_dataframe, sample_cells
+from tests.module import N_GENES, N_NODES, TINY, tiny_module
 
 NAMES = [f"node{i}" for i in range(N_NODES)]
 

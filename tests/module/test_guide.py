@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.models import N_GENES, N_LATENT, N_NODES, tiny_batch, tiny_config, tiny_module
+from tests.module import N_GENES, N_LATENT, N_NODES, tiny_batch, tiny_config, tiny_module
 
 
 def test_basal_encoder_equals_the_mlp_on_the_concatenated_input() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpo_vae.models.grn_loss import (
+from gpo_vae.module.grn_loss import (
     grn_accumulation,
     grn_alignment_loss,
     khop_accumulation,
@@ -88,13 +88,26 @@ def test_alignment_skips_unmeasured_node_columns() -> None:
     assert none.item() == 0.0 and none.requires_grad
 
 
-def test_the_old_module_name_still_imports_with_a_warning():
+def test_the_old_module_names_still_import_with_a_warning():
+    """gpo_vae.models (now gpo_vae.module) and gpo_vae.models.grn (now module.grn_loss) import for
+    one release, warn, and are the new modules themselves."""
     import importlib
     import sys
 
-    import gpo_vae.models.grn_loss as grn_loss
+    import gpo_vae.module
+    import gpo_vae.module.config
+    import gpo_vae.module.grn_loss as grn_loss
 
-    sys.modules.pop("gpo_vae.models.grn", None)
-    with pytest.warns(DeprecationWarning, match="moved to gpo_vae.models.grn_loss"):
+    for name in [name for name in sys.modules if name.startswith("gpo_vae.models")]:
+        sys.modules.pop(name)
+    with pytest.warns(DeprecationWarning, match="gpo_vae.models moved to gpo_vae.module"):
+        package = importlib.import_module("gpo_vae.models")
+    assert package.ModelConfig is gpo_vae.module.ModelConfig
+    assert package.GPOVAE is gpo_vae.module.GPOVAE
+    assert importlib.import_module("gpo_vae.models.config") is gpo_vae.module.config
+    from gpo_vae.models.module import GPOVAE
+
+    assert GPOVAE is gpo_vae.module.GPOVAE
+    with pytest.warns(DeprecationWarning, match="moved to gpo_vae.module.grn_loss"):
         old = importlib.import_module("gpo_vae.models.grn")
     assert old.grn_alignment_loss is grn_loss.grn_alignment_loss

@@ -6,15 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gpo_vae.models.config import Likelihood
-from gpo_vae.models.distributions import (
+from gpo_vae.module.config import Likelihood
+from gpo_vae.module.distributions import (
     VAR_EPS,
     library_nb_data_part,
     library_nb_mean_part,
     normal_log_prob,
     sample_library_nb,
 )
-from gpo_vae.models.layers import ResidualTrunk
+from gpo_vae.module.layers import ResidualTrunk
 
 
 class Decoder(nn.Module):

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from gpo_vae.models import GPOVAE, ModelConfig
-from gpo_vae.models.generate import sample_cells
-from tests.models import N_GENES, N_LATENT, N_NODES, TINY, tiny_batch, tiny_config, tiny_module
+from gpo_vae.module import GPOVAE, ModelConfig
+from gpo_vae.module.generate import sample_cells
+from tests.module import N_GENES, N_LATENT, N_NODES, TINY, tiny_batch, tiny_config, tiny_module
 
 ELBO_TERMS = ("reconstruction", "kl_z_basal", "kl_embedding", "kl_mask", "kl_qc_embedding")
 
@@ -194,7 +194,7 @@ def test_config_validation_and_the_sams_vae_preset() -> None:
 
 
 def test_unmeasured_nodes_are_left_out_of_the_grn_term_when_skipped() -> None:
-    from gpo_vae.models import grn_loss as grn
+    from gpo_vae.module import grn_loss as grn
 
     batch = tiny_batch()
     measured = torch.tensor([True, False, True, True, True])

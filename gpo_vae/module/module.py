@@ -16,16 +16,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gpo_vae.models import grn_loss
-from gpo_vae.models.config import ModelConfig
-from gpo_vae.models.decoder import Decoder
-from gpo_vae.models.distributions import (
+from gpo_vae.module import grn_loss
+from gpo_vae.module.config import ModelConfig
+from gpo_vae.module.decoder import Decoder
+from gpo_vae.module.distributions import (
     bernoulli_log_prob,
     gaussian_kl,
     normal_log_prob,
     standard_normal_log_prob,
 )
-from gpo_vae.models.guide import Guide, PlatedSample
+from gpo_vae.module.guide import Guide, PlatedSample
 
 Batch = Mapping[str, torch.Tensor]
 #: Names of the loss terms, in the order they are summed.
@@ -375,7 +375,7 @@ class GPOVAE(nn.Module):
         """A guide draw of M, E and qc_E for all nodes, to share across IWELBO batches."""
         return self.guide.sample_plated(n_particles)
 
-    # -- the learned graph (generation: gpo_vae.models.generate) -----------------------------
+    # -- the learned graph (generation: gpo_vae.module.generate) -----------------------------
     def mask_probabilities(self) -> torch.Tensor:
         """q(M) edge probabilities sigmoid(logits), (T, C), detached."""
         return torch.sigmoid(self.guide.mask_logits.detach())

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpo_vae.models import GPOVAE
-from gpo_vae.models.generate import encode_basal, sample_cells
-from gpo_vae.models.grn_loss import grn_accumulation
+from gpo_vae.module import GPOVAE
+from gpo_vae.module.generate import encode_basal, sample_cells
+from gpo_vae.module.grn_loss import grn_accumulation
 from gpo_vae.training.config import TrainingConfig
 from gpo_vae.training.lightning import GPOVAETrainingPlan
-from tests.models import N_GENES, N_LATENT, N_NODES, tiny_batch, tiny_config, tiny_module
+from tests.module import N_GENES, N_LATENT, N_NODES, tiny_batch, tiny_config, tiny_module
 
 EFFECTS = torch.linspace(-3.0, 3.0, N_NODES * N_NODES).reshape(N_NODES, N_NODES)
 

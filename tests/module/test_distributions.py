@@ -1,4 +1,4 @@
-"""Densities, KL and samplers of gpo_vae.models.distributions against torch and closed forms."""
+"""Densities, KL and samplers of gpo_vae.module.distributions against torch and closed forms."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, NegativeBinomial, Normal, kl_divergence
 
-from gpo_vae.models.distributions import (
+from gpo_vae.module.distributions import (
     NB_MEAN_EPS,
     bernoulli_log_prob,
     gaussian_kl,

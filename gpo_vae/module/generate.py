@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 if TYPE_CHECKING:
-    from gpo_vae.models.module import GPOVAE
+    from gpo_vae.module.module import GPOVAE
 
 #: Cells decoded at once: bounds the (cells × G) and (cells × active nodes × C) tensors.
 CELL_CHUNK = 1024
