@@ -57,6 +57,13 @@ def relaxed_bernoulli_straight_through(
     shape = sample_shape + logits.shape
     eps = torch.finfo(logits.dtype).eps
     uniform = torch.rand(shape, device=logits.device, dtype=logits.dtype).clamp(eps, 1.0 - eps)
+    if not (torch.is_grad_enabled() and logits.requires_grad):
+        # no gradient to carry: the same value, round(soft), in place (evaluation draws masks of
+        # particles × nodes², so each temporary is one such tensor)
+        noise = torch.log(uniform)
+        noise.sub_(uniform.neg_().log1p_())
+        del uniform
+        return noise.add_(logits).div_(temperature).sigmoid_().clamp_(eps, 1.0 - eps).round_()
     noise = torch.log(uniform) - torch.log1p(-uniform)
     soft = torch.sigmoid((logits + noise) / temperature).clamp(eps, 1.0 - eps)
     hard = torch.round(soft)

@@ -65,6 +65,41 @@ class PlatedSample:
         )
 
 
+@dataclass
+class PlatedEffect:
+    """K particles of what inference reads of a plated draw: M ⊙ E and qc_E.
+
+    The same draw as :meth:`Guide.sample_plated` (same random numbers, same values) without M, E
+    and the parameters of q(E | M), which only training's KL terms use: a quarter of the memory,
+    for the IWELBO draw that evaluation shares across batches (particles × nodes × latents).
+
+    Attributes
+    ----------
+    rows
+        (R,) node indices whose rows were drawn.
+    latent_effect
+        (K, R, C) M ⊙ E.
+    qc_embedding
+        (K, 1, L) sample of qc_E.
+    """
+
+    rows: torch.Tensor
+    latent_effect: torch.Tensor
+    qc_embedding: torch.Tensor
+
+    @property
+    def n_particles(self) -> int:
+        return self.latent_effect.shape[0]
+
+    def effect(self) -> torch.Tensor:
+        """M ⊙ E, (K, R, C)."""
+        return self.latent_effect
+
+    def particles(self, index: slice) -> PlatedEffect:
+        """The same draw restricted to some particles."""
+        return PlatedEffect(self.rows, self.latent_effect[index], self.qc_embedding[index])
+
+
 class Guide(nn.Module):
     """Variational posterior of GPO-VAE (and of SAMS-VAE with a latent-sized mask).
 
@@ -163,6 +198,21 @@ class Guide(nn.Module):
             qc_loc=qc_loc,
             qc_scale=qc_scale,
         )
+
+    @torch.no_grad()
+    def sample_effect(self, n_particles: int, rows: torch.Tensor | None = None) -> PlatedEffect:
+        """:meth:`sample_plated`'s draw (the same random numbers in the same order, so the same
+        values) kept as M ⊙ E and qc_E only, built in place: one (K, R, C) tensor held instead of
+        four, about four at the peak instead of six."""
+        if rows is None:
+            rows = torch.arange(self.n_nodes, device=self.mask_logits.device)
+        mask = relaxed_bernoulli_straight_through(self.mask_logits[rows], self.temperature, (n_particles,))
+        loc, scale = self._embedding_params(mask, rows)
+        # E = loc + scale · ε, then M ⊙ E: the products and sums of sample_plated, in place
+        effect = torch.randn_like(loc).mul_(scale).add_(loc).mul_(mask)
+        del mask, loc, scale
+        qc_loc, qc_scale = self._qc_params(n_particles)
+        return PlatedEffect(rows, effect, qc_loc + qc_scale * torch.randn_like(qc_loc))
 
     def plated_mode(self, rows: torch.Tensor) -> PlatedSample:
         """One deterministic "particle": M = 1[p > 0.5], E = mean of q(E | M), qc_E = its mean."""

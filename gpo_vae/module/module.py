@@ -25,7 +25,7 @@ from gpo_vae.module.distributions import (
     normal_log_prob,
     standard_normal_log_prob,
 )
-from gpo_vae.module.guide import Guide, PlatedSample
+from gpo_vae.module.guide import Guide, PlatedEffect, PlatedSample
 
 Batch = Mapping[str, torch.Tensor]
 #: Names of the loss terms, in the order they are summed.
@@ -67,7 +67,7 @@ class InferenceOutputs:
         The draw of z_basal, (K, B, L).
     """
 
-    plated: PlatedSample
+    plated: PlatedSample | PlatedEffect
     latent_offset: torch.Tensor
     qc_offset: torch.Tensor
     projected: torch.Tensor
@@ -213,14 +213,15 @@ class GPOVAE(nn.Module):
         return torch.cat([z, batch.to(z.dtype).expand(*z.shape[:-1], self.n_batches)], dim=-1)
 
     def offsets(
-        self, plated: PlatedSample, dosage: torch.Tensor, qc: torch.Tensor
+        self, plated: PlatedSample | PlatedEffect, dosage: torch.Tensor, qc: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent offset D(M⊙E) (K, B, C) and QC offset q·qc_E (K, B, L) of each cell."""
-        latent_offset = dosage[:, plated.rows].to(plated.embedding.dtype) @ plated.effect()
+        effect = plated.effect()
+        latent_offset = dosage[:, plated.rows].to(effect.dtype) @ effect
         qc_offset = qc.to(plated.qc_embedding.dtype).unsqueeze(-1) * plated.qc_embedding
         return latent_offset, qc_offset
 
-    def inference(self, batch: Batch, plated: PlatedSample) -> InferenceOutputs:
+    def inference(self, batch: Batch, plated: PlatedSample | PlatedEffect) -> InferenceOutputs:
         """Run the guide for the cells of ``batch`` given a draw of the global variables.
 
         z_basal is drawn from q(z_basal | x̃, D(M⊙E), q·qc_E) once per particle of ``plated``.
@@ -350,7 +351,7 @@ class GPOVAE(nn.Module):
         self,
         batch: Batch,
         n_particles: int = 100,
-        plated: PlatedSample | None = None,
+        plated: PlatedSample | PlatedEffect | None = None,
         particle_chunk: int = 25,
     ) -> torch.Tensor:
         """Importance-weighted ELBO per cell, (B,): logsumexp_k[log p(x|z_k) + log p(z_k) − log q(z_k)] − log K.
@@ -371,9 +372,11 @@ class GPOVAE(nn.Module):
         return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(n_particles)
 
     @torch.no_grad()
-    def sample_plated(self, n_particles: int) -> PlatedSample:
-        """A guide draw of M, E and qc_E for all nodes, to share across IWELBO batches."""
-        return self.guide.sample_plated(n_particles)
+    def sample_plated(self, n_particles: int) -> PlatedEffect:
+        """A guide draw of M, E and qc_E for all nodes, to share across IWELBO batches: kept as
+        M ⊙ E and qc_E (:meth:`Guide.sample_effect <gpo_vae.module.guide.Guide.sample_effect>`),
+        all that scoring reads."""
+        return self.guide.sample_effect(n_particles)
 
     # -- the learned graph (generation: gpo_vae.module.generate) -----------------------------
     def mask_probabilities(self) -> torch.Tensor:

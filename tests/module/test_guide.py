@@ -55,3 +55,35 @@ def test_plated_sample_shapes_and_zero_std_genes() -> None:
     std[0] = 0.0
     guide = type(module.guide)(N_GENES, N_NODES, N_NODES, tiny_config(), torch.zeros(N_GENES), std)
     assert bool(torch.isfinite(guide.project_counts(tiny_batch()["X"])).all())
+
+
+def test_the_shared_iwelbo_draw_is_the_plated_draw_kept_as_its_effect() -> None:
+    """sample_effect draws the same random numbers in the same order as sample_plated, so its
+    M ⊙ E and qc_E are the plated draw's, bit for bit, and IWELBO scores the same; it holds one
+    particles × nodes × latents tensor instead of four."""
+    from gpo_vae.module.distributions import relaxed_bernoulli_straight_through
+
+    module = tiny_module()
+    module.eval()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        plated = module.guide.sample_plated(7)
+    torch.manual_seed(5)
+    lean = module.sample_plated(7)
+    assert torch.equal(lean.effect(), plated.effect()) and torch.equal(lean.qc_embedding, plated.qc_embedding)
+    assert torch.equal(lean.rows, plated.rows) and lean.n_particles == 7
+    assert torch.equal(lean.particles(slice(2, 5)).effect(), plated.particles(slice(2, 5)).effect())
+    batch = tiny_batch()
+    for chunk in (7, 3):
+        torch.manual_seed(9)
+        expected = module.iwelbo(batch, 7, plated=plated, particle_chunk=chunk)
+        torch.manual_seed(9)
+        assert torch.equal(module.iwelbo(batch, 7, plated=lean, particle_chunk=chunk), expected)
+    # the mask alone: the in-place path without a gradient is the straight-through value
+    logits = torch.randn(5, 6, requires_grad=True)
+    torch.manual_seed(1)
+    with_grad = relaxed_bernoulli_straight_through(logits, 0.5, (4,))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        without = relaxed_bernoulli_straight_through(logits, 0.5, (4,))
+    assert torch.equal(with_grad.detach(), without)
