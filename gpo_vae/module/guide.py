@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 from torch import nn
@@ -15,8 +17,23 @@ from gpo_vae.module.layers import GaussianMLP, linear_columns
 PRIOR_PROB_EPS = 1e-6
 
 
+class _Particles:
+    """A draw whose fields after ``rows`` hold the particles first."""
+
+    @property
+    def n_particles(self) -> int:
+        return getattr(self, dataclasses.fields(self)[1].name).shape[0]
+
+    def particles(self, index: slice) -> Self:
+        """The same draw restricted to some particles."""
+        return dataclasses.replace(
+            self,
+            **{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self) if f.name != "rows"},
+        )
+
+
 @dataclass
-class PlatedSample:
+class PlatedSample(_Particles):
     """K particles of the global variables, drawn for a subset of node rows.
 
     Only rows of nodes that receive a dose somewhere in a batch affect that batch's loss (every
@@ -43,30 +60,13 @@ class PlatedSample:
     qc_loc: torch.Tensor
     qc_scale: torch.Tensor
 
-    @property
-    def n_particles(self) -> int:
-        return self.mask.shape[0]
-
     def effect(self) -> torch.Tensor:
         """M ⊙ E, (K, R, C): the rows that D maps to a cell's latent offset."""
         return self.mask * self.embedding
 
-    def particles(self, index: slice) -> PlatedSample:
-        """The same draw restricted to some particles."""
-        return PlatedSample(
-            rows=self.rows,
-            mask=self.mask[index],
-            embedding=self.embedding[index],
-            embedding_loc=self.embedding_loc[index],
-            embedding_scale=self.embedding_scale[index],
-            qc_embedding=self.qc_embedding[index],
-            qc_loc=self.qc_loc[index],
-            qc_scale=self.qc_scale[index],
-        )
-
 
 @dataclass
-class PlatedEffect:
+class PlatedEffect(_Particles):
     """K particles of what inference reads of a plated draw: M ⊙ E and qc_E.
 
     The same draw as :meth:`Guide.sample_plated` (same random numbers, same values) without M, E
@@ -87,17 +87,9 @@ class PlatedEffect:
     latent_effect: torch.Tensor
     qc_embedding: torch.Tensor
 
-    @property
-    def n_particles(self) -> int:
-        return self.latent_effect.shape[0]
-
     def effect(self) -> torch.Tensor:
         """M ⊙ E, (K, R, C)."""
         return self.latent_effect
-
-    def particles(self, index: slice) -> PlatedEffect:
-        """The same draw restricted to some particles."""
-        return PlatedEffect(self.rows, self.latent_effect[index], self.qc_embedding[index])
 
 
 class Guide(nn.Module):
