@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import anndata as ad
 import pandas as pd
+from _memory import peak_rss_gb
 
 from gpo_vae.config import to_dict
 from gpo_vae.data.synthetic import SyntheticConfig, simulate_perturbseq
@@ -119,7 +119,7 @@ def main() -> None:
         print(f"{name:<66} {values.mean():>7.3f} {values.notna().sum():>4}")
     for name, value in seconds.items():
         print(f"seconds, {name}: {value:.1f}")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; runs in {out}")
+    print(f"peak RSS: {peak_rss_gb() * 1024:.0f} MB; runs in {out}")
 
 
 if __name__ == "__main__":

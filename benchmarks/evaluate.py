@@ -19,7 +19,6 @@ the process peak, which includes drawing the synthetic inputs.
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from _memory import peak_rss_gb
 
 from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.evaluation.ate import ate_from_generated, ate_perturbseq
@@ -63,11 +63,6 @@ def export_generated(
         for label in order:
             writer.add(sp.csr_matrix(generated[label][:n_cells]), label)
         return writer.n_cells
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of the process so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux reports KiB
 
 
 def reset_part_peak() -> bool:

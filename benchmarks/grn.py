@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import resource
 import signal
 import sys
 import tempfile
@@ -52,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _memory import peak_rss_gb  # noqa: E402
 from _pool import markdown, seed_parser, split_list  # noqa: E402
 from science import REAL_SCREENS, _config_for, prepare_screen  # noqa: E402
 
@@ -70,7 +70,7 @@ COLUMNS = ("auprc", "precision_at_k", "precision_at_1000", "mean_wasserstein", "
 
 
 def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return peak_rss_gb()
 
 
 def train_model_job(job: dict) -> dict:

@@ -23,13 +23,14 @@ import json
 import logging
 import multiprocessing
 import os
-import resource
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from _memory import peak_rss_gb
 
 from gpo_vae.data.synthetic import SUMMARY_SHEET, SyntheticConfig, write_synthetic_dataset
 from gpo_vae.preprocessing import from_file, steps
@@ -53,10 +54,6 @@ def _recorded(timings: dict[str, float], name: str) -> Iterator[None]:
 
 # the benchmark reads each stage's start and end off the pipeline's own stage timer
 steps._timed = from_file._timed = _recorded
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux reports KiB
 
 
 class RssSampler(threading.Thread):

@@ -18,7 +18,6 @@ Seconds and peak memory are printed at the end.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _memory import peak_rss_gb  # noqa: E402
 from _pool import markdown  # noqa: E402
 
 from gpo_vae.data.synthetic import PRESETS, SyntheticConfig, simulate_perturbseq  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> None:
             if shown[column].dtype.kind == "f":
                 shown[column] = shown[column].map(lambda v: "" if np.isnan(v) else f"{v:.3g}")
         print(markdown(shown))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    peak = peak_rss_gb()
     print(f"{time.perf_counter() - start:.1f} s, peak RSS {peak:.2f} GiB, seeds {seeds}")
 
 

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import shutil
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from _memory import peak_rss_gb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,7 +46,7 @@ CONFIG = ROOT / "configs" / "gpo_vae_plus_rpe1.yaml"
 
 
 def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+    return peak_rss_gb()
 
 
 def simulate(folder: str, factor: float) -> dict:

@@ -38,7 +38,6 @@ than the seeds' spread. Numbers are as measured; nothing is tuned to them.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _memory import peak_rss_gb  # noqa: E402
 from _pool import (  # noqa: E402
     markdown,
     parse_seed_args,
@@ -186,7 +186,7 @@ def train_and_evaluate(job: dict) -> dict:
                     }
                 )
     rows += scaled_rows(out, "heldout_cells", job["model"], job["baselines"], {**base, "table": "scaled"})
-    return {"rows": rows, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+    return {"rows": rows, "peak_rss_gb": peak_rss_gb()}
 
 
 def summary_table(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+from _memory import peak_rss_gb
 
 from gpo_vae.data.contract import read_counts_h5ad
 from gpo_vae.data.layout import ScreenLayout
@@ -38,10 +38,6 @@ from gpo_vae.training.train import train_model
 
 PRESETS = ("panel", "crispra", "combinatorial", "batches", "counts_layer", "guides")
 BATCH_KEYS = {"batches": "cell_line"}
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def run_preset(preset: str, config_path: Path, root: Path, threads: int | None) -> dict:

@@ -16,13 +16,13 @@ overrides config fields (``--set n_perturbations=12 --set n_genes=400``).
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _memory import peak_rss_gb
 
 from gpo_vae.data.contract import CONTROL_LABEL
 from gpo_vae.data.summary_stats import compute_summary_stats, normalise_rows
@@ -45,10 +45,6 @@ RPE1_FIGURES = {
     "number of cells (unfiltered)": [15, 41, 70, 112, 210],
     "Fraction of mitochondrially encoded RNA": [0.045, 0.060, 0.063, 0.066, 0.075],
 }
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux reports KiB
 
 
 def design_filters(screen: SyntheticScreen, stats: pd.DataFrame) -> tuple[int, int]:

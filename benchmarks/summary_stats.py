@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import resource
 import tempfile
 import time
 from pathlib import Path
+
+from _memory import peak_rss_gb
 
 from gpo_vae.data.contract import read_counts_h5ad
 from gpo_vae.data.contract_on_disk import open_counts_h5ad
@@ -43,7 +44,7 @@ def main() -> None:
         digest = hashlib.sha256(
             write_summary_stats_csv(table, Path(scratch) / "s.csv").read_bytes()
         ).hexdigest()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    peak = peak_rss_gb()
     where = "in memory" if args.in_memory else "from disk"
     print(
         f"summary statistics {where}: {adata.n_obs:,} cells x {adata.n_vars:,} genes, {len(table) - 1} perturbations"

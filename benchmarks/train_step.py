@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import time
 
 import torch
+from _memory import peak_rss_gb
 
 from gpo_vae.module import GPOVAE, ModelConfig
 
@@ -59,7 +59,7 @@ def synthetic_batch(
 
 
 def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return peak_rss_gb()
 
 
 def main() -> None:

@@ -42,7 +42,6 @@ the peak memory of a job. Numbers are as measured; nothing is tuned to them.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -55,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _memory import peak_rss_gb  # noqa: E402
 from _pool import (  # noqa: E402
     markdown,
     parse_seed_args,
@@ -155,7 +155,7 @@ def train_and_evaluate(job: dict) -> dict:
     )
     return {
         "rows": rows + scaled,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_rss_gb": peak_rss_gb(),
     }
 
 
