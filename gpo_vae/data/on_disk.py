@@ -3,9 +3,10 @@
 :class:`CountsOnDisk` stands where a stage would take the in-memory CSR count matrix: it has a
 ``shape``, its rows are read by slice or by index (``counts[a:b]``, ``counts[rows]``, each a CSR
 float32 block), :meth:`CountsOnDisk.row_blocks` walks it in blocks of cells, and the contract's
-column plan (duplicate gene symbols summed or dropped, :func:`gpo_vae.data.contract.column_plan`)
-is applied to every block as it is read. anndata's own backed reader (``sparse_dataset``) reads
-the rows of a CSR element; a dense element is read with h5py. Peak memory is one block.
+column plan (duplicate gene symbols summed or dropped, :func:`gpo_vae.data.gene_columns.duplicate_column_plan`)
+is applied to every block as it is read. The rows of a CSR element are read as slices of its
+``data`` and ``indices`` (its row pointers read once); a dense element is read with h5py. Peak
+memory is one block.
 
 Why not dask: the stages that need whole columns (the Wilcoxon test, scrublet) take in-memory
 blocks, and blocks of our own make the on-disk and in-memory paths give identical artifacts.
@@ -180,6 +181,14 @@ class CountsOnDisk:
             return sp.csr_matrix(self.shape, dtype=np.float32)
         return sp.vstack(blocks, format="csr")
 
+    def _row_pointers(self, file: h5py.File) -> np.ndarray:
+        """The CSR element's row pointers, read once (8 bytes a cell)."""
+        cached = getattr(self, "_indptr", None)
+        if cached is None:
+            cached = np.asarray(file[self.element]["indptr"][:], dtype=np.int64)
+            object.__setattr__(self, "_indptr", cached)
+        return cached
+
     def _read(self, file_rows: np.ndarray) -> sp.csr_matrix:
         """These increasing file rows, as CSR float32 in the plan's columns."""
         file_rows = np.asarray(file_rows, dtype=np.int64)
@@ -188,13 +197,16 @@ class CountsOnDisk:
             block = sp.csr_matrix((0, n_stored), dtype=np.float32)
         elif self._memory is not None:
             block = self._memory[file_rows]
+        elif self._kind == "csr":
+            with h5py.File(self.path, "r") as file:
+                block = _csr_rows(file[self.element], self._row_pointers(file), file_rows, n_stored)
         else:
-            # runs of nearby rows are read as one slice each, the rows between them dropped
+            # a dense element: runs of nearby rows are read as one slice each, the rows between
+            # them dropped
             breaks = np.flatnonzero(np.diff(file_rows) > _MAX_GAP) + 1
             parts = []
             with h5py.File(self.path, "r") as file:
-                node = file[self.element]
-                reader = node if self._kind == "dense" else _sparse(node)
+                reader = file[self.element]
                 for run in np.split(file_rows, breaks):
                     # a run spans at most block_cells file rows per read: memory holds one block
                     for lo in range(int(run[0]), int(run[-1]) + 1, self.block_cells):
@@ -203,12 +215,9 @@ class CountsOnDisk:
                             continue
                         first, last = int(wanted[0]), int(wanted[-1]) + 1
                         part = reader[first:last]
-                        part = sp.csr_matrix(part, dtype=np.float32) if not sp.issparse(part) else part
-                        if wanted.size != last - first:
-                            part = part[wanted - first]
-                        parts.append(part)
-            block = parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
-            block = sp.csr_matrix(block, dtype=np.float32)
+                        parts.append(part if wanted.size == last - first else part[wanted - first])
+            # one conversion for the whole block (a batch of scattered cells is many one-row parts)
+            block = sp.csr_matrix(parts[0] if len(parts) == 1 else np.concatenate(parts), dtype=np.float32)
         if self.columns is not None:
             block = block @ self.columns if sp.issparse(self.columns) else block[:, self.columns]
             block = sp.csr_matrix(block, dtype=np.float32)
@@ -216,10 +225,27 @@ class CountsOnDisk:
         return block
 
 
-def _sparse(node: h5py.Group):
-    from anndata.io import sparse_dataset
-
-    return sparse_dataset(node)
+def _csr_rows(node: h5py.Group, indptr: np.ndarray, file_rows: np.ndarray, n_cols: int) -> sp.csr_matrix:
+    """Increasing rows of a CSR element, reading only their values: the rows whose stored values
+    are adjacent in the file (consecutive rows) are one slice of ``data`` and ``indices``, so a
+    block of cells is one read and a batch of scattered cells one small read per cell (a training
+    batch no longer pays a matrix object and its row pointers per cell)."""
+    lo, hi = indptr[file_rows], indptr[file_rows + 1]
+    first = np.flatnonzero(np.r_[True, lo[1:] != hi[:-1]])
+    last = np.r_[first[1:], lo.size] - 1
+    data_node, index_node = node["data"], node["indices"]
+    data = [data_node[lo[a] : hi[b]] for a, b in zip(first, last, strict=True)]
+    indices = [index_node[lo[a] : hi[b]] for a, b in zip(first, last, strict=True)]
+    pointers = np.zeros(file_rows.size + 1, dtype=np.int64)
+    np.cumsum(hi - lo, out=pointers[1:])
+    return sp.csr_matrix(
+        (
+            (data[0] if len(data) == 1 else np.concatenate(data)).astype(np.float32, copy=False),
+            indices[0] if len(indices) == 1 else np.concatenate(indices),
+            pointers,
+        ),
+        shape=(file_rows.size, n_cols),
+    )
 
 
 #: Counts are held in memory while they take at most this share of the memory available.

@@ -205,3 +205,30 @@ def test_a_screen_opened_again_unchanged_is_not_read_or_checked_again(tmp_path, 
     _, counts = open_counts_h5ad(path, layout)
     assert len(reads) == 3
     assert (counts.to_memory() != sp.csr_matrix(screen.X)).nnz == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_csr_rows_are_read_as_slices_of_their_values(tmp_path, dtype):
+    """Scattered, consecutive, repeated and empty rows of a CSR element, and its last row: each
+    read equals the in-memory rows (only the rows' own values are read)."""
+    rng = np.random.default_rng(3)
+    X = sp.random(
+        500, 40, density=0.1, format="csr", random_state=4, data_rvs=lambda n: rng.integers(1, 9, n)
+    )
+    X = sp.csr_matrix(X.astype(dtype))
+    X[10:20] = 0  # empty rows, between and among the read ones
+    X.eliminate_zeros()
+    ad.AnnData(X=X).write_h5ad(tmp_path / "csr.h5ad")
+    counts = CountsOnDisk(tmp_path / "csr.h5ad", "X")
+    dense = X.toarray().astype(np.float32)
+    for rows in (
+        np.array([0, 1, 2, 9, 10, 11, 20, 499]),
+        np.sort(rng.choice(500, 64, replace=False)),
+        np.array([499, 3, 3, 12, 0]),
+        np.arange(10, 20),
+    ):
+        block = counts[rows]
+        assert block.dtype == np.float32 and block.has_sorted_indices
+        np.testing.assert_array_equal(block.toarray(), dense[rows])
+    np.testing.assert_array_equal(counts[100:350].toarray(), dense[100:350])
+    np.testing.assert_array_equal(counts.with_fields(block_cells=7).to_memory().toarray(), dense)
