@@ -24,13 +24,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gpo_vae.errors import DamagedFileError, UserError
 from gpo_vae.version import __version__
+
+T = TypeVar("T")
 
 #: Temporary siblings: ``.<name>.<host>.<pid>.<token><suffix>``.
 _TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[a-z0-9_]+(\.partial|\.tmp)$")
@@ -334,32 +336,88 @@ def file_identity(path: str | Path) -> tuple[str, int, int, int, int]:
     return str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
-#: Digests of files already read in this process, by :func:`file_identity`: a run hashes a
-#: multi-GB screen once, not at every stage that records it.
-_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
-_DIGESTS_LOCK = threading.Lock()
-_MAX_DIGESTS = 256
+_MISSING = object()
+
+
+class FileMemo:
+    """Values computed from files, remembered while each file is unchanged in this process.
+
+    A value is looked up by the file's :func:`file_identity` and a ``variant`` (what else it
+    depends on: a layout, say) and kept only when the file did not change while it was computed.
+    At most ``max_files`` files are remembered (the one used longest ago is forgotten first, with
+    all its variants). Threads of one process share it (the workflow's stages run as threads).
+    """
+
+    def __init__(self, max_files: int) -> None:
+        if max_files < 1:
+            raise ValueError(f"max_files must be ≥ 1, got {max_files}")
+        self.max_files = max_files
+        self._files: dict[tuple[str, int, int, int, int], dict[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def recall(
+        self,
+        path: str | Path,
+        compute: Callable[[], T],
+        variant: Any = None,
+        keep: Callable[[T], bool] | None = None,
+        aliases: Callable[[T], Iterable[Any]] | None = None,
+    ) -> T:
+        """The value remembered for ``path`` and ``variant``, else ``compute()``, remembered.
+
+        ``keep(value)`` False: not remembered. ``aliases(value)``: more variants that give the
+        same value (remembered under each). A path that cannot be stat'ed is computed and not
+        remembered (``compute`` raises the error a user should read).
+        """
+        try:
+            identity = file_identity(path)
+        except OSError:
+            return compute()
+        with self._lock:
+            entries = self._files.pop(identity, None)
+            if entries is not None:
+                self._files[identity] = entries  # used now: forgotten last
+                found = entries.get(variant, _MISSING)
+                if found is not _MISSING:
+                    return found
+        value = compute()
+        try:
+            unchanged = file_identity(path) == identity
+        except OSError:
+            unchanged = False
+        if unchanged and (keep is None or keep(value)):
+            variants = [variant, *(aliases(value) if aliases else ())]
+            with self._lock:
+                entries = self._files.pop(identity, {})
+                entries.update(dict.fromkeys(variants, value))
+                self._files[identity] = entries
+                while len(self._files) > self.max_files:
+                    self._files.pop(next(iter(self._files)))
+        return value
+
+    def clear(self) -> None:
+        """Forget every file."""
+        with self._lock:
+            self._files.clear()
+
+
+#: Digests of files already read in this process: a run hashes a multi-GB screen once, not at
+#: every stage that records it.
+_DIGESTS = FileMemo(max_files=256)
 
 
 def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks; a file unchanged since this process hashed it
     (:func:`file_identity`) is not read again."""
-    key = file_identity(path)
-    with _DIGESTS_LOCK:
-        known = _DIGESTS.get(key)
-    if known is not None:
-        return known
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_size):
-            digest.update(block)
-    value = digest.hexdigest()
-    if file_identity(path) == key:  # not changed while it was read
-        with _DIGESTS_LOCK:
-            if len(_DIGESTS) >= _MAX_DIGESTS:
-                _DIGESTS.pop(next(iter(_DIGESTS)))
-            _DIGESTS[key] = value
-    return value
+
+    def digest() -> str:
+        hashed = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk_size):
+                hashed.update(block)
+        return hashed.hexdigest()
+
+    return _DIGESTS.recall(path, digest)
 
 
 def package_versions() -> dict[str, str | None]:

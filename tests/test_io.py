@@ -153,3 +153,59 @@ def test_a_screen_is_described_once_per_process_until_it_changes(
         acquire.describe_counts(path, ScreenLayout(counts_layer="umis"))
     screen.adata[: screen.adata.n_obs // 2].copy().write_h5ad(path)
     assert acquire.describe_counts(path)["cells"] == screen.adata.n_obs // 2 and len(reads) == 2
+
+
+def test_file_memo_remembers_per_file_and_variant_and_forgets_the_file_used_longest_ago(tmp_path: Path):
+    """A value is computed once per (file, variant) while the file is unchanged; at most
+    ``max_files`` files are kept (all variants of the one used longest ago go first); a value
+    ``keep`` refuses, a file changed while computed and a missing file are not remembered;
+    aliases are remembered with the value."""
+    import os
+
+    from gpo_vae.io import FileMemo
+
+    paths = [tmp_path / f"{name}.txt" for name in "abc"]
+    for path in paths:
+        path.write_text(path.stem)
+    calls: list[tuple[str, object]] = []
+
+    def reader(path: Path, variant: object = None):
+        return lambda: calls.append((path.stem, variant)) or f"{path.read_text()}:{variant}"
+
+    memo = FileMemo(max_files=2)
+    a, b, c = paths
+    assert memo.recall(a, reader(a)) == "a:None"
+    assert memo.recall(a, reader(a)) == "a:None" and calls == [("a", None)]
+    assert memo.recall(a, reader(a, 1), variant=1, aliases=lambda value: [2]) == "a:1"
+    assert memo.recall(a, reader(a, 2), variant=2) == "a:1"  # the alias: nothing computed
+    assert len(calls) == 2
+    memo.recall(b, reader(b))
+    memo.recall(a, reader(a))  # a used after b: b is the one used longest ago
+    memo.recall(c, reader(c))
+    assert len(calls) == 4
+    memo.recall(a, reader(a, 1), variant=1)
+    assert len(calls) == 4  # a and c kept, with a's variants
+    memo.recall(b, reader(b))
+    assert calls[-1] == ("b", None) and len(calls) == 5  # b was forgotten
+    # refused by keep: computed every time
+    for _ in range(2):
+        memo.recall(c, reader(c, "x"), variant="x", keep=lambda value: False)
+    assert calls[-2:] == [("c", "x"), ("c", "x")]
+
+    # the file rewritten while it was read: the value is returned and not remembered
+    def rewriting() -> str:
+        calls.append(("a", "rewritten"))
+        a.write_text("a, longer now")
+        os.utime(a, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        return "stale"
+
+    assert memo.recall(a, rewriting, variant="w") == "stale"
+    assert memo.recall(a, reader(a, "w"), variant="w") == "a, longer now:w"
+    # a missing file: compute's own error, nothing remembered
+    with pytest.raises(FileNotFoundError):
+        memo.recall(tmp_path / "gone.txt", reader(tmp_path / "gone.txt"))
+    memo.clear()
+    memo.recall(b, reader(b))
+    assert calls[-1] == ("b", None)
+    with pytest.raises(ValueError, match="max_files must be ≥ 1"):
+        FileMemo(max_files=0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from gpo_vae.data.download import DownloadError, default_cache_dir, download_fil
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.registry import Archive, DatasetRecord
 from gpo_vae.errors import InputFileError
-from gpo_vae.io import file_identity
+from gpo_vae.io import FileMemo
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +142,7 @@ def acquire_published_dataset(
 #: :func:`describe_counts` of files unchanged since this process read them, with the file's layers:
 #: main's check and the dataset summary (which gets the resolved counts layer) read a screen's
 #: labels once per run.
-_DESCRIBED: dict[tuple[Any, ScreenLayout], tuple[dict[str, Any], list[str]]] = {}
-_DESCRIBED_LOCK = threading.Lock()
+_DESCRIBED = FileMemo(max_files=64)
 
 
 def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dict[str, Any]:
@@ -152,20 +150,12 @@ def describe_counts(path: str | Path, layout: ScreenLayout | None = None) -> dic
     of a counts ``.h5ad`` (reads obs and var only; a file unchanged since this process described
     it, :func:`~gpo_vae.io.file_identity`, is not read again)."""
     layout = layout or ScreenLayout()
-    try:
-        # the description does not depend on which element holds the counts, once it exists
-        key = (file_identity(path), dataclasses.replace(layout, counts_layer="auto"))
-    except OSError:
-        key = None
-    with _DESCRIBED_LOCK:
-        known = _DESCRIBED.get(key) if key is not None else None
-    if known is None:
-        known = _read_description(Path(path), layout)
-        if key is not None:
-            with _DESCRIBED_LOCK:
-                if len(_DESCRIBED) >= 64:
-                    _DESCRIBED.pop(next(iter(_DESCRIBED)))
-                _DESCRIBED[key] = known
+    # the description does not depend on which element holds the counts, once it exists
+    known = _DESCRIBED.recall(
+        path,
+        lambda: _read_description(Path(path), layout),
+        variant=dataclasses.replace(layout, counts_layer="auto"),
+    )
     summary, layers = known
     if layout.counts_layer not in ("auto", "X", "raw") and layout.counts_layer not in layers:
         raise DataContractError(

@@ -7,7 +7,6 @@ read a block of values at a time, so that nothing the size of the matrix is held
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from gpo_vae.data.contract import (
 from gpo_vae.data.gene_columns import duplicate_column_plan, normalise_var_names, resolve_duplicate_genes
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import CountsFormatError, CountsOnDisk
-from gpo_vae.io import file_identity, file_problem
+from gpo_vae.io import FileMemo, file_problem
 
 
 def _first_non_count_on_disk(node: Any) -> tuple[int, float] | None:
@@ -71,11 +70,12 @@ def _counts_element(file: Any, layout: ScreenLayout, path: Path, obs_names: pd.I
     return element(source), source
 
 
-#: The screen this process opened last, by (:func:`~gpo_vae.io.file_identity`, layout): the
-#: summary statistics and the preprocessing of one run (threads of one process) check a file's
-#: labels and every stored count once, not once per stage. One entry: obs and var of one screen.
-_OPENED: dict[tuple[Any, ScreenLayout], tuple[ad.AnnData, CountsOnDisk]] = {}
-_OPENED_LOCK = threading.Lock()
+#: The screen this process opened last: the summary statistics and the preprocessing of one
+#: run (threads of one process) check a file's labels and every stored count once, not once per
+#: stage. One file (obs and var of one screen), under the layout asked for and as resolved (what
+#: a later stage is given: it makes the same decisions). Counts held in memory (a CSC file) are
+#: not kept.
+_OPENED = FileMemo(max_files=1)
 
 
 def open_counts_h5ad(path: str | Path, layout: ScreenLayout | None = None) -> tuple[ad.AnnData, CountsOnDisk]:
@@ -89,21 +89,13 @@ def open_counts_h5ad(path: str | Path, layout: ScreenLayout | None = None) -> tu
     """
     path = Path(path)
     layout = layout or ScreenLayout()
-    try:
-        key = (file_identity(path), layout)
-    except OSError:
-        key = None
-    with _OPENED_LOCK:
-        known = _OPENED.get(key) if key is not None else None
-    if known is None:
-        known = _open_counts_h5ad(path, layout)
-        # kept unless it changed while read, or its counts are held in memory (a CSC file)
-        if key is not None and file_identity(path) == key[0] and known[1]._memory is None:
-            # the layout as resolved (what a later stage is given) makes the same decisions
-            resolved = ScreenLayout.from_dict(known[0].uns["layout"])
-            with _OPENED_LOCK:
-                _OPENED.clear()
-                _OPENED[key] = _OPENED[(key[0], resolved)] = known
+    known = _OPENED.recall(
+        path,
+        lambda: _open_counts_h5ad(path, layout),
+        variant=layout,
+        keep=lambda opened: opened[1]._memory is None,
+        aliases=lambda opened: [ScreenLayout.from_dict(opened[0].uns["layout"])],
+    )
     adata, counts = known
     return adata.copy(), counts
 

@@ -14,6 +14,7 @@ from gpo_vae.data.contract import DataContractError, read_counts_h5ad
 from gpo_vae.data.contract_on_disk import open_counts_h5ad
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import CountsOnDisk
+from gpo_vae.io import FileMemo
 from gpo_vae.preprocessing.filtering import perturbation_filter_mask
 from gpo_vae.preprocessing.normalize import library_size
 
@@ -180,7 +181,7 @@ def test_a_screen_opened_again_unchanged_is_not_read_or_checked_again(tmp_path, 
     reads = []
     real = contract_on_disk._open_counts_h5ad
     monkeypatch.setattr(contract_on_disk, "_open_counts_h5ad", lambda *a: reads.append(a) or real(*a))
-    monkeypatch.setattr(contract_on_disk, "_OPENED", {})
+    monkeypatch.setattr(contract_on_disk, "_OPENED", FileMemo(max_files=1))
     first, counts = open_counts_h5ad(path, layout)
     first.obs["target"] = "changed"  # a caller's edits stay its own
     second, again = open_counts_h5ad(path, layout)
