@@ -1,4 +1,5 @@
-"""Where and how computation runs: the torch device a config asks for, and the CPU thread count.
+"""Where and how computation runs: the torch device a config asks for, the CPU thread count, and
+memory handed back to the operating system between stages.
 
 torch is imported inside the functions, so importing this module (the workflow does, through
 the tasks) stays light.
@@ -7,9 +8,13 @@ the tasks) stays light.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
+import sys
 from collections.abc import Iterator
 
-__all__ = ["cpu_threads", "resolve_device"]
+__all__ = ["cpu_threads", "release_freed_memory", "resolve_device"]
 
 
 def resolve_device(device: str) -> str:
@@ -35,3 +40,30 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@functools.cache
+def _malloc_trim() -> ctypes._CFuncPtr | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap memory this process freed back to the operating system (glibc's
+    ``malloc_trim``); True when it could. Elsewhere a no-op (False).
+
+    glibc raises its mmap threshold after large frees, so the many mid-sized arrays a stage
+    allocates and frees stay in the heap, counted in the process's resident memory, until
+    trimmed: after the filters of a 242,000-cell screen 0.6 GB of it. Trimming between stages
+    makes each stage's peak its own.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True

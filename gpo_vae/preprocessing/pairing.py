@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import ot
 import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
@@ -172,6 +171,8 @@ def pairing_feature_matrix(
 
 def _sinkhorn_rows(cost: np.ndarray, reg: float, num_iter_max: int) -> np.ndarray:
     """Argmax of each row of the entropic plan with uniform marginals."""
+    import ot  # POT imports torch when it is installed: only when pairing runs
+
     a = np.full(cost.shape[0], 1.0 / cost.shape[0])
     b = np.full(cost.shape[1], 1.0 / cost.shape[1])
     solver = "sinkhorn_log" if cost.max() / reg > _LOG_DOMAIN_RATIO else "sinkhorn"
@@ -183,6 +184,8 @@ def _sinkhorn_rows(cost: np.ndarray, reg: float, num_iter_max: int) -> np.ndarra
 
 def _emd_rows(cost: np.ndarray, num_iter_max: int) -> np.ndarray:
     """Argmax of each row of the exact plan with uniform marginals."""
+    import ot
+
     a = np.full(cost.shape[0], 1.0 / cost.shape[0])
     b = np.full(cost.shape[1], 1.0 / cost.shape[1])
     return np.argmax(ot.emd(a, b, cost, numItermax=max(num_iter_max, 100_000)), axis=1)
@@ -309,6 +312,8 @@ def pair_cells_ot(
                 f"{what} {str(name)!r} has perturbed cells but no {control_label!r} control cells to pair "
                 "them with; every split (and batch) needs controls (see validate_splits)"
             )
+
+    import ot
 
     partner = np.arange(n_cells, dtype=np.int64)
     n_warned = 0

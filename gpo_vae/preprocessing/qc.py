@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from gpo_vae.data.contract import PERTURBATION_KEY
 from gpo_vae.preprocessing.config import DEFAULT_NMADS, Backend
 from gpo_vae.preprocessing.normalize import as_csr, on_disk, take_rows
+from gpo_vae.runtime import release_freed_memory
 from gpo_vae.stats.mad import Side, mad_threshold, outside_threshold
 
 logger = logging.getLogger(__name__)
@@ -286,18 +287,61 @@ class DoubletReport:
 def _scrublet_cpu(X: sp.csr_matrix, seed: int, expected_doublet_rate: float) -> tuple[np.ndarray, np.ndarray]:
     import scrublet
 
+    matrix = sp.csc_matrix(X)
+    del X  # the caller's chunk is this function's alone: scrublet keeps the CSC copy
     # scrublet seeds numpy's global generator; keep the caller's stream untouched
     state = np.random.get_state()  # noqa: NPY002 (legacy global state is what scrublet uses)
     try:
-        scrub = scrublet.Scrublet(
-            sp.csc_matrix(X), expected_doublet_rate=expected_doublet_rate, random_state=seed
-        )
-        scores, predicted = scrub.scrub_doublets(verbose=False)
+        scrub = scrublet.Scrublet(matrix, expected_doublet_rate=expected_doublet_rate, random_state=seed)
+        del matrix
+        predicted = _scrub_doublets(scrub)
     finally:
         np.random.set_state(state)  # noqa: NPY002
     if predicted is None:
         raise RuntimeError("scrublet found no automatic doublet-score threshold")
-    return np.asarray(predicted, dtype=bool), np.asarray(scores, dtype=np.float64)
+    return np.asarray(predicted, dtype=bool), np.asarray(scrub.doublet_scores_obs_, dtype=np.float64)
+
+
+def _scrub_doublets(scrub: Any) -> np.ndarray | None:
+    """``Scrublet.scrub_doublets()`` with its default arguments, step by step, its gene filter
+    computed without the two whole copies of the normalised counts scrublet's ``filter_genes``
+    makes (``E[arange(n), :]`` and ``E[:, genes] >= 3``): the same genes, scores and calls
+    (test), at about 0.8 GB less for a chunk of 17,000 RPE1-sized cells. Return the calls.
+    """
+    from scrublet import helper_functions as steps
+
+    steps.pipeline_normalize(scrub)
+    scrub._gene_filter = _scrublet_gene_filter(scrub._E_obs_norm)
+    steps.pipeline_apply_gene_filter(scrub)
+    scrub.simulate_doublets(sim_doublet_ratio=scrub.sim_doublet_ratio, synthetic_doublet_umi_subsampling=1.0)
+    steps.pipeline_normalize(scrub, postnorm_total=1e6)
+    steps.pipeline_zscore(scrub)
+    steps.pipeline_pca(scrub, n_prin_comps=30, random_state=scrub.random_state, svd_solver="arpack")
+    scrub.calculate_doublet_scores(
+        use_approx_neighbors=True, distance_metric="euclidean", get_doublet_neighbor_parents=False
+    )
+    return scrub.call_doublets(verbose=False)
+
+
+def _scrublet_gene_filter(
+    normalised: sp.csc_matrix, min_counts: float = 3, min_cells: int = 3, min_vscore_pctl: float = 85
+) -> np.ndarray:
+    """scrublet's ``filter_genes`` on all cells: genes with a positive v-score in its top
+    ``100 − min_vscore_pctl`` percent and ≥ ``min_counts`` in ≥ ``min_cells`` cells."""
+    from scrublet.helper_functions import get_vscores
+
+    vscores, _, _, genes, *_ = get_vscores(normalised)
+    positive = vscores > 0
+    vscores, genes = vscores[positive], genes[positive]
+    min_vscore = np.percentile(vscores, min_vscore_pctl)
+    # cells ≥ min_counts per gene, counted on the stored values (min_counts > 0: zeros never count)
+    matrix = normalised.tocsc()
+    high = matrix.data >= min_counts
+    cells = np.zeros(matrix.shape[1], dtype=np.int64)
+    filled = np.diff(matrix.indptr) > 0
+    if filled.any():
+        cells[filled] = np.add.reduceat(high, matrix.indptr[:-1][filled], dtype=np.int64)
+    return genes[(cells[genes] >= min_cells) & (vscores >= min_vscore)]
 
 
 def _scrublet_rapids(
@@ -360,6 +404,7 @@ def detect_doublets_report(
             logger.warning(
                 "scrublet skipped chunk %d (%d cells): %s; its cells count as singlets", k, rows.size, err
             )
+        release_freed_memory()  # each chunk's peak its own
     if skipped:
         logger.warning("doublet detection skipped %d of %d chunks", len(skipped), n_chunks)
     logger.info("doublets: %d of %d cells (%d chunks, %s)", int(predicted.sum()), n, n_chunks, use)

@@ -63,6 +63,7 @@ from gpo_vae.preprocessing.split_plan import screen_splits, test_controls_by_bat
 from gpo_vae.preprocessing.splits import (
     validate_splits,
 )
+from gpo_vae.runtime import release_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
     logger.info("preprocess: %s …", name)
     yield
+    release_freed_memory()  # the next stage's peak is its own, not this one's freed heap
     timings[name] = round(time.perf_counter() - start, 3)
     logger.info("preprocess: %s done in %.1f s", name, timings[name])
 

@@ -222,6 +222,35 @@ def test_doublets_flagged_far_above_singlets(qc_doublet_data) -> None:
     np.testing.assert_array_equal(again, report.predicted)  # deterministic per seed
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scrublet_lean_gene_filter_gives_scrublets_own_genes_scores_and_calls(seed: int) -> None:
+    """The chunk's scrublet run (its gene filter without scrublet's two copies of the normalised
+    counts) equals ``Scrublet.scrub_doublets()``: the same genes, every score bit for bit, the
+    same calls; sparse counts with genes never expressed and genes below 3 counts."""
+    import scrublet
+    from scrublet.helper_functions import filter_genes
+
+    adata, _ = _planted_doublets(seed=seed, per_type=120 + 20 * seed)
+    X = adata.X.toarray()
+    X[:, :7] = 0  # genes no cell expresses
+    X[:, 7:12] = np.minimum(X[:, 7:12], 2)  # expressed, never at 3 counts
+    X = sp.csr_matrix(X)
+    reference = scrublet.Scrublet(sp.csc_matrix(X), expected_doublet_rate=0.05, random_state=seed)
+    scores, predicted = reference.scrub_doublets(verbose=False)
+    ours_predicted, ours_scores = qc._scrublet_cpu(X.copy(), seed, 0.05)
+    np.testing.assert_array_equal(ours_scores, scores)
+    np.testing.assert_array_equal(ours_predicted, predicted)
+    normalised = scrublet.Scrublet(sp.csc_matrix(X))
+    scrublet.helper_functions.pipeline_normalize(normalised)
+    E = normalised._E_obs_norm
+    np.testing.assert_array_equal(qc._scrublet_gene_filter(E), filter_genes(E))
+    for min_counts, min_cells in [(1, 60), (5, 20), (20, 3), (3, 150)]:
+        for pctl in (50, 85):
+            ours = qc._scrublet_gene_filter(E, min_counts, min_cells, pctl)
+            theirs = filter_genes(E, min_counts=min_counts, min_cells=min_cells, min_vscore_pctl=pctl)
+            np.testing.assert_array_equal(ours, theirs)
+
+
 def test_scrublet_failure_on_tiny_chunks_is_recorded_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     adata, _ = _planted_doublets(n_types=2, per_type=5, n_doublets=0)
     with caplog.at_level(logging.WARNING, logger=qc.__name__):
