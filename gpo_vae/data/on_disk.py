@@ -309,6 +309,19 @@ def write_counts(file: h5py.File, key: str, X: object, block_cells: int = BLOCK_
         write_elem(file, key, sp.csr_matrix((0, X.shape[1]), dtype=np.float32))
 
 
+def write_dense(file: h5py.File, key: str, X: object, block_cells: int = BLOCK_CELLS) -> None:
+    """Write ``X`` (a float32 array, or a :class:`CountsOnDisk` over a dense element) as a dense
+    element ``key`` of an open ``.h5ad``, a block of rows at a time, as anndata writes an array
+    (one contiguous dataset): the same bytes whichever ``X`` holds the values."""
+    written = file.create_dataset(key, shape=tuple(X.shape), dtype=np.float32)
+    for start in range(0, X.shape[0], block_cells):
+        stop = min(start + block_cells, X.shape[0])
+        block = X[start:stop]
+        written[start:stop] = block.toarray() if sp.issparse(block) else np.asarray(block, dtype=np.float32)
+    written.attrs["encoding-type"] = "array"
+    written.attrs["encoding-version"] = "0.2.0"
+
+
 class CsrAppender:
     """A CSR element of an open ``.h5ad`` written a block of rows at a time (64-bit row pointers,
     as the total is not known in advance); :meth:`finish` gives it as a :class:`CountsOnDisk`."""

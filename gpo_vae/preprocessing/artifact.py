@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
+from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts, write_dense
 from gpo_vae.errors import UserError
 from gpo_vae.io import (
     estimated_bytes,
@@ -150,12 +150,14 @@ def validate_artifact(
 VOLATILE_RECORD_KEYS = ("timings", "platform")
 
 
-def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None) -> Path:
+def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None, delta_x: Any = None) -> Path:
     """Write ``adata`` as an artifact directory atomically; return the directory.
 
     The counts (``adata.X``, or ``counts`` where ``adata`` has no X: a
     :class:`~gpo_vae.data.on_disk.CountsOnDisk` the preprocessing read from) are written a block
-    of cells at a time, so the same artifact has the same bytes whichever held them.
+    of cells at a time, so the same artifact has the same bytes whichever held them; so are ΔX
+    (``adata.obsm['delta_x']``, or ``delta_x`` where the preprocessing wrote it to disk) and the
+    counterfactual medians.
 
     The ``.h5ad`` holds the record without its :data:`VOLATILE_RECORD_KEYS` (``record.json``
     beside it has them), so two builds of the same input are byte-identical. Everything is
@@ -168,13 +170,18 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None) -
     X = adata.X if adata.X is not None else counts
     if X is None:
         raise ArtifactError("the artifact has no counts: pass them as adata.X or counts=")
-    shell = ad.AnnData(obs=adata.obs, var=adata.var, obsm=dict(adata.obsm), uns=dict(adata.uns))
-    validate_artifact(shell, counts=X)
-    # the two matrices that grow with the cells are written a block at a time, after the rest
-    medians = shell.uns.pop("cf_medians")
+    # the three matrices that grow with the cells are written a block at a time, after the rest
+    obsm = dict(adata.obsm)
+    dx = obsm.pop("delta_x", None) if delta_x is None else delta_x
+    shell = ad.AnnData(obs=adata.obs, var=adata.var, obsm=obsm, uns=dict(adata.uns))
+    medians = shell.uns.pop("cf_medians", None)
+    if dx is None or medians is None:  # names what is missing
+        validate_artifact(ad.AnnData(obs=adata.obs, var=adata.var, obsm=obsm, uns=dict(adata.uns)), counts=X)
+    validate_artifact(shell, counts=X, on_disk=ArtifactOnDisk(X, dx, medians))
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir.parent)
     need = estimated_bytes(shell) + int((stored_values(X) + stored_values(medians)) * 8 * 1.1)
+    need += dx.shape[0] * dx.shape[1] * 4
     require_space(out_dir.parent, need, "the preprocessed artifact")
     full_record = adata.uns["record"]
     record = json.loads(full_record)
@@ -187,6 +194,7 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None) -
                 with h5py.File(tmp / ARTIFACT_FILE, "a") as file:
                     write_counts(file, "X", X)
                     write_counts(file, "uns/cf_medians", medians)
+                    write_dense(file, "obsm/delta_x", dx)
         finally:
             shell.uns["record"] = full_record
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -8,7 +8,7 @@ are bounded by a chunk size.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import h5py
@@ -18,13 +18,15 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import is_integer_valued
-from gpo_vae.data.on_disk import CsrAppender
+from gpo_vae.data.on_disk import CountsOnDisk, CsrAppender
 from gpo_vae.preprocessing.normalize import map_row_blocks, on_disk
 
 logger = logging.getLogger(__name__)
 
 Matrix = sp.spmatrix | sp.sparray | np.ndarray
 
+#: Element of a scratch file :func:`delta_x` writes ΔX to.
+DELTA_X_ELEMENT = "delta_x"
 # Bytes of one dense (cells × counterfactual cells × genes) float32 block in the median.
 _MEDIAN_BLOCK_BYTES = 64 * 2**20
 
@@ -67,24 +69,32 @@ def delta_x(
     node_gene_index: Sequence[int] | np.ndarray,
     target_sum: float = 1e4,
     chunk_size: int = 16384,
-) -> np.ndarray:
+    out: str | Path | None = None,
+) -> np.ndarray | CountsOnDisk:
     """ΔX = |log1p-norm(x_cell) − log1p-norm(x_partner)| on the T treatment nodes.
 
     Parameters
     ----------
     X_counts
-        ``N × G`` raw counts (normalisation happens here, on the node columns only).
+        ``N × G`` raw counts (normalisation happens here, on the node columns only), in memory
+        or on disk.
     partner
         Length-N row index of each cell's OT partner (:func:`~gpo_vae.preprocessing.pairing.pair_cells_ot`);
         a control paired with itself gets ΔX = 0.
     node_gene_index
         Length-T: the column of X holding node t's gene, or −1 if it is not measured (ΔX = 0).
     target_sum, chunk_size
-        Library size after normalisation; rows densified at a time.
+        Library size after normalisation; cells computed at a time.
+    out
+        An ``.h5`` scratch file ΔX is written into a block at a time (dataset ``delta_x``),
+        returned as a :class:`~gpo_vae.data.on_disk.CountsOnDisk` instead of held.
 
     Returns
     -------
-    Dense float32 ``N × T``.
+    Dense float32 ``N × T`` (or the same on disk). The distinct partners' node values (the
+    controls) are computed once and the cells a block at a time, so memory holds a block and the
+    partners, not the N × T node matrix; each row's values are those of the whole matrix (a row's
+    normalisation reads that row alone).
     """
     X = _as_csr(X_counts)
     if not on_disk(X) and not is_integer_valued(X):  # on disk: checked when the file was opened
@@ -92,12 +102,27 @@ def delta_x(
     partner = np.asarray(partner, dtype=np.int64)
     if partner.shape != (X.shape[0],) or partner.min(initial=0) < 0 or partner.max(initial=0) >= X.shape[0]:
         raise ValueError(f"partner must hold one row index in [0, {X.shape[0]}) per cell")
-    nodes = log1p_normalised_columns(X, node_gene_index, target_sum=target_sum)
-    out = np.empty(nodes.shape, dtype=np.float32)
-    for start in range(0, X.shape[0], chunk_size):
-        stop = min(start + chunk_size, X.shape[0])
-        out[start:stop] = np.abs(nodes[start:stop].toarray() - nodes[partner[start:stop]].toarray())
-    return out
+    columns = np.asarray(node_gene_index, dtype=np.int64)
+    partners, partner_row = np.unique(partner, return_inverse=True)
+    partner_nodes = log1p_normalised_columns(X[partners], columns, target_sum=target_sum)
+
+    def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
+        for start in range(0, X.shape[0], chunk_size):
+            stop = min(start + chunk_size, X.shape[0])
+            cells = log1p_normalised_columns(X[start:stop], columns, target_sum=target_sum)
+            yield start, stop, np.abs(cells.toarray() - partner_nodes[partner_row[start:stop]].toarray())
+
+    shape = (X.shape[0], columns.size)
+    if out is None:
+        result = np.empty(shape, dtype=np.float32)
+        for start, stop, block in blocks():
+            result[start:stop] = block
+        return result
+    with h5py.File(out, "a") as file:
+        written = file.create_dataset(DELTA_X_ELEMENT, shape=shape, dtype=np.float32)
+        for start, stop, block in blocks():
+            written[start:stop] = block
+    return CountsOnDisk(out, DELTA_X_ELEMENT)
 
 
 def counterfactual_indices(

@@ -104,6 +104,7 @@ def build_artifact(
     from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
     from gpo_vae.io import full_disk_as_error, remove_stale_temps, require_space, temp_sibling
     from gpo_vae.preprocessing.artifact import write_artifact
+    from gpo_vae.preprocessing.derived import DELTA_X_ELEMENT
 
     kept, counts, filter_record, inputs, timings, shipped = filtered_file(
         counts_path, stats_path, sheet, config, layout, print_table, missing_stats, block_cells
@@ -132,7 +133,8 @@ def build_artifact(
             scratch=scratch,
             deg_picks=deg_picks,
         )
-        return write_artifact(artifact, out_dir, counts=kept_counts)
+        on_disk_dx = CountsOnDisk(scratch, DELTA_X_ELEMENT, block_cells=block_cells)
+        return write_artifact(artifact, out_dir, counts=kept_counts, delta_x=on_disk_dx)
     finally:
         scratch.unlink(missing_ok=True)
 

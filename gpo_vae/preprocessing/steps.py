@@ -226,8 +226,10 @@ def preprocess_filtered(
     ``counts``: the kept cells' counts when they are not ``adata.X`` — on disk
     (:class:`~gpo_vae.data.on_disk.CountsOnDisk`) every stage reads them a block at a time and
     the artifact returned has no X (:func:`~gpo_vae.preprocessing.artifact.write_artifact` then
-    copies it from ``counts``). ``scratch``: an ``.h5`` file the counterfactual medians are
-    written to as they are computed (``uns["cf_medians"]`` is then on disk too). ``deg_picks``:
+    copies it from ``counts``). ``scratch``: an ``.h5`` file ΔX and the counterfactual
+    medians are written to as they are computed (``uns["cf_medians"]`` is then on disk too, and
+    ΔX is left out of ``obsm``: it is element :data:`~gpo_vae.preprocessing.derived.DELTA_X_ELEMENT`
+    of ``scratch``, for ``write_artifact``'s ``delta_x``). ``deg_picks``:
     each perturbation's FC3 gene computed beforehand, chunk by chunk
     (:mod:`gpo_vae.preprocessing.deg_chunks`); the DE test is then not run here.
 
@@ -381,7 +383,7 @@ def preprocess_filtered(
     with _timed(timings, "delta_x"):
         gene_pos = pd.Series(np.arange(adata.n_vars), index=adata.var_names)
         node_gene_index = gene_pos.reindex(nodes).fillna(-1).astype(np.int64).to_numpy()
-        dx = delta_x(X, partner, node_gene_index, config.target_sum)
+        dx = delta_x(X, partner, node_gene_index, config.target_sum, out=scratch)
 
     with _timed(timings, "counterfactual"):
         qc_fail = flags["total_qc"].to_numpy().astype(bool)
@@ -426,7 +428,8 @@ def preprocess_filtered(
     record.update(provenance(to_dict(config)))
     artifact = ad.AnnData(X=None if on_disk(X) else X, obs=obs, var=var)
     artifact.obsm["D"] = dosage
-    artifact.obsm["delta_x"] = dx
+    if isinstance(dx, np.ndarray):  # else written to the scratch file, for write_artifact's delta_x
+        artifact.obsm["delta_x"] = dx
     artifact.obsm["cf_index"] = cf_index
     if adata.uns.get(TARGET_IDS_KEY):
         artifact.uns[TARGET_IDS_KEY] = dict(adata.uns[TARGET_IDS_KEY])

@@ -126,6 +126,12 @@ def test_artifact_directory_is_atomic_and_verified(pipe_artifact, tmp_path):
     (out / MARKER_FILE).write_text("0" * 64 + "\n")
     with pytest.raises(ArtifactError, match="checksum differs"):
         read_artifact(out)
+    np.testing.assert_array_equal(back.obsm["delta_x"], pipe_artifact.obsm["delta_x"])
+    without = pipe_artifact.copy()
+    del without.obsm["delta_x"]
+    with pytest.raises(ArtifactError, match=r"missing obsm\['delta_x'\]"):
+        write_artifact(without, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
 
 
 def test_pairing_on_targets_of_a_panel_without_them_is_a_clear_error(pipe_inputs):
