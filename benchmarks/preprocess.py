@@ -34,7 +34,7 @@ from _memory import peak_rss_gb
 
 from gpo_vae.data.synthetic import SUMMARY_SHEET, SyntheticConfig, write_synthetic_dataset
 from gpo_vae.preprocessing import from_file, steps
-from gpo_vae.preprocessing.artifact import RECORD_FILE, read_artifact, write_artifact
+from gpo_vae.preprocessing.artifact import RECORD_FILE, read_artifact_on_disk, write_artifact
 from gpo_vae.preprocessing.config import PreprocessConfig, QCConfig
 from gpo_vae.preprocessing.from_file import build_artifact, preprocess_files
 
@@ -123,9 +123,10 @@ def main() -> None:
             out = build_artifact(*inputs, Path(scratch) / "artifact", print_table=False, deg_picks=picks)
         total = time.perf_counter() - start
         sampler.stop()
+        peak = peak_rss_gb()  # before anything reads the artifact back
 
         record = json.loads((out / RECORD_FILE).read_text())
-        artifact = read_artifact(out)
+        artifact, _ = read_artifact_on_disk(out)  # its shape and labels: the matrices stay on disk
         path = "in memory (preprocess_files)" if args.in_memory else "from disk (build_artifact)"
         print(f"\n== preprocessing {path}, {args.preset} preset, {os.cpu_count()} CPU cores")
         print(f"input  {record['input']['cells']:,} cells x {record['input']['genes']:,} genes")
@@ -145,7 +146,7 @@ def main() -> None:
         print(f"{'(read/write)':<16}{end - last:8.1f}  {sampler.peak(last, end):.2f} GB")
         size = sum(f.stat().st_size for f in out.iterdir()) / 1e9
         print(f"{'total':<16}{total:8.1f}  artifact {size:.2f} GB")
-        print(f"peak RSS {peak_rss_gb():.2f} GB (sampled {max(gb for _, gb in sampler.samples):.2f} GB)")
+        print(f"peak RSS {peak:.2f} GB (sampled {max(gb for _, gb in sampler.samples):.2f} GB)")
 
 
 def _deg_in_chunks(inputs: tuple, size: int, out: Path, sampler: RssSampler, start: float) -> dict:
