@@ -175,8 +175,14 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None, d
     dx = obsm.pop("delta_x", None) if delta_x is None else delta_x
     shell = ad.AnnData(obs=adata.obs, var=adata.var, obsm=obsm, uns=dict(adata.uns))
     medians = shell.uns.pop("cf_medians", None)
-    if dx is None or medians is None:  # names what is missing
-        validate_artifact(ad.AnnData(obs=adata.obs, var=adata.var, obsm=obsm, uns=dict(adata.uns)), counts=X)
+    absent = [
+        name for name, value in (("obsm['delta_x']", dx), ("uns['cf_medians']", medians)) if value is None
+    ]
+    if absent:
+        raise ArtifactError(
+            f"not a gpo-vae preprocessed artifact: missing {', '.join(absent)}. "
+            "Rebuild it with the preprocessing stage."
+        )
     validate_artifact(shell, counts=X, on_disk=ArtifactOnDisk(X, dx, medians))
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir.parent)
