@@ -183,3 +183,33 @@ def test_highly_variable_genes_on_fit_cells() -> None:
     assert deg.highly_variable_genes(perturbed, n_top=8, fit_mask=fit).equals(hvg)
     assert not deg.highly_variable_genes(perturbed, n_top=8).equals(deg.highly_variable_genes(adata, n_top=8))
     assert "highly_variable" not in adata.var.columns
+
+
+def test_the_on_disk_test_takes_more_gene_blocks_for_more_values_and_the_same_table(tmp_path) -> None:
+    """The on-disk Wilcoxon test splits the genes into more blocks when the matrix stores more
+    than ``passes × block_values`` values (memory set by the block, not the cells); the table
+    is the in-memory test's whatever the blocks."""
+    import h5py
+
+    from gpo_vae.data.on_disk import CountsOnDisk, write_counts
+
+    counts, labels, genes = _counts(seed=3)
+    path = tmp_path / "counts.h5"
+    with h5py.File(path, "w") as file:
+        write_counts(file, "X", counts)
+    on_disk = CountsOnDisk(path, "X", block_cells=50)
+    blocks: list[int] = []
+    real = deg._rank_gene_blocks
+
+    def counting(column_block, bounds, genes, *args):
+        blocks.append(-(-len(genes) // args[-2]))
+        return real(column_block, bounds, genes, *args)
+
+    expected = deg.rank_genes_vs_reference(normalize_log1p(counts), labels, CTRL, genes)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deg, "_rank_gene_blocks", counting)
+        few = deg.rank_genes_on_disk(on_disk, labels, CTRL, genes)
+        many = deg.rank_genes_on_disk(on_disk, labels, CTRL, genes, block_values=counts.nnz // 9)
+    assert blocks == [4, 10]  # ⌈60 genes / ⌈60 / 10⌉ per block⌉ for 10 passes
+    pd.testing.assert_frame_equal(few, expected)
+    pd.testing.assert_frame_equal(many, expected)
