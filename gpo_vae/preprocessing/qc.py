@@ -1,4 +1,5 @@
-"""Per-cell quality-control flags (design §2): metrics, MAD thresholds, doublets.
+"""Per-cell quality-control flags (design §2): metrics, MAD thresholds, and the doublet calls of
+:mod:`gpo_vae.preprocessing.doublets`.
 
 Cells are flagged, never removed. Thresholds are fitted once on the data and stored
 (:class:`QCThresholds`), so that generated cells are judged by the very same numbers.
@@ -12,19 +13,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
-from gpo_vae.data.contract import PERTURBATION_KEY
+# rapids_available, DoubletReport, detect_doublets and stratified_chunks: importable from here too
+from gpo_vae.preprocessing.backend import rapids_available, resolve_backend  # noqa: F401
 from gpo_vae.preprocessing.config import DEFAULT_NMADS, Backend
+from gpo_vae.preprocessing.doublets import (  # noqa: F401
+    DoubletReport,
+    detect_doublets,
+    detect_doublets_report,
+    stratified_chunks,
+)
 from gpo_vae.preprocessing.normalize import as_csr, on_disk, take_rows
-from gpo_vae.runtime import release_freed_memory
 from gpo_vae.stats.mad import Side, mad_threshold, outside_threshold
 
 logger = logging.getLogger(__name__)
@@ -45,35 +51,6 @@ QC_RULES: dict[str, tuple[Side, str]] = {
 }
 DOUBLET_FLAG = "qc_doublet"
 TOTAL_QC = "total_qc"
-
-
-def rapids_available() -> bool:
-    """Whether rapids-singlecell and cupy import and a CUDA device is visible."""
-    try:
-        import cupy
-        import rapids_singlecell  # noqa: F401
-    except Exception:  # ImportError, or CUDA libraries failing at import time
-        return False
-    try:
-        return int(cupy.cuda.runtime.getDeviceCount()) > 0
-    except Exception:
-        return False
-
-
-def resolve_backend(backend: Backend) -> Literal["cpu", "rapids"]:
-    """``"auto"`` → ``"rapids"`` only when :func:`rapids_available`, else ``"cpu"``; others forced."""
-    if backend == "cpu":
-        return "cpu"
-    if backend == "rapids":
-        if not rapids_available():
-            raise RuntimeError(
-                "backend='rapids' needs rapids-singlecell, cupy and a CUDA device: install the `gpu` "
-                "extra (pip install 'gpo-vae[gpu]') on a machine with an NVIDIA GPU, or use backend='cpu'."
-            )
-        return "rapids"
-    if backend == "auto":
-        return "rapids" if rapids_available() else "cpu"
-    raise ValueError(f"backend must be 'auto', 'cpu' or 'rapids', got {backend!r}")
 
 
 def qc_gene_sets(var_names: Iterable[str]) -> pd.DataFrame:
@@ -244,185 +221,6 @@ def apply_qc_thresholds(
     out = pd.DataFrame(flags, index=metrics.index)
     out[TOTAL_QC] = out[f"qc_fail_{_suffix(default_nmads)}"].astype(np.int8)
     return out
-
-
-def stratified_chunks(labels: Sequence | np.ndarray | pd.Series, n_chunks: int, seed: int = 0) -> np.ndarray:
-    """Chunk index of each cell so that every chunk holds a slice of every perturbation.
-
-    Cells of a perturbation are shuffled and dealt round-robin from a random starting chunk, so
-    chunk sizes per perturbation differ by at most one (the reference sliced each perturbation
-    in file order, leaving most controls in its last chunk).
-    """
-    if n_chunks < 1:
-        raise ValueError(f"n_chunks must be ≥ 1, got {n_chunks}")
-    rng = np.random.default_rng(seed)
-    codes = pd.Categorical(np.asarray(labels).astype(str)).codes
-    n = len(codes)
-    shuffled = rng.permutation(n)
-    order = shuffled[np.argsort(codes[shuffled], kind="stable")]  # grouped, random within group
-    sorted_codes = codes[order]
-    group_start = np.searchsorted(sorted_codes, sorted_codes, side="left")
-    rank_in_group = np.arange(n) - group_start
-    offsets = rng.integers(0, n_chunks, size=codes.max(initial=-1) + 1)
-    chunk = np.empty(n, dtype=np.int64)
-    chunk[order] = (rank_in_group + offsets[sorted_codes]) % n_chunks
-    return chunk
-
-
-@dataclass(frozen=True)
-class DoubletReport:
-    """Doublet calls with their provenance: ``scores`` is NaN in skipped chunks."""
-
-    predicted: np.ndarray
-    scores: np.ndarray
-    chunk: np.ndarray
-    n_chunks: int
-    skipped: tuple[dict[str, Any], ...]
-
-    @property
-    def n_skipped(self) -> int:
-        return len(self.skipped)
-
-
-def _scrublet_cpu(X: sp.csr_matrix, seed: int, expected_doublet_rate: float) -> tuple[np.ndarray, np.ndarray]:
-    import scrublet
-
-    matrix = sp.csc_matrix(X)
-    del X  # the caller's chunk is this function's alone: scrublet keeps the CSC copy
-    # scrublet seeds numpy's global generator; keep the caller's stream untouched
-    state = np.random.get_state()  # noqa: NPY002 (legacy global state is what scrublet uses)
-    try:
-        scrub = scrublet.Scrublet(matrix, expected_doublet_rate=expected_doublet_rate, random_state=seed)
-        del matrix
-        predicted = _scrub_doublets(scrub)
-    finally:
-        np.random.set_state(state)  # noqa: NPY002
-    if predicted is None:
-        raise RuntimeError("scrublet found no automatic doublet-score threshold")
-    return np.asarray(predicted, dtype=bool), np.asarray(scrub.doublet_scores_obs_, dtype=np.float64)
-
-
-def _scrub_doublets(scrub: Any) -> np.ndarray | None:
-    """``Scrublet.scrub_doublets()`` with its default arguments, step by step, its gene filter
-    computed without the two whole copies of the normalised counts scrublet's ``filter_genes``
-    makes (``E[arange(n), :]`` and ``E[:, genes] >= 3``): the same genes, scores and calls
-    (test), at about 0.8 GB less for a chunk of 17,000 RPE1-sized cells. Return the calls.
-    """
-    from scrublet import helper_functions as steps
-
-    steps.pipeline_normalize(scrub)
-    scrub._gene_filter = _scrublet_gene_filter(scrub._E_obs_norm)
-    steps.pipeline_apply_gene_filter(scrub)
-    scrub.simulate_doublets(sim_doublet_ratio=scrub.sim_doublet_ratio, synthetic_doublet_umi_subsampling=1.0)
-    steps.pipeline_normalize(scrub, postnorm_total=1e6)
-    steps.pipeline_zscore(scrub)
-    steps.pipeline_pca(scrub, n_prin_comps=30, random_state=scrub.random_state, svd_solver="arpack")
-    scrub.calculate_doublet_scores(
-        use_approx_neighbors=True, distance_metric="euclidean", get_doublet_neighbor_parents=False
-    )
-    return scrub.call_doublets(verbose=False)
-
-
-def _scrublet_gene_filter(
-    normalised: sp.csc_matrix, min_counts: float = 3, min_cells: int = 3, min_vscore_pctl: float = 85
-) -> np.ndarray:
-    """scrublet's ``filter_genes`` on all cells: genes with a positive v-score in its top
-    ``100 − min_vscore_pctl`` percent and ≥ ``min_counts`` in ≥ ``min_cells`` cells."""
-    from scrublet.helper_functions import get_vscores
-
-    vscores, _, _, genes, *_ = get_vscores(normalised)
-    positive = vscores > 0
-    vscores, genes = vscores[positive], genes[positive]
-    min_vscore = np.percentile(vscores, min_vscore_pctl)
-    # cells ≥ min_counts per gene, counted on the stored values (min_counts > 0: zeros never count)
-    matrix = normalised.tocsc()
-    high = matrix.data >= min_counts
-    cells = np.zeros(matrix.shape[1], dtype=np.int64)
-    filled = np.diff(matrix.indptr) > 0
-    if filled.any():
-        cells[filled] = np.add.reduceat(high, matrix.indptr[:-1][filled], dtype=np.int64)
-    return genes[(cells[genes] >= min_cells) & (vscores >= min_vscore)]
-
-
-def _scrublet_rapids(
-    X: sp.csr_matrix, seed: int, expected_doublet_rate: float
-) -> tuple[np.ndarray, np.ndarray]:
-    import cupy as cp
-    import rapids_singlecell as rsc
-
-    light = ad.AnnData(X=X, obs=pd.DataFrame(index=[f"c{i}" for i in range(X.shape[0])]))
-    try:
-        rsc.get.anndata_to_GPU(light)
-        rsc.pp.scrublet(light, expected_doublet_rate=expected_doublet_rate, random_state=seed, verbose=False)
-        # scrublet drops cells with < 3 genes before scoring: they come back NaN → not doublets
-        predicted = light.obs["predicted_doublet"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-        scores = light.obs["doublet_score"].to_numpy(dtype=np.float64)
-    finally:
-        del light
-        cp.get_default_memory_pool().free_all_blocks()
-    return predicted, scores
-
-
-def detect_doublets_report(
-    adata: ad.AnnData,
-    n_chunks: int | None = None,
-    max_cells_per_chunk: int = 20_000,
-    seed: int = 0,
-    backend: Backend = "auto",
-    perturbation_key: str = PERTURBATION_KEY,
-    expected_doublet_rate: float = 0.05,
-    show_progress: bool = True,
-    counts: Any = None,
-) -> DoubletReport:
-    """Scrublet on chunks of cells, each a stratified slice of every perturbation (for memory).
-
-    ``n_chunks`` defaults to ``ceil(n_cells / max_cells_per_chunk)``. A chunk where scrublet fails
-    (too few cells or genes, no threshold found) is logged, recorded in ``skipped`` and its cells
-    are called singlets. ``expected_doublet_rate`` = 0.05 as scanpy/rapids-singlecell's default.
-    """
-    use = resolve_backend(backend)
-    n = adata.n_obs
-    if n_chunks is None:
-        n_chunks = max(1, -(-n // max_cells_per_chunk))
-    if perturbation_key in adata.obs:
-        labels = adata.obs[perturbation_key]
-    else:
-        logger.info("obs has no %r column: doublet chunks are random, not stratified", perturbation_key)
-        labels = np.zeros(n)
-    chunk = stratified_chunks(labels, n_chunks, seed)
-    X = as_csr(adata.X) if counts is None else counts  # on disk: each chunk's cells are read alone
-    run = _scrublet_cpu if use == "cpu" else _scrublet_rapids
-    predicted = np.zeros(n, dtype=bool)
-    scores = np.full(n, np.nan)
-    skipped: list[dict[str, Any]] = []
-    for k in tqdm(range(n_chunks), desc="scrublet chunks", disable=not show_progress):
-        rows = np.flatnonzero(chunk == k)
-        try:
-            predicted[rows], scores[rows] = run(X[rows], seed + k, expected_doublet_rate)
-        except Exception as err:  # scrublet raises many types on degenerate input
-            skipped.append({"chunk": k, "n_cells": int(rows.size), "reason": f"{type(err).__name__}: {err}"})
-            logger.warning(
-                "scrublet skipped chunk %d (%d cells): %s; its cells count as singlets", k, rows.size, err
-            )
-        release_freed_memory()  # each chunk's peak its own
-    if skipped:
-        logger.warning("doublet detection skipped %d of %d chunks", len(skipped), n_chunks)
-    logger.info("doublets: %d of %d cells (%d chunks, %s)", int(predicted.sum()), n, n_chunks, use)
-    return DoubletReport(
-        predicted=predicted, scores=scores, chunk=chunk, n_chunks=n_chunks, skipped=tuple(skipped)
-    )
-
-
-def detect_doublets(
-    adata: ad.AnnData,
-    n_chunks: int | None = None,
-    max_cells_per_chunk: int = 20_000,
-    seed: int = 0,
-    backend: Backend = "auto",
-    **kwargs: Any,
-) -> np.ndarray:
-    """Boolean doublet call per cell; see :func:`detect_doublets_report` for the details."""
-    return detect_doublets_report(adata, n_chunks, max_cells_per_chunk, seed, backend, **kwargs).predicted
 
 
 def run_qc(

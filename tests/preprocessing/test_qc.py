@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from gpo_vae.preprocessing import qc
+from gpo_vae.preprocessing import backend, doublets, qc
 
 
 def _metrics(**columns: list[float]) -> pd.DataFrame:
@@ -127,14 +127,14 @@ def test_metrics_gene_sets_hb_excludes_hbp() -> None:
 
 
 def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(qc, "rapids_available", lambda: False)
+    monkeypatch.setattr(backend, "rapids_available", lambda: False)
     assert qc.resolve_backend("auto") == "cpu"
     assert qc.resolve_backend("cpu") == "cpu"
     with pytest.raises(RuntimeError, match="`gpu` extra"):
         qc.resolve_backend("rapids")
     with pytest.raises(ValueError, match="backend"):
         qc.resolve_backend("gpu")  # type: ignore[arg-type]
-    monkeypatch.setattr(qc, "rapids_available", lambda: True)
+    monkeypatch.setattr(backend, "rapids_available", lambda: True)
     assert qc.resolve_backend("auto") == "rapids"
     assert qc.resolve_backend("rapids") == "rapids"
     assert qc.resolve_backend("cpu") == "cpu"
@@ -237,23 +237,23 @@ def test_scrublet_lean_gene_filter_gives_scrublets_own_genes_scores_and_calls(se
     X = sp.csr_matrix(X)
     reference = scrublet.Scrublet(sp.csc_matrix(X), expected_doublet_rate=0.05, random_state=seed)
     scores, predicted = reference.scrub_doublets(verbose=False)
-    ours_predicted, ours_scores = qc._scrublet_cpu(X.copy(), seed, 0.05)
+    ours_predicted, ours_scores = doublets._scrublet_cpu(X.copy(), seed, 0.05)
     np.testing.assert_array_equal(ours_scores, scores)
     np.testing.assert_array_equal(ours_predicted, predicted)
     normalised = scrublet.Scrublet(sp.csc_matrix(X))
     scrublet.helper_functions.pipeline_normalize(normalised)
     E = normalised._E_obs_norm
-    np.testing.assert_array_equal(qc._scrublet_gene_filter(E), filter_genes(E))
+    np.testing.assert_array_equal(doublets._scrublet_gene_filter(E), filter_genes(E))
     for min_counts, min_cells in [(1, 60), (5, 20), (20, 3), (3, 150)]:
         for pctl in (50, 85):
-            ours = qc._scrublet_gene_filter(E, min_counts, min_cells, pctl)
+            ours = doublets._scrublet_gene_filter(E, min_counts, min_cells, pctl)
             theirs = filter_genes(E, min_counts=min_counts, min_cells=min_cells, min_vscore_pctl=pctl)
             np.testing.assert_array_equal(ours, theirs)
 
 
 def test_scrublet_failure_on_tiny_chunks_is_recorded_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     adata, _ = _planted_doublets(n_types=2, per_type=5, n_doublets=0)
-    with caplog.at_level(logging.WARNING, logger=qc.__name__):
+    with caplog.at_level(logging.WARNING, logger=doublets.__name__):
         report = qc.detect_doublets_report(adata, n_chunks=2, backend="cpu", show_progress=False)
     assert report.n_skipped == 2 and [s["chunk"] for s in report.skipped] == [0, 1]
     assert not report.predicted.any() and np.isnan(report.scores).all()
