@@ -224,11 +224,12 @@ def test_doublets_flagged_far_above_singlets(qc_doublet_data) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_scrublet_lean_gene_filter_gives_scrublets_own_genes_scores_and_calls(seed: int) -> None:
-    """The chunk's scrublet run (its gene filter without scrublet's two copies of the normalised
-    counts) equals ``Scrublet.scrub_doublets()``: the same genes, every score bit for bit, the
-    same calls; sparse counts with genes never expressed and genes below 3 counts."""
+    """The chunk's scrublet run (its gene filter and v-scores without scrublet's copies of the
+    normalised counts) equals ``Scrublet.scrub_doublets()``: the same genes, v-scores and gene
+    moments, every score bit for bit, the same calls; sparse counts with genes never expressed
+    and genes below 3 counts."""
     import scrublet
-    from scrublet.helper_functions import filter_genes
+    from scrublet.helper_functions import filter_genes, get_vscores
 
     adata, _ = _planted_doublets(seed=seed, per_type=120 + 20 * seed)
     X = adata.X.toarray()
@@ -244,6 +245,16 @@ def test_scrublet_lean_gene_filter_gives_scrublets_own_genes_scores_and_calls(se
     scrublet.helper_functions.pipeline_normalize(normalised)
     E = normalised._E_obs_norm
     np.testing.assert_array_equal(doublets._scrublet_gene_filter(E), filter_genes(E))
+    vscores, genes = doublets._scrublet_vscores(E)
+    theirs_vscores, _, _, theirs_genes, *_ = get_vscores(E)
+    np.testing.assert_array_equal(genes, theirs_genes)
+    np.testing.assert_array_equal(vscores, theirs_vscores)
+    for block_values in (1, 97, 10**9):  # a column at a time, a few columns, all at once
+        mean, mean_square = doublets._column_moments(E, block_values)
+        np.testing.assert_array_equal(mean, E.mean(axis=0).A.ravel())
+        squared = E.copy()
+        squared.data **= 2
+        np.testing.assert_array_equal(mean_square, squared.mean(axis=0).A.ravel())
     for min_counts, min_cells in [(1, 60), (5, 20), (20, 3), (3, 150)]:
         for pctl in (50, 85):
             ours = doublets._scrublet_gene_filter(E, min_counts, min_cells, pctl)
