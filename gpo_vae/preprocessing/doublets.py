@@ -93,17 +93,39 @@ def _scrub_doublets(scrub: Any) -> np.ndarray | None:
     """
     from scrublet import helper_functions as steps
 
-    steps.pipeline_normalize(scrub)
+    _scrublet_normalize(scrub)
     scrub._gene_filter = _scrublet_gene_filter(scrub._E_obs_norm)
     steps.pipeline_apply_gene_filter(scrub)
     scrub.simulate_doublets(sim_doublet_ratio=scrub.sim_doublet_ratio, synthetic_doublet_umi_subsampling=1.0)
-    steps.pipeline_normalize(scrub, postnorm_total=1e6)
+    _scrublet_normalize(scrub, postnorm_total=1e6)
     steps.pipeline_zscore(scrub)
     steps.pipeline_pca(scrub, n_prin_comps=30, random_state=scrub.random_state, svd_solver="arpack")
     scrub.calculate_doublet_scores(
         use_approx_neighbors=True, distance_metric="euclidean", get_doublet_neighbor_parents=False
     )
     return scrub.call_doublets(verbose=False)
+
+
+def _scrublet_normalize(scrub: Any, postnorm_total: float | None = None) -> None:
+    """scrublet's ``pipeline_normalize``, bit for bit (test), each cell's values scaled in place
+    of its product with a sparse diagonal matrix (which converts the counts to CSR, multiplies
+    and converts back: three copies and about a quarter of a chunk's time)."""
+    if postnorm_total is None:
+        postnorm_total = scrub._total_counts_obs.mean()
+    scrub._E_obs_norm = _scaled_rows(scrub._E_obs, float(postnorm_total) / scrub._total_counts_obs)
+    if scrub._E_sim is not None:
+        scrub._E_sim_norm = _scaled_rows(scrub._E_sim, float(postnorm_total) / scrub._total_counts_sim)
+
+
+def _scaled_rows(counts: sp.spmatrix, factors: np.ndarray) -> sp.csc_matrix:
+    """``diag(factors) · counts`` in CSC as scipy computes it: each product in float64 (the
+    diagonal is float64), products that are 0 not stored."""
+    counts = counts.tocsc()
+    values = np.asarray(factors, dtype=np.float64)[counts.indices] * counts.data.astype(np.float64)
+    scaled = sp.csc_matrix((values, counts.indices.copy(), counts.indptr.copy()), shape=counts.shape)
+    if not values.all():
+        scaled.eliminate_zeros()
+    return scaled
 
 
 def _scrublet_gene_filter(

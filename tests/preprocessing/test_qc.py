@@ -226,8 +226,8 @@ def test_doublets_flagged_far_above_singlets(qc_doublet_data) -> None:
 def test_scrublet_lean_gene_filter_gives_scrublets_own_genes_scores_and_calls(seed: int) -> None:
     """The chunk's scrublet run (its gene filter and v-scores without scrublet's copies of the
     normalised counts) equals ``Scrublet.scrub_doublets()``: the same genes, v-scores and gene
-    moments, every score bit for bit, the same calls; sparse counts with genes never expressed
-    and genes below 3 counts."""
+    moments, the normalised counts, every score bit for bit, the same calls; sparse counts with
+    genes never expressed and genes below 3 counts."""
     import scrublet
     from scrublet.helper_functions import filter_genes, get_vscores
 
@@ -244,6 +244,17 @@ def test_scrublet_lean_gene_filter_gives_scrublets_own_genes_scores_and_calls(se
     normalised = scrublet.Scrublet(sp.csc_matrix(X))
     scrublet.helper_functions.pipeline_normalize(normalised)
     E = normalised._E_obs_norm
+    stored_zero = X.copy()
+    stored_zero.data[::50] = 0  # explicit zeros: scipy's product does not store them
+    for counts in (X, stored_zero):
+        for total in (None, 1e6):
+            theirs, ours = scrublet.Scrublet(sp.csc_matrix(counts)), scrublet.Scrublet(sp.csc_matrix(counts))
+            scrublet.helper_functions.pipeline_normalize(theirs, postnorm_total=total)
+            doublets._scrublet_normalize(ours, postnorm_total=total)
+            a, b = theirs._E_obs_norm, ours._E_obs_norm
+            assert a.format == b.format == "csc" and a.dtype == b.dtype
+            for field in ("data", "indices", "indptr"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     np.testing.assert_array_equal(doublets._scrublet_gene_filter(E), filter_genes(E))
     vscores, genes = doublets._scrublet_vscores(E)
     theirs_vscores, _, _, theirs_genes, *_ = get_vscores(E)
