@@ -1,7 +1,7 @@
 """Time the preprocessing stage on the synthetic screen (default or RPE1 size), with its memory.
 
     python benchmarks/preprocess.py [--preset rpe1|default] [--data DIR] [--no-doublets] [--in-memory]
-                                    [--deg-chunk-size N]
+                                    [--deg-chunk-size N] [--pairing-chunk-size N]
 
 Simulates the screen into ``--data`` (reused when it already holds one), then builds the artifact
 (filters, splits, QC with scrublet, DE nodes, OT pairing, ΔX, counterfactual medians,
@@ -12,8 +12,9 @@ read from disk a block of cells at a time); ``--in-memory`` as the Python API's
 ``preprocess_files`` + ``write_artifact`` (the kept cells' counts in memory); ``--deg-chunk-size N``
 as ``main --deg-chunk-size N`` builds it: the DE test planned in chunks of N perturbations
 (``plan_deg_of_file``, timed as ``deg plan``), the chunks run one after another here (``deg
-chunks``: their total, the longest, the peak), then the artifact from their picks. Simulation is
-not timed here (``benchmarks/simulate.py`` does that).
+chunks``: their total, the longest, the peak), then the artifact from their picks;
+``--pairing-chunk-size N`` likewise for the OT pairing (``plan_pairing_of_file``, ``pairing plan``
+and ``pairing chunks``). Simulation is not timed here (``benchmarks/simulate.py`` does that).
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def main() -> None:
     parser.add_argument(
         "--deg-chunk-size", type=int, default=0, help="the DE test in chunks of N perturbations"
     )
+    parser.add_argument(
+        "--pairing-chunk-size", type=int, default=0, help="the OT pairing in chunks of N perturbations"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -117,10 +121,17 @@ def main() -> None:
         picks = None
         if args.deg_chunk_size:
             picks = _deg_in_chunks(inputs, args.deg_chunk_size, Path(scratch) / "deg_chunks", sampler, start)
+        pairing = None
+        if args.pairing_chunk_size:
+            pairing = _pairing_in_chunks(
+                inputs, args.pairing_chunk_size, Path(scratch) / "pair_chunks", sampler, time.perf_counter()
+            )
         if args.in_memory:
             out = write_artifact(preprocess_files(*inputs, print_table=False), Path(scratch) / "artifact")
         else:
-            out = build_artifact(*inputs, Path(scratch) / "artifact", print_table=False, deg_picks=picks)
+            out = build_artifact(
+                *inputs, Path(scratch) / "artifact", print_table=False, deg_picks=picks, pairing=pairing
+            )
         total = time.perf_counter() - start
         sampler.stop()
         peak = peak_rss_gb()  # before anything reads the artifact back
@@ -168,6 +179,28 @@ def _deg_in_chunks(inputs: tuple, size: int, out: Path, sampler: RssSampler, sta
         f"(longest {max(seconds, default=0):.1f} s), {sampler.peak(planned - clock, done - clock):.2f} GB"
     )
     return picks
+
+
+def _pairing_in_chunks(inputs: tuple, size: int, out: Path, sampler: RssSampler, start: float) -> dict:
+    """Plan the pairing chunks and run them in turn, printing their seconds and peaks; the
+    partners and the features' record."""
+    from gpo_vae.preprocessing.pair_chunks import pair_chunk_partners, plan_pairing_of_file
+
+    clock = sampler.start_time
+    plan = plan_pairing_of_file(*inputs, size, out)
+    planned = time.perf_counter()
+    partners, seconds = {}, []
+    for chunk in plan.chunks:
+        began = time.perf_counter()
+        partners.update(pair_chunk_partners(chunk.spec))
+        seconds.append(time.perf_counter() - began)
+    done = time.perf_counter()
+    print(
+        f"pairing plan: {planned - start:.1f} s, {sampler.peak(start - clock, planned - clock):.2f} GB; "
+        f"pairing chunks: {len(plan.chunks)} of ≤ {size} perturbations, {done - planned:.1f} s "
+        f"(longest {max(seconds, default=0):.1f} s), {sampler.peak(planned - clock, done - clock):.2f} GB"
+    )
+    return {"partners": partners, "record": plan.record} if plan.chunks else None
 
 
 if __name__ == "__main__":

@@ -49,14 +49,19 @@ def screen_inputs(dataset: DatasetSpec, config: dict[str, Any]) -> tuple[Any, ..
     )
 
 
-@task(version="5", cache=True)
+@task(version="6", cache=True)
 def preprocess_dataset(
-    dataset: DatasetSpec, config: dict[str, Any], out_root: str, deg_picks: dict[str, str] | None = None
+    dataset: DatasetSpec,
+    config: dict[str, Any],
+    out_root: str,
+    deg_picks: dict[str, str] | None = None,
+    pairing: dict[str, Any] | None = None,
 ) -> File:
     """Build (or reuse, when a complete copy exists) the preprocessed artifact of ``dataset``.
 
-    ``deg_picks``: the DE test's picks from :func:`deg_in_chunks` (the artifact is the same
-    either way, so it is not part of its content address)."""
+    ``deg_picks``: the DE test's picks from :func:`deg_in_chunks`; ``pairing``: the OT partners
+    from :func:`pairing_in_chunks` (the artifact is the same either way, so neither is part of
+    its content address)."""
     from gpo_vae.io import exclusive_lock
     from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
     from gpo_vae.preprocessing.from_file import build_artifact
@@ -80,6 +85,7 @@ def preprocess_dataset(
             progress=False,
             missing_stats=missing,
             deg_picks=deg_picks,
+            pairing=pairing,
         )
         return File(str(artifact_path(built, verify=False)))
 
@@ -145,17 +151,86 @@ def deg_in_chunks(
     return run_deg_chunks(plan, executor)
 
 
+@task(version="1", cache=True)
+def plan_pair_chunks(
+    dataset: DatasetSpec, config: dict[str, Any], out_root: str, perturbations_per_chunk: int
+) -> dict[str, Any]:
+    """The OT pairing of ``dataset`` as chunks of perturbations: ``chunks`` (``[fingerprint, spec
+    path]`` each, :func:`gpo_vae.preprocessing.pair_chunks.plan_pairing_of_file`) and the
+    features' ``record``; no chunks when the file ships its partners."""
+    from gpo_vae.preprocessing.pair_chunks import plan_pairing_of_file
+
+    counts, stats, sheet, preprocess_config, layout, missing = screen_inputs(dataset, config)
+    plan = plan_pairing_of_file(
+        counts,
+        stats,
+        sheet,
+        preprocess_config,
+        perturbations_per_chunk,
+        Path(out_root) / "pair_chunks",
+        layout,
+        missing,
+    )
+    return {"chunks": [[chunk.fingerprint, str(chunk.spec)] for chunk in plan.chunks], "record": plan.record}
+
+
+# Cached on the chunk's fingerprint (its cells' names, splits and features, the controls', the
+# solver's settings), as deg_chunk is.
+@task(version="1", cache=True)
+def pair_chunk(fingerprint: str, spec: str) -> dict[str, str]:
+    """The OT partner of every perturbed cell of one chunk (cell name → control name)."""
+    from gpo_vae.preprocessing.pair_chunks import pair_chunk_partners
+
+    return pair_chunk_partners(spec)
+
+
+@task()
+def merge_partners(parts: list[dict[str, str]], record: dict[str, Any]) -> dict[str, Any]:
+    """The chunks' partners as one table, with the features' record."""
+    return {"partners": {cell: partner for part in parts for cell, partner in part.items()}, "record": record}
+
+
+@task()
+def run_pair_chunks(plan: dict[str, Any], executor: str = "default") -> dict[str, Any] | None:
+    """Every chunk of ``plan`` as its own :func:`pair_chunk` job on ``executor``; None when the
+    plan has no chunks (preprocessing then takes the shipped partners)."""
+    if not plan["chunks"]:
+        return None
+    parts = [pair_chunk.options(executor=executor)(fp, spec) for fp, spec in plan["chunks"]]
+    return merge_partners(parts, plan["record"])
+
+
+def pairing_in_chunks(
+    dataset: DatasetSpec,
+    config: dict[str, Any],
+    out_root: str,
+    perturbations_per_chunk: int,
+    executor: str = "default",
+) -> Any:
+    """The OT partners of ``dataset`` computed as redun jobs of ``perturbations_per_chunk``
+    perturbations each on ``executor`` (a lazy value for :func:`preprocess_dataset`)."""
+    plan = plan_pair_chunks.options(executor=executor)(dataset, config, out_root, perturbations_per_chunk)
+    return run_pair_chunks(plan, executor)
+
+
 def preprocessed(
     dataset: DatasetSpec,
     config: dict[str, Any],
     out_root: str,
     deg_chunk_size: int = 0,
     executor: str = "default",
+    pairing_chunk_size: int = 0,
 ) -> Any:
     """The artifact of ``dataset`` (a lazy value): :func:`preprocess_dataset` on ``executor``,
-    its DE test first spread as jobs of ``deg_chunk_size`` perturbations when that is > 0."""
+    its DE test and its OT pairing first spread as jobs of ``deg_chunk_size`` and
+    ``pairing_chunk_size`` perturbations when those are > 0."""
     picks = deg_in_chunks(dataset, config, out_root, deg_chunk_size, executor) if deg_chunk_size else None
-    return preprocess_dataset.options(executor=executor)(dataset, config, out_root, picks)
+    pairs = (
+        pairing_in_chunks(dataset, config, out_root, pairing_chunk_size, executor)
+        if pairing_chunk_size
+        else None
+    )
+    return preprocess_dataset.options(executor=executor)(dataset, config, out_root, picks, pairs)
 
 
 @task(version="2", cache=False)

@@ -244,6 +244,10 @@ def test_options_are_checked_before_any_task_even_when_everything_is_cached(box,
             "nope",
         ): "--synthetic-preset 'nope': no such preset; choose one of default, rpe1",
         ("--config", "configs"): "InputFileError: --config configs: a folder, not a file",
+        (
+            "--pairing-chunk-size",
+            "-2",
+        ): "--pairing-chunk-size -2: give 0 (the OT pairing inside preprocessing)",
     }
     for (option, value), expected in cases.items():
         result = run_failing(box, *MAIN, option, value)

@@ -18,7 +18,7 @@ from tasks.sweep import leaderboard, sweep_wave
 from tasks.train import train_run
 from workflow.datasets import (
     Screen,
-    check_deg_chunk_size,
+    check_chunk_size,
     check_devices,
     check_executors,
     config_path,
@@ -75,6 +75,7 @@ def main(
     executor: str = "default",
     train_executor: str | None = None,
     deg_chunk_size: int = 0,
+    pairing_chunk_size: int = 0,
     debug: bool = False,
 ) -> dict[str, Any]:
     """Run the pipeline: acquire → preprocess → train → evaluate (+ GRN benchmark) → report.
@@ -107,6 +108,9 @@ def main(
       --deg-chunk-size (0)         0: the DE test runs inside preprocessing; N: as redun jobs of N
                                    perturbations each on --executor (the same artifact; a rerun
                                    tests again only the chunks whose cells changed)
+      --pairing-chunk-size (0)     0: the OT pairing runs inside preprocessing; N: as redun jobs of
+                                   N perturbations each on --executor (the same artifact; a rerun
+                                   pairs again only the chunks whose cells changed)
       --debug (false)              show the task traceback of an input error too
 
     The run ends with the headline table and its verdict, the report's path and the next commands.
@@ -118,7 +122,8 @@ def main(
         summary_sheet,
     )  # fmt: skip
     check_executors(executor=executor, train_executor=train_executor)
-    check_deg_chunk_size(deg_chunk_size)
+    check_chunk_size("--deg-chunk-size", deg_chunk_size)
+    check_chunk_size("--pairing-chunk-size", pairing_chunk_size)
     config_file, run_config = entry_run_config(
         dataset, model, config, split, min_perturbations, preprocess_mode
     )
@@ -135,7 +140,9 @@ def main(
     out = screen.out
     summary = summarise_dataset(spec, str(out / "dataset_summary.json"))
     preprocess = to_dict(run_config.preprocess)
-    artifact = preprocessed(spec, preprocess, str(out / "preprocessed"), deg_chunk_size, executor)
+    artifact = preprocessed(
+        spec, preprocess, str(out / "preprocessed"), deg_chunk_size, executor, pairing_chunk_size
+    )
     train = train_run.options(executor=train_executor or executor)
     trained = train(artifact, training_sections(run_config), str(out / "runs"))
     sams = train(artifact, training_sections(sams_config), str(out / "runs")) if sams_config else None
@@ -189,6 +196,7 @@ def sweep(
     train_executor: str | None = None,
     max_concurrent: int | None = None,
     deg_chunk_size: int = 0,
+    pairing_chunk_size: int = 0,
     wandb_project: str | None = None,
     debug: bool = False,
 ) -> dict[str, Any]:
@@ -212,6 +220,8 @@ def sweep(
                                    the points run in waves of this size, a wave after the last
       --deg-chunk-size (0)         0: the DE test runs inside preprocessing; N: as redun jobs of N
                                    perturbations each on --executor (as main's option)
+      --pairing-chunk-size (0)     0: the OT pairing runs inside preprocessing; N: as redun jobs
+                                   of N perturbations each on --executor (as main's option)
       --wandb-project (none)       also log points and leaderboard to this wandb project (none:
                                    the sweep file's wandb_project; needs the wandb extra;
                                    $WANDB_MODE, default offline); the sweep never needs wandb
@@ -227,7 +237,8 @@ def sweep(
         summary_sheet,
     )  # fmt: skip
     check_executors(executor=executor, train_executor=train_executor)
-    check_deg_chunk_size(deg_chunk_size)
+    check_chunk_size("--deg-chunk-size", deg_chunk_size)
+    check_chunk_size("--pairing-chunk-size", pairing_chunk_size)
     plan = SweepPlan.from_options(sweep, config_path(dataset, model, config), max_concurrent, wandb_project)
     references = network_files(networks)
     data = screen.acquire()
@@ -235,7 +246,7 @@ def sweep(
     summary = summarise_dataset(data, str(out / "dataset_summary.json"))
     sections, groups = plan.preprocess_sections()  # one preprocessing per distinct section
     artifacts = [
-        preprocessed(data, section, str(out / "preprocessed"), deg_chunk_size, executor)
+        preprocessed(data, section, str(out / "preprocessed"), deg_chunk_size, executor, pairing_chunk_size)
         for section in sections
     ]
     evaluation_inputs = {

@@ -125,12 +125,17 @@ def check_synthetic_preset(preset: str) -> None:
         )
 
 
-def check_deg_chunk_size(size: int) -> None:
-    """``--deg-chunk-size`` is 0 (off) or a number of perturbations per DE job."""
+_CHUNKED_WORK = {"--deg-chunk-size": "the DE test", "--pairing-chunk-size": "the OT pairing"}
+
+
+def check_chunk_size(option: str, size: int) -> None:
+    """``--deg-chunk-size`` and ``--pairing-chunk-size`` are 0 (off) or a number of
+    perturbations per job."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        work = _CHUNKED_WORK[option]
         raise ConfigError(
-            f"--deg-chunk-size {size!r}: give 0 (the DE test inside preprocessing) or the number of "
-            "perturbations per DE job, e.g. 50"
+            f"{option} {size!r}: give 0 ({work} inside preprocessing) or the number of "
+            f"perturbations per job of {work}, e.g. 50"
         )
 
 

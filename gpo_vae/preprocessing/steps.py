@@ -50,6 +50,7 @@ from gpo_vae.preprocessing.filter_table import (
 from gpo_vae.preprocessing.filtering import perturbation_filter_mask
 from gpo_vae.preprocessing.nodes import dosage_matrix, treatment_nodes
 from gpo_vae.preprocessing.normalize import library_size, on_disk
+from gpo_vae.preprocessing.pair_chunks import partner_rows
 from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_feature_matrix
 from gpo_vae.preprocessing.published import (
     ShippedProcessing,
@@ -220,6 +221,7 @@ def preprocess_filtered(
     counts: Any = None,
     scratch: Path | None = None,
     deg_picks: dict[str, str] | None = None,
+    pairing: dict[str, Any] | None = None,
 ) -> ad.AnnData:
     """The stages after the perturbation filters, on the cells they kept (see :func:`preprocess`).
 
@@ -231,7 +233,9 @@ def preprocess_filtered(
     ΔX is left out of ``obsm``: it is element :data:`~gpo_vae.preprocessing.derived.DELTA_X_ELEMENT`
     of ``scratch``, for ``write_artifact``'s ``delta_x``). ``deg_picks``:
     each perturbation's FC3 gene computed beforehand, chunk by chunk
-    (:mod:`gpo_vae.preprocessing.deg_chunks`); the DE test is then not run here.
+    (:mod:`gpo_vae.preprocessing.deg_chunks`); the DE test is then not run here. ``pairing``:
+    the OT pairing computed beforehand, chunk by chunk (:mod:`gpo_vae.preprocessing.pair_chunks`):
+    ``partners`` (perturbed cell name → control name) and the features' ``record``.
 
     ``shipped`` (a file the GPO-VAE authors processed, kept as published) supplies the split
     (under ``split.mode: random``), the doublet calls, the DE genes and the pairing, each where the
@@ -338,7 +342,11 @@ def preprocess_filtered(
         partner, why = (None, "")
         if shipped is not None:
             partner, why = shipped_partners(adata.obs, shipped, labels, split, control_label, batches)
-        if partner is not None:
+        if partner is None and pairing is not None:
+            partner = partner_rows(pairing["partners"], adata.obs_names, ~is_control)
+            pairing_record = dict(pairing["record"])
+            logger.info("OT partners from the pairing run in chunks: %d cells", int((~is_control).sum()))
+        elif partner is not None:
             genes = single_genes(perturbed_labels)
             pairing_record = {
                 "features": "shipped",

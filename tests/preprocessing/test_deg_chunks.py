@@ -148,14 +148,17 @@ def test_the_process_executor_spreads_the_chunks_and_a_changed_chunk_reruns_alon
 
 
 @pytest.mark.parametrize("size", [-1, 2.5, True])
-def test_a_bad_chunk_size_names_the_option(size):
+@pytest.mark.parametrize(
+    ("option", "work"), [("--deg-chunk-size", "DE test"), ("--pairing-chunk-size", "OT pairing")]
+)
+def test_a_bad_chunk_size_names_the_option(size, option, work):
     from gpo_vae.config import ConfigError
-    from workflow.datasets import check_deg_chunk_size
+    from workflow.datasets import check_chunk_size
 
-    with pytest.raises(ConfigError, match=r"--deg-chunk-size .*perturbations per DE job"):
-        check_deg_chunk_size(size)
-    check_deg_chunk_size(0)
-    check_deg_chunk_size(50)
+    with pytest.raises(ConfigError, match=rf"{option} .*perturbations per job of the {work}"):
+        check_chunk_size(option, size)
+    check_chunk_size(option, 0)
+    check_chunk_size(option, 50)
 
 
 def test_a_missing_spec_says_how_to_recover(tmp_path):
