@@ -2,6 +2,7 @@
 
     python benchmarks/preprocess.py [--preset rpe1|default] [--data DIR] [--no-doublets] [--in-memory]
                                     [--deg-chunk-size N] [--pairing-chunk-size N]
+                                    [--doublet-chunks [--jobs N]]
 
 Simulates the screen into ``--data`` (reused when it already holds one), then builds the artifact
 (filters, splits, QC with scrublet, DE nodes, OT pairing, ΔX, counterfactual medians,
@@ -14,7 +15,9 @@ as ``main --deg-chunk-size N`` builds it: the DE test planned in chunks of N per
 (``plan_deg_of_file``, timed as ``deg plan``), the chunks run one after another here (``deg
 chunks``: their total, the longest, the peak), then the artifact from their picks;
 ``--pairing-chunk-size N`` likewise for the OT pairing (``plan_pairing_of_file``, ``pairing plan``
-and ``pairing chunks``). Simulation is not timed here (``benchmarks/simulate.py`` does that).
+and ``pairing chunks``); ``--doublet-chunks`` likewise for scrublet's chunks of cells, ``--jobs N``
+of them at once, each in its own process (``doublet chunks``: the wall time, the longest, the
+largest peak of a job). Simulation is not timed here (``benchmarks/simulate.py`` does that).
 """
 
 from __future__ import annotations
@@ -95,6 +98,13 @@ def main() -> None:
     parser.add_argument(
         "--pairing-chunk-size", type=int, default=0, help="the OT pairing in chunks of N perturbations"
     )
+    parser.add_argument("--doublet-chunks", action="store_true", help="scrublet's chunks as separate jobs")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="with --doublet-chunks: chunks run at once, each in its own process",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -126,11 +136,21 @@ def main() -> None:
             pairing = _pairing_in_chunks(
                 inputs, args.pairing_chunk_size, Path(scratch) / "pair_chunks", sampler, time.perf_counter()
             )
+        doublets = None
+        if args.doublet_chunks:
+            doublets = _doublets_in_chunks(
+                inputs, args.jobs, Path(scratch) / "doublet_chunks", sampler, time.perf_counter()
+            )
         if args.in_memory:
             out = write_artifact(preprocess_files(*inputs, print_table=False), Path(scratch) / "artifact")
         else:
             out = build_artifact(
-                *inputs, Path(scratch) / "artifact", print_table=False, deg_picks=picks, pairing=pairing
+                *inputs,
+                Path(scratch) / "artifact",
+                print_table=False,
+                deg_picks=picks,
+                pairing=pairing,
+                doublets=doublets,
             )
         total = time.perf_counter() - start
         sampler.stop()
@@ -201,6 +221,37 @@ def _pairing_in_chunks(inputs: tuple, size: int, out: Path, sampler: RssSampler,
         f"(longest {max(seconds, default=0):.1f} s), {sampler.peak(planned - clock, done - clock):.2f} GB"
     )
     return {"partners": partners, "record": plan.record} if plan.chunks else None
+
+
+def _timed_doublet_chunk(spec: Path) -> tuple[dict, float, float]:
+    from gpo_vae.preprocessing.doublet_chunks import doublet_chunk_calls
+
+    began = time.perf_counter()
+    calls = doublet_chunk_calls(spec)
+    return calls, time.perf_counter() - began, peak_rss_gb()
+
+
+def _doublets_in_chunks(inputs: tuple, jobs: int, out: Path, sampler: RssSampler, start: float) -> list[str]:
+    """Plan scrublet's chunks and run them ``jobs`` at a time, each in a fresh process (as
+    redun's process executor runs them), printing the wall seconds and each job's peak; the calls."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from gpo_vae.preprocessing.doublet_chunks import plan_doublets_of_file
+
+    clock = sampler.start_time
+    chunks = plan_doublets_of_file(*inputs, out)
+    planned = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, max_tasks_per_child=1) as pool:
+        results = list(pool.map(_timed_doublet_chunk, [chunk.spec for chunk in chunks]))
+    done = time.perf_counter()
+    print(
+        f"doublet plan: {planned - start:.1f} s, {sampler.peak(start - clock, planned - clock):.2f} GB; "
+        f"doublet chunks: {len(chunks)}, {jobs} at a time, {done - planned:.1f} s "
+        f"(longest {max((r[1] for r in results), default=0):.1f} s, "
+        f"a job's peak ≤ {max((r[2] for r in results), default=0):.2f} GB)"
+    )
+    return [name for calls, _, _ in results for name in calls["doublets"]]
 
 
 if __name__ == "__main__":

@@ -56,12 +56,13 @@ def preprocess_dataset(
     out_root: str,
     deg_picks: dict[str, str] | None = None,
     pairing: dict[str, Any] | None = None,
+    doublets: list[str] | None = None,
 ) -> File:
     """Build (or reuse, when a complete copy exists) the preprocessed artifact of ``dataset``.
 
     ``deg_picks``: the DE test's picks from :func:`deg_in_chunks`; ``pairing``: the OT partners
-    from :func:`pairing_in_chunks` (the artifact is the same either way, so neither is part of
-    its content address)."""
+    from :func:`pairing_in_chunks`; ``doublets``: scrublet's calls from :func:`doublets_in_chunks`
+    (the artifact is the same either way, so none is part of its content address)."""
     from gpo_vae.io import exclusive_lock
     from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
     from gpo_vae.preprocessing.from_file import build_artifact
@@ -86,6 +87,7 @@ def preprocess_dataset(
             missing_stats=missing,
             deg_picks=deg_picks,
             pairing=pairing,
+            doublets=doublets,
         )
         return File(str(artifact_path(built, verify=False)))
 
@@ -213,6 +215,60 @@ def pairing_in_chunks(
     return run_pair_chunks(plan, executor)
 
 
+@task(version="1", cache=True)
+def plan_doublet_chunks(dataset: DatasetSpec, config: dict[str, Any], out_root: str) -> list[list[str]]:
+    """QC's scrublet chunks of ``dataset``: ``[fingerprint, spec path]`` each
+    (:func:`gpo_vae.preprocessing.doublet_chunks.plan_doublets_of_file`); empty when QC calls no
+    doublets or takes those a published file ships."""
+    from gpo_vae.preprocessing.doublet_chunks import plan_doublets_of_file
+
+    counts, stats, sheet, preprocess_config, layout, missing = screen_inputs(dataset, config)
+    chunks = plan_doublets_of_file(
+        counts, stats, sheet, preprocess_config, Path(out_root) / "doublet_chunks", layout, missing
+    )
+    return [[chunk.fingerprint, str(chunk.spec)] for chunk in chunks]
+
+
+# Cached on the chunk's fingerprint (its cells' names and counts, the genes, its seed, the
+# backend), as deg_chunk is.
+@task(version="1", cache=True)
+def doublet_chunk(fingerprint: str, spec: str) -> dict[str, Any]:
+    """Scrublet on one chunk of cells: the cells it calls doublets (names)."""
+    from gpo_vae.preprocessing.doublet_chunks import doublet_chunk_calls
+
+    return doublet_chunk_calls(spec)
+
+
+@task()
+def merge_doublet_calls(parts: list[dict[str, Any]]) -> list[str]:
+    """The cells every chunk called doublets, as one list."""
+    skipped = [part for part in parts if part["skipped"]]
+    if skipped:
+        print(
+            f"scrublet skipped {len(skipped)} of {len(parts)} chunks (their cells count as singlets)",
+            flush=True,
+        )
+    return [name for part in parts for name in part["doublets"]]
+
+
+@task()
+def run_doublet_chunks(plan: list[list[str]], executor: str = "default") -> list[str] | None:
+    """Every chunk of ``plan`` as its own :func:`doublet_chunk` job on ``executor``; None when
+    the plan is empty (QC then calls or takes the doublets itself)."""
+    if not plan:
+        return None
+    return merge_doublet_calls([doublet_chunk.options(executor=executor)(fp, spec) for fp, spec in plan])
+
+
+def doublets_in_chunks(
+    dataset: DatasetSpec, config: dict[str, Any], out_root: str, executor: str = "default"
+) -> Any:
+    """Scrublet's doublet calls of ``dataset`` computed as one redun job per chunk of cells
+    (``qc.max_cells_per_chunk``) on ``executor`` (a lazy value for :func:`preprocess_dataset`)."""
+    plan = plan_doublet_chunks.options(executor=executor)(dataset, config, out_root)
+    return run_doublet_chunks(plan, executor)
+
+
 def preprocessed(
     dataset: DatasetSpec,
     config: dict[str, Any],
@@ -220,17 +276,20 @@ def preprocessed(
     deg_chunk_size: int = 0,
     executor: str = "default",
     pairing_chunk_size: int = 0,
+    doublet_chunks: bool = False,
 ) -> Any:
     """The artifact of ``dataset`` (a lazy value): :func:`preprocess_dataset` on ``executor``,
     its DE test and its OT pairing first spread as jobs of ``deg_chunk_size`` and
-    ``pairing_chunk_size`` perturbations when those are > 0."""
+    ``pairing_chunk_size`` perturbations when those are > 0, and scrublet's chunks as jobs when
+    ``doublet_chunks``."""
     picks = deg_in_chunks(dataset, config, out_root, deg_chunk_size, executor) if deg_chunk_size else None
     pairs = (
         pairing_in_chunks(dataset, config, out_root, pairing_chunk_size, executor)
         if pairing_chunk_size
         else None
     )
-    return preprocess_dataset.options(executor=executor)(dataset, config, out_root, picks, pairs)
+    doublets = doublets_in_chunks(dataset, config, out_root, executor) if doublet_chunks else None
+    return preprocess_dataset.options(executor=executor)(dataset, config, out_root, picks, pairs, doublets)
 
 
 @task(version="2", cache=False)

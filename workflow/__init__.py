@@ -76,6 +76,7 @@ def main(
     train_executor: str | None = None,
     deg_chunk_size: int = 0,
     pairing_chunk_size: int = 0,
+    doublet_chunks: bool = False,
     debug: bool = False,
 ) -> dict[str, Any]:
     """Run the pipeline: acquire → preprocess → train → evaluate (+ GRN benchmark) → report.
@@ -111,6 +112,9 @@ def main(
       --pairing-chunk-size (0)     0: the OT pairing runs inside preprocessing; N: as redun jobs of
                                    N perturbations each on --executor (the same artifact; a rerun
                                    pairs again only the chunks whose cells changed)
+      --doublet-chunks (false)     true: scrublet's chunks of cells (qc.max_cells_per_chunk) run
+                                   as redun jobs on --executor, one per chunk (the same artifact;
+                                   a rerun calls again only chunks whose cells changed)
       --debug (false)              show the task traceback of an input error too
 
     The run ends with the headline table and its verdict, the report's path and the next commands.
@@ -141,7 +145,13 @@ def main(
     summary = summarise_dataset(spec, str(out / "dataset_summary.json"))
     preprocess = to_dict(run_config.preprocess)
     artifact = preprocessed(
-        spec, preprocess, str(out / "preprocessed"), deg_chunk_size, executor, pairing_chunk_size
+        spec,
+        preprocess,
+        str(out / "preprocessed"),
+        deg_chunk_size,
+        executor,
+        pairing_chunk_size,
+        doublet_chunks,
     )
     train = train_run.options(executor=train_executor or executor)
     trained = train(artifact, training_sections(run_config), str(out / "runs"))
@@ -197,6 +207,7 @@ def sweep(
     max_concurrent: int | None = None,
     deg_chunk_size: int = 0,
     pairing_chunk_size: int = 0,
+    doublet_chunks: bool = False,
     wandb_project: str | None = None,
     debug: bool = False,
 ) -> dict[str, Any]:
@@ -222,6 +233,8 @@ def sweep(
                                    perturbations each on --executor (as main's option)
       --pairing-chunk-size (0)     0: the OT pairing runs inside preprocessing; N: as redun jobs
                                    of N perturbations each on --executor (as main's option)
+      --doublet-chunks (false)     true: scrublet's chunks of cells as redun jobs on --executor
+                                   (as main's option)
       --wandb-project (none)       also log points and leaderboard to this wandb project (none:
                                    the sweep file's wandb_project; needs the wandb extra;
                                    $WANDB_MODE, default offline); the sweep never needs wandb
@@ -246,7 +259,15 @@ def sweep(
     summary = summarise_dataset(data, str(out / "dataset_summary.json"))
     sections, groups = plan.preprocess_sections()  # one preprocessing per distinct section
     artifacts = [
-        preprocessed(data, section, str(out / "preprocessed"), deg_chunk_size, executor, pairing_chunk_size)
+        preprocessed(
+            data,
+            section,
+            str(out / "preprocessed"),
+            deg_chunk_size,
+            executor,
+            pairing_chunk_size,
+            doublet_chunks,
+        )
         for section in sections
     ]
     evaluation_inputs = {

@@ -215,6 +215,31 @@ def _scrublet_rapids(
     return predicted, scores
 
 
+def scrublet_chunk(
+    X: Any, seed: int, expected_doublet_rate: float, backend: Backend = "cpu"
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Scrublet on one chunk of cells (counts, cells × genes): ``(calls, scores, why skipped)``.
+
+    A chunk where scrublet fails (too few cells or genes, no threshold found) is not an error:
+    its cells are singlets with NaN scores and the reason is returned. The heap memory the chunk
+    freed is handed back, so that each chunk's peak is its own.
+    """
+    run = _scrublet_cpu if resolve_backend(backend) == "cpu" else _scrublet_rapids
+    n = X.shape[0]
+    held = [as_csr(X)]
+    del X  # scrublet is handed the only reference: it drops the CSR once it holds its CSC
+    try:
+        predicted, scores, reason = *run(held.pop(), seed, expected_doublet_rate), None
+    except Exception as err:  # scrublet raises many types on degenerate input
+        predicted, scores, reason = (
+            np.zeros(n, dtype=bool),
+            np.full(n, np.nan),
+            f"{type(err).__name__}: {err}",
+        )
+    release_freed_memory()
+    return predicted, scores, reason
+
+
 def detect_doublets_report(
     adata: ad.AnnData,
     n_chunks: int | None = None,
@@ -243,20 +268,17 @@ def detect_doublets_report(
         labels = np.zeros(n)
     chunk = stratified_chunks(labels, n_chunks, seed)
     X = as_csr(adata.X) if counts is None else counts  # on disk: each chunk's cells are read alone
-    run = _scrublet_cpu if use == "cpu" else _scrublet_rapids
     predicted = np.zeros(n, dtype=bool)
     scores = np.full(n, np.nan)
     skipped: list[dict[str, Any]] = []
     for k in tqdm(range(n_chunks), desc="scrublet chunks", disable=not show_progress):
         rows = np.flatnonzero(chunk == k)
-        try:
-            predicted[rows], scores[rows] = run(X[rows], seed + k, expected_doublet_rate)
-        except Exception as err:  # scrublet raises many types on degenerate input
-            skipped.append({"chunk": k, "n_cells": int(rows.size), "reason": f"{type(err).__name__}: {err}"})
+        predicted[rows], scores[rows], reason = scrublet_chunk(X[rows], seed + k, expected_doublet_rate, use)
+        if reason is not None:
+            skipped.append({"chunk": k, "n_cells": int(rows.size), "reason": reason})
             logger.warning(
-                "scrublet skipped chunk %d (%d cells): %s; its cells count as singlets", k, rows.size, err
+                "scrublet skipped chunk %d (%d cells): %s; its cells count as singlets", k, rows.size, reason
             )
-        release_freed_memory()  # each chunk's peak its own
     if skipped:
         logger.warning("doublet detection skipped %d of %d chunks", len(skipped), n_chunks)
     logger.info("doublets: %d of %d cells (%d chunks, %s)", int(predicted.sum()), n, n_chunks, use)

@@ -91,6 +91,7 @@ def build_artifact(
     block_cells: int = BLOCK_CELLS,
     deg_picks: dict[str, str] | None = None,
     pairing: dict[str, Any] | None = None,
+    doublets: list[str] | None = None,
 ) -> Path:
     """:func:`preprocess_files` written straight to the artifact directory ``out_dir``, reading
     the counts from disk a block of cells at a time in every stage; return ``out_dir``.
@@ -102,7 +103,9 @@ def build_artifact(
     artifact has the same bytes as ``write_artifact(preprocess_files(...))``. ``deg_picks``: the
     DE test's picks computed beforehand (:func:`~gpo_vae.preprocessing.deg_chunks.plan_deg_of_file`),
     ``pairing`` the OT partners (:func:`~gpo_vae.preprocessing.pair_chunks.plan_pairing_of_file`),
-    as :func:`preprocess_filtered` takes them.
+    ``doublets`` the cells scrublet called doublets
+    (:func:`~gpo_vae.preprocessing.doublet_chunks.plan_doublets_of_file`), as
+    :func:`preprocess_filtered` takes them.
     """
     from gpo_vae.data.on_disk import CountsOnDisk, stored_values, write_counts
     from gpo_vae.io import full_disk_as_error, remove_stale_temps, require_space, temp_sibling
@@ -136,6 +139,7 @@ def build_artifact(
             scratch=scratch,
             deg_picks=deg_picks,
             pairing=pairing,
+            doublets=doublets,
         )
         on_disk_dx = CountsOnDisk(scratch, DELTA_X_ELEMENT, block_cells=block_cells)
         return write_artifact(artifact, out_dir, counts=kept_counts, delta_x=on_disk_dx)

@@ -222,6 +222,7 @@ def preprocess_filtered(
     scratch: Path | None = None,
     deg_picks: dict[str, str] | None = None,
     pairing: dict[str, Any] | None = None,
+    doublets: list[str] | None = None,
 ) -> ad.AnnData:
     """The stages after the perturbation filters, on the cells they kept (see :func:`preprocess`).
 
@@ -235,7 +236,9 @@ def preprocess_filtered(
     each perturbation's FC3 gene computed beforehand, chunk by chunk
     (:mod:`gpo_vae.preprocessing.deg_chunks`); the DE test is then not run here. ``pairing``:
     the OT pairing computed beforehand, chunk by chunk (:mod:`gpo_vae.preprocessing.pair_chunks`):
-    ``partners`` (perturbed cell name → control name) and the features' ``record``.
+    ``partners`` (perturbed cell name → control name) and the features' ``record``. ``doublets``:
+    the names of the cells scrublet called doublets, chunk by chunk
+    (:mod:`gpo_vae.preprocessing.doublet_chunks`); scrublet is then not run here.
 
     ``shipped`` (a file the GPO-VAE authors processed, kept as published) supplies the split
     (under ``split.mode: random``), the doublet calls, the DE genes and the pairing, each where the
@@ -284,6 +287,10 @@ def preprocess_filtered(
     if shipped is not None and shipped.doublet_column is not None and config.qc.doublets:
         doublet_calls = as_flags(adata.obs[shipped.doublet_column])
         doublet_source = f"as shipped in obs[{shipped.doublet_column!r}]"
+    elif doublets is not None and config.qc.doublets:
+        # the source stays "scrublet": the artifact is the one QC's own run gives (same checksum)
+        doublet_calls = adata.obs_names.isin(doublets)
+        logger.info("doublets from scrublet run in chunks: %d cells", int(doublet_calls.sum()))
     with _timed(timings, "qc"):
         flags, thresholds, metrics, per_batch = run_qc_by_batch(
             adata,
