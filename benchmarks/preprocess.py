@@ -1,8 +1,8 @@
 """Time the preprocessing stage on the synthetic screen (default or RPE1 size), with its memory.
 
     python benchmarks/preprocess.py [--preset rpe1|default] [--data DIR] [--no-doublets] [--in-memory]
-                                    [--deg-chunk-size N] [--pairing-chunk-size N]
-                                    [--doublet-chunks [--jobs N]]
+                                    [--deg-chunk-size N] [--pairing-chunk-size N] [--doublet-chunks]
+                                    [--jobs N]
 
 Simulates the screen into ``--data`` (reused when it already holds one), then builds the artifact
 (filters, splits, QC with scrublet, DE nodes, OT pairing, ΔX, counterfactual medians,
@@ -10,14 +10,12 @@ normalisation statistics, writing it) and prints seconds and the peak resident m
 sub-stage (sampled every 0.2 s by a thread), the whole run's peak RSS, and the artifact's shape.
 By default as ``main`` builds it (:func:`~gpo_vae.preprocessing.from_file.build_artifact`: counts
 read from disk a block of cells at a time); ``--in-memory`` as the Python API's
-``preprocess_files`` + ``write_artifact`` (the kept cells' counts in memory); ``--deg-chunk-size N``
-as ``main --deg-chunk-size N`` builds it: the DE test planned in chunks of N perturbations
-(``plan_deg_of_file``, timed as ``deg plan``), the chunks run one after another here (``deg
-chunks``: their total, the longest, the peak), then the artifact from their picks;
-``--pairing-chunk-size N`` likewise for the OT pairing (``plan_pairing_of_file``, ``pairing plan``
-and ``pairing chunks``); ``--doublet-chunks`` likewise for scrublet's chunks of cells, ``--jobs N``
-of them at once, each in its own process (``doublet chunks``: the wall time, the longest, the
-largest peak of a job). Simulation is not timed here (``benchmarks/simulate.py`` does that).
+``preprocess_files`` + ``write_artifact`` (the kept cells' counts in memory). ``--deg-chunk-size
+N``, ``--pairing-chunk-size N`` and ``--doublet-chunks`` as ``main`` builds it with those options:
+the stage planned here (``plan_deg_of_file``, ``plan_pairing_of_file``, ``plan_doublets_of_file``;
+printed as ``deg plan``, ``pairing plan``, ``doublets plan``), its chunks run ``--jobs N`` at a
+time, each in a process of its own as redun's process executor runs them (``... chunks``: their
+wall seconds, the longest, the largest peak of a job), then the artifact from their results. Simulation is not timed here (``benchmarks/simulate.py`` does that).
 """
 
 from __future__ import annotations
@@ -128,19 +126,18 @@ def main() -> None:
         sampler = RssSampler()
         sampler.start()
         start = time.perf_counter()
-        picks = None
+        scratch_dir = Path(scratch)
+        picks = pairing = doublets = None
         if args.deg_chunk_size:
-            picks = _deg_in_chunks(inputs, args.deg_chunk_size, Path(scratch) / "deg_chunks", sampler, start)
-        pairing = None
+            picks = _in_chunks(
+                "deg", inputs, scratch_dir / "deg_chunks", sampler, args.jobs, args.deg_chunk_size
+            )
         if args.pairing_chunk_size:
-            pairing = _pairing_in_chunks(
-                inputs, args.pairing_chunk_size, Path(scratch) / "pair_chunks", sampler, time.perf_counter()
+            pairing = _in_chunks(
+                "pairing", inputs, scratch_dir / "pair_chunks", sampler, args.jobs, args.pairing_chunk_size
             )
-        doublets = None
         if args.doublet_chunks:
-            doublets = _doublets_in_chunks(
-                inputs, args.jobs, Path(scratch) / "doublet_chunks", sampler, time.perf_counter()
-            )
+            doublets = _in_chunks("doublets", inputs, scratch_dir / "doublet_chunks", sampler, args.jobs)
         if args.in_memory:
             out = write_artifact(preprocess_files(*inputs, print_table=False), Path(scratch) / "artifact")
         else:
@@ -180,78 +177,58 @@ def main() -> None:
         print(f"peak RSS {peak:.2f} GB (sampled {max(gb for _, gb in sampler.samples):.2f} GB)")
 
 
-def _deg_in_chunks(inputs: tuple, size: int, out: Path, sampler: RssSampler, start: float) -> dict:
-    """Plan the DE chunks and run them in turn, printing their seconds and peaks; their picks."""
-    from gpo_vae.preprocessing.deg_chunks import deg_chunk_picks, plan_deg_of_file
+def _chunk_functions(stage: str) -> tuple:
+    """(plan of a counts file, a chunk's job) of a stage preprocessing can spread."""
+    if stage == "deg":
+        from gpo_vae.preprocessing.deg_chunks import deg_chunk_picks, plan_deg_of_file
 
-    clock = sampler.start_time
-    chunks = plan_deg_of_file(*inputs, size, out)
-    planned = time.perf_counter()
-    picks, seconds = {}, []
-    for chunk in chunks:
-        began = time.perf_counter()
-        picks.update(deg_chunk_picks(chunk.spec))
-        seconds.append(time.perf_counter() - began)
-    done = time.perf_counter()
-    print(
-        f"deg plan: {planned - start:.1f} s, {sampler.peak(start - clock, planned - clock):.2f} GB; "
-        f"deg chunks: {len(chunks)} of ≤ {size} perturbations, {done - planned:.1f} s "
-        f"(longest {max(seconds, default=0):.1f} s), {sampler.peak(planned - clock, done - clock):.2f} GB"
-    )
-    return picks
+        return plan_deg_of_file, deg_chunk_picks
+    if stage == "pairing":
+        from gpo_vae.preprocessing.pair_chunks import pair_chunk_partners, plan_pairing_of_file
+
+        return plan_pairing_of_file, pair_chunk_partners
+    from gpo_vae.preprocessing.doublet_chunks import doublet_chunk_calls, plan_doublets_of_file
+
+    return plan_doublets_of_file, doublet_chunk_calls
 
 
-def _pairing_in_chunks(inputs: tuple, size: int, out: Path, sampler: RssSampler, start: float) -> dict:
-    """Plan the pairing chunks and run them in turn, printing their seconds and peaks; the
-    partners and the features' record."""
-    from gpo_vae.preprocessing.pair_chunks import pair_chunk_partners, plan_pairing_of_file
-
-    clock = sampler.start_time
-    plan = plan_pairing_of_file(*inputs, size, out)
-    planned = time.perf_counter()
-    partners, seconds = {}, []
-    for chunk in plan.chunks:
-        began = time.perf_counter()
-        partners.update(pair_chunk_partners(chunk.spec))
-        seconds.append(time.perf_counter() - began)
-    done = time.perf_counter()
-    print(
-        f"pairing plan: {planned - start:.1f} s, {sampler.peak(start - clock, planned - clock):.2f} GB; "
-        f"pairing chunks: {len(plan.chunks)} of ≤ {size} perturbations, {done - planned:.1f} s "
-        f"(longest {max(seconds, default=0):.1f} s), {sampler.peak(planned - clock, done - clock):.2f} GB"
-    )
-    return {"partners": partners, "record": plan.record} if plan.chunks else None
-
-
-def _timed_doublet_chunk(spec: Path) -> tuple[dict, float, float]:
-    from gpo_vae.preprocessing.doublet_chunks import doublet_chunk_calls
-
+def _timed_job(stage: str, spec: Path) -> tuple[object, float, float]:
     began = time.perf_counter()
-    calls = doublet_chunk_calls(spec)
-    return calls, time.perf_counter() - began, peak_rss_gb()
+    result = _chunk_functions(stage)[1](spec)
+    return result, time.perf_counter() - began, peak_rss_gb()
 
 
-def _doublets_in_chunks(inputs: tuple, jobs: int, out: Path, sampler: RssSampler, start: float) -> list[str]:
-    """Plan scrublet's chunks and run them ``jobs`` at a time, each in a fresh process (as
-    redun's process executor runs them), printing the wall seconds and each job's peak; the calls."""
+def _in_chunks(
+    stage: str, inputs: tuple, out: Path, sampler: RssSampler, jobs: int = 1, size: int | None = None
+) -> object:
+    """Plan ``stage``'s chunks here, then run them ``jobs`` at a time, each in a fresh process
+    (as redun's process executor runs them); print the plan's seconds and peak, the chunks' wall
+    seconds, the longest and the largest peak of a job; return what preprocessing takes."""
     from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
 
-    from gpo_vae.preprocessing.doublet_chunks import plan_doublets_of_file
-
-    clock = sampler.start_time
-    chunks = plan_doublets_of_file(*inputs, out)
+    clock, start = sampler.start_time, time.perf_counter()
+    plan = _chunk_functions(stage)[0](*inputs, *([] if size is None else [size]), out)
+    chunks = plan.chunks if stage == "pairing" else plan
     planned = time.perf_counter()
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, max_tasks_per_child=1) as pool:
-        results = list(pool.map(_timed_doublet_chunk, [chunk.spec for chunk in chunks]))
+        timed = list(pool.map(partial(_timed_job, stage), [chunk.spec for chunk in chunks]))
     done = time.perf_counter()
+    per_chunk = "" if size is None else f" of ≤ {size} perturbations"
     print(
-        f"doublet plan: {planned - start:.1f} s, {sampler.peak(start - clock, planned - clock):.2f} GB; "
-        f"doublet chunks: {len(chunks)}, {jobs} at a time, {done - planned:.1f} s "
-        f"(longest {max((r[1] for r in results), default=0):.1f} s, "
-        f"a job's peak ≤ {max((r[2] for r in results), default=0):.2f} GB)"
+        f"{stage} plan: {planned - start:.1f} s, {sampler.peak(start - clock, planned - clock):.2f} GB; "
+        f"{stage} chunks: {len(chunks)}{per_chunk}, {jobs} at a time, {done - planned:.1f} s "
+        f"(longest {max((t[1] for t in timed), default=0):.1f} s, "
+        f"a job's peak ≤ {max((t[2] for t in timed), default=0):.2f} GB)"
     )
-    return [name for calls, _, _ in results for name in calls["doublets"]]
+    results = [result for result, _, _ in timed]
+    if stage == "deg":
+        return {group: gene for picks in results for group, gene in picks.items()}
+    if stage == "pairing":
+        partners = {cell: partner for part in results for cell, partner in part.items()}
+        return {"partners": partners, "record": plan.record} if chunks else None
+    return [name for calls in results for name in calls["doublets"]]
 
 
 if __name__ == "__main__":

@@ -60,9 +60,8 @@ def preprocess_dataset(
 ) -> File:
     """Build (or reuse, when a complete copy exists) the preprocessed artifact of ``dataset``.
 
-    ``deg_picks``: the DE test's picks from :func:`deg_in_chunks`; ``pairing``: the OT partners
-    from :func:`pairing_in_chunks`; ``doublets``: scrublet's calls from :func:`doublets_in_chunks`
-    (the artifact is the same either way, so none is part of its content address)."""
+    ``deg_picks``: the DE test's picks, ``pairing``: the OT partners, ``doublets``: scrublet's
+    calls, each computed in chunks beforehand (:func:`in_chunks`; the artifact is the same either way, so none is part of its content address)."""
     from gpo_vae.io import exclusive_lock
     from gpo_vae.preprocessing.artifact import ArtifactError, artifact_path
     from gpo_vae.preprocessing.from_file import build_artifact
@@ -135,22 +134,7 @@ def merge_deg_picks(parts: list[dict[str, str]]) -> dict[str, str]:
 def run_deg_chunks(plan: list[list[str]], executor: str = "default") -> dict[str, str] | None:
     """Every chunk of ``plan`` as its own :func:`deg_chunk` job on ``executor``; None when the
     plan is empty (preprocessing then runs its own test)."""
-    if not plan:
-        return None
-    return merge_deg_picks([deg_chunk.options(executor=executor)(fp, spec) for fp, spec in plan])
-
-
-def deg_in_chunks(
-    dataset: DatasetSpec,
-    config: dict[str, Any],
-    out_root: str,
-    perturbations_per_chunk: int,
-    executor: str = "default",
-) -> Any:
-    """The DE picks of ``dataset`` computed as redun jobs of ``perturbations_per_chunk``
-    perturbations each on ``executor`` (a lazy value for :func:`preprocess_dataset`)."""
-    plan = plan_deg_chunks.options(executor=executor)(dataset, config, out_root, perturbations_per_chunk)
-    return run_deg_chunks(plan, executor)
+    return merge_deg_picks(_jobs(deg_chunk, plan, executor)) if plan else None
 
 
 @task(version="1", cache=True)
@@ -196,23 +180,11 @@ def merge_partners(parts: list[dict[str, str]], record: dict[str, Any]) -> dict[
 def run_pair_chunks(plan: dict[str, Any], executor: str = "default") -> dict[str, Any] | None:
     """Every chunk of ``plan`` as its own :func:`pair_chunk` job on ``executor``; None when the
     plan has no chunks (preprocessing then takes the shipped partners)."""
-    if not plan["chunks"]:
-        return None
-    parts = [pair_chunk.options(executor=executor)(fp, spec) for fp, spec in plan["chunks"]]
-    return merge_partners(parts, plan["record"])
-
-
-def pairing_in_chunks(
-    dataset: DatasetSpec,
-    config: dict[str, Any],
-    out_root: str,
-    perturbations_per_chunk: int,
-    executor: str = "default",
-) -> Any:
-    """The OT partners of ``dataset`` computed as redun jobs of ``perturbations_per_chunk``
-    perturbations each on ``executor`` (a lazy value for :func:`preprocess_dataset`)."""
-    plan = plan_pair_chunks.options(executor=executor)(dataset, config, out_root, perturbations_per_chunk)
-    return run_pair_chunks(plan, executor)
+    return (
+        merge_partners(_jobs(pair_chunk, plan["chunks"], executor), plan["record"])
+        if plan["chunks"]
+        else None
+    )
 
 
 @task(version="1", cache=True)
@@ -255,18 +227,38 @@ def merge_doublet_calls(parts: list[dict[str, Any]]) -> list[str]:
 def run_doublet_chunks(plan: list[list[str]], executor: str = "default") -> list[str] | None:
     """Every chunk of ``plan`` as its own :func:`doublet_chunk` job on ``executor``; None when
     the plan is empty (QC then calls or takes the doublets itself)."""
-    if not plan:
-        return None
-    return merge_doublet_calls([doublet_chunk.options(executor=executor)(fp, spec) for fp, spec in plan])
+    return merge_doublet_calls(_jobs(doublet_chunk, plan, executor)) if plan else None
 
 
-def doublets_in_chunks(
-    dataset: DatasetSpec, config: dict[str, Any], out_root: str, executor: str = "default"
+def _jobs(chunk_task: Any, chunks: list[list[str]], executor: str) -> list[Any]:
+    """``chunk_task`` on every ``[fingerprint, spec]`` of ``chunks``, each a job on ``executor``."""
+    return [chunk_task.options(executor=executor)(fingerprint, spec) for fingerprint, spec in chunks]
+
+
+#: Each stage preprocessing can spread over jobs: its plan task and the task running the plan.
+CHUNKED_STAGES = {
+    "deg": (plan_deg_chunks, run_deg_chunks),
+    "pairing": (plan_pair_chunks, run_pair_chunks),
+    "doublets": (plan_doublet_chunks, run_doublet_chunks),
+}
+
+
+def in_chunks(
+    stage: str,
+    dataset: DatasetSpec,
+    config: dict[str, Any],
+    out_root: str,
+    executor: str = "default",
+    perturbations_per_chunk: int | None = None,
 ) -> Any:
-    """Scrublet's doublet calls of ``dataset`` computed as one redun job per chunk of cells
-    (``qc.max_cells_per_chunk``) on ``executor`` (a lazy value for :func:`preprocess_dataset`)."""
-    plan = plan_doublet_chunks.options(executor=executor)(dataset, config, out_root)
-    return run_doublet_chunks(plan, executor)
+    """A lazy value for :func:`preprocess_dataset`: the ``stage``'s results (``deg``: the DE
+    picks; ``pairing``: the OT partners; ``doublets``: scrublet's calls) computed as redun jobs on
+    ``executor``, one per chunk of ``perturbations_per_chunk`` perturbations (``deg``,
+    ``pairing``) or per chunk of cells QC deals (``doublets``)."""
+    plan_task, run_task = CHUNKED_STAGES[stage]
+    per_chunk = () if perturbations_per_chunk is None else (perturbations_per_chunk,)
+    plan = plan_task.options(executor=executor)(dataset, config, out_root, *per_chunk)
+    return run_task(plan, executor)
 
 
 def preprocessed(
@@ -282,13 +274,13 @@ def preprocessed(
     its DE test and its OT pairing first spread as jobs of ``deg_chunk_size`` and
     ``pairing_chunk_size`` perturbations when those are > 0, and scrublet's chunks as jobs when
     ``doublet_chunks``."""
-    picks = deg_in_chunks(dataset, config, out_root, deg_chunk_size, executor) if deg_chunk_size else None
+    picks = in_chunks("deg", dataset, config, out_root, executor, deg_chunk_size) if deg_chunk_size else None
     pairs = (
-        pairing_in_chunks(dataset, config, out_root, pairing_chunk_size, executor)
+        in_chunks("pairing", dataset, config, out_root, executor, pairing_chunk_size)
         if pairing_chunk_size
         else None
     )
-    doublets = doublets_in_chunks(dataset, config, out_root, executor) if doublet_chunks else None
+    doublets = in_chunks("doublets", dataset, config, out_root, executor) if doublet_chunks else None
     return preprocess_dataset.options(executor=executor)(dataset, config, out_root, picks, pairs, doublets)
 
 

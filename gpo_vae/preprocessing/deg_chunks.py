@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import pandas as pd
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import BLOCK_CELLS, CountsOnDisk
-from gpo_vae.io import write_bytes_atomic
+from gpo_vae.preprocessing.chunk_specs import counts_spec, load_spec, rows_by_label, save_spec
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.deg import fc3_genes, rank_genes_on_disk
 
@@ -101,11 +100,7 @@ def plan_deg_chunks(
     shared = hashlib.sha256()
     shared.update(repr((DEG_CHUNK_VERSION, control_label, sorted(settings.items()))).encode())
     shared.update("\0".join(genes).encode())
-    groups = sorted(set(train_labels) - {control_label})
-    # rows grouped by label (controls first), each group in file order: one sort, no scan per group
-    codes = pd.Categorical(train_labels, categories=[control_label, *groups]).codes
-    by_label = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[by_label], np.arange(len(groups) + 2))
+    groups, by_label, bounds = rows_by_label(train_labels, control_label)
     shared.update(hashes[by_label[bounds[0] : bounds[1]]].tobytes())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,34 +115,21 @@ def plan_deg_chunks(
         rows = np.isin(train_labels, [control_label, *chunk])
         cells = train_counts.subset(np.flatnonzero(rows))
         spec = {
-            "counts": {
-                "path": str(cells.path),
-                "element": cells.element,
-                "rows": cells.file_rows(slice(None)),
-                "columns": cells.columns,
-                "block_cells": cells.block_cells,
-            },
+            "counts": counts_spec(cells),
             "labels": train_labels[rows],
             "groups": chunk,
             "control_label": control_label,
             "genes": genes,
             "settings": dict(settings),
         }
-        path = out_dir / f"{fingerprint}.pkl"
-        write_bytes_atomic(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL), path)
-        chunks.append(DegChunk(tuple(chunk), fingerprint, path))
+        chunks.append(DegChunk(tuple(chunk), fingerprint, save_spec(spec, out_dir, fingerprint)))
     logger.info("DE test planned as %d chunks of ≤ %d perturbations", len(chunks), perturbations_per_chunk)
     return chunks
 
 
 def deg_chunk_picks(spec_path: str | Path) -> dict[str, str]:
     """The FC3 pick of every perturbation of one chunk (those without a pick are absent)."""
-    if not Path(spec_path).is_file():
-        raise FileNotFoundError(
-            f"{spec_path}: the spec of this DE chunk is gone (its results folder was cleaned after the "
-            "plan was cached); run the same command again with `redun run --no-cache ...`"
-        )
-    spec = pickle.loads(Path(spec_path).read_bytes())
+    spec = load_spec(spec_path, "DE")
     counts = CountsOnDisk(**spec["counts"])
     settings = spec["settings"]
     table = rank_genes_on_disk(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 from gpo_vae.data.contract import PERTURBATION_KEY
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import BLOCK_CELLS, CountsOnDisk
-from gpo_vae.io import write_bytes_atomic
+from gpo_vae.preprocessing.chunk_specs import counts_spec, load_spec, save_spec
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.deg_chunks import row_fingerprints
 from gpo_vae.preprocessing.doublets import scrublet_chunk, stratified_chunks
@@ -88,22 +87,15 @@ def plan_doublet_chunks(
             digest.update("\0".join(names[cells].tolist()).encode() + b"\1")
             digest.update(hashes[cells].tobytes())
             fingerprint = digest.hexdigest()[:24]
-            view = counts.subset(cells)
             spec = {
-                "counts": {
-                    "path": str(view.path),
-                    "element": view.element,
-                    "rows": view.file_rows(slice(None)),
-                    "columns": view.columns,
-                    "block_cells": view.block_cells,
-                },
+                "counts": counts_spec(counts.subset(cells)),
                 "names": names[cells],
                 "seed": seed + k,
                 "backend": backend,
             }
-            path = out_dir / f"{fingerprint}.pkl"
-            write_bytes_atomic(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL), path)
-            chunks.append(DoubletChunk(batch, k, int(cells.size), fingerprint, path))
+            chunks.append(
+                DoubletChunk(batch, k, int(cells.size), fingerprint, save_spec(spec, out_dir, fingerprint))
+            )
     logger.info("doublet calls planned as %d scrublet chunks of ≤ %d cells", len(chunks), max_cells_per_chunk)
     return chunks
 
@@ -111,12 +103,7 @@ def plan_doublet_chunks(
 def doublet_chunk_calls(spec_path: str | Path) -> dict[str, Any]:
     """Scrublet on one chunk: ``{"doublets": names of the cells called doublets, "cells": how
     many cells, "skipped": why scrublet skipped the chunk, or None}``."""
-    if not Path(spec_path).is_file():
-        raise FileNotFoundError(
-            f"{spec_path}: the spec of this doublet chunk is gone (its results folder was cleaned after "
-            "the plan was cached); run the same command again with `redun run --no-cache ...`"
-        )
-    spec = pickle.loads(Path(spec_path).read_bytes())
+    spec = load_spec(spec_path, "doublet")
     counts = CountsOnDisk(**spec["counts"])
     predicted, _, reason = scrublet_chunk(
         counts.to_memory(), spec["seed"], EXPECTED_DOUBLET_RATE, spec["backend"]

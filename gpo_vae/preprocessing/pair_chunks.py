@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import BLOCK_CELLS
-from gpo_vae.io import write_bytes_atomic
+from gpo_vae.preprocessing.chunk_specs import load_spec, rows_by_label, save_spec
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.pairing import pair_cells_ot
 
@@ -109,10 +108,7 @@ def plan_pair_chunks(
         repr((PAIR_CHUNK_VERSION, control_label, batches is None, sorted(settings.items()))).encode()
     )
     _update_with_cells(shared, controls, names, where, features)
-    groups = sorted(set(labels[~is_control]))
-    codes = pd.Categorical(labels, categories=[control_label, *groups]).codes
-    by_label = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[by_label], np.arange(len(groups) + 2))
+    groups, by_label, bounds = rows_by_label(labels, control_label)
     chunks = []
     for left in range(0, len(groups), perturbations_per_chunk):
         chunk = groups[left : left + perturbations_per_chunk]
@@ -133,21 +129,14 @@ def plan_pair_chunks(
             "control_label": control_label,
             "settings": dict(settings),
         }
-        path = out_dir / f"{fingerprint}.pkl"
-        write_bytes_atomic(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL), path)
-        chunks.append(PairChunk(tuple(chunk), fingerprint, path))
+        chunks.append(PairChunk(tuple(chunk), fingerprint, save_spec(spec, out_dir, fingerprint)))
     logger.info("OT pairing planned as %d chunks of ≤ %d perturbations", len(chunks), perturbations_per_chunk)
     return chunks
 
 
 def pair_chunk_partners(spec_path: str | Path) -> dict[str, str]:
     """The partner of every perturbed cell of one chunk: cell name → its control's name."""
-    if not Path(spec_path).is_file():
-        raise FileNotFoundError(
-            f"{spec_path}: the spec of this pairing chunk is gone (its results folder was cleaned after "
-            "the plan was cached); run the same command again with `redun run --no-cache ...`"
-        )
-    spec = pickle.loads(Path(spec_path).read_bytes())
+    spec = load_spec(spec_path, "pairing")
     if not Path(spec["features"]).is_file():
         raise FileNotFoundError(
             f"{spec['features']}: the pairing features of this chunk are gone; run the same command "
@@ -169,37 +158,6 @@ def pair_chunk_partners(spec_path: str | Path) -> dict[str, str]:
     names = spec["names"]
     perturbed = np.flatnonzero(spec["labels"] != spec["control_label"])
     return dict(zip(names[perturbed].tolist(), names[partner[perturbed]].tolist(), strict=True))
-
-
-def partner_rows(
-    partners: dict[str, str], names: Sequence[str] | pd.Index, perturbed: np.ndarray
-) -> np.ndarray:
-    """Each cell's partner row from chunks' ``partners`` (names): a control is its own partner.
-
-    Raises
-    ------
-    ValueError
-        If a perturbed cell has no partner or a partner is no cell here (the chunks were
-        computed for another screen).
-    """
-    index = pd.Index(np.asarray(names).astype(str))
-    rows = np.arange(index.size, dtype=np.int64)
-    cells = index[np.asarray(perturbed, dtype=bool)]
-    wanted = pd.Series(partners).reindex(cells)
-    if wanted.isna().any():
-        raise ValueError(
-            f"the pairing chunks give no partner for {int(wanted.isna().sum())} perturbed cells "
-            f"(e.g. {wanted.index[wanted.isna()][0]!r}): they were computed for another screen; run the "
-            "same command again with `redun run --no-cache ...`"
-        )
-    found = index.get_indexer(wanted.to_numpy())
-    if (found < 0).any():
-        raise ValueError(
-            f"the pairing chunks name partners that are no cell of this screen (e.g. "
-            f"{wanted.to_numpy()[found < 0][0]!r}); run the same command again with `redun run --no-cache ...`"
-        )
-    rows[np.flatnonzero(np.asarray(perturbed, dtype=bool))] = found
-    return rows
 
 
 def plan_pairing_of_file(
@@ -261,7 +219,6 @@ __all__ = [
     "PairChunk",
     "PairingPlan",
     "pair_chunk_partners",
-    "partner_rows",
     "plan_pair_chunks",
     "plan_pairing_of_file",
 ]

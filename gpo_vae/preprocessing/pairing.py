@@ -339,3 +339,34 @@ def pair_cells_ot(
         )
     logger.info("paired %d perturbed cells in %d groups (%s)", perturbed.size, len(groups), method)
     return partner
+
+
+def partner_rows(
+    partners: dict[str, str], names: Sequence[str] | pd.Index, perturbed: np.ndarray
+) -> np.ndarray:
+    """Each cell's partner row from chunks' ``partners`` (names): a control is its own partner.
+
+    Raises
+    ------
+    ValueError
+        If a perturbed cell has no partner or a partner is no cell here (the chunks were
+        computed for another screen).
+    """
+    index = pd.Index(np.asarray(names).astype(str))
+    rows = np.arange(index.size, dtype=np.int64)
+    cells = index[np.asarray(perturbed, dtype=bool)]
+    wanted = pd.Series(partners).reindex(cells)
+    if wanted.isna().any():
+        raise ValueError(
+            f"the pairing chunks give no partner for {int(wanted.isna().sum())} perturbed cells "
+            f"(e.g. {wanted.index[wanted.isna()][0]!r}): they were computed for another screen; run the "
+            "same command again with `redun run --no-cache ...`"
+        )
+    found = index.get_indexer(wanted.to_numpy())
+    if (found < 0).any():
+        raise ValueError(
+            f"the pairing chunks name partners that are no cell of this screen (e.g. "
+            f"{wanted.to_numpy()[found < 0][0]!r}); run the same command again with `redun run --no-cache ...`"
+        )
+    rows[np.flatnonzero(np.asarray(perturbed, dtype=bool))] = found
+    return rows

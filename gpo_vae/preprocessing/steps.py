@@ -50,8 +50,7 @@ from gpo_vae.preprocessing.filter_table import (
 from gpo_vae.preprocessing.filtering import perturbation_filter_mask
 from gpo_vae.preprocessing.nodes import dosage_matrix, treatment_nodes
 from gpo_vae.preprocessing.normalize import library_size, on_disk
-from gpo_vae.preprocessing.pair_chunks import partner_rows
-from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_feature_matrix
+from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_feature_matrix, partner_rows
 from gpo_vae.preprocessing.published import (
     ShippedProcessing,
     as_flags,

@@ -103,45 +103,63 @@ def _executed(tmp_path, execution_id: str) -> list[str]:
         return sorted(name for (name,) in db.execute(query, (execution_id,)).fetchall())
 
 
+class ProcessRuns:
+    """A synthetic screen as the workflow's dataset spec, redun runs of it on the ``process``
+    executor (each says which tasks ran rather than came from the cache), and edits of the
+    screen file in place (same path)."""
+
+    def __init__(self, tmp_path) -> None:
+        from redun import File
+
+        self.tmp_path = tmp_path
+        self.screen = write_synthetic_dataset(tmp_path / "data", SyntheticConfig.preset("default"))
+        self.dataset = {
+            "counts": File(str(self.screen["counts"])),
+            "summary_stats": File(str(self.screen["summary_stats"])),
+            "summary_sheet": SHEET,
+            "layout": {},
+            "summary_stats_problem": None,
+        }
+        self.scheduler = _scheduler(tmp_path)
+
+    def run(self, expression) -> tuple:
+        """The result of ``expression`` and the names of the tasks that ran."""
+        execution_id = str(uuid.uuid4())
+        result = self.scheduler.run(expression, execution_id=execution_id)
+        return result, _executed(self.tmp_path, execution_id)
+
+    def add_a_count(self, cells: np.ndarray) -> ad.AnnData:
+        """One more count of the first gene in each of ``cells`` (rows of the file); the file
+        is rewritten at its path. Returns the screen as written."""
+        from redun import File
+
+        adata = ad.read_h5ad(self.screen["counts"])
+        counts = adata.X.tolil()
+        counts[cells, 0] = np.asarray(counts[cells, 0].todense()) + 1
+        adata.X = counts.tocsr()
+        adata.write_h5ad(self.screen["counts"])
+        self.dataset["counts"] = File(str(self.screen["counts"]))
+        return adata
+
+    def cells_of_first_perturbation(self) -> tuple[str, np.ndarray]:
+        labels = ad.read_h5ad(self.screen["counts"], backed="r").obs["gene"].astype(str).to_numpy()
+        label = sorted(set(labels) - {"non-targeting"})[0]
+        return label, np.flatnonzero(labels == label)
+
+
 def test_the_process_executor_spreads_the_chunks_and_a_changed_chunk_reruns_alone(tmp_path):
     """Chunks run as deg_chunk jobs on redun's process executor; after one perturbation's cells
     change in the screen file (same path), only its chunk's job runs again."""
-    from redun import File
+    from tasks.preprocess import in_chunks
 
-    from tasks.preprocess import deg_in_chunks
-
-    screen = write_synthetic_dataset(tmp_path / "data", SyntheticConfig.preset("default"))
-    dataset = {
-        "counts": File(str(screen["counts"])),
-        "summary_stats": File(str(screen["summary_stats"])),
-        "summary_sheet": SHEET,
-        "layout": {},
-        "summary_stats_problem": None,
-    }
-    scheduler = _scheduler(tmp_path)
-
-    def run() -> tuple[dict, list[str]]:
-        execution_id = str(uuid.uuid4())
-        picks = scheduler.run(
-            deg_in_chunks(dataset, {}, str(tmp_path / "out"), 8, "process"), execution_id=execution_id
-        )
-        return picks, _executed(tmp_path, execution_id)
-
-    first, ran = run()
-    n_chunks = ran.count("deg_chunk")
-    assert n_chunks >= 3 and "plan_deg_chunks" in ran
+    runs = ProcessRuns(tmp_path)
+    first, ran = runs.run(in_chunks("deg", runs.dataset, {}, str(tmp_path / "out"), "process", 8))
+    assert ran.count("deg_chunk") >= 3 and "plan_deg_chunks" in ran
     assert len(first) >= 10
 
-    adata = ad.read_h5ad(screen["counts"])
-    label = sorted(set(adata.obs["gene"].astype(str)) - {"non-targeting"})[0]
-    cells = np.flatnonzero(adata.obs["gene"].astype(str).to_numpy() == label)
-    counts = adata.X.tolil()
-    counts[cells, 0] = np.asarray(counts[cells, 0].todense()) + 1  # one gene, one perturbation
-    adata.X = counts.tocsr()
-    adata.write_h5ad(screen["counts"])
-    dataset["counts"] = File(str(screen["counts"]))
-
-    second, ran = run()
+    label, cells = runs.cells_of_first_perturbation()
+    runs.add_a_count(cells)  # one gene, one perturbation
+    second, ran = runs.run(in_chunks("deg", runs.dataset, {}, str(tmp_path / "out"), "process", 8))
     assert "plan_deg_chunks" in ran  # the file changed: the plan is made again ...
     assert ran.count("deg_chunk") == 1  # ... and only the changed chunk is tested again
     assert set(second) <= set(first) | {label}

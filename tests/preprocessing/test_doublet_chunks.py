@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import anndata as ad
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.doublet_chunks import doublet_chunk_calls, plan_doublets_of_file
 from gpo_vae.preprocessing.from_file import build_artifact
-from tests.preprocessing.test_deg_chunks import _executed, _scheduler
+from tests.preprocessing.test_deg_chunks import ProcessRuns
 
 SHEET = "TabS_synthetic_summary_stat"
 
@@ -66,44 +64,21 @@ def test_the_process_executor_spreads_scrublet_chunks_and_a_changed_cell_reruns_
     """Chunks run as doublet_chunk jobs on redun's process executor; after one cell's counts
     change in the screen file (same path), only its chunk runs scrublet again, and the artifact
     built from the calls is the one QC builds itself."""
-    from redun import File
+    from tasks.preprocess import in_chunks, preprocessed
 
-    from tasks.preprocess import doublets_in_chunks, preprocessed
+    runs = ProcessRuns(tmp_path)
+    out, section = str(tmp_path / "out"), {"qc": {"max_cells_per_chunk": 400}}
+    first, ran = runs.run(in_chunks("doublets", runs.dataset, section, out, "process"))
+    assert ran.count("doublet_chunk") >= 3 and "plan_doublet_chunks" in ran and first
 
-    screen = write_synthetic_dataset(tmp_path / "data", SyntheticConfig.preset("default"))
-    dataset = {
-        "counts": File(str(screen["counts"])),
-        "summary_stats": File(str(screen["summary_stats"])),
-        "summary_sheet": SHEET,
-        "layout": {},
-        "summary_stats_problem": None,
-    }
-    section = {"qc": {"max_cells_per_chunk": 400}}
-    scheduler = _scheduler(tmp_path)
-
-    def run(expression) -> tuple:
-        execution_id = str(uuid.uuid4())
-        result = scheduler.run(expression, execution_id=execution_id)
-        return result, _executed(tmp_path, execution_id)
-
-    first, ran = run(doublets_in_chunks(dataset, section, str(tmp_path / "out"), "process"))
-    n_chunks = ran.count("doublet_chunk")
-    assert n_chunks >= 3 and "plan_doublet_chunks" in ran and first
-
-    adata = ad.read_h5ad(screen["counts"])
-    cell = np.flatnonzero(adata.obs["gene"].astype(str).to_numpy() == "non-targeting")[0]  # kept
-    counts = adata.X.tolil()
-    counts[cell, 0] = counts[cell, 0] + 1  # one count of one cell
-    adata.X = counts.tocsr()
-    adata.write_h5ad(screen["counts"])
-    dataset["counts"] = File(str(screen["counts"]))
-
-    _, ran = run(doublets_in_chunks(dataset, section, str(tmp_path / "out"), "process"))
+    labels = ad.read_h5ad(runs.screen["counts"], backed="r").obs["gene"].astype(str).to_numpy()
+    runs.add_a_count(np.flatnonzero(labels == "non-targeting")[:1])  # one count of one kept cell
+    _, ran = runs.run(in_chunks("doublets", runs.dataset, section, out, "process"))
     assert "plan_doublet_chunks" in ran and ran.count("doublet_chunk") == 1
 
-    chunked, _ = run(
-        preprocessed(dataset, section, str(tmp_path / "out"), doublet_chunks=True, executor="process")
-    )
+    chunked, _ = runs.run(preprocessed(runs.dataset, section, out, doublet_chunks=True, executor="process"))
     config = from_dict(PreprocessConfig, section)
-    whole = build_artifact(*_inputs(screen, config), tmp_path / "whole", progress=False, print_table=False)
+    whole = build_artifact(
+        *_inputs(runs.screen, config), tmp_path / "whole", progress=False, print_table=False
+    )
     assert open(chunked.path, "rb").read() == (whole / "artifact.h5ad").read_bytes()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import anndata as ad
 import numpy as np
 import pytest
@@ -13,8 +11,9 @@ from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.from_file import build_artifact
-from gpo_vae.preprocessing.pair_chunks import pair_chunk_partners, partner_rows, plan_pairing_of_file
-from tests.preprocessing.test_deg_chunks import _executed, _scheduler
+from gpo_vae.preprocessing.pair_chunks import pair_chunk_partners, plan_pairing_of_file
+from gpo_vae.preprocessing.pairing import partner_rows
+from tests.preprocessing.test_deg_chunks import ProcessRuns
 
 SHEET = "TabS_synthetic_summary_stat"
 
@@ -84,46 +83,22 @@ def test_the_process_executor_spreads_pairing_chunks_and_a_changed_chunk_reruns_
     """Chunks run as pair_chunk jobs on redun's process executor; after one perturbation's cells
     change in the screen file (same path), only its chunk is paired again, and the artifact
     built from the partners is the one the unchunked run builds."""
-    from redun import File
+    from tasks.preprocess import in_chunks, preprocessed
 
-    from tasks.preprocess import pairing_in_chunks, preprocessed
-
-    screen = write_synthetic_dataset(tmp_path / "data", SyntheticConfig.preset("default"))
-    dataset = {
-        "counts": File(str(screen["counts"])),
-        "summary_stats": File(str(screen["summary_stats"])),
-        "summary_sheet": SHEET,
-        "layout": {},
-        "summary_stats_problem": None,
-    }
-    scheduler = _scheduler(tmp_path)
-
-    def run(expression) -> tuple[dict, list[str]]:
-        execution_id = str(uuid.uuid4())
-        result = scheduler.run(expression, execution_id=execution_id)
-        return result, _executed(tmp_path, execution_id)
-
-    first, ran = run(pairing_in_chunks(dataset, {}, str(tmp_path / "out"), 8, "process"))
+    runs = ProcessRuns(tmp_path)
+    out = str(tmp_path / "out")
+    first, ran = runs.run(in_chunks("pairing", runs.dataset, {}, out, "process", 8))
     assert ran.count("pair_chunk") >= 3 and "plan_pair_chunks" in ran
     assert first["record"]["features"] == "targets" and len(first["partners"]) > 100
 
-    adata = ad.read_h5ad(screen["counts"])
-    label = sorted(set(adata.obs["gene"].astype(str)) - {"non-targeting"})[0]
-    cells = np.flatnonzero(adata.obs["gene"].astype(str).to_numpy() == label)
-    counts = adata.X.tolil()
-    counts[cells, 0] = np.asarray(counts[cells, 0].todense()) + 1  # one gene, one perturbation
-    adata.X = counts.tocsr()
-    adata.write_h5ad(screen["counts"])
-    dataset["counts"] = File(str(screen["counts"]))
-
-    second, ran = run(pairing_in_chunks(dataset, {}, str(tmp_path / "out"), 8, "process"))
+    _, cells = runs.cells_of_first_perturbation()
+    adata = runs.add_a_count(cells)  # one gene, one perturbation
+    second, ran = runs.run(in_chunks("pairing", runs.dataset, {}, out, "process", 8))
     assert "plan_pair_chunks" in ran and ran.count("pair_chunk") == 1
     changed = set(adata.obs_names[cells])
     unchanged = {c: p for c, p in first["partners"].items() if c not in changed}
     assert {c: second["partners"][c] for c in unchanged} == unchanged
 
-    chunked, _ = run(
-        preprocessed(dataset, {}, str(tmp_path / "out"), pairing_chunk_size=8, executor="process")
-    )
-    whole = build_artifact(*_inputs(screen), tmp_path / "whole", progress=False, print_table=False)
+    chunked, _ = runs.run(preprocessed(runs.dataset, {}, out, pairing_chunk_size=8, executor="process"))
+    whole = build_artifact(*_inputs(runs.screen), tmp_path / "whole", progress=False, print_table=False)
     assert open(chunked.path, "rb").read() == (whole / "artifact.h5ad").read_bytes()
