@@ -121,7 +121,9 @@ def _scaled_rows(counts: sp.spmatrix, factors: np.ndarray) -> sp.csc_matrix:
     """``diag(factors) · counts`` in CSC as scipy computes it: each product in float64 (the
     diagonal is float64), products that are 0 not stored."""
     counts = counts.tocsc()
-    values = np.asarray(factors, dtype=np.float64)[counts.indices] * counts.data.astype(np.float64)
+    values = np.asarray(factors, dtype=np.float64)[counts.indices] * counts.data.astype(
+        np.float64, copy=False
+    )
     scaled = sp.csc_matrix((values, counts.indices.copy(), counts.indptr.copy()), shape=counts.shape)
     if not values.all():
         scaled.eliminate_zeros()

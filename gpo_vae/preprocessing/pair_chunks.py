@@ -27,6 +27,7 @@ import pandas as pd
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import BLOCK_CELLS
+from gpo_vae.io import temp_sibling
 from gpo_vae.preprocessing.chunk_specs import load_spec, rows_by_label, save_spec
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.pairing import pair_cells_ot
@@ -96,10 +97,14 @@ def plan_pair_chunks(
     out_dir.mkdir(parents=True, exist_ok=True)
     stored = hashlib.sha256(features.tobytes()).hexdigest()[:24]
     features_path = out_dir / f"features-{stored}.npy"
-    if not features_path.is_file():
-        with features_path.with_suffix(".tmp").open("wb") as handle:
-            np.save(handle, features)
-        features_path.with_suffix(".tmp").replace(features_path)
+    if not features_path.is_file():  # named by content: a plan made again writes the same file
+        partial = temp_sibling(features_path, is_dir=False)
+        try:
+            with partial.open("wb") as handle:
+                np.save(handle, features)
+            partial.replace(features_path)
+        finally:
+            partial.unlink(missing_ok=True)
 
     is_control = labels == control_label
     controls = np.flatnonzero(is_control)
