@@ -113,14 +113,24 @@ def _record(
 
 def _gather(X: sp.spmatrix | np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``X[rows[i], cols[i]]`` for every i, one sparse lookup per pair (no densifying); an
-    on-disk matrix is read a block of rows at a time, only the columns asked for kept."""
+    on-disk matrix is read a block of the rows asked for at a time."""
     if rows.size == 0:  # scipy returns a 1 × 0 matrix, not an empty array, for empty fancy indices
         return np.zeros(0, dtype=np.float64)
     if on_disk(X):
-        wanted = np.unique(cols)
-        unique_rows, row_of = np.unique(rows, return_inverse=True)
-        sub = rows_and_columns(X, unique_rows, wanted)
-        return np.asarray(sub[row_of, np.searchsorted(wanted, cols)], dtype=np.float64).ravel()
+        # a block of the rows asked for at a time, only its pairs looked up: memory is one
+        # block's, where all the rows' target columns at once grew with the cells
+        out = np.empty(rows.size, dtype=np.float64)
+        order = np.argsort(rows, kind="stable")
+        by_row = rows[order]
+        unique_rows = np.unique(rows)
+        for start in range(0, unique_rows.size, X.block_cells):
+            block_rows = unique_rows[start : start + X.block_cells]
+            pairs = order[
+                np.searchsorted(by_row, block_rows[0]) : np.searchsorted(by_row, block_rows[-1], "right")
+            ]
+            local = np.searchsorted(block_rows, rows[pairs])
+            out[pairs] = np.asarray(X[block_rows][local, cols[pairs]], dtype=np.float64).ravel()
+        return out
     if sp.issparse(X):
         return np.asarray(as_csr(X)[rows, cols], dtype=np.float64).ravel()
     return np.asarray(X)[rows, cols].astype(np.float64)

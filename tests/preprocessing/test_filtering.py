@@ -259,3 +259,22 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError, match="unmeasured_targets"):
         PerturbationFilterConfig(unmeasured_targets="maybe")
     assert PerturbationFilterConfig.from_dict(None).to_dict()["min_cells"] == 101
+
+
+def test_on_disk_lookups_of_cell_gene_pairs_equal_the_matrix_values(tmp_path) -> None:
+    """The on-target filter's (cell, target) lookups read an on-disk matrix a block of cells at
+    a time: the same values as indexing the matrix, for pairs in any order, repeated cells, cells
+    in several blocks and zeros that are not stored."""
+    from gpo_vae.data.on_disk import CountsOnDisk
+
+    rng = np.random.default_rng(0)
+    dense = rng.poisson(0.7, size=(230, 40)).astype(np.float32)
+    ad.AnnData(X=sp.csr_matrix(dense)).write_h5ad(tmp_path / "x.h5ad")
+    rows = rng.integers(0, 230, size=500)
+    cols = rng.integers(0, 40, size=500)
+    for block_cells in (7, 64, 1000):
+        counts = CountsOnDisk(tmp_path / "x.h5ad", block_cells=block_cells)
+        np.testing.assert_array_equal(
+            filtering._gather(counts, rows, cols), dense[rows, cols].astype(np.float64)
+        )
+    assert filtering._gather(counts, rows[:0], cols[:0]).shape == (0,)
