@@ -6,6 +6,7 @@ counts, and the cells grouped by label."""
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,26 @@ def counts_spec(view: CountsOnDisk) -> dict[str, Any]:
         "columns": view.columns,
         "block_cells": view.block_cells,
     }
+
+
+def perturbation_chunks(
+    labels: np.ndarray,
+    control_label: str,
+    perturbations_per_chunk: int,
+    shared: Any,
+    add_cells: Callable[[Any, np.ndarray], None],
+) -> Iterator[tuple[list[str], str]]:
+    """The perturbations (sorted) in chunks of ``perturbations_per_chunk``, each with its
+    fingerprint: the ``shared`` hash (what every chunk depends on) updated with each of its
+    perturbations' label and, through ``add_cells(digest, rows)``, its cells (rows in file order)."""
+    groups, order, bounds = rows_by_label(labels, control_label)
+    for left in range(0, len(groups), perturbations_per_chunk):
+        chunk = groups[left : left + perturbations_per_chunk]
+        digest = shared.copy()
+        for i, group in enumerate(chunk, start=left + 1):
+            digest.update(b"\0" + group.encode() + b"\0")
+            add_cells(digest, order[bounds[i] : bounds[i + 1]])
+        yield chunk, digest.hexdigest()[:24]
 
 
 def rows_by_label(labels: np.ndarray, control_label: str) -> tuple[list[str], np.ndarray, np.ndarray]:

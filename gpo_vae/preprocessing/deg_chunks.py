@@ -24,7 +24,7 @@ import pandas as pd
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import BLOCK_CELLS, CountsOnDisk
-from gpo_vae.preprocessing.chunk_specs import counts_spec, load_spec, rows_by_label, save_spec
+from gpo_vae.preprocessing.chunk_specs import counts_spec, load_spec, perturbation_chunks, save_spec
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.deg import fc3_genes, rank_genes_on_disk
 
@@ -100,18 +100,18 @@ def plan_deg_chunks(
     shared = hashlib.sha256()
     shared.update(repr((DEG_CHUNK_VERSION, control_label, sorted(settings.items()))).encode())
     shared.update("\0".join(genes).encode())
-    groups, by_label, bounds = rows_by_label(train_labels, control_label)
-    shared.update(hashes[by_label[bounds[0] : bounds[1]]].tobytes())
+    shared.update(hashes[train_labels == control_label].tobytes())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = []
-    for left in range(0, len(groups), perturbations_per_chunk):
-        chunk = groups[left : left + perturbations_per_chunk]
-        digest = shared.copy()
-        for i, group in enumerate(chunk, start=left + 1):
-            digest.update(b"\0" + group.encode() + b"\0")
-            digest.update(hashes[by_label[bounds[i] : bounds[i + 1]]].tobytes())
-        fingerprint = digest.hexdigest()[:24]
+    fingerprinted = perturbation_chunks(
+        train_labels,
+        control_label,
+        perturbations_per_chunk,
+        shared,
+        lambda digest, cells: digest.update(hashes[cells].tobytes()),
+    )
+    for chunk, fingerprint in fingerprinted:
         rows = np.isin(train_labels, [control_label, *chunk])
         cells = train_counts.subset(np.flatnonzero(rows))
         spec = {

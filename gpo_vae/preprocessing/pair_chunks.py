@@ -28,7 +28,7 @@ from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import BLOCK_CELLS
 from gpo_vae.io import temp_sibling
-from gpo_vae.preprocessing.chunk_specs import load_spec, rows_by_label, save_spec
+from gpo_vae.preprocessing.chunk_specs import load_spec, perturbation_chunks, save_spec
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.pairing import pair_cells_ot
 
@@ -113,15 +113,15 @@ def plan_pair_chunks(
         repr((PAIR_CHUNK_VERSION, control_label, batches is None, sorted(settings.items()))).encode()
     )
     _update_with_cells(shared, controls, names, where, features)
-    groups, by_label, bounds = rows_by_label(labels, control_label)
     chunks = []
-    for left in range(0, len(groups), perturbations_per_chunk):
-        chunk = groups[left : left + perturbations_per_chunk]
-        digest = shared.copy()
-        for i, group in enumerate(chunk, start=left + 1):
-            digest.update(b"\0" + group.encode() + b"\0")
-            _update_with_cells(digest, by_label[bounds[i] : bounds[i + 1]], names, where, features)
-        fingerprint = digest.hexdigest()[:24]
+    fingerprinted = perturbation_chunks(
+        labels,
+        control_label,
+        perturbations_per_chunk,
+        shared,
+        lambda digest, cells: _update_with_cells(digest, cells, names, where, features),
+    )
+    for chunk, fingerprint in fingerprinted:
         rows = np.flatnonzero(is_control | np.isin(labels, chunk))
         spec = {
             "features": str(features_path),
