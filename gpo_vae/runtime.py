@@ -11,10 +11,17 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
-__all__ = ["cpu_threads", "release_freed_memory", "resolve_device"]
+__all__ = ["cpu_cores", "cpu_threads", "ordered_map", "release_freed_memory", "resolve_device"]
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 
 def resolve_device(device: str) -> str:
@@ -40,6 +47,38 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on: its affinity mask (which ``taskset`` and container CPU
+    sets narrow) where the OS has one, else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def ordered_map(
+    function: Callable[[_Item], _Result], items: Iterable[_Item], threads: int | None = None
+) -> Iterator[_Result]:
+    """``map(function, items)`` on ``threads`` threads (None: :func:`cpu_cores`), in order.
+
+    For work that releases the GIL (numpy sorts, scipy's sparse kernels, annoy's queries). At most
+    two results per thread are computed ahead of the one consumed, so memory stays that of a few
+    items however many there are (``ThreadPoolExecutor.map`` submits them all at once).
+    """
+    threads = cpu_cores() if threads is None else threads
+    if threads <= 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 @functools.cache

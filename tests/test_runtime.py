@@ -39,3 +39,41 @@ def test_freed_heap_memory_is_handed_back_to_the_operating_system():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     freed, trimmed = (float(x) for x in result.stdout.split())
     assert freed - trimmed > 250  # of the 312 MB freed
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_ordered_map_keeps_order_and_computes_only_a_few_items_ahead(threads: int) -> None:
+    """Results come in the items' order whatever order threads finish in, and no more than two
+    per thread are started before the first is taken (``ThreadPoolExecutor.map`` starts all)."""
+    import threading
+    import time
+
+    from gpo_vae.runtime import ordered_map
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            started.append(i)
+        time.sleep(0.002 * ((7 * i) % 5))  # later items often finish first
+        return i * i
+
+    results = ordered_map(work, range(40), threads)
+    first = next(results)
+    time.sleep(0.05)
+    assert len(started) <= max(1, 2 * threads)
+    assert [first, *results] == [i * i for i in range(40)]
+    assert sorted(started) == list(range(40))
+
+
+def test_ordered_map_passes_a_workers_error_on() -> None:
+    from gpo_vae.runtime import ordered_map
+
+    def work(i: int) -> int:
+        if i == 5:
+            raise ValueError("item 5")
+        return i
+
+    with pytest.raises(ValueError, match="item 5"):
+        list(ordered_map(work, range(10), 2))

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from gpo_vae.data.contract import is_integer_valued
 from gpo_vae.data.on_disk import CountsOnDisk, CsrAppender
 from gpo_vae.preprocessing.normalize import map_row_blocks, on_disk
+from gpo_vae.runtime import ordered_map
 
 logger = logging.getLogger(__name__)
 
@@ -272,16 +273,16 @@ def counterfactual_table(
     has_cf = canonical[:, 0] >= 0 if canonical.shape[1] else np.zeros(canonical.shape[0], dtype=bool)
     unique, inverse = np.unique(canonical[has_cf], axis=0, return_inverse=True)
     starts = tqdm(range(0, unique.shape[0], batch_size), desc="cfX medians", disable=not progress)
+    # numpy's sorts and scipy's row gathers release the GIL: batches on every core, in order
+    batches = ordered_map(lambda start: counterfactual_median(X, unique[start : start + batch_size]), starts)
     if out is not None:
         with h5py.File(out, "a") as file:
             appender = CsrAppender(file, "cf_medians", X.shape[1])
-            for start in starts:
-                appender.append(counterfactual_median(X, unique[start : start + batch_size]))
+            for block in batches:
+                appender.append(block)
             medians = appender.finish()
     else:
-        blocks = [
-            sp.csr_matrix(counterfactual_median(X, unique[start : start + batch_size])) for start in starts
-        ]
+        blocks = [sp.csr_matrix(block) for block in batches]
         medians = (
             sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, X.shape[1]), dtype=np.float32)
         )

@@ -273,6 +273,23 @@ def test_scrublet_lean_gene_filter_gives_scrublets_own_genes_scores_and_calls(se
             np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_knn_graph_in_threads_gives_scrublets_own_neighbours(
+    monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    """The annoy queries split over threads (any count, blocks of unequal size) return scrublet's
+    own ``get_knn_graph`` neighbours, row for row; other settings go to scrublet's function."""
+    from scrublet.helper_functions import get_knn_graph
+
+    monkeypatch.setattr(doublets, "cpu_cores", lambda: threads)
+    X = np.random.default_rng(threads).normal(size=(1001, 12))
+    for seed in (0, 3):
+        theirs = get_knn_graph(X, k=15, approx=True, return_edges=False, random_seed=seed)
+        np.testing.assert_array_equal(doublets._knn_graph(X, 15, "euclidean", True, False, seed), theirs)
+    exact = get_knn_graph(X, k=5, approx=False, return_edges=False)
+    np.testing.assert_array_equal(doublets._knn_graph(X, 5, "euclidean", False, False), exact)
+
+
 def test_scrublet_failure_on_tiny_chunks_is_recorded_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     adata, _ = _planted_doublets(n_types=2, per_type=5, n_doublets=0)
     with caplog.at_level(logging.WARNING, logger=doublets.__name__):
