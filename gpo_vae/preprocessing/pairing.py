@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -25,11 +27,16 @@ from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import CONTROL_LABEL
+from gpo_vae.data.on_disk import BLOCK_CELLS, CountsOnDisk
 from gpo_vae.preprocessing.derived import log1p_normalised_columns
+from gpo_vae.preprocessing.normalize import as_csr, on_disk
 
 logger = logging.getLogger(__name__)
 
 PairingMethod = Literal["sinkhorn", "emd", "hungarian"]
+
+#: Where :func:`pairing_features` writes the features in a scratch file.
+FEATURES_ELEMENT = "pairing_features"
 
 # Above this ratio of largest cost to reg, exp(-M/reg) in the plain Sinkhorn kernel underflows
 # (or its scalings overflow) in float64; the log-domain solver is then used instead.
@@ -41,18 +48,22 @@ def pairing_features(
     var_names: Sequence[str] | pd.Index,
     perturbed_genes: Sequence[str],
     target_sum: float = 1e4,
-) -> tuple[np.ndarray, list[str]]:
+    out: str | Path | None = None,
+) -> tuple[np.ndarray | CountsOnDisk, list[str]]:
     """Features for OT pairing: log1p(counts / library size · ``target_sum``) of the measured
     perturbed genes.
 
     Library sizes are the totals over all genes (as ``scanpy.pp.normalize_total``); only the
     perturbed genes' columns are densified. Perturbed genes absent from ``var_names`` are skipped
-    (logged).
+    (logged). ``out``: a scratch ``.h5`` file (created or replaced) the features are written to a
+    block of cells at a time (element :data:`FEATURES_ELEMENT`), returned as a
+    :class:`~gpo_vae.data.on_disk.CountsOnDisk` that :func:`pair_cells_ot` reads a group at a
+    time: the cells × targets matrix, which grows with both, is never held.
 
     Returns
     -------
-    (features, measured): dense float32 ``N × P_measured`` and the measured gene names, in the
-    order of ``perturbed_genes``.
+    (features, measured): dense float32 ``N × P_measured`` (on disk with ``out``) and the
+    measured gene names, in the order of ``perturbed_genes``.
     """
     index = pd.Index(var_names)
     positions = index.get_indexer(list(perturbed_genes))
@@ -70,8 +81,19 @@ def pairing_features(
             "to pair on; use pairing.features: pca (or auto)"
         )
     columns = positions[positions >= 0]
-    features = log1p_normalised_columns(X_counts, columns, target_sum=target_sum).toarray()
-    return features, measured
+    if out is None:
+        return log1p_normalised_columns(X_counts, columns, target_sum=target_sum).toarray(), measured
+    X = X_counts if on_disk(X_counts) else as_csr(X_counts)
+    with h5py.File(out, "w") as file:
+        written = file.create_dataset(FEATURES_ELEMENT, shape=(X.shape[0], columns.size), dtype=np.float32)
+        for start in range(0, X.shape[0], BLOCK_CELLS):
+            block = X[start : start + BLOCK_CELLS]
+            written[start : start + block.shape[0]] = log1p_normalised_columns(
+                block, columns, target_sum
+            ).toarray()
+        written.attrs["encoding-type"] = "array"
+        written.attrs["encoding-version"] = "0.2.0"
+    return CountsOnDisk(Path(out), FEATURES_ELEMENT), measured
 
 
 def pca_features(
@@ -142,12 +164,14 @@ def pairing_feature_matrix(
     n_pcs: int = 20,
     target_sum: float = 1e4,
     seed: int = 0,
-) -> tuple[np.ndarray, dict[str, object]]:
+    out: str | Path | None = None,
+) -> tuple[np.ndarray | CountsOnDisk, dict[str, object]]:
     """The features cells are paired on, and a record of the choice (for ``record.json``).
 
-    ``targets``: :func:`pairing_features`; ``pca``: :func:`pca_features` (fitted on the
-    ``fit_mask`` cells); ``auto``: the targets when at least ``min_measured_targets`` are
-    measured, else the components.
+    ``targets``: :func:`pairing_features` (written to ``out`` when given); ``pca``:
+    :func:`pca_features` (fitted on the ``fit_mask`` cells; cells × components, held);
+    ``auto``: the targets when at least ``min_measured_targets`` are measured, else the
+    components.
     """
     index = pd.Index(var_names)
     n_measured = int((index.get_indexer(list(perturbed_genes)) >= 0).sum())
@@ -161,7 +185,7 @@ def pairing_feature_matrix(
         "perturbed_genes": len(perturbed_genes),
     }
     if use == "targets":
-        matrix, measured = pairing_features(X_counts, index, perturbed_genes, target_sum)
+        matrix, measured = pairing_features(X_counts, index, perturbed_genes, target_sum, out)
         record["n_features"] = len(measured)
         return matrix, record
     matrix, pca_record = pca_features(X_counts, index, fit_mask, n_hvgs, n_pcs, target_sum, seed)
@@ -240,8 +264,9 @@ def pair_cells_ot(
     Parameters
     ----------
     features
-        ``N × F`` features per cell (see :func:`pairing_features`); dense or sparse, densified per
-        group.
+        ``N × F`` features per cell (see :func:`pairing_features`); dense, sparse or on disk
+        (:class:`~gpo_vae.data.on_disk.CountsOnDisk`: each split's controls and each group's cells
+        read when paired), densified per group.
     perturbation_labels, split_labels
         Per cell.
     control_label

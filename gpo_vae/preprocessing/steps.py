@@ -30,7 +30,7 @@ from gpo_vae.data.layout import CANONICAL_SEPARATOR
 from gpo_vae.data.summary_stats_io import read_summary_stats
 from gpo_vae.errors import UserError
 from gpo_vae.interrupt import check_stop
-from gpo_vae.io import provenance
+from gpo_vae.io import provenance, temp_sibling
 from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.deg import annotate_deg
 from gpo_vae.preprocessing.derived import (
@@ -362,32 +362,40 @@ def preprocess_filtered(
                 "measured_targets": int(adata.var_names.isin(genes).sum()),
             }
         else:
-            features, pairing_record = pairing_feature_matrix(
-                X,
-                adata.var_names,
-                single_genes(perturbed_labels),
-                train,
-                features=config.pairing.features,
-                min_measured_targets=config.pairing.min_measured_targets,
-                n_hvgs=config.pairing.n_hvgs,
-                n_pcs=config.pairing.n_pcs,
-                target_sum=config.target_sum,
-                seed=config.seed,
-            )
-            if shipped is not None:
-                pairing_record["shipped_not_used"] = why
-            partner = pair_cells_ot(
-                features,
-                labels,
-                split,
-                control_label,
-                method=config.pairing.method,
-                reg=config.pairing.reg,
-                cost_scale=config.pairing.cost_scale,
-                progress=progress,
-                batches=batches,
-            )
-            del features  # cells × measured targets, dense: not held through ΔX and the medians
+            # cells × measured targets, dense, growing with both: beside the scratch file when the
+            # counts are on disk (read a group at a time), else held only while pairing runs
+            features_file = None if scratch is None else temp_sibling(scratch, is_dir=False)
+            try:
+                features, pairing_record = pairing_feature_matrix(
+                    X,
+                    adata.var_names,
+                    single_genes(perturbed_labels),
+                    train,
+                    features=config.pairing.features,
+                    min_measured_targets=config.pairing.min_measured_targets,
+                    n_hvgs=config.pairing.n_hvgs,
+                    n_pcs=config.pairing.n_pcs,
+                    target_sum=config.target_sum,
+                    seed=config.seed,
+                    out=features_file,
+                )
+                if shipped is not None:
+                    pairing_record["shipped_not_used"] = why
+                partner = pair_cells_ot(
+                    features,
+                    labels,
+                    split,
+                    control_label,
+                    method=config.pairing.method,
+                    reg=config.pairing.reg,
+                    cost_scale=config.pairing.cost_scale,
+                    progress=progress,
+                    batches=batches,
+                )
+                del features
+            finally:
+                if features_file is not None:
+                    features_file.unlink(missing_ok=True)
     record["pairing"] = {
         **pairing_record,
         "within_batch": batches is not None,

@@ -114,3 +114,32 @@ def test_pairing_features_are_log1p_normalised_measured_perturbed_genes() -> Non
         ValueError, match=r"none of the 1 perturbed genes is measured.*use pairing.features: pca"
     ):
         pairing_features(sp.csr_matrix(counts), var_names, ["ZZZ"])
+
+
+def test_features_written_to_disk_are_read_a_group_at_a_time_with_the_same_partners(
+    pair_case, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Features written a block of cells at a time (blocks of 7 here, across cells with and
+    without counts) hold the in-memory values bit for bit, and pairing on them reads each split's
+    controls and each group's cells from the file: the same partners, with and without batches."""
+    from gpo_vae.data.on_disk import CountsOnDisk
+    from gpo_vae.preprocessing import pairing
+
+    _, labels, splits = pair_case
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(1.5, size=(labels.size, 9)).astype(np.float32)
+    counts[3] = 0  # a cell without counts stays zero
+    genes = [f"g{i}" for i in range(9)]
+    held, measured = pairing_features(sp.csr_matrix(counts), genes, ["g7", "g1", "missing", "g4"])
+    monkeypatch.setattr(pairing, "BLOCK_CELLS", 7)
+    on_disk, measured_on_disk = pairing_features(
+        sp.csr_matrix(counts), genes, ["g7", "g1", "missing", "g4"], out=tmp_path / "features.h5"
+    )
+    assert isinstance(on_disk, CountsOnDisk) and measured_on_disk == measured
+    np.testing.assert_array_equal(on_disk[np.arange(labels.size)].toarray(), held)
+    batches = np.where(np.arange(labels.size) % 2 == 0, "b1", "b2")
+    for batch in (None, batches):
+        np.testing.assert_array_equal(
+            pair_cells_ot(on_disk, labels, splits, progress=False, batches=batch),
+            pair_cells_ot(held, labels, splits, progress=False, batches=batch),
+        )
