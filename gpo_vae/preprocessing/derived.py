@@ -7,6 +7,7 @@ are bounded by a chunk size.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -239,17 +240,43 @@ def counterfactual_median(X_counts: Matrix, cf_index_rows: np.ndarray) -> np.nda
     return out
 
 
+#: Counterfactual cells read from the counts at a time by :func:`counterfactual_table` (whole
+#: pools: one larger than this is read alone): about 90 MB at RPE1 density, whatever the screen's size.
+CF_CHUNK_CELLS = 4096
+
+
+def _pool_components(local: np.ndarray, n_pool: int) -> np.ndarray:
+    """Which pool each counterfactual cell belongs to: cells drawn together for some cell are
+    linked, and a (perturbation, split) group's QC-fail cells are drawn only by its own cells, so
+    the linked sets are the groups' pools (or parts of one). ``local``: rows of pool positions."""
+    from scipy.sparse.csgraph import connected_components
+
+    rows, slots = np.nonzero(local >= 0)
+    links = sp.coo_matrix(
+        (
+            np.ones(rows.size, dtype=np.int8),
+            (local[rows, 0].astype(np.int32), local[rows, slots].astype(np.int32)),
+        ),
+        shape=(n_pool, n_pool),
+    )
+    return connected_components(links, directed=False)[1]
+
+
 def counterfactual_table(
     X_counts: Matrix,
     cf_index: np.ndarray,
     batch_size: int = 512,
     progress: bool = True,
     out: str | Path | None = None,
+    chunk_cells: int = CF_CHUNK_CELLS,
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Precompute cfX once: the distinct medians as CSR plus a row of that table per cell.
 
     Cells with the same set of counterfactual cells share a row (e.g. all QC-pass cells of a
     group with at most ``max_cells`` QC-fail cells), so each distinct median is computed once.
+    Rows come pool by pool (the QC-fail cells of a (perturbation, split) group, which only that
+    group's cells draw from), and the counts of about ``chunk_cells`` pool cells are read at a
+    time: an on-disk matrix is never held beyond one such chunk, however many cells fail QC.
     ``out``: an ``.h5`` scratch file the medians are appended to a batch at a time (element
     ``cf_medians``), returned as a :class:`~gpo_vae.data.on_disk.CountsOnDisk` instead of held.
 
@@ -260,21 +287,56 @@ def counterfactual_table(
     """
     X = _as_csr(X_counts)
     cf_index = _check_index(cf_index, X.shape[0])
-    if on_disk(X):
-        # the counterfactual cells (at most max_cells QC-fail cells per group) are read once, in
-        # file order, and the indices point into that subset: the same medians, no random reads
-        pool = np.unique(cf_index[cf_index >= 0])
-        local = np.where(cf_index >= 0, np.searchsorted(pool, cf_index), -1)
-        return counterfactual_table(X[pool], local, batch_size=batch_size, progress=progress, out=out)
     # Sorting each row (padding last) makes equal sets equal rows, whatever the draw order.
     sentinel = np.iinfo(np.int64).max
     canonical = np.sort(np.where(cf_index >= 0, cf_index, sentinel), axis=1)
     canonical[canonical == sentinel] = -1
     has_cf = canonical[:, 0] >= 0 if canonical.shape[1] else np.zeros(canonical.shape[0], dtype=bool)
     unique, inverse = np.unique(canonical[has_cf], axis=0, return_inverse=True)
-    starts = tqdm(range(0, unique.shape[0], batch_size), desc="cfX medians", disable=not progress)
+    inverse = inverse.ravel()
+    del canonical
+    pool = np.unique(unique[unique >= 0])
+    local = np.where(unique >= 0, np.searchsorted(pool, unique), -1)
+    del unique
+    # pool by pool: a stable sort keeps each pool's sets in their sorted order
+    component = _pool_components(local, pool.size)
+    order = np.argsort(component[local[:, 0]], kind="stable") if local.size else np.zeros(0, np.int64)
+    local = local[order]
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    inverse = position[inverse]
+    # chunks of whole pools: the rows of consecutive components whose cells add up to chunk_cells
+    row_component = component[local[:, 0]] if local.size else np.zeros(0, np.int64)
+    pool_sizes = np.bincount(component, minlength=int(component.max(initial=-1)) + 1)
+    by_component = np.argsort(component, kind="stable")
+    pool_start = np.r_[0, np.cumsum(pool_sizes)]
+    chunk_edges, filled = [0], 0
+    for c, size in enumerate(pool_sizes.tolist()):
+        if filled and filled + size > chunk_cells:
+            chunk_edges.append(c)
+            filled = 0
+        filled += size
+    chunk_edges.append(pool_sizes.size)
+    bar = tqdm(total=local.shape[0], desc="cfX medians", unit="cell", disable=not progress)
+
+    def tasks() -> Iterator[tuple[sp.csr_matrix, np.ndarray]]:
+        for first, last in itertools.pairwise(chunk_edges):
+            if first == last:
+                continue
+            cells = np.sort(by_component[pool_start[first] : pool_start[last]])
+            counts = X[pool[cells]]  # increasing rows: one read, in file order
+            rows = np.flatnonzero((row_component >= first) & (row_component < last))
+            for batch in np.array_split(rows, -(-rows.size // batch_size)):
+                sets = local[batch]
+                yield counts, np.where(sets >= 0, np.searchsorted(cells, sets), -1)
+
+    def median(task: tuple[sp.csr_matrix, np.ndarray]) -> np.ndarray:
+        block = counterfactual_median(*task)
+        bar.update(block.shape[0])
+        return block
+
     # numpy's sorts and scipy's row gathers release the GIL: batches on every core, in order
-    batches = ordered_map(lambda start: counterfactual_median(X, unique[start : start + batch_size]), starts)
+    batches = ordered_map(median, tasks())
     if out is not None:
         with h5py.File(out, "a") as file:
             appender = CsrAppender(file, "cf_medians", X.shape[1])
@@ -287,10 +349,11 @@ def counterfactual_table(
             sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, X.shape[1]), dtype=np.float32)
         )
         medians = medians.astype(np.float32)
+    bar.close()
     row = np.full(cf_index.shape[0], -1, dtype=np.int64)
-    row[has_cf] = inverse.ravel()
+    row[has_cf] = inverse
     logger.info(
-        "cfX: %d distinct medians for %d cells with counterfactual cells", unique.shape[0], has_cf.sum()
+        "cfX: %d distinct medians for %d cells with counterfactual cells", local.shape[0], has_cf.sum()
     )
     return medians, row
 

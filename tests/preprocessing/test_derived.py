@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -198,3 +199,38 @@ def test_normalisation_stats_ignore_test_cells(pair_counts: sp.csr_matrix) -> No
     assert not np.allclose(
         normalisation_stats(sp.csr_matrix(changed), np.ones(40, bool))["x_mean"], before["x_mean"]
     )
+
+
+@pytest.mark.parametrize("chunk_cells", [1, 7, 10_000])
+def test_counterfactual_table_reads_pool_by_pool_with_the_same_medians(
+    pair_cf_case, tmp_path, chunk_cells: int
+) -> None:
+    """Rows come pool by pool (a group's sets together), the counts read a chunk of whole pools
+    at a time (a pool larger than the chunk alone): every chunk size, in memory or on disk, gives
+    the same table and rows, and each cell's row holds the median of its own counterfactual cells.
+    Groups here have more QC-fail cells than are drawn, so most cells have a set of their own."""
+    import h5py
+
+    from gpo_vae.data.on_disk import CountsOnDisk, write_counts
+
+    labels, splits, qc_fail = pair_cf_case
+    rng = np.random.default_rng(12)
+    counts = sp.csr_matrix(rng.poisson(1.0, size=(400, 15)).astype(np.float32))
+    cf = counterfactual_indices(labels, splits, qc_fail, max_cells=3, seed=1)
+    medians, row = counterfactual_table(counts, cf, batch_size=5, progress=False, chunk_cells=chunk_cells)
+    np.testing.assert_array_equal(
+        medians.toarray()[row[row >= 0]], counterfactual_median(counts, cf[row >= 0])
+    )
+    np.testing.assert_array_equal(row == -1, cf[:, 0] == -1)
+    # a pool's rows are contiguous: the groups of consecutive rows change once per pool
+    group = np.char.add(labels.astype(str), splits.astype(str))
+    by_row = pd.Series(group[row >= 0], index=row[row >= 0]).groupby(level=0).first().sort_index()
+    assert (by_row != by_row.shift()).sum() == by_row.nunique()
+    path = tmp_path / "counts.h5"
+    with h5py.File(path, "w") as file:
+        write_counts(file, "X", counts, block_cells=64)
+    on_disk, row_on_disk = counterfactual_table(
+        CountsOnDisk(path, "X", block_cells=64), cf, batch_size=5, progress=False, chunk_cells=chunk_cells
+    )
+    np.testing.assert_array_equal(row_on_disk, row)
+    np.testing.assert_array_equal(on_disk.toarray(), medians.toarray())
