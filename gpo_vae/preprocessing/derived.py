@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import is_integer_valued
 from gpo_vae.data.on_disk import CountsOnDisk, CsrAppender
-from gpo_vae.preprocessing.normalize import map_row_blocks, on_disk
+from gpo_vae.preprocessing.normalize import map_row_blocks, on_disk, take_rows
 from gpo_vae.runtime import ordered_map
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ def delta_x(
         raise ValueError(f"partner must hold one row index in [0, {X.shape[0]}) per cell")
     columns = np.asarray(node_gene_index, dtype=np.int64)
     partners, partner_row = np.unique(partner, return_inverse=True)
-    partner_nodes = log1p_normalised_columns(X[partners], columns, target_sum=target_sum)
+    # on disk the partners (every control) are read a block at a time, only their node columns kept
+    partner_nodes = log1p_normalised_columns(take_rows(X, partners), columns, target_sum=target_sum)
 
     def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
         for start in range(0, X.shape[0], chunk_size):
