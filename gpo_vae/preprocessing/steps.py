@@ -320,7 +320,8 @@ def preprocess_filtered(
             # not in the record: the artifact is the one the unchunked test gives (same checksum)
             logger.info("FC3 from the DE test run in chunks: %d genes picked", int(fc3.sum()))
         else:
-            fc3, _ = annotate_deg(
+            # the table (groups × genes rows, 0.2 GB at RPE1 size) is not kept past this line
+            fc3 = annotate_deg(
                 adata,
                 train,
                 control_label=control_label,
@@ -330,7 +331,7 @@ def preprocess_filtered(
                 restrict_to_hvg=config.deg.restrict_to_hvg,
                 tie_correct=config.deg.tie_correct,
                 counts=counts,
-            )
+            )[0]
             deg_source = "Wilcoxon against controls on training cells"
         perturbed_labels = sorted(set(labels[~is_control]))
         nodes, n_perturbed = treatment_nodes(perturbed_labels, fc3.index[fc3.to_numpy()], control_label)
