@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,11 +313,25 @@ def write_dense(file: h5py.File, key: str, X: object, block_cells: int = BLOCK_C
     """Write ``X`` (a float32 array, or a :class:`CountsOnDisk` over a dense element) as a dense
     element ``key`` of an open ``.h5ad``, a block of rows at a time, as anndata writes an array
     (one contiguous dataset): the same bytes whichever ``X`` holds the values."""
-    written = file.create_dataset(key, shape=tuple(X.shape), dtype=np.float32)
-    for start in range(0, X.shape[0], block_cells):
-        stop = min(start + block_cells, X.shape[0])
-        block = X[start:stop]
-        written[start:stop] = block.toarray() if sp.issparse(block) else np.asarray(block, dtype=np.float32)
+
+    def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
+        for start in range(0, X.shape[0], block_cells):
+            stop = min(start + block_cells, X.shape[0])
+            block = X[start:stop]
+            yield start, stop, block.toarray() if sp.issparse(block) else np.asarray(block, dtype=np.float32)
+
+    write_dense_rows(file, key, tuple(X.shape), blocks())
+
+
+def write_dense_rows(
+    file: h5py.File, key: str, shape: tuple[int, int], blocks: Iterable[tuple[int, int, np.ndarray]]
+) -> None:
+    """A dense float32 element ``key`` of an open ``.h5ad`` or scratch file, written from
+    ``(start, stop, rows)`` blocks as they come (as anndata writes an array: one contiguous
+    dataset), so the whole matrix is never held."""
+    written = file.create_dataset(key, shape=shape, dtype=np.float32)
+    for start, stop, block in blocks:
+        written[start:stop] = block
     written.attrs["encoding-type"] = "array"
     written.attrs["encoding-version"] = "0.2.0"
 

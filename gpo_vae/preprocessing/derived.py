@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import is_integer_valued
-from gpo_vae.data.on_disk import CountsOnDisk, CsrAppender
+from gpo_vae.data.on_disk import CountsOnDisk, CsrAppender, write_dense_rows
 from gpo_vae.preprocessing.normalize import map_row_blocks, on_disk, take_rows
 from gpo_vae.runtime import ordered_map
 
@@ -122,9 +122,7 @@ def delta_x(
             result[start:stop] = block
         return result
     with h5py.File(out, "a") as file:
-        written = file.create_dataset(DELTA_X_ELEMENT, shape=shape, dtype=np.float32)
-        for start, stop, block in blocks():
-            written[start:stop] = block
+        write_dense_rows(file, DELTA_X_ELEMENT, shape, blocks())
     return CountsOnDisk(out, DELTA_X_ELEMENT)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from gpo_vae.data.contract import CONTROL_LABEL
-from gpo_vae.data.on_disk import BLOCK_CELLS, CountsOnDisk
+from gpo_vae.data.on_disk import BLOCK_CELLS, CountsOnDisk, write_dense_rows
 from gpo_vae.preprocessing.derived import log1p_normalised_columns
 from gpo_vae.preprocessing.normalize import as_csr, on_disk
 
@@ -84,15 +84,14 @@ def pairing_features(
     if out is None:
         return log1p_normalised_columns(X_counts, columns, target_sum=target_sum).toarray(), measured
     X = X_counts if on_disk(X_counts) else as_csr(X_counts)
-    with h5py.File(out, "w") as file:
-        written = file.create_dataset(FEATURES_ELEMENT, shape=(X.shape[0], columns.size), dtype=np.float32)
+
+    def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
         for start in range(0, X.shape[0], BLOCK_CELLS):
-            block = X[start : start + BLOCK_CELLS]
-            written[start : start + block.shape[0]] = log1p_normalised_columns(
-                block, columns, target_sum
-            ).toarray()
-        written.attrs["encoding-type"] = "array"
-        written.attrs["encoding-version"] = "0.2.0"
+            rows = X[start : start + BLOCK_CELLS]
+            yield start, start + rows.shape[0], log1p_normalised_columns(rows, columns, target_sum).toarray()
+
+    with h5py.File(out, "w") as file:
+        write_dense_rows(file, FEATURES_ELEMENT, (X.shape[0], columns.size), blocks())
     return CountsOnDisk(Path(out), FEATURES_ELEMENT), measured
 
 
