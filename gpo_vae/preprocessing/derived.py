@@ -299,13 +299,13 @@ def counterfactual_table(
     del unique
     # pool by pool: a stable sort keeps each pool's sets in their sorted order
     component = _pool_components(local, pool.size)
-    order = np.argsort(component[local[:, 0]], kind="stable") if local.size else np.zeros(0, np.int64)
-    local = local[order]
+    row_component = component[local[:, 0]] if local.size else np.zeros(0, np.int64)
+    order = np.argsort(row_component, kind="stable")
+    local, row_component = local[order], row_component[order]
     position = np.empty_like(order)
     position[order] = np.arange(order.size)
     inverse = position[inverse]
     # chunks of whole pools: the rows of consecutive components whose cells add up to chunk_cells
-    row_component = component[local[:, 0]] if local.size else np.zeros(0, np.int64)
     pool_sizes = np.bincount(component, minlength=int(component.max(initial=-1)) + 1)
     by_component = np.argsort(component, kind="stable")
     pool_start = np.r_[0, np.cumsum(pool_sizes)]
@@ -324,7 +324,7 @@ def counterfactual_table(
                 continue
             cells = np.sort(by_component[pool_start[first] : pool_start[last]])
             counts = X[pool[cells]]  # increasing rows: one read, in file order
-            rows = np.flatnonzero((row_component >= first) & (row_component < last))
+            rows = np.arange(*np.searchsorted(row_component, [first, last]))  # rows sorted by pool
             for batch in np.array_split(rows, -(-rows.size // batch_size)):
                 sets = local[batch]
                 yield counts, np.where(sets >= 0, np.searchsorted(cells, sets), -1)
