@@ -109,10 +109,50 @@ def runs(*sorted_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.diff(np.append(starts, size)).astype(np.float64)
 
 
+#: Reference keys searched at once by :func:`locate` when the values come sorted: a slice this
+#: size (256 KB of uint64) stays in the CPU's cache, where a search over all of a large reference
+#: misses it at nearly every step (the DE test's reference holds about 10 M keys a gene block).
+LOCATE_SLICE = 1 << 15
+
+
 def locate(sorted_reference: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position of each value in ``sorted_reference`` (= reference values below it) and how many equal it."""
-    left = np.searchsorted(sorted_reference, values, side="left")
-    return left, np.searchsorted(sorted_reference, values, side="right") - left
+    """Position of each value in ``sorted_reference`` (= reference values below it) and how many equal it.
+
+    ``searchsorted``'s answers, found faster: the values equal to none of the reference (most, in
+    continuous data) need one search, not two; and sorted ``values`` (the DE test's distinct keys)
+    are searched a slice of the reference at a time (:data:`LOCATE_SLICE`).
+    """
+    values = np.asarray(values)
+    left = _search(sorted_reference, values, "left")
+    tied = np.flatnonzero(left < sorted_reference.size)
+    tied = tied[sorted_reference[left[tied]] == values[tied]]
+    equal = np.zeros(values.size, dtype=left.dtype)
+    equal[tied] = _search(sorted_reference, values[tied], "right") - left[tied]
+    return left, equal
+
+
+def _search(sorted_reference: np.ndarray, values: np.ndarray, side: str) -> np.ndarray:
+    """``np.searchsorted(sorted_reference, values, side)``; sorted values a slice at a time."""
+    n = sorted_reference.size
+    if n <= 2 * LOCATE_SLICE or values.size < 2 or (values[1:] < values[:-1]).any():
+        return np.searchsorted(sorted_reference, values, side=side)
+    starts = np.arange(0, n, LOCATE_SLICE)
+    ends = np.minimum(starts + LOCATE_SLICE, n)
+    # slice j answers side="left" for values in (ref[start_j − 1], ref[end_j − 1]] and
+    # side="right" for values in [ref[start_j], ref[end_j]): all before it is below (or equal
+    # to) them, all after it above
+    if side == "left":
+        until = np.searchsorted(values, sorted_reference[ends - 1], side="right")
+    else:
+        until = np.append(np.searchsorted(values, sorted_reference[ends[:-1]], side="left"), 0)
+    until[-1] = values.size
+    found = np.empty(values.size, dtype=np.intp)
+    done = 0
+    for start, end, last in zip(starts.tolist(), ends.tolist(), until.tolist(), strict=True):
+        if last > done:
+            found[done:last] = start + np.searchsorted(sorted_reference[start:end], values[done:last], side)
+            done = last
+    return found
 
 
 def tie_term(t: np.ndarray) -> np.ndarray:

@@ -54,6 +54,29 @@ def test_runs_and_locate():
     assert below.tolist() == [0, 1, 3, 4] and equal.tolist() == [0, 2, 0, 0]
 
 
+@pytest.mark.parametrize("slice_size", [1, 4, 7, 64])
+def test_locate_by_slices_equals_searchsorted(monkeypatch, slice_size):
+    """Sorted values are searched a slice of the reference at a time: the same positions and
+    counts as one search, with runs of ties that cross the slices' edges, values below, between
+    and above the reference, and unsorted values (searched whole)."""
+    import gpo_vae.stats.rank_tests as rank_tests
+
+    monkeypatch.setattr(rank_tests, "LOCATE_SLICE", slice_size)
+    rng = np.random.default_rng(slice_size)
+    reference = np.sort(np.r_[rng.integers(0, 40, 300), np.full(25, 17), [5] * 9]).astype(np.uint64)
+    for values in (
+        np.unique(rng.integers(0, 50, 60)).astype(np.uint64),
+        np.arange(0, 45, dtype=np.uint64),
+        np.array([17, 17, 17], dtype=np.uint64),
+        rng.integers(0, 50, 30).astype(np.uint64),  # not sorted
+        np.array([100], dtype=np.uint64),
+    ):
+        below, equal = locate(reference, values)
+        expected = np.searchsorted(reference, values, "left")
+        assert np.array_equal(below, expected)
+        assert np.array_equal(equal, np.searchsorted(reference, values, "right") - expected)
+
+
 def test_rank_terms_and_pvalue_equal_scipy_per_group():
     rng = np.random.default_rng(1)
     reference = np.sort(rng.poisson(2.0, 90).astype(np.float64))
