@@ -13,12 +13,20 @@ import ctypes.util
 import functools
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["cpu_cores", "cpu_threads", "ordered_map", "release_freed_memory", "resolve_device"]
+__all__ = [
+    "cpu_cores",
+    "cpu_threads",
+    "in_background",
+    "ordered_map",
+    "release_freed_memory",
+    "resolve_device",
+]
 
 _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
@@ -56,6 +64,35 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def in_background(function: Callable[[], _Result]) -> Callable[[], _Result]:
+    """Start ``function()`` on another core now; the returned callable waits for its result (or
+    raises its error). For work that releases the GIL (hashing a file) beside work that holds one
+    core. The thread is a daemon, so an error elsewhere does not wait for it to finish; on one core
+    ``function`` simply runs when its result is asked for.
+    """
+    if cpu_cores() <= 1:
+        return function
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, function()))
+        except BaseException as err:  # handed to the caller, who decides
+            outcome.append((False, err))
+
+    thread = threading.Thread(target=run, name="in_background", daemon=True)
+    thread.start()
+
+    def result() -> _Result:
+        thread.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    return result
 
 
 def ordered_map(

@@ -77,3 +77,31 @@ def test_ordered_map_passes_a_workers_error_on() -> None:
 
     with pytest.raises(ValueError, match="item 5"):
         list(ordered_map(work, range(10), 2))
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_in_background_runs_beside_the_caller_and_passes_its_result_or_error_on(monkeypatch, cores) -> None:
+    import threading
+
+    import gpo_vae.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_cores", lambda: cores)
+    release = threading.Event()
+    ran_in: list[str] = []
+
+    def work() -> int:
+        ran_in.append(threading.current_thread().name)
+        if cores > 1:  # runs before the caller asks for it, beside the caller
+            assert release.wait(5)
+        return 42
+
+    result = runtime.in_background(work)
+    release.set()
+    assert result() == 42
+    assert ran_in == (["in_background"] if cores > 1 else [threading.current_thread().name])
+
+    def fail() -> None:
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        runtime.in_background(fail)()

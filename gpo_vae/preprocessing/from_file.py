@@ -18,6 +18,7 @@ from gpo_vae.preprocessing.config import PreprocessConfig
 from gpo_vae.preprocessing.filter_table import format_table
 from gpo_vae.preprocessing.published import ShippedProcessing
 from gpo_vae.preprocessing.steps import _timed, filter_screen, preprocess_filtered, read_screen_stats
+from gpo_vae.runtime import in_background
 
 
 def filtered_file(
@@ -36,17 +37,20 @@ def filtered_file(
     adata, counts = open_counts_h5ad(counts_path, layout or ScreenLayout())
     if block_cells:
         counts = counts.with_fields(block_cells=block_cells)
-    inputs = {
-        "cells": adata.n_obs,
-        "genes": adata.n_vars,
-        "counts_sha256": sha256_of(Path(counts_path)),
-        "summary_stats_sha256": sha256_of(Path(stats_path)) if stats_path else None,
-    }
+    # the screen's digest (seconds for a multi-GB file) is read on the other core while the
+    # filters read the cells on this one
+    counts_digest = in_background(lambda: sha256_of(Path(counts_path)))
     stats = read_screen_stats(stats_path, sheet, adata)
     with _timed(timings, "filters"):
         mask, filter_record, table, shipped = filter_screen(
             adata, stats, config, counts_path, missing_stats, counts=counts
         )
+    inputs = {
+        "cells": adata.n_obs,
+        "genes": adata.n_vars,
+        "counts_sha256": counts_digest(),
+        "summary_stats_sha256": sha256_of(Path(stats_path)) if stats_path else None,
+    }
     if print_table:
         print("\n".join(format_table(table, modality=filter_record["modality"]["resolved"])), flush=True)
     return adata[mask].copy(), counts.subset(mask), filter_record, inputs, timings, shipped
