@@ -277,3 +277,9 @@ def label_genes(label: str) -> list[str]:
 def single_genes(labels: Sequence[str] | np.ndarray) -> list[str]:
     """The sorted genes of all canonical labels: the perturbed nodes of the GRN."""
     return sorted({gene for label in set(map(str, labels)) for gene in label_genes(label)})
+
+
+def labels_in(labels: Sequence[str] | np.ndarray, chosen: Sequence[str] | set[str]) -> np.ndarray:
+    """Whether each cell's label is one of ``chosen`` (``np.isin``, by hashing: ``np.isin`` sorts
+    the cells' string labels, 1.7 s for 240,000 cells against 0.01 s here)."""
+    return pd.Index(list(chosen)).unique().get_indexer(pd.Index(np.asarray(labels))) >= 0

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
+from gpo_vae.data.labels import labels_in
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import BLOCK_CELLS, CountsOnDisk
 from gpo_vae.preprocessing.chunk_specs import counts_spec, load_spec, perturbation_chunks, save_spec
@@ -112,7 +113,7 @@ def plan_deg_chunks(
         lambda digest, cells: digest.update(hashes[cells].tobytes()),
     )
     for chunk, fingerprint in fingerprinted:
-        rows = np.isin(train_labels, [control_label, *chunk])
+        rows = labels_in(train_labels, [control_label, *chunk])
         cells = train_counts.subset(np.flatnonzero(rows))
         spec = {
             "counts": counts_spec(cells),

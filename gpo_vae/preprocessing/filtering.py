@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
-from gpo_vae.data.labels import label_genes
+from gpo_vae.data.labels import label_genes, labels_in
 from gpo_vae.preprocessing.config import DEFAULT_TARGET_SUM, PerturbationFilterConfig
 from gpo_vae.preprocessing.filter_table import (
     KEPT,
@@ -251,7 +251,7 @@ def min_cells_filter(
     before = _considered(adata, obs_mask)
     counts = pd.Series(labels[before]).value_counts()
     keep = set(counts.index[counts >= min_cells]) | {control_label} | set(protected)
-    after = before & np.isin(labels, list(keep))
+    after = before & labels_in(labels, keep)
     record = _record("min_cells", {"min_cells": min_cells}, labels, before, after, control_label)
     return after, record
 
@@ -313,7 +313,7 @@ def _filter_pass(
     min_degs = cfg.resolved_min_degs(adata.n_vars)
     table = protect_singles(strong_decisions(table, stats, cfg, modality, min_degs), protected)
     strong = set(table.index[table["status"] == KEPT])
-    mask = np.isin(labels, [*strong, control_label])
+    mask = labels_in(labels, [*strong, control_label])
     every = np.ones(adata.n_obs, dtype=bool)
     strong_record = _record(
         "strong_perturbations",

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from gpo_vae.data.contract import CONTROL_LABEL, PERTURBATION_KEY
+from gpo_vae.data.labels import labels_in
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import BLOCK_CELLS
 from gpo_vae.io import temp_sibling
@@ -122,7 +123,7 @@ def plan_pair_chunks(
         lambda digest, cells: _update_with_cells(digest, cells, names, where, features),
     )
     for chunk, fingerprint in fingerprinted:
-        rows = np.flatnonzero(is_control | np.isin(labels, chunk))
+        rows = np.flatnonzero(is_control | labels_in(labels, chunk))
         spec = {
             "features": str(features_path),
             "rows": rows,

@@ -28,7 +28,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from gpo_vae.data.contract import CONTROL_LABEL
-from gpo_vae.data.labels import label_genes
+from gpo_vae.data.labels import label_genes, labels_in
 from gpo_vae.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def split_heldout_perturbations(
     drawn = np.sort(rng.choice(perturbations, size=n_heldout, replace=False))
     singles = [p for p in drawn.tolist() if len(label_genes(p)) == 1]
     heldout = sorted(set(drawn.tolist()) | set(_with_their_pairs(perturbations, singles)))
-    is_heldout = np.isin(labels, heldout)
+    is_heldout = labels_in(labels, heldout)
     split = _split_rest(labels, is_heldout, seed, fractions, stratify_groups)
     logger.info(
         "held out %d of %d perturbations (%d cells) for test",
@@ -259,7 +259,7 @@ def split_heldout_combinations(
     if unseen_single:
         unseen = sorted({label_genes(p)[int(rng.integers(2))] for p in chosen})
     heldout = sorted(set(chosen) | set(unseen) | set(_with_their_pairs(perturbations, unseen)))
-    is_heldout = np.isin(labels, heldout)
+    is_heldout = labels_in(labels, heldout)
     split = _split_rest(labels, is_heldout, seed, fractions, stratify_groups)
     missing = sorted(
         {g for p in chosen for g in label_genes(p) if g not in unseen}

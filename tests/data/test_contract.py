@@ -278,3 +278,14 @@ def test_infinite_and_empty_inputs_are_named(tmp_path):
     folder.mkdir()
     with pytest.raises(DataContractError, match=r"folder\.h5ad: a folder, not a file"):
         read_counts_h5ad(folder, _layout())
+
+
+def test_labels_in_is_isin_by_hashing():
+    from gpo_vae.data.labels import labels_in
+
+    rng = np.random.default_rng(0)
+    names = np.array(["non-targeting", "A", "B", "A+B", "C"], dtype=object)
+    labels = names[rng.integers(0, names.size, 500)]
+    for chosen in (["A", "A+B"], {"C", "absent"}, ["B", "B", "non-targeting"], []):
+        assert np.array_equal(labels_in(labels, chosen), np.isin(labels, list(chosen)))
+    assert np.array_equal(labels_in(np.array([3, 1, 2]), [2, 3]), [True, False, True])
