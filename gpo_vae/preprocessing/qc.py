@@ -18,7 +18,6 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 import scipy.sparse as sp
 
 # rapids_available, DoubletReport, detect_doublets and stratified_chunks: importable from here too
@@ -97,10 +96,18 @@ def compute_qc_metrics(
 
 
 def _qc_metrics_cpu(X: sp.csr_matrix, obs_names: pd.Index, var: pd.DataFrame) -> pd.DataFrame:
-    light = ad.AnnData(X=X, obs=pd.DataFrame(index=obs_names), var=var)
-    metrics, _ = sc.pp.calculate_qc_metrics(
-        light, qc_vars=list(var.columns), percent_top=None, log1p=False, inplace=False
-    )
+    """The cells' columns of ``sc.pp.calculate_qc_metrics`` (``percent_top=None``, no log1p),
+    computed as scanpy computes them (the same values and dtypes: test) without its per-gene
+    metrics, which it computes too and we never read (a third of its time)."""
+    if X.nnz and not X.data.all():  # scanpy drops stored zeros (in place) before counting genes
+        X = X.copy()
+        X.eliminate_zeros()
+    metrics = pd.DataFrame(index=obs_names)
+    metrics["n_genes_by_counts"] = X.getnnz(axis=1)
+    metrics["total_counts"] = np.ravel(np.sum(X, axis=1))
+    for name in var.columns:
+        metrics[f"total_counts_{name}"] = np.ravel(np.sum(X[:, var[name].to_numpy()], axis=1))
+        metrics[f"pct_counts_{name}"] = metrics[f"total_counts_{name}"] / metrics["total_counts"] * 100
     return metrics.loc[:, list(QC_METRICS)]
 
 

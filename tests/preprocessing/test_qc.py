@@ -126,6 +126,30 @@ def test_metrics_gene_sets_hb_excludes_hbp() -> None:
     assert "hb" not in adata.var.columns  # input untouched
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_metrics_equal_scanpys_calculate_qc_metrics(dtype) -> None:
+    """The cells' metrics without scanpy's per-gene ones: scanpy's values and dtypes, with stored
+    zeros (scanpy drops them before counting genes), empty cells and no hb gene at all."""
+    import scanpy as sc
+
+    rng = np.random.default_rng(3)
+    genes = ["MT-CO1", "MT-ND2", "RPS3", "RPL5", "ACTB", *[f"G{i}" for i in range(40)]]
+    dense = rng.poisson(rng.gamma(0.5, 2.0, size=(300, len(genes)))).astype(dtype)
+    dense[:5] = 0
+    X = sp.csr_matrix(dense)
+    X.data[::7] = 0  # stored zeros
+    var = qc.qc_gene_sets(pd.Index(genes))
+    names = pd.Index([f"c{i}" for i in range(300)])
+    stored = X.nnz
+    ours = qc._qc_metrics_cpu(X, names, var)
+    light = ad.AnnData(X=X.copy(), obs=pd.DataFrame(index=names), var=var)
+    expected, _ = sc.pp.calculate_qc_metrics(
+        light, qc_vars=list(var.columns), percent_top=None, log1p=False, inplace=False
+    )
+    pd.testing.assert_frame_equal(ours, expected.loc[:, list(qc.QC_METRICS)], check_exact=True)
+    assert X.nnz == stored  # the caller's matrix keeps its stored zeros
+
+
 def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend, "rapids_available", lambda: False)
     assert qc.resolve_backend("auto") == "cpu"
