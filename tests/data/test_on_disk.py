@@ -95,6 +95,19 @@ def test_rows_are_read_by_slice_by_index_and_in_blocks(tmp_path):
         counts[0:2, 0]
 
 
+def test_library_size_sums_each_row_in_float64_with_empty_rows_anywhere():
+    rng = np.random.default_rng(5)
+    dense = rng.poisson(1.5, size=(40, 9)).astype(np.float32)
+    dense[[0, 7, 8, 39]] = 0  # empty rows first, in a run, last
+    X = sp.csr_matrix(dense)
+    X.data[::5] = 0  # stored zeros
+    np.testing.assert_array_equal(library_size(X), X.toarray().sum(axis=1, dtype=np.float64))
+    fractional = sp.csr_matrix(rng.random((6, 5000)).astype(np.float32))  # float32 would round
+    expected = [np.sum(row.data, dtype=np.float64) for row in fractional]
+    np.testing.assert_allclose(library_size(fractional), expected, rtol=1e-12)
+    assert library_size(sp.csr_matrix((3, 4), dtype=np.float32)).tolist() == [0.0, 0.0, 0.0]
+
+
 def test_a_column_major_file_is_read_whole_with_a_warning_and_normalised_values_stop(tmp_path, caplog):
     screen = _screen()
     screen.X = sp.csc_matrix(screen.X)
