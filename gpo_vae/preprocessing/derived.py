@@ -329,12 +329,13 @@ def counterfactual_table(
                 sets = local[batch]
                 yield counts, np.where(sets >= 0, np.searchsorted(cells, sets), -1)
 
-    def median(task: tuple[sp.csr_matrix, np.ndarray]) -> np.ndarray:
-        block = counterfactual_median(*task)
+    def median(task: tuple[sp.csr_matrix, np.ndarray]) -> sp.csr_matrix:
+        block = sp.csr_matrix(counterfactual_median(*task))
         bar.update(block.shape[0])
         return block
 
-    # numpy's sorts and scipy's row gathers release the GIL: batches on every core, in order
+    # numpy's sorts, scipy's row gathers and the dense → CSR conversion release the GIL:
+    # batches on every core, in order
     batches = ordered_map(median, tasks())
     if out is not None:
         with h5py.File(out, "a") as file:
@@ -343,7 +344,7 @@ def counterfactual_table(
                 appender.append(block)
             medians = appender.finish()
     else:
-        blocks = [sp.csr_matrix(block) for block in batches]
+        blocks = list(batches)
         medians = (
             sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, X.shape[1]), dtype=np.float32)
         )
