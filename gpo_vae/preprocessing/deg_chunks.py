@@ -27,7 +27,7 @@ from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.on_disk import BLOCK_CELLS, CountsOnDisk
 from gpo_vae.preprocessing.chunk_specs import counts_spec, load_spec, perturbation_chunks, save_spec
 from gpo_vae.preprocessing.config import PreprocessConfig
-from gpo_vae.preprocessing.deg import fc3_genes, rank_genes_on_disk
+from gpo_vae.preprocessing.deg import rank_genes_on_disk
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +133,16 @@ def deg_chunk_picks(spec_path: str | Path) -> dict[str, str]:
     spec = load_spec(spec_path, "DE")
     counts = CountsOnDisk(**spec["counts"])
     settings = spec["settings"]
-    table = rank_genes_on_disk(
+    scores = rank_genes_on_disk(
         counts,
         spec["labels"],
         spec["control_label"],
         spec["genes"],
         settings["target_sum"],
         tie_correct=settings["tie_correct"],
+        table=False,
     )
-    _, picks = fc3_genes(table, lfc=settings["lfc"], pval_adj=settings["pval_adj"])
+    picks = scores.fc3_picks(lfc=settings["lfc"], pval_adj=settings["pval_adj"])
     return {str(group): str(gene) for group, gene in picks.items()}
 
 

@@ -320,7 +320,7 @@ def preprocess_filtered(
             # not in the record: the artifact is the one the unchunked test gives (same checksum)
             logger.info("FC3 from the DE test run in chunks: %d genes picked", int(fc3.sum()))
         else:
-            # the table (groups × genes rows, 0.2 GB at RPE1 size) is not kept past this line
+            # the picks come from the test's arrays: no table of groups × genes rows is built
             fc3 = annotate_deg(
                 adata,
                 train,
@@ -331,6 +331,7 @@ def preprocess_filtered(
                 restrict_to_hvg=config.deg.restrict_to_hvg,
                 tie_correct=config.deg.tie_correct,
                 counts=counts,
+                keep_table=False,
             )[0]
             deg_source = "Wilcoxon against controls on training cells"
         perturbed_labels = sorted(set(labels[~is_control]))

@@ -213,3 +213,40 @@ def test_the_on_disk_test_takes_more_gene_blocks_for_more_values_and_the_same_ta
     assert blocks == [4, 10]  # ⌈60 genes / ⌈60 / 10⌉ per block⌉ for 10 passes
     pd.testing.assert_frame_equal(few, expected)
     pd.testing.assert_frame_equal(many, expected)
+
+
+@pytest.mark.parametrize("groups_at_once", [1, 3, 64])
+def test_fc3_picks_from_the_arrays_equal_the_tables_picks(groups_at_once) -> None:
+    """The lean picks (no long table, a few groups at a time) are fc3_genes' on the table: the
+    best-scored hit per group, the first gene among equal scores (two identical genes), groups
+    without a hit left out, at thresholds that pick in some groups only."""
+    counts, labels, genes = _counts(seed=7, n_groups=6)
+    dense = counts.toarray()
+    dense[:, 1] = dense[:, 0]  # G0 and G1 tie in every group
+    X_log = normalize_log1p(sp.csr_matrix(dense))
+    scores = deg.rank_genes_vs_reference(X_log, labels, CTRL, genes, table=False)
+    table = scores.table()
+    pd.testing.assert_frame_equal(table, deg.rank_genes_vs_reference(X_log, labels, CTRL, genes))
+    for lfc, p in [(3.0, 0.01), (1.0, 0.05), (0.5, 1e-6), (50.0, 0.01)]:
+        expected = deg.fc3_genes(table, lfc=lfc, pval_adj=p)[1]
+        picks = scores.fc3_picks(lfc, p, groups_at_once=groups_at_once)
+        pd.testing.assert_series_equal(picks, expected, check_index_type=False, check_categorical=False)
+    assert 0 < len(deg.fc3_genes(table, lfc=1.0, pval_adj=1e-6)[1]) < 6  # some groups pick, not all
+
+
+def test_annotate_deg_without_the_table_flags_the_same_genes(tmp_path) -> None:
+    import h5py
+
+    from gpo_vae.data.on_disk import CountsOnDisk, write_counts
+
+    adata = _planted()
+    train = np.random.default_rng(5).random(adata.n_obs) < 0.6
+    fc3, table = deg.annotate_deg(adata, train)
+    lean, none = deg.annotate_deg(adata, train, keep_table=False)
+    assert none is None and table is not None
+    pd.testing.assert_series_equal(lean, fc3)
+    path = tmp_path / "counts.h5"
+    with h5py.File(path, "w") as file:
+        write_counts(file, "X", adata.X)
+    on_disk, _ = deg.annotate_deg(adata, train, counts=CountsOnDisk(path, "X"), keep_table=False)
+    pd.testing.assert_series_equal(on_disk, fc3)
