@@ -26,6 +26,7 @@ __all__ = [
     "ordered_map",
     "release_freed_memory",
     "resolve_device",
+    "work_threads",
 ]
 
 _Item = TypeVar("_Item")
@@ -66,13 +67,39 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: Threads a stage's CPU work runs on at most, however many cores there are: each thread holds
+#: its own batch (the counterfactual medians about 100 MB a thread), and redun may run several
+#: stages at once in one process. ``$GPO_VAE_THREADS`` sets another number.
+MAX_WORK_THREADS = 8
+
+
+def work_threads() -> int:
+    """Threads for a stage's CPU work (:func:`ordered_map`): ``$GPO_VAE_THREADS`` when set, else
+    the cores (:func:`cpu_cores`), at most :data:`MAX_WORK_THREADS`."""
+    value = os.environ.get("GPO_VAE_THREADS", "").strip()
+    if not value:
+        return min(cpu_cores(), MAX_WORK_THREADS)
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        from gpo_vae.errors import UserError
+
+        raise UserError(
+            f"GPO_VAE_THREADS={value!r}: give a whole number of threads ≥ 1 (e.g. GPO_VAE_THREADS=4), "
+            "or unset it to use the cores, at most 8"
+        )
+    return threads
+
+
 def in_background(function: Callable[[], _Result]) -> Callable[[], _Result]:
     """Start ``function()`` on another core now; the returned callable waits for its result (or
     raises its error). For work that releases the GIL (hashing a file) beside work that holds one
-    core. The thread is a daemon, so an error elsewhere does not wait for it to finish; on one core
-    ``function`` simply runs when its result is asked for.
+    core. The thread is a daemon, so an error elsewhere does not wait for it to finish; with one
+    work thread (one core, or ``GPO_VAE_THREADS=1``) ``function`` runs when its result is asked for.
     """
-    if cpu_cores() <= 1:
+    if work_threads() <= 1:
         return function
     outcome: list = []
 
@@ -98,13 +125,13 @@ def in_background(function: Callable[[], _Result]) -> Callable[[], _Result]:
 def ordered_map(
     function: Callable[[_Item], _Result], items: Iterable[_Item], threads: int | None = None
 ) -> Iterator[_Result]:
-    """``map(function, items)`` on ``threads`` threads (None: :func:`cpu_cores`), in order.
+    """``map(function, items)`` on ``threads`` threads (None: :func:`work_threads`), in order.
 
     For work that releases the GIL (numpy sorts, scipy's sparse kernels, annoy's queries). At most
     two results per thread are computed ahead of the one consumed, so memory stays that of a few
     items however many there are (``ThreadPoolExecutor.map`` submits them all at once).
     """
-    threads = cpu_cores() if threads is None else threads
+    threads = work_threads() if threads is None else threads
     if threads <= 1:
         yield from map(function, items)
         return

@@ -85,6 +85,7 @@ def test_in_background_runs_beside_the_caller_and_passes_its_result_or_error_on(
 
     import gpo_vae.runtime as runtime
 
+    monkeypatch.delenv("GPO_VAE_THREADS", raising=False)
     monkeypatch.setattr(runtime, "cpu_cores", lambda: cores)
     release = threading.Event()
     ran_in: list[str] = []
@@ -105,3 +106,24 @@ def test_in_background_runs_beside_the_caller_and_passes_its_result_or_error_on(
 
     with pytest.raises(OSError, match="disk gone"):
         runtime.in_background(fail)()
+
+
+def test_work_threads_are_the_cores_at_most_eight_unless_set(monkeypatch) -> None:
+    import threading
+
+    import gpo_vae.runtime as runtime
+    from gpo_vae.errors import UserError
+
+    monkeypatch.delenv("GPO_VAE_THREADS", raising=False)
+    for cores, expected in [(1, 1), (2, 2), (64, runtime.MAX_WORK_THREADS)]:
+        monkeypatch.setattr(runtime, "cpu_cores", lambda cores=cores: cores)
+        assert runtime.work_threads() == expected
+    monkeypatch.setenv("GPO_VAE_THREADS", "12")
+    assert runtime.work_threads() == 12
+    monkeypatch.setenv("GPO_VAE_THREADS", "1")  # one thread: the caller's own
+    names = list(runtime.ordered_map(lambda _: threading.current_thread().name, range(3)))
+    assert names == [threading.current_thread().name] * 3
+    for bad in ("0", "four", "-2"):
+        monkeypatch.setenv("GPO_VAE_THREADS", bad)
+        with pytest.raises(UserError, match=f"GPO_VAE_THREADS='{bad}'"):
+            runtime.work_threads()

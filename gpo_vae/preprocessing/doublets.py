@@ -23,7 +23,7 @@ from gpo_vae.data.contract import PERTURBATION_KEY
 from gpo_vae.preprocessing.backend import resolve_backend
 from gpo_vae.preprocessing.config import Backend
 from gpo_vae.preprocessing.normalize import as_csr
-from gpo_vae.runtime import cpu_cores, ordered_map, release_freed_memory
+from gpo_vae.runtime import ordered_map, release_freed_memory, work_threads
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _knn_graph(
     for i, row in enumerate(X.tolist()):  # the same doubles scrublet's list(X[i, :]) passes
         index.add_item(i, row)
     index.build(10)
-    blocks = np.array_split(np.arange(X.shape[0]), max(1, min(cpu_cores(), X.shape[0])))
+    blocks = np.array_split(np.arange(X.shape[0]), max(1, min(work_threads(), X.shape[0])))
     found = ordered_map(lambda cells: [index.get_nns_by_item(int(i), k + 1)[1:] for i in cells], blocks)
     return np.array([neighbours for block in found for neighbours in block], dtype=int)
 
