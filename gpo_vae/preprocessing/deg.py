@@ -250,18 +250,29 @@ def rank_genes_on_disk(
         raise ValueError(f"{len(genes)} gene names for a matrix with {counts.shape[1]} columns")
     passes = max(passes, -(-stored_values(counts) // max(block_values, 1)))
     order, bounds, group_names = _grouped_rows(groups, counts.shape[0], reference_label, None)
-    factor = library_size(counts)
+    block_genes = max(1, -(-len(genes) // max(passes, 1)))
+    factor, per_block = _library_and_block_values(counts, block_genes)
     factor = np.divide(target_sum, factor, out=np.zeros_like(factor), where=factor > 0)
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
 
     def column_block(left: int, right: int) -> sp.csr_matrix:
-        parts = []
+        # each block of cells is scaled and written straight to its rows' grouped places: the
+        # gene block is held once, not as blocks, then stacked, then reordered (three copies)
+        indptr = np.zeros(order.size + 1, dtype=np.int64)
+        np.cumsum(per_block[order, left // block_genes], out=indptr[1:])
+        data = np.empty(indptr[-1], dtype=np.float32)
+        indices = np.empty(indptr[-1], dtype=np.int32)
         for start, stop, block in counts.row_blocks():
             part = scale_rows(block[:, left:right], factor[start:stop])
             np.log1p(part.data, out=part.data)
-            parts.append(part)
-        return sp.vstack(parts, format="csr")[order]
+            stored = int(part.indptr[-1])
+            target = np.repeat(indptr[position[start:stop]] - part.indptr[:-1], np.diff(part.indptr))
+            target += np.arange(stored)
+            data[target] = part.data[:stored]
+            indices[target] = part.indices[:stored]
+        return sp.csr_matrix((data, indices, indptr), shape=(order.size, right - left))
 
-    block_genes = max(1, -(-len(genes) // max(passes, 1)))
     scores = _rank_gene_blocks(
         column_block, bounds, genes, group_names, tie_correct, block_genes, show_progress
     )
@@ -327,6 +338,21 @@ class WilcoxonScores:
         return pd.Series(
             [picks[g] for g in ordered], index=pd.Index(ordered, name="group"), name="fc3_gene", dtype=object
         )
+
+
+def _library_and_block_values(counts: Any, block_genes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's library size (:func:`library_size`) and its stored values in each block of
+    ``block_genes`` genes (cells × blocks), in one pass over an on-disk matrix."""
+    n_blocks = -(-counts.shape[1] // block_genes)
+    sizes, per_block = [], []
+    for _, _, block in counts.row_blocks():
+        sizes.append(library_size(block))
+        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        keys = rows * n_blocks + block.indices[: block.indptr[-1]] // block_genes
+        per_block.append(np.bincount(keys, minlength=block.shape[0] * n_blocks).reshape(-1, n_blocks))
+    if not sizes:
+        return np.zeros(0), np.zeros((0, n_blocks), dtype=np.int64)
+    return np.concatenate(sizes), np.concatenate(per_block)
 
 
 def _rank_gene_blocks(

@@ -250,3 +250,23 @@ def test_annotate_deg_without_the_table_flags_the_same_genes(tmp_path) -> None:
         write_counts(file, "X", adata.X)
     on_disk, _ = deg.annotate_deg(adata, train, counts=CountsOnDisk(path, "X"), keep_table=False)
     pd.testing.assert_series_equal(on_disk, fc3)
+
+
+def test_the_on_disk_test_of_shuffled_cells_equals_the_in_memory_table(tmp_path) -> None:
+    """Cells in file order unlike their groups (as screens store them): each block of cells is
+    written straight to its rows' grouped places, across several gene blocks and cell blocks."""
+    import h5py
+
+    from gpo_vae.data.on_disk import CountsOnDisk, write_counts
+
+    counts, labels, genes = _counts(seed=11, n_groups=5)
+    shuffle = np.random.default_rng(2).permutation(counts.shape[0])
+    counts, labels = counts[shuffle], labels[shuffle]
+    path = tmp_path / "counts.h5"
+    with h5py.File(path, "w") as file:
+        write_counts(file, "X", counts)
+    expected = deg.rank_genes_vs_reference(normalize_log1p(counts), labels, CTRL, genes)
+    for block_cells in (1, 33, 1000):
+        on_disk = CountsOnDisk(path, "X", block_cells=block_cells)
+        table = deg.rank_genes_on_disk(on_disk, labels, CTRL, genes, block_values=counts.nnz // 7)
+        pd.testing.assert_frame_equal(table, expected)
