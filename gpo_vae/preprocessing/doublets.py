@@ -98,7 +98,7 @@ def _scrub_doublets(scrub: Any) -> np.ndarray | None:
     steps.pipeline_apply_gene_filter(scrub)
     scrub.simulate_doublets(sim_doublet_ratio=scrub.sim_doublet_ratio, synthetic_doublet_umi_subsampling=1.0)
     _scrublet_normalize(scrub, postnorm_total=1e6)
-    steps.pipeline_zscore(scrub)
+    _scrublet_zscore(scrub)
     steps.pipeline_pca(scrub, n_prin_comps=30, random_state=scrub.random_state, svd_solver="arpack")
     import scrublet.scrublet as scoring
 
@@ -155,13 +155,46 @@ def _scrublet_normalize(scrub: Any, postnorm_total: float | None = None) -> None
         scrub._E_sim_norm = _scaled_rows(scrub._E_sim, float(postnorm_total) / scrub._total_counts_sim)
 
 
+#: Stored values scaled at once by :func:`_scaled_rows`.
+_SCALE_SLICE = 1 << 22
+
+
+def _scrublet_zscore(scrub: Any) -> None:
+    """scrublet's ``pipeline_zscore``, bit for bit and in the same memory order (test), each
+    matrix made dense once and z-scored in place. scrublet subtracts the means from a dense copy,
+    multiplies it by a sparse diagonal matrix (another copy) and copies the transposed result
+    again: the chunk's peak (0.7 GB more for 18,000 RPE1 cells)."""
+    from scrublet.helper_functions import sparse_var
+
+    means = np.asarray(scrub._E_obs_norm.mean(0))
+    inverse = 1 / np.sqrt(sparse_var(scrub._E_obs_norm))
+    scrub._E_obs_norm = _zscored(scrub._E_obs_norm, means, inverse)
+    if scrub._E_sim_norm is not None:
+        scrub._E_sim_norm = _zscored(scrub._E_sim_norm, means, inverse)
+
+
+def _zscored(matrix: sp.spmatrix, means: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """``(matrix − means) · inverse`` per column as scrublet's ``sparse_zscore`` gives it: its
+    diagonal product adds each one product to 0.0, so the values are the same, and its last
+    transpose leaves the array column-major, so this one is too (PCA's products then sum in the
+    same order)."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant gene: scrublet's inf and NaN
+        dense = matrix.toarray(order="F")
+        dense -= means
+        dense *= inverse
+    return dense
+
+
 def _scaled_rows(counts: sp.spmatrix, factors: np.ndarray) -> sp.csc_matrix:
     """``diag(factors) · counts`` in CSC as scipy computes it: each product in float64 (the
     diagonal is float64), products that are 0 not stored."""
     counts = counts.tocsc()
-    values = np.asarray(factors, dtype=np.float64)[counts.indices] * counts.data.astype(
-        np.float64, copy=False
-    )
+    factors = np.asarray(factors, dtype=np.float64)
+    values = counts.data.astype(np.float64)
+    # a slice of values at a time: the gathered factors of every stored value would be one more
+    # float64 copy of the chunk (about 0.4 GB for 17,000 RPE1 cells)
+    for start in range(0, values.size, _SCALE_SLICE):
+        values[start : start + _SCALE_SLICE] *= factors[counts.indices[start : start + _SCALE_SLICE]]
     scaled = sp.csc_matrix((values, counts.indices.copy(), counts.indptr.copy()), shape=counts.shape)
     if not values.all():
         scaled.eliminate_zeros()

@@ -338,3 +338,28 @@ def test_run_qc_composes_the_stage(qc_doublet_data) -> None:
     assert not metrics["doublet_chunk_skipped"].any()
     no_doublets, _, _ = qc.run_qc(adata, doublets=False, backend="cpu")
     assert not no_doublets["qc_doublet"].any()
+
+
+def test_scrublet_zscore_equals_scrublets_in_values_and_memory_order() -> None:
+    """The z-scores made dense once and scaled in place equal scrublet's ``pipeline_zscore``
+    bit for bit, column-major as scrublet leaves them (PCA's sums depend on the order), with a
+    gene that no cell expresses (scrublet's 0 · inf = NaN)."""
+    import types
+
+    from scrublet.helper_functions import pipeline_zscore
+
+    rng = np.random.default_rng(4)
+    obs = sp.random(300, 40, density=0.3, random_state=rng, format="csc") * 50
+    obs[:, 5] = 0
+    sim = sp.random(600, 40, density=0.5, random_state=rng, format="csc") * 50
+    theirs = types.SimpleNamespace(_E_obs_norm=obs.copy(), _E_sim_norm=sim.copy())
+    ours = types.SimpleNamespace(_E_obs_norm=obs.copy(), _E_sim_norm=sim.copy())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pipeline_zscore(theirs)
+    doublets._scrublet_zscore(ours)
+    for name in ("_E_obs_norm", "_E_sim_norm"):
+        a, b = getattr(theirs, name), getattr(ours, name)
+        assert type(a) is type(b) is np.ndarray and a.dtype == b.dtype
+        assert a.flags.f_contiguous and b.flags.f_contiguous
+        assert np.array_equal(a, b, equal_nan=True)
+    assert np.isnan(ours._E_obs_norm[:, 5]).all()
