@@ -2,7 +2,7 @@
 
 Three callers test samples against a reference whose values are sorted once:
 :mod:`gpo_vae.stats.anderson_darling` (every gene of one perturbation vs control cells, with the
-Anderson-Darling statistic), :func:`gpo_vae.preprocessing.deg.rank_genes_vs_reference` (many
+Anderson-Darling statistic), :func:`gpo_vae.preprocessing.wilcoxon.rank_genes_vs_reference` (many
 groups vs controls over a block of genes, with fold changes and BH) and
 :mod:`gpo_vae.grn.two_sample` (many groups vs controls in one gene, with the Wasserstein
 distance). What they share lives here:

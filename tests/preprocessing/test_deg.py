@@ -12,7 +12,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from scipy.stats import mannwhitneyu
 
-from gpo_vae.preprocessing import deg
+from gpo_vae.preprocessing import deg, wilcoxon
 from gpo_vae.preprocessing.normalize import normalize_log1p
 
 CTRL = "non-targeting"
@@ -199,7 +199,7 @@ def test_the_on_disk_test_takes_more_gene_blocks_for_more_values_and_the_same_ta
         write_counts(file, "X", counts)
     on_disk = CountsOnDisk(path, "X", block_cells=50)
     blocks: list[int] = []
-    real = deg._rank_gene_blocks
+    real = wilcoxon._rank_gene_blocks
 
     def counting(column_block, bounds, genes, *args):
         blocks.append(-(-len(genes) // args[-2]))
@@ -207,7 +207,7 @@ def test_the_on_disk_test_takes_more_gene_blocks_for_more_values_and_the_same_ta
 
     expected = deg.rank_genes_vs_reference(normalize_log1p(counts), labels, CTRL, genes)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(deg, "_rank_gene_blocks", counting)
+        patch.setattr(wilcoxon, "_rank_gene_blocks", counting)
         few = deg.rank_genes_on_disk(on_disk, labels, CTRL, genes)
         many = deg.rank_genes_on_disk(on_disk, labels, CTRL, genes, block_values=counts.nnz // 9)
     assert blocks == [4, 10]  # ⌈60 genes / ⌈60 / 10⌉ per block⌉ for 10 passes
