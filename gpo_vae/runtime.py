@@ -88,7 +88,7 @@ def work_threads() -> int:
 
         raise UserError(
             f"GPO_VAE_THREADS={value!r}: give a whole number of threads ≥ 1 (e.g. GPO_VAE_THREADS=4), "
-            "or unset it to use the cores, at most 8"
+            f"or unset it to use the cores, at most {MAX_WORK_THREADS}"
         )
     return threads
 

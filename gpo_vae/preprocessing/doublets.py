@@ -155,10 +155,6 @@ def _scrublet_normalize(scrub: Any, postnorm_total: float | None = None) -> None
         scrub._E_sim_norm = _scaled_rows(scrub._E_sim, float(postnorm_total) / scrub._total_counts_sim)
 
 
-#: Stored values scaled at once by :func:`_scaled_rows`.
-_SCALE_SLICE = 1 << 22
-
-
 def _scrublet_zscore(scrub: Any) -> None:
     """scrublet's ``pipeline_zscore``, bit for bit and in the same memory order (test), each
     matrix made dense once and z-scored in place. scrublet subtracts the means from a dense copy,
@@ -167,7 +163,8 @@ def _scrublet_zscore(scrub: Any) -> None:
     from scrublet.helper_functions import sparse_var
 
     means = np.asarray(scrub._E_obs_norm.mean(0))
-    inverse = 1 / np.sqrt(sparse_var(scrub._E_obs_norm))
+    with np.errstate(divide="ignore"):  # a gene no cell expresses: scrublet's 1 / 0 = inf
+        inverse = 1 / np.sqrt(sparse_var(scrub._E_obs_norm))
     scrub._E_obs_norm = _zscored(scrub._E_obs_norm, means, inverse)
     if scrub._E_sim_norm is not None:
         scrub._E_sim_norm = _zscored(scrub._E_sim_norm, means, inverse)
@@ -178,11 +175,15 @@ def _zscored(matrix: sp.spmatrix, means: np.ndarray, inverse: np.ndarray) -> np.
     diagonal product adds each one product to 0.0, so the values are the same, and its last
     transpose leaves the array column-major, so this one is too (PCA's products then sum in the
     same order)."""
-    with np.errstate(divide="ignore", invalid="ignore"):  # a constant gene: scrublet's inf and NaN
+    with np.errstate(invalid="ignore"):  # a gene no cell expresses: scrublet's 0 · inf = NaN
         dense = matrix.toarray(order="F")
         dense -= means
         dense *= inverse
     return dense
+
+
+#: Stored values scaled at once by :func:`_scaled_rows`.
+_SCALE_SLICE = 1 << 22
 
 
 def _scaled_rows(counts: sp.spmatrix, factors: np.ndarray) -> sp.csc_matrix:
