@@ -316,9 +316,9 @@ class WilcoxonScores:
         )
 
     def fc3_picks(self, lfc: float = 3.0, pval_adj: float = 0.01, groups_at_once: int = 64) -> pd.Series:
-        """:func:`~gpo_vae.preprocessing.deg.fc3_genes`' picks without the long table (test: the same picks), a few groups'
-        fold changes and adjusted p-values at a time: the table holds seven values per group
-        and gene, about 0.6 GB at 1,000 groups × 8,700 genes."""
+        """:func:`~gpo_vae.preprocessing.deg.fc3_genes`' picks without the long table (test: the
+        same picks), a few groups' fold changes and adjusted p-values at a time: the table holds
+        seven values per group and gene, about 0.6 GB at 1,000 groups × 8,700 genes."""
         picks: dict[str, str] = {}
         for start in range(0, self.scores.shape[0], groups_at_once):
             rows = slice(start, start + groups_at_once)
