@@ -283,7 +283,7 @@ def write_counts(file: h5py.File, key: str, X: object, block_cells: int = BLOCK_
     ``.h5ad``, a block of cells at a time: the same bytes whichever ``X`` holds the values.
 
     The row pointers are 64-bit when the values could exceed 2³¹ (anndata cannot widen them
-    while appending).
+    while appending); the column indices stay 32-bit while the genes fit.
     """
     from anndata.io import sparse_dataset, write_elem
 
@@ -300,7 +300,7 @@ def write_counts(file: h5py.File, key: str, X: object, block_cells: int = BLOCK_
         if written is None:
             if wide:
                 block.indptr = block.indptr.astype(np.int64)
-                block.indices = block.indices.astype(np.int64)
+                block.indices = block.indices.astype(_index_dtype(block.shape[1]))
             write_elem(file, key, block)
             written = sparse_dataset(file[key])
         else:
@@ -336,9 +336,15 @@ def write_dense_rows(
     written.attrs["encoding-version"] = "0.2.0"
 
 
+def _index_dtype(n_cols: int) -> type:
+    """The column index type of an appended CSR element: 32-bit unless the columns need more."""
+    return np.int32 if n_cols < np.iinfo(np.int32).max else np.int64
+
+
 class CsrAppender:
     """A CSR element of an open ``.h5ad`` written a block of rows at a time (64-bit row pointers,
-    as the total is not known in advance); :meth:`finish` gives it as a :class:`CountsOnDisk`."""
+    as the total is not known in advance; 32-bit column indices, which any gene count fits, so
+    a stored value takes 8 bytes, not 12); :meth:`finish` gives it as a :class:`CountsOnDisk`."""
 
     def __init__(self, file: h5py.File, key: str, n_cols: int) -> None:
         self.file, self.key, self.n_cols, self._written = file, key, n_cols, None
@@ -350,7 +356,7 @@ class CsrAppender:
         block.sort_indices()
         if self._written is None:
             block.indptr = block.indptr.astype(np.int64)
-            block.indices = block.indices.astype(np.int64)
+            block.indices = block.indices.astype(_index_dtype(self.n_cols))
             write_elem(self.file, self.key, block)
             self._written = sparse_dataset(self.file[self.key])
         else:

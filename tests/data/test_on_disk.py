@@ -248,3 +248,27 @@ def test_csr_rows_are_read_as_slices_of_their_values(tmp_path, dtype):
         np.testing.assert_array_equal(block.toarray(), dense[rows])
     np.testing.assert_array_equal(counts[100:350].toarray(), dense[100:350])
     np.testing.assert_array_equal(counts.with_fields(block_cells=7).to_memory().toarray(), dense)
+
+
+def test_appended_and_wide_csr_elements_store_32_bit_columns_and_read_back_equal(tmp_path, monkeypatch):
+    """A CSR element written a block at a time (the simulator's counts, the artifact's X when its
+    values could pass 2³¹) has 64-bit row pointers and 32-bit column indices: 8 bytes a value,
+    not 12, and the same rows as the matrix appended."""
+    import h5py
+
+    from gpo_vae.data import on_disk
+    from gpo_vae.data.on_disk import CsrAppender, write_counts
+
+    X = sp.random(700, 30, density=0.2, format="csr", random_state=5, dtype=np.float32)
+    with h5py.File(tmp_path / "appended.h5ad", "w") as file:
+        writer = CsrAppender(file, "X", 30)
+        for start in range(0, 700, 256):
+            writer.append(X[start : start + 256])
+        counts = writer.finish()
+        assert file["X/indptr"].dtype == np.int64 and file["X/indices"].dtype == np.int32
+    assert (counts.to_memory() != X).nnz == 0
+    monkeypatch.setattr(on_disk, "stored_values", lambda _: np.iinfo(np.int32).max)  # "wide"
+    with h5py.File(tmp_path / "wide.h5ad", "w") as file:
+        write_counts(file, "X", X, block_cells=256)
+        assert file["X/indptr"].dtype == np.int64 and file["X/indices"].dtype == np.int32
+    assert (CountsOnDisk(tmp_path / "wide.h5ad", "X").to_memory() != X).nnz == 0
