@@ -83,7 +83,7 @@ def plan_pair_chunks(
 
     ``features``, ``labels``, ``split``, ``batches`` and ``names`` are per kept cell, as
     :func:`~gpo_vae.preprocessing.pairing.pair_cells_ot` takes them; ``settings`` its
-    ``method``, ``reg`` and ``cost_scale``.
+    ``method``, ``reg``, ``cost_scale``, ``max_controls`` and ``seed``.
     """
     if perturbations_per_chunk < 1:
         raise ValueError(f"perturbations_per_chunk must be ≥ 1, got {perturbations_per_chunk}")
@@ -159,6 +159,8 @@ def pair_chunk_partners(spec_path: str | Path) -> dict[str, str]:
         reg=settings["reg"],
         cost_scale=settings["cost_scale"],
         progress=False,
+        max_controls=settings["max_controls"],
+        seed=settings["seed"],
         batches=spec["batches"],
     )
     names = spec["names"]
@@ -213,7 +215,13 @@ def plan_pairing_of_file(
     )
     if shipped is not None:
         record["shipped_not_used"] = why
-    settings = {"method": pairing.method, "reg": float(pairing.reg), "cost_scale": float(pairing.cost_scale)}
+    settings = {
+        "method": pairing.method,
+        "reg": float(pairing.reg),
+        "cost_scale": float(pairing.cost_scale),
+        "max_controls": pairing.max_controls,
+        "seed": config.seed,
+    }
     chunks = plan_pair_chunks(
         features, labels, split, batches, kept.obs_names, settings, perturbations_per_chunk, out_dir
     )

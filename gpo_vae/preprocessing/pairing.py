@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -251,6 +252,8 @@ def pair_cells_ot(
     num_iter_max: int = 1000,
     progress: bool = True,
     batches: Sequence[str] | np.ndarray | pd.Series | None = None,
+    max_controls: int | None = None,
+    seed: int = 0,
 ) -> np.ndarray:
     """Match every perturbed cell to a control cell of the same split (and batch) by optimal transport.
 
@@ -288,6 +291,14 @@ def pair_cells_ot(
         Show a tqdm bar over groups.
     batches
         Batch of every cell (None: one batch); a cell is only ever paired within its batch.
+    max_controls
+        At most this many controls of a split (and batch) are candidates (None: all, as
+        published): a split with more pairs with :func:`control_subset` of them, the same
+        ones for every group and whichever chunk of perturbations is paired. Each group's cost
+        matrix is its cells × the controls, so without a cap the pairing's time grows with the
+        square of the cells.
+    seed
+        Seed of the control subsets.
 
     Returns
     -------
@@ -304,6 +315,8 @@ def pair_cells_ot(
         raise ValueError(f"method must be 'sinkhorn', 'emd' or 'hungarian', got {method!r}")
     if reg <= 0 or cost_scale <= 0:
         raise ValueError(f"reg and cost_scale must be positive, got reg={reg}, cost_scale={cost_scale}")
+    if max_controls is not None and max_controls < 1:
+        raise ValueError(f"max_controls must be at least 1 (or None for all), got {max_controls}")
     labels = np.asarray(perturbation_labels).astype(str)
     split_names_only = np.asarray(split_labels).astype(str)
     n_cells = features.shape[0]
@@ -346,7 +359,9 @@ def pair_cells_ot(
         s = split_code[cells[0]]
         if s != current_split:  # groups come sorted by split: densify each split's controls once
             current_split = s
-            controls = np.flatnonzero(is_control & (split_code == s))
+            controls = control_subset(
+                np.flatnonzero(is_control & (split_code == s)), str(split_names[s]), max_controls, seed
+            )
             control_features = _dense64(features, controls)
         cost = ot.dist(_dense64(features, cells), control_features, metric="euclidean") / cost_scale
         with warnings.catch_warnings(record=True) as caught:
@@ -363,6 +378,20 @@ def pair_cells_ot(
         )
     logger.info("paired %d perturbed cells in %d groups (%s)", perturbed.size, len(groups), method)
     return partner
+
+
+def control_subset(controls: np.ndarray, where: str, max_controls: int | None, seed: int) -> np.ndarray:
+    """``max_controls`` of a split's ``controls`` (increasing rows), drawn without replacement
+    with a generator seeded by ``seed`` and the split's name ``where``; all of them when there
+    are no more than that.
+
+    The draw depends on the controls' order, not their rows, so the pairing of one chunk of
+    perturbations (which holds every control, fewer other cells) draws the same controls.
+    """
+    if max_controls is None or controls.size <= max_controls:
+        return controls
+    rng = np.random.default_rng([seed, zlib.crc32(where.encode())])
+    return controls[np.sort(rng.choice(controls.size, max_controls, replace=False))]
 
 
 def partner_rows(

@@ -393,6 +393,8 @@ def preprocess_filtered(
                     cost_scale=config.pairing.cost_scale,
                     progress=progress,
                     batches=batches,
+                    max_controls=config.pairing.max_controls,
+                    seed=config.seed,
                 )
                 del features
             finally:
@@ -400,6 +402,7 @@ def preprocess_filtered(
                     features_file.unlink(missing_ok=True)
     record["pairing"] = {
         **pairing_record,
+        "max_controls": config.pairing.max_controls,
         "within_batch": batches is not None,
         "unmeasured_perturbed": int((~measured_nodes[:n_perturbed]).sum()),
     }

@@ -31,19 +31,24 @@ def _pairing(plan) -> dict:
 
 @pytest.mark.parametrize(
     ("preset", "features", "per_chunk"),
-    [("default", "targets", 4), ("batches", "targets", 1), ("panel", "auto", 10_000)],
+    [
+        ("default", "targets", 4),
+        ("batches", "targets", 1),
+        ("panel", "auto", 10_000),
+        ("default", "capped", 3),
+    ],
 )
 def test_the_artifact_built_from_chunked_partners_has_the_same_bytes(preset, features, per_chunk, tmp_path):
     """Every perturbed cell gets the partner the whole run gives it, so the artifact (partners,
     ΔX, the pairing record) is the same file: on the targets' features, within cell lines, and
-    on principal components (``panel`` measures none of its targets)."""
+    on principal components (``panel`` measures none of its targets), and with fewer candidate
+    controls than a split holds (``pairing.max_controls``)."""
     screen = write_synthetic_dataset(tmp_path / "data", SyntheticConfig.preset(preset))
     layout = (
         ScreenLayout(batch_key=SyntheticConfig.preset(preset).batch_column) if preset == "batches" else None
     )
-    config = (
-        from_dict(PreprocessConfig, {"pairing": {"features": features}}) if features != "targets" else None
-    )
+    settings = {"max_controls": 40} if features == "capped" else {"features": features}
+    config = from_dict(PreprocessConfig, {"pairing": settings}) if features != "targets" else None
     inputs = _inputs(screen, config)
     plan = plan_pairing_of_file(*inputs, per_chunk, tmp_path / "pairs", layout)
     groups = [g for chunk in plan.chunks for g in chunk.groups]
@@ -59,6 +64,15 @@ def test_the_artifact_built_from_chunked_partners_has_the_same_bytes(preset, fea
     perturbed = obs["gene"].astype(str).to_numpy() != "non-targeting"
     assert len(pairing["partners"]) == perturbed.sum()
     np.testing.assert_array_equal(partner_rows(pairing["partners"], obs.index, perturbed), obs["partner"])
+    if features == "capped":  # the cap binds: a split has more controls than the partners drawn from it
+        split = obs["split"].to_numpy()
+        partner_split = split[obs["partner"].to_numpy()[perturbed]]
+        used = {
+            name: np.unique(obs["partner"].to_numpy()[perturbed][partner_split == name]).size
+            for name in set(split)
+        }
+        held = {name: int((~perturbed & (split == name)).sum()) for name in set(split)}
+        assert max(used.values()) <= 40 < max(held.values())
 
 
 def test_partners_of_another_screen_are_named_not_used():

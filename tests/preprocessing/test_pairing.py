@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
-from gpo_vae.preprocessing.pairing import pair_cells_ot, pairing_features
+from gpo_vae.preprocessing.pairing import control_subset, pair_cells_ot, pairing_features
 
 CONTROL = "non-targeting"
 
@@ -45,6 +45,33 @@ def test_pairing_is_deterministic(pair_case) -> None:
     features, labels, splits = pair_case
     first = pair_cells_ot(features, labels, splits, progress=False)
     np.testing.assert_array_equal(first, pair_cells_ot(features, labels, splits, progress=False))
+
+
+def test_a_cap_on_the_controls_pairs_within_a_seeded_subset_of_each_split(pair_case) -> None:
+    """``max_controls``: a cap no split reaches changes nothing; a cap below pairs every cell of
+    a split with the same few controls, drawn by the seed and the split, whichever other cells
+    are paired beside them (a chunk of perturbations draws the same subset)."""
+    features, labels, splits = pair_case
+    whole = pair_cells_ot(features, labels, splits, progress=False)
+    np.testing.assert_array_equal(
+        whole, pair_cells_ot(features, labels, splits, progress=False, max_controls=60)
+    )
+    capped = pair_cells_ot(features, labels, splits, progress=False, max_controls=5, seed=3)
+    assert np.all(labels[capped] == CONTROL) and np.all(splits[capped] == splits)
+    for name in np.unique(splits):
+        controls = np.flatnonzero((labels == CONTROL) & (splits == name))
+        subset = control_subset(controls, name, 5, seed=3)
+        assert subset.size == 5 and np.all(np.diff(subset) > 0) and np.isin(subset, controls).all()
+        perturbed = (labels != CONTROL) & (splits == name)
+        assert np.isin(capped[perturbed], subset).all()
+    assert not np.array_equal(capped, whole)
+    one = np.flatnonzero((labels == CONTROL) | (labels == "G2"))  # a chunk: every control, one group
+    alone = pair_cells_ot(features[one], labels[one], splits[one], progress=False, max_controls=5, seed=3)
+    np.testing.assert_array_equal(one[alone], capped[one])
+    other_seed = pair_cells_ot(features, labels, splits, progress=False, max_controls=5, seed=4)
+    assert not np.array_equal(other_seed, capped)
+    with pytest.raises(ValueError, match="max_controls"):
+        pair_cells_ot(features, labels, splits, progress=False, max_controls=0)
 
 
 def test_sinkhorn_with_small_reg_approaches_the_exact_assignment() -> None:
