@@ -150,7 +150,13 @@ def validate_artifact(
 VOLATILE_RECORD_KEYS = ("timings", "platform")
 
 
-def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None, delta_x: Any = None) -> Path:
+def write_artifact(
+    adata: ad.AnnData,
+    out_dir: str | Path,
+    counts: Any = None,
+    delta_x: Any = None,
+    counts_scratch: Path | None = None,
+) -> Path:
     """Write ``adata`` as an artifact directory atomically; return the directory.
 
     The counts (``adata.X``, or ``counts`` where ``adata`` has no X: a
@@ -165,7 +171,10 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None, d
     and the directory is renamed into place; an existing complete artifact is replaced. The
     space it needs is checked first (a full disk is an :class:`~gpo_vae.io.OutputSpaceError`
     naming the folder and the sizes, before HDF5 starts writing), and temporaries that a killed
-    run left beside it are removed.
+    run left beside it are removed. ``counts_scratch``: a scratch file that holds only the
+    ``counts`` (the preprocessing's copy of the kept cells): it is removed as soon as X is
+    written, and the space it frees counts for what is written after X, so the disk holds the
+    counts twice, not twice plus ΔX and the medians.
     """
     X = adata.X if adata.X is not None else counts
     if X is None:
@@ -186,8 +195,9 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None, d
     validate_artifact(shell, counts=X, on_disk=ArtifactOnDisk(X, dx, medians))
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir.parent)
-    need = estimated_bytes(shell) + int((stored_values(X) + stored_values(medians)) * 8 * 1.1)
-    need += dx.shape[0] * dx.shape[1] * 4
+    after_counts = int(stored_values(medians) * 8 * 1.1) + dx.shape[0] * dx.shape[1] * 4
+    freed = counts_scratch.stat().st_size if counts_scratch is not None else 0
+    need = estimated_bytes(shell) + int(stored_values(X) * 8 * 1.1) + max(0, after_counts - freed)
     require_space(out_dir.parent, need, "the preprocessed artifact")
     full_record = adata.uns["record"]
     record = json.loads(full_record)
@@ -199,6 +209,8 @@ def write_artifact(adata: ad.AnnData, out_dir: str | Path, counts: Any = None, d
                 shell.write_h5ad(tmp / ARTIFACT_FILE)
                 with h5py.File(tmp / ARTIFACT_FILE, "a") as file:
                     write_counts(file, "X", X)
+                    if counts_scratch is not None:
+                        counts_scratch.unlink(missing_ok=True)
                     write_counts(file, "uns/cf_medians", medians)
                     write_dense(file, "obsm/delta_x", dx)
         finally:

@@ -102,7 +102,8 @@ def build_artifact(
 
     The kept cells' counts are first copied, a block at a time, into a scratch file beside
     ``out_dir`` (contiguous rows, so each later pass reads only them); every stage then reads
-    that file, and the artifact's X is copied from it. Peak memory is set by the genes, the
+    that file, and the artifact's X is copied from it, after which it is removed (ΔX and the
+    medians, in a second scratch file, are written to the artifact after it). Peak memory is set by the genes, the
     perturbations and ``block_cells`` (cells read at a time), not by the number of cells. The
     artifact has the same bytes as ``write_artifact(preprocess_files(...))``. ``deg_picks``: the
     DE test's picks computed beforehand (:func:`~gpo_vae.preprocessing.deg_chunks.plan_deg_of_file`),
@@ -125,12 +126,16 @@ def build_artifact(
     # counterfactual medians, twice: scratch and artifact), before HDF5 meets a full disk
     values = stored_values(counts)
     require_space(out_dir.parent, int(values * 8 * 2 * 1.5) + (1 << 20), "the preprocessed artifact")
-    scratch = temp_sibling(out_dir, is_dir=False)  # removed by remove_stale_temps if we are killed
+    # removed by remove_stale_temps if we are killed; the counts in a file of their own, so that
+    # their space is freed once the artifact holds them
+    kept_file = temp_sibling(out_dir, is_dir=False)
+    scratch = temp_sibling(out_dir, is_dir=False)
     try:
         with _timed(timings, "copy_kept"), full_disk_as_error(out_dir, (OSError, RuntimeError)):
-            with h5py.File(scratch, "w") as file:
+            with h5py.File(kept_file, "w") as file:
                 write_counts(file, "X", counts)
-        kept_counts = CountsOnDisk(scratch, "X", block_cells=block_cells)
+            h5py.File(scratch, "w").close()  # ΔX and the medians are appended to it
+        kept_counts = CountsOnDisk(kept_file, "X", block_cells=block_cells)
         artifact = preprocess_filtered(
             kept,
             filter_record,
@@ -146,8 +151,11 @@ def build_artifact(
             doublets=doublets,
         )
         on_disk_dx = CountsOnDisk(scratch, DELTA_X_ELEMENT, block_cells=block_cells)
-        return write_artifact(artifact, out_dir, counts=kept_counts, delta_x=on_disk_dx)
+        return write_artifact(
+            artifact, out_dir, counts=kept_counts, delta_x=on_disk_dx, counts_scratch=kept_file
+        )
     finally:
+        kept_file.unlink(missing_ok=True)
         scratch.unlink(missing_ok=True)
 
 

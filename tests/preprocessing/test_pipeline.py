@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from gpo_vae.data.contract import CONTROL_LABEL, read_counts_h5ad
 from gpo_vae.data.layout import ScreenLayout
 from gpo_vae.data.synthetic import SyntheticConfig, write_synthetic_dataset
+from gpo_vae.io import estimated_bytes
 from gpo_vae.preprocessing.artifact import (
     MARKER_FILE,
     ArtifactError,
@@ -195,3 +197,44 @@ def test_the_artifact_built_from_disk_has_the_bytes_of_the_one_built_in_memory(
     assert record["output"]["cells"] > 4 * 500 and "copy_kept" in record["timings"]
     assert (disk / "artifact.h5ad").read_bytes() == (memory / "artifact.h5ad").read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the scratch copy is gone
+
+
+def test_the_kept_cells_copy_is_removed_once_the_artifact_holds_x_and_its_space_counted(
+    pipe_dataset, tmp_path, monkeypatch
+):
+    """build_artifact's copy of the kept counts is a scratch file of its own: removed as soon as
+    the artifact's X is written, before the medians and ΔX, and the space check asks for the
+    counts twice, not twice plus ΔX and the medians (the 4× screen's write stopped for that)."""
+    from gpo_vae.data.on_disk import write_counts
+    from gpo_vae.preprocessing import artifact as artifact_module
+
+    needs, beside = [], {}
+
+    def recorded_need(folder, n_bytes, what):
+        needs.append((what, n_bytes))
+
+    def recorded_write(file, key, X, *args, **kwargs):
+        beside[key] = sorted(p.name for p in tmp_path.iterdir() if p.is_file() and p.name.startswith("."))
+        write_counts(file, key, X, *args, **kwargs)
+
+    monkeypatch.setattr(artifact_module, "require_space", recorded_need)
+    monkeypatch.setattr(artifact_module, "write_counts", recorded_write)
+    inputs = (pipe_dataset["counts"], pipe_dataset["summary_stats"], "TabS_synthetic_summary_stat")
+    out = build_artifact(
+        *inputs, PreprocessConfig(), tmp_path / "artifact", progress=False, print_table=False
+    )
+    assert len(beside["X"]) == 2 and len(beside["uns/cf_medians"]) == 1  # the kept copy went after X
+    assert beside["uns/cf_medians"][0] in beside["X"]
+    adata = read_artifact(out)
+    n_x, n_medians = adata.X.nnz, adata.uns["cf_medians"].nnz
+    dx_bytes = adata.obsm["delta_x"].size * 4
+    obsm = {key: value for key, value in adata.obsm.items() if key != "delta_x"}
+    uns = {key: value for key, value in adata.uns.items() if key != "cf_medians"}
+    shell = ad.AnnData(obs=adata.obs, var=adata.var, obsm=obsm, uns=uns)
+    ((_, need),) = [item for item in needs if item[0] == "the preprocessed artifact"]
+    counts_twice = estimated_bytes(shell) + int(n_x * 8 * 1.1)
+    after_x = int(n_medians * 8 * 1.1) + dx_bytes
+    # the kept copy (≥ 8 bytes a value) outweighs ΔX and the medians here: nothing is added for
+    # them (the shell's estimate differs by its record's volatile keys, a few kB)
+    assert after_x > 1 << 20 and abs(need - counts_twice) < after_x / 10
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
