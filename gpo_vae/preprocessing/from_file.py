@@ -103,8 +103,9 @@ def build_artifact(
     The kept cells' counts are first copied, a block at a time, into a scratch file beside
     ``out_dir`` (contiguous rows, so each later pass reads only them); every stage then reads
     that file, and the artifact's X is copied from it, after which it is removed (ΔX and the
-    medians, in a second scratch file, are written to the artifact after it). Peak memory is set by the genes, the
-    perturbations and ``block_cells`` (cells read at a time), not by the number of cells. The
+    medians, in a second scratch file, are written to the artifact after it). Peak memory is set
+    by the genes, the perturbations and ``block_cells`` (cells read at a time), not by the
+    number of cells. The
     artifact has the same bytes as ``write_artifact(preprocess_files(...))``. ``deg_picks``: the
     DE test's picks computed beforehand (:func:`~gpo_vae.preprocessing.deg_chunks.plan_deg_of_file`),
     ``pairing`` the OT partners (:func:`~gpo_vae.preprocessing.pair_chunks.plan_pairing_of_file`),
